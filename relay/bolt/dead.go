@@ -1,0 +1,316 @@
+package bolt
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/chatrelay/chatrelay/relay"
+)
+
+// ListDead implements relay.DeadLetters.
+func (s *Store) ListDead(_ context.Context, sink string, limit int) ([]relay.DeadLetter, error) {
+	var out []relay.DeadLetter
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		dead := tx.Bucket([]byte(bDead))
+		return dead.ForEachBucket(func(name []byte) error {
+			if sink != "" && string(name) != sink {
+				return nil
+			}
+			return dead.Bucket(name).ForEach(func(k, _ []byte) error {
+				dl, err := s.deadLetter(tx, string(k[8:]), string(name))
+				if err != nil {
+					return err
+				}
+				out = append(out, dl)
+				return nil
+			})
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortStableFunc(out, func(a, b relay.DeadLetter) int { return a.ParkedAt.Compare(b.ParkedAt) })
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+func (s *Store) deadLetter(tx *bbolt.Tx, eventID, sink string) (relay.DeadLetter, error) {
+	dl := relay.DeadLetter{ID: relay.DeadLetterID(eventID, sink), EventID: eventID, Sink: sink}
+	r, ok, err := getDeliv(tx.Bucket([]byte(bDeliv)), eventID, sink)
+	if err != nil {
+		return dl, err
+	}
+	if !ok || r.State != relay.StateDead {
+		return dl, relay.ErrNotFound
+	}
+	dl.Attempts, dl.Reason, dl.ParkedAt = r.Attempts, r.LastErr, time.Unix(0, r.Parked).UTC()
+	if v := tx.Bucket([]byte(bEvents)).Get([]byte(eventID)); v != nil {
+		if m, _, err := decodeEventMeta(v); err == nil {
+			dl.Topic, dl.ConversationID, dl.ReceivedAt = m.Topic, m.Conv, time.Unix(0, m.Received).UTC()
+		}
+	}
+	return dl, nil
+}
+
+// GetDead implements relay.DeadLetters.
+func (s *Store) GetDead(_ context.Context, id string) (relay.DeadLetter, *relay.Event, error) {
+	eventID, sink, ok := splitDeadID(id)
+	if !ok {
+		return relay.DeadLetter{}, nil, relay.ErrNotFound
+	}
+	var dl relay.DeadLetter
+	var ev *relay.Event
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		var err error
+		if dl, err = s.deadLetter(tx, eventID, sink); err != nil {
+			return err
+		}
+		v := tx.Bucket([]byte(bEvents)).Get([]byte(eventID))
+		if v == nil {
+			return relay.ErrNotFound
+		}
+		ev, _, err = decodeEvent(eventID, v)
+		return err
+	})
+	return dl, ev, err
+}
+
+// Requeue implements relay.DeadLetters.
+func (s *Store) Requeue(ctx context.Context, ids []string) (int, error) {
+	return s.reviveOrPurge(ctx, ids, true)
+}
+
+// Purge implements relay.DeadLetters.
+func (s *Store) Purge(ctx context.Context, ids []string) (int, error) {
+	return s.reviveOrPurge(ctx, ids, false)
+}
+
+// RequeueAll implements relay.DeadLetters.
+func (s *Store) RequeueAll(ctx context.Context, sink string) (int, error) {
+	ids, err := s.deadIDs(sink)
+	if err != nil {
+		return 0, err
+	}
+	return s.reviveOrPurge(ctx, ids, true)
+}
+
+// PurgeAll implements relay.DeadLetters.
+func (s *Store) PurgeAll(ctx context.Context, sink string) (int, error) {
+	ids, err := s.deadIDs(sink)
+	if err != nil {
+		return 0, err
+	}
+	return s.reviveOrPurge(ctx, ids, false)
+}
+
+func (s *Store) deadIDs(sink string) ([]string, error) {
+	var ids []string
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		dead := tx.Bucket([]byte(bDead))
+		return dead.ForEachBucket(func(name []byte) error {
+			if sink != "" && string(name) != sink {
+				return nil
+			}
+			return dead.Bucket(name).ForEach(func(k, _ []byte) error {
+				ids = append(ids, relay.DeadLetterID(string(k[8:]), string(name)))
+				return nil
+			})
+		})
+	})
+	return ids, err
+}
+
+// reviveOrPurge requeues (revive) or deletes dead letters, in chunks so that
+// one transaction stays small. Replayed deliveries go to the end of their
+// conversation's queue with a fresh retry.max_age.
+func (s *Store) reviveOrPurge(ctx context.Context, ids []string, revive bool) (int, error) {
+	const chunk = 1000
+	total := 0
+	for start := 0; start < len(ids); start += chunk {
+		part := ids[start:min(start+chunk, len(ids))]
+		var items []*item
+		var sinks []string // the sink of each dead letter revived or purged
+		err := s.write(ctx, func(tx *bbolt.Tx) error {
+			items, sinks = items[:0], sinks[:0]
+			now := s.clock.Now().UnixNano()
+			deliv := tx.Bucket([]byte(bDeliv))
+			for _, id := range part {
+				eventID, sink, ok := splitDeadID(id)
+				if !ok {
+					continue
+				}
+				if revive && !s.isConfigured(sink) {
+					continue
+				}
+				r, ok, err := getDeliv(deliv, eventID, sink)
+				if err != nil {
+					return err
+				}
+				if !ok || r.State != relay.StateDead {
+					continue
+				}
+				if db := tx.Bucket([]byte(bDead)).Bucket([]byte(sink)); db != nil {
+					if err := db.Delete(timeKey(r.Parked, []byte(eventID))); err != nil {
+						return err
+					}
+				}
+				if !revive {
+					rec, _ := json.Marshal(deliveryRecord{State: relay.StatePurged, Attempts: r.Attempts,
+						Since: r.Since, LastErr: r.LastErr, Updated: now})
+					if err := deliv.Put(delivKey(eventID, sink), rec); err != nil {
+						return err
+					}
+					sinks = append(sinks, sink)
+					continue
+				}
+				v := tx.Bucket([]byte(bEvents)).Get([]byte(eventID))
+				if v == nil {
+					continue
+				}
+				m, _, err := decodeEventMeta(v)
+				if err != nil {
+					return err
+				}
+				qb, err := tx.Bucket([]byte(bQueues)).CreateBucketIfNotExists([]byte(sink))
+				if err != nil {
+					return err
+				}
+				seq, err := qb.NextSequence()
+				if err != nil {
+					return err
+				}
+				entry, _ := json.Marshal(queueEntry{EventID: eventID, Key: m.Key, Received: m.Received})
+				if err := qb.Put(u64(seq), entry); err != nil {
+					return err
+				}
+				rec, _ := json.Marshal(deliveryRecord{State: relay.StatePending, Seq: seq, Since: now, Due: now,
+					LastErr: "replayed; before: " + r.LastErr, Updated: now})
+				if err := deliv.Put(delivKey(eventID, sink), rec); err != nil {
+					return err
+				}
+				items = append(items, &item{sink: sink, seq: seq, id: eventID, key: m.Key,
+					received: m.Received, since: now, due: now})
+				sinks = append(sinks, sink)
+			}
+			return nil
+		}, func() {
+			for _, sink := range sinks {
+				q := s.queue(sink)
+				q.mu.Lock()
+				q.dead--
+				q.mu.Unlock()
+			}
+			for _, it := range items {
+				s.queue(it.sink).add(it)
+			}
+		})
+		if err != nil {
+			return total, fmt.Errorf("dead letters: %w", err)
+		}
+		total += len(sinks)
+	}
+	return total, nil
+}
+
+func (s *Store) isConfigured(sink string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.configured == nil || s.configured[sink]
+}
+
+// prune deletes what retention and the dedupe window no longer need: dedupe
+// entries older than the window, and events older than retention whose
+// deliveries are all delivered or purged. Each run does a bounded amount of
+// work so the writer is never held for long.
+func (s *Store) prune() {
+	const budget = 5000
+	now := s.clock.Now().UnixNano()
+	dedupeCut := now - int64(s.opts.DedupeWindow)
+	retainCut := now - int64(s.opts.Retention)
+	var dedupes, events int
+	var next []byte
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		dedupes, events, next = 0, 0, nil
+		dedupe := tx.Bucket([]byte(bDedupe))
+		exp := tx.Bucket([]byte(bDedupeExp))
+		c := exp.Cursor()
+		for k, _ := c.First(); k != nil && dedupes < budget; k, _ = c.First() {
+			at := int64(beU64(k[:8]))
+			if at >= dedupeCut {
+				break
+			}
+			hash := k[8:]
+			if v := dedupe.Get(hash); v != nil && int64(beU64(v[:8])) == at {
+				if err := dedupe.Delete(hash); err != nil {
+					return err
+				}
+			}
+			if err := c.Delete(); err != nil {
+				return err
+			}
+			dedupes++
+		}
+
+		evb := tx.Bucket([]byte(bEvents))
+		deliv := tx.Bucket([]byte(bDeliv))
+		ec := evb.Cursor()
+		k, v := ec.Seek(s.pruneFrom)
+		var doomed [][]byte
+		for scanned := 0; k != nil && scanned < budget; k, v = ec.Next() {
+			scanned++
+			m, _, err := decodeEventMeta(v)
+			if err != nil {
+				continue // unreadable: kept for an operator to look at
+			}
+			if m.Received >= retainCut {
+				k = nil // everything from here on is younger: start over next time
+				break
+			}
+			done := true
+			for _, sink := range m.Sinks {
+				r, ok, err := getDeliv(deliv, string(k), sink)
+				if err != nil {
+					return err
+				}
+				if ok && r.State != relay.StateDelivered && r.State != relay.StatePurged {
+					done = false
+					break
+				}
+			}
+			if done {
+				doomed = append(doomed, bytes.Clone(k))
+				for _, sink := range m.Sinks {
+					if err := deliv.Delete(delivKey(string(k), sink)); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		if k != nil {
+			next = bytes.Clone(k)
+		}
+		for _, id := range doomed {
+			if err := evb.Delete(id); err != nil {
+				return err
+			}
+			events++
+		}
+		return nil
+	})
+	if err != nil {
+		s.setHealth(classifyWriteError(err))
+		return
+	}
+	s.pruneFrom = next // only the writer goroutine reads or writes it
+	if dedupes+events > 0 {
+		s.log.Debug("pruned store", "dedupe_entries", dedupes, "events", events)
+	}
+}

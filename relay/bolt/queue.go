@@ -1,0 +1,388 @@
+package bolt
+
+import (
+	"container/heap"
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/chatrelay/chatrelay/relay"
+)
+
+// item is one pending delivery, in memory. The event body stays on disk
+// until the delivery is handed out, so a large backlog costs little memory.
+type item struct {
+	sink     string // only while travelling from Append to its queue
+	seq      uint64
+	id       string
+	key      string // ordering key
+	received int64
+	since    int64
+	due      int64
+	attempts int
+}
+
+// conv is one conversation's FIFO within one sink's queue. Only its head is
+// ever handed out, and only when no delivery of it is in flight.
+type conv struct {
+	key      string
+	items    []*item
+	inflight bool
+	idx      int // position in the ready heap, -1 when not in it
+}
+
+// queue is the scheduler of one sink: a FIFO per conversation and a heap of
+// the conversations whose head may go next, ordered by due time, then by
+// acceptance order. A conversation that backs off never holds up another.
+type queue struct {
+	s    *Store
+	sink string
+
+	mu      sync.Mutex
+	convs   map[string]*conv
+	ready   readyHeap
+	depth   int
+	dead    int
+	closed  bool
+	changed chan struct{} // closed and replaced when a head may have become due
+}
+
+func (s *Store) newQueue(sink string) *queue {
+	return &queue{s: s, sink: sink, convs: make(map[string]*conv), changed: make(chan struct{})}
+}
+
+// push appends it to its conversation; the caller holds mu or owns q alone.
+func (q *queue) push(it *item) {
+	c, ok := q.convs[it.key]
+	if !ok {
+		c = &conv{key: it.key, idx: -1}
+		q.convs[it.key] = c
+	}
+	c.items = append(c.items, it)
+	q.depth++
+	if len(c.items) == 1 && !c.inflight {
+		heap.Push(&q.ready, c)
+	}
+}
+
+// add is push for a delivery just made durable.
+func (q *queue) add(it *item) {
+	it.sink = ""
+	q.mu.Lock()
+	q.push(it)
+	q.notifyLocked()
+	q.mu.Unlock()
+}
+
+func (q *queue) notifyLocked() {
+	close(q.changed)
+	q.changed = make(chan struct{})
+}
+
+func (q *queue) close() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.closed {
+		q.closed = true
+		q.notifyLocked()
+	}
+}
+
+// Next implements relay.Queue.
+func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) {
+	for {
+		q.mu.Lock()
+		if q.closed {
+			q.mu.Unlock()
+			return nil, relay.ErrClosed
+		}
+		wait := time.Duration(-1)
+		if len(q.ready) > 0 {
+			c := q.ready[0]
+			it := c.items[0]
+			now := q.s.clock.Now().UnixNano()
+			if it.due <= now {
+				heap.Pop(&q.ready)
+				c.inflight = true
+				q.mu.Unlock()
+				del, err := q.load(c, it)
+				if err != nil {
+					q.s.log.Error("pending delivery has no readable event; parking it", "sink", q.sink, "event_id", it.id, "err", err)
+					st := &settle{q: q, c: c, it: it}
+					if terr := st.Term(context.WithoutCancel(ctx), "event record unreadable: "+err.Error()); terr != nil {
+						return nil, terr
+					}
+					continue
+				}
+				return del, nil
+			}
+			wait = time.Duration(it.due - now)
+		}
+		changed := q.changed
+		q.mu.Unlock()
+
+		if err := q.s.wait(ctx, wait, changed); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// load reads the event and the delivery's last error for a head handed out.
+func (q *queue) load(c *conv, it *item) (*relay.Delivery, error) {
+	var del *relay.Delivery
+	err := q.s.db.View(func(tx *bbolt.Tx) error {
+		v := tx.Bucket([]byte(bEvents)).Get([]byte(it.id))
+		if v == nil {
+			return errors.New("event not found")
+		}
+		ev, _, err := decodeEvent(it.id, v)
+		if err != nil {
+			return err
+		}
+		r, _, err := getDeliv(tx.Bucket([]byte(bDeliv)), it.id, q.sink)
+		if err != nil {
+			return err
+		}
+		del = &relay.Delivery{
+			Event: ev, Sink: q.sink, Attempts: it.attempts, Since: time.Unix(0, it.since),
+			LastError: r.LastErr, Settler: &settle{q: q, c: c, it: it},
+		}
+		return nil
+	})
+	return del, err
+}
+
+// settle implements relay.Settler for one handed-out head.
+type settle struct {
+	q    *queue
+	c    *conv
+	it   *item
+	used atomic.Bool
+}
+
+var errSettled = errors.New("delivery already settled")
+
+func (st *settle) once() error {
+	if !st.used.CompareAndSwap(false, true) {
+		return errSettled
+	}
+	return nil
+}
+
+// Ack removes the delivery from the queue and records it delivered; only
+// then may the conversation's next delivery go.
+func (st *settle) Ack(ctx context.Context) error {
+	if err := st.once(); err != nil {
+		return err
+	}
+	q, it := st.q, st.it
+	now := q.s.clock.Now().UnixNano()
+	err := q.s.write(ctx, func(tx *bbolt.Tx) error {
+		if err := tx.Bucket([]byte(bQueues)).Bucket([]byte(q.sink)).Delete(u64(it.seq)); err != nil {
+			return err
+		}
+		r, _ := json.Marshal(deliveryRecord{State: relay.StateDelivered, Attempts: it.attempts + 1,
+			Since: it.since, Updated: now})
+		return tx.Bucket([]byte(bDeliv)).Put(delivKey(it.id, q.sink), r)
+	}, func() { q.advance(st.c) })
+	if err != nil {
+		q.requeue(st.c) // it stays pending, and will be sent again
+	}
+	return err
+}
+
+// Nak records a failed attempt and schedules the next one after delay.
+func (st *settle) Nak(ctx context.Context, delay time.Duration, lastErr string) error {
+	if err := st.once(); err != nil {
+		return err
+	}
+	q, it := st.q, st.it
+	now := q.s.clock.Now().UnixNano()
+	due := now + int64(delay)
+	attempts := it.attempts + 1
+	err := q.s.write(ctx, func(tx *bbolt.Tx) error {
+		r, _ := json.Marshal(deliveryRecord{State: relay.StatePending, Seq: it.seq, Attempts: attempts,
+			Since: it.since, Due: due, LastErr: lastErr, Updated: now})
+		return tx.Bucket([]byte(bDeliv)).Put(delivKey(it.id, q.sink), r)
+	}, nil)
+	// Even when the record could not be written, wait in memory: a store
+	// that cannot write must not turn a backoff into a busy loop.
+	q.mu.Lock()
+	it.attempts, it.due = attempts, due
+	q.mu.Unlock()
+	q.requeue(st.c)
+	return err
+}
+
+// Term moves the delivery to the dead letters.
+func (st *settle) Term(ctx context.Context, reason string) error {
+	if err := st.once(); err != nil {
+		return err
+	}
+	q, it := st.q, st.it
+	now := q.s.clock.Now().UnixNano()
+	err := q.s.write(ctx, func(tx *bbolt.Tx) error {
+		return q.park(tx, it, reason, now)
+	}, func() {
+		q.mu.Lock()
+		q.dead++
+		q.mu.Unlock()
+		q.advance(st.c)
+	})
+	if err != nil {
+		q.requeue(st.c)
+	}
+	return err
+}
+
+// Release hands the delivery back untried.
+func (st *settle) Release(context.Context) error {
+	if err := st.once(); err != nil {
+		return err
+	}
+	st.q.requeue(st.c)
+	return nil
+}
+
+// park writes it to the dead letters inside tx.
+func (q *queue) park(tx *bbolt.Tx, it *item, reason string, now int64) error {
+	if qb := tx.Bucket([]byte(bQueues)).Bucket([]byte(q.sink)); qb != nil {
+		if err := qb.Delete(u64(it.seq)); err != nil {
+			return err
+		}
+	}
+	db, err := tx.Bucket([]byte(bDead)).CreateBucketIfNotExists([]byte(q.sink))
+	if err != nil {
+		return err
+	}
+	if err := db.Put(timeKey(now, []byte(it.id)), nil); err != nil {
+		return err
+	}
+	r, _ := json.Marshal(deliveryRecord{State: relay.StateDead, Attempts: it.attempts, Since: it.since,
+		LastErr: reason, Updated: now, Parked: now})
+	return tx.Bucket([]byte(bDeliv)).Put(delivKey(it.id, q.sink), r)
+}
+
+// advance drops the settled head and lets the conversation's next go.
+func (q *queue) advance(c *conv) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	c.items[0] = nil
+	c.items = c.items[1:]
+	c.inflight = false
+	q.depth--
+	if len(c.items) == 0 {
+		delete(q.convs, c.key)
+	} else {
+		heap.Push(&q.ready, c)
+	}
+	q.notifyLocked()
+}
+
+// requeue puts a conversation whose head is no longer in flight back in
+// the ready heap.
+func (q *queue) requeue(c *conv) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	c.inflight = false
+	if c.idx < 0 && len(c.items) > 0 {
+		heap.Push(&q.ready, c)
+	}
+	q.notifyLocked()
+}
+
+// parkAll moves every pending delivery that is not in flight to the dead
+// letters (used for sinks that are no longer configured).
+func (q *queue) parkAll(ctx context.Context, reason string) (int, error) {
+	q.mu.Lock()
+	var items []*item
+	for _, c := range q.convs {
+		if c.inflight {
+			continue
+		}
+		items = append(items, c.items...)
+	}
+	q.mu.Unlock()
+	if len(items) == 0 {
+		return 0, nil
+	}
+	now := q.s.clock.Now().UnixNano()
+	err := q.s.write(ctx, func(tx *bbolt.Tx) error {
+		for _, it := range items {
+			if err := q.park(tx, it, reason, now); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, func() {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		for _, it := range items {
+			c := q.convs[it.key]
+			if c == nil {
+				continue
+			}
+			if c.idx >= 0 {
+				heap.Remove(&q.ready, c.idx)
+			}
+			delete(q.convs, it.key)
+			q.depth -= len(c.items)
+			q.dead += len(c.items)
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	return len(items), nil
+}
+
+func (q *queue) stats() relay.QueueStats {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	st := relay.QueueStats{Sink: q.sink, Depth: q.depth, Dead: q.dead}
+	var oldest int64
+	for _, c := range q.convs {
+		if len(c.items) > 0 && (oldest == 0 || c.items[0].received < oldest) {
+			oldest = c.items[0].received
+		}
+	}
+	if oldest != 0 {
+		st.Oldest = time.Unix(0, oldest)
+	}
+	return st
+}
+
+// readyHeap orders conversations by their head's due time, then by queue
+// position (acceptance order).
+type readyHeap []*conv
+
+func (h readyHeap) Len() int { return len(h) }
+func (h readyHeap) Less(i, j int) bool {
+	a, b := h[i].items[0], h[j].items[0]
+	if a.due != b.due {
+		return a.due < b.due
+	}
+	return a.seq < b.seq
+}
+func (h readyHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].idx, h[j].idx = i, j
+}
+func (h *readyHeap) Push(x any) {
+	c := x.(*conv)
+	c.idx = len(*h)
+	*h = append(*h, c)
+}
+func (h *readyHeap) Pop() any {
+	old := *h
+	c := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	c.idx = -1
+	return c
+}

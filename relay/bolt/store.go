@@ -1,0 +1,614 @@
+// Package bolt is chatrelay's embedded store: one bbolt file, written by a
+// single group-commit writer so that concurrent requests share one fsync,
+// with an in-memory scheduler per sink rebuilt from disk at start.
+package bolt
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	bbolt "go.etcd.io/bbolt"
+	bberrors "go.etcd.io/bbolt/errors"
+
+	"github.com/chatrelay/chatrelay/relay"
+)
+
+// FileName is the database file inside the store directory.
+const FileName = "chatrelay.db"
+
+// Options configure a Store.
+type Options struct {
+	// MaxSize bounds the database file in bytes (0: no bound). Past it,
+	// Append fails with relay.ErrFull and the receiver answers 503.
+	MaxSize int64
+	// Retention is how long delivered events are kept (default 168h).
+	Retention time.Duration
+	// DedupeWindow is how long a repeated topic+body is answered
+	// "duplicate" (default 24h).
+	DedupeWindow time.Duration
+	// PruneEvery is how often retention and dedupe pruning run (default 1m).
+	PruneEvery time.Duration
+	// MaxBatch bounds how many writes share one transaction (default 1024).
+	MaxBatch int
+	// LockTimeout is how long Open waits for another process's file lock
+	// (default 1s).
+	LockTimeout time.Duration
+	Clock       clockwork.Clock
+	Logger      *slog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.Retention <= 0 {
+		o.Retention = 168 * time.Hour
+	}
+	if o.DedupeWindow <= 0 {
+		o.DedupeWindow = 24 * time.Hour
+	}
+	if o.PruneEvery <= 0 {
+		o.PruneEvery = time.Minute
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 1024
+	}
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = time.Second
+	}
+	if o.Clock == nil {
+		o.Clock = clockwork.NewRealClock()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Store implements relay.Store on a bbolt file.
+type Store struct {
+	db    *bbolt.DB
+	opts  Options
+	clock clockwork.Clock
+	log   *slog.Logger
+
+	ops     chan *op
+	quit    chan struct{}
+	stopped chan struct{}
+	closeMu sync.Once
+
+	mu         sync.Mutex
+	queues     map[string]*queue
+	configured map[string]bool // set by Reconcile; nil until then
+	health     error           // last write outcome
+	pruneFrom  []byte          // where the retention scan resumes; writer goroutine only
+}
+
+var _ relay.Store = (*Store)(nil)
+
+// Open opens (or creates) the store in directory dir and starts its writer.
+// A second process on the same directory gets a clear error instead of
+// blocking.
+func Open(dir string, opts Options) (*Store, error) {
+	opts.defaults()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("store.path %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, FileName)
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
+		Timeout:      opts.LockTimeout,
+		MaxSize:      int(opts.MaxSize),
+		FreelistType: bbolt.FreelistMapType,
+	})
+	if err != nil {
+		if errors.Is(err, bberrors.ErrTimeout) {
+			return nil, fmt.Errorf("store.path %s: the store is in use by another chatrelay process "+
+				"(its file lock is held); stop that process, or give this one another store.path", dir)
+		}
+		return nil, fmt.Errorf("store.path %s: open %s: %w", dir, FileName, err)
+	}
+	s := &Store{
+		db:      db,
+		opts:    opts,
+		clock:   opts.Clock,
+		log:     opts.Logger,
+		ops:     make(chan *op, 4*opts.MaxBatch),
+		quit:    make(chan struct{}),
+		stopped: make(chan struct{}),
+		queues:  make(map[string]*queue),
+	}
+	if err := s.init(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("store.path %s: %w", dir, err)
+	}
+	go s.writer()
+	return s, nil
+}
+
+// init creates the buckets and rebuilds every sink's scheduler from disk.
+func (s *Store) init() error {
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		for _, name := range []string{bMeta, bEvents, bDedupe, bDedupeExp, bDeliv, bQueues, bDead, bKV} {
+			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket([]byte(bMeta))
+		if v := meta.Get([]byte("schema")); v != nil && string(v) != fmt.Sprint(schemaVersion) {
+			return fmt.Errorf("store schema %s is not %d: this chatrelay cannot read it", v, schemaVersion)
+		}
+		return meta.Put([]byte("schema"), []byte(fmt.Sprint(schemaVersion)))
+	})
+	if err != nil {
+		return err
+	}
+	return s.db.View(func(tx *bbolt.Tx) error {
+		qs := tx.Bucket([]byte(bQueues))
+		deliv := tx.Bucket([]byte(bDeliv))
+		err := qs.ForEachBucket(func(name []byte) error {
+			q := s.newQueue(string(name))
+			err := qs.Bucket(name).ForEach(func(k, v []byte) error {
+				var e queueEntry
+				if err := json.Unmarshal(v, &e); err != nil {
+					return fmt.Errorf("queue %s: %w", name, err)
+				}
+				r, _, err := getDeliv(deliv, e.EventID, q.sink)
+				if err != nil {
+					return err
+				}
+				q.push(&item{seq: beU64(k), id: e.EventID, key: e.Key, received: e.Received,
+					since: r.Since, due: r.Due, attempts: r.Attempts})
+				return nil
+			})
+			s.queues[q.sink] = q
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		dead := tx.Bucket([]byte(bDead))
+		return dead.ForEachBucket(func(name []byte) error {
+			q, ok := s.queues[string(name)]
+			if !ok {
+				q = s.newQueue(string(name))
+				s.queues[q.sink] = q
+			}
+			q.dead = dead.Bucket(name).Stats().KeyN
+			return nil
+		})
+	})
+}
+
+// Close stops the writer (after it has committed what was queued), wakes
+// every waiting Next with ErrClosed and closes the file.
+func (s *Store) Close() error {
+	s.closeMu.Do(func() { close(s.quit) })
+	<-s.stopped
+	s.mu.Lock()
+	for _, q := range s.queues {
+		q.close()
+	}
+	s.mu.Unlock()
+	return s.db.Close()
+}
+
+// op is one write: fn runs inside the shared transaction (and may run more
+// than once, so it must set its results afresh each time); after runs once,
+// in commit order, when the transaction is durable.
+type op struct {
+	fn    func(tx *bbolt.Tx) error
+	after func()
+	err   error
+	done  chan struct{}
+}
+
+// write submits fn to the writer and waits until it is durable.
+func (s *Store) write(ctx context.Context, fn func(*bbolt.Tx) error, after func()) error {
+	o := &op{fn: fn, after: after, done: make(chan struct{})}
+	select {
+	case s.ops <- o:
+	case <-s.quit:
+		return relay.ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-o.done:
+		return o.err
+	case <-s.stopped:
+		select {
+		case <-o.done:
+			return o.err
+		default:
+			return relay.ErrClosed
+		}
+	}
+}
+
+// writer owns every write transaction. It takes whatever writes are queued,
+// applies them in one transaction, commits (one fsync for all), then
+// answers each. Under load batches grow by themselves; idle, a lone write
+// commits at once.
+func (s *Store) writer() {
+	defer close(s.stopped)
+	prune := s.clock.NewTicker(s.opts.PruneEvery)
+	defer prune.Stop()
+	probe := s.clock.NewTicker(2 * time.Second)
+	defer probe.Stop()
+	batch := make([]*op, 0, s.opts.MaxBatch)
+	for {
+		select {
+		case o := <-s.ops:
+			batch = append(batch[:0], o)
+		fill:
+			for len(batch) < s.opts.MaxBatch {
+				select {
+				case o := <-s.ops:
+					batch = append(batch, o)
+				default:
+					break fill
+				}
+			}
+			s.commit(batch)
+		case <-prune.Chan():
+			s.prune()
+		case <-probe.Chan():
+			if s.healthErr() != nil {
+				s.commit([]*op{{fn: func(tx *bbolt.Tx) error {
+					return tx.Bucket([]byte(bMeta)).Put([]byte("probe"), u64(uint64(s.clock.Now().UnixNano())))
+				}, done: make(chan struct{})}})
+			}
+		case <-s.quit:
+			for {
+				select {
+				case o := <-s.ops:
+					s.commit([]*op{o})
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+type opError struct {
+	op  *op
+	err error
+}
+
+func (e *opError) Error() string { return e.err.Error() }
+func (e *opError) Unwrap() error { return e.err }
+
+func (s *Store) commit(batch []*op) {
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		for _, o := range batch {
+			if err := o.fn(tx); err != nil {
+				return &opError{op: o, err: err}
+			}
+		}
+		return nil
+	})
+	var oe *opError
+	if err != nil && errors.As(err, &oe) && len(batch) > 1 {
+		// One write failed on its own: run each alone so the others land.
+		for _, o := range batch {
+			s.commit([]*op{o})
+		}
+		return
+	}
+	if err != nil {
+		err = classifyWriteError(err)
+		s.setHealth(err)
+		for _, o := range batch {
+			o.err = err
+			close(o.done)
+		}
+		return
+	}
+	s.setHealth(nil)
+	for _, o := range batch {
+		if o.after != nil {
+			o.after()
+		}
+		close(o.done)
+	}
+}
+
+// classifyWriteError maps a failed commit to relay.ErrFull (size bound or
+// disk full) or relay.ErrUnavailable.
+func classifyWriteError(err error) error {
+	if errors.Is(err, bberrors.ErrMaxSizeReached) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w: %w", relay.ErrFull, err)
+	}
+	return fmt.Errorf("%w: %w", relay.ErrUnavailable, err)
+}
+
+func (s *Store) setHealth(err error) {
+	s.mu.Lock()
+	prev := s.health
+	s.health = err
+	s.mu.Unlock()
+	switch {
+	case err != nil && prev == nil:
+		s.log.Error("store cannot write; the receiver answers 503 until it can", "err", err)
+	case err == nil && prev != nil:
+		s.log.Info("store writes again")
+	}
+}
+
+// Ready reports the outcome of the last write: nil, or why the store cannot
+// write (relay.ErrFull, relay.ErrUnavailable).
+func (s *Store) Ready(context.Context) error {
+	select {
+	case <-s.quit:
+		return relay.ErrClosed
+	default:
+	}
+	return s.healthErr()
+}
+
+func (s *Store) healthErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.health
+}
+
+// wait blocks for d (d < 0: no timeout), until changed is closed, or ctx
+// ends.
+func (s *Store) wait(ctx context.Context, d time.Duration, changed <-chan struct{}) error {
+	var timeout <-chan time.Time
+	if d >= 0 {
+		t := s.clock.NewTimer(d)
+		defer t.Stop()
+		timeout = t.Chan()
+	}
+	select {
+	case <-timeout:
+	case <-changed:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// Append implements relay.Store.
+func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (relay.Accepted, error) {
+	key := relay.DedupeKey(ev.Topic, ev.Body)
+	rec, err := encodeEvent(ev, sinks)
+	if err != nil {
+		return relay.Accepted{}, err
+	}
+	now := s.clock.Now().UnixNano()
+	received := ev.ReceivedAt.UnixNano()
+	var acc relay.Accepted
+	var items []*item
+	err = s.write(ctx, func(tx *bbolt.Tx) error {
+		acc, items = relay.Accepted{ID: ev.ID}, items[:0]
+		dedupe := tx.Bucket([]byte(bDedupe))
+		if v := dedupe.Get(key[:]); len(v) > 8 {
+			at := int64(beU64(v[:8]))
+			if time.Duration(now-at) < s.opts.DedupeWindow {
+				acc = relay.Accepted{ID: string(v[8:]), Duplicate: true}
+				return nil
+			}
+			// Past the window: the old index entry gives way.
+			if err := tx.Bucket([]byte(bDedupeExp)).Delete(timeKey(at, key[:])); err != nil {
+				return err
+			}
+		}
+		events := tx.Bucket([]byte(bEvents))
+		events.FillPercent = 0.9
+		if err := events.Put([]byte(ev.ID), rec); err != nil {
+			return err
+		}
+		if err := dedupe.Put(key[:], append(u64(uint64(now)), ev.ID...)); err != nil {
+			return err
+		}
+		exp := tx.Bucket([]byte(bDedupeExp))
+		exp.FillPercent = 0.9
+		if err := exp.Put(timeKey(now, key[:]), nil); err != nil {
+			return err
+		}
+		deliv := tx.Bucket([]byte(bDeliv))
+		deliv.FillPercent = 0.9
+		for _, sink := range sinks {
+			qb, err := tx.Bucket([]byte(bQueues)).CreateBucketIfNotExists([]byte(sink))
+			if err != nil {
+				return err
+			}
+			qb.FillPercent = 0.9
+			seq, err := qb.NextSequence()
+			if err != nil {
+				return err
+			}
+			entry, _ := json.Marshal(queueEntry{EventID: ev.ID, Key: ev.OrderingKey(), Received: received})
+			if err := qb.Put(u64(seq), entry); err != nil {
+				return err
+			}
+			r, _ := json.Marshal(deliveryRecord{State: relay.StatePending, Seq: seq, Since: now, Due: now, Updated: now})
+			if err := deliv.Put(delivKey(ev.ID, sink), r); err != nil {
+				return err
+			}
+			items = append(items, &item{sink: sink, seq: seq, id: ev.ID, key: ev.OrderingKey(),
+				received: received, since: now, due: now})
+		}
+		return nil
+	}, func() {
+		for _, it := range items {
+			s.queue(it.sink).add(it)
+		}
+	})
+	if err != nil {
+		return relay.Accepted{}, err
+	}
+	return acc, nil
+}
+
+// Queue implements relay.Store.
+func (s *Store) Queue(sink string) relay.Queue { return s.queue(sink) }
+
+func (s *Store) queue(sink string) *queue {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q, ok := s.queues[sink]
+	if !ok {
+		q = s.newQueue(sink)
+		s.queues[sink] = q
+	}
+	return q
+}
+
+// Reconcile implements relay.Store: pending deliveries of sinks that are no
+// longer configured become dead letters with reason "sink removed".
+func (s *Store) Reconcile(ctx context.Context, sinks []string) (int, error) {
+	s.mu.Lock()
+	s.configured = make(map[string]bool, len(sinks))
+	for _, name := range sinks {
+		s.configured[name] = true
+	}
+	var removed []*queue
+	for name, q := range s.queues {
+		if !slices.Contains(sinks, name) {
+			removed = append(removed, q)
+		}
+	}
+	s.mu.Unlock()
+	moved := 0
+	for _, q := range removed {
+		n, err := q.parkAll(ctx, "sink removed")
+		moved += n
+		if err != nil {
+			return moved, err
+		}
+	}
+	return moved, nil
+}
+
+// Lookup implements relay.Store.
+func (s *Store) Lookup(_ context.Context, id string) (*relay.EventRecord, error) {
+	var rec *relay.EventRecord
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		v := tx.Bucket([]byte(bEvents)).Get([]byte(id))
+		if v == nil {
+			return relay.ErrNotFound
+		}
+		ev, meta, err := decodeEvent(id, v)
+		if err != nil {
+			return err
+		}
+		rec = &relay.EventRecord{Event: ev}
+		deliv := tx.Bucket([]byte(bDeliv))
+		for _, sink := range meta.Sinks {
+			r, ok, err := getDeliv(deliv, id, sink)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				continue
+			}
+			rec.Deliveries = append(rec.Deliveries, relay.DeliveryStatus{
+				Sink: sink, State: r.State, Attempts: r.Attempts, LastError: r.LastErr,
+				UpdatedAt: time.Unix(0, r.Updated).UTC(),
+			})
+		}
+		return nil
+	})
+	return rec, err
+}
+
+// Recent implements relay.Store.
+func (s *Store) Recent(_ context.Context, before string, limit int) ([]relay.EventSummary, error) {
+	if limit <= 0 {
+		limit = 50
+	}
+	var out []relay.EventSummary
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		c := tx.Bucket([]byte(bEvents)).Cursor()
+		var k, v []byte
+		if before == "" {
+			k, v = c.Last()
+		} else {
+			k, v = c.Seek([]byte(before))
+			if k == nil {
+				k, v = c.Last()
+			} else {
+				k, v = c.Prev()
+			}
+		}
+		for ; k != nil && len(out) < limit; k, v = c.Prev() {
+			m, _, err := decodeEventMeta(v)
+			if err != nil {
+				return err
+			}
+			out = append(out, relay.EventSummary{ID: string(k), Topic: m.Topic, ConversationID: m.Conv,
+				ReceivedAt: time.Unix(0, m.Received).UTC(), Sinks: m.Sinks})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Stats implements relay.Store.
+func (s *Store) Stats(context.Context) ([]relay.QueueStats, error) {
+	s.mu.Lock()
+	qs := make([]*queue, 0, len(s.queues))
+	for _, q := range s.queues {
+		qs = append(qs, q)
+	}
+	s.mu.Unlock()
+	out := make([]relay.QueueStats, 0, len(qs))
+	for _, q := range qs {
+		out = append(out, q.stats())
+	}
+	slices.SortFunc(out, func(a, b relay.QueueStats) int {
+		switch {
+		case a.Sink < b.Sink:
+			return -1
+		case a.Sink > b.Sink:
+			return 1
+		}
+		return 0
+	})
+	return out, nil
+}
+
+// KV implements relay.Store.
+func (s *Store) KV(namespace string) relay.KV { return &kv{s: s, ns: namespace} }
+
+type kv struct {
+	s  *Store
+	ns string
+}
+
+func (k *kv) key(key string) []byte { return []byte(k.ns + "\x00" + key) }
+
+func (k *kv) Get(_ context.Context, key string) (string, bool, error) {
+	var val string
+	var ok bool
+	err := k.s.db.View(func(tx *bbolt.Tx) error {
+		v := tx.Bucket([]byte(bKV)).Get(k.key(key))
+		val, ok = string(v), v != nil
+		return nil
+	})
+	return val, ok, err
+}
+
+func (k *kv) Put(ctx context.Context, key, value string) error {
+	return k.s.write(ctx, func(tx *bbolt.Tx) error {
+		return tx.Bucket([]byte(bKV)).Put(k.key(key), []byte(value))
+	}, nil)
+}
+
+func beU64(b []byte) uint64 {
+	if len(b) < 8 {
+		return 0
+	}
+	return uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 |
+		uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
+}

@@ -1,0 +1,297 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"golang.org/x/sync/errgroup"
+)
+
+// RetryPolicy is the retry section of the config.
+type RetryPolicy struct {
+	Initial time.Duration // first backoff
+	Max     time.Duration // backoff cap; also how often a down sink is probed
+	MaxAge  time.Duration // past this, a delivery goes to the dead letters
+}
+
+// Backoff returns the wait before attempt n+1 after n failed attempts:
+// exponential with full jitter, uniform in [Initial, min(Max, Initial·2^(n-1))].
+// rnd is a uniform number in [0, 1).
+func (p RetryPolicy) Backoff(n int, rnd float64) time.Duration {
+	ceil := p.Initial
+	for i := 1; i < n && ceil < p.Max; i++ {
+		ceil *= 2
+	}
+	ceil = min(ceil, p.Max)
+	if ceil <= p.Initial {
+		return ceil
+	}
+	return p.Initial + time.Duration(rnd*float64(ceil-p.Initial))
+}
+
+// DispatcherConfig configures the dispatcher of one sink.
+type DispatcherConfig struct {
+	Sink         Sink
+	Queue        Queue
+	Pacer        *Pacer
+	Retry        RetryPolicy
+	Concurrency  int           // conversations in flight at once; default 4
+	Timeout      time.Duration // per send; default 10s
+	DrainTimeout time.Duration // how long in-flight sends may finish after shutdown begins; default 10s
+	Metrics      *Metrics
+	Logger       *slog.Logger
+	Clock        clockwork.Clock
+	Rand         func() float64 // jitter source; default math/rand/v2
+}
+
+// Dispatcher delivers one sink's queue: up to Concurrency conversations at
+// once, each strictly in order, with retries, pacing, rate-limit holds,
+// "sink down" probing and dead letters. It owns every goroutine it starts.
+type Dispatcher struct {
+	cfg  DispatcherConfig
+	name string
+
+	mu      sync.Mutex
+	lastErr string // last failure text, to log a retry at Warn only when it changes
+}
+
+// NewDispatcher returns a dispatcher; Run starts it.
+func NewDispatcher(cfg DispatcherConfig) (*Dispatcher, error) {
+	if cfg.Sink == nil || cfg.Queue == nil || cfg.Metrics == nil {
+		return nil, errors.New("dispatcher: sink, queue and metrics are required")
+	}
+	if cfg.Retry.Initial <= 0 || cfg.Retry.Max < cfg.Retry.Initial || cfg.Retry.MaxAge <= 0 {
+		return nil, fmt.Errorf("dispatcher %q: invalid retry policy %+v", cfg.Sink.Name(), cfg.Retry)
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 4
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
+	if cfg.Pacer == nil {
+		cfg.Pacer = NewPacer(cfg.Clock)
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Float64
+	}
+	d := &Dispatcher{cfg: cfg, name: cfg.Sink.Name()}
+	cfg.Metrics.InitSink(d.name)
+	return d, nil
+}
+
+// Run delivers until ctx ends, then lets in-flight sends finish for up to
+// DrainTimeout, hands back what was not sent, and returns once every
+// goroutine it started has exited.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	// Sends and settlements run on hard, which outlives ctx by the drain
+	// budget: a send in flight at shutdown can finish and be acked.
+	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHard()
+	var drain clockwork.Timer
+	var drainMu sync.Mutex
+	stop := context.AfterFunc(ctx, func() {
+		drainMu.Lock()
+		drain = d.cfg.Clock.AfterFunc(d.cfg.DrainTimeout, cancelHard)
+		drainMu.Unlock()
+	})
+	defer func() {
+		stop()
+		drainMu.Lock()
+		if drain != nil {
+			drain.Stop()
+		}
+		drainMu.Unlock()
+	}()
+
+	g := new(errgroup.Group)
+	for range d.cfg.Concurrency {
+		g.Go(func() error { return d.work(ctx, hard) })
+	}
+	return g.Wait()
+}
+
+func (d *Dispatcher) work(ctx, hard context.Context) error {
+	for {
+		del, err := d.cfg.Queue.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("sink %q: next delivery: %w", d.name, err)
+		}
+		tk, err := d.cfg.Pacer.Acquire(ctx)
+		if err != nil {
+			d.release(hard, del)
+			return nil
+		}
+		d.deliver(hard, del, tk)
+	}
+}
+
+func (d *Dispatcher) release(ctx context.Context, del *Delivery) {
+	if err := del.Release(ctx); err != nil && !errors.Is(err, ErrClosed) {
+		d.cfg.Logger.Warn("could not hand back delivery", "event_id", del.Event.ID, "err", err)
+	}
+}
+
+// deliver makes one attempt and settles the delivery.
+func (d *Dispatcher) deliver(ctx context.Context, del *Delivery, tk Ticket) {
+	now := d.cfg.Clock.Now()
+	if tk.Probe && now.Sub(del.Since) > d.cfg.Retry.MaxAge {
+		// While the sink is down, deliveries past max_age are parked
+		// without another request to a destination known to be broken.
+		d.cfg.Pacer.ReturnProbe(tk)
+		d.park(ctx, del, fmt.Sprintf("retry.max_age (%s) passed while the sink was down; last error: %s", d.cfg.Retry.MaxAge, del.LastError))
+		return
+	}
+	err := d.send(ctx, del.Event)
+	if err == nil {
+		d.succeeded(ctx, []*Delivery{del}, tk)
+		return
+	}
+	d.failed(ctx, del, tk, err)
+}
+
+// send makes one attempt with the sink's timeout.
+func (d *Dispatcher) send(ctx context.Context, ev *Event) error {
+	sendCtx, cancel := context.WithTimeoutCause(ctx, d.cfg.Timeout,
+		fmt.Errorf("sink %q: no answer within %s", d.name, d.cfg.Timeout))
+	defer cancel()
+	start := d.cfg.Clock.Now()
+	err := d.cfg.Sink.Send(sendCtx, ev)
+	d.cfg.Metrics.DeliveryAttempts.WithLabelValues(d.name).Inc()
+	d.cfg.Metrics.DeliveryDuration.WithLabelValues(d.name).Observe(d.cfg.Clock.Since(start).Seconds())
+	return err
+}
+
+func (d *Dispatcher) succeeded(ctx context.Context, dels []*Delivery, tk Ticket) {
+	if tk.Probe || d.cfg.Pacer.IsDown() {
+		d.up()
+	}
+	for _, del := range dels {
+		if err := del.Ack(ctx); err != nil {
+			// Not recorded: the delivery will be sent again (at least once).
+			d.cfg.Logger.Error("delivered, but could not record it; it will be sent again",
+				"event_id", del.Event.ID, "conversation_id", del.Event.ConversationID, "err", err)
+			continue
+		}
+		d.cfg.Metrics.Deliveries.WithLabelValues(d.name, ResultDelivered).Inc()
+		d.cfg.Logger.Info("delivered", "event_id", del.Event.ID, "topic", del.Event.Topic,
+			"conversation_id", del.Event.ConversationID, "attempt", del.Attempts+1)
+	}
+	d.mu.Lock()
+	d.lastErr = ""
+	d.mu.Unlock()
+}
+
+func (d *Dispatcher) failed(ctx context.Context, del *Delivery, tk Ticket, err error) {
+	if ctx.Err() != nil {
+		// Shutdown's drain budget ran out mid-send: not the destination's
+		// fault, so no attempt is counted.
+		d.release(context.WithoutCancel(ctx), del)
+		return
+	}
+	class, after := Classify(err)
+	reason := ReasonOf(err)
+	d.cfg.Metrics.DeliveryFailures.WithLabelValues(d.name, string(reason)).Inc()
+	now := d.cfg.Clock.Now()
+	switch class {
+	case ClassPermanent:
+		if tk.Probe {
+			d.up() // the destination answered: it works, this event does not
+		}
+		d.park(ctx, del, err.Error())
+	case ClassBroken:
+		d.down(now, err)
+		d.retryLater(ctx, del, d.cfg.Retry.Max, err, ResultRetried)
+	case ClassRateLimited:
+		if tk.Probe {
+			d.up()
+		}
+		d.cfg.Metrics.RateLimited.WithLabelValues(d.name).Inc()
+		d.cfg.Pacer.HoldUntil(now.Add(after))
+		d.cfg.Logger.Warn("rate limited; holding the sink", "event_id", del.Event.ID, "delay", after, "reason", reason)
+		d.retryLater(ctx, del, after, err, ResultRateLimited)
+	default:
+		delay := d.cfg.Retry.Backoff(del.Attempts+1, d.cfg.Rand())
+		if tk.Probe {
+			// Still no sign of life: keep the sink down, probe again later.
+			d.cfg.Pacer.Down(now.Add(d.cfg.Retry.Max))
+			delay = d.cfg.Retry.Max
+		}
+		d.retryLater(ctx, del, delay, err, ResultRetried)
+	}
+}
+
+// retryLater schedules another attempt after delay, or parks the delivery
+// when that would take it past retry.max_age.
+func (d *Dispatcher) retryLater(ctx context.Context, del *Delivery, delay time.Duration, cause error, result string) {
+	now := d.cfg.Clock.Now()
+	if now.Add(delay).Sub(del.Since) > d.cfg.Retry.MaxAge {
+		d.park(ctx, del, fmt.Sprintf("retry.max_age (%s) exceeded after %d attempts; last error: %s",
+			d.cfg.Retry.MaxAge, del.Attempts+1, cause))
+		return
+	}
+	if err := del.Nak(ctx, delay, cause.Error()); err != nil {
+		d.cfg.Logger.Error("could not schedule retry", "event_id", del.Event.ID, "err", err)
+		return
+	}
+	d.cfg.Metrics.Deliveries.WithLabelValues(d.name, result).Inc()
+	d.mu.Lock()
+	changed := d.lastErr != cause.Error()
+	d.lastErr = cause.Error()
+	d.mu.Unlock()
+	level := slog.LevelDebug
+	if changed {
+		level = slog.LevelWarn
+	}
+	d.cfg.Logger.Log(ctx, level, "delivery failed; will retry", "event_id", del.Event.ID,
+		"conversation_id", del.Event.ConversationID, "attempt", del.Attempts+1, "delay", delay,
+		"reason", ReasonOf(cause), "err", cause)
+}
+
+// park moves the delivery to the dead letters.
+func (d *Dispatcher) park(ctx context.Context, del *Delivery, reason string) {
+	if err := del.Term(ctx, reason); err != nil {
+		d.cfg.Logger.Error("could not park delivery in the dead letters", "event_id", del.Event.ID, "err", err)
+		return
+	}
+	d.cfg.Metrics.Deliveries.WithLabelValues(d.name, ResultDead).Inc()
+	d.cfg.Logger.Error("delivery parked in the dead letters", "event_id", del.Event.ID, "topic", del.Event.Topic,
+		"conversation_id", del.Event.ConversationID, "attempt", del.Attempts+1, "reason", reason)
+}
+
+func (d *Dispatcher) down(now time.Time, cause error) {
+	wasDown := d.cfg.Pacer.IsDown()
+	d.cfg.Pacer.Down(now.Add(d.cfg.Retry.Max))
+	d.cfg.Metrics.SinkUp.WithLabelValues(d.name).Set(0)
+	if !wasDown {
+		d.cfg.Logger.Error("sink marked down: its destination refuses our credentials or no longer exists; "+
+			"deliveries are held and retried every retry.max. Fix the sink's credentials or URL in the config and restart, "+
+			"or wait for the next probe", "reason", ReasonOf(cause), "err", cause, "probe_every", d.cfg.Retry.Max)
+	}
+}
+
+func (d *Dispatcher) up() {
+	if d.cfg.Pacer.IsDown() {
+		d.cfg.Logger.Info("sink is up again")
+	}
+	d.cfg.Pacer.Up()
+	d.cfg.Metrics.SinkUp.WithLabelValues(d.name).Set(1)
+}

@@ -1,0 +1,303 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Class says what the dispatcher does after a failed send (SPEC §5).
+type Class int
+
+const (
+	// ClassRetryable: try again later with exponential backoff. Any error
+	// that was not classified otherwise is retryable: a wrong guess costs a
+	// retry, never an event.
+	ClassRetryable Class = iota
+	// ClassPermanent: this event can never be delivered to this sink; it
+	// goes to the dead letters at once.
+	ClassPermanent
+	// ClassBroken: the destination itself is misconfigured or gone; the sink
+	// is marked down and holds every delivery.
+	ClassBroken
+	// ClassRateLimited: the platform asked us to wait; the whole sink pauses
+	// for exactly that long.
+	ClassRateLimited
+)
+
+func (c Class) String() string {
+	switch c {
+	case ClassPermanent:
+		return "permanent"
+	case ClassBroken:
+		return "broken"
+	case ClassRateLimited:
+		return "rate_limited"
+	}
+	return "retryable"
+}
+
+// Reason is a bounded label for why a send failed: it feeds metrics and logs
+// in place of error text.
+type Reason string
+
+const (
+	ReasonRateLimited Reason = "rate_limited"
+	ReasonServerError Reason = "server_error"
+	ReasonClientError Reason = "client_error"
+	ReasonAuth        Reason = "auth"
+	ReasonGone        Reason = "gone"
+	ReasonTimeout     Reason = "timeout"
+	ReasonCanceled    Reason = "canceled"
+	ReasonNetwork     Reason = "network"
+	ReasonOther       Reason = "other"
+)
+
+// classified carries a class, a reason and (for rate limits) a delay.
+type classified struct {
+	class  Class
+	reason Reason
+	after  time.Duration
+	err    error
+}
+
+func (e *classified) Error() string { return e.err.Error() }
+func (e *classified) Unwrap() error { return e.err }
+
+// Permanent marks err as permanent for this event.
+func Permanent(err error, reason Reason) error {
+	return &classified{class: ClassPermanent, reason: reason, err: err}
+}
+
+// Broken marks err as "the destination is broken": credentials revoked, the
+// channel or webhook unknown or gone.
+func Broken(err error, reason Reason) error {
+	return &classified{class: ClassBroken, reason: reason, err: err}
+}
+
+// RetryAfter marks err as rate-limited: try again after exactly d.
+func RetryAfter(err error, d time.Duration) error {
+	return &classified{class: ClassRateLimited, reason: ReasonRateLimited, after: max(d, 0), err: err}
+}
+
+// Retryable marks err as retryable with a reason; unclassified errors are
+// retryable too, this only adds the reason.
+func Retryable(err error, reason Reason) error {
+	return &classified{class: ClassRetryable, reason: reason, err: err}
+}
+
+// Classify returns the class of err and, for rate limits, how long to wait.
+// nil is not an error and must not be classified.
+func Classify(err error) (Class, time.Duration) {
+	var c *classified
+	if errors.As(err, &c) {
+		return c.class, c.after
+	}
+	return ClassRetryable, 0
+}
+
+// ReasonOf returns the reason recorded on err, or one derived from its type.
+func ReasonOf(err error) Reason {
+	var c *classified
+	if errors.As(err, &c) && c.reason != "" {
+		return c.reason
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return ReasonTimeout
+	case errors.Is(err, context.Canceled):
+		return ReasonCanceled
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		if ne.Timeout() {
+			return ReasonTimeout
+		}
+		return ReasonNetwork
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ReasonNetwork
+	}
+	return ReasonOther
+}
+
+// maxErrorBody bounds how much of a response body enters an error.
+const maxErrorBody = 1 << 10
+
+// StatusError is a non-2xx HTTP answer, with at most 1 KiB of its body.
+type StatusError struct {
+	Status int
+	Body   string
+}
+
+func (e *StatusError) Error() string {
+	msg := fmt.Sprintf("HTTP %d %s", e.Status, http.StatusText(e.Status))
+	if e.Body != "" {
+		msg += ": " + e.Body
+	}
+	return msg
+}
+
+// ReadErrorBody reads at most 1 KiB of an error response body as one line of
+// valid UTF-8, for error messages.
+func ReadErrorBody(r io.Reader) string {
+	b, _ := io.ReadAll(io.LimitReader(r, maxErrorBody))
+	s := strings.ToValidUTF8(string(b), "")
+	s = strings.Join(strings.Fields(s), " ")
+	return s
+}
+
+// Drain reads what is left of a response body (up to a bound) and closes it,
+// so the connection can be reused.
+func Drain(resp *http.Response) {
+	if resp == nil || resp.Body == nil {
+		return
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_ = resp.Body.Close()
+}
+
+// HTTPPolicy says which statuses mean the destination is broken.
+type HTTPPolicy struct {
+	// Broken lists the statuses that mark the sink down (SPEC §5). For
+	// platforms (Slack, Discord) that is 401, 403, 404 and 410; for generic
+	// webhooks only 410.
+	Broken []int
+}
+
+// PlatformPolicy is the policy for Slack and Discord: credential and
+// not-found answers mean the destination is broken.
+func PlatformPolicy() HTTPPolicy {
+	return HTTPPolicy{Broken: []int{http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound, http.StatusGone}}
+}
+
+// WebhookPolicy is the policy for generic webhooks: only 410 Gone marks the
+// destination broken; other 4xx are permanent for the event.
+func WebhookPolicy() HTTPPolicy {
+	return HTTPPolicy{Broken: []int{http.StatusGone}}
+}
+
+// Check classifies an HTTP answer: nil for 2xx; otherwise a classified
+// *StatusError carrying up to 1 KiB of the body. It reads the body but does
+// not close it.
+//
+//   - 429: rate-limited for Retry-After (retryable with backoff when the
+//     header is missing or garbled);
+//   - 408, 5xx: retryable (rate-limited when a Retry-After is given);
+//   - statuses listed in Broken: broken (auth for 401/403, gone otherwise);
+//   - any other status: permanent for this event.
+func (p HTTPPolicy) Check(resp *http.Response, now time.Time) error {
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return nil
+	}
+	se := &StatusError{Status: resp.StatusCode, Body: ReadErrorBody(resp.Body)}
+	return p.classify(se, resp.Header.Get("Retry-After"), now)
+}
+
+func (p HTTPPolicy) classify(se *StatusError, retryAfter string, now time.Time) error {
+	code := se.Status
+	switch {
+	case code == http.StatusTooManyRequests:
+		if d, ok := ParseRetryAfter(retryAfter, now); ok {
+			return RetryAfter(se, d)
+		}
+		return Retryable(se, ReasonRateLimited)
+	case code == http.StatusRequestTimeout:
+		return Retryable(se, ReasonTimeout)
+	case code >= 500:
+		if d, ok := ParseRetryAfter(retryAfter, now); ok {
+			return RetryAfter(se, d)
+		}
+		return Retryable(se, ReasonServerError)
+	}
+	for _, b := range p.Broken {
+		if code == b {
+			reason := ReasonGone
+			if code == http.StatusUnauthorized || code == http.StatusForbidden {
+				reason = ReasonAuth
+			}
+			return Broken(se, reason)
+		}
+	}
+	// Other 4xx, and 3xx (redirects are never followed: a destination is
+	// posted to exactly as configured), are permanent for this event.
+	return Permanent(se, ReasonClientError)
+}
+
+// maxRetryAfter guards against absurd header values; the dispatcher still
+// bounds every wait by retry.max_age.
+const maxRetryAfter = 30 * 24 * time.Hour
+
+// ParseRetryAfter reads a Retry-After value: delta-seconds (fractions
+// allowed, as Discord sends) or an HTTP-date. It reports false for a missing
+// or garbled value.
+func ParseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" || len(v) > 64 {
+		return 0, false
+	}
+	if secs, err := strconv.ParseFloat(v, 64); err == nil {
+		if secs < 0 || secs != secs { // negative or NaN
+			return 0, false
+		}
+		d := time.Duration(secs * float64(time.Second))
+		if secs*float64(time.Second) > float64(maxRetryAfter) {
+			d = maxRetryAfter
+		}
+		return d, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return min(max(t.Sub(now), 0), maxRetryAfter), true
+	}
+	return 0, false
+}
+
+// RedactURL rewrites an *url.Error so that its URL (which may carry a token)
+// reads "[redacted]", keeping the operation and the cause. Call it where the
+// error is made, before anything wraps it. Other errors are returned as they
+// are.
+func RedactURL(err error) error {
+	var ue *url.Error
+	if err == nil || !errors.As(err, &ue) {
+		return err
+	}
+	return &url.Error{Op: ue.Op, URL: redacted, Err: ue.Err}
+}
+
+// Truncate cuts s to at most limit runes, ending in "…" when cut, and cuts
+// between words when a word boundary lies in the last fifth. It reports
+// whether s was cut.
+func Truncate(s string, limit int) (string, bool) {
+	if limit <= 0 {
+		return "", s != ""
+	}
+	if utf8.RuneCountInString(s) <= limit {
+		return s, false
+	}
+	if limit == 1 {
+		return "…", true
+	}
+	// Byte offset of the (limit-1)th rune.
+	cut, n := 0, 0
+	for i := range s {
+		if n == limit-1 {
+			cut = i
+			break
+		}
+		n++
+	}
+	head := s[:cut]
+	if sp := strings.LastIndexAny(head, " \n\t"); sp > 0 && utf8.RuneCountInString(head[sp:]) <= limit/5 {
+		head = head[:sp]
+	}
+	return strings.TrimRight(head, " \n\t") + "…", true
+}

@@ -1,0 +1,358 @@
+package relay
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The topics Chat Data documents. Any other topic is accepted and rendered
+// generically.
+const (
+	TopicChat       = "chat"
+	TopicLead       = "lead-submission"
+	TopicEscalation = "live-chat-escalation"
+)
+
+// TopicLabel folds a topic to a bounded metric label: one of the three known
+// topics, or "other".
+func TopicLabel(topic string) string {
+	switch topic {
+	case TopicChat, TopicLead, TopicEscalation:
+		return topic
+	}
+	return "other"
+}
+
+// Event is one accepted Chat Data webhook: the raw body exactly as signed, and
+// a tolerant parsed view of it that routes and sinks read. Sinks treat an
+// Event as read-only.
+type Event struct {
+	ID         string
+	Topic      string
+	ReceivedAt time.Time
+	Body       []byte // the raw request body, byte for byte
+
+	ChatbotID      string
+	ConversationID string
+	Source         string
+	ClientIP       string
+	Messages       []Message // the conversation so far, without the bot's latest answer
+	Answer         *Message  // the bot's answer (chat, live-chat-escalation)
+	Lead           []Field   // the lead's fields in a stable order (name, email, phone, then as sent)
+	Fields         []Field   // every top-level field as sent, for generic rendering
+}
+
+// Message is one turn of the conversation.
+type Message struct {
+	Role    string
+	Content string
+	Score   *float64 // the answer's confidence, when Chat Data sends one
+}
+
+// Field is one named value, rendered as text. Nested objects and arrays are
+// compact JSON.
+type Field struct {
+	Key   string
+	Value string
+}
+
+// Score returns the answer's score, if the event carries one.
+func (e *Event) Score() (float64, bool) {
+	if e.Answer == nil || e.Answer.Score == nil {
+		return 0, false
+	}
+	return *e.Answer.Score, true
+}
+
+// Question returns the user's last message, or "" when there is none.
+func (e *Event) Question() string {
+	for i := len(e.Messages) - 1; i >= 0; i-- {
+		if strings.EqualFold(e.Messages[i].Role, "user") {
+			return e.Messages[i].Content
+		}
+	}
+	return ""
+}
+
+// LeadValue returns the lead field named key ("" when absent).
+func (e *Event) LeadValue(key string) string {
+	for _, f := range e.Lead {
+		if f.Key == key {
+			return f.Value
+		}
+	}
+	return ""
+}
+
+// OrderingKey is the key deliveries are ordered by: the conversation, or the
+// event itself when Chat Data sent no conversation id (such an event is a
+// conversation of its own).
+func (e *Event) OrderingKey() string {
+	if e.ConversationID != "" {
+		return "c:" + e.ConversationID
+	}
+	return "e:" + e.ID
+}
+
+// DedupeKey is SHA-256 of topic, newline, raw body: two requests with the same
+// key are the same event.
+func DedupeKey(topic string, body []byte) [32]byte {
+	h := sha256.New()
+	h.Write([]byte(topic))
+	h.Write([]byte{'\n'})
+	h.Write(body)
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
+}
+
+// ErrNotObject is returned by DecodeEvent when the body is not a JSON object.
+var ErrNotObject = errors.New("body is not a JSON object")
+
+// DecodeEvent parses a Chat Data body leniently. Only a body that is not a
+// JSON object is an error: missing fields stay empty, fields of an unexpected
+// type are ignored, and messages, answer or lead sent as JSON-encoded strings
+// are decoded.
+func DecodeEvent(body []byte) (*Event, error) {
+	fields, err := objectFields(body)
+	if err != nil {
+		return nil, err
+	}
+	ev := &Event{Body: body}
+	for _, f := range fields {
+		ev.Fields = append(ev.Fields, Field{Key: f.key, Value: textOf(f.raw)})
+		switch f.key {
+		case "chatbot_id":
+			ev.ChatbotID = scalarString(f.raw)
+		case "conversation_id":
+			ev.ConversationID = scalarString(f.raw)
+		case "source":
+			ev.Source = scalarString(f.raw)
+		case "client_ip":
+			ev.ClientIP = scalarString(f.raw)
+		case "messages":
+			ev.Messages = decodeMessages(unwrapString(f.raw))
+		case "answer":
+			ev.Answer = decodeAnswer(f.raw)
+		case "lead":
+			ev.Lead = decodeLead(unwrapString(f.raw))
+		}
+	}
+	return ev, nil
+}
+
+// TopicOf returns the event's topic: the x-chat-data-topic header if set,
+// else the body's "event" field, else "chat".
+func TopicOf(header string, body []byte) string {
+	if t := strings.TrimSpace(header); t != "" {
+		return t
+	}
+	var probe struct {
+		Event json.RawMessage `json:"event"`
+	}
+	if json.Unmarshal(body, &probe) == nil {
+		if t := strings.TrimSpace(scalarString(probe.Event)); t != "" {
+			return t
+		}
+	}
+	return TopicChat
+}
+
+type rawField struct {
+	key string
+	raw json.RawMessage
+}
+
+// objectFields returns the members of a JSON object in the order sent. A
+// repeated key keeps its last value, as encoding/json does.
+func objectFields(data []byte) ([]rawField, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNotObject, err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, ErrNotObject
+	}
+	var out []rawField
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrNotObject, err)
+		}
+		key, _ := tok.(string)
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrNotObject, err)
+		}
+		if i := slices.IndexFunc(out, func(f rawField) bool { return f.key == key }); i >= 0 {
+			out = slices.Delete(out, i, i+1)
+		}
+		out = append(out, rawField{key: key, raw: raw})
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNotObject, err)
+	}
+	if _, err := dec.Token(); err == nil {
+		return nil, fmt.Errorf("%w: trailing data after the object", ErrNotObject)
+	}
+	return out, nil
+}
+
+// unwrapString returns the JSON inside a JSON string when raw is a string
+// holding JSON, else raw itself.
+func unwrapString(raw json.RawMessage) json.RawMessage {
+	var s string
+	if len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
+		return raw
+	}
+	s = strings.TrimSpace(s)
+	if json.Valid([]byte(s)) {
+		return json.RawMessage(s)
+	}
+	return raw
+}
+
+// scalarString renders a JSON string, number or bool as text; anything else
+// (null, objects, arrays) as "".
+func scalarString(raw json.RawMessage) string {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return ""
+	}
+	switch raw[0] {
+	case '"':
+		var s string
+		if json.Unmarshal(raw, &s) == nil {
+			return s
+		}
+		return ""
+	case '{', '[', 'n':
+		return ""
+	}
+	return string(raw)
+}
+
+// textOf renders any JSON value as text: scalars as themselves, null as "",
+// objects and arrays as compact JSON.
+func textOf(raw json.RawMessage) string {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) > 0 && (raw[0] == '{' || raw[0] == '[') {
+		var b bytes.Buffer
+		if json.Compact(&b, raw) == nil {
+			return b.String()
+		}
+	}
+	return scalarString(raw)
+}
+
+func decodeMessage(raw json.RawMessage) (Message, bool) {
+	fields, err := objectFields(raw)
+	if err != nil {
+		return Message{}, false
+	}
+	var m Message
+	for _, f := range fields {
+		switch f.key {
+		case "role":
+			m.Role = scalarString(f.raw)
+		case "content":
+			m.Content = contentText(f.raw)
+		case "score":
+			if v, err := strconv.ParseFloat(scalarString(f.raw), 64); err == nil {
+				m.Score = &v
+			}
+		}
+	}
+	return m, true
+}
+
+// contentText reads a message's content: a string, or OpenAI-style parts
+// [{"type":"text","text":"…"}], joined by blank lines.
+func contentText(raw json.RawMessage) string {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '[' {
+		return scalarString(raw)
+	}
+	var parts []json.RawMessage
+	if json.Unmarshal(raw, &parts) != nil {
+		return ""
+	}
+	var texts []string
+	for _, p := range parts {
+		if s := scalarString(p); s != "" {
+			texts = append(texts, s)
+			continue
+		}
+		var part struct {
+			Text json.RawMessage `json:"text"`
+		}
+		if json.Unmarshal(p, &part) == nil {
+			if s := scalarString(part.Text); s != "" {
+				texts = append(texts, s)
+			}
+		}
+	}
+	return strings.Join(texts, "\n\n")
+}
+
+func decodeMessages(raw json.RawMessage) []Message {
+	var items []json.RawMessage
+	if json.Unmarshal(raw, &items) != nil {
+		return nil
+	}
+	var out []Message
+	for _, it := range items {
+		if m, ok := decodeMessage(unwrapString(it)); ok {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// decodeAnswer reads the answer: an object, a JSON-encoded object, or a plain
+// string that is the answer's text.
+func decodeAnswer(raw json.RawMessage) *Message {
+	inner := unwrapString(raw)
+	if m, ok := decodeMessage(inner); ok {
+		if m.Role == "" {
+			m.Role = "assistant"
+		}
+		return &m
+	}
+	if s := scalarString(raw); s != "" {
+		return &Message{Role: "assistant", Content: s}
+	}
+	return nil
+}
+
+func decodeLead(raw json.RawMessage) []Field {
+	fields, err := objectFields(raw)
+	if err != nil {
+		return nil
+	}
+	// The fields people look for come first; the rest follow as sent.
+	first := []string{"name", "email", "phone"}
+	out := make([]Field, 0, len(fields))
+	for _, key := range first {
+		for _, f := range fields {
+			if f.key == key {
+				out = append(out, Field{Key: f.key, Value: textOf(f.raw)})
+			}
+		}
+	}
+	for _, f := range fields {
+		if !slices.Contains(first, f.key) {
+			out = append(out, Field{Key: f.key, Value: textOf(f.raw)})
+		}
+	}
+	return out
+}

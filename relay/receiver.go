@@ -1,0 +1,193 @@
+package relay
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jonboulle/clockwork"
+)
+
+// Headers Chat Data sends.
+const (
+	HeaderSignature = "x-chat-data-hmac-sha256"
+	HeaderTopic     = "x-chat-data-topic"
+)
+
+// Sign returns the value of x-chat-data-hmac-sha256 for body, as Chat Data
+// computes it: base64(HMAC-SHA256(key = the secret's bytes, body)).
+func Sign(body []byte, secret Secret) string {
+	m := hmac.New(sha256.New, []byte(secret.Reveal()))
+	m.Write(body)
+	return base64.StdEncoding.EncodeToString(m.Sum(nil))
+}
+
+// Verify reports whether header is a valid signature of body under any of
+// the secrets. It compares in constant time and never parses body.
+func Verify(body []byte, header string, secrets []Secret) bool {
+	got, err := base64.StdEncoding.DecodeString(strings.TrimSpace(header))
+	if err != nil || len(got) != sha256.Size {
+		return false
+	}
+	ok := false
+	for _, s := range secrets {
+		m := hmac.New(sha256.New, []byte(s.Reveal()))
+		m.Write(body)
+		// Check every secret, so the time taken does not tell which matched.
+		ok = hmac.Equal(got, m.Sum(nil)) || ok
+	}
+	return ok
+}
+
+// Appender is the part of the store the receiver writes to.
+type Appender interface {
+	Append(ctx context.Context, ev *Event, sinks []string) (Accepted, error)
+	Ready(ctx context.Context) error
+}
+
+// ReceiverConfig configures a Receiver.
+type ReceiverConfig struct {
+	Secrets    []Secret
+	MaxBody    int64 // bytes; default 1 MiB
+	Store      Appender
+	Router     *Router
+	Metrics    *Metrics
+	Logger     *slog.Logger
+	Clock      clockwork.Clock
+	RetryAfter time.Duration // what 503 answers tell the sender; default 5s
+}
+
+// Receiver is the inbound side: POST /webhook, GET /healthz, GET /readyz.
+type Receiver struct {
+	cfg ReceiverConfig
+	mux *http.ServeMux
+}
+
+// NewReceiver returns a receiver. It starts no goroutine.
+func NewReceiver(cfg ReceiverConfig) (*Receiver, error) {
+	if len(cfg.Secrets) == 0 {
+		return nil, errors.New("receiver: no signing secret")
+	}
+	if cfg.Store == nil || cfg.Router == nil || cfg.Metrics == nil {
+		return nil, errors.New("receiver: store, router and metrics are required")
+	}
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = 1 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
+	if cfg.RetryAfter <= 0 {
+		cfg.RetryAfter = 5 * time.Second
+	}
+	r := &Receiver{cfg: cfg, mux: http.NewServeMux()}
+	// Method patterns give 405 with Allow for free.
+	r.mux.HandleFunc("POST /webhook", r.webhook)
+	r.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	r.mux.HandleFunc("GET /readyz", r.readyz)
+	return r, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) { r.mux.ServeHTTP(w, req) }
+
+type answer struct {
+	Status string `json:"status"`
+	ID     string `json:"id,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request) {
+	m := r.cfg.Metrics
+	topicHeader := req.Header.Get(HeaderTopic)
+	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, r.cfg.MaxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			m.EventsReceived.WithLabelValues(TopicLabel(topicHeader), ReceiveRejectedBody).Inc()
+			writeJSON(w, http.StatusRequestEntityTooLarge, answer{Status: "rejected",
+				Error: "body larger than " + strconv.FormatInt(r.cfg.MaxBody, 10) + " bytes (max_body_bytes)"})
+			return
+		}
+		m.EventsReceived.WithLabelValues(TopicLabel(topicHeader), ReceiveRejectedBody).Inc()
+		writeJSON(w, http.StatusBadRequest, answer{Status: "rejected", Error: "could not read body"})
+		return
+	}
+	// Verify over the raw bytes before anything parses them.
+	if !Verify(body, req.Header.Get(HeaderSignature), r.cfg.Secrets) {
+		m.EventsReceived.WithLabelValues(TopicLabel(topicHeader), ReceiveRejectedSignature).Inc()
+		r.cfg.Logger.Warn("rejected request: bad signature", "remote", req.RemoteAddr, "status", http.StatusForbidden)
+		writeJSON(w, http.StatusForbidden, answer{Status: "rejected", Error: "missing or invalid " + HeaderSignature})
+		return
+	}
+	topic := TopicOf(topicHeader, body)
+	ev, err := DecodeEvent(body)
+	if err != nil {
+		m.EventsReceived.WithLabelValues(TopicLabel(topic), ReceiveRejectedBody).Inc()
+		writeJSON(w, http.StatusBadRequest, answer{Status: "rejected", Error: "body is not a JSON object"})
+		return
+	}
+	now := r.cfg.Clock.Now()
+	id, err := uuid.NewV7()
+	if err != nil {
+		id = uuid.New()
+	}
+	ev.ID, ev.Topic, ev.ReceivedAt = id.String(), topic, now
+	sinks := r.cfg.Router.Route(ev)
+
+	acc, err := r.cfg.Store.Append(req.Context(), ev, sinks)
+	if err != nil {
+		m.EventsReceived.WithLabelValues(TopicLabel(topic), ReceiveUnavailable).Inc()
+		r.cfg.Logger.Error("store cannot accept the event; answering 503", "topic", topic, "err", err)
+		w.Header().Set("Retry-After", strconv.Itoa(int(r.cfg.RetryAfter.Round(time.Second)/time.Second)))
+		writeJSON(w, http.StatusServiceUnavailable, answer{Status: "unavailable", Error: "store unavailable, retry later"})
+		return
+	}
+	switch {
+	case acc.Duplicate:
+		m.EventsReceived.WithLabelValues(TopicLabel(topic), ReceiveDuplicate).Inc()
+		r.cfg.Logger.Info("duplicate event", "event_id", acc.ID, "topic", topic, "conversation_id", ev.ConversationID)
+		writeJSON(w, http.StatusOK, answer{Status: "duplicate", ID: acc.ID})
+		return
+	case len(sinks) == 0:
+		m.EventsReceived.WithLabelValues(TopicLabel(topic), ReceiveUnrouted).Inc()
+		r.cfg.Logger.Info("accepted event matches no route", "event_id", acc.ID, "topic", topic, "conversation_id", ev.ConversationID)
+	default:
+		m.EventsReceived.WithLabelValues(TopicLabel(topic), ReceiveAccepted).Inc()
+		r.cfg.Logger.Info("accepted event", "event_id", acc.ID, "topic", topic,
+			"conversation_id", ev.ConversationID, "sinks", strings.Join(sinks, ","))
+	}
+	writeJSON(w, http.StatusOK, answer{Status: "accepted", ID: acc.ID})
+}
+
+func (r *Receiver) readyz(w http.ResponseWriter, req *http.Request) {
+	ctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
+	defer cancel()
+	if err := r.cfg.Store.Ready(ctx); err != nil {
+		w.Header().Set("Retry-After", strconv.Itoa(int(r.cfg.RetryAfter/time.Second)))
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

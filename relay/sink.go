@@ -1,0 +1,88 @@
+package relay
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+)
+
+// Sink delivers events to one destination. It formats and posts one event and
+// returns nil or a classified error (Permanent, Broken, RetryAfter; anything
+// else is retried). It never sleeps, retries, reorders, buffers or
+// dead-letters: the dispatcher does all of that, once, for every sink.
+type Sink interface {
+	Name() string                              // the configured name; the metric label
+	Send(ctx context.Context, ev *Event) error // ev is read-only
+}
+
+// Packer is implemented by sinks that can put several pending events (of
+// different conversations) into one message when the destination's pace
+// cannot keep up. The dispatcher discovers it.
+type Packer interface {
+	Sink
+	// MaxPack is how many events one packed message may hold.
+	MaxPack() int
+	// SendPacked posts evs as one message, in order. It returns nil or one
+	// classified error that applies to every event in evs.
+	SendPacked(ctx context.Context, evs []*Event) error
+}
+
+// Prober is implemented by sinks that can check their credentials without
+// posting a message (chatrelay check-config --probe).
+type Prober interface {
+	Probe(ctx context.Context) error
+}
+
+// Paced is implemented by sinks whose platform publishes a sending pace (for
+// example about one message per second for a Slack channel). The dispatcher
+// spaces sends accordingly so that steady traffic causes no 429.
+type Paced interface {
+	Pace() (every time.Duration, burst int)
+}
+
+// Throttle is how a sink reports what a platform's rate-limit headers said
+// on a successful answer (X-RateLimit-Remaining 0, Reset-After 1.5): the
+// dispatcher sends nothing more to the sink before t.
+type Throttle interface {
+	HoldUntil(t time.Time)
+}
+
+// KV is a small durable key/value facility, namespaced to one sink, that
+// sinks use to remember conversation → thread mappings across restarts and
+// replicas.
+type KV interface {
+	Get(ctx context.Context, key string) (value string, ok bool, err error)
+	Put(ctx context.Context, key, value string) error
+}
+
+// SinkDeps is what the wiring gives every sink's constructor.
+type SinkDeps struct {
+	Logger    *slog.Logger // already carries sink= and kind=
+	KV        KV
+	Throttle  Throttle
+	Clock     clockwork.Clock
+	UserAgent string
+}
+
+// WithDefaults fills what the caller left empty with working defaults.
+func (d SinkDeps) WithDefaults() SinkDeps {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Clock == nil {
+		d.Clock = clockwork.NewRealClock()
+	}
+	if d.Throttle == nil {
+		d.Throttle = noThrottle{}
+	}
+	if d.UserAgent == "" {
+		d.UserAgent = "chatrelay"
+	}
+	return d
+}
+
+type noThrottle struct{}
+
+func (noThrottle) HoldUntil(time.Time) {}

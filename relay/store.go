@@ -1,0 +1,166 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors a store returns. The receiver answers 503 + Retry-After for
+// ErrUnavailable and ErrFull; the dispatcher stops on ErrClosed.
+var (
+	ErrUnavailable = errors.New("store unavailable")
+	ErrFull        = errors.New("store full")
+	ErrClosed      = errors.New("store closed")
+	ErrNotFound    = errors.New("not found")
+)
+
+// Accepted is the store's answer to Append.
+type Accepted struct {
+	ID        string // the event's id; for a duplicate, the first event's id
+	Duplicate bool
+}
+
+// Store is everything chatrelay keeps: events, a queue of deliveries per
+// sink, dead letters and a small key/value facility. relay/bolt (embedded)
+// and relay/nats (JetStream) implement it; relay/storetest checks both
+// against the same contract.
+//
+// Its delivery side is shaped like JetStream: Next hands out a delivery, and
+// the caller settles it with Ack (done), Nak with a delay (try again then) or
+// Term (dead letter, with a reason).
+type Store interface {
+	// Append makes ev durable together with one pending delivery per sink,
+	// or finds that the same topic and body was accepted within the dedupe
+	// window. It returns only after the write is durable.
+	Append(ctx context.Context, ev *Event, sinks []string) (Accepted, error)
+	// Queue returns the delivery queue of one sink.
+	Queue(sink string) Queue
+	// Reconcile is called once at start with the configured sinks: pending
+	// deliveries of any other sink are moved to the dead letters with reason
+	// "sink removed".
+	Reconcile(ctx context.Context, sinks []string) (moved int, err error)
+
+	DeadLetters
+	// Lookup returns an event and where each of its deliveries stands.
+	Lookup(ctx context.Context, id string) (*EventRecord, error)
+	// Recent lists the most recent events, newest first, up to limit, older
+	// than the event before (all when before is "").
+	Recent(ctx context.Context, before string, limit int) ([]EventSummary, error)
+	// KV returns the key/value facility namespaced to one sink.
+	KV(namespace string) KV
+	// Stats returns each sink's queue depth, oldest pending event and dead
+	// letter count.
+	Stats(ctx context.Context) ([]QueueStats, error)
+	// Ready reports whether the store can accept writes now.
+	Ready(ctx context.Context) error
+	Close() error
+}
+
+// Queue hands out the deliveries of one sink. Deliveries of one conversation
+// come one at a time in acceptance order: the next is handed out only after
+// the previous one was settled.
+type Queue interface {
+	// Next blocks until a delivery is due, ctx is done (ctx.Err()) or the
+	// store closes (ErrClosed).
+	Next(ctx context.Context) (*Delivery, error)
+}
+
+// Delivery is one event on its way to one sink.
+type Delivery struct {
+	Event     *Event
+	Sink      string
+	Attempts  int       // failed attempts so far
+	Since     time.Time // start of retry.max_age: acceptance, or the last replay
+	LastError string    // the previous attempt's error, if any
+
+	Settler
+}
+
+// Settler settles a delivery; exactly one of its methods is called, once.
+type Settler interface {
+	// Ack records the delivery as done.
+	Ack(ctx context.Context) error
+	// Nak schedules the delivery again after delay and counts a failed
+	// attempt with its error text.
+	Nak(ctx context.Context, delay time.Duration, lastErr string) error
+	// Term moves the delivery to the dead letters with a reason.
+	Term(ctx context.Context, reason string) error
+	// Release hands the delivery back untried (shutdown, or a wait that was
+	// interrupted): it stays due and no attempt is counted.
+	Release(ctx context.Context) error
+}
+
+// DeadLetter is a delivery that was parked: a permanent error, or
+// retry.max_age passed.
+type DeadLetter struct {
+	ID             string    `json:"id"` // <event id>.<sink>
+	EventID        string    `json:"event_id"`
+	Sink           string    `json:"sink"`
+	ConversationID string    `json:"conversation_id,omitempty"`
+	Topic          string    `json:"topic"`
+	Attempts       int       `json:"attempts"`
+	ReceivedAt     time.Time `json:"received_at"`
+	ParkedAt       time.Time `json:"parked_at"`
+	Reason         string    `json:"reason"`
+}
+
+// DeadLetterID is the id of the dead letter of event on sink.
+func DeadLetterID(eventID, sink string) string { return eventID + "." + sink }
+
+// DeadLetters is the dead-letter side of a store.
+type DeadLetters interface {
+	// ListDead lists dead letters, of one sink or ("") all, oldest first.
+	ListDead(ctx context.Context, sink string, limit int) ([]DeadLetter, error)
+	// GetDead returns one dead letter and its event.
+	GetDead(ctx context.Context, id string) (DeadLetter, *Event, error)
+	// Requeue puts dead letters back in their sink's queue with a fresh
+	// retry.max_age; ids that are not dead letters are skipped.
+	Requeue(ctx context.Context, ids []string) (int, error)
+	// RequeueAll requeues every dead letter of one sink or ("") all.
+	RequeueAll(ctx context.Context, sink string) (int, error)
+	// Purge deletes dead letters for good.
+	Purge(ctx context.Context, ids []string) (int, error)
+	// PurgeAll deletes every dead letter of one sink or ("") all.
+	PurgeAll(ctx context.Context, sink string) (int, error)
+}
+
+// Delivery states, as Lookup reports them.
+const (
+	StatePending   = "pending"
+	StateDelivered = "delivered"
+	StateDead      = "dead"
+	StatePurged    = "purged"
+)
+
+// EventRecord is an event with where each of its deliveries stands.
+type EventRecord struct {
+	Event      *Event
+	Deliveries []DeliveryStatus
+}
+
+// EventSummary is one line of the event list.
+type EventSummary struct {
+	ID             string    `json:"id"`
+	Topic          string    `json:"topic"`
+	ConversationID string    `json:"conversation_id,omitempty"`
+	ReceivedAt     time.Time `json:"received_at"`
+	Sinks          []string  `json:"sinks"`
+}
+
+// DeliveryStatus is where one delivery of an event stands.
+type DeliveryStatus struct {
+	Sink      string    `json:"sink"`
+	State     string    `json:"state"`
+	Attempts  int       `json:"attempts"`
+	LastError string    `json:"last_error,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// QueueStats describes one sink's queue.
+type QueueStats struct {
+	Sink   string
+	Depth  int       // pending deliveries
+	Oldest time.Time // acceptance time of the oldest pending delivery (zero if none)
+	Dead   int       // dead letters
+}
