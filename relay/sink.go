@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -17,15 +18,21 @@ type Sink interface {
 	Send(ctx context.Context, ev *Event) error // ev is read-only
 }
 
-// Packer is implemented by sinks that can put several pending events (of
-// different conversations) into one message when the destination's pace
-// cannot keep up. The dispatcher discovers it.
+// Packer is implemented by sinks that can put several pending events (heads
+// of different conversations) into one message when the destination's pace
+// cannot keep up: a busy chatbot then still mirrors in near real time into a
+// channel that takes one message per second. The dispatcher discovers it.
 type Packer interface {
 	Sink
 	// MaxPack is how many events one packed message may hold.
 	MaxPack() int
-	// SendPacked posts evs as one message, in order. It returns nil or one
-	// classified error that applies to every event in evs.
+	// CanPack reports whether ev may share a message with events of other
+	// conversations. In bot mode with threads, a turn whose conversation
+	// already has a thread cannot: it goes alone, into its thread.
+	CanPack(ctx context.Context, ev *Event) bool
+	// SendPacked posts evs (2..MaxPack, each CanPack) as one message, in
+	// order, within the platform's limits. It returns nil or one classified
+	// error that applies to every event in evs.
 	SendPacked(ctx context.Context, evs []*Event) error
 }
 
@@ -64,6 +71,10 @@ type SinkDeps struct {
 	Throttle  Throttle
 	Clock     clockwork.Clock
 	UserAgent string
+	// Transport carries the sink's HTTP requests (nil: a default
+	// transport). Tests wrap it to watch what the sink sends and whether it
+	// drains every response.
+	Transport http.RoundTripper
 }
 
 // WithDefaults fills what the caller left empty with working defaults.
@@ -79,6 +90,9 @@ func (d SinkDeps) WithDefaults() SinkDeps {
 	}
 	if d.UserAgent == "" {
 		d.UserAgent = "chatrelay"
+	}
+	if d.Transport == nil {
+		d.Transport = http.DefaultTransport
 	}
 	return d
 }

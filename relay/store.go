@@ -62,7 +62,9 @@ type Store interface {
 // the previous one was settled.
 type Queue interface {
 	// Next blocks until a delivery is due, ctx is done (ctx.Err()) or the
-	// store closes (ErrClosed).
+	// store closes (ErrClosed). Once ctx is done Next never waits: it
+	// returns a delivery that is due at once, if there is one, else
+	// ctx.Err(); the dispatcher relies on this to gather what is ready.
 	Next(ctx context.Context) (*Delivery, error)
 }
 

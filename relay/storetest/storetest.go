@@ -42,6 +42,7 @@ func Run(t *testing.T, open Factory) {
 	t.Run("NakDelaysOnlyItsConversation", func(t *testing.T) { t.Parallel(); testNak(t, open) })
 	t.Run("TermRequeuePurge", func(t *testing.T) { t.Parallel(); testDeadLetters(t, open) })
 	t.Run("Release", func(t *testing.T) { t.Parallel(); testRelease(t, open) })
+	t.Run("NextWithDoneContextDoesNotWait", func(t *testing.T) { t.Parallel(); testNextDone(t, open) })
 	t.Run("Restart", func(t *testing.T) { t.Parallel(); testRestart(t, open) })
 	t.Run("KV", func(t *testing.T) { t.Parallel(); testKV(t, open) })
 	t.Run("Reconcile", func(t *testing.T) { t.Parallel(); testReconcile(t, open) })
@@ -294,6 +295,40 @@ func testRelease(t *testing.T, open Factory) {
 		t.Fatalf("after release got %s", d.Event.ID)
 	}
 	ack(t, d)
+}
+
+func testNextDone(t *testing.T, open Factory) {
+	h := open(t, clockwork.NewFakeClock())
+	a, b := NewEvent(t, "A", 1), NewEvent(t, "B", 1)
+	mustAppend(t, h.Store, a, "s")
+	mustAppend(t, h.Store, b, "s")
+	// Let the store make both due (stores may publish asynchronously).
+	first := next(t, h.Store, "s")
+	done, cancel := context.WithCancel(t.Context())
+	cancel()
+	var second *relay.Delivery
+	deadline := time.Now().Add(10 * time.Second)
+	for second == nil && time.Now().Before(deadline) {
+		d, err := h.Store.Queue("s").Next(done)
+		switch {
+		case err == nil:
+			second = d
+		case !errors.Is(err, context.Canceled):
+			t.Fatalf("Next(done ctx): %v", err)
+		}
+	}
+	if second == nil || second.Event.ConversationID == first.Event.ConversationID {
+		t.Fatalf("Next(done ctx) did not hand out the other ready head")
+	}
+	start := time.Now()
+	if _, err := h.Store.Queue("s").Next(done); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Next(done ctx) with nothing due: %v, want context.Canceled", err)
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Fatal("Next(done ctx) waited")
+	}
+	ack(t, first)
+	ack(t, second)
 }
 
 func testRestart(t *testing.T, open Factory) {
