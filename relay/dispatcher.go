@@ -42,6 +42,7 @@ type DispatcherConfig struct {
 	Pacer        *Pacer
 	Retry        RetryPolicy
 	Concurrency  int           // conversations in flight at once; default 4
+	Redact       []string      // fields removed before the sink sees an event (see Redact)
 	Timeout      time.Duration // per send; default 10s
 	DrainTimeout time.Duration // how long in-flight sends may finish after shutdown begins; default 10s
 	Metrics      *Metrics
@@ -68,6 +69,11 @@ func NewDispatcher(cfg DispatcherConfig) (*Dispatcher, error) {
 	}
 	if cfg.Retry.Initial <= 0 || cfg.Retry.Max < cfg.Retry.Initial || cfg.Retry.MaxAge <= 0 {
 		return nil, fmt.Errorf("dispatcher %q: invalid retry policy %+v", cfg.Sink.Name(), cfg.Retry)
+	}
+	for _, p := range cfg.Redact {
+		if err := CheckRedactPath(p); err != nil {
+			return nil, fmt.Errorf("dispatcher %q: redact: %w", cfg.Sink.Name(), err)
+		}
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 4
@@ -160,7 +166,13 @@ func (d *Dispatcher) deliver(ctx context.Context, del *Delivery, tk Ticket) {
 		d.park(ctx, del, fmt.Sprintf("retry.max_age (%s) passed while the sink was down; last error: %s", d.cfg.Retry.MaxAge, del.LastError))
 		return
 	}
-	err := d.send(ctx, del.Event)
+	ev, err := Redact(del.Event, d.cfg.Redact)
+	if err != nil {
+		d.cfg.Pacer.ReturnProbe(tk)
+		d.park(ctx, del, "could not redact the event: "+err.Error())
+		return
+	}
+	err = d.send(ctx, ev)
 	if err == nil {
 		d.succeeded(ctx, []*Delivery{del}, tk)
 		return

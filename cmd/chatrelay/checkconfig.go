@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/spf13/cobra"
+
+	"github.com/chatrelay/chatrelay/relay"
+)
+
+func (a *app) checkConfigCmd() *cobra.Command {
+	var probe bool
+	cmd := &cobra.Command{
+		Use:   "check-config",
+		Short: "Validate the config; with --probe, check each sink's credentials without posting",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := a.loadConfig()
+			if err != nil {
+				return err
+			}
+			sinks, err := buildSinks(cfg, sinkEnv{stdout: a.stdout, logger: slog.New(slog.DiscardHandler),
+				clock: clockwork.NewRealClock(), store: &memKV{}})
+			if err != nil {
+				return configError(fmt.Errorf("%s is not valid:\n%w", cfg.sourceName(), err))
+			}
+			names := make([]string, len(sinks))
+			for i, s := range sinks {
+				names[i] = s.conf.Name + " (" + s.conf.Type + ")"
+			}
+			fmt.Fprintf(a.stdout, "%s: OK\n  listen %s, admin %s, store %s\n  sinks: %s\n  routes: %d\n",
+				cfg.sourceName(), cfg.Listen, cfg.Admin.Listen, storeDescription(cfg), strings.Join(names, ", "), len(cfg.Routes))
+			if !probe {
+				return nil
+			}
+			failed := 0
+			for i, s := range sinks {
+				p, ok := s.sink.(relay.Prober)
+				if !ok {
+					fmt.Fprintf(a.stdout, "  sinks[%d] %s: nothing to probe without posting\n", i, s.conf.Name)
+					continue
+				}
+				ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
+				err := p.Probe(ctx)
+				cancel()
+				if err != nil {
+					failed++
+					fmt.Fprintf(a.stdout, "  sinks[%d] %s: FAILED: %v\n", i, s.conf.Name, err)
+					continue
+				}
+				fmt.Fprintf(a.stdout, "  sinks[%d] %s: credentials OK\n", i, s.conf.Name)
+			}
+			if failed > 0 {
+				return &exitError{code: 1, err: fmt.Errorf("%d sink(s) failed the probe", failed)}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&probe, "probe", false, "check each sink's credentials against the platform without posting a message")
+	return cmd
+}

@@ -1,0 +1,764 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/chatrelay/chatrelay/relay"
+)
+
+// Config is chatrelay's configuration (SPEC §3). Keys are the YAML keys;
+// every scalar can be overridden by CHATRELAY_<KEY> (dots become _).
+type Config struct {
+	Listen             string        `mapstructure:"listen"`
+	Admin              AdminConfig   `mapstructure:"admin"`
+	SigningSecrets     []string      `mapstructure:"signing_secrets"`
+	SigningSecretsFile string        `mapstructure:"signing_secrets_file"`
+	MaxBodyBytes       ByteSize      `mapstructure:"max_body_bytes"`
+	ShutdownTimeout    time.Duration `mapstructure:"shutdown_timeout"`
+	Log                LogConfig     `mapstructure:"log"`
+	Store              StoreConfig   `mapstructure:"store"`
+	Retry              RetryConfig   `mapstructure:"retry"`
+	Sinks              []SinkConfig  `mapstructure:"sinks"`
+	Routes             []RouteConfig `mapstructure:"routes"`
+
+	// Source says where the config came from: a file path, or "" for the
+	// embedded defaults.
+	Source string `mapstructure:"-"`
+	// unsetEnv lists ${NAME} references whose variable was not set.
+	unsetEnv []string
+}
+
+// AdminConfig is the admin listener.
+type AdminConfig struct {
+	Listen    string `mapstructure:"listen"`
+	Token     string `mapstructure:"token"`
+	TokenFile string `mapstructure:"token_file"`
+}
+
+// LogConfig is the logger.
+type LogConfig struct {
+	Level  string `mapstructure:"level"`
+	Format string `mapstructure:"format"`
+}
+
+// StoreConfig selects and configures the store.
+type StoreConfig struct {
+	Driver       string        `mapstructure:"driver"`
+	Path         string        `mapstructure:"path"`
+	MaxSize      ByteSize      `mapstructure:"max_size"`
+	Retention    time.Duration `mapstructure:"retention"`
+	DedupeWindow time.Duration `mapstructure:"dedupe_window"`
+	NATS         NATSConfig    `mapstructure:"nats"`
+}
+
+// NATSConfig is store.nats.
+type NATSConfig struct {
+	URL        string    `mapstructure:"url"`
+	CredsFile  string    `mapstructure:"creds_file"`
+	Token      string    `mapstructure:"token"`
+	TokenFile  string    `mapstructure:"token_file"`
+	TLS        TLSConfig `mapstructure:"tls"`
+	Replicas   int       `mapstructure:"replicas"`
+	Partitions int       `mapstructure:"partitions"`
+}
+
+// TLSConfig is store.nats.tls.
+type TLSConfig struct {
+	CAFile   string `mapstructure:"ca_file"`
+	CertFile string `mapstructure:"cert_file"`
+	KeyFile  string `mapstructure:"key_file"`
+}
+
+// RetryConfig is the retry policy.
+type RetryConfig struct {
+	Initial time.Duration `mapstructure:"initial"`
+	Max     time.Duration `mapstructure:"max"`
+	MaxAge  time.Duration `mapstructure:"max_age"`
+}
+
+// SinkConfig is one sink: common keys and every type's own keys; Validate
+// rejects keys that do not belong to the sink's type.
+type SinkConfig struct {
+	Name string `mapstructure:"name"`
+	Type string `mapstructure:"type"`
+
+	WebhookURL     string            `mapstructure:"webhook_url"`
+	WebhookURLFile string            `mapstructure:"webhook_url_file"`
+	Token          string            `mapstructure:"token"`
+	TokenFile      string            `mapstructure:"token_file"`
+	Channel        string            `mapstructure:"channel"`
+	ChannelID      string            `mapstructure:"channel_id"`
+	APIURL         string            `mapstructure:"api_url"`
+	ThreadName     string            `mapstructure:"thread_name"`
+	URL            string            `mapstructure:"url"`
+	Secret         string            `mapstructure:"secret"`
+	SecretFile     string            `mapstructure:"secret_file"`
+	Headers        map[string]string `mapstructure:"headers"`
+	Mention        string            `mapstructure:"mention"`
+	Redact         []string          `mapstructure:"redact"`
+	Timeout        time.Duration     `mapstructure:"timeout"`
+	Concurrency    int               `mapstructure:"concurrency"`
+	Rate           string            `mapstructure:"rate"`
+	Template       string            `mapstructure:"template"`
+}
+
+// RouteConfig is one routing rule.
+type RouteConfig struct {
+	Match MatchConfig `mapstructure:"match"`
+	Sinks []string    `mapstructure:"sinks"`
+}
+
+// MatchConfig is a route's match.
+type MatchConfig struct {
+	Topic     []string `mapstructure:"topic"`
+	ChatbotID []string `mapstructure:"chatbot_id"`
+	Source    []string `mapstructure:"source"`
+	MinScore  *float64 `mapstructure:"min_score"`
+	MaxScore  *float64 `mapstructure:"max_score"`
+}
+
+// ByteSize is a size in bytes written as 1048576, 512KiB, 1GiB or 10MB.
+type ByteSize int64
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (b *ByteSize) UnmarshalText(text []byte) error {
+	s := strings.TrimSpace(string(text))
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if rest, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = strings.TrimSpace(rest), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseFloat(s, 64)
+	if err != nil || n < 0 {
+		return fmt.Errorf("not a size: %q; write it like 1048576, 512KiB or 1GiB", string(text))
+	}
+	*b = ByteSize(n * float64(mult))
+	return nil
+}
+
+// Sink types.
+const (
+	TypeSlack   = "slack"
+	TypeDiscord = "discord"
+	TypeWebhook = "webhook"
+	TypeConsole = "console"
+)
+
+// sinkKeys lists the keys each sink type takes besides the common ones.
+func sinkKeys(typ string) []string {
+	switch typ {
+	case TypeSlack:
+		return []string{"webhook_url", "webhook_url_file", "token", "token_file", "channel", "api_url", "mention", "template"}
+	case TypeDiscord:
+		return []string{"webhook_url", "webhook_url_file", "token", "token_file", "channel_id", "api_url", "thread_name", "mention", "template"}
+	case TypeWebhook:
+		return []string{"url", "secret", "secret_file", "headers"}
+	case TypeConsole:
+		return nil
+	}
+	return nil
+}
+
+// defaults are the values of every key not set; they are also what
+// embedded-default mode runs on.
+func setDefaults(v *viper.Viper) {
+	v.SetDefault("listen", "127.0.0.1:8080")
+	v.SetDefault("admin.listen", "127.0.0.1:9090")
+	v.SetDefault("admin.token", "")
+	v.SetDefault("admin.token_file", "")
+	v.SetDefault("signing_secrets", []string{})
+	v.SetDefault("signing_secrets_file", "")
+	v.SetDefault("max_body_bytes", "1MiB")
+	v.SetDefault("shutdown_timeout", "15s")
+	v.SetDefault("log.level", "info")
+	v.SetDefault("log.format", "auto")
+	v.SetDefault("store.driver", "bolt")
+	v.SetDefault("store.path", "./chatrelay-data")
+	v.SetDefault("store.max_size", "1GiB")
+	v.SetDefault("store.retention", "168h")
+	v.SetDefault("store.dedupe_window", "24h")
+	v.SetDefault("store.nats.url", "nats://127.0.0.1:4222")
+	v.SetDefault("store.nats.creds_file", "")
+	v.SetDefault("store.nats.token", "")
+	v.SetDefault("store.nats.token_file", "")
+	v.SetDefault("store.nats.tls.ca_file", "")
+	v.SetDefault("store.nats.tls.cert_file", "")
+	v.SetDefault("store.nats.tls.key_file", "")
+	v.SetDefault("store.nats.replicas", 1)
+	v.SetDefault("store.nats.partitions", 16)
+	v.SetDefault("retry.initial", "1s")
+	v.SetDefault("retry.max", "5m")
+	v.SetDefault("retry.max_age", "24h")
+}
+
+// DefaultConfigFile is read when --config is not given and it exists.
+const DefaultConfigFile = "chatrelay.yaml"
+
+// LoadConfig reads the config: the file (or, with none, the embedded
+// defaults), ${ENV} expansion, CHATRELAY_* overrides, *_file secrets. It
+// does not validate; call Validate.
+func LoadConfig(path string, explicit bool, getenv func(string) string) (*Config, error) {
+	v := viper.New()
+	setDefaults(v)
+	v.SetConfigType("yaml")
+	v.SetEnvPrefix("CHATRELAY")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+
+	cfg := &Config{}
+	raw, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		cfg.Source = path
+		expanded, unset := expandEnv(raw, getenv)
+		cfg.unsetEnv = unset
+		var tree map[string]any
+		if err := yaml.Unmarshal(expanded, &tree); err != nil {
+			return nil, fmt.Errorf("%s: not valid YAML: %w", path, err)
+		}
+		if problems := unknownKeys(tree); len(problems) > 0 {
+			return nil, fmt.Errorf("%s: %w", path, errors.Join(problems...))
+		}
+		if err := v.ReadConfig(bytes.NewReader(expanded)); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	case errors.Is(err, os.ErrNotExist) && !explicit:
+		// Embedded defaults.
+	default:
+		return nil, fmt.Errorf("--config %s: %w", path, err)
+	}
+
+	hook := mapstructure.ComposeDecodeHookFunc(
+		mapstructure.TextUnmarshallerHookFunc(),
+		mapstructure.StringToTimeDurationHookFunc(),
+		mapstructure.StringToSliceHookFunc(","),
+	)
+	if err := v.UnmarshalExact(cfg, viper.DecodeHook(hook)); err != nil {
+		return nil, fmt.Errorf("%s: %s; durations look like 500ms, 1s, 5m or 24h, sizes like 1MiB",
+			cfg.sourceName(), strings.Join(strings.Fields(err.Error()), " "))
+	}
+	if err := cfg.readSecretFiles(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func (c *Config) sourceName() string {
+	if c.Source == "" {
+		return "config (embedded defaults)"
+	}
+	return c.Source
+}
+
+// Embedded reports whether chatrelay runs on its embedded defaults.
+func (c *Config) Embedded() bool { return c.Source == "" }
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// expandEnv replaces ${NAME} with the environment variable's value and
+// reports the names that are not set. Only the braced form is expanded, so
+// a "$" inside a secret stays as written.
+func expandEnv(raw []byte, getenv func(string) string) ([]byte, []string) {
+	var unset []string
+	out := envRef.ReplaceAllFunc(raw, func(m []byte) []byte {
+		name := string(m[2 : len(m)-1])
+		val := getenv(name)
+		if val == "" && !slices.Contains(unset, name) {
+			unset = append(unset, name)
+		}
+		// Quote-safe: the value is inserted as written; YAML quoting is the
+		// author's choice, as in a shell.
+		return []byte(val)
+	})
+	return out, unset
+}
+
+// readSecretFiles resolves the *_file variants of secret keys.
+func (c *Config) readSecretFiles() error {
+	var errs []error
+	read := func(key, path string, dst *string) {
+		if path == "" {
+			return
+		}
+		if *dst != "" {
+			errs = append(errs, fmt.Errorf("%s: set together with %s; keep only one", key, strings.TrimSuffix(key, "_file")))
+			return
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w; point it at a readable file holding the secret", key, err))
+			return
+		}
+		*dst = strings.TrimSpace(string(b))
+	}
+	read("admin.token_file", c.Admin.TokenFile, &c.Admin.Token)
+	read("store.nats.token_file", c.Store.NATS.TokenFile, &c.Store.NATS.Token)
+	if c.SigningSecretsFile != "" {
+		b, err := os.ReadFile(c.SigningSecretsFile)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("signing_secrets_file: %w; point it at a file with one secret per line", err))
+		} else {
+			for _, line := range strings.Split(string(b), "\n") {
+				if s := strings.TrimSpace(line); s != "" && !strings.HasPrefix(s, "#") {
+					c.SigningSecrets = append(c.SigningSecrets, s)
+				}
+			}
+		}
+	}
+	for i := range c.Sinks {
+		s := &c.Sinks[i]
+		p := fmt.Sprintf("sinks[%d].", i)
+		read(p+"webhook_url_file", s.WebhookURLFile, &s.WebhookURL)
+		read(p+"token_file", s.TokenFile, &s.Token)
+		read(p+"secret_file", s.SecretFile, &s.Secret)
+	}
+	return errors.Join(errs...)
+}
+
+// Secrets returns every secret value in the config, for the log filter.
+func (c *Config) Secrets() []string {
+	out := slices.Clone(c.SigningSecrets)
+	out = append(out, c.Admin.Token, c.Store.NATS.Token)
+	for _, s := range c.Sinks {
+		out = append(out, s.WebhookURL, s.Token, s.Secret)
+		if s.Type == TypeWebhook {
+			out = append(out, s.URL)
+		}
+	}
+	return slices.DeleteFunc(out, func(s string) bool { return len(s) < 6 })
+}
+
+// Validate checks everything that can be checked without the network and
+// returns every problem, each naming the key and the fix.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if err := checkHostPort(c.Listen); err != nil {
+		bad("listen", "%v; set it to an address like 127.0.0.1:8080", err)
+	}
+	if err := checkHostPort(c.Admin.Listen); err != nil {
+		bad("admin.listen", "%v; set it to an address like 127.0.0.1:9090", err)
+	} else if c.Admin.Token == "" && !isLoopback(c.Admin.Listen) {
+		bad("admin.token", "required because admin.listen %q is not a loopback address; set admin.token "+
+			"(or CHATRELAY_ADMIN_TOKEN), or listen on 127.0.0.1", c.Admin.Listen)
+	}
+	if !c.Embedded() && len(c.SigningSecrets) == 0 {
+		bad("signing_secrets", "none set; set at least one: the signing secret Chat Data shows under Settings → Webhooks "+
+			"(e.g. signing_secrets: [\"${CHAT_DATA_SIGNING_SECRET}\"])")
+	}
+	for i, s := range c.SigningSecrets {
+		if strings.TrimSpace(s) == "" {
+			bad(fmt.Sprintf("signing_secrets[%d]", i), "empty; set it to the signing secret Chat Data shows under Settings → Webhooks")
+		}
+	}
+	if c.MaxBodyBytes < 1024 {
+		bad("max_body_bytes", "%d is too small; use at least 1KiB (default 1MiB)", c.MaxBodyBytes)
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("shutdown_timeout", "must be positive, like 15s")
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
+		bad("log.level", "%q is not a level; use debug, info, warn or error", c.Log.Level)
+	}
+	if !slices.Contains([]string{"auto", "text", "json"}, c.Log.Format) {
+		bad("log.format", "%q is not a format; use auto, text or json", c.Log.Format)
+	}
+	switch c.Store.Driver {
+	case "bolt":
+		if strings.TrimSpace(c.Store.Path) == "" {
+			bad("store.path", "empty; set it to a directory, like ./chatrelay-data")
+		}
+		if c.Store.MaxSize < 1<<20 {
+			bad("store.max_size", "%d bytes is too small; use at least 1MiB (default 1GiB)", c.Store.MaxSize)
+		}
+	case "nats":
+		if u, err := url.Parse(c.Store.NATS.URL); err != nil || u.Host == "" {
+			bad("store.nats.url", "not a NATS URL; set it like nats://127.0.0.1:4222 (comma-separate several servers)")
+		}
+		if c.Store.NATS.Replicas < 1 || c.Store.NATS.Replicas > 5 {
+			bad("store.nats.replicas", "%d; use 1 (single server) to 5, typically 3 on a cluster", c.Store.NATS.Replicas)
+		}
+		if c.Store.NATS.Partitions < 1 || c.Store.NATS.Partitions > 1024 {
+			bad("store.nats.partitions", "%d; use 1 to 1024 (default 16)", c.Store.NATS.Partitions)
+		}
+		if c.Store.NATS.CredsFile != "" && c.Store.NATS.Token != "" {
+			bad("store.nats.token", "set together with store.nats.creds_file; keep only one")
+		}
+		tls := c.Store.NATS.TLS
+		if (tls.CertFile == "") != (tls.KeyFile == "") {
+			bad("store.nats.tls", "cert_file and key_file go together; set both or neither")
+		}
+	default:
+		bad("store.driver", "%q is not a store; use bolt (embedded, the default) or nats (JetStream, for several replicas)", c.Store.Driver)
+	}
+	if c.Store.Retention <= 0 {
+		bad("store.retention", "must be positive, like 168h")
+	}
+	if c.Store.DedupeWindow <= 0 {
+		bad("store.dedupe_window", "must be positive, like 24h")
+	}
+	if c.Retry.Initial <= 0 {
+		bad("retry.initial", "must be positive, like 1s")
+	}
+	if c.Retry.Max < c.Retry.Initial {
+		bad("retry.max", "%s is below retry.initial %s; make it at least as long", c.Retry.Max, c.Retry.Initial)
+	}
+	if c.Retry.MaxAge < c.Retry.Max {
+		bad("retry.max_age", "%s is below retry.max %s; make it longer, like 24h", c.Retry.MaxAge, c.Retry.Max)
+	}
+	if !c.Embedded() && len(c.Sinks) == 0 {
+		bad("sinks", "none configured; add at least one sink (slack, discord, webhook or console; see config.example.yaml)")
+	}
+	names := map[string]int{}
+	for i, s := range c.Sinks {
+		errs = append(errs, s.validate(i, names)...)
+	}
+	errs = append(errs, c.validateRoutes(names)...)
+	if len(errs) > 0 && len(c.unsetEnv) > 0 {
+		errs = append(errs, fmt.Errorf("note: the config names environment variables that are not set: %s",
+			strings.Join(c.unsetEnv, ", ")))
+	}
+	return errors.Join(errs...)
+}
+
+var sinkName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`)
+
+func (s SinkConfig) validate(i int, names map[string]int) []error {
+	var errs []error
+	key := func(k string) string { return fmt.Sprintf("sinks[%d].%s", i, k) }
+	bad := func(k, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key(k), fmt.Sprintf(format, args...)))
+	}
+	switch {
+	case s.Name == "":
+		bad("name", "missing; give the sink a name (letters, digits, - and _), used in routes, logs and metrics")
+	case !sinkName.MatchString(s.Name):
+		bad("name", "%q: use letters, digits, - and _ only (up to 63), starting with a letter or digit", s.Name)
+	default:
+		if j, dup := names[s.Name]; dup {
+			bad("name", "%q is already the name of sinks[%d]; sink names must be unique", s.Name, j)
+		}
+		names[s.Name] = i
+	}
+	switch s.Type {
+	case TypeSlack:
+		switch {
+		case s.WebhookURL != "" && s.Token != "":
+			bad("token", "set together with webhook_url; a slack sink uses either an incoming webhook or a bot token + channel")
+		case s.WebhookURL != "":
+			checkURL(&errs, key("webhook_url"), s.WebhookURL, "the incoming webhook URL Slack shows (https://hooks.slack.com/services/…)")
+			if s.Channel != "" {
+				bad("channel", "only for bot mode (token); an incoming webhook posts to the channel it was created for")
+			}
+		case s.Token != "":
+			if s.Channel == "" {
+				bad("channel", "missing; bot mode needs the channel ID (C0123456), found under the channel's details")
+			}
+		default:
+			bad("webhook_url", "missing: a slack sink needs webhook_url (incoming webhook) or token + channel (bot); "+
+				"if you wrote ${SLACK_WEBHOOK_URL}, that variable is empty")
+		}
+		if s.APIURL != "" {
+			checkURL(&errs, key("api_url"), s.APIURL, "a base URL like https://slack.com/api/")
+		}
+	case TypeDiscord:
+		switch {
+		case s.WebhookURL != "" && s.Token != "":
+			bad("token", "set together with webhook_url; a discord sink uses either a channel webhook or a bot token + channel_id")
+		case s.WebhookURL != "":
+			checkURL(&errs, key("webhook_url"), s.WebhookURL, "the channel's webhook URL (https://discord.com/api/webhooks/…)")
+			if s.ChannelID != "" {
+				bad("channel_id", "only for bot mode (token); a webhook posts to the channel it was created for")
+			}
+		case s.Token != "":
+			if s.ChannelID == "" {
+				bad("channel_id", "missing; bot mode needs the channel's ID (Developer Mode → right-click the channel → Copy ID)")
+			}
+		default:
+			bad("webhook_url", "missing: a discord sink needs webhook_url (channel webhook) or token + channel_id (bot); "+
+				"if you wrote ${DISCORD_WEBHOOK_URL}, that variable is empty")
+		}
+		if s.APIURL != "" {
+			checkURL(&errs, key("api_url"), s.APIURL, "a base URL like https://discord.com/api/v10")
+		}
+	case TypeWebhook:
+		if s.URL == "" {
+			bad("url", "missing; set it to the http(s) URL that receives the events")
+		} else {
+			checkURL(&errs, key("url"), s.URL, "the http(s) URL that receives the events")
+		}
+		if s.Secret != "" && !strings.HasPrefix(s.Secret, "whsec_") {
+			bad("secret", `not a Standard Webhooks secret; it must look like whsec_<base64> (generate one with: echo "whsec_$(head -c 32 /dev/urandom | base64)")`)
+		}
+	case TypeConsole:
+	case "":
+		bad("type", "missing; use slack, discord, webhook or console")
+	default:
+		bad("type", "%q is not a sink type; use slack, discord, webhook or console", s.Type)
+	}
+	if s.Type != "" {
+		errs = append(errs, s.foreignKeys(i)...)
+	}
+	if s.Timeout < 0 {
+		bad("timeout", "must be positive, like 10s")
+	}
+	if s.Concurrency < 0 || s.Concurrency > 256 {
+		bad("concurrency", "%d; use 1 to 256", s.Concurrency)
+	}
+	if s.Rate != "" {
+		if _, _, err := ParseRate(s.Rate); err != nil {
+			bad("rate", "%v", err)
+		}
+	}
+	if s.Template != "" {
+		if _, err := relay.ParseTemplate(s.Name, s.Template); err != nil {
+			bad("template", "%v; see text/template and the helper functions in config.example.yaml", err)
+		}
+	}
+	for j, r := range s.Redact {
+		if err := relay.CheckRedactPath(r); err != nil {
+			bad(fmt.Sprintf("redact[%d]", j), "%v", err)
+		}
+	}
+	return errs
+}
+
+// foreignKeys reports keys set on a sink that its type does not take.
+func (s SinkConfig) foreignKeys(i int) []error {
+	allowed := append([]string{"name", "type", "redact", "timeout", "concurrency", "rate"}, sinkKeys(s.Type)...)
+	var errs []error
+	val := reflect.ValueOf(s)
+	typ := val.Type()
+	for f := range typ.NumField() {
+		tag := typ.Field(f).Tag.Get("mapstructure")
+		if tag == "" || slices.Contains(allowed, tag) || val.Field(f).IsZero() {
+			continue
+		}
+		hint := ""
+		switch {
+		case tag == "channel" && s.Type == TypeDiscord:
+			hint = "; did you mean channel_id?"
+		case tag == "channel_id" && s.Type == TypeSlack:
+			hint = "; did you mean channel?"
+		case tag == "url" && s.Type != TypeWebhook:
+			hint = "; did you mean webhook_url?"
+		case tag == "webhook_url" && s.Type == TypeWebhook:
+			hint = "; did you mean url?"
+		}
+		errs = append(errs, fmt.Errorf("sinks[%d].%s: not a key of %s sinks%s", i, tag, s.Type, hint))
+	}
+	return errs
+}
+
+func (c *Config) validateRoutes(names map[string]int) []error {
+	var errs []error
+	for i, r := range c.Routes {
+		key := fmt.Sprintf("routes[%d]", i)
+		m := r.Match
+		if m.toMatch().Empty() {
+			errs = append(errs, fmt.Errorf("%s.match: empty; give at least one of topic, chatbot_id, source, min_score, max_score "+
+				"(to send every event to a sink, list it in no route and drop routes, or add a topic list)", key))
+		}
+		for _, sc := range []struct {
+			k string
+			v *float64
+		}{{"min_score", m.MinScore}, {"max_score", m.MaxScore}} {
+			if sc.v != nil && (*sc.v < 0 || *sc.v > 1) {
+				errs = append(errs, fmt.Errorf("%s.match.%s: %g is outside 0..1, the range of answer scores", key, sc.k, *sc.v))
+			}
+		}
+		if m.MinScore != nil && m.MaxScore != nil && *m.MinScore > *m.MaxScore {
+			errs = append(errs, fmt.Errorf("%s.match: min_score %g is above max_score %g; no event could match", key, *m.MinScore, *m.MaxScore))
+		}
+		for j, t := range m.Topic {
+			if strings.TrimSpace(t) == "" {
+				errs = append(errs, fmt.Errorf("%s.match.topic[%d]: empty", key, j))
+			}
+		}
+		if len(r.Sinks) == 0 {
+			errs = append(errs, fmt.Errorf("%s.sinks: empty; list the sinks this route sends to", key))
+		}
+		for j, s := range r.Sinks {
+			if _, ok := names[s]; !ok {
+				errs = append(errs, fmt.Errorf("%s.sinks[%d]: no sink named %q; use one of: %s", key, j, s, strings.Join(sortedKeys(names), ", ")))
+			}
+		}
+	}
+	return errs
+}
+
+func (m MatchConfig) toMatch() relay.Match {
+	return relay.Match{Topic: m.Topic, ChatbotID: m.ChatbotID, Source: m.Source, MinScore: m.MinScore, MaxScore: m.MaxScore}
+}
+
+func sortedKeys(m map[string]int) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.SortFunc(out, func(a, b string) int { return m[a] - m[b] })
+	return out
+}
+
+// checkURL accepts any absolute http or https URL. The value is never
+// echoed: URLs of webhooks carry tokens.
+func checkURL(errs *[]error, key, raw, what string) {
+	u, err := url.Parse(strings.TrimSpace(raw))
+	switch {
+	case err != nil || u.Host == "":
+		*errs = append(*errs, fmt.Errorf("%s: not a URL (value hidden: it may carry a token); set it to %s", key, what))
+	case u.Scheme != "http" && u.Scheme != "https":
+		*errs = append(*errs, fmt.Errorf("%s: scheme %q is not http or https; set it to %s", key, u.Scheme, what))
+	}
+}
+
+func checkHostPort(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q has no valid port", addr)
+	}
+	_ = host
+	return nil
+}
+
+// isLoopback reports whether addr listens only on a loopback interface.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// ParseRate reads a sink's rate: "1/s", "5/2s", "30/m", "2/1m30s". It
+// returns the spacing between sends and the burst (always 1: evenly spaced
+// sends never exceed a window limit).
+func ParseRate(s string) (time.Duration, int, error) {
+	n, per, ok := strings.Cut(strings.TrimSpace(s), "/")
+	count, err := strconv.Atoi(strings.TrimSpace(n))
+	if !ok || err != nil || count < 1 {
+		return 0, 0, fmt.Errorf("%q is not a rate; write it as messages/period, like 1/s, 5/2s or 30/m", s)
+	}
+	per = strings.TrimSpace(per)
+	switch per {
+	case "s", "m", "h":
+		per = "1" + per
+	}
+	d, err := time.ParseDuration(per)
+	if err != nil || d <= 0 {
+		return 0, 0, fmt.Errorf("%q is not a rate; write it as messages/period, like 1/s, 5/2s or 30/m", s)
+	}
+	return d / time.Duration(count), 1, nil
+}
+
+// unknownKeys walks the YAML tree against Config and names every key that
+// does not exist, with a suggestion when one is close.
+func unknownKeys(tree map[string]any) []error {
+	var errs []error
+	walkKeys(tree, reflect.TypeFor[Config](), "", &errs)
+	return errs
+}
+
+func walkKeys(node any, t reflect.Type, path string, errs *[]error) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		m, ok := node.(map[string]any)
+		if !ok {
+			return // type errors are reported by the decoder
+		}
+		fields := map[string]reflect.Type{}
+		for i := range t.NumField() {
+			tag := t.Field(i).Tag.Get("mapstructure")
+			if tag != "" && tag != "-" {
+				fields[tag] = t.Field(i).Type
+			}
+		}
+		for k, v := range m {
+			ft, ok := fields[k]
+			key := k
+			if path != "" {
+				key = path + "." + k
+			}
+			if !ok {
+				*errs = append(*errs, fmt.Errorf("%s: unknown key%s; see config.example.yaml for every key", key, suggest(k, fields)))
+				continue
+			}
+			walkKeys(v, ft, key, errs)
+		}
+	case reflect.Slice:
+		items, ok := node.([]any)
+		if !ok {
+			return
+		}
+		for i, it := range items {
+			walkKeys(it, t.Elem(), fmt.Sprintf("%s[%d]", path, i), errs)
+		}
+	}
+}
+
+func suggest(k string, fields map[string]reflect.Type) string {
+	best, bestD := "", 3
+	for f := range fields {
+		if d := editDistance(k, f); d < bestD {
+			best, bestD = f, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}

@@ -1,0 +1,171 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/chatrelay/chatrelay/relay"
+	"github.com/chatrelay/chatrelay/relay/admin"
+)
+
+func (a *app) dlqCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "dlq",
+		Short: "List, show, replay or purge dead letters (through the admin API of a running chatrelay)",
+		Long: `dlq talks to the admin API of a running chatrelay: the address is admin.listen from
+the config, the token admin.token (or CHATRELAY_ADMIN_TOKEN).`,
+	}
+	var sink string
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "One line per dead letter: id, sink, conversation, topic, attempts, parked at, reason",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var out struct {
+				DeadLetters []relay.DeadLetter `json:"dead_letters"`
+			}
+			q := "/api/v1/dlq?limit=100000"
+			if sink != "" {
+				q += "&sink=" + sink
+			}
+			if err := a.adminCall(cmd, http.MethodGet, q, nil, &out); err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(a.stdout)
+				for _, d := range out.DeadLetters {
+					if err := enc.Encode(d); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			if len(out.DeadLetters) == 0 {
+				fmt.Fprintln(a.stdout, "no dead letters")
+				return nil
+			}
+			tw := tabwriter.NewWriter(a.stdout, 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tSINK\tCONVERSATION\tTOPIC\tATTEMPTS\tPARKED AT\tREASON")
+			for _, d := range out.DeadLetters {
+				reason, _ := relay.Truncate(strings.Join(strings.Fields(d.Reason), " "), 100)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.ID, d.Sink, d.ConversationID, d.Topic, d.Attempts,
+					d.ParkedAt.Local().Format(time.DateTime), reason)
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().StringVar(&sink, "sink", "", "only this sink's dead letters")
+	list.Flags().BoolVar(&asJSON, "json", false, "JSON lines instead of a table")
+
+	show := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show one dead letter and its event",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var out json.RawMessage
+			if err := a.adminCall(cmd, http.MethodGet, "/api/v1/dlq/"+args[0], nil, &out); err != nil {
+				return err
+			}
+			var pretty bytes.Buffer
+			_ = json.Indent(&pretty, out, "", "  ")
+			fmt.Fprintln(a.stdout, pretty.String())
+			return nil
+		},
+	}
+
+	selection := func(use, short, path, verb, key string) *cobra.Command {
+		var all bool
+		var sink string
+		c := &cobra.Command{
+			Use:   use,
+			Short: short,
+			RunE: func(cmd *cobra.Command, args []string) error {
+				if all == (len(args) > 0) {
+					return configError(errors.New("give dead-letter ids, or --all (optionally with --sink)"))
+				}
+				if sink != "" && !all {
+					return configError(errors.New("--sink goes with --all"))
+				}
+				var out map[string]int
+				if err := a.adminCall(cmd, http.MethodPost, path, admin.Selection{IDs: args, All: all, Sink: sink}, &out); err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stdout, "%s %d deliver%s\n", verb, out[key], plural(out[key], "y", "ies"))
+				return nil
+			},
+		}
+		c.Flags().BoolVar(&all, "all", false, "every dead letter (of --sink, or of all sinks)")
+		c.Flags().StringVar(&sink, "sink", "", "with --all: only this sink's dead letters")
+		return c
+	}
+	cmd.AddCommand(list, show,
+		selection("replay ID... | --all [--sink S]", "Requeue dead letters with a fresh retry.max_age", "/api/v1/dlq/replay", "requeued", "requeued"),
+		selection("purge ID... | --all [--sink S]", "Delete dead letters for good", "/api/v1/dlq/purge", "purged", "purged"),
+	)
+	return cmd
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// adminCall calls the admin API of the running chatrelay named by the
+// config.
+func (a *app) adminCall(cmd *cobra.Command, method, path string, in, out any) error {
+	cfg, err := a.loadConfigLenient()
+	if err != nil {
+		return err
+	}
+	base := "http://" + clientAddr(cfg.Admin.Listen)
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(cmd.Context(), method, base+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if cfg.Admin.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+cfg.Admin.Token)
+	}
+	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the admin API at %s (is chatrelay serve running? admin.listen says where): %w", base, err)
+	}
+	defer relay.Drain(resp)
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		_ = json.Unmarshal(data, &e)
+		if e.Error == "" {
+			e.Error = resp.Status
+		}
+		return fmt.Errorf("admin API: %s", e.Error)
+	}
+	return json.Unmarshal(data, out)
+}

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"golang.org/x/term"
+)
+
+// newLogger builds the process logger: level and format from the config
+// (auto = text on a terminal, JSON otherwise), and a last safety net that
+// blanks any configured secret that reaches a log line despite
+// relay.Secret.
+func newLogger(w io.Writer, level, format string, secrets []string) *slog.Logger {
+	var lvl slog.Level
+	switch level {
+	case "debug":
+		lvl = slog.LevelDebug
+	case "warn":
+		lvl = slog.LevelWarn
+	case "error":
+		lvl = slog.LevelError
+	default:
+		lvl = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: lvl, ReplaceAttr: secretFilter(secrets)}
+	if format == "auto" {
+		format = "json"
+		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			format = "text"
+		}
+	}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func secretFilter(secrets []string) func([]string, slog.Attr) slog.Attr {
+	var live []string
+	for _, s := range secrets {
+		if len(s) >= 6 {
+			live = append(live, s)
+		}
+	}
+	if len(live) == 0 {
+		return nil
+	}
+	return func(_ []string, a slog.Attr) slog.Attr {
+		v := a.Value.Resolve()
+		var text string
+		switch v.Kind() {
+		case slog.KindString:
+			text = v.String()
+		case slog.KindAny:
+			switch x := v.Any().(type) {
+			case error:
+				text = x.Error()
+			case fmt.Stringer:
+				text = x.String()
+			default:
+				return a
+			}
+		default:
+			return a
+		}
+		cleaned := text
+		for _, s := range live {
+			cleaned = strings.ReplaceAll(cleaned, s, "[redacted]")
+		}
+		if cleaned != text {
+			return slog.String(a.Key, cleaned)
+		}
+		return a
+	}
+}

@@ -1,0 +1,265 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/chatrelay/chatrelay/relay"
+	"github.com/chatrelay/chatrelay/relay/admin"
+	"github.com/chatrelay/chatrelay/relay/bolt"
+)
+
+func (a *app) serveCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "serve",
+		Short: "Run the relay (with no config file: embedded defaults, console sink)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := a.loadConfig()
+			if err != nil {
+				return err
+			}
+			return a.serve(cmd.Context(), cfg)
+		},
+	}
+}
+
+// secretFileName is where embedded-default mode keeps its generated signing
+// secret, inside store.path.
+const secretFileName = "signing-secret"
+
+// embeddedSecret returns the signing secret of embedded-default mode,
+// generating and keeping it on first start.
+func embeddedSecret(dir string) (secret string, created bool, err error) {
+	path := filepath.Join(dir, secretFileName)
+	b, err := os.ReadFile(path)
+	if err == nil && strings.TrimSpace(string(b)) != "" {
+		return strings.TrimSpace(string(b)), false, nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", false, fmt.Errorf("read %s: %w", path, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", false, fmt.Errorf("store.path %s: %w", dir, err)
+	}
+	raw := make([]byte, 24)
+	if _, err := rand.Read(raw); err != nil {
+		return "", false, err
+	}
+	secret = base64.RawURLEncoding.EncodeToString(raw)
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return "", false, fmt.Errorf("write %s: %w", path, err)
+	}
+	return secret, true, nil
+}
+
+func (a *app) serve(ctx context.Context, cfg *Config) error {
+	secrets := cfg.SigningSecrets
+	var firstStart bool
+	if cfg.Embedded() && len(secrets) == 0 {
+		s, created, err := embeddedSecret(cfg.Store.Path)
+		if err != nil {
+			return err
+		}
+		secrets, firstStart = []string{s}, created
+	}
+	logger := newLogger(a.stderr, cfg.Log.Level, cfg.Log.Format, append(cfg.Secrets(), secrets...))
+	clock := clockwork.NewRealClock()
+
+	store, err := openStore(ctx, cfg, logger, clock)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			logger.Error("closing the store", "err", err)
+		}
+	}()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := relay.NewMetrics(reg)
+	reg.MustRegister(relay.NewQueueCollector(store, clock.Now))
+
+	sinks, err := buildSinks(cfg, sinkEnv{stdout: a.stdout, logger: logger, clock: clock, store: store})
+	if err != nil {
+		return configError(err)
+	}
+	names := make([]string, len(sinks))
+	states := map[string]admin.SinkState{}
+	for i, s := range sinks {
+		names[i] = s.sink.Name()
+		states[names[i]] = s.pacer
+	}
+	if moved, err := store.Reconcile(ctx, names); err != nil {
+		return fmt.Errorf("reconcile the store with the configured sinks: %w", err)
+	} else if moved > 0 {
+		logger.Warn("deliveries for sinks no longer configured moved to the dead letters", "count", moved, "reason", "sink removed")
+	}
+
+	routes := make([]relay.Route, len(cfg.Routes))
+	for i, r := range cfg.Routes {
+		routes[i] = relay.Route{Match: r.Match.toMatch(), Sinks: r.Sinks}
+	}
+	signing := make([]relay.Secret, len(secrets))
+	for i, s := range secrets {
+		signing[i] = relay.Secret(s)
+	}
+	receiver, err := relay.NewReceiver(relay.ReceiverConfig{
+		Secrets: signing, MaxBody: int64(cfg.MaxBodyBytes), Store: store,
+		Router: relay.NewRouter(names, routes), Metrics: metrics,
+		Logger: logger.With("component", "receiver"), Clock: clock,
+	})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w; set listen to a free address", err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("admin.listen: %w; set admin.listen to a free address", err)
+	}
+	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
+	srv := &http.Server{
+		Handler:           receiver,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          errLog,
+	}
+	adminSrv := &http.Server{
+		Handler: admin.Handler(admin.Config{
+			Store: store, Gatherer: reg, Metrics: metrics, Token: relay.Secret(cfg.Admin.Token),
+			Sinks: names, States: states, Logger: logger.With("component", "admin"), Now: clock.Now,
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          errLog,
+	}
+
+	dispatchers := make([]*relay.Dispatcher, len(sinks))
+	for i, s := range sinks {
+		d, err := relay.NewDispatcher(relay.DispatcherConfig{
+			Sink: s.sink, Queue: store.Queue(names[i]), Pacer: s.pacer,
+			Retry:       relay.RetryPolicy{Initial: cfg.Retry.Initial, Max: cfg.Retry.Max, MaxAge: cfg.Retry.MaxAge},
+			Concurrency: s.concurrency, Timeout: s.timeout, DrainTimeout: cfg.ShutdownTimeout,
+			Redact: s.conf.Redact, Metrics: metrics, Logger: s.logger, Clock: clock,
+		})
+		if err != nil {
+			return err
+		}
+		dispatchers[i] = d
+	}
+
+	if cfg.Embedded() {
+		a.banner(cfg, ln.Addr().String(), secrets[0], firstStart)
+	}
+	logger.Info("chatrelay started", "version", version, "listen", ln.Addr().String(), "admin", adminLn.Addr().String(),
+		"store", storeDescription(cfg), "sinks", strings.Join(names, ","), "config", cfg.sourceName())
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serveHTTP(srv, ln) })
+	g.Go(func() error { return serveHTTP(adminSrv, adminLn) })
+	g.Go(func() error {
+		<-gctx.Done()
+		logger.Info("shutting down: finishing in-flight requests and deliveries", "timeout", cfg.ShutdownTimeout)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), cfg.ShutdownTimeout)
+		defer cancel()
+		return errors.Join(srv.Shutdown(sctx), adminSrv.Shutdown(sctx))
+	})
+	for _, d := range dispatchers {
+		g.Go(func() error { return d.Run(gctx) })
+	}
+	err = g.Wait()
+	if err != nil && ctx.Err() == nil {
+		return err
+	}
+	logger.Info("chatrelay stopped; undelivered events stay in the store for the next start")
+	return nil
+}
+
+func serveHTTP(srv *http.Server, ln net.Listener) error {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func storeDescription(cfg *Config) string {
+	if cfg.Store.Driver == "nats" {
+		return "nats"
+	}
+	return "bolt:" + cfg.Store.Path
+}
+
+// openStore opens the configured store.
+func openStore(_ context.Context, cfg *Config, logger *slog.Logger, clock clockwork.Clock) (relay.Store, error) {
+	switch cfg.Store.Driver {
+	case "bolt":
+		s, err := bolt.Open(cfg.Store.Path, bolt.Options{
+			MaxSize: int64(cfg.Store.MaxSize), Retention: cfg.Store.Retention, DedupeWindow: cfg.Store.DedupeWindow,
+			Clock: clock, Logger: logger.With("component", "store"),
+		})
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+	return nil, configError(fmt.Errorf("store.driver: %q is not available in this build", cfg.Store.Driver))
+}
+
+// banner tells a new user on embedded defaults how to try it.
+func (a *app) banner(cfg *Config, addr, secret string, first bool) {
+	url := "http://" + clientAddr(addr) + "/webhook"
+	if first {
+		fmt.Fprintf(a.stdout, `chatrelay is running on its embedded defaults: events are stored in %s and printed here.
+A signing secret was generated and kept in %s (shown this once).
+Send a signed test event from another terminal:
+
+    chatrelay send-test --url %s --secret %s
+
+To receive real events, give Chat Data this endpoint and secret (Settings → Webhooks),
+or write a chatrelay.yaml with your Slack, Discord or webhook sinks (see config.example.yaml).
+
+`, cfg.Store.Path, filepath.Join(cfg.Store.Path, secretFileName), url, secret)
+		return
+	}
+	fmt.Fprintf(a.stdout, "chatrelay is running on its embedded defaults; events print here. Try: chatrelay send-test --url %s\n\n", url)
+}
+
+// clientAddr turns a listen address into one a client on this machine can
+// dial (0.0.0.0 and :: become loopback).
+func clientAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}

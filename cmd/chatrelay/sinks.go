@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/chatrelay/chatrelay/relay"
+	"github.com/chatrelay/chatrelay/sinks/console"
+	"github.com/chatrelay/chatrelay/sinks/webhook"
+)
+
+// KVSource gives each sink its key/value namespace (the store, or memory
+// for check-config --probe).
+type KVSource interface {
+	KV(namespace string) relay.KV
+}
+
+// sinkEnv is what building sinks needs from serve.
+type sinkEnv struct {
+	stdout io.Writer
+	logger *slog.Logger
+	clock  clockwork.Clock
+	store  KVSource
+}
+
+// builtSink is a configured sink with what its dispatcher needs.
+type builtSink struct {
+	sink        relay.Sink
+	pacer       *relay.Pacer
+	conf        SinkConfig
+	concurrency int
+	timeout     time.Duration
+	logger      *slog.Logger
+}
+
+// defaultSinks is what embedded-default mode delivers to.
+func defaultSinks(cfg *Config) []SinkConfig {
+	if len(cfg.Sinks) == 0 && cfg.Embedded() {
+		return []SinkConfig{{Name: "console", Type: TypeConsole}}
+	}
+	return cfg.Sinks
+}
+
+// buildSinks constructs every configured sink, collecting every problem.
+func buildSinks(cfg *Config, env sinkEnv) ([]builtSink, error) {
+	var out []builtSink
+	var errs []error
+	for i, sc := range defaultSinks(cfg) {
+		logger := env.logger.With("sink", sc.Name, "kind", sc.Type)
+		pacer := relay.NewPacer(env.clock)
+		deps := relay.SinkDeps{Logger: logger, KV: env.store.KV(sc.Name), Throttle: pacer,
+			Clock: env.clock, UserAgent: userAgent()}
+		sink, concurrency, err := newSink(sc, deps, env.stdout)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("sinks[%d] (%s): %w", i, sc.Name, err))
+			continue
+		}
+		if p, ok := sink.(relay.Paced); ok {
+			pacer.SetPace(p.Pace())
+		}
+		if sc.Rate != "" {
+			every, burst, _ := ParseRate(sc.Rate) // validated
+			pacer.SetPace(every, burst)
+		}
+		if sc.Concurrency > 0 {
+			concurrency = sc.Concurrency
+		}
+		timeout := sc.Timeout
+		if timeout <= 0 {
+			timeout = 10 * time.Second
+		}
+		out = append(out, builtSink{sink: sink, pacer: pacer, conf: sc, concurrency: concurrency,
+			timeout: timeout, logger: logger})
+	}
+	return out, errors.Join(errs...)
+}
+
+// newSink builds one sink and says how many conversations it may have in
+// flight by default.
+func newSink(sc SinkConfig, deps relay.SinkDeps, stdout io.Writer) (relay.Sink, int, error) {
+	switch sc.Type {
+	case TypeConsole:
+		return console.New(sc.Name, stdout), 1, nil
+	case TypeWebhook:
+		s, err := webhook.New(webhook.Config{
+			Name: sc.Name, URL: relay.Secret(sc.URL), Secret: relay.Secret(sc.Secret),
+			Headers: sc.Headers, Timeout: sc.Timeout,
+		}, deps)
+		return s, 16, err
+	}
+	return nil, 0, fmt.Errorf("type %q is not a sink type of this build", sc.Type)
+}
+
+// memKV is a throwaway key/value store for check-config --probe, which
+// must not open (and lock) the real store.
+type memKV struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func (k *memKV) KV(ns string) relay.KV { return &memNS{k: k, ns: ns} }
+
+type memNS struct {
+	k  *memKV
+	ns string
+}
+
+func (n *memNS) Get(_ context.Context, key string) (string, bool, error) {
+	n.k.mu.Lock()
+	defer n.k.mu.Unlock()
+	v, ok := n.k.m[n.ns+"\x00"+key]
+	return v, ok, nil
+}
+
+func (n *memNS) Put(_ context.Context, key, value string) error {
+	n.k.mu.Lock()
+	defer n.k.mu.Unlock()
+	if n.k.m == nil {
+		n.k.m = map[string]string{}
+	}
+	n.k.m[n.ns+"\x00"+key] = value
+	return nil
+}

@@ -1,0 +1,314 @@
+// Package admin serves chatrelay's operator interface on the admin
+// listener: Prometheus metrics, the dead-letter API (list, show, replay,
+// purge), event lookup and sink status.
+package admin
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/chatrelay/chatrelay/relay"
+)
+
+// Store is what the admin API reads and changes.
+type Store interface {
+	relay.DeadLetters
+	Lookup(ctx context.Context, id string) (*relay.EventRecord, error)
+	Recent(ctx context.Context, before string, limit int) ([]relay.EventSummary, error)
+	Stats(ctx context.Context) ([]relay.QueueStats, error)
+}
+
+// SinkState reports whether a sink's destination is up.
+type SinkState interface {
+	IsDown() bool
+}
+
+// Config configures the admin API.
+type Config struct {
+	Store    Store
+	Gatherer prometheus.Gatherer
+	Metrics  *relay.Metrics
+	// Token, when set, is required as "Authorization: Bearer <token>" on
+	// /api/v1/. Metrics and health stay open (they carry no secrets).
+	Token relay.Secret
+	// Sinks are the configured sink names, in config order, with their
+	// pacers (for up/down state).
+	Sinks  []string
+	States map[string]SinkState
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Handler returns the admin HTTP handler.
+func Handler(cfg Config) http.Handler {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	a := &api{cfg: cfg}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{ErrorLog: nil}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	api := http.NewServeMux()
+	api.HandleFunc("GET /api/v1/dlq", a.listDead)
+	api.HandleFunc("GET /api/v1/dlq/{id}", a.showDead)
+	api.HandleFunc("POST /api/v1/dlq/replay", a.replay)
+	api.HandleFunc("POST /api/v1/dlq/purge", a.purge)
+	api.HandleFunc("GET /api/v1/events", a.listEvents)
+	api.HandleFunc("GET /api/v1/events/{id}", a.showEvent)
+	api.HandleFunc("GET /api/v1/sinks", a.sinks)
+	mux.Handle("/api/", a.auth(api))
+	return mux
+}
+
+type api struct{ cfg Config }
+
+// auth requires the bearer token when one is configured. The answer never
+// echoes what the client sent.
+func (a *api) auth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !a.cfg.Token.IsZero() {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(a.cfg.Token.Reveal())) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="chatrelay"`)
+				writeError(w, http.StatusUnauthorized, "missing or wrong bearer token (admin.token)")
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (a *api) listDead(w http.ResponseWriter, r *http.Request) {
+	limit := intParam(r, "limit", 1000)
+	dead, err := a.cfg.Store.ListDead(r.Context(), r.URL.Query().Get("sink"), limit)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	if dead == nil {
+		dead = []relay.DeadLetter{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"dead_letters": dead})
+}
+
+// EventView is an event as the API shows it.
+type EventView struct {
+	ID         string                 `json:"id"`
+	Topic      string                 `json:"topic"`
+	ReceivedAt time.Time              `json:"received_at"`
+	Body       json.RawMessage        `json:"body"`
+	Deliveries []relay.DeliveryStatus `json:"deliveries,omitempty"`
+}
+
+func view(ev *relay.Event) EventView {
+	body := json.RawMessage(ev.Body)
+	if !json.Valid(body) {
+		body, _ = json.Marshal(string(ev.Body))
+	}
+	return EventView{ID: ev.ID, Topic: ev.Topic, ReceivedAt: ev.ReceivedAt, Body: body}
+}
+
+func (a *api) showDead(w http.ResponseWriter, r *http.Request) {
+	dl, ev, err := a.cfg.Store.GetDead(r.Context(), r.PathValue("id"))
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"dead_letter": dl, "event": view(ev)})
+}
+
+// Selection picks dead letters: by ids, or all (of one sink or every sink).
+type Selection struct {
+	IDs  []string `json:"ids,omitempty"`
+	All  bool     `json:"all,omitempty"`
+	Sink string   `json:"sink,omitempty"`
+}
+
+func (a *api) selection(w http.ResponseWriter, r *http.Request) (Selection, bool) {
+	var sel Selection
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&sel); err != nil {
+		writeError(w, http.StatusBadRequest, `body must be {"ids":[...]} or {"all":true,"sink":"..."}`)
+		return sel, false
+	}
+	if sel.All == (len(sel.IDs) > 0) {
+		writeError(w, http.StatusBadRequest, `give either "ids" or "all":true`)
+		return sel, false
+	}
+	if sel.Sink != "" && !slices.Contains(a.cfg.Sinks, sel.Sink) {
+		writeError(w, http.StatusNotFound, "no sink named "+strconv.Quote(sel.Sink))
+		return sel, false
+	}
+	return sel, true
+}
+
+func (a *api) replay(w http.ResponseWriter, r *http.Request) {
+	sel, ok := a.selection(w, r)
+	if !ok {
+		return
+	}
+	// Count per sink, for chatrelay_deliveries_total{result="replayed"}.
+	bySink := map[string][]string{}
+	var sinks []string
+	if sel.All {
+		sinks = a.cfg.Sinks
+		if sel.Sink != "" {
+			sinks = []string{sel.Sink}
+		}
+	} else {
+		for _, id := range sel.IDs {
+			_, sink, _ := strings.Cut(id, ".")
+			if _, seen := bySink[sink]; !seen {
+				sinks = append(sinks, sink)
+			}
+			bySink[sink] = append(bySink[sink], id)
+		}
+	}
+	total := 0
+	for _, sink := range sinks {
+		var n int
+		var err error
+		if sel.All {
+			n, err = a.cfg.Store.RequeueAll(r.Context(), sink)
+		} else {
+			n, err = a.cfg.Store.Requeue(r.Context(), bySink[sink])
+		}
+		total += n
+		if n > 0 && a.cfg.Metrics != nil && slices.Contains(a.cfg.Sinks, sink) {
+			a.cfg.Metrics.Deliveries.WithLabelValues(sink, relay.ResultReplayed).Add(float64(n))
+		}
+		if err != nil {
+			a.fail(w, err)
+			return
+		}
+	}
+	a.cfg.Logger.Info("dead letters replayed", "count", total, "sink", sel.Sink)
+	writeJSON(w, http.StatusOK, map[string]int{"requeued": total})
+}
+
+func (a *api) purge(w http.ResponseWriter, r *http.Request) {
+	sel, ok := a.selection(w, r)
+	if !ok {
+		return
+	}
+	var n int
+	var err error
+	if sel.All {
+		n, err = a.cfg.Store.PurgeAll(r.Context(), sel.Sink)
+	} else {
+		n, err = a.cfg.Store.Purge(r.Context(), sel.IDs)
+	}
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	a.cfg.Logger.Info("dead letters purged", "count", n, "sink", sel.Sink)
+	writeJSON(w, http.StatusOK, map[string]int{"purged": n})
+}
+
+func (a *api) listEvents(w http.ResponseWriter, r *http.Request) {
+	evs, err := a.cfg.Store.Recent(r.Context(), r.URL.Query().Get("before"), intParam(r, "limit", 50))
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	if evs == nil {
+		evs = []relay.EventSummary{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"events": evs})
+}
+
+func (a *api) showEvent(w http.ResponseWriter, r *http.Request) {
+	rec, err := a.cfg.Store.Lookup(r.Context(), r.PathValue("id"))
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	v := view(rec.Event)
+	v.Deliveries = rec.Deliveries
+	writeJSON(w, http.StatusOK, v)
+}
+
+// SinkView is one sink's status.
+type SinkView struct {
+	Name                 string  `json:"name"`
+	Up                   bool    `json:"up"`
+	Depth                int     `json:"queue_depth"`
+	OldestPendingSeconds float64 `json:"oldest_pending_seconds"`
+	DeadLetters          int     `json:"dead_letters"`
+}
+
+func (a *api) sinks(w http.ResponseWriter, r *http.Request) {
+	stats, err := a.cfg.Store.Stats(r.Context())
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	now := a.cfg.Now()
+	out := make([]SinkView, 0, len(a.cfg.Sinks))
+	for _, name := range a.cfg.Sinks {
+		v := SinkView{Name: name, Up: true}
+		if st, ok := a.cfg.States[name]; ok {
+			v.Up = !st.IsDown()
+		}
+		for _, s := range stats {
+			if s.Sink == name {
+				v.Depth, v.DeadLetters = s.Depth, s.Dead
+				if !s.Oldest.IsZero() {
+					v.OldestPendingSeconds = max(now.Sub(s.Oldest).Seconds(), 0)
+				}
+			}
+		}
+		out = append(out, v)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sinks": out})
+}
+
+func (a *api) fail(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, relay.ErrNotFound):
+		writeError(w, http.StatusNotFound, "not found")
+	case errors.Is(err, relay.ErrUnavailable), errors.Is(err, relay.ErrFull), errors.Is(err, relay.ErrClosed):
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, "store unavailable: "+err.Error())
+	default:
+		a.cfg.Logger.Error("admin API request failed", "err", err)
+		writeError(w, http.StatusInternalServerError, "internal error; see the chatrelay log")
+	}
+}
+
+func intParam(r *http.Request, name string, def int) int {
+	if v, err := strconv.Atoi(r.URL.Query().Get(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
