@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -201,7 +202,7 @@ func objectFields(data []byte) ([]rawField, error) {
 	if _, err := dec.Token(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotObject, err)
 	}
-	if _, err := dec.Token(); err == nil {
+	if len(bytes.TrimSpace(data[dec.InputOffset():])) > 0 {
 		return nil, fmt.Errorf("%w: trailing data after the object", ErrNotObject)
 	}
 	return out, nil
@@ -267,7 +268,7 @@ func decodeMessage(raw json.RawMessage) (Message, bool) {
 		case "content":
 			m.Content = contentText(f.raw)
 		case "score":
-			if v, err := strconv.ParseFloat(scalarString(f.raw), 64); err == nil {
+			if v, err := strconv.ParseFloat(scalarString(f.raw), 64); err == nil && !math.IsNaN(v) && !math.IsInf(v, 0) {
 				m.Score = &v
 			}
 		}

@@ -115,22 +115,25 @@ type answer struct {
 func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request) {
 	m := r.cfg.Metrics
 	topicHeader := req.Header.Get(HeaderTopic)
+	// Until the signature holds, the body is not read for its topic: a
+	// rejected request is counted under its header's topic, or chat.
+	rejectTopic := TopicLabel(TopicOf(topicHeader, nil))
 	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, r.cfg.MaxBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			m.EventsReceived.WithLabelValues(TopicLabel(topicHeader), ReceiveRejectedBody).Inc()
+			m.EventsReceived.WithLabelValues(rejectTopic, ReceiveRejectedBody).Inc()
 			writeJSON(w, http.StatusRequestEntityTooLarge, answer{Status: "rejected",
 				Error: "body larger than " + strconv.FormatInt(r.cfg.MaxBody, 10) + " bytes (max_body_bytes)"})
 			return
 		}
-		m.EventsReceived.WithLabelValues(TopicLabel(topicHeader), ReceiveRejectedBody).Inc()
+		m.EventsReceived.WithLabelValues(rejectTopic, ReceiveRejectedBody).Inc()
 		writeJSON(w, http.StatusBadRequest, answer{Status: "rejected", Error: "could not read body"})
 		return
 	}
 	// Verify over the raw bytes before anything parses them.
 	if !Verify(body, req.Header.Get(HeaderSignature), r.cfg.Secrets) {
-		m.EventsReceived.WithLabelValues(TopicLabel(topicHeader), ReceiveRejectedSignature).Inc()
+		m.EventsReceived.WithLabelValues(rejectTopic, ReceiveRejectedSignature).Inc()
 		r.cfg.Logger.Warn("rejected request: bad signature", "remote", req.RemoteAddr, "status", http.StatusForbidden)
 		writeJSON(w, http.StatusForbidden, answer{Status: "rejected", Error: "missing or invalid " + HeaderSignature})
 		return
