@@ -72,6 +72,14 @@ func (e *Event) Score() (float64, bool) {
 	return *e.Answer.Score, true
 }
 
+// AnswerText returns the bot's answer, or "" when there is none.
+func (e *Event) AnswerText() string {
+	if e.Answer == nil {
+		return ""
+	}
+	return e.Answer.Content
+}
+
 // Question returns the user's last message, or "" when there is none.
 func (e *Event) Question() string {
 	for i := len(e.Messages) - 1; i >= 0; i-- {

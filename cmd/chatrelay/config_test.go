@@ -1,0 +1,215 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeConfig(t *testing.T, yaml string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "chatrelay.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func env(vars map[string]string) func(string) string {
+	return func(k string) string { return vars[k] }
+}
+
+func TestExampleConfigIsValid(t *testing.T) {
+	t.Parallel()
+	cfg, err := LoadConfig("../../config.example.yaml", true, env(map[string]string{
+		"CHAT_DATA_SIGNING_SECRET": "example-signing-secret",
+		"SLACK_WEBHOOK_URL":        "https://hooks.slack.com/services/T0/B0/XXXXXXXX",
+		"DISCORD_WEBHOOK_URL":      "https://discord.com/api/webhooks/1/abcdef",
+		"CRM_WEBHOOK_SECRET":       "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("config.example.yaml does not validate:\n%v", err)
+	}
+	if len(cfg.Sinks) != 3 || len(cfg.Routes) != 3 || cfg.MaxBodyBytes != 1<<20 || cfg.Store.MaxSize != 1<<30 ||
+		cfg.Retry.MaxAge != 24*time.Hour || cfg.Sinks[2].Headers["x-team"] != "support" {
+		t.Fatalf("unexpected values: %+v", cfg)
+	}
+}
+
+const minimal = `
+signing_secrets: [abc-secret-123]
+sinks:
+  - name: hook
+    type: webhook
+    url: http://127.0.0.1:9/x
+`
+
+func TestValidateNamesKeyAndFix(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		yaml string
+		want []string // every substring must appear
+	}{
+		{"unknown top-level key", minimal + "listn: 1.2.3.4:5\n", []string{`listn: unknown key (did you mean "listen"?)`}},
+		{"unknown sink key", strings.Replace(minimal, "url: http", "ulr: x\n    url: http", 1), []string{`sinks[0].ulr: unknown key (did you mean "url"?)`}},
+		{"bad URL", strings.Replace(minimal, "http://127.0.0.1:9/x", "127.0.0.1/x", 1), []string{"sinks[0].url: not a URL", "set it to"}},
+		{"secret not echoed", strings.Replace(minimal, "http://127.0.0.1:9/x", "ftp://host/SECRETTOKEN", 1), []string{"sinks[0].url: scheme \"ftp\""}},
+		{"missing credentials", "signing_secrets: [abcdef1]\nsinks:\n  - name: s\n    type: slack\n", []string{"sinks[0].webhook_url: missing", "token + channel"}},
+		{"discord key on slack", "signing_secrets: [abcdef1]\nsinks:\n  - name: s\n    type: slack\n    token: xoxb-1\n    channel_id: C1\n",
+			[]string{"sinks[0].channel_id: not a key of slack sinks; did you mean channel?", "sinks[0].channel: missing"}},
+		{"bad duration", minimal + "retry:\n  initial: 5 minutes\n", []string{"retry.initial", "durations look like"}},
+		{"retry order", minimal + "retry:\n  initial: 1m\n  max: 10s\n", []string{"retry.max: 10s is below retry.initial 1m0s"}},
+		{"no secrets", "sinks:\n  - {name: c, type: console}\n", []string{"signing_secrets: none set"}},
+		{"unset env var named", "signing_secrets: [\"${NOPE_SECRET}\"]\nsinks:\n  - {name: c, type: console}\n",
+			[]string{"signing_secrets[0]: empty", "NOPE_SECRET"}},
+		{"admin token needed off loopback", minimal + "admin:\n  listen: 0.0.0.0:9090\n", []string{"admin.token: required because admin.listen"}},
+		{"duplicate sink", minimal + "  - name: hook\n    type: console\n", []string{`sinks[1].name: "hook" is already the name of sinks[0]`}},
+		{"unknown sink type", minimal + "  - name: x\n    type: teams\n", []string{`sinks[1].type: "teams" is not a sink type`}},
+		{"route to unknown sink", minimal + "routes:\n  - match: {topic: [chat]}\n    sinks: [nope]\n", []string{`routes[0].sinks[0]: no sink named "nope"; use one of: hook`}},
+		{"empty match", minimal + "routes:\n  - match: {}\n    sinks: [hook]\n", []string{"routes[0].match: empty"}},
+		{"bad score range", minimal + "routes:\n  - match: {min_score: 0.8, max_score: 0.2}\n    sinks: [hook]\n", []string{"routes[0].match: min_score 0.8 is above max_score 0.2"}},
+		{"score out of range", minimal + "routes:\n  - match: {max_score: 5}\n    sinks: [hook]\n", []string{"routes[0].match.max_score: 5 is outside 0..1"}},
+		{"bad rate", strings.Replace(minimal, "type: webhook", "type: webhook\n    rate: fast", 1), []string{`sinks[0].rate: "fast" is not a rate`}},
+		{"bad template", strings.Replace(minimal, "type: webhook", "type: console\n    template: '{{.Nope'", 1), []string{"sinks[0].template:"}},
+		{"bad redact path", strings.Replace(minimal, "type: webhook", "type: webhook\n    redact: ['lead..x']", 1), []string{"sinks[0].redact[0]:"}},
+		{"bad webhook secret", strings.Replace(minimal, "type: webhook", "type: webhook\n    secret: hunter22", 1), []string{"sinks[0].secret: not a Standard Webhooks secret"}},
+		{"bad store driver", minimal + "store:\n  driver: redis\n", []string{`store.driver: "redis" is not a store; use bolt`}},
+		{"bad log level", minimal + "log:\n  level: loud\n", []string{`log.level: "loud" is not a level`}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := LoadConfig(writeConfig(t, tc.yaml), true, env(nil))
+			if err == nil {
+				err = cfg.Validate()
+			}
+			if err == nil {
+				t.Fatal("config accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not contain %q:\n%v", w, err)
+				}
+			}
+			for _, secret := range []string{"SECRETTOKEN", "hunter22", "xoxb-1"} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("error echoes a secret: %v", err)
+				}
+			}
+		})
+	}
+}
+
+func TestEnvExpansionAndSecretFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	secretsFile := filepath.Join(dir, "secrets")
+	os.WriteFile(tokenFile, []byte("admin-token-from-file\n"), 0o600)
+	os.WriteFile(secretsFile, []byte("# rotation\nfirst-secret\n\nsecond-secret\n"), 0o600)
+	cfg, err := LoadConfig(writeConfig(t, `
+admin:
+  token_file: `+tokenFile+`
+signing_secrets_file: `+secretsFile+`
+sinks:
+  - name: hook
+    type: webhook
+    url: ${HOOK_URL}
+    secret: "${HOOK_SECRET}"
+`), true, env(map[string]string{"HOOK_URL": "https://example.com/in?token=$abc", "HOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Admin.Token != "admin-token-from-file" || strings.Join(cfg.SigningSecrets, ",") != "first-secret,second-secret" ||
+		cfg.Sinks[0].URL != "https://example.com/in?token=$abc" {
+		t.Fatalf("got %+v", cfg)
+	}
+}
+
+// Not parallel: sets process environment variables, which viper reads.
+func TestEnvironmentOverrides(t *testing.T) {
+	t.Setenv("CHATRELAY_LISTEN", "127.0.0.1:18080")
+	t.Setenv("CHATRELAY_ADMIN_TOKEN", "from-env-token")
+	t.Setenv("CHATRELAY_SIGNING_SECRETS", "one-secret,two-secret")
+	t.Setenv("CHATRELAY_RETRY_MAX_AGE", "2h")
+	t.Setenv("CHATRELAY_STORE_MAX_SIZE", "64MiB")
+	cfg, err := LoadConfig(writeConfig(t, minimal), true, os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:18080" || cfg.Admin.Token != "from-env-token" || len(cfg.SigningSecrets) != 2 ||
+		cfg.Retry.MaxAge != 2*time.Hour || cfg.Store.MaxSize != 64<<20 {
+		t.Fatalf("environment not applied: %+v", cfg)
+	}
+}
+
+func TestEmbeddedDefaults(t *testing.T) {
+	t.Parallel()
+	cfg, err := LoadConfig(filepath.Join(t.TempDir(), "absent.yaml"), false, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Embedded() || cfg.Listen != "127.0.0.1:8080" || cfg.Store.Path != "./chatrelay-data" {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+	if s := defaultSinks(cfg); len(s) != 1 || s[0].Type != TypeConsole {
+		t.Fatalf("default sinks %+v", s)
+	}
+	if _, err := LoadConfig(filepath.Join(t.TempDir(), "absent.yaml"), true, env(nil)); err == nil {
+		t.Fatal("an explicit --config that does not exist was accepted")
+	}
+}
+
+func TestParseRate(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]time.Duration{"1/s": time.Second, "5/2s": 400 * time.Millisecond, "30/m": 2 * time.Second, "2/1m30s": 45 * time.Second} {
+		got, burst, err := ParseRate(in)
+		if err != nil || got != want || burst != 1 {
+			t.Errorf("ParseRate(%q) = %s %d %v, want %s", in, got, burst, err, want)
+		}
+	}
+	for _, bad := range []string{"", "1", "0/s", "x/s", "1/0s", "-1/s"} {
+		if _, _, err := ParseRate(bad); err == nil {
+			t.Errorf("ParseRate(%q) accepted", bad)
+		}
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]ByteSize{"1048576": 1 << 20, "1MiB": 1 << 20, "512KiB": 512 << 10, "1GiB": 1 << 30, "10MB": 10e6, "2.5 KiB": 2560} {
+		var b ByteSize
+		if err := b.UnmarshalText([]byte(in)); err != nil || b != want {
+			t.Errorf("%q → %d %v, want %d", in, b, err, want)
+		}
+	}
+	var b ByteSize
+	if err := b.UnmarshalText([]byte("lots")); err == nil {
+		t.Error("accepted lots")
+	}
+}
+
+func TestSecretFilter(t *testing.T) {
+	t.Parallel()
+	var out strings.Builder
+	logger := newLogger(&out, "debug", "json", []string{"https://hooks.slack.com/services/T/B/SECRETPART"})
+	logger.Info("posting", "url", "https://hooks.slack.com/services/T/B/SECRETPART", "err", os.ErrNotExist)
+	if strings.Contains(out.String(), "SECRETPART") || !strings.Contains(out.String(), "[redacted]") {
+		t.Fatalf("log line: %s", out.String())
+	}
+}
