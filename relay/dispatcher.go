@@ -55,8 +55,9 @@ type DispatcherConfig struct {
 // once, each strictly in order, with retries, pacing, rate-limit holds,
 // "sink down" probing and dead letters. It owns every goroutine it starts.
 type Dispatcher struct {
-	cfg  DispatcherConfig
-	name string
+	cfg    DispatcherConfig
+	name   string
+	packer Packer // nil unless the sink packs several turns into one message
 
 	mu      sync.Mutex
 	lastErr string // last failure text, to log a retry at Warn only when it changes
@@ -97,6 +98,9 @@ func NewDispatcher(cfg DispatcherConfig) (*Dispatcher, error) {
 		cfg.Rand = rand.Float64
 	}
 	d := &Dispatcher{cfg: cfg, name: cfg.Sink.Name()}
+	if p, ok := cfg.Sink.(Packer); ok && p.MaxPack() > 1 {
+		d.packer = p
+	}
 	cfg.Metrics.InitSink(d.name)
 	return d, nil
 }
@@ -146,6 +150,10 @@ func (d *Dispatcher) work(ctx, hard context.Context) error {
 			d.release(hard, del)
 			return nil
 		}
+		if d.packer != nil && !tk.Probe {
+			d.deliverPacked(hard, del)
+			continue
+		}
 		d.deliver(hard, del, tk)
 	}
 }
@@ -172,21 +180,67 @@ func (d *Dispatcher) deliver(ctx context.Context, del *Delivery, tk Ticket) {
 		d.park(ctx, del, "could not redact the event: "+err.Error())
 		return
 	}
-	err = d.send(ctx, ev)
+	err = d.send(ctx, func(ctx context.Context) error { return d.cfg.Sink.Send(ctx, ev) })
 	if err == nil {
 		d.succeeded(ctx, []*Delivery{del}, tk)
 		return
 	}
-	d.failed(ctx, del, tk, err)
+	d.failed(ctx, []*Delivery{del}, tk, err)
+}
+
+// deliverPacked sends del together with whatever else is due right now
+// (heads of other conversations) in one message, when the sink packs. A
+// busy chatbot then still mirrors in near real time into a channel that
+// takes one message per second: the pacer decides when the next message may
+// go, and everything that became due meanwhile goes in it.
+func (d *Dispatcher) deliverPacked(ctx context.Context, del *Delivery) {
+	first, err := Redact(del.Event, d.cfg.Redact)
+	if err != nil || !d.packer.CanPack(ctx, first) {
+		d.deliver(ctx, del, Ticket{})
+		return
+	}
+	batch, evs := []*Delivery{del}, []*Event{first}
+	due, cancel := context.WithCancel(ctx)
+	cancel() // Next with a done context hands out only what is due now
+	for len(batch) < d.packer.MaxPack() {
+		more, err := d.cfg.Queue.Next(due)
+		if err != nil {
+			break
+		}
+		ev, err := Redact(more.Event, d.cfg.Redact)
+		if err != nil {
+			d.park(ctx, more, "could not redact the event: "+err.Error())
+			continue
+		}
+		if !d.packer.CanPack(ctx, ev) {
+			d.release(ctx, more) // it goes alone, on a ticket of its own
+			break
+		}
+		batch, evs = append(batch, more), append(evs, ev)
+	}
+	if len(batch) == 1 {
+		err = d.send(ctx, func(ctx context.Context) error { return d.cfg.Sink.Send(ctx, first) })
+	} else {
+		err = d.send(ctx, func(ctx context.Context) error { return d.packer.SendPacked(ctx, evs) })
+	}
+	if err != nil {
+		d.failed(ctx, batch, Ticket{}, err)
+		return
+	}
+	if len(batch) > 1 {
+		d.cfg.Metrics.PackedEvents.WithLabelValues(d.name).Add(float64(len(batch)))
+		d.cfg.Logger.Debug("packed several turns into one message", "events", len(batch))
+	}
+	d.succeeded(ctx, batch, Ticket{})
 }
 
 // send makes one attempt with the sink's timeout.
-func (d *Dispatcher) send(ctx context.Context, ev *Event) error {
+func (d *Dispatcher) send(ctx context.Context, post func(context.Context) error) error {
 	sendCtx, cancel := context.WithTimeoutCause(ctx, d.cfg.Timeout,
 		fmt.Errorf("sink %q: no answer within %s", d.name, d.cfg.Timeout))
 	defer cancel()
 	start := d.cfg.Clock.Now()
-	err := d.cfg.Sink.Send(sendCtx, ev)
+	err := post(sendCtx)
 	d.cfg.Metrics.DeliveryAttempts.WithLabelValues(d.name).Inc()
 	d.cfg.Metrics.DeliveryDuration.WithLabelValues(d.name).Observe(d.cfg.Clock.Since(start).Seconds())
 	return err
@@ -212,11 +266,16 @@ func (d *Dispatcher) succeeded(ctx context.Context, dels []*Delivery, tk Ticket)
 	d.mu.Unlock()
 }
 
-func (d *Dispatcher) failed(ctx context.Context, del *Delivery, tk Ticket, err error) {
+// failed settles every delivery of one failed attempt (one, or a packed
+// batch) by the error's class; what concerns the whole sink (down, a
+// rate-limit hold) is done once.
+func (d *Dispatcher) failed(ctx context.Context, dels []*Delivery, tk Ticket, err error) {
 	if ctx.Err() != nil {
 		// Shutdown's drain budget ran out mid-send: not the destination's
 		// fault, so no attempt is counted.
-		d.release(context.WithoutCancel(ctx), del)
+		for _, del := range dels {
+			d.release(context.WithoutCancel(ctx), del)
+		}
 		return
 	}
 	class, after := Classify(err)
@@ -228,26 +287,37 @@ func (d *Dispatcher) failed(ctx context.Context, del *Delivery, tk Ticket, err e
 		if tk.Probe {
 			d.up() // the destination answered: it works, this event does not
 		}
-		d.park(ctx, del, err.Error())
+		for _, del := range dels {
+			d.park(ctx, del, err.Error())
+		}
 	case ClassBroken:
 		d.down(now, err)
-		d.retryLater(ctx, del, d.cfg.Retry.Max, err, ResultRetried)
+		for _, del := range dels {
+			d.retryLater(ctx, del, d.cfg.Retry.Max, err, ResultRetried)
+		}
 	case ClassRateLimited:
 		if tk.Probe {
 			d.up()
 		}
 		d.cfg.Metrics.RateLimited.WithLabelValues(d.name).Inc()
 		d.cfg.Pacer.HoldUntil(now.Add(after))
-		d.cfg.Logger.Warn("rate limited; holding the sink", "event_id", del.Event.ID, "delay", after, "reason", reason)
-		d.retryLater(ctx, del, after, err, ResultRateLimited)
+		d.cfg.Logger.Warn("rate limited; holding the sink", "event_id", dels[0].Event.ID, "events", len(dels),
+			"delay", after, "reason", reason)
+		for _, del := range dels {
+			d.retryLater(ctx, del, after, err, ResultRateLimited)
+		}
 	default:
-		delay := d.cfg.Retry.Backoff(del.Attempts+1, d.cfg.Rand())
 		if tk.Probe {
 			// Still no sign of life: keep the sink down, probe again later.
 			d.cfg.Pacer.Down(now.Add(d.cfg.Retry.Max))
-			delay = d.cfg.Retry.Max
 		}
-		d.retryLater(ctx, del, delay, err, ResultRetried)
+		for _, del := range dels {
+			delay := d.cfg.Retry.Backoff(del.Attempts+1, d.cfg.Rand())
+			if tk.Probe {
+				delay = d.cfg.Retry.Max
+			}
+			d.retryLater(ctx, del, delay, err, ResultRetried)
+		}
 	}
 }
 

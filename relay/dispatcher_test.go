@@ -558,3 +558,94 @@ func TestLogsCarryNoMessageContent(t *testing.T) {
 		}
 	})
 }
+
+// packSink is a fake sink that packs up to 10 turns per message and
+// records each message.
+type packSink struct {
+	fakeSink
+	mu2      sync.Mutex
+	messages [][]string // event ids per message
+	at       []time.Time
+	threaded map[string]bool // conversations that cannot pack (have a thread)
+}
+
+func (s *packSink) MaxPack() int { return 10 }
+func (s *packSink) CanPack(_ context.Context, ev *relay.Event) bool {
+	s.mu2.Lock()
+	defer s.mu2.Unlock()
+	return !s.threaded[ev.ConversationID]
+}
+func (s *packSink) Send(ctx context.Context, ev *relay.Event) error {
+	return s.SendPacked(ctx, []*relay.Event{ev})
+}
+func (s *packSink) SendPacked(_ context.Context, evs []*relay.Event) error {
+	s.mu2.Lock()
+	var ids []string
+	for _, ev := range evs {
+		ids = append(ids, ev.ID)
+	}
+	s.messages = append(s.messages, ids)
+	s.at = append(s.at, time.Now())
+	s.mu2.Unlock()
+	for _, id := range ids {
+		s.sent <- id
+	}
+	return nil
+}
+
+func TestPackingKeepsUpWithAPacedChannel(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	synctest.Test(t, func(t *testing.T) {
+		sink := &packSink{fakeSink: *newFakeSink(nil), threaded: map[string]bool{"threaded": true}}
+		sink.name = "fake"
+		f := start(t, dir, sink, policy, 2)
+		defer f.stop(t)
+		f.pacer.SetPace(time.Second, 1) // a channel that takes one message per second
+		t0 := time.Now()
+		order := map[string][]string{}
+		for i := range 30 {
+			conv := fmt.Sprintf("conv-%02d", i)
+			for turn := range 2 {
+				ev := f.append(t, conv, i*10+turn)
+				order[conv] = append(order[conv], ev.ID)
+			}
+		}
+		th := f.append(t, "threaded", 999)
+		for range 61 {
+			<-sink.sent
+		}
+		took := time.Since(t0)
+		sink.mu2.Lock()
+		msgs := len(sink.messages)
+		got := map[string][]string{}
+		for _, m := range sink.messages {
+			for _, id := range m {
+				rec, _ := f.store.Lookup(t.Context(), id)
+				got[rec.Event.ConversationID] = append(got[rec.Event.ConversationID], id)
+			}
+			if len(m) > 1 && slices.Contains(m, th.ID) {
+				t.Errorf("a turn that cannot pack was packed: %v", m)
+			}
+		}
+		for i := 1; i < len(sink.at); i++ {
+			if gap := sink.at[i].Sub(sink.at[i-1]); gap < time.Second {
+				t.Errorf("messages %d and %d only %s apart: the pace is one per second", i-1, i, gap)
+			}
+		}
+		sink.mu2.Unlock()
+		if took > 15*time.Second || msgs >= 30 {
+			t.Fatalf("61 turns took %s in %d messages; want all within 15s in fewer than 30", took, msgs)
+		}
+		for conv, want := range order {
+			if !slices.Equal(got[conv], want) {
+				t.Errorf("%s out of order: %v, want %v", conv, got[conv], want)
+			}
+		}
+		synctest.Wait()
+		if n := testutil.ToFloat64(f.metrics.PackedEvents.WithLabelValues("fake")); n < 50 {
+			t.Errorf("packed_events_total = %v", n)
+		}
+		t.Logf("61 turns of 31 conversations delivered in %s in %d messages", took, msgs)
+	})
+}

@@ -5,12 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"math"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // The topics Chat Data documents. Any other topic is accepted and rendered
@@ -125,7 +125,9 @@ func DedupeKey(topic string, body []byte) [32]byte {
 // ErrNotObject is returned by DecodeEvent when the body is not a JSON object.
 var ErrNotObject = errors.New("body is not a JSON object")
 
-// DecodeEvent parses a Chat Data body leniently. Only a body that is not a
+// DecodeEvent parses a Chat Data body leniently. Topic is set from the
+// body's "event" field when it has one (the receiver prefers the
+// x-chat-data-topic header). Only a body that is not a
 // JSON object is an error: missing fields stay empty, fields of an unexpected
 // type are ignored, and messages, answer or lead sent as JSON-encoded strings
 // are decoded.
@@ -138,6 +140,8 @@ func DecodeEvent(body []byte) (*Event, error) {
 	for _, f := range fields {
 		ev.Fields = append(ev.Fields, Field{Key: f.key, Value: textOf(f.raw)})
 		switch f.key {
+		case "event":
+			ev.Topic = strings.TrimSpace(scalarString(f.raw))
 		case "chatbot_id":
 			ev.ChatbotID = scalarString(f.raw)
 		case "conversation_id":
@@ -180,40 +184,91 @@ type rawField struct {
 }
 
 // objectFields returns the members of a JSON object in the order sent. A
-// repeated key keeps its last value, as encoding/json does.
+// repeated key keeps its last value, as encoding/json does. It validates the
+// whole input first, then walks the top level without decoding values.
 func objectFields(data []byte) ([]rawField, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNotObject, err)
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
+	if !json.Valid(data) {
 		return nil, ErrNotObject
 	}
+	i := skipSpace(data, 0)
+	if data[i] != '{' {
+		return nil, ErrNotObject
+	}
+	i = skipSpace(data, i+1)
 	var out []rawField
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrNotObject, err)
+	for data[i] != '}' {
+		end := skipString(data, i)
+		key := string(data[i+1 : end-1])
+		if bytes.IndexByte(data[i:end], '\\') >= 0 || !utf8.Valid(data[i:end]) {
+			_ = json.Unmarshal(data[i:end], &key)
 		}
-		key, _ := tok.(string)
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrNotObject, err)
+		i = skipSpace(data, end)
+		i = skipSpace(data, i+1) // the colon
+		vend := skipValue(data, i)
+		if j := slices.IndexFunc(out, func(f rawField) bool { return f.key == key }); j >= 0 {
+			out = slices.Delete(out, j, j+1)
 		}
-		if i := slices.IndexFunc(out, func(f rawField) bool { return f.key == key }); i >= 0 {
-			out = slices.Delete(out, i, i+1)
+		out = append(out, rawField{key: key, raw: data[i:vend]})
+		i = skipSpace(data, vend)
+		if data[i] == ',' {
+			i = skipSpace(data, i+1)
 		}
-		out = append(out, rawField{key: key, raw: raw})
-	}
-	if _, err := dec.Token(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNotObject, err)
-	}
-	if len(bytes.TrimSpace(data[dec.InputOffset():])) > 0 {
-		return nil, fmt.Errorf("%w: trailing data after the object", ErrNotObject)
 	}
 	return out, nil
+}
+
+// The skip functions walk JSON already known to be valid.
+
+func skipSpace(data []byte, i int) int {
+	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index just past the string starting at data[i].
+func skipString(data []byte, i int) int {
+	for j := i + 1; j < len(data); j++ {
+		switch data[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1
+		}
+	}
+	return len(data)
+}
+
+// skipValue returns the index just past the value starting at data[i].
+func skipValue(data []byte, i int) int {
+	switch data[i] {
+	case '"':
+		return skipString(data, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(data); j++ {
+			switch data[j] {
+			case '"':
+				j = skipString(data, j) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return len(data)
+	}
+	j := i
+	for ; j < len(data); j++ {
+		switch data[j] {
+		case ',', '}', ']', ' ', '\t', '\r', '\n':
+			return j
+		}
+	}
+	return j
 }
 
 // unwrapString returns the JSON inside a JSON string when raw is a string

@@ -142,6 +142,14 @@ func FuzzDecodeEvent(f *testing.F) {
 		if err := json.Unmarshal(body, &obj); err != nil {
 			t.Fatalf("accepted a body that is not a JSON object: %q (%v)", body, err)
 		}
+		if len(ev.Fields) != len(obj) {
+			t.Fatalf("%d fields, encoding/json sees %d keys in %q", len(ev.Fields), len(obj), body)
+		}
+		for _, f := range ev.Fields {
+			if _, ok := obj[f.Key]; !ok {
+				t.Fatalf("field %q is not a key encoding/json sees in %q", f.Key, body)
+			}
+		}
 		again, err := relay.DecodeEvent(body)
 		if err != nil || !reflect.DeepEqual(ev, again) {
 			t.Fatalf("decoding is not deterministic for %q", body)

@@ -138,12 +138,19 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request) {
 		writeJSON(w, http.StatusForbidden, answer{Status: "rejected", Error: "missing or invalid " + HeaderSignature})
 		return
 	}
-	topic := TopicOf(topicHeader, body)
 	ev, err := DecodeEvent(body)
 	if err != nil {
-		m.EventsReceived.WithLabelValues(TopicLabel(topic), ReceiveRejectedBody).Inc()
+		m.EventsReceived.WithLabelValues(rejectTopic, ReceiveRejectedBody).Inc()
 		writeJSON(w, http.StatusBadRequest, answer{Status: "rejected", Error: "body is not a JSON object"})
 		return
+	}
+	// Topic: the header, else the body's "event" field, else chat.
+	topic := strings.TrimSpace(topicHeader)
+	if topic == "" {
+		topic = ev.Topic
+	}
+	if topic == "" {
+		topic = TopicChat
 	}
 	now := r.cfg.Clock.Now()
 	id, err := uuid.NewV7()

@@ -105,6 +105,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		Timeout:      opts.LockTimeout,
 		MaxSize:      int(opts.MaxSize),
 		FreelistType: bbolt.FreelistMapType,
+		// The freelist is rebuilt at open instead of written on every
+		// commit (as etcd does): fewer pages per fsync. Durability is
+		// unchanged.
+		NoFreelistSync: true,
 	})
 	if err != nil {
 		if errors.Is(err, bberrors.ErrTimeout) {
