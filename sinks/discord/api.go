@@ -72,12 +72,14 @@ type call struct {
 func (s *Sink) do(ctx context.Context, c call, out any) error {
 	var body io.Reader
 	if c.payload != nil {
-		b, err := json.Marshal(c.payload)
-		if err != nil {
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false) // Markdown quotes and mentions stay readable
+		if err := enc.Encode(c.payload); err != nil {
 			return relay.Permanent(s.errorf("%s: encode: %w", c.op, err), relay.ReasonOther)
 		}
-		s.log.DebugContext(ctx, "discord request", "op", c.op, "payload", string(b))
-		body = bytes.NewReader(b)
+		s.log.DebugContext(ctx, "discord request", "op", c.op, "payload", strings.TrimSpace(b.String()))
+		body = &b
 	}
 	req, err := http.NewRequestWithContext(ctx, c.method, c.url.String(), body)
 	if err != nil {

@@ -30,7 +30,7 @@ const (
 	// past it go into the text, which can continue in more messages.
 	headFieldBudget = 2000
 	// minPiece is the least room worth a new embed for more text.
-	minPiece = 256
+	minPiece = 512
 )
 
 // turn is an event rendered, before it is laid out into messages.
@@ -194,8 +194,15 @@ func leadLines(lead []relay.Field) string {
 	return strings.Join(lines, "\n")
 }
 
-// label turns a field key into a label: "first_name" → "First name".
+// acronyms are field keys shown in capitals.
+var acronyms = map[string]string{"id": "ID", "uuid": "UUID", "ip": "IP", "url": "URL"}
+
+// label turns a field key into a label: "first_name" → "First name",
+// "uuid" → "UUID".
 func label(key string) string {
+	if a, ok := acronyms[strings.ToLower(key)]; ok {
+		return a
+	}
 	key = strings.TrimSpace(strings.ReplaceAll(key, "_", " "))
 	r, size := utf8.DecodeRuneInString(key)
 	if size == 0 {

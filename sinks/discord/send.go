@@ -255,7 +255,7 @@ func (s *Sink) destID() string {
 
 // progress is how far an event's delivery got.
 type progress struct {
-	Posted int    `json:"posted"`         // messages of the turn posted
+	Posted int    `json:"posted"`           // messages of the turn posted
 	Root   string `json:"root,omitempty"`   // posted message the conversation's thread is still to start from
 	Thread string `json:"thread,omitempty"` // the thread the turn's parts go to
 }
