@@ -128,13 +128,13 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 	hasWebhook, hasBot := !cfg.WebhookURL.IsZero(), !cfg.Token.IsZero() || cfg.ChannelID != ""
 	switch {
 	case hasWebhook && hasBot:
-		errs = append(errs, errors.New("webhook_url and token/channel_id are both set; set either webhook_url (channel webhook) or token + channel_id (bot)"))
+		errs = append(errs, errors.New("webhook_url: set together with token/channel_id; set either webhook_url (channel webhook) or token + channel_id (bot), not both"))
 	case hasWebhook:
 		errs = append(errs, s.webhookMode(cfg)...)
 	case hasBot:
 		errs = append(errs, s.botMode(cfg)...)
 	default:
-		errs = append(errs, errors.New("no credentials; set webhook_url (channel settings → Integrations → Webhooks → Copy Webhook URL) or token + channel_id (bot mode)"))
+		errs = append(errs, errors.New("webhook_url: missing, and no token + channel_id either; set webhook_url (channel settings → Integrations → Webhooks → Copy Webhook URL), or token + channel_id for bot mode"))
 	}
 	if cfg.ThreadName != "" {
 		if strings.TrimSpace(cfg.ThreadName) == "" || len16(cfg.ThreadName) > maxThreadName/2 {

@@ -99,6 +99,7 @@ type bucket struct {
 
 type scripted struct {
 	match string
+	skip  int // matching requests to let through first
 	reply Reply
 }
 
@@ -199,11 +200,19 @@ func (s *Server) AddWebhook(channelID string) string {
 // Script answers the next requests whose "METHOD /path" (path after the
 // API prefix) starts with match ("" matches every request) with replies, in
 // order, instead of handling them.
-func (s *Server) Script(match string, replies ...Reply) {
+func (s *Server) Script(match string, replies ...Reply) { s.ScriptAfter(match, 0, replies...) }
+
+// ScriptAfter is Script, but lets skip matching requests be handled as
+// usual first (to fail the third part of a long answer, say).
+func (s *Server) ScriptAfter(match string, skip int, replies ...Reply) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, r := range replies {
-		s.script = append(s.script, scripted{match: match, reply: r})
+	for i, r := range replies {
+		sc := scripted{match: match, reply: r}
+		if i == 0 {
+			sc.skip = skip
+		}
+		s.script = append(s.script, sc)
 	}
 }
 
@@ -327,10 +336,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleLocked(req Request) answer {
 	key := req.Method + " " + req.Path
 	for i, sc := range s.script {
-		if strings.HasPrefix(key, sc.match) {
-			s.script = slices.Delete(s.script, i, i+1)
-			return scriptedAnswer(sc.reply)
+		if !strings.HasPrefix(key, sc.match) {
+			continue
 		}
+		if sc.skip > 0 {
+			s.script[i].skip--
+			break
+		}
+		s.script = slices.Delete(s.script, i, i+1)
+		return scriptedAnswer(sc.reply)
 	}
 	parts := strings.Split(strings.Trim(req.Path, "/"), "/")
 	route, bucketKey := "", ""
