@@ -292,7 +292,7 @@ func (s *Sink) classify(op string, status int, h http.Header, raw []byte, now ti
 	return wrap(class, relay.ReasonOf(base), after)
 }
 
-const permissionsFix = "give the bot View Channel, Send Messages, Create Public Threads, Send Messages in Threads and Read Message History in the channel"
+const permissionsFix = "give the bot View Channel, Send Messages, Embed Links, Create Public Threads, Send Messages in Threads and Read Message History in the channel"
 
 // codeOf returns the Discord error code in err's chain (0 when none).
 func codeOf(err error) int {
