@@ -229,7 +229,8 @@ func leadTurn(ev *relay.Event) turn {
 }
 
 // genericTurn shows every top-level field of an event of a topic chatrelay
-// does not know, so that nothing is dropped.
+// does not know, so that nothing is dropped; except client_ip, which no
+// topic shows in a channel.
 func genericTurn(ev *relay.Event) turn {
 	topic := strings.TrimSpace(ev.Topic)
 	if topic == "" {
@@ -237,7 +238,7 @@ func genericTurn(ev *relay.Event) turn {
 	}
 	var lines []string
 	for _, f := range ev.Fields {
-		if strings.TrimSpace(f.Value) != "" {
+		if f.Key != "client_ip" && strings.TrimSpace(f.Value) != "" {
 			lines = append(lines, "**"+f.Key+"**: "+f.Value)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/bwmarrin/discordgo"
@@ -67,11 +68,11 @@ func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 		more := i+1 < len(msgs)
 		switch {
 		case !d.threads || d.noThread:
-			if _, err := s.post(ctx, "", m); err != nil {
+			if err := s.post(ctx, "", m); err != nil {
 				return err
 			}
 		case d.thread != "":
-			_, err := s.post(ctx, d.thread, m)
+			err := s.post(ctx, d.thread, m)
 			if threadGone(err) && !restarted {
 				// Archived and locked, or deleted: the conversation
 				// continues in a new thread.
@@ -150,13 +151,17 @@ func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) error {
 		return relay.Permanent(s.errorf("pack of %d events: at most %d fit one message", len(evs), maxEmbeds), relay.ReasonOther)
 	}
 	msg := s.pack(ctx, evs)
-	d, err := s.destination(ctx, evs[0])
+	// The message needs a thread if any of its conversations does.
+	first := evs[0]
+	if i := slices.IndexFunc(evs, func(ev *relay.Event) bool { return ev.ConversationID != "" }); i >= 0 {
+		first = evs[i]
+	}
+	d, err := s.destination(ctx, first)
 	if err != nil {
 		return err
 	}
 	if !d.threads {
-		_, err := s.post(ctx, "", msg)
-		return err
+		return s.post(ctx, "", msg)
 	}
 	name := packName(s.threadPrefix(), len(evs))
 	th, root, err := s.openThread(ctx, name, msg)
@@ -165,7 +170,12 @@ func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) error {
 	}
 	if th == "" && root != "" {
 		if th, err = s.startThread(ctx, root, name); err != nil {
+			// Failing now would post the message again: the turns are
+			// out; their conversations start threads of their own later.
 			s.log.WarnContext(ctx, "packed message posted, but its thread could not be started", "events", len(evs), "err", err)
+			if class, after := relay.Classify(err); class == relay.ClassRateLimited {
+				s.throttle.HoldUntil(s.clock.Now().Add(after))
+			}
 			return nil
 		}
 	}
@@ -293,18 +303,17 @@ func threadGone(err error) bool {
 }
 
 // post posts m into thread (or, with thread "", the channel or webhook).
-func (s *Sink) post(ctx context.Context, thread string, m message) (*discordgo.Message, error) {
-	var out discordgo.Message
+func (s *Sink) post(ctx context.Context, thread string, m message) error {
 	if !s.bot() {
-		return &out, s.do(ctx, call{op: "execute webhook", method: http.MethodPost, url: s.executeURL(thread),
-			payload: s.webhookParams(m, "")}, &out)
+		return s.do(ctx, call{op: "execute webhook", method: http.MethodPost, url: s.executeURL(thread),
+			payload: s.webhookParams(m, "")}, nil)
 	}
 	channel := s.cfg.ChannelID
 	if thread != "" {
 		channel = thread
 	}
-	return &out, s.do(ctx, call{op: "post message", method: http.MethodPost,
-		url: s.route("channels", channel, "messages"), payload: s.messageSend(m)}, &out)
+	return s.do(ctx, call{op: "post message", method: http.MethodPost,
+		url: s.route("channels", channel, "messages"), payload: s.messageSend(m)}, nil)
 }
 
 // openThread posts m as the first message of a new thread named name. In
