@@ -328,8 +328,8 @@ func layout(t turn, ev *relay.Event) ([]message, bool) {
 func (s *Sink) render(ctx context.Context, ev *relay.Event) []message {
 	msgs, cut := layout(s.turn(ctx, ev), ev)
 	if cut {
-		s.log.WarnContext(ctx, "turn too long for Discord; cut with a notice", "event_id", ev.ID,
-			"max_messages", maxMessagesPerTurn, "max_chars_per_message", maxEmbedsTotal)
+		s.log.WarnContext(ctx, fmt.Sprintf("turn longer than %d Discord messages; cut with a notice", maxMessagesPerTurn),
+			"event_id", ev.ID, "limit", maxMessagesPerTurn*maxEmbedsTotal)
 	}
 	return msgs
 }
@@ -355,8 +355,7 @@ func (s *Sink) pack(ctx context.Context, evs []*relay.Event) message {
 	}
 	for i, budget := range share(want, maxEmbedsTotal) {
 		if fitEmbed(embeds[i], budget, evs[i].ID) {
-			s.log.WarnContext(ctx, "turn cut to share a packed message", "event_id", evs[i].ID,
-				"limit", budget, "max_chars_per_message", maxEmbedsTotal)
+			s.log.WarnContext(ctx, "turn cut to share a packed message", "event_id", evs[i].ID, "limit", budget)
 		}
 	}
 	msg.embeds = embeds

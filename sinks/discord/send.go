@@ -77,7 +77,7 @@ func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 				// Archived and locked, or deleted: the conversation
 				// continues in a new thread.
 				s.log.InfoContext(ctx, "conversation's thread is gone; starting a new one", "event_id", ev.ID,
-					"conversation_id", ev.ConversationID, "reason", codeOf(err))
+					"conversation_id", ev.ConversationID, "err", err)
 				restarted, d.thread = true, ""
 				i--
 				continue
