@@ -103,7 +103,9 @@ type scripted struct {
 	reply Reply
 }
 
-// Reply is a scripted answer.
+// Reply is a scripted answer. It carries exactly the headers given (no
+// Retry-After or X-RateLimit-* of its own), so that tests can leave any of
+// them out; the bucket limit's own 429s carry all of them.
 type Reply struct {
 	Status     int         // HTTP status (default 200)
 	Code       int         // Discord error code in the JSON body
