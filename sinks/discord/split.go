@@ -2,6 +2,7 @@ package discord
 
 import (
 	"strings"
+	"unicode/utf8"
 )
 
 // A splitter cuts a long Markdown text into parts that each fit a limit.
@@ -92,16 +93,17 @@ func (sp *splitter) next(limit int) part {
 func (sp *splitter) cut(avail int) int {
 	w, _ := prefix16(sp.rest, avail)
 	win := sp.rest[:w]
-	half := w / 2
-	candidates := []func(string) int{lastParagraph, lastLine, lastSentence, lastWord}
-	for _, find := range candidates {
-		if i := find(win); i >= half && i > 0 && strings.TrimSpace(win[:i]) != "" {
+	// Boundaries from the best kind to the worst.
+	found := [...]int{lastParagraph(win), lastLine(win), lastSentence(win), lastWord(win)}
+	usable := func(i int) bool { return i > 0 && strings.TrimSpace(win[:i]) != "" }
+	for _, i := range found {
+		if i >= w/2 && usable(i) {
 			return i
 		}
 	}
-	// No boundary in the second half: the last boundary of any kind.
-	for _, find := range candidates {
-		if i := find(win); i > 0 && strings.TrimSpace(win[:i]) != "" {
+	// No boundary in the second half: the best one anywhere.
+	for _, i := range found {
+		if usable(i) {
 			return i
 		}
 	}
@@ -111,21 +113,31 @@ func (sp *splitter) cut(avail int) int {
 func lastParagraph(s string) int { return strings.LastIndex(s, "\n\n") }
 func lastLine(s string) int      { return strings.LastIndex(s, "\n") }
 
-// lastSentence returns the offset just after the last sentence end that is
-// followed by a space (or a CJK full stop), outside a link or inline code.
+// lastSentence returns the offset just after the last sentence (or clause)
+// end: one of . ! ? : ; followed by a space, or a CJK full stop; outside a
+// link or inline code span.
 func lastSentence(s string) int {
-	best := -1
-	for _, end := range []string{". ", "! ", "? ", ": ", "; "} {
-		if i := lastOutsideSpan(s, end); i >= 0 {
-			best = max(best, i+1)
+	tries := 0
+	for i := len(s); i > 0; {
+		r, size := utf8.DecodeLastRuneInString(s[:i])
+		end := -1
+		switch {
+		case r == ' ' && i-size > 0 && strings.IndexByte(".!?:;", s[i-size-1]) >= 0:
+			end = i - size
+		case r == '。' || r == '！' || r == '？':
+			end = i
 		}
-	}
-	for _, end := range []string{"。", "！", "？"} {
-		if i := lastOutsideSpan(s, end); i >= 0 {
-			best = max(best, i+len(end))
+		if end > 0 {
+			if !insideSpan(s[:end]) {
+				return end
+			}
+			if tries++; tries == maxSpanTries {
+				return -1
+			}
 		}
+		i -= size
 	}
-	return best
+	return -1
 }
 
 // lastWord returns the offset of the last space outside a link or inline

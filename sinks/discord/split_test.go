@@ -100,6 +100,26 @@ func FuzzSplit(f *testing.F) {
 		}
 		limit = minSplitLimit + limit%5000
 		checkParts(t, text, limit)
+		// Laid out as a turn, the text takes at most maxMessagesPerTurn
+		// messages, each within Discord's limits, and is cut only with
+		// the notice.
+		head := &discordgo.MessageEmbed{Title: "💬 Chat", Fields: []*discordgo.MessageEmbedField{{Name: "Score", Value: "0.85"}}}
+		msgs, cut := layout(turn{head: head, text: strings.Repeat(text, 1+limit%8)}, &relay.Event{ID: "ev-1"})
+		if len(msgs) > maxMessagesPerTurn {
+			t.Fatalf("%d messages", len(msgs))
+		}
+		for _, m := range msgs {
+			checkMessage(t, m)
+			for _, e := range m.embeds {
+				if !utf8.ValidString(e.Description) {
+					t.Fatalf("invalid UTF-8 in %q", e.Description)
+				}
+			}
+		}
+		last := msgs[len(msgs)-1].embeds
+		if cut != strings.HasSuffix(last[len(last)-1].Description, cutNotice("ev-1")) {
+			t.Fatalf("cut %v, but the last embed ends %q", cut, last[len(last)-1].Description)
+		}
 	})
 }
 
