@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -149,7 +150,7 @@ func (s *Sink) observe(ctx context.Context, op string, h http.Header, now time.T
 	if strings.TrimSpace(h.Get("X-RateLimit-Remaining")) != "0" {
 		return
 	}
-	d, ok := seconds(h.Get("X-RateLimit-Reset-After"))
+	d, ok := relay.ParseRetryAfter(h.Get("X-RateLimit-Reset-After"), now)
 	if !ok {
 		if reset, err := strconv.ParseFloat(strings.TrimSpace(h.Get("X-RateLimit-Reset")), 64); err == nil {
 			d, ok = time.Unix(0, int64(reset*float64(time.Second))).Sub(now), true
@@ -163,14 +164,9 @@ func (s *Sink) observe(ctx context.Context, op string, h http.Header, now time.T
 		"bucket", h.Get("X-RateLimit-Bucket"), "delay", d)
 }
 
-// seconds parses a non-negative number of seconds, fractions allowed.
-func seconds(v string) (time.Duration, bool) {
-	f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-	if err != nil || f < 0 || f != f || f > 30*24*3600 {
-		return 0, false
-	}
-	return time.Duration(f * float64(time.Second)), true
-}
+// maxRetryAfter bounds a retry_after from a body (the dispatcher bounds
+// every wait by retry.max_age as well).
+const maxRetryAfter = 30 * 24 * time.Hour
 
 // errorBody is Discord's error answer (a 429's has retry_after and global).
 type errorBody struct {
@@ -224,14 +220,14 @@ func (s *Sink) classify(op string, status int, h http.Header, raw []byte, now ti
 		// The body's retry_after is the precise value; the header is whole
 		// seconds; Reset-After is what the bucket said.
 		d, ok := time.Duration(0), false
-		if body.RetryAfter != nil {
-			d, ok = seconds(strconv.FormatFloat(*body.RetryAfter, 'f', -1, 64))
+		if ra := body.RetryAfter; ra != nil && *ra >= 0 {
+			d, ok = time.Duration(math.Round(min(*ra, maxRetryAfter.Seconds())*float64(time.Second))), true
 		}
 		if !ok {
 			d, ok = relay.ParseRetryAfter(h.Get("Retry-After"), now)
 		}
 		if !ok {
-			d, ok = seconds(h.Get("X-RateLimit-Reset-After"))
+			d, ok = relay.ParseRetryAfter(h.Get("X-RateLimit-Reset-After"), now)
 		}
 		if ok {
 			return wrap(relay.ClassRateLimited, relay.ReasonRateLimited, d)
