@@ -249,10 +249,7 @@ func (s *Sink) classify(op string, status int, h http.Header, raw []byte, now ti
 		}
 		return wrap(relay.ClassBroken, relay.ReasonGone, 0)
 	case discordgo.ErrCodeMissingAccess, discordgo.ErrCodeMissingPermissions:
-		ae.Fix = permissionsFix
-		if !s.bot() {
-			ae.Fix = "Discord forbids posting with this webhook; check that it still exists and copy its URL again into webhook_url"
-		}
+		ae.Fix = s.forbiddenFix()
 		return wrap(relay.ClassBroken, relay.ReasonAuth, 0)
 	case discordgo.ErrCodeInvalidFormBody, discordgo.ErrCodeCannotSendEmptyMessage, discordgo.ErrCodeRequestEntityTooLarge:
 		return wrap(relay.ClassPermanent, relay.ReasonClientError, 0)
@@ -278,17 +275,20 @@ func (s *Sink) classify(op string, status int, h http.Header, raw []byte, now ti
 			ae.Fix = "Discord refuses the webhook URL; copy it again into webhook_url"
 		}
 	case http.StatusForbidden:
-		ae.Fix = permissionsFix
-		if !s.bot() {
-			ae.Fix = "Discord forbids posting with this webhook; check that it still exists and copy its URL again into webhook_url"
-		}
+		ae.Fix = s.forbiddenFix()
 	case http.StatusNotFound, http.StatusGone:
 		ae.Fix = "Discord does not know this webhook or channel; check webhook_url or channel_id"
 	}
 	return wrap(class, relay.ReasonOf(base), after)
 }
 
-const permissionsFix = "give the bot View Channel, Send Messages, Embed Links, Create Public Threads, Send Messages in Threads and Read Message History in the channel"
+// forbiddenFix says what to do about a 403.
+func (s *Sink) forbiddenFix() string {
+	if !s.bot() {
+		return "Discord forbids posting with this webhook; check that it still exists and copy its URL again into webhook_url"
+	}
+	return "give the bot View Channel, Send Messages, Embed Links, Create Public Threads, Send Messages in Threads and Read Message History in the channel"
+}
 
 // codeOf returns the Discord error code in err's chain (0 when none).
 func codeOf(err error) int {
