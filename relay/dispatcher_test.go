@@ -562,7 +562,7 @@ func TestLogsCarryNoMessageContent(t *testing.T) {
 // packSink is a fake sink that packs up to 10 turns per message and
 // records each message.
 type packSink struct {
-	fakeSink
+	*fakeSink
 	mu2      sync.Mutex
 	messages [][]string // event ids per message
 	at       []time.Time
@@ -597,7 +597,7 @@ func TestPackingKeepsUpWithAPacedChannel(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	synctest.Test(t, func(t *testing.T) {
-		sink := &packSink{fakeSink: *newFakeSink(nil), threaded: map[string]bool{"threaded": true}}
+		sink := &packSink{fakeSink: newFakeSink(nil), threaded: map[string]bool{"threaded": true}}
 		sink.name = "fake"
 		f := start(t, dir, sink, policy, 2)
 		defer f.stop(t)

@@ -1,0 +1,36 @@
+// Package discord is chatrelay's Discord sink. It renders each Chat Data
+// event as an embed (question, answer in Discord Markdown, score, source,
+// chatbot, conversation, lead; escalations and leads stand out; unknown
+// topics are shown field by field) and posts it through a channel webhook
+// or as a bot. README.md in this directory is the user's guide: how to get
+// a webhook URL or a bot token, the permissions, a sample configuration and
+// what the channel shows.
+//
+// # Design
+//
+// The sink posts with its own *http.Client (SinkDeps.Transport, a timeout,
+// the User-Agent Discord asks for) and discordgo's types for every payload
+// and answer (WebhookParams, MessageSend, MessageEmbed,
+// MessageAllowedMentions, ThreadStart, Message, Channel) and its error
+// codes. It does not use discordgo's REST client: that client sleeps before
+// a request when its bucket is empty and on a 429, ignoring the context,
+// and its errors carry the webhook token. Here every wait belongs to the
+// dispatcher: a 429 becomes relay.RetryAfter with Discord's precise
+// retry_after, and an empty bucket (X-RateLimit-Remaining 0) becomes
+// Throttle.HoldUntil(now + X-RateLimit-Reset-After).
+//
+// Every limit is counted in UTF-16 units, never less than Discord's count.
+// A long text continues over embeds and up to four messages, split on
+// paragraph, line, sentence or word boundaries, with code fences closed and
+// reopened; past that it is cut with "…" and the event id.
+//
+// State lives in the relay's KV store (SinkDeps.KV; in memory without one):
+//
+//	thread:<channel or webhook id>:<conversation id>  the conversation's thread
+//	part:<channel or webhook id>:<event id>           {"posted":n,"root":…,"thread":…}
+//
+// The second is written only for a turn that takes more than one request
+// (several messages, or a message and then its thread), after each step,
+// so that a retry resumes where the last attempt stopped instead of posting
+// parts again.
+package discord
