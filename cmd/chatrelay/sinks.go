@@ -7,12 +7,14 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"text/template"
 	"time"
 
 	"github.com/jonboulle/clockwork"
 
 	"github.com/chatrelay/chatrelay/relay"
 	"github.com/chatrelay/chatrelay/sinks/console"
+	"github.com/chatrelay/chatrelay/sinks/discord"
 	"github.com/chatrelay/chatrelay/sinks/webhook"
 )
 
@@ -88,6 +90,17 @@ func newSink(sc SinkConfig, deps relay.SinkDeps, stdout io.Writer) (relay.Sink, 
 	switch sc.Type {
 	case TypeConsole:
 		return console.New(sc.Name, stdout), 1, nil
+	case TypeDiscord:
+		tmpl, err := parseTemplate(sc)
+		if err != nil {
+			return nil, 0, err
+		}
+		s, err := discord.New(discord.Config{
+			Name: sc.Name, WebhookURL: relay.Secret(sc.WebhookURL), Token: relay.Secret(sc.Token),
+			ChannelID: sc.ChannelID, APIURL: sc.APIURL, ThreadName: sc.ThreadName, Mention: sc.Mention,
+			Template: tmpl, Timeout: sc.Timeout,
+		}, deps)
+		return s, 2, err
 	case TypeWebhook:
 		s, err := webhook.New(webhook.Config{
 			Name: sc.Name, URL: relay.Secret(sc.URL), Secret: relay.Secret(sc.Secret),
@@ -96,6 +109,18 @@ func newSink(sc SinkConfig, deps relay.SinkDeps, stdout io.Writer) (relay.Sink, 
 		return s, 16, err
 	}
 	return nil, 0, fmt.Errorf("type %q is not a sink type of this build", sc.Type)
+}
+
+// parseTemplate parses a sink's message template, if it has one.
+func parseTemplate(sc SinkConfig) (*template.Template, error) {
+	if sc.Template == "" {
+		return nil, nil
+	}
+	t, err := relay.ParseTemplate(sc.Name, sc.Template)
+	if err != nil {
+		return nil, fmt.Errorf("template: %w", err)
+	}
+	return t, nil
 }
 
 // memKV is a throwaway key/value store for check-config --probe, which

@@ -297,6 +297,21 @@ func (s *Store) prune() {
 		if k != nil {
 			next = bytes.Clone(k)
 		}
+		// Key/value entries not written for KVRetention.
+		kvCut := now - int64(s.opts.KVRetention)
+		kvb := tx.Bucket([]byte(bKV))
+		var stale [][]byte
+		_ = kvb.ForEach(func(k, v []byte) error {
+			if len(v) < 8 || int64(beU64(v[:8])) < kvCut {
+				stale = append(stale, bytes.Clone(k))
+			}
+			return nil
+		})
+		for _, k := range stale {
+			if err := kvb.Delete(k); err != nil {
+				return err
+			}
+		}
 		for _, id := range doomed {
 			if err := evb.Delete(id); err != nil {
 				return err

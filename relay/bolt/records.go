@@ -24,7 +24,7 @@ const (
 	bKV        = "kv"         // namespace \x00 key → value
 )
 
-const schemaVersion = 1
+const schemaVersion = 1 // no release yet: formats may still change
 
 // eventMeta is what is stored next to the raw body.
 type eventMeta struct {

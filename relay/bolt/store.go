@@ -36,6 +36,9 @@ type Options struct {
 	// DedupeWindow is how long a repeated topic+body is answered
 	// "duplicate" (default 24h).
 	DedupeWindow time.Duration
+	// KVRetention is how long a key/value entry (a conversation's thread)
+	// is kept after it was last written (default 30 days).
+	KVRetention time.Duration
 	// PruneEvery is how often retention and dedupe pruning run (default 1m).
 	PruneEvery time.Duration
 	// MaxBatch bounds how many writes share one transaction (default 1024).
@@ -53,6 +56,9 @@ func (o *Options) defaults() {
 	}
 	if o.DedupeWindow <= 0 {
 		o.DedupeWindow = 24 * time.Hour
+	}
+	if o.KVRetention <= 0 {
+		o.KVRetention = 30 * 24 * time.Hour
 	}
 	if o.PruneEvery <= 0 {
 		o.PruneEvery = time.Minute
@@ -206,10 +212,11 @@ func (s *Store) Close() error {
 // than once, so it must set its results afresh each time); after runs once,
 // in commit order, when the transaction is durable.
 type op struct {
-	fn    func(tx *bbolt.Tx) error
-	after func()
-	err   error
-	done  chan struct{}
+	fn     func(tx *bbolt.Tx) error
+	after  func()
+	failed func(error) // for writes nobody waits for: runs when the commit fails
+	err    error
+	done   chan struct{}
 }
 
 // write submits fn to the writer and waits until it is durable.
@@ -232,6 +239,21 @@ func (s *Store) write(ctx context.Context, fn func(*bbolt.Tx) error, after func(
 		default:
 			return relay.ErrClosed
 		}
+	}
+}
+
+// writeAsync submits fn without waiting for it: after runs once it is
+// durable, failed if it cannot be written. It returns an error only if the
+// write could not be submitted.
+func (s *Store) writeAsync(ctx context.Context, fn func(*bbolt.Tx) error, after func(), failed func(error)) error {
+	o := &op{fn: fn, after: after, failed: failed, done: make(chan struct{})}
+	select {
+	case s.ops <- o:
+		return nil
+	case <-s.quit:
+		return relay.ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -311,6 +333,9 @@ func (s *Store) commit(batch []*op) {
 		s.setHealth(err)
 		for _, o := range batch {
 			o.err = err
+			if o.failed != nil {
+				o.failed(err)
+			}
 			close(o.done)
 		}
 		return
@@ -592,20 +617,25 @@ type kv struct {
 
 func (k *kv) key(key string) []byte { return []byte(k.ns + "\x00" + key) }
 
+// A KV value is stored after the 8-byte time of its last Put, so that
+// entries nobody wrote for Options.KVRetention can be pruned.
 func (k *kv) Get(_ context.Context, key string) (string, bool, error) {
 	var val string
 	var ok bool
 	err := k.s.db.View(func(tx *bbolt.Tx) error {
 		v := tx.Bucket([]byte(bKV)).Get(k.key(key))
-		val, ok = string(v), v != nil
+		if len(v) >= 8 {
+			val, ok = string(v[8:]), true
+		}
 		return nil
 	})
 	return val, ok, err
 }
 
 func (k *kv) Put(ctx context.Context, key, value string) error {
+	v := append(u64(uint64(k.s.clock.Now().UnixNano())), value...)
 	return k.s.write(ctx, func(tx *bbolt.Tx) error {
-		return tx.Bucket([]byte(bKV)).Put(k.key(key), []byte(value))
+		return tx.Bucket([]byte(bKV)).Put(k.key(key), v)
 	}, nil)
 }
 

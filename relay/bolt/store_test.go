@@ -1,6 +1,7 @@
 package bolt_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -53,5 +54,78 @@ func TestSecondProcessGetsClearError(t *testing.T) {
 	_, err := bolt.Open(dir, bolt.Options{LockTimeout: 100 * time.Millisecond})
 	if err == nil || !strings.Contains(err.Error(), "in use by another chatrelay process") {
 		t.Fatalf("second Open: %v", err)
+	}
+}
+
+func TestPruning(t *testing.T) {
+	t.Parallel()
+	clock := clockwork.NewFakeClock()
+	s, err := bolt.Open(t.TempDir(), bolt.Options{Clock: clock, PruneEvery: time.Minute,
+		Retention: time.Hour, DedupeWindow: 30 * time.Minute, KVRetention: 2 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := t.Context()
+	delivered := storetest.NewEvent(t, "A", 1)
+	dead := storetest.NewEvent(t, "B", 1)
+	delivered.ReceivedAt, dead.ReceivedAt = clock.Now(), clock.Now()
+	for _, ev := range []*relay.Event{delivered, dead} {
+		if _, err := s.Append(ctx, ev, []string{"s"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		d, err := s.Queue("s").Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Event.ID == dead.ID {
+			err = d.Term(ctx, "bad")
+		} else {
+			err = d.Ack(ctx)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.KV("slack").Put(ctx, "conv", "ts"); err != nil {
+		t.Fatal(err)
+	}
+	// Past the dedupe window: the same body is a new event.
+	clock.Advance(31 * time.Minute)
+	waitUntil(t, func() bool {
+		again := *delivered
+		again.ID = storetest.NewEvent(t, "A", 1).ID
+		acc, err := s.Append(ctx, &again, nil)
+		return err == nil && !acc.Duplicate
+	})
+	// Past retention: the delivered event goes, the dead letter stays.
+	clock.Advance(time.Hour)
+	waitUntil(t, func() bool {
+		_, err := s.Lookup(ctx, delivered.ID)
+		return errors.Is(err, relay.ErrNotFound)
+	})
+	if _, err := s.Lookup(ctx, dead.ID); err != nil {
+		t.Fatalf("the dead letter's event was pruned: %v", err)
+	}
+	// Past the KV retention: the thread mapping goes.
+	clock.Advance(time.Hour)
+	waitUntil(t, func() bool {
+		_, ok, err := s.KV("slack").Get(ctx, "conv")
+		return err == nil && !ok
+	})
+}
+
+// waitUntil polls cond (the writer prunes asynchronously after the clock
+// moves) until it holds, or fails after 10 s.
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition never held")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
