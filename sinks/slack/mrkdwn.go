@@ -298,11 +298,11 @@ func (c *converter) block(n ast.Node) {
 			if i > 0 {
 				c.newline()
 			}
-			c.words(segment(lines, i, c.src))
+			c.words(strings.TrimRight(segment(lines, i, c.src), "\r\n"))
 		}
 		if n.HasClosure() {
 			c.newline()
-			c.words(string(n.ClosureLine.Value(c.src)))
+			c.words(strings.TrimRight(string(n.ClosureLine.Value(c.src)), "\r\n"))
 		}
 	case *east.Table:
 		c.table(n)
