@@ -192,6 +192,9 @@ type converter struct {
 	bullet string // marker for the next line (a list item's first line)
 	lead   string // indentation of the lines of the current list item
 	cont   string // prefix of a continued line: quote marker and lead
+	// heading is set after a heading: the next block follows on the next
+	// line, so that a part never ends with a heading cut from its text.
+	heading bool
 }
 
 func (c *converter) add(kind tokKind, s string) {
@@ -206,9 +209,10 @@ func (c *converter) sep() {
 	}
 	last := c.toks[len(c.toks)-1].kind
 	kind, s := tPara, "\n\n"
-	if c.depth > 0 || c.quote {
+	if c.depth > 0 || c.quote || c.heading {
 		kind, s = tLine, "\n"
 	}
+	c.heading = false
 	switch {
 	case last == tPara:
 		return
@@ -273,6 +277,7 @@ func (c *converter) block(n ast.Node) {
 		// mrkdwn has no headings: a bold line.
 		c.startBlock()
 		c.styled('*', n)
+		c.heading = true
 	case *ast.ThematicBreak:
 		c.startBlock()
 		c.add(tAtom, "───")

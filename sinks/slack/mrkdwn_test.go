@@ -33,7 +33,7 @@ func TestConvert(t *testing.T) {
 		{"inline code", "run `go test ./...` now", "run `go test ./...` now"},
 		{"code block", "```go\nif a < b {\n\treturn\n}\n```", "```\nif a &lt; b {\n\treturn\n}\n```"},
 		{"indented code", "    x := 1\n    y := 2", "```\nx := 1\ny := 2\n```"},
-		{"heading", "# Title\n\nbody", "*Title*\n\nbody"},
+		{"heading", "# Title\n\nbody\n\nmore", "*Title*\nbody\n\nmore"},
 		{"heading with bold", "## A **b** c", "*A b c*"},
 		{"bullets", "- a\n- b\n  - c\n    - d", "• a\n• b\n    ◦ c\n        ▪ d"},
 		{"ordered", "3. x\n4. y", "3. x\n4. y"},

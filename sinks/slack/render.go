@@ -426,29 +426,34 @@ func layout(c content, eventID string) ([]message, bool) {
 	return msgs, cut
 }
 
-// fallback is a message's notification text: the prefix, then its first
-// section (all of it fits: a section is at most maxSectionText).
+// fallback is a message's notification text: the prefix, then its
+// sections while they fit maxFallbackText (the first always does: a
+// section is at most maxSectionText; only a section of lead fields can be
+// longer, and it is cut at a line).
 func fallback(prefix string, sections []string) string {
-	if len(sections) == 0 {
-		return prefix
-	}
-	first := sections[0]
-	if room := maxFallbackText - size(prefix) - 1; size(first) > room {
-		// Only lead fields can be this long; they end at a line.
-		lines := strings.Split(first, "\n")
-		first = ""
-		for _, l := range lines {
-			if size(first)+size(l)+1+size(ellipsis) > room {
-				first += ellipsis
-				break
-			}
-			if first != "" {
-				first += "\n"
-			}
-			first += l
+	text := prefix
+	for i, sec := range sections {
+		if size(text)+1+size(sec) <= maxFallbackText {
+			text += "\n" + sec
+			continue
 		}
+		if i == 0 {
+			room := maxFallbackText - size(text) - 1 - size(ellipsis)
+			cut := ""
+			for _, l := range strings.Split(sec, "\n") {
+				if size(cut)+1+size(l) > room {
+					break
+				}
+				if cut != "" {
+					cut += "\n"
+				}
+				cut += l
+			}
+			text += "\n" + cut + ellipsis
+		}
+		break
 	}
-	return prefix + "\n" + first
+	return text
 }
 
 // renderPacked lays several chat turns out in one message: a header, then
