@@ -65,10 +65,10 @@ type message struct {
 type content struct {
 	title  string   // the header's plain text
 	banner string   // a first section before the body (mrkdwn), or ""
-	body    []tok    // the main text, split over sections and messages
-	fields  []string // section fields (lead-submission), mrkdwn
-	meta    []string // context elements, mrkdwn
-	convo   string   // the conversation's context element, for follow-ups
+	body   []tok    // the main text, split over sections and messages
+	fields []string // section fields (lead-submission), mrkdwn
+	meta   []string // context elements, mrkdwn
+	convo  string   // the conversation's context element, for follow-ups
 }
 
 // renderer turns events into messages.
