@@ -306,13 +306,20 @@ type draft struct {
 	used     int      // size of its block text
 }
 
+// mrkdwnText is a mrkdwn text object. It is verbatim: Slack then links
+// nothing by itself (no bare URL, channel name or @here typed as text), and
+// only the <…> entities chatrelay writes are markup.
+func mrkdwnText(text string) *slackapi.TextBlockObject {
+	return slackapi.NewTextBlockObject(slackapi.MarkdownType, text, false, true)
+}
+
 func (d *draft) header(title string) {
 	d.blocks = append(d.blocks, slackapi.NewHeaderBlock(slackapi.NewTextBlockObject(slackapi.PlainTextType, title, true, false)))
 	d.used += size(title)
 }
 
 func (d *draft) section(text string) {
-	d.blocks = append(d.blocks, slackapi.NewSectionBlock(slackapi.NewTextBlockObject(slackapi.MarkdownType, text, false, false), nil, nil))
+	d.blocks = append(d.blocks, slackapi.NewSectionBlock(mrkdwnText(text), nil, nil))
 	d.sections = append(d.sections, text)
 	d.used += size(text)
 }
@@ -320,7 +327,7 @@ func (d *draft) section(text string) {
 func (d *draft) fieldSection(fields []string) {
 	objs := make([]*slackapi.TextBlockObject, len(fields))
 	for i, f := range fields {
-		objs[i] = slackapi.NewTextBlockObject(slackapi.MarkdownType, f, false, false)
+		objs[i] = mrkdwnText(f)
 		d.used += size(f)
 	}
 	d.blocks = append(d.blocks, slackapi.NewSectionBlock(nil, objs, nil))
@@ -334,7 +341,7 @@ func (d *draft) context(elems []string) {
 	elems = elems[:min(len(elems), maxContextElements)]
 	objs := make([]slackapi.MixedElement, len(elems))
 	for i, e := range elems {
-		objs[i] = slackapi.NewTextBlockObject(slackapi.MarkdownType, e, false, false)
+		objs[i] = mrkdwnText(e)
 		d.used += size(e)
 	}
 	d.blocks = append(d.blocks, slackapi.NewContextBlock("", objs...))

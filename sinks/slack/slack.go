@@ -373,6 +373,7 @@ func (s *Sink) postWebhook(ctx context.Context, m message) error {
 	body, err := json.Marshal(slackapi.WebhookMessage{
 		Text:        m.text,
 		Blocks:      &slackapi.Blocks{BlockSet: m.blocks},
+		Parse:       "none", // no @name or #channel typed as text becomes a link or a mention
 		UnfurlLinks: &no,
 		UnfurlMedia: &no,
 	})
@@ -402,6 +403,8 @@ func (s *Sink) postAPI(ctx context.Context, m message, parent string) (ts string
 	opts := []slackapi.MsgOption{
 		slackapi.MsgOptionText(m.text, false), // escaped already
 		slackapi.MsgOptionBlocks(m.blocks...),
+		slackapi.MsgOptionParse(false),     // parse=none: no @name or #channel typed as text becomes a mention
+		slackapi.MsgOptionLinkNames(false), // link_names=false
 		slackapi.MsgOptionDisableLinkUnfurl(),
 		slackapi.MsgOptionDisableMediaUnfurl(),
 	}

@@ -366,7 +366,7 @@ func TestThreads(t *testing.T) {
 	t.Parallel()
 	srv := slacktest.NewServer(t)
 	st := openStore(t, t.TempDir())
-	sink := newBot(t, srv, st.KV(sinkName), relay.SinkDeps{})
+	sink := newBot(t, srv, st.KV(sinkName), relay.SinkDeps{UserAgent: "chatrelay/test"})
 	evs := []*relay.Event{
 		turn(t, "a1", "conv-a", "first answer"),
 		turn(t, "a2", "conv-a", "second answer"),
@@ -394,6 +394,11 @@ func TestThreads(t *testing.T) {
 	for i, r := range srv.Requests() {
 		if r.Token != srv.Token || r.UnfurlLinks != "false" || r.UnfurlMedia != "false" {
 			t.Errorf("request %d: token ok %v, unfurl_links %q, unfurl_media %q", i, r.Token == srv.Token, r.UnfurlLinks, r.UnfurlMedia)
+		}
+		form := string(r.Body)
+		if !strings.Contains(form, "parse=none") || !strings.Contains(form, "link_names=false") || r.UserAgent != "chatrelay/test" {
+			t.Errorf("request %d: parse=none %v, link_names=false %v, User-Agent %q", i,
+				strings.Contains(form, "parse=none"), strings.Contains(form, "link_names=false"), r.UserAgent)
 		}
 	}
 }
