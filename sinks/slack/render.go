@@ -79,16 +79,14 @@ type renderer struct {
 	logger  *slog.Logger
 }
 
-// render lays ev out in one or more messages (at most maxParts) and
-// reports whether the turn had to be cut.
-func (r *renderer) render(ev *relay.Event) ([]message, bool) {
-	c := r.content(ev)
-	msgs, cut := layout(c, ev.ID)
+// render lays ev out in one or more messages, at most maxParts.
+func (r *renderer) render(ev *relay.Event) []message {
+	msgs, cut := layout(r.content(ev), ev.ID)
 	if cut {
-		r.logger.Warn("turn cut: its text needs more messages than the limit; the rest is in the event",
-			"event_id", ev.ID, "limit", maxParts, "limit_chars", maxParts*maxMessageText)
+		r.logger.Warn("message cut: the event's text does not fit Slack's limits in the messages allowed; the rest is in the event",
+			"event_id", ev.ID, "limit", maxParts)
 	}
-	return msgs, cut
+	return msgs
 }
 
 // content renders ev's parts by topic.
@@ -126,6 +124,9 @@ func (r *renderer) content(ev *relay.Event) content {
 		} else {
 			c.fields = nil
 			c.body = mrkdwnTokens(neutralize(out))
+			if ev.Topic != relay.TopicEscalation {
+				c.banner = "" // only the escalation's banner (the mention) stays
+			}
 		}
 	}
 	if len(c.body) == 0 && len(c.fields) == 0 && c.banner == "" {
@@ -363,8 +364,8 @@ func cutNote(id string) string {
 
 // layout lays c out in messages: the first with the header, the banner,
 // the lead's fields and as much body as fits; follow-ups with the rest,
-// within every limit, at most maxParts messages. It reports whether the
-// body was cut.
+// within every limit, at most maxParts messages. It reports whether
+// anything had to be left out.
 func layout(c content, eventID string) ([]message, bool) {
 	reserve := size(partNote(maxParts, maxParts)) + size(cutNote(eventID)) + size(c.convo)
 	for _, m := range c.meta {
@@ -376,11 +377,23 @@ func layout(c content, eventID string) ([]message, bool) {
 	if c.banner != "" {
 		d.section(c.banner)
 	}
-	for i := 0; i < len(c.fields); i += maxFields {
-		if len(d.blocks) >= maxBlocks-2 {
-			break // 470 fields: the rest would not be read anyway
+	fieldsCut := false
+	var chunk []string
+	room := maxMessageText - reserve - d.used
+	for _, f := range c.fields {
+		if size(f) > room || (len(chunk) == 0 && len(d.blocks) >= maxBlocks-2) {
+			fieldsCut = true // hundreds of fields, or huge values
+			break
 		}
-		d.fieldSection(c.fields[i:min(i+maxFields, len(c.fields))])
+		chunk = append(chunk, f)
+		room -= size(f)
+		if len(chunk) == maxFields {
+			d.fieldSection(chunk)
+			chunk = nil
+		}
+	}
+	if len(chunk) > 0 {
+		d.fieldSection(chunk)
 	}
 	cut := false
 	sp := newSplitter(c.body)
@@ -424,13 +437,16 @@ func layout(c content, eventID string) ([]message, bool) {
 			elems = append(elems, partNote(i+1, n))
 			prefix += " (" + strings.ToLower(partNote(i+1, n)) + ")"
 		}
+		if fieldsCut && i == 0 {
+			elems = append(elems, "Some fields do not fit: the whole event is "+contextItem(eventID))
+		}
 		if cut && i == n-1 {
 			elems = append(elems, cutNote(eventID))
 		}
 		d.context(elems)
 		msgs[i] = message{text: fallback(prefix, d.sections), blocks: d.blocks}
 	}
-	return msgs, cut
+	return msgs, cut || fieldsCut
 }
 
 // fallback is a message's notification text: the prefix, then its

@@ -227,8 +227,7 @@ func (s *Sink) MaxPack() int { return maxPack }
 // several, in order; if a later one fails, the retry resumes after the
 // last one posted.
 func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
-	msgs, _ := s.render.render(ev)
-	return s.deliver(ctx, ev, msgs)
+	return s.deliver(ctx, ev, s.render.render(ev))
 }
 
 // deliver posts msgs for ev. In bot mode the first goes into the
@@ -328,7 +327,10 @@ func (s *Sink) CanPack(ctx context.Context, ev *relay.Event) bool {
 // SendPacked implements relay.Packer: one message with every turn, in
 // order. In bot mode it becomes the thread of each conversation in it.
 func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) error {
-	if len(evs) == 1 {
+	switch len(evs) {
+	case 0:
+		return nil
+	case 1:
 		return s.Send(ctx, evs[0])
 	}
 	m := s.render.renderPacked(evs)

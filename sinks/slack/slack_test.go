@@ -776,7 +776,7 @@ func TestTurnCutAfterFourMessages(t *testing.T) {
 	if !strings.Contains(string(msgs[3].Blocks), "the whole turn is event "+ev.ID) {
 		t.Errorf("the last message does not name the event")
 	}
-	if !strings.Contains(logs.String(), "level=WARN msg=\"turn cut") || !strings.Contains(logs.String(), ev.ID) {
+	if !strings.Contains(logs.String(), "level=WARN msg=\"message cut") || !strings.Contains(logs.String(), ev.ID) {
 		t.Errorf("no warning for the cut:\n%s", logs)
 	}
 }
@@ -1015,5 +1015,33 @@ func TestPaceAvoidsRateLimit(t *testing.T) {
 		if err := sink.Send(t.Context(), turn(t, fmt.Sprint("y", i), "", "paced")); err != nil {
 			t.Fatalf("paced send %d: %v", i, err)
 		}
+	}
+}
+
+func TestHugeLeadStaysWithinLimits(t *testing.T) {
+	t.Parallel()
+	for name, fields := range map[string]func(i int) (string, string){
+		"many fields":  func(i int) (string, string) { return fmt.Sprint("field_", i), "value" },
+		"huge values":  func(i int) (string, string) { return fmt.Sprint("notes_", i), strings.Repeat("long note & more ", 200) },
+		"both at once": func(i int) (string, string) { return fmt.Sprint("f", i), strings.Repeat("x", 10*i) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			lead := map[string]string{"uuid": "u-1", "name": "Ada"}
+			for i := range 600 {
+				k, v := fields(i)
+				lead[k] = v
+			}
+			body, _ := json.Marshal(map[string]any{"conversation_id": "c-1", "lead": lead})
+			ev := decode(t, body, relay.TopicLead, name)
+			srv := slacktest.NewServer(t)
+			if err := newWebhook(t, srv, slack.Config{}, relay.SinkDeps{}).Send(t.Context(), ev); err != nil {
+				t.Fatalf("Send: %v", err) // the fake enforces Slack's limits
+			}
+			msgs := srv.Messages()
+			if len(msgs) != 1 || !strings.Contains(string(msgs[0].Blocks), "Some fields do not fit: the whole event is "+ev.ID) {
+				t.Fatalf("%d messages; the cut is not noted", len(msgs))
+			}
+		})
 	}
 }
