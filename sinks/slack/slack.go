@@ -88,8 +88,9 @@ var mentionSyntax = regexp.MustCompile(`^<(@[UW][A-Z0-9]+|!subteam\^S[A-Z0-9]+|!
 // channelID is the form of a Slack conversation ID.
 var channelID = regexp.MustCompile(`^[CGD][A-Z0-9]{2,}$`)
 
-// New checks cfg and returns the sink. Errors name the key and the fix and
-// never repeat a credential. It starts no goroutine.
+// New checks cfg and returns the sink. Its error joins one error per
+// problem (errors.Join), each "key: problem; fix", never repeating a
+// credential. It starts no goroutine.
 func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 	deps = deps.WithDefaults()
 	if err := validate(&cfg); err != nil {
@@ -139,8 +140,9 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 	return s, nil
 }
 
-// validate checks cfg; errors name the key and the fix and never repeat a
-// credential.
+// validate checks cfg. It joins one error per problem, each starting with
+// the config key (so the wiring can prefix "sinks[1].") and ending with the
+// fix; none repeats a credential.
 func validate(cfg *Config) error {
 	var errs []error
 	if cfg.Name == "" {
@@ -184,10 +186,7 @@ func validate(cfg *Config) error {
 	if cfg.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("timeout: %s is negative; set a positive duration like 10s", cfg.Timeout))
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("slack sink %q: %w", cfg.Name, err)
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // checkURL accepts any absolute http or https URL; errors never echo it.

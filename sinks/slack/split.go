@@ -65,7 +65,7 @@ func (sp *splitter) next(budget int) string {
 	}
 	start := used
 	cur := ""
-	var best [tPara + 1]*cut
+	var best [tPara + 1]cut // by kind; at 0 when there is none
 	for j := sp.i; j < len(sp.toks); j++ {
 		t := sp.toks[j]
 		txt := t.text
@@ -74,7 +74,7 @@ func (sp *splitter) next(budget int) string {
 		}
 		if t.kind.separator() && used > start {
 			if used+size(transition(cur, "")) <= limit {
-				best[t.kind] = &cut{at: j, out: len(out), used: used, cur: cur}
+				best[t.kind] = cut{at: j, out: len(out), used: used, cur: cur}
 			}
 		}
 		tr := transition(cur, t.style)
@@ -87,7 +87,7 @@ func (sp *splitter) next(budget int) string {
 			continue
 		}
 		// t does not fit: end the part at the best cut so far.
-		if c := choose(best, limit); c != nil {
+		if c, ok := choose(best, limit); ok {
 			out = append(out[:c.out], transition(c.cur, "")...)
 			sp.i, sp.rest, sp.mid = c.at+1, "", sp.toks[c.at].kind == tSpace
 			return string(out)
@@ -120,19 +120,19 @@ func (sp *splitter) next(budget int) string {
 // choose picks where to end a part: the latest blank line, else line
 // break, else space, if it lies in the second half; else the latest break
 // of any kind.
-func choose(best [tPara + 1]*cut, limit int) *cut {
+func choose(best [tPara + 1]cut, limit int) (cut, bool) {
 	for _, k := range []tokKind{tPara, tLine, tSpace} {
-		if c := best[k]; c != nil && c.used >= limit/2 {
-			return c
+		if c := best[k]; c.at > 0 && c.used >= limit/2 {
+			return c, true
 		}
 	}
-	var latest *cut
+	var latest cut
 	for _, c := range best {
-		if c != nil && (latest == nil || c.used > latest.used) {
+		if c.at > 0 && c.used > latest.used {
 			latest = c
 		}
 	}
-	return latest
+	return latest, latest.at > 0
 }
 
 // headOf returns the longest start of s within room, cut between runes and
