@@ -152,9 +152,9 @@ func validate(cfg *Config) error {
 	bot := !cfg.Token.IsZero() || cfg.Channel != ""
 	switch {
 	case webhook && bot:
-		errs = append(errs, errors.New("webhook_url and token/channel are both set; set webhook_url (incoming webhook) or token and channel (bot), not both"))
+		errs = append(errs, errors.New("webhook_url: set together with token/channel; set webhook_url (incoming webhook) or token and channel (bot), not both"))
 	case !webhook && !bot:
-		errs = append(errs, errors.New("no credentials; set webhook_url to an incoming webhook's URL, or token and channel for a bot"))
+		errs = append(errs, errors.New("webhook_url: no credentials; set webhook_url to an incoming webhook's URL, or token and channel for a bot"))
 	case webhook:
 		if err := checkURL(cfg.WebhookURL.Reveal()); err != nil {
 			errs = append(errs, fmt.Errorf("webhook_url: %w; set it to the URL Slack shows for the incoming webhook", err))

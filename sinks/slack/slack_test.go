@@ -863,6 +863,11 @@ func TestNewRejects(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.says) {
 				t.Errorf("error %q does not name %q", err, tc.says)
 			}
+			for _, line := range strings.Split(err.Error(), "\n") {
+				if key, _, ok := strings.Cut(line, ": "); !ok || strings.Trim(key, "abcdefghijklmnopqrstuvwxyz_") != "" {
+					t.Errorf("%q does not start with a config key", line)
+				}
+			}
 			relaytest.AssertNoSecret(t, "error", err.Error(), "s3cr3t", "T0/B0")
 		})
 	}
