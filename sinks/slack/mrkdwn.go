@@ -437,7 +437,10 @@ func (c *converter) inline(n ast.Node) {
 		c.words(string(v))
 		switch {
 		case n.HardLineBreak():
-			c.hardBreak()
+			// A new line in the paragraph. Styles close before it (Slack
+			// does not carry them across lines) and reopen after it: a
+			// line break has no style.
+			c.newline()
 		case n.SoftLineBreak():
 			c.space()
 		}
@@ -564,12 +567,6 @@ func (c *converter) space() {
 		return
 	}
 	c.add(tSpace, " ")
-}
-
-// hardBreak starts a new line inside a paragraph: styles close before the
-// break (Slack does not carry them across lines) and reopen after it.
-func (c *converter) hardBreak() {
-	c.newline()
 }
 
 // plain returns the text of n's descendants without formatting.

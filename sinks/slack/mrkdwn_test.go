@@ -285,3 +285,16 @@ func FuzzMrkdwn(f *testing.F) {
 		}
 	})
 }
+
+// join renders a whole token list as one string.
+func join(toks []tok) string {
+	var b strings.Builder
+	cur := ""
+	for _, t := range toks {
+		b.WriteString(transition(cur, t.style))
+		b.WriteString(t.text)
+		cur = t.style
+	}
+	b.WriteString(transition(cur, ""))
+	return b.String()
+}

@@ -163,16 +163,3 @@ func firstUnit(s string) string {
 	_, n := utf8.DecodeRuneInString(s)
 	return s[:n]
 }
-
-// join renders a whole token list as one string.
-func join(toks []tok) string {
-	var b strings.Builder
-	cur := ""
-	for _, t := range toks {
-		b.WriteString(transition(cur, t.style))
-		b.WriteString(t.text)
-		cur = t.style
-	}
-	b.WriteString(transition(cur, ""))
-	return b.String()
-}
