@@ -1,0 +1,27 @@
+// Package slack is the Slack sink: it posts Chat Data events to one channel
+// through an incoming webhook, or as a bot with chat.postMessage, where each
+// conversation gets a thread. README.md in this directory is the user's
+// guide (app setup, scopes, configuration, what the channel shows).
+//
+// Rendering: a chat turn is a header, the user's last question and the
+// bot's answer (Markdown converted to mrkdwn through goldmark's AST) and a
+// context line. Text is kept as tokens until it is cut into sections and
+// messages within Slack's limits, so that no cut lands inside a link, a
+// style or a code fence. Everything a chatbot user wrote is escaped; the
+// configured mention, on live-chat escalations, is the only mention sent.
+//
+// Delivery: the sink never waits or retries. It classifies Slack's answers
+// into relay's classes (credentials and channel problems: broken; refused
+// messages: permanent; 429 and rate_limited: retry after exactly what Slack
+// asked; the rest: retryable), declares Slack's pace of one message per
+// second (relay.Paced), packs short turns when the channel falls behind
+// (relay.Packer) and checks credentials with auth.test (relay.Prober).
+//
+// The sink keeps, in its relay.KV:
+//
+//	thread:<conversation id>  {"channel":"C…","ts":"…"}  bot mode: the conversation's thread
+//	part:<event id>           {"posted":2,"root":"…"}    a turn needing several messages: how many are out
+//
+// so that threads survive restarts and a retry after a failed later part
+// posts only what is missing.
+package slack

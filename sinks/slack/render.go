@@ -1,0 +1,533 @@
+package slack
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"text/template"
+	"unicode"
+
+	slackapi "github.com/slack-go/slack"
+
+	"github.com/chatrelay/chatrelay/relay"
+)
+
+// Slack's limits, and the bounds chatrelay keeps within them.
+const (
+	// maxBlocks is the number of blocks a message may carry
+	// (https://docs.slack.dev/reference/block-kit/blocks).
+	maxBlocks = 50
+	// maxSectionText bounds a section's text
+	// (https://docs.slack.dev/reference/block-kit/blocks/section-block).
+	maxSectionText = 3000
+	// maxFields and maxFieldText bound a section's fields (same page).
+	maxFields    = 10
+	maxFieldText = 2000
+	// maxHeaderText bounds a header's plain text
+	// (https://docs.slack.dev/reference/block-kit/blocks/header-block).
+	maxHeaderText = 150
+	// maxContextElements bounds a context block
+	// (https://docs.slack.dev/reference/block-kit/blocks/context-block).
+	maxContextElements = 10
+	// maxFallbackText bounds the notification text: Slack asks for less
+	// than 4,000 characters and truncates past 40,000
+	// (https://docs.slack.dev/reference/methods/chat.postMessage#truncating).
+	maxFallbackText = 4000
+	// maxMessageText is our bound on the text of all blocks of one
+	// message: Slack publishes none, and answers msg_blocks_too_long at
+	// about 11,300 characters (https://github.com/slackapi/bolt-js/issues/2867).
+	maxMessageText = 9000
+	// maxParts is how many messages one turn may take before it is cut
+	// (SPEC.md §5).
+	maxParts = 4
+	// maxContextItem bounds one context element (an ID, a source): our
+	// own bound, so that the context of a turn stays small.
+	maxContextItem = 100
+	// maxMention bounds the configured mention.
+	maxMention = 500
+	// maxPack is how many turns one packed message holds, and
+	// packTurnText how much text a turn may have to be packed: five turns
+	// with their context stay within maxMessageText.
+	maxPack      = 5
+	packTurnText = 1000
+)
+
+// cutMark ends the last section of a turn cut after maxParts messages.
+const cutMark = "\n" + ellipsis
+
+// message is one Slack message: its blocks and its notification text.
+type message struct {
+	text   string
+	blocks []slackapi.Block
+}
+
+// content is what an event renders to before it is laid out in messages.
+type content struct {
+	title  string   // the header's plain text
+	banner string   // a first section before the body (mrkdwn), or ""
+	body   []tok    // the main text, split over sections and messages
+	fields []string // section fields (lead-submission), mrkdwn
+	meta   []string // context elements, mrkdwn
+	convo  string   // the conversation's context element, for follow-ups
+}
+
+// renderer turns events into messages.
+type renderer struct {
+	md      markdown
+	mention string
+	tmpl    *template.Template
+	logger  *slog.Logger
+}
+
+// render lays ev out in one or more messages, at most maxParts.
+func (r *renderer) render(ev *relay.Event) []message {
+	msgs, cut := layout(r.content(ev), ev.ID)
+	if cut {
+		r.logger.Warn("message cut: the event's text does not fit Slack's limits in the messages allowed; the rest is in the event",
+			"event_id", ev.ID, "limit", maxParts)
+	}
+	return msgs
+}
+
+// content renders ev's parts by topic.
+func (r *renderer) content(ev *relay.Event) content {
+	c := content{meta: meta(ev)}
+	if ev.ConversationID != "" {
+		c.convo = "Conversation: " + contextItem(ev.ConversationID)
+	}
+	switch ev.Topic {
+	case relay.TopicChat:
+		c.title = ":speech_balloon: New chat message"
+		c.body = r.turn(ev)
+	case relay.TopicEscalation:
+		c.title = ":rotating_light: Live chat escalation"
+		c.banner = "*A visitor asked to talk to a person.*"
+		if r.mention != "" {
+			c.banner = r.mention + " " + c.banner
+		}
+		c.body = r.turn(ev)
+	case relay.TopicLead:
+		c.title = ":bust_in_silhouette: New lead"
+		c.fields = leadFields(ev.Lead)
+		if len(c.fields) == 0 {
+			c.banner = "_The event carries no lead fields._"
+		}
+	default:
+		c.title = eventTitle(ev.Topic)
+		c.body = fieldLines(ev.Fields)
+	}
+	if r.tmpl != nil {
+		if out, err := relay.ExecuteTemplate(r.tmpl, escapedEvent(ev)); err != nil {
+			// A template that fails on this event: the built-in text
+			// still tells the channel what happened.
+			r.logger.Warn("template failed on this event; using the built-in text", "event_id", ev.ID, "err", err)
+		} else {
+			c.fields = nil
+			c.body = mrkdwnTokens(neutralize(out))
+			if ev.Topic != relay.TopicEscalation {
+				c.banner = "" // only the escalation's banner (the mention) stays
+			}
+		}
+	}
+	if len(c.body) == 0 && len(c.fields) == 0 && c.banner == "" {
+		c.banner = "_The event carries no text._"
+	}
+	return c
+}
+
+// turn renders a chat turn: the user's last question and the answer
+// converted from Markdown.
+func (r *renderer) turn(ev *relay.Event) []tok {
+	var toks []tok
+	if q := ev.Question(); strings.TrimSpace(q) != "" {
+		toks = append(toks, titled("Question", plainTokens(q))...)
+	}
+	if ev.Answer != nil && strings.TrimSpace(ev.Answer.Content) != "" {
+		if len(toks) > 0 {
+			toks = append(toks, tok{kind: tPara, text: "\n\n"})
+		}
+		toks = append(toks, titled("Answer", r.md.convert(ev.Answer.Content))...)
+	}
+	return toks
+}
+
+// titled puts a bold title line before toks.
+func titled(title string, toks []tok) []tok {
+	if len(toks) == 0 {
+		return nil
+	}
+	out := make([]tok, 0, len(toks)+2)
+	out = append(out, tok{kind: tWord, text: title, style: "*"}, tok{kind: tLine, text: "\n"})
+	return append(out, toks...)
+}
+
+// meta is the context line of a turn: source, score, chatbot,
+// conversation and lead.
+func meta(ev *relay.Event) []string {
+	var m []string
+	add := func(label, v string) {
+		if strings.TrimSpace(v) != "" {
+			m = append(m, label+": "+contextItem(v))
+		}
+	}
+	add("Source", ev.Source)
+	if s, ok := ev.Score(); ok {
+		add("Score", fmt.Sprintf("%.2f", s))
+	}
+	add("Chatbot", ev.ChatbotID)
+	add("Conversation", ev.ConversationID)
+	add("Lead", ev.LeadValue("uuid"))
+	return m
+}
+
+// contextItem escapes an untrusted value for a context element and bounds
+// it to maxContextItem.
+func contextItem(v string) string {
+	v = escape(strings.Join(strings.Fields(clean(v)), " "))
+	if size(v) <= maxContextItem {
+		return v
+	}
+	return headOf(v, maxContextItem-size(ellipsis)) + ellipsis
+}
+
+// leadFields renders the lead's fields ("*Email*\nada@example.com"), the
+// uuid aside: it is in the context line.
+func leadFields(lead []relay.Field) []string {
+	var out []string
+	for _, f := range lead {
+		if f.Key == "uuid" {
+			continue
+		}
+		label := "*" + escape(humanize(f.Key)) + "*\n"
+		v := escape(clean(f.Value))
+		if strings.TrimSpace(v) == "" {
+			v = "—"
+		}
+		if room := maxFieldText - size(label); size(v) > room {
+			v = headOf(v, room-size(ellipsis)) + ellipsis
+		}
+		out = append(out, label+v)
+	}
+	return out
+}
+
+// humanize turns a field key into a label: "phone_number" → "Phone number".
+func humanize(key string) string {
+	key = strings.Join(strings.FieldsFunc(clean(key), func(r rune) bool {
+		return r == '_' || r == '-' || unicode.IsSpace(r)
+	}), " ")
+	if key == "" {
+		return "(unnamed)"
+	}
+	rs := []rune(key)
+	rs[0] = unicode.ToUpper(rs[0])
+	return headOf(string(rs), 100)
+}
+
+// fieldLines renders an event of an unknown topic: one line per top-level
+// field, "• *key*: value".
+func fieldLines(fields []relay.Field) []tok {
+	var toks []tok
+	for _, f := range fields {
+		if len(toks) > 0 {
+			toks = append(toks, tok{kind: tLine, text: "\n"})
+		}
+		toks = append(toks, tok{kind: tAtom, text: "• "},
+			tok{kind: tWord, text: escape(humanize(f.Key)), style: "*"},
+			tok{kind: tWord, text: ":"}, tok{kind: tSpace, text: " "})
+		v := plainTokens(f.Value)
+		if len(v) == 0 {
+			v = []tok{{kind: tWord, text: "—"}}
+		}
+		for _, t := range v {
+			if t.kind == tLine { // a value stays on its line
+				t = tok{kind: tSpace, text: " "}
+			}
+			toks = append(toks, t)
+		}
+	}
+	return toks
+}
+
+// eventTitle is the header of an event of an unknown topic. The topic is
+// shown with letters, digits and a few marks only: it comes from outside.
+func eventTitle(topic string) string {
+	const prefix = ":inbox_tray: Chat Data event: "
+	t := strings.Map(func(r rune) rune {
+		switch {
+		case unicode.IsLetter(r), unicode.IsDigit(r), strings.ContainsRune("-_.:/ ", r):
+			return r
+		}
+		return -1
+	}, topic)
+	t = strings.TrimSpace(t)
+	if t == "" {
+		t = "(unnamed)"
+	}
+	if room := maxHeaderText - size(prefix); size(t) > room {
+		t = headOf(t, room-size(ellipsis)) + ellipsis
+	}
+	return prefix + t
+}
+
+// escapedEvent is the data templates see: ev with every text escaped for
+// mrkdwn, so that what a chatbot user typed cannot become markup or a
+// mention through a template.
+func escapedEvent(ev *relay.Event) *relay.Event {
+	c := *ev
+	c.ID, c.Topic = escape(ev.ID), escape(ev.Topic)
+	c.ChatbotID, c.ConversationID = escape(ev.ChatbotID), escape(ev.ConversationID)
+	c.Source, c.ClientIP = escape(ev.Source), escape(ev.ClientIP)
+	c.Body = []byte(escape(string(ev.Body)))
+	c.Messages = make([]relay.Message, len(ev.Messages))
+	for i, m := range ev.Messages {
+		m.Role, m.Content = escape(m.Role), escape(m.Content)
+		c.Messages[i] = m
+	}
+	if ev.Answer != nil {
+		a := *ev.Answer
+		a.Role, a.Content = escape(a.Role), escape(a.Content)
+		c.Answer = &a
+	}
+	escFields := func(fs []relay.Field) []relay.Field {
+		out := make([]relay.Field, len(fs))
+		for i, f := range fs {
+			out[i] = relay.Field{Key: escape(f.Key), Value: escape(f.Value)}
+		}
+		return out
+	}
+	c.Lead, c.Fields = escFields(ev.Lead), escFields(ev.Fields)
+	return &c
+}
+
+// draft is a message being laid out.
+type draft struct {
+	blocks   []slackapi.Block
+	sections []string // texts of its sections, for the fallback
+	used     int      // size of its block text
+}
+
+// mrkdwnText is a mrkdwn text object. It is verbatim: Slack then links
+// nothing by itself (no bare URL, channel name or @here typed as text), and
+// only the <…> entities chatrelay writes are markup.
+func mrkdwnText(text string) *slackapi.TextBlockObject {
+	return slackapi.NewTextBlockObject(slackapi.MarkdownType, text, false, true)
+}
+
+func (d *draft) header(title string) {
+	d.blocks = append(d.blocks, slackapi.NewHeaderBlock(slackapi.NewTextBlockObject(slackapi.PlainTextType, title, true, false)))
+	d.used += size(title)
+}
+
+func (d *draft) section(text string) {
+	d.blocks = append(d.blocks, slackapi.NewSectionBlock(mrkdwnText(text), nil, nil))
+	d.sections = append(d.sections, text)
+	d.used += size(text)
+}
+
+func (d *draft) fieldSection(fields []string) {
+	objs := make([]*slackapi.TextBlockObject, len(fields))
+	for i, f := range fields {
+		objs[i] = mrkdwnText(f)
+		d.used += size(f)
+	}
+	d.blocks = append(d.blocks, slackapi.NewSectionBlock(nil, objs, nil))
+	d.sections = append(d.sections, strings.Join(fields, "\n"))
+}
+
+func (d *draft) context(elems []string) {
+	if len(elems) == 0 {
+		return
+	}
+	elems = elems[:min(len(elems), maxContextElements)]
+	objs := make([]slackapi.MixedElement, len(elems))
+	for i, e := range elems {
+		objs[i] = mrkdwnText(e)
+		d.used += size(e)
+	}
+	d.blocks = append(d.blocks, slackapi.NewContextBlock("", objs...))
+}
+
+// room is the text left for sections when reserve is kept for context.
+func (d *draft) room(reserve int) int {
+	if len(d.blocks) >= maxBlocks-2 { // keep a block for the context
+		return 0
+	}
+	return min(maxSectionText, maxMessageText-reserve-d.used)
+}
+
+func partNote(k, n int) string { return fmt.Sprintf("Part %d of %d", k, n) }
+
+func cutNote(id string) string {
+	return "Cut after " + fmt.Sprint(maxParts) + " messages: the whole turn is event " + contextItem(id)
+}
+
+// layout lays c out in messages: the first with the header, the banner,
+// the lead's fields and as much body as fits; follow-ups with the rest,
+// within every limit, at most maxParts messages. It reports whether
+// anything had to be left out.
+func layout(c content, eventID string) ([]message, bool) {
+	reserve := size(partNote(maxParts, maxParts)) + size(cutNote(eventID)) + size(c.convo)
+	for _, m := range c.meta {
+		reserve += size(m)
+	}
+	var drafts []*draft
+	d := &draft{}
+	d.header(c.title)
+	if c.banner != "" {
+		d.section(c.banner)
+	}
+	fieldsCut := false
+	var chunk []string
+	room := maxMessageText - reserve - d.used
+	for _, f := range c.fields {
+		if size(f) > room || (len(chunk) == 0 && len(d.blocks) >= maxBlocks-2) {
+			fieldsCut = true // hundreds of fields, or huge values
+			break
+		}
+		chunk = append(chunk, f)
+		room -= size(f)
+		if len(chunk) == maxFields {
+			d.fieldSection(chunk)
+			chunk = nil
+		}
+	}
+	if len(chunk) > 0 {
+		d.fieldSection(chunk)
+	}
+	cut := false
+	sp := newSplitter(c.body)
+	for !sp.done() {
+		last := len(drafts) == maxParts-1
+		budget := d.room(reserve)
+		if last {
+			budget -= size(cutMark)
+		}
+		if budget < minSplitBudget {
+			if last {
+				cut = true
+				break
+			}
+			drafts = append(drafts, d)
+			d = &draft{}
+			continue
+		}
+		d.section(sp.next(budget))
+	}
+	if cut {
+		// The sections of the last message kept room for the mark.
+		if sec, ok := d.blocks[len(d.blocks)-1].(*slackapi.SectionBlock); ok && sec.Text != nil {
+			sec.Text.Text += cutMark
+			d.sections[len(d.sections)-1] = sec.Text.Text
+		}
+	}
+	drafts = append(drafts, d)
+
+	n := len(drafts)
+	msgs := make([]message, n)
+	for i, d := range drafts {
+		var elems []string
+		prefix := c.title
+		if i == 0 {
+			elems = append(elems, c.meta...)
+		} else if c.convo != "" {
+			elems = append(elems, c.convo)
+		}
+		if n > 1 {
+			elems = append(elems, partNote(i+1, n))
+			prefix += " (" + strings.ToLower(partNote(i+1, n)) + ")"
+		}
+		if fieldsCut && i == 0 {
+			elems = append(elems, "Some fields do not fit: the whole event is "+contextItem(eventID))
+		}
+		if cut && i == n-1 {
+			elems = append(elems, cutNote(eventID))
+		}
+		d.context(elems)
+		msgs[i] = message{text: fallback(prefix, d.sections), blocks: d.blocks}
+	}
+	return msgs, cut || fieldsCut
+}
+
+// fallback is a message's notification text: the prefix, then its
+// sections while they fit maxFallbackText (the first always does: a
+// section is at most maxSectionText; only a section of lead fields can be
+// longer, and it is cut at a line).
+func fallback(prefix string, sections []string) string {
+	text := prefix
+	for i, sec := range sections {
+		if size(text)+1+size(sec) <= maxFallbackText {
+			text += "\n" + sec
+			continue
+		}
+		if i == 0 {
+			room := maxFallbackText - size(text) - 1 - size(ellipsis)
+			cut := ""
+			for _, l := range strings.Split(sec, "\n") {
+				if size(cut)+1+size(l) > room {
+					break
+				}
+				if cut != "" {
+					cut += "\n"
+				}
+				cut += l
+			}
+			text += "\n" + cut + ellipsis
+		}
+		break
+	}
+	return text
+}
+
+// renderPacked lays several chat turns out in one message: a header, then
+// for each turn its text and context, with dividers between turns.
+func (r *renderer) renderPacked(evs []*relay.Event) message {
+	title := fmt.Sprintf(":speech_balloon: %d new chat messages", len(evs))
+	d := &draft{}
+	d.header(title)
+	contents := make([]content, len(evs))
+	metaSize := 0
+	for i, ev := range evs {
+		contents[i] = r.content(ev)
+		for _, m := range contents[i].meta {
+			metaSize += size(m)
+		}
+		metaSize += size(cutNote(ev.ID))
+	}
+	budget := min(maxSectionText, (maxMessageText-size(title)-metaSize)/max(len(evs), 1))
+	for i, ev := range evs {
+		if i > 0 {
+			d.blocks = append(d.blocks, slackapi.NewDividerBlock())
+		}
+		c := contents[i]
+		elems := c.meta
+		if c.banner != "" {
+			d.section(c.banner)
+		}
+		if len(c.body) > 0 {
+			sp := newSplitter(c.body)
+			text := sp.next(max(budget-size(cutMark), minSplitBudget))
+			if !sp.done() {
+				// CanPack keeps long turns out of packs; should one get
+				// here all the same, it is cut, and says where it is.
+				text += cutMark
+				elems = append(elems[:len(elems):len(elems)], cutNote(ev.ID))
+				r.logger.Warn("packed turn cut", "event_id", ev.ID, "limit_chars", budget)
+			}
+			d.section(text)
+		}
+		d.context(elems)
+	}
+	return message{text: fallback(title, d.sections), blocks: d.blocks}
+}
+
+// packable reports whether ev renders short enough to share a message.
+func (r *renderer) packable(ev *relay.Event) bool {
+	if ev.Topic != relay.TopicChat {
+		return false
+	}
+	c := r.content(ev)
+	sp := newSplitter(c.body)
+	sp.next(packTurnText)
+	return sp.done() && size(c.banner) <= packTurnText
+}

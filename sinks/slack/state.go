@@ -1,0 +1,102 @@
+package slack
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+)
+
+// What the sink keeps in its key/value store (relay.KV, namespaced to the
+// sink):
+//
+//	thread:<conversation id>  {"channel":"C…","ts":"…"}  the conversation's thread (bot mode)
+//	part:<event id>           {"posted":2,"root":"…"}    how many messages of a multi-message turn are posted
+const (
+	threadPrefix = "thread:"
+	partPrefix   = "part:"
+)
+
+// threadRef is where a conversation's thread is.
+type threadRef struct {
+	Channel string `json:"channel"`
+	TS      string `json:"ts"`
+}
+
+// progress is how far a turn that needs several messages got.
+type progress struct {
+	Posted int    `json:"posted"`         // messages posted, in order
+	Root   string `json:"root,omitempty"` // ts of the turn's first message (bot mode)
+}
+
+// thread returns the ts of conv's thread in the sink's channel, or "". A
+// thread in another channel (the config changed) does not count.
+func (s *Sink) thread(ctx context.Context, conv string) (string, error) {
+	v, ok, err := s.kv.Get(ctx, threadPrefix+conv)
+	if err != nil || !ok {
+		return "", err
+	}
+	var ref threadRef
+	if err := json.Unmarshal([]byte(v), &ref); err != nil || ref.Channel != s.cfg.Channel {
+		return "", nil
+	}
+	return ref.TS, nil
+}
+
+func (s *Sink) setThread(ctx context.Context, conv, ts string) error {
+	v, _ := json.Marshal(threadRef{Channel: s.cfg.Channel, TS: ts})
+	return s.record(ctx, threadPrefix+conv, string(v))
+}
+
+func (s *Sink) progress(ctx context.Context, eventID string) (progress, error) {
+	v, ok, err := s.kv.Get(ctx, partPrefix+eventID)
+	if err != nil || !ok {
+		return progress{}, err
+	}
+	var p progress
+	if err := json.Unmarshal([]byte(v), &p); err != nil || p.Posted < 0 {
+		s.deps.Logger.Warn("unreadable progress record; posting the turn from its start", "event_id", eventID)
+		return progress{}, nil
+	}
+	return p, nil
+}
+
+func (s *Sink) setProgress(ctx context.Context, eventID string, p progress) error {
+	v, _ := json.Marshal(p)
+	return s.record(ctx, partPrefix+eventID, string(v))
+}
+
+// record writes what was just posted. It runs on a context that outlives
+// the send's by recordTimeout: the message is out, so the record must be
+// too, or a retry would post it again.
+func (s *Sink) record(ctx context.Context, key, value string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	if err := s.kv.Put(ctx, key, value); err != nil {
+		return fmt.Errorf("slack sink %q: posted, but could not record it (a retry may post it again): %w", s.cfg.Name, err)
+	}
+	return nil
+}
+
+// memKV keeps the sink's records in memory when the wiring gives no store.
+type memKV struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func (m *memKV) Get(_ context.Context, key string) (string, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.m[key]
+	return v, ok, nil
+}
+
+func (m *memKV) Put(_ context.Context, key, value string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.m == nil {
+		m.m = map[string]string{}
+	}
+	m.m[key] = value
+	return nil
+}
