@@ -1,12 +1,25 @@
 package main
 
 import (
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/chatrelay/chatrelay/relay"
 )
+
+func paceOf(b builtSink) (time.Duration, int) {
+	if p, ok := b.sink.(relay.Paced); ok {
+		return p.Pace()
+	}
+	return 0, 0
+}
 
 func writeConfig(t *testing.T, yaml string) string {
 	t.Helper()
@@ -34,6 +47,19 @@ func TestExampleConfigIsValid(t *testing.T) {
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config.example.yaml does not validate:\n%v", err)
+	}
+	sinks, err := buildSinks(cfg, sinkEnv{stdout: io.Discard, logger: slog.New(slog.DiscardHandler),
+		clock: clockwork.NewRealClock(), store: &memKV{}})
+	if err != nil || len(sinks) != 3 {
+		t.Fatalf("building the example's sinks: %v", err)
+	}
+	for _, s := range sinks {
+		if _, ok := s.sink.(relay.Prober); !ok && s.conf.Type != TypeWebhook {
+			t.Errorf("%s sink cannot be probed", s.conf.Type)
+		}
+	}
+	if every, _ := paceOf(sinks[0]); every != time.Second {
+		t.Errorf("slack pace %s, want 1s", every)
 	}
 	if len(cfg.Sinks) != 3 || len(cfg.Routes) != 3 || cfg.MaxBodyBytes != 1<<20 || cfg.Store.MaxSize != 1<<30 ||
 		cfg.Retry.MaxAge != 24*time.Hour || cfg.Sinks[2].Headers["x-team"] != "support" {

@@ -172,7 +172,8 @@ sinks:
 	var metrics string
 	waitFor(t, 10*time.Second, "the delivery to be recorded", func() bool {
 		code, metrics = httpGet(t, "http://"+adminAddr+"/metrics", "")
-		return strings.Contains(metrics, `chatrelay_deliveries_total{result="delivered",sink="crm"} 1`)
+		return strings.Contains(metrics, `chatrelay_deliveries_total{result="delivered",sink="crm"} 1`) &&
+			strings.Contains(metrics, `chatrelay_queue_depth{sink="crm"} 0`)
 	})
 	for _, want := range []string{
 		`chatrelay_events_received_total{result="accepted",topic="chat"} 1`,

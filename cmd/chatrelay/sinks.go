@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/url"
 	"sync"
 	"text/template"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/chatrelay/chatrelay/relay"
 	"github.com/chatrelay/chatrelay/sinks/console"
 	"github.com/chatrelay/chatrelay/sinks/discord"
+	"github.com/chatrelay/chatrelay/sinks/slack"
 	"github.com/chatrelay/chatrelay/sinks/webhook"
 )
 
@@ -59,7 +62,7 @@ func buildSinks(cfg *Config, env sinkEnv) ([]builtSink, error) {
 		pacer := relay.NewPacer(env.clock)
 		deps := relay.SinkDeps{Logger: logger, KV: env.store.KV(sc.Name), Throttle: pacer,
 			Clock: env.clock, UserAgent: userAgent()}
-		sink, concurrency, err := newSink(sc, deps, env.stdout)
+		sink, concurrency, requests, err := newSink(sc, deps, env.stdout)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("sinks[%d] (%s): %w", i, sc.Name, err))
 			continue
@@ -74,10 +77,15 @@ func buildSinks(cfg *Config, env sinkEnv) ([]builtSink, error) {
 		if sc.Concurrency > 0 {
 			concurrency = sc.Concurrency
 		}
+		// One send may take several requests (a long turn continues in
+		// follow-up messages; a thread is started): the dispatcher's deadline
+		// covers them all, each request has the sink's own timeout.
 		timeout := sc.Timeout
 		if timeout <= 0 {
 			timeout = 10 * time.Second
 		}
+		timeout *= time.Duration(requests)
+		warnPlainHTTP(logger, i, sc)
 		out = append(out, builtSink{sink: sink, pacer: pacer, conf: sc, concurrency: concurrency,
 			timeout: timeout, logger: logger})
 	}
@@ -85,30 +93,56 @@ func buildSinks(cfg *Config, env sinkEnv) ([]builtSink, error) {
 }
 
 // newSink builds one sink and says how many conversations it may have in
-// flight by default.
-func newSink(sc SinkConfig, deps relay.SinkDeps, stdout io.Writer) (relay.Sink, int, error) {
+// flight by default and how many requests one send may take at most.
+func newSink(sc SinkConfig, deps relay.SinkDeps, stdout io.Writer) (sink relay.Sink, concurrency, requests int, err error) {
 	switch sc.Type {
 	case TypeConsole:
-		return console.New(sc.Name, stdout), 1, nil
+		return console.New(sc.Name, stdout), 1, 1, nil
+	case TypeSlack:
+		tmpl, err := parseTemplate(sc)
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		s, err := slack.New(slack.Config{
+			Name: sc.Name, WebhookURL: relay.Secret(sc.WebhookURL), Token: relay.Secret(sc.Token),
+			Channel: sc.Channel, APIURL: sc.APIURL, Mention: sc.Mention, Template: tmpl, Timeout: sc.Timeout,
+		}, deps)
+		return s, 2, 5, err
 	case TypeDiscord:
 		tmpl, err := parseTemplate(sc)
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, 0, err
 		}
 		s, err := discord.New(discord.Config{
 			Name: sc.Name, WebhookURL: relay.Secret(sc.WebhookURL), Token: relay.Secret(sc.Token),
 			ChannelID: sc.ChannelID, APIURL: sc.APIURL, ThreadName: sc.ThreadName, Mention: sc.Mention,
 			Template: tmpl, Timeout: sc.Timeout,
 		}, deps)
-		return s, 2, err
+		return s, 2, 6, err
 	case TypeWebhook:
 		s, err := webhook.New(webhook.Config{
 			Name: sc.Name, URL: relay.Secret(sc.URL), Secret: relay.Secret(sc.Secret),
 			Headers: sc.Headers, Timeout: sc.Timeout,
 		}, deps)
-		return s, 16, err
+		return s, 16, 1, err
 	}
-	return nil, 0, fmt.Errorf("type %q is not a sink type of this build", sc.Type)
+	return nil, 0, 0, fmt.Errorf("type %q is not a sink type", sc.Type)
+}
+
+// warnPlainHTTP warns (once, at start) about a sink URL that sends tokens
+// and messages unencrypted to another machine. The URL itself is not logged.
+func warnPlainHTTP(logger *slog.Logger, i int, sc SinkConfig) {
+	for key, raw := range map[string]string{"url": sc.URL, "webhook_url": sc.WebhookURL, "api_url": sc.APIURL} {
+		u, err := url.Parse(raw)
+		if err != nil || u.Scheme != "http" {
+			continue
+		}
+		host := u.Hostname()
+		if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+			continue
+		}
+		logger.Warn(fmt.Sprintf("sinks[%d].%s uses plain http to another host: messages and tokens travel unencrypted; use https", i, key))
+	}
 }
 
 // parseTemplate parses a sink's message template, if it has one.

@@ -46,9 +46,10 @@ const (
 	// maxMention bounds the configured mention.
 	maxMention = 500
 	// maxPack is how many turns one packed message holds, and
-	// packTurnText how much text a turn may have to be packed: five turns
-	// with their context stay within maxMessageText.
-	maxPack      = 5
+	// packTurnText how much text a turn may have to be packed: seven turns
+	// with their context (about 150 characters each) stay within
+	// maxMessageText, in 1 + 7×2 + 6 = 21 blocks.
+	maxPack      = 7
 	packTurnText = 1000
 )
 

@@ -49,11 +49,13 @@ type Config struct {
 // defaultTimeout bounds one request when the config sets no timeout.
 const defaultTimeout = 10 * time.Second
 
-// pace is chat.postMessage's limit of about one message per second per
-// channel, which incoming webhooks share
-// (https://docs.slack.dev/apis/web-api/rate-limits).
+// pace keeps under chat.postMessage's limit of about one message per
+// second per channel, which incoming webhooks share
+// (https://docs.slack.dev/apis/web-api/rate-limits). The 10% headroom
+// absorbs network jitter: two sends spaced exactly 1s apart here can arrive
+// less than 1s apart at Slack.
 const (
-	paceEvery = time.Second
+	paceEvery = 1100 * time.Millisecond
 	paceBurst = 1
 )
 
