@@ -43,6 +43,7 @@ type DispatcherConfig struct {
 	Retry        RetryPolicy
 	Concurrency  int           // conversations in flight at once; default 4
 	Redact       []string      // fields removed before the sink sees an event (see Redact)
+	NoPacking    bool          // send every turn alone even if the sink can pack
 	Timeout      time.Duration // per send; default 10s
 	DrainTimeout time.Duration // how long in-flight sends may finish after shutdown begins; default 10s
 	Metrics      *Metrics
@@ -98,7 +99,7 @@ func NewDispatcher(cfg DispatcherConfig) (*Dispatcher, error) {
 		cfg.Rand = rand.Float64
 	}
 	d := &Dispatcher{cfg: cfg, name: cfg.Sink.Name()}
-	if p, ok := cfg.Sink.(Packer); ok && p.MaxPack() > 1 {
+	if p, ok := cfg.Sink.(Packer); ok && p.MaxPack() > 1 && !cfg.NoPacking {
 		d.packer = p
 	}
 	cfg.Metrics.InitSink(d.name)

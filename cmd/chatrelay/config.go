@@ -115,6 +115,7 @@ type SinkConfig struct {
 	Concurrency    int               `mapstructure:"concurrency"`
 	Rate           string            `mapstructure:"rate"`
 	Template       string            `mapstructure:"template"`
+	Pack           *bool             `mapstructure:"pack"`
 }
 
 // RouteConfig is one routing rule.
@@ -550,6 +551,9 @@ func (s SinkConfig) validate(i int, names map[string]int) []error {
 // foreignKeys reports keys set on a sink that its type does not take.
 func (s SinkConfig) foreignKeys(i int) []error {
 	allowed := append([]string{"name", "type", "redact", "timeout", "concurrency", "rate"}, sinkKeys(s.Type)...)
+	if s.Type == TypeSlack || s.Type == TypeDiscord {
+		allowed = append(allowed, "pack")
+	}
 	var errs []error
 	val := reflect.ValueOf(s)
 	typ := val.Type()

@@ -167,7 +167,8 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 			Sink: s.sink, Queue: store.Queue(names[i]), Pacer: s.pacer,
 			Retry:       relay.RetryPolicy{Initial: cfg.Retry.Initial, Max: cfg.Retry.Max, MaxAge: cfg.Retry.MaxAge},
 			Concurrency: s.concurrency, Timeout: s.timeout, DrainTimeout: cfg.ShutdownTimeout,
-			Redact: s.conf.Redact, Metrics: metrics, Logger: s.logger, Clock: clock,
+			Redact: s.conf.Redact, NoPacking: s.conf.Pack != nil && !*s.conf.Pack,
+			Metrics: metrics, Logger: s.logger, Clock: clock,
 		})
 		if err != nil {
 			return err
