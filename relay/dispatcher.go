@@ -219,20 +219,34 @@ func (d *Dispatcher) deliverPacked(ctx context.Context, del *Delivery) {
 		}
 		batch, evs = append(batch, more), append(evs, ev)
 	}
+	sent := 1
 	if len(batch) == 1 {
 		err = d.send(ctx, func(ctx context.Context) error { return d.cfg.Sink.Send(ctx, first) })
 	} else {
-		err = d.send(ctx, func(ctx context.Context) error { return d.packer.SendPacked(ctx, evs) })
+		err = d.send(ctx, func(ctx context.Context) error {
+			var err error
+			sent, err = d.packer.SendPacked(ctx, evs)
+			return err
+		})
 	}
 	if err != nil {
 		d.failed(ctx, batch, Ticket{}, err)
 		return
 	}
-	if len(batch) > 1 {
-		d.cfg.Metrics.PackedEvents.WithLabelValues(d.name).Add(float64(len(batch)))
-		d.cfg.Logger.Debug("packed several turns into one message", "events", len(batch))
+	if sent < 1 || sent > len(batch) {
+		d.cfg.Logger.Error("sink reported an impossible number of packed turns; sending them again",
+			"sent", sent, "events", len(batch))
+		sent = 0
 	}
-	d.succeeded(ctx, batch, Ticket{})
+	// What did not fit goes in a later message, in its place.
+	for _, rest := range batch[sent:] {
+		d.release(ctx, rest)
+	}
+	if sent > 1 {
+		d.cfg.Metrics.PackedEvents.WithLabelValues(d.name).Add(float64(sent))
+		d.cfg.Logger.Debug("packed several turns into one message", "events", sent)
+	}
+	d.succeeded(ctx, batch[:sent], Ticket{})
 }
 
 // send makes one attempt with the sink's timeout.

@@ -582,9 +582,13 @@ func (s *packSink) CanPack(_ context.Context, ev *relay.Event) bool {
 	return !s.threaded[ev.ConversationID]
 }
 func (s *packSink) Send(ctx context.Context, ev *relay.Event) error {
-	return s.SendPacked(ctx, []*relay.Event{ev})
+	_, err := s.SendPacked(ctx, []*relay.Event{ev})
+	return err
 }
-func (s *packSink) SendPacked(_ context.Context, evs []*relay.Event) error {
+
+// SendPacked posts at most 7 turns, as if no more fit one message.
+func (s *packSink) SendPacked(_ context.Context, evs []*relay.Event) (int, error) {
+	evs = evs[:min(len(evs), 7)]
 	s.mu2.Lock()
 	var ids []string
 	for _, ev := range evs {
@@ -596,7 +600,7 @@ func (s *packSink) SendPacked(_ context.Context, evs []*relay.Event) error {
 	for _, id := range ids {
 		s.sent <- id
 	}
-	return nil
+	return len(evs), nil
 }
 
 func TestPackingKeepsUpWithAPacedChannel(t *testing.T) {

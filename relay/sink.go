@@ -30,10 +30,13 @@ type Packer interface {
 	// conversations. In bot mode with threads, a turn whose conversation
 	// already has a thread cannot: it goes alone, into its thread.
 	CanPack(ctx context.Context, ev *Event) bool
-	// SendPacked posts evs (2..MaxPack, each CanPack) as one message, in
-	// order, within the platform's limits. It returns nil or one classified
-	// error that applies to every event in evs.
-	SendPacked(ctx context.Context, evs []*Event) error
+	// SendPacked posts, as one message in order, the longest prefix of evs
+	// (2..MaxPack events, each CanPack) that fits the platform's limits
+	// without cutting a turn, and returns how many it posted: at least one
+	// when err is nil. The events after them were not sent and go in a
+	// later message. A non-nil error is classified and applies to every
+	// event in evs.
+	SendPacked(ctx context.Context, evs []*Event) (sent int, err error)
 }
 
 // Prober is implemented by sinks that can check their credentials without

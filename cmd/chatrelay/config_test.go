@@ -21,7 +21,7 @@ func paceOf(b builtSink) (time.Duration, int) {
 	return 0, 0
 }
 
-func writeConfig(t *testing.T, yaml string) string {
+func writeConfig(t testing.TB, yaml string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "chatrelay.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {

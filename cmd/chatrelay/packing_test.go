@@ -18,7 +18,7 @@ import (
 
 // serveFor runs serve with the config text (listen and admin addresses are
 // filled in) until the test ends; it returns the receiver's address.
-func serveFor(t *testing.T, yaml string) (listen, admin string, logs *relaytest.LogBuffer) {
+func serveFor(t testing.TB, yaml string) (listen, admin string, logs *relaytest.LogBuffer) {
 	t.Helper()
 	listen, admin = freeAddr(t), freeAddr(t)
 	cfg := writeConfig(t, fmt.Sprintf("listen: %s\nadmin: {listen: %s}\nstore: {path: %s}\n%s",
@@ -43,7 +43,7 @@ func serveFor(t *testing.T, yaml string) (listen, admin string, logs *relaytest.
 	return listen, admin, logs
 }
 
-func postSigned(t *testing.T, listen, secret string, body []byte) {
+func postSigned(t testing.TB, listen, secret string, body []byte) {
 	t.Helper()
 	req, _ := http.NewRequest("POST", "http://"+listen+"/webhook", bytes.NewReader(body))
 	req.Header.Set(relay.HeaderSignature, relay.Sign(body, relay.Secret(secret)))

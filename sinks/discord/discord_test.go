@@ -768,8 +768,8 @@ func TestPacking(t *testing.T) {
 				t.Fatalf("CanPack(%s) false in webhook mode", ev.ID)
 			}
 		}
-		if err := s.SendPacked(t.Context(), evs); err != nil {
-			t.Fatal(err)
+		if n, err := s.SendPacked(t.Context(), evs); err != nil || n != 3 {
+			t.Fatal(n, err)
 		}
 		msgs := f.srv.Messages(f.channel)
 		if len(msgs) != 1 || len(msgs[0].Embeds) != 3 {
@@ -786,8 +786,8 @@ func TestPacking(t *testing.T) {
 		f := newFixture(t, true, discordgo.ChannelTypeGuildText, discordtest.WithRateLimit(0, 0))
 		s := f.sink(t, relay.SinkDeps{})
 		evs := []*relay.Event{chatEvent(t, 1, "a", "One?"), chatEvent(t, 2, "b", "Two?")}
-		if err := s.SendPacked(t.Context(), evs); err != nil {
-			t.Fatal(err)
+		if n, err := s.SendPacked(t.Context(), evs); err != nil || n != 2 {
+			t.Fatal(n, err)
 		}
 		threads := f.srv.Threads(f.channel)
 		if len(threads) != 1 || len(f.srv.Messages(f.channel)) != 1 {
@@ -807,21 +807,55 @@ func TestPacking(t *testing.T) {
 			t.Errorf("packed thread holds %v, want the next turn of conversation b", got)
 		}
 	})
-	t.Run("ten long turns share the limit", func(t *testing.T) {
+	t.Run("long turns: what fits whole now, the rest later", func(t *testing.T) {
 		t.Parallel()
 		f := newFixture(t, false, discordgo.ChannelTypeGuildText, discordtest.WithRateLimit(0, 0))
 		s := f.sink(t, relay.SinkDeps{})
 		var evs []*relay.Event
 		for n := 1; n <= s.MaxPack(); n++ {
-			evs = append(evs, withID(eventBody(t, chatBody("Everything?", longAnswer(), 0.9, fmt.Sprint("c", n)), relay.TopicChat), n))
-		}
-		if err := s.SendPacked(t.Context(), evs); err != nil {
-			t.Fatal(err) // the fake refuses more than 6000 characters
-		}
-		for i, e := range f.srv.Messages(f.channel)[0].Embeds {
-			if !strings.Contains(e.Description, "…") || !strings.Contains(e.Description, eventID(i+1)) {
-				t.Errorf("embed %d cut without … and its event id", i)
+			ev := withID(eventBody(t, chatBody("Everything?", strings.Repeat("A fairly long answer. ", 60), 0.9, fmt.Sprint("c", n)), relay.TopicChat), n)
+			if !s.CanPack(t.Context(), ev) {
+				t.Fatalf("turn %d cannot pack", n)
 			}
+			evs = append(evs, ev)
+		}
+		var sizes []int
+		for rest := evs; len(rest) > 0; {
+			n, err := s.SendPacked(t.Context(), rest)
+			if err != nil {
+				t.Fatal(err) // the fake refuses more than 6000 characters
+			}
+			if n < 1 || n > len(rest) {
+				t.Fatalf("SendPacked reported %d of %d", n, len(rest))
+			}
+			sizes, rest = append(sizes, n), rest[n:]
+		}
+		msgs := f.srv.Messages(f.channel)
+		if len(sizes) < 2 || len(msgs) != len(sizes) {
+			t.Fatalf("10 long turns went out as %v in %d messages; want several", sizes, len(msgs))
+		}
+		i := 0
+		for _, m := range msgs {
+			for _, e := range m.Embeds {
+				i++
+				if e.Footer.Text != "event "+eventID(i) {
+					t.Errorf("embed %d is %q: not in order", i, e.Footer.Text)
+				}
+				if strings.Contains(e.Description, "…") {
+					t.Errorf("embed %d was cut", i)
+				}
+			}
+		}
+		if i != len(evs) {
+			t.Errorf("%d embeds for %d turns", i, len(evs))
+		}
+	})
+	t.Run("a turn too long for one embed does not pack", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, false, discordgo.ChannelTypeGuildText, discordtest.WithRateLimit(0, 0))
+		s := f.sink(t, relay.SinkDeps{})
+		if s.CanPack(t.Context(), withID(eventBody(t, chatBody("Everything?", longAnswer(), 0.9, "c1"), relay.TopicChat), 1)) {
+			t.Error("a turn longer than one embed can pack")
 		}
 	})
 	t.Run("resuming turn goes alone", func(t *testing.T) {
@@ -917,8 +951,8 @@ func TestNoSecretLeaks(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				errs := []error{s.Send(t.Context(), chatEvent(t, 1, "c", "Hi")), s.Probe(t.Context()),
-					s.SendPacked(t.Context(), []*relay.Event{chatEvent(t, 2, "d", "Hi"), chatEvent(t, 3, "e", "Hi")})}
+				_, packErr := s.SendPacked(t.Context(), []*relay.Event{chatEvent(t, 2, "d", "Hi"), chatEvent(t, 3, "e", "Hi")})
+				errs := []error{s.Send(t.Context(), chatEvent(t, 1, "c", "Hi")), s.Probe(t.Context()), packErr}
 				secrets := []string{token, base + hookPath, "leaky-webhook-token"}
 				for _, err := range errs {
 					if err == nil {

@@ -334,54 +334,39 @@ func (s *Sink) render(ctx context.Context, ev *relay.Event) []message {
 	return msgs
 }
 
-// pack renders several events into one message, one embed each, sharing
-// the 6000-character budget: events that need little keep all of it, the
-// rest share what is left equally and are cut with "…" and their event id.
-func (s *Sink) pack(ctx context.Context, evs []*relay.Event) message {
+// packEmbed is the one embed ev takes in a packed message; fits reports
+// whether the whole turn is in it (only such turns are packed).
+func (s *Sink) packEmbed(ctx context.Context, ev *relay.Event) (e *discordgo.MessageEmbed, t turn, fits bool) {
+	t = s.turn(ctx, ev)
+	embed := *t.head
+	embed.Description = strings.TrimSpace(t.text)
+	embed.Footer = &discordgo.MessageEmbedFooter{Text: footer(ev.ID, 1, 1)}
+	embed.Timestamp = timestamp(ev)
+	return &embed, t, len16(embed.Description) <= maxDescription && embedSize(&embed) <= maxEmbedsTotal
+}
+
+// pack renders the longest prefix of evs that fits one message whole (10
+// embeds, 6000 characters in all), one embed per event, and says how many
+// that is. A first event too big even alone (CanPack keeps such turns
+// out) is cut, with "…" and its event id.
+func (s *Sink) pack(ctx context.Context, evs []*relay.Event) (message, int) {
 	var msg message
-	embeds := make([]*discordgo.MessageEmbed, len(evs))
-	want := make([]int, len(evs))
+	used := 0
 	for i, ev := range evs {
-		t := s.turn(ctx, ev)
-		e := *t.head
-		e.Description = strings.TrimSpace(t.text)
-		e.Footer = &discordgo.MessageEmbedFooter{Text: footer(ev.ID, 1, 1)}
-		e.Timestamp = timestamp(ev)
-		embeds[i] = &e
-		want[i] = embedSize(&e) - len16(e.Description) + min(len16(e.Description), maxDescription)
+		e, t, fits := s.packEmbed(ctx, ev)
+		if i > 0 && (!fits || i == maxEmbeds || used+embedSize(e) > maxEmbedsTotal) {
+			break
+		}
+		if !fits && fitEmbed(e, maxEmbedsTotal, ev.ID) {
+			s.log.WarnContext(ctx, "turn cut to fit a packed message", "event_id", ev.ID, "limit", maxEmbedsTotal)
+		}
 		if t.mention && !msg.mention {
 			msg.content, msg.mention = t.content, true
 		}
+		msg.embeds = append(msg.embeds, e)
+		used += embedSize(e)
 	}
-	for i, budget := range share(want, maxEmbedsTotal) {
-		if fitEmbed(embeds[i], budget, evs[i].ID) {
-			s.log.WarnContext(ctx, "turn cut to share a packed message", "event_id", evs[i].ID, "limit", budget)
-		}
-	}
-	msg.embeds = embeds
-	return msg
-}
-
-// share divides total among wants: the smallest wants are met in full and
-// the rest split what is left equally (water-filling).
-func share(want []int, total int) []int {
-	order := make([]int, len(want))
-	for i := range order {
-		order[i] = i
-	}
-	// Insertion sort: at most maxEmbeds entries.
-	for i := 1; i < len(order); i++ {
-		for j := i; j > 0 && want[order[j]] < want[order[j-1]]; j-- {
-			order[j], order[j-1] = order[j-1], order[j]
-		}
-	}
-	out := make([]int, len(want))
-	left := total
-	for k, i := range order {
-		out[i] = min(want[i], left/(len(order)-k))
-		left -= out[i]
-	}
-	return out
+	return msg, len(msg.embeds)
 }
 
 // fitEmbed shrinks e to at most budget characters and its description to

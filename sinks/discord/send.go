@@ -135,22 +135,21 @@ func (s *Sink) CanPack(ctx context.Context, ev *relay.Event) bool {
 	if _, ok, err := s.kv.Get(ctx, s.progressKey(ev)); err != nil || ok {
 		return false
 	}
-	return true
+	_, _, fits := s.packEmbed(ctx, ev)
+	return fits
 }
 
 // SendPacked implements relay.Packer: one message with one embed per event,
-// in order, within 6000 characters. With threads, the message starts one
+// in order, as many as fit whole within 10 embeds and 6000 characters. With threads, the message starts one
 // thread that becomes the thread of every conversation in it. Once the
 // message is posted the call succeeds: a thread that cannot be started is
 // logged, not retried, so that the message is not posted twice.
-func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) error {
+func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) {
 	if len(evs) == 0 {
-		return nil
+		return 0, nil
 	}
-	if len(evs) > maxEmbeds {
-		return relay.Permanent(s.errorf("pack of %d events: at most %d fit one message", len(evs), maxEmbeds), relay.ReasonOther)
-	}
-	msg := s.pack(ctx, evs)
+	msg, n := s.pack(ctx, evs)
+	evs = evs[:n]
 	// The message needs a thread if any of its conversations does.
 	first := evs[0]
 	if i := slices.IndexFunc(evs, func(ev *relay.Event) bool { return ev.ConversationID != "" }); i >= 0 {
@@ -158,15 +157,18 @@ func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) error {
 	}
 	d, err := s.destination(ctx, first)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if !d.threads {
-		return s.post(ctx, "", msg)
+		if err := s.post(ctx, "", msg); err != nil {
+			return 0, err
+		}
+		return n, nil
 	}
 	name := packName(s.threadPrefix(), len(evs))
 	th, root, err := s.openThread(ctx, name, msg)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if th == "" && root != "" {
 		if th, err = s.startThread(ctx, root, name); err != nil {
@@ -176,11 +178,11 @@ func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) error {
 			if class, after := relay.Classify(err); class == relay.ClassRateLimited {
 				s.throttle.HoldUntil(s.clock.Now().Add(after))
 			}
-			return nil
+			return n, nil
 		}
 	}
 	if th == "" {
-		return nil
+		return n, nil
 	}
 	for _, ev := range evs {
 		if ev.ConversationID == "" {
@@ -191,7 +193,7 @@ func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) error {
 				"event_id", ev.ID, "conversation_id", ev.ConversationID, "err", err)
 		}
 	}
-	return nil
+	return n, nil
 }
 
 // destination is where one event's messages go.

@@ -230,26 +230,6 @@ func checkMessage(t *testing.T, m message) {
 	}
 }
 
-func TestShare(t *testing.T) {
-	t.Parallel()
-	cases := []struct {
-		want  []int
-		total int
-		got   []int
-	}{
-		{[]int{100, 200}, 6000, []int{100, 200}},
-		{[]int{5000, 5000}, 6000, []int{3000, 3000}},
-		{[]int{5000, 100, 5000}, 6000, []int{2950, 100, 2950}},
-		{[]int{1000, 1000, 1000, 1000, 1000, 1000, 1000}, 6000, []int{857, 857, 857, 857, 857, 857, 858}},
-	}
-	for _, tc := range cases {
-		got := share(tc.want, tc.total)
-		if fmt.Sprint(got) != fmt.Sprint(tc.got) {
-			t.Errorf("share(%v, %d) = %v, want %v", tc.want, tc.total, got, tc.got)
-		}
-	}
-}
-
 func TestFitEmbed(t *testing.T) {
 	t.Parallel()
 	long := strings.Repeat("A sentence of the answer. ", 400)

@@ -45,11 +45,11 @@ const (
 	maxContextItem = 100
 	// maxMention bounds the configured mention.
 	maxMention = 500
-	// maxPack is how many turns one packed message holds, and
-	// packTurnText how much text a turn may have to be packed: seven turns
-	// with their context (about 150 characters each) stay within
-	// maxMessageText, in 1 + 7×2 + 6 = 21 blocks.
-	maxPack      = 7
+	// maxPack is how many turns one packed message may hold: a header and
+	// 16 × (section, context) with dividers between are 48 blocks. How many
+	// actually go in one message depends on their size (maxMessageText);
+	// packTurnText is how much text a turn may have to be packed at all.
+	maxPack      = 16
 	packTurnText = 1000
 )
 
@@ -480,47 +480,58 @@ func fallback(prefix string, sections []string) string {
 	return text
 }
 
-// renderPacked lays several chat turns out in one message: a header, then
-// for each turn its text and context, with dividers between turns.
-func (r *renderer) renderPacked(evs []*relay.Event) message {
-	title := fmt.Sprintf(":speech_balloon: %d new chat messages", len(evs))
-	d := &draft{}
-	d.header(title)
-	contents := make([]content, len(evs))
-	metaSize := 0
-	for i, ev := range evs {
-		contents[i] = r.content(ev)
-		for _, m := range contents[i].meta {
-			metaSize += size(m)
-		}
-		metaSize += size(cutNote(ev.ID))
+// renderPacked lays chat turns out in one message: a header, then for each
+// turn its text and context, with dividers between turns. It takes the
+// longest prefix of evs that fits whole (never cutting a turn: packable
+// turns are short) and says how many that is.
+func (r *renderer) renderPacked(evs []*relay.Event) (message, int) {
+	type part struct {
+		c     content
+		text  string
+		cost  int // block text, with the context
+		extra int // blocks: divider, section, context
 	}
-	budget := min(maxSectionText, (maxMessageText-size(title)-metaSize)/max(len(evs), 1))
-	for i, ev := range evs {
+	parts := make([]part, 0, len(evs))
+	for _, ev := range evs {
+		c := r.content(ev)
+		p := part{c: c, extra: 3}
+		for _, m := range c.meta {
+			p.cost += size(m)
+		}
+		p.cost += size(c.banner)
+		if len(c.body) > 0 {
+			sp := newSplitter(c.body)
+			p.text = sp.next(packTurnText)
+			p.cost += size(p.text)
+		}
+		parts = append(parts, p)
+	}
+	n, used, blocks := 0, 0, 1
+	for _, p := range parts {
+		if n > 0 && (used+p.cost > maxMessageText-size(packTitle(n+1)) || blocks+p.extra > maxBlocks) {
+			break
+		}
+		n, used, blocks = n+1, used+p.cost, blocks+p.extra
+	}
+	d := &draft{}
+	title := packTitle(n)
+	d.header(title)
+	for i, p := range parts[:n] {
 		if i > 0 {
 			d.blocks = append(d.blocks, slackapi.NewDividerBlock())
 		}
-		c := contents[i]
-		elems := c.meta
-		if c.banner != "" {
-			d.section(c.banner)
+		if p.c.banner != "" {
+			d.section(p.c.banner)
 		}
-		if len(c.body) > 0 {
-			sp := newSplitter(c.body)
-			text := sp.next(max(budget-size(cutMark), minSplitBudget))
-			if !sp.done() {
-				// CanPack keeps long turns out of packs; should one get
-				// here all the same, it is cut, and says where it is.
-				text += cutMark
-				elems = append(elems[:len(elems):len(elems)], cutNote(ev.ID))
-				r.logger.Warn("packed turn cut", "event_id", ev.ID, "limit_chars", budget)
-			}
-			d.section(text)
+		if p.text != "" {
+			d.section(p.text)
 		}
-		d.context(elems)
+		d.context(p.c.meta)
 	}
-	return message{text: fallback(title, d.sections), blocks: d.blocks}
+	return message{text: fallback(title, d.sections), blocks: d.blocks}, n
 }
+
+func packTitle(n int) string { return fmt.Sprintf(":speech_balloon: %d new chat messages", n) }
 
 // packable reports whether ev renders short enough to share a message.
 func (r *renderer) packable(ev *relay.Event) bool {

@@ -325,30 +325,39 @@ func (s *Sink) CanPack(ctx context.Context, ev *relay.Event) bool {
 	return err == nil && ts == ""
 }
 
-// SendPacked implements relay.Packer: one message with every turn, in
-// order. In bot mode it becomes the thread of each conversation in it.
-func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) error {
+// SendPacked implements relay.Packer: one message with as many of the turns
+// as fit whole, in order. In bot mode it becomes the thread of each
+// conversation in it. Once the message is posted the call succeeds: a
+// thread mapping that cannot be recorded is logged, not retried, so that the
+// message is not posted twice.
+func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) {
 	switch len(evs) {
 	case 0:
-		return nil
+		return 0, nil
 	case 1:
-		return s.Send(ctx, evs[0])
+		return 1, s.Send(ctx, evs[0])
 	}
-	m := s.render.renderPacked(evs)
+	m, n := s.render.renderPacked(evs)
 	if s.webhook() {
-		return s.postWebhook(ctx, m)
+		if err := s.postWebhook(ctx, m); err != nil {
+			return 0, err
+		}
+		return n, nil
 	}
 	ts, _, err := s.postAPI(ctx, m, "")
 	if err != nil {
-		return err
+		return 0, err
 	}
-	var errs []error
-	for _, ev := range evs {
-		if ev.ConversationID != "" {
-			errs = append(errs, s.setThread(ctx, ev.ConversationID, ts))
+	for _, ev := range evs[:n] {
+		if ev.ConversationID == "" {
+			continue
+		}
+		if err := s.setThread(ctx, ev.ConversationID, ts); err != nil {
+			s.deps.Logger.WarnContext(ctx, "packed message posted, but its thread could not be recorded",
+				"event_id", ev.ID, "conversation_id", ev.ConversationID, "err", err)
 		}
 	}
-	return errors.Join(errs...)
+	return n, nil
 }
 
 // Probe implements relay.Prober: auth.test in bot mode; with a webhook,

@@ -266,7 +266,11 @@ func TestGolden(t *testing.T) {
 						t.Fatalf("%s: CanPack false", ev.ID)
 					}
 				}
-				err = sink.SendPacked(t.Context(), evs)
+				var n int
+				n, err = sink.SendPacked(t.Context(), evs)
+				if err == nil && n != len(evs) {
+					t.Fatalf("packed %d of %d short turns", n, len(evs))
+				}
 			}
 			if err != nil {
 				t.Fatalf("send: %v", err)
@@ -940,9 +944,9 @@ func TestPacking(t *testing.T) {
 			}
 		}
 	})
-	t.Run("full pack within limits", func(t *testing.T) {
+	t.Run("a full pack posts what fits whole, the rest later", func(t *testing.T) {
 		t.Parallel()
-		srv := slacktest.NewServer(t)
+		srv := slacktest.NewServer(t) // rejects messages over Slack's limits
 		sink := newWebhook(t, srv, slack.Config{}, relay.SinkDeps{})
 		var evs []*relay.Event
 		for i := range sink.MaxPack() {
@@ -952,11 +956,37 @@ func TestPacking(t *testing.T) {
 			}
 			evs = append(evs, ev)
 		}
-		if err := sink.SendPacked(t.Context(), evs); err != nil {
-			t.Fatal(err)
+		var sizes []int
+		for rest := evs; len(rest) > 0; {
+			n, err := sink.SendPacked(t.Context(), rest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n < 1 || n > len(rest) {
+				t.Fatalf("SendPacked reported %d of %d", n, len(rest))
+			}
+			sizes, rest = append(sizes, n), rest[n:]
 		}
-		if n := len(srv.Messages()); n != 1 {
-			t.Fatalf("%d messages", n)
+		if len(sizes) < 2 || len(srv.Messages()) != len(sizes) {
+			t.Fatalf("%d turns of 900 characters went out as %v in %d messages; want several messages", len(evs), sizes, len(srv.Messages()))
+		}
+		all := ""
+		for _, m := range srv.Messages() {
+			all += string(m.Blocks)
+		}
+		last := -1
+		for _, ev := range evs {
+			if c := strings.Count(all, ev.ConversationID+"\""); c == 0 {
+				t.Errorf("turn of %s missing", ev.ConversationID)
+			}
+			if at := strings.Index(all, ev.ConversationID+"\""); at < last {
+				t.Errorf("turn of %s out of order", ev.ConversationID)
+			} else {
+				last = at
+			}
+		}
+		if strings.Contains(all, "…") {
+			t.Error("a packed turn was cut")
 		}
 	})
 	t.Run("bot: the packed message is each conversation's thread", func(t *testing.T) {
@@ -967,8 +997,8 @@ func TestPacking(t *testing.T) {
 		if !sink.CanPack(t.Context(), a) || !sink.CanPack(t.Context(), b) {
 			t.Fatal("new conversations cannot pack")
 		}
-		if err := sink.SendPacked(t.Context(), []*relay.Event{a, b}); err != nil {
-			t.Fatal(err)
+		if n, err := sink.SendPacked(t.Context(), []*relay.Event{a, b}); err != nil || n != 2 {
+			t.Fatal(n, err)
 		}
 		a2, b2 := turn(t, "a2", "conv-a", "again a"), turn(t, "b2", "conv-b", "again b")
 		if sink.CanPack(t.Context(), a2) {
