@@ -32,6 +32,7 @@ func main() {
 	secret := flag.String("secret", "", "signing secret")
 	conns := flag.Int("c", 32, "concurrent connections")
 	dur := flag.Duration("d", 10*time.Second, "duration")
+	total := flag.Int64("n", 0, "stop after this many requests (0: run for -d)")
 	rate := flag.Float64("rate", 0, "requests per second in all (0: as fast as possible)")
 	convs := flag.Int("convs", 1000, "number of conversations the events spread over")
 	size := flag.Int("size", 600, "approximate body size in bytes")
@@ -43,7 +44,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	res := run(ctx, config{url: *url, secret: relay.Secret(*secret), conns: *conns, dur: *dur, rate: *rate, convs: *convs, size: *size})
+	res := run(ctx, config{url: *url, secret: relay.Secret(*secret), conns: *conns, dur: *dur, total: *total, rate: *rate, convs: *convs, size: *size})
 	if *jsonOut {
 		_ = json.NewEncoder(os.Stdout).Encode(res)
 		return
@@ -57,6 +58,7 @@ type config struct {
 	secret relay.Secret
 	conns  int
 	dur    time.Duration
+	total  int64
 	rate   float64
 	convs  int
 	size   int
@@ -82,6 +84,9 @@ func run(ctx context.Context, cfg config) Result {
 
 	var seq, non2xx, errs atomic.Int64
 	lat := make([][]time.Duration, cfg.conns)
+	if cfg.total > 0 {
+		cfg.dur = 24 * time.Hour
+	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.dur)
 	defer cancel()
 
@@ -117,6 +122,9 @@ func run(ctx context.Context, cfg config) Result {
 					}
 				}
 				n := seq.Add(1)
+				if cfg.total > 0 && n > cfg.total {
+					return
+				}
 				conv := n % int64(cfg.convs)
 				sent := time.Now()
 				body := fmt.Appendf(nil, `{"messages":[{"role":"user","content":"question %d %s"}],"answer":{"role":"assistant","content":"answer %d","score":0.8},"chatbot_id":"bench-bot","source":"widget","conversation_id":"bench-conv-%d","seq":%d,"sent_at_ns":%d}`,

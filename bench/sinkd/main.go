@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -25,7 +26,7 @@ type stats struct {
 	count   int
 	ids     map[string]int
 	latency []time.Duration
-	fail    bool
+	fail    int // while not 0, the status every POST gets
 }
 
 func main() {
@@ -47,7 +48,7 @@ func main() {
 		_ = json.Unmarshal(body, &probe)
 		st.mu.Lock()
 		fail := st.fail
-		if !fail {
+		if fail == 0 {
 			if st.count == 0 {
 				st.first = now
 			}
@@ -59,8 +60,8 @@ func main() {
 			}
 		}
 		st.mu.Unlock()
-		if fail {
-			w.WriteHeader(http.StatusServiceUnavailable)
+		if fail != 0 {
+			w.WriteHeader(fail)
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
@@ -91,10 +92,19 @@ func main() {
 		*st = stats{ids: map[string]int{}}
 		st.mu.Unlock()
 	})
-	// POST /down and /up make the destination answer 503 or 204, to build a
-	// backlog for drain measurements.
-	mux.HandleFunc("POST /down", func(w http.ResponseWriter, _ *http.Request) { st.mu.Lock(); st.fail = true; st.mu.Unlock() })
-	mux.HandleFunc("POST /up", func(w http.ResponseWriter, _ *http.Request) { st.mu.Lock(); st.fail = false; st.mu.Unlock() })
+	// POST /down[?status=410] and /up make the destination fail (503 by
+	// default; 410 marks a chatrelay sink down, so it holds its deliveries)
+	// or work again, to build a backlog for drain measurements.
+	mux.HandleFunc("POST /down", func(w http.ResponseWriter, r *http.Request) {
+		code, err := strconv.Atoi(r.URL.Query().Get("status"))
+		if err != nil || code < 400 {
+			code = http.StatusServiceUnavailable
+		}
+		st.mu.Lock()
+		st.fail = code
+		st.mu.Unlock()
+	})
+	mux.HandleFunc("POST /up", func(w http.ResponseWriter, _ *http.Request) { st.mu.Lock(); st.fail = 0; st.mu.Unlock() })
 	srv := &http.Server{Addr: *listen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	fmt.Fprintln(os.Stderr, "sinkd on", *listen)
 	if err := srv.ListenAndServe(); err != nil {
