@@ -187,11 +187,11 @@ func (s *Store) reviveOrPurge(ctx context.Context, ids []string, revive bool) (i
 				if err != nil {
 					return err
 				}
-				entry, _ := json.Marshal(queueEntry{EventID: eventID, Key: m.Key, Received: m.Received})
+				entry, _ := json.Marshal(queueEntry{EventID: eventID, Key: m.Key, Received: m.Received, Since: now})
 				if err := qb.Put(u64(seq), entry); err != nil {
 					return err
 				}
-				rec, _ := json.Marshal(deliveryRecord{State: relay.StatePending, Seq: seq, Since: now, Due: now,
+				rec, _ := json.Marshal(deliveryRecord{State: relay.StatePending, Since: now, Due: now,
 					LastErr: "replayed; before: " + r.LastErr, Updated: now})
 				if err := deliv.Put(delivKey(eventID, sink), rec); err != nil {
 					return err
@@ -236,33 +236,37 @@ func (s *Store) prune() {
 	dedupeCut := now - int64(s.opts.DedupeWindow)
 	retainCut := now - int64(s.opts.Retention)
 	var dedupes, events int
-	var next []byte
+	var next, dnext []byte
 	err := s.db.Update(func(tx *bbolt.Tx) error {
-		dedupes, events, next = 0, 0, nil
+		dedupes, events, next, dnext = 0, 0, nil, s.dedupeFrom
 		dedupe := tx.Bucket([]byte(bDedupe))
-		exp := tx.Bucket([]byte(bDedupeExp))
-		c := exp.Cursor()
-		for k, _ := c.First(); k != nil && dedupes < budget; k, _ = c.First() {
-			at := int64(beU64(k[:8]))
-			if at >= dedupeCut {
+		// Dedupe entries past the window, found through the events (their
+		// keys are in acceptance order). Entries behind the scan position
+		// were handled; it resumes there.
+		dc := tx.Bucket([]byte(bEvents)).Cursor()
+		k, v := seekFrom(dc, s.dedupeFrom)
+		for n := 0; k != nil && n < budget; k, v = dc.Next() {
+			n++
+			m, _, err := decodeEventMeta(v)
+			if err != nil {
+				continue
+			}
+			if m.Received >= dedupeCut {
 				break
 			}
-			hash := k[8:]
-			if v := dedupe.Get(hash); v != nil && int64(beU64(v[:8])) == at {
-				if err := dedupe.Delete(hash); err != nil {
+			dnext = bytes.Clone(k)
+			if e := dedupe.Get(m.Hash); len(e) > 8 && string(e[8:]) == string(k) && int64(beU64(e[:8])) < dedupeCut {
+				if err := dedupe.Delete(m.Hash); err != nil {
 					return err
 				}
+				dedupes++
 			}
-			if err := c.Delete(); err != nil {
-				return err
-			}
-			dedupes++
 		}
 
 		evb := tx.Bucket([]byte(bEvents))
 		deliv := tx.Bucket([]byte(bDeliv))
 		ec := evb.Cursor()
-		k, v := ec.Seek(s.pruneFrom)
+		k, v = seekFrom(ec, s.pruneFrom)
 		var doomed [][]byte
 		for scanned := 0; k != nil && scanned < budget; k, v = ec.Next() {
 			scanned++
@@ -286,6 +290,11 @@ func (s *Store) prune() {
 				}
 			}
 			if done {
+				if e := dedupe.Get(m.Hash); len(e) > 8 && string(e[8:]) == string(k) {
+					if err := dedupe.Delete(m.Hash); err != nil {
+						return err
+					}
+				}
 				doomed = append(doomed, bytes.Clone(k))
 				for _, sink := range m.Sinks {
 					if err := deliv.Delete(delivKey(string(k), sink)); err != nil {
@@ -324,8 +333,16 @@ func (s *Store) prune() {
 		s.setHealth(classifyWriteError(err))
 		return
 	}
-	s.pruneFrom = next // only the writer goroutine reads or writes it
+	s.pruneFrom, s.dedupeFrom = next, dnext // only the writer goroutine reads or writes them
 	if dedupes+events > 0 {
 		s.log.Debug("pruned store", "dedupe_entries", dedupes, "events", events)
 	}
+}
+
+// seekFrom positions c at key (or the first key when key is nil).
+func seekFrom(c *bbolt.Cursor, key []byte) ([]byte, []byte) {
+	if key == nil {
+		return c.First()
+	}
+	return c.Seek(key)
 }

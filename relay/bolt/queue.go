@@ -148,9 +148,13 @@ func (q *queue) load(c *conv, it *item) (*relay.Delivery, error) {
 		if err != nil {
 			return err
 		}
+		lastErr := ""
+		if r.State == relay.StatePending {
+			lastErr = r.LastErr
+		}
 		del = &relay.Delivery{
 			Event: ev, Sink: q.sink, Attempts: it.attempts, Since: time.Unix(0, it.since),
-			LastError: r.LastErr, Settler: &settle{q: q, c: c, it: it},
+			LastError: lastErr, Settler: &settle{q: q, c: c, it: it},
 		}
 		return nil
 	})
@@ -212,7 +216,7 @@ func (st *settle) Nak(ctx context.Context, delay time.Duration, lastErr string) 
 	due := now + int64(delay)
 	attempts := it.attempts + 1
 	err := q.s.write(ctx, func(tx *bbolt.Tx) error {
-		r, _ := json.Marshal(deliveryRecord{State: relay.StatePending, Seq: it.seq, Attempts: attempts,
+		r, _ := json.Marshal(deliveryRecord{State: relay.StatePending, Attempts: attempts,
 			Since: it.since, Due: due, LastErr: lastErr, Updated: now})
 		return tx.Bucket([]byte(bDeliv)).Put(delivKey(it.id, q.sink), r)
 	}, nil)

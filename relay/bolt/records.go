@@ -17,8 +17,7 @@ const (
 	bMeta      = "meta"
 	bEvents    = "events"     // event id → event record
 	bDedupe    = "dedupe"     // sha256(topic\nbody) → accepted-at(8) + event id
-	bDedupeExp = "dedupe_exp" // accepted-at(8) + hash → nil, for pruning in time order
-	bDeliv     = "deliveries" // event id \x00 sink → deliveryRecord
+	bDeliv     = "deliveries" // event id \x00 sink → deliveryRecord, once a delivery was tried or settled
 	bQueues    = "queues"     // /<sink>: seq(8) → queueEntry
 	bDead      = "dead"       // /<sink>: parked-at(8) + event id → nil
 	bKV        = "kv"         // namespace \x00 key → value
@@ -33,13 +32,14 @@ type eventMeta struct {
 	Conv     string   `json:"conv"`     // conversation id as sent
 	Key      string   `json:"key"`      // ordering key
 	Sinks    []string `json:"sinks"`
+	Hash     []byte   `json:"hash"` // dedupe key, so pruning finds its index entry
 }
 
 // encodeEvent lays out: version byte, uvarint meta length, meta JSON, body.
-func encodeEvent(ev *relay.Event, sinks []string) ([]byte, error) {
+func encodeEvent(ev *relay.Event, sinks []string, hash []byte) ([]byte, error) {
 	meta, err := json.Marshal(eventMeta{
 		Topic: ev.Topic, Received: ev.ReceivedAt.UnixNano(), Conv: ev.ConversationID,
-		Key: ev.OrderingKey(), Sinks: sinks,
+		Key: ev.OrderingKey(), Sinks: sinks, Hash: hash,
 	})
 	if err != nil {
 		return nil, err
@@ -122,6 +122,7 @@ type queueEntry struct {
 	EventID  string `json:"id"`
 	Key      string `json:"key"`      // ordering key
 	Received int64  `json:"received"` // acceptance time, for the oldest-pending metric
+	Since    int64  `json:"since"`    // start of retry.max_age: acceptance or replay
 }
 
 func u64(v uint64) []byte {

@@ -94,6 +94,7 @@ type Store struct {
 	configured map[string]bool // set by Reconcile; nil until then
 	health     error           // last write outcome
 	pruneFrom  []byte          // where the retention scan resumes; writer goroutine only
+	dedupeFrom []byte          // where the dedupe-expiry scan resumes; writer goroutine only
 }
 
 var _ relay.Store = (*Store)(nil)
@@ -144,7 +145,7 @@ func Open(dir string, opts Options) (*Store, error) {
 // init creates the buckets and rebuilds every sink's scheduler from disk.
 func (s *Store) init() error {
 	err := s.db.Update(func(tx *bbolt.Tx) error {
-		for _, name := range []string{bMeta, bEvents, bDedupe, bDedupeExp, bDeliv, bQueues, bDead, bKV} {
+		for _, name := range []string{bMeta, bEvents, bDedupe, bDeliv, bQueues, bDead, bKV} {
 			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
 				return err
 			}
@@ -168,12 +169,15 @@ func (s *Store) init() error {
 				if err := json.Unmarshal(v, &e); err != nil {
 					return fmt.Errorf("queue %s: %w", name, err)
 				}
-				r, _, err := getDeliv(deliv, e.EventID, q.sink)
+				it := &item{seq: beU64(k), id: e.EventID, key: e.Key, received: e.Received, since: e.Since, due: e.Since}
+				r, tried, err := getDeliv(deliv, e.EventID, q.sink)
 				if err != nil {
 					return err
 				}
-				q.push(&item{seq: beU64(k), id: e.EventID, key: e.Key, received: e.Received,
-					since: r.Since, due: r.Due, attempts: r.Attempts})
+				if tried && r.State == relay.StatePending {
+					it.since, it.due, it.attempts = r.Since, r.Due, r.Attempts
+				}
+				q.push(it)
 				return nil
 			})
 			s.queues[q.sink] = q
@@ -406,46 +410,39 @@ func (s *Store) wait(ctx context.Context, d time.Duration, changed <-chan struct
 	return nil
 }
 
-// Append implements relay.Store.
+// Append implements relay.Store. One event costs three writes: the event,
+// its dedupe index entry, and one queue entry per sink; everything is
+// encoded before it reaches the writer.
 func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (relay.Accepted, error) {
 	key := relay.DedupeKey(ev.Topic, ev.Body)
-	rec, err := encodeEvent(ev, sinks)
+	rec, err := encodeEvent(ev, sinks, key[:])
 	if err != nil {
 		return relay.Accepted{}, err
 	}
 	now := s.clock.Now().UnixNano()
 	received := ev.ReceivedAt.UnixNano()
+	entry, err := json.Marshal(queueEntry{EventID: ev.ID, Key: ev.OrderingKey(), Received: received, Since: now})
+	if err != nil {
+		return relay.Accepted{}, err
+	}
+	index := append(u64(uint64(now)), ev.ID...)
 	var acc relay.Accepted
 	var items []*item
 	err = s.write(ctx, func(tx *bbolt.Tx) error {
 		acc, items = relay.Accepted{ID: ev.ID}, items[:0]
 		dedupe := tx.Bucket([]byte(bDedupe))
-		if v := dedupe.Get(key[:]); len(v) > 8 {
-			at := int64(beU64(v[:8]))
-			if time.Duration(now-at) < s.opts.DedupeWindow {
-				acc = relay.Accepted{ID: string(v[8:]), Duplicate: true}
-				return nil
-			}
-			// Past the window: the old index entry gives way.
-			if err := tx.Bucket([]byte(bDedupeExp)).Delete(timeKey(at, key[:])); err != nil {
-				return err
-			}
+		if v := dedupe.Get(key[:]); len(v) > 8 && time.Duration(now-int64(beU64(v[:8]))) < s.opts.DedupeWindow {
+			acc = relay.Accepted{ID: string(v[8:]), Duplicate: true}
+			return nil
 		}
 		events := tx.Bucket([]byte(bEvents))
 		events.FillPercent = 0.9
 		if err := events.Put([]byte(ev.ID), rec); err != nil {
 			return err
 		}
-		if err := dedupe.Put(key[:], append(u64(uint64(now)), ev.ID...)); err != nil {
+		if err := dedupe.Put(key[:], index); err != nil {
 			return err
 		}
-		exp := tx.Bucket([]byte(bDedupeExp))
-		exp.FillPercent = 0.9
-		if err := exp.Put(timeKey(now, key[:]), nil); err != nil {
-			return err
-		}
-		deliv := tx.Bucket([]byte(bDeliv))
-		deliv.FillPercent = 0.9
 		for _, sink := range sinks {
 			qb, err := tx.Bucket([]byte(bQueues)).CreateBucketIfNotExists([]byte(sink))
 			if err != nil {
@@ -456,12 +453,7 @@ func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (re
 			if err != nil {
 				return err
 			}
-			entry, _ := json.Marshal(queueEntry{EventID: ev.ID, Key: ev.OrderingKey(), Received: received})
 			if err := qb.Put(u64(seq), entry); err != nil {
-				return err
-			}
-			r, _ := json.Marshal(deliveryRecord{State: relay.StatePending, Seq: seq, Since: now, Due: now, Updated: now})
-			if err := deliv.Put(delivKey(ev.ID, sink), r); err != nil {
 				return err
 			}
 			items = append(items, &item{sink: sink, seq: seq, id: ev.ID, key: ev.OrderingKey(),
@@ -538,8 +530,8 @@ func (s *Store) Lookup(_ context.Context, id string) (*relay.EventRecord, error)
 			if err != nil {
 				return err
 			}
-			if !ok {
-				continue
+			if !ok { // never tried yet
+				r = deliveryRecord{State: relay.StatePending, Since: meta.Received, Updated: meta.Received}
 			}
 			rec.Deliveries = append(rec.Deliveries, relay.DeliveryStatus{
 				Sink: sink, State: r.State, Attempts: r.Attempts, LastError: r.LastErr,

@@ -486,7 +486,7 @@ func testConcurrent(t *testing.T, open Factory) {
 					close(done)
 				}
 				gmu.Unlock()
-				if err := d.Ack(ctx); err != nil {
+				if err := d.Ack(t.Context()); err != nil {
 					t.Errorf("Ack: %v", err)
 					return
 				}
