@@ -139,6 +139,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 
 func (d *Dispatcher) work(ctx, hard context.Context) error {
 	for {
+		if ctx.Err() != nil {
+			return nil // shutdown: start nothing new
+		}
 		del, err := d.cfg.Queue.Next(ctx)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, ErrClosed) {

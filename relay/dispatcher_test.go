@@ -659,3 +659,48 @@ func TestPackingKeepsUpWithAPacedChannel(t *testing.T) {
 		t.Logf("61 turns of 31 conversations delivered in %s in %d messages", took, msgs)
 	})
 }
+
+// TestShutdownStartsNothingNew: with a backlog due and a destination that
+// hangs, cancelling Run lets the sends in flight run out the drain budget,
+// starts no other send, and returns.
+func TestShutdownStartsNothingNew(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	synctest.Test(t, func(t *testing.T) {
+		sink := newFakeSink(nil)
+		f := start(t, dir, ctxSink{sink}, policy, 2)
+		for i := range 10 {
+			f.append(t, fmt.Sprintf("c%d", i), i)
+		}
+		synctest.Wait() // both workers are stuck in a send
+		t0 := time.Now()
+		f.cancel()
+		if err := <-f.done; err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(t0); took != 5*time.Second {
+			t.Errorf("Run returned after %s, want the 5s drain budget", took)
+		}
+		sink.mu.Lock()
+		calls := len(sink.calls)
+		sink.mu.Unlock()
+		if calls != 2 {
+			t.Errorf("%d sends, want only the 2 in flight at shutdown", calls)
+		}
+		if err := f.store.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// ctxSink hangs until its send's context ends, as a destination that never
+// answers does with a well-behaved HTTP client.
+type ctxSink struct{ *fakeSink }
+
+func (s ctxSink) Send(ctx context.Context, ev *relay.Event) error {
+	s.mu.Lock()
+	s.calls = append(s.calls, call{id: ev.ID, conv: ev.ConversationID, at: time.Now()})
+	s.mu.Unlock()
+	<-ctx.Done()
+	return ctx.Err()
+}

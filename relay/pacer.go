@@ -96,6 +96,9 @@ type Ticket struct {
 // ends first.
 func (p *Pacer) Acquire(ctx context.Context) (Ticket, error) {
 	for {
+		if err := ctx.Err(); err != nil {
+			return Ticket{}, err
+		}
 		p.mu.Lock()
 		now := p.clock.Now()
 		var wait time.Duration

@@ -430,3 +430,81 @@ sinks:
 		t.Errorf("%d duplicates, want at most %d (one in flight per conversation)", dups, convs)
 	}
 }
+
+// TestSIGTERMStopsWithinShutdownTimeout: a destination that never answers
+// does not keep chatrelay from stopping; it exits 0 within
+// shutdown_timeout, and the undelivered event is delivered after a restart.
+func TestSIGTERMStopsWithinShutdownTimeout(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildBinary(t)
+	stuck := make(chan struct{})
+	var received sync.WaitGroup
+	received.Add(1)
+	dest := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		select {
+		case <-stuck: // the first start: never answer
+			w.WriteHeader(http.StatusNoContent)
+			received.Done()
+		case <-r.Context().Done():
+		}
+	}))
+	defer dest.Close()
+	listen, adminAddr := freeAddr(t), freeAddr(t)
+	cfg := writeConfig(t, fmt.Sprintf(`
+listen: %s
+admin: {listen: %s}
+signing_secrets: [term-secret]
+shutdown_timeout: 2s
+log: {level: info, format: json}
+store: {path: %s}
+sinks:
+  - {name: hook, type: webhook, url: "%s/in", timeout: 1m}
+`, listen, adminAddr, filepath.Join(t.TempDir(), "data"), dest.URL))
+	start := func() *exec.Cmd {
+		cmd := exec.Command(bin, "serve", "--config", cfg)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 15*time.Second, "the relay", func() bool {
+			resp, err := http.Get("http://" + listen + "/readyz")
+			if err == nil {
+				resp.Body.Close()
+			}
+			return err == nil && resp.StatusCode == 200
+		})
+		return cmd
+	}
+	proc := start()
+	postSigned(t, listen, "term-secret", []byte(`{"conversation_id":"c","messages":[{"role":"user","content":"hi"}]}`))
+	waitFor(t, 10*time.Second, "the send to hang at the destination", func() bool {
+		_, m := httpGet(t, "http://"+adminAddr+"/metrics", "")
+		return strings.Contains(m, `chatrelay_queue_depth{sink="hook"} 1`)
+	})
+	t0 := time.Now()
+	if err := proc.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := proc.Wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+	if took := time.Since(t0); took > 5*time.Second {
+		t.Fatalf("stopping took %s with shutdown_timeout 2s", took)
+	}
+	close(stuck) // the destination works again
+	proc = start()
+	defer func() {
+		_ = proc.Process.Signal(syscall.SIGTERM)
+		_ = proc.Wait()
+	}()
+	done := make(chan struct{})
+	go func() { received.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the event in flight at shutdown was not delivered after the restart")
+	}
+}
