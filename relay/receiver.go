@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -71,6 +72,32 @@ type ReceiverConfig struct {
 type Receiver struct {
 	cfg ReceiverConfig
 	mux *http.ServeMux
+
+	// Rejections are logged at most once per rejectLogEvery, with how many
+	// were not logged: a flood of bad requests must not flood the log.
+	rejectMu      sync.Mutex
+	rejectLogged  time.Time
+	rejectSkipped int
+}
+
+const rejectLogEvery = 10 * time.Second
+
+// logRejection logs a refused request, throttled.
+func (r *Receiver) logRejection(msg string, args ...any) {
+	r.rejectMu.Lock()
+	now := r.cfg.Clock.Now()
+	if now.Sub(r.rejectLogged) < rejectLogEvery {
+		r.rejectSkipped++
+		r.rejectMu.Unlock()
+		return
+	}
+	skipped := r.rejectSkipped
+	r.rejectLogged, r.rejectSkipped = now, 0
+	r.rejectMu.Unlock()
+	if skipped > 0 {
+		args = append(args, "not_logged_since_last", skipped)
+	}
+	r.cfg.Logger.Warn(msg, args...)
 }
 
 // NewReceiver returns a receiver. It starts no goroutine.
@@ -134,13 +161,15 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request) {
 	// Verify over the raw bytes before anything parses them.
 	if !Verify(body, req.Header.Get(HeaderSignature), r.cfg.Secrets) {
 		m.EventsReceived.WithLabelValues(rejectTopic, ReceiveRejectedSignature).Inc()
-		r.cfg.Logger.Warn("rejected request: bad signature", "remote", req.RemoteAddr, "status", http.StatusForbidden)
+		r.logRejection("rejected request: missing or invalid signature; is signing_secrets the secret Chat Data shows?",
+			"remote", req.RemoteAddr, "status", http.StatusForbidden)
 		writeJSON(w, http.StatusForbidden, answer{Status: "rejected", Error: "missing or invalid " + HeaderSignature})
 		return
 	}
 	ev, err := DecodeEvent(body)
 	if err != nil {
 		m.EventsReceived.WithLabelValues(rejectTopic, ReceiveRejectedBody).Inc()
+		r.logRejection("rejected request: body is not a JSON object", "remote", req.RemoteAddr, "status", http.StatusBadRequest)
 		writeJSON(w, http.StatusBadRequest, answer{Status: "rejected", Error: "body is not a JSON object"})
 		return
 	}
@@ -163,7 +192,9 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request) {
 	acc, err := r.cfg.Store.Append(req.Context(), ev, sinks)
 	if err != nil {
 		m.EventsReceived.WithLabelValues(TopicLabel(topic), ReceiveUnavailable).Inc()
-		r.cfg.Logger.Error("store cannot accept the event; answering 503", "topic", topic, "err", err)
+		// The store logs when it stops and starts writing; each refused
+		// request is counted (result="unavailable") and logged throttled.
+		r.logRejection("store cannot accept events; answering 503 with Retry-After", "topic", topic, "err", err)
 		w.Header().Set("Retry-After", strconv.Itoa(int(r.cfg.RetryAfter.Round(time.Second)/time.Second)))
 		writeJSON(w, http.StatusServiceUnavailable, answer{Status: "unavailable", Error: "store unavailable, retry later"})
 		return

@@ -302,3 +302,18 @@ func (*memStore) Append(_ context.Context, ev *relay.Event, _ []string) (relay.A
 	return relay.Accepted{ID: ev.ID}, nil
 }
 func (*memStore) Ready(context.Context) error { return nil }
+
+func TestRejectionsDoNotFloodTheLog(t *testing.T) {
+	t.Parallel()
+	f := newReceiver(t, nil, nil)
+	body := []byte(`{"a":1}`)
+	for range 50 {
+		post(t, f.srv.URL+"/webhook", "POST", body, relay.Sign(body, "wrong"), "")
+	}
+	if n := strings.Count(f.logs.String(), "rejected request"); n != 1 {
+		t.Fatalf("%d log lines for 50 rejected requests within 10s, want 1", n)
+	}
+	if n := testutil.ToFloat64(f.metrics.EventsReceived.WithLabelValues("chat", relay.ReceiveRejectedSignature)); n != 50 {
+		t.Fatalf("counted %v rejections, want 50", n)
+	}
+}
