@@ -437,7 +437,8 @@ type headerKey struct{}
 
 // apiDoer is the HTTP client slack-go uses: the sink's client, with its
 // User-Agent, every body drained, and every answer but 200 classified here
-// (slack-go drops the body and reads only integer Retry-After values).
+// (slack-go drops the body and reads only integer Retry-After values). It
+// returns a response, or an error; never neither.
 type apiDoer struct{ s *Sink }
 
 // maxAPIBody bounds what slack-go may read of an answer.
@@ -454,7 +455,14 @@ func (d apiDoer) Do(req *http.Request) (*http.Response, error) {
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer relay.Drain(resp)
-		return nil, d.s.checkResponse(resp)
+		if err := d.s.checkResponse(resp); err != nil {
+			return nil, err
+		}
+		// Another 2xx: the Web API answers 200 or an error, so this is
+		// not Slack's answer (a proxy's, say) and says nothing of the
+		// message. Never (nil, nil): slack-go would dereference the
+		// missing response.
+		return nil, relay.Retryable(fmt.Errorf("unexpected HTTP %d from the Web API (it answers 200)", resp.StatusCode), relay.ReasonOther)
 	}
 	resp.Body = &drainingBody{r: io.LimitReader(resp.Body, maxAPIBody), c: resp.Body}
 	return resp, nil

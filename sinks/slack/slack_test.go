@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -360,7 +361,11 @@ func TestConformance(t *testing.T) {
 				}
 				return "application/json", `{"ok":false,"error":"` + code + `"}`
 			},
-			// The Web API answers 200 or an error, never 201 or 204.
+			// The Web API answers 200 or an error, never 201 or 204. The
+			// suite expects every 2xx to succeed; the sink instead treats
+			// a 2xx other than 200 as a retryable error, since such an
+			// answer is not Slack's and says nothing of the message
+			// (TestBotUnexpected2xx).
 			SkipStatuses: []int{201, 204},
 		})
 	})
@@ -575,6 +580,53 @@ func TestAPIHTTPErrors(t *testing.T) {
 			srv.Script(tc.resp)
 			err := newBot(t, srv, nil, relay.SinkDeps{}).Send(t.Context(), turn(t, "e1", "conv-e", "answer"))
 			assertClass(t, err, tc.class, tc.reason, "", tc.fix)
+		})
+	}
+}
+
+// TestBotUnexpected2xx: the Web API answers 200 or an error. Another 2xx
+// (from a proxy, say) must not reach slack-go as "no response and no
+// error", which it dereferences; it is a retryable error.
+func TestBotUnexpected2xx(t *testing.T) {
+	t.Parallel()
+	for _, status := range []int{http.StatusCreated, http.StatusAccepted, http.StatusNoContent, http.StatusPartialContent} {
+		t.Run(fmt.Sprint(status), func(t *testing.T) {
+			t.Parallel()
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(status)
+				if status != http.StatusNoContent {
+					_, _ = io.WriteString(w, `{"ok":true,"channel":"C0123ABCD","ts":"1700000000.000100"}`)
+				}
+			}))
+			t.Cleanup(srv.Close)
+			sink, err := slack.New(slack.Config{Name: sinkName, Token: "xoxb-1-unexpected", Channel: channel, APIURL: srv.URL + "/api/"}, relay.SinkDeps{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for name, call := range map[string]func() error{
+				"Send":  func() error { return sink.Send(t.Context(), turn(t, "u1", "conv-u", "answer")) },
+				"Probe": func() error { return sink.Probe(t.Context()) },
+			} {
+				err := func() (err error) {
+					defer func() {
+						if p := recover(); p != nil {
+							err = fmt.Errorf("panic: %v", p)
+							t.Errorf("HTTP %d: %s panicked: %v", status, name, p)
+						}
+					}()
+					return call()
+				}()
+				if err == nil {
+					t.Fatalf("HTTP %d: %s succeeded", status, name)
+				}
+				if class, _ := relay.Classify(err); class != relay.ClassRetryable {
+					t.Errorf("HTTP %d: %s: class %s (%v), want retryable", status, name, class, err)
+				}
+				if want := fmt.Sprintf("unexpected HTTP %d", status); !strings.Contains(err.Error(), want) {
+					t.Errorf("%s: error %q does not say %q", name, err, want)
+				}
+			}
 		})
 	}
 }
