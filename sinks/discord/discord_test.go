@@ -443,6 +443,79 @@ func TestThreadGoneStartsAnother(t *testing.T) {
 	}
 }
 
+// TestRootDeleted: the message a conversation's thread is to start from is
+// deleted before the thread starts (Discord: 404, code 10008 Unknown
+// Message). That is no reason to mark the whole sink down: the turn is
+// done (or its next part opens a new thread), and the conversation's next
+// turn opens a new thread.
+func TestRootDeleted(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name   string
+		long   bool // three messages: the second opens the new thread
+		before bool // deleted before the retry; else between post and thread start
+	}{
+		{"deleted before the retry", false, true},
+		{"long answer deleted before the retry", true, true},
+		{"deleted between post and thread start", false, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, true, discordgo.ChannelTypeGuildText, discordtest.WithRateLimit(0, 0))
+			s := f.sink(t, relay.SinkDeps{})
+			ev := chatEvent(t, 1, "conv-a", "Hello?")
+			if tc.long {
+				ev = withID(eventBody(t, chatBody("Tell me everything.", longAnswer(), 0.9, "conv-a"), relay.TopicChat), 1)
+			}
+			startThread := "POST /channels/" + f.channel + "/messages/"
+			if tc.before {
+				f.srv.Script(startThread, discordtest.Reply{Status: 503})
+				if err := s.Send(t.Context(), ev); err == nil {
+					t.Fatal("thread start failed, but Send succeeded")
+				}
+				f.srv.DeleteMessage(f.srv.Messages(f.channel)[0].ID)
+			} else {
+				f.srv.Script(startThread, discordtest.Reply{Status: 404, Code: discordgo.ErrCodeUnknownMessage, Message: "Unknown Message"})
+			}
+			if err := s.Send(t.Context(), ev); err != nil {
+				t.Fatalf("Send after the root was deleted: %v", err)
+			}
+			if tc.long {
+				// Parts 2 and 3 are posted once: part 2 in the channel,
+				// where it starts the new thread, part 3 in it.
+				msgs := f.srv.Messages(f.channel)
+				th := f.srv.Threads(f.channel)
+				if len(th) != 1 || len(msgs) != 1 || th[0] != msgs[0].ID || !strings.HasSuffix(msgs[0].Embeds[len(msgs[0].Embeds)-1].Footer.Text, "part 2/3") {
+					t.Fatalf("threads %v, channel %d messages: want part 2 in the channel with a new thread on it", th, len(msgs))
+				}
+				if got := f.srv.Messages(th[0]); len(got) != 1 || !strings.HasSuffix(got[0].Embeds[len(got[0].Embeds)-1].Footer.Text, "part 3/3") {
+					t.Fatalf("new thread holds %d messages, want part 3", len(got))
+				}
+				return
+			}
+			if err := s.Send(t.Context(), chatEvent(t, 2, "conv-a", "Still there?")); err != nil {
+				t.Fatalf("next turn: %v", err)
+			}
+			var second string
+			for _, m := range f.srv.Messages(f.channel) {
+				if eventIDs([]discordtest.Message{m})[0] == eventID(2) {
+					second = m.ID
+				}
+			}
+			if th := f.srv.Threads(f.channel); second == "" || !slices.Equal(th, []string{second}) {
+				t.Fatalf("threads %v: want one, started on the next turn's message %q", th, second)
+			}
+			if err := s.Send(t.Context(), chatEvent(t, 3, "conv-a", "And now?")); err != nil {
+				t.Fatal(err)
+			}
+			if got := eventIDs(f.srv.Messages(second)); !slices.Equal(got, []string{eventID(3)}) {
+				t.Errorf("new thread holds %v, want turn 3", got)
+			}
+		})
+	}
+}
+
 func TestErrorClasses(t *testing.T) {
 	t.Parallel()
 	html := "<!DOCTYPE html><html><body>502 Bad Gateway</body></html>"

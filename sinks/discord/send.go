@@ -49,14 +49,9 @@ func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 	if prog.Root != "" {
 		// The last attempt posted the thread's first message but did not
 		// start the thread: start it on that message now.
-		th, err := s.startThread(ctx, prog.Root, d.name)
-		if err != nil {
+		if err := s.startOnRoot(ctx, ev, d, &prog); err != nil {
 			return err
 		}
-		if err := d.remember(ctx, s, th); err != nil {
-			return err
-		}
-		d.thread, prog.Root = th, ""
 		if err := save(); err != nil {
 			return err
 		}
@@ -90,26 +85,26 @@ func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 			if err != nil {
 				return err
 			}
-			if th == "" && root != "" {
+			switch {
+			case th != "":
+				if err := d.remember(ctx, s, th); err != nil {
+					return err
+				}
+				d.thread = th
+			case root != "":
 				// Posted; the thread starts from this message next.
 				prog.Posted, prog.Root = i+1, root
 				if err := save(); err != nil {
 					return err
 				}
-				th, err = s.startThread(ctx, root, d.name)
-				if err != nil {
+				if err := s.startOnRoot(ctx, ev, d, &prog); err != nil {
 					return err
 				}
-				prog.Root = ""
-			}
-			if th == "" {
+			default:
 				s.log.WarnContext(ctx, "Discord's answer named no message or thread; the conversation continues without a thread",
 					"event_id", ev.ID, "conversation_id", ev.ConversationID)
 				d.noThread = true
-			} else if err := d.remember(ctx, s, th); err != nil {
-				return err
 			}
-			d.thread = th
 		}
 		prog.Posted = i + 1
 		// Record progress when a later step could fail, and once done
@@ -120,6 +115,31 @@ func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 			}
 		}
 	}
+	return nil
+}
+
+// startOnRoot starts the conversation's thread on prog.Root, the message
+// this attempt or an earlier one posted to open it, and clears prog.Root;
+// the caller saves prog. When that message was deleted meanwhile (Unknown
+// Message), no thread can start on it, and posting it again would undo
+// the deletion: the turn's next message, or the conversation's next turn,
+// opens a new thread instead.
+func (s *Sink) startOnRoot(ctx context.Context, ev *relay.Event, d *destination, prog *progress) error {
+	th, err := s.startThread(ctx, prog.Root, d.name)
+	switch {
+	case codeOf(err) == discordgo.ErrCodeUnknownMessage:
+		s.log.InfoContext(ctx, "the message the conversation's thread was to start on was deleted; the next message opens a new thread",
+			"event_id", ev.ID, "conversation_id", ev.ConversationID)
+		d.thread = ""
+	case err != nil:
+		return err
+	default:
+		if err := d.remember(ctx, s, th); err != nil {
+			return err
+		}
+		d.thread = th
+	}
+	prog.Root = ""
 	return nil
 }
 
@@ -306,16 +326,20 @@ func threadGone(err error) bool {
 
 // post posts m into thread (or, with thread "", the channel or webhook).
 func (s *Sink) post(ctx context.Context, thread string, m message) error {
+	in := ""
+	if thread != "" {
+		in = inThread
+	}
 	if !s.bot() {
 		return s.do(ctx, call{op: "execute webhook", method: http.MethodPost, url: s.executeURL(thread),
-			payload: s.webhookParams(m, "")}, nil)
+			payload: s.webhookParams(m, ""), in: in}, nil)
 	}
 	channel := s.cfg.ChannelID
 	if thread != "" {
 		channel = thread
 	}
 	return s.do(ctx, call{op: "post message", method: http.MethodPost,
-		url: s.route("channels", channel, "messages"), payload: s.messageSend(m)}, nil)
+		url: s.route("channels", channel, "messages"), payload: s.messageSend(m), in: in}, nil)
 }
 
 // openThread posts m as the first message of a new thread named name. In
@@ -363,7 +387,7 @@ func (s *Sink) startThread(ctx context.Context, root, name string) (string, erro
 	var ch discordgo.Channel
 	err := s.do(ctx, call{op: "start thread", method: http.MethodPost,
 		url:     s.route("channels", s.cfg.ChannelID, "messages", root, "threads"),
-		payload: &discordgo.ThreadStart{Name: name, AutoArchiveDuration: threadArchiveMinutes}}, &ch)
+		payload: &discordgo.ThreadStart{Name: name, AutoArchiveDuration: threadArchiveMinutes}, in: inMessage}, &ch)
 	if codeOf(err) == discordgo.ErrCodeThreadAlreadyCreatedForThisMessage {
 		return root, nil // an earlier attempt started it
 	}
