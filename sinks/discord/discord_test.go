@@ -1,10 +1,12 @@
 package discord_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -511,6 +513,130 @@ func TestRootDeleted(t *testing.T) {
 			}
 			if got := eventIDs(f.srv.Messages(second)); !slices.Equal(got, []string{eventID(3)}) {
 				t.Errorf("new thread holds %v, want turn 3", got)
+			}
+		})
+	}
+}
+
+// strictKV is an in-memory relay.KV that, like a real store, refuses work
+// on a context that has ended.
+type strictKV struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func (k *strictKV) Get(ctx context.Context, key string) (string, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return "", false, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	v, ok := k.m[key]
+	return v, ok, nil
+}
+
+func (k *strictKV) Put(ctx context.Context, key, value string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.m == nil {
+		k.m = map[string]string{}
+	}
+	k.m[key] = value
+	return nil
+}
+
+// cancelAfter is a transport that, once Discord has answered a POST whose
+// path contains match (the answer read whole), cancels the send's context:
+// the per-send deadline firing just after a message went out.
+type cancelAfter struct {
+	match  string
+	cancel context.CancelFunc
+}
+
+func (c cancelAfter) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if err != nil || r.Method != http.MethodPost || !strings.Contains(r.URL.Path, c.match) {
+		return resp, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	c.cancel()
+	return resp, nil
+}
+
+// TestRecordsOutliveTheSend: what the sink records after a post (the
+// conversation's thread, a turn's progress) is written even when the
+// send's context ends right after Discord answered; otherwise the retry
+// posts again and the conversation gets a second thread.
+func TestRecordsOutliveTheSend(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name   string
+		bot    bool
+		typ    discordgo.ChannelType
+		thread string // webhook mode: thread_name (forum)
+		match  string // the POST after whose answer the context ends
+		long   bool   // a turn of three messages
+		packed bool
+	}{
+		{name: "bot forum post", bot: true, typ: discordgo.ChannelTypeGuildForum, match: "/threads"},
+		{name: "webhook forum post", typ: discordgo.ChannelTypeGuildForum, thread: "Support", match: "/webhooks/"},
+		{name: "bot thread root", bot: true, typ: discordgo.ChannelTypeGuildText, match: "/messages"},
+		{name: "webhook long answer", typ: discordgo.ChannelTypeGuildText, match: "/webhooks/", long: true},
+		{name: "packed forum post", bot: true, typ: discordgo.ChannelTypeGuildForum, match: "/threads", packed: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, tc.bot, tc.typ, discordtest.WithRateLimit(0, 0))
+			f.cfg.ThreadName = tc.thread
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			s := f.sink(t, relay.SinkDeps{KV: &strictKV{}, Transport: cancelAfter{match: tc.match, cancel: cancel}})
+			first := chatEvent(t, 1, "conv-a", "Hello?")
+			if tc.long {
+				first = withID(eventBody(t, chatBody("Tell me everything.", longAnswer(), 0.9, "conv-a"), relay.TopicChat), 1)
+			}
+			// The dispatcher: a failed send is retried on a new context.
+			if tc.packed {
+				if _, err := s.SendPacked(ctx, []*relay.Event{first, chatEvent(t, 2, "conv-b", "Hi?")}); err != nil {
+					t.Fatalf("SendPacked: %v", err)
+				}
+			} else if err := s.Send(ctx, first); err != nil {
+				if err := s.Send(t.Context(), first); err != nil {
+					t.Fatalf("retry: %v", err)
+				}
+			}
+			if err := s.Send(t.Context(), chatEvent(t, 3, "conv-a", "Still there?")); err != nil {
+				t.Fatalf("next turn: %v", err)
+			}
+			if tc.long {
+				var footers []string
+				for _, m := range f.srv.Messages(f.channel) {
+					footers = append(footers, m.Embeds[len(m.Embeds)-1].Footer.Text)
+				}
+				want := []string{"event " + first.ID + " · part 1/3", "event " + first.ID + " · part 2/3", "event " + first.ID + " · part 3/3", "event " + eventID(3)}
+				if !slices.Equal(footers, want) {
+					t.Errorf("posted %q, want each part once: %q", footers, want)
+				}
+				return
+			}
+			threads := f.srv.Threads(f.channel)
+			if len(threads) != 1 {
+				t.Fatalf("%d threads, want 1: the retry or the next turn opened another", len(threads))
+			}
+			if got := eventIDs(f.srv.Messages(threads[0])); !slices.Contains(got, eventID(3)) {
+				t.Errorf("thread holds %v, want the next turn in it", got)
+			}
+			if n := len(f.srv.Messages("")); n != 2 {
+				t.Errorf("%d messages, want 2: something was posted twice", n)
 			}
 		})
 	}

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/bwmarrin/discordgo"
 
@@ -208,7 +209,7 @@ func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) 
 		if ev.ConversationID == "" {
 			continue
 		}
-		if err := s.kv.Put(ctx, s.threadKey(ev.ConversationID), th); err != nil {
+		if err := s.record(ctx, s.threadKey(ev.ConversationID), th); err != nil {
 			s.log.WarnContext(ctx, "packed message posted, but its thread could not be recorded",
 				"event_id", ev.ID, "conversation_id", ev.ConversationID, "err", err)
 		}
@@ -230,8 +231,8 @@ func (d *destination) remember(ctx context.Context, s *Sink, thread string) erro
 	if d.key == "" {
 		return nil
 	}
-	if err := s.kv.Put(ctx, d.key, thread); err != nil {
-		return s.errorf("record the conversation's thread: %w", err)
+	if err := s.record(ctx, d.key, thread); err != nil {
+		return s.errorf("posted, but could not record the conversation's thread (a retry may open another): %w", err)
 	}
 	return nil
 }
@@ -308,10 +309,23 @@ func (s *Sink) loadProgress(ctx context.Context, key string) (progress, error) {
 
 func (s *Sink) saveProgress(ctx context.Context, key string, p progress) error {
 	b, _ := json.Marshal(p)
-	if err := s.kv.Put(ctx, key, string(b)); err != nil {
-		return s.errorf("record delivery progress: %w", err)
+	if err := s.record(ctx, key, string(b)); err != nil {
+		return s.errorf("posted, but could not record delivery progress (a retry may post it again): %w", err)
 	}
 	return nil
+}
+
+// recordTimeout bounds the store writes that record what was posted.
+const recordTimeout = 5 * time.Second
+
+// record writes what was just posted (a conversation's thread, a turn's
+// progress). It runs on a context that outlives the send's by
+// recordTimeout: the message is out, so the record must be too, or a retry
+// would post it again and open a second thread.
+func (s *Sink) record(ctx context.Context, key, value string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	return s.kv.Put(ctx, key, value)
 }
 
 // threadGone reports whether posting into a thread failed because the
