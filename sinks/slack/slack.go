@@ -255,6 +255,7 @@ func (s *Sink) deliver(ctx context.Context, ev *relay.Event, msgs []message) err
 	}
 	posted := 0
 	defer func() { s.hold(posted) }()
+	rootGone := false
 	for i := prog.Posted; i < len(msgs); i++ {
 		if s.webhook() {
 			if err := s.postWebhook(ctx, msgs[i]); err != nil {
@@ -266,6 +267,15 @@ func (s *Sink) deliver(ctx context.Context, ev *relay.Event, msgs []message) err
 				parent = prog.Root
 			}
 			ts, threaded, err := s.postAPI(ctx, msgs[i], parent)
+			if parent != "" && threadGone(err) && !rootGone {
+				// Slack refused the reply: the thread's first message was
+				// deleted. Drop the thread and post this message at top
+				// level, once; it becomes the new root.
+				s.deps.Logger.InfoContext(ctx, "the conversation's thread is gone; posting at top level, as a new thread",
+					"event_id", ev.ID, "conversation_id", conv, "err", err)
+				rootGone, thread, prog.Root, parent = true, "", "", ""
+				ts, threaded, err = s.postAPI(ctx, msgs[i], "")
+			}
 			if err != nil {
 				return err
 			}
@@ -282,7 +292,9 @@ func (s *Sink) deliver(ctx context.Context, ev *relay.Event, msgs []message) err
 				}
 			case !threaded:
 				// Slack posted it at top level: the thread's first
-				// message was deleted. This message is the new root.
+				// message was deleted (Slack also answers
+				// thread_not_found; see above). This message is the new
+				// root.
 				prog.Root = ts
 				if thread != "" {
 					thread = ts

@@ -447,24 +447,61 @@ func TestThreadsSurviveRestart(t *testing.T) {
 	}
 }
 
+// TestThreadRootDeleted: Slack either posts a reply to a deleted thread
+// root at top level or refuses it (thread_not_found, invalid_thread_ts).
+// Either way the turn is posted once, at top level, and becomes the
+// conversation's new thread root.
 func TestThreadRootDeleted(t *testing.T) {
 	t.Parallel()
-	srv := slacktest.NewServer(t)
-	sink := newBot(t, srv, openStore(t, t.TempDir()).KV(sinkName), relay.SinkDeps{})
-	for i, id := range []string{"a1", "a2", "a3"} {
-		if i == 1 {
-			srv.DeleteMessage(channel, srv.Messages()[0].TS)
-		}
-		if err := sink.Send(t.Context(), turn(t, id, "conv-a", "answer "+id)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	msgs := srv.Messages()
-	if msgs[1].ThreadTS != "" {
-		t.Fatalf("reply to a deleted root: thread_ts %q, want top level", msgs[1].ThreadTS)
-	}
-	if msgs[2].ThreadTS != msgs[1].TS {
-		t.Fatalf("after the root was deleted the conversation went to %q, want the new root %q", msgs[2].ThreadTS, msgs[1].TS)
+	for _, answer := range []string{"", "thread_not_found", "invalid_thread_ts"} {
+		t.Run("answer "+answer, func(t *testing.T) {
+			t.Parallel()
+			var opts []slacktest.Option
+			if answer != "" {
+				opts = append(opts, slacktest.WithDeletedRootAnswer(answer))
+			}
+			t.Run("conversation", func(t *testing.T) {
+				t.Parallel()
+				srv := slacktest.NewServer(t, opts...)
+				sink := newBot(t, srv, openStore(t, t.TempDir()).KV(sinkName), relay.SinkDeps{})
+				for i, id := range []string{"a1", "a2", "a3"} {
+					if i == 1 {
+						srv.DeleteMessage(channel, srv.Messages()[0].TS)
+					}
+					if err := sink.Send(t.Context(), turn(t, id, "conv-a", "answer "+id)); err != nil {
+						t.Fatalf("%s: %v", id, err)
+					}
+				}
+				msgs := srv.Messages()
+				if len(msgs) != 3 {
+					t.Fatalf("%d messages, want 3", len(msgs))
+				}
+				if msgs[1].ThreadTS != "" {
+					t.Fatalf("reply to a deleted root: thread_ts %q, want top level", msgs[1].ThreadTS)
+				}
+				if msgs[2].ThreadTS != msgs[1].TS {
+					t.Fatalf("after the root was deleted the conversation went to %q, want the new root %q", msgs[2].ThreadTS, msgs[1].TS)
+				}
+			})
+			t.Run("parts of a long turn", func(t *testing.T) {
+				t.Parallel()
+				srv := slacktest.NewServer(t, opts...)
+				sink := newBot(t, srv, nil, relay.SinkDeps{})
+				ev := turn(t, "n1", "", longAnswer(20000))
+				srv.Script(slacktest.Response{}, slacktest.Response{Status: 503, Body: "unavailable"})
+				if err := sink.Send(t.Context(), ev); err == nil {
+					t.Fatal("second part failed, but Send succeeded")
+				}
+				srv.DeleteMessage(channel, srv.Messages()[0].TS)
+				if err := sink.Send(t.Context(), ev); err != nil {
+					t.Fatalf("retry: %v", err)
+				}
+				msgs := srv.Messages()
+				if len(msgs) != 3 || msgs[1].ThreadTS != "" || msgs[2].ThreadTS != msgs[1].TS {
+					t.Fatalf("%d messages; want part 2 at top level and part 3 in its thread: %+v", len(msgs), msgs)
+				}
+			})
+		})
 	}
 }
 
@@ -516,6 +553,8 @@ func TestBotErrorCodes(t *testing.T) {
 		{code: "fatal_error", class: relay.ClassRetryable, reason: relay.ReasonServerError},
 		{code: "service_unavailable", class: relay.ClassRetryable, reason: relay.ReasonServerError},
 		{code: "request_timeout", class: relay.ClassRetryable, reason: relay.ReasonServerError},
+		{code: "thread_not_found", class: relay.ClassRetryable, reason: relay.ReasonClientError, fix: "thread was deleted"},
+		{code: "invalid_thread_ts", class: relay.ClassRetryable, reason: relay.ReasonClientError, fix: "thread was deleted"},
 	} {
 		t.Run(tc.code, func(t *testing.T) {
 			t.Parallel()

@@ -94,6 +94,9 @@ type Server struct {
 	clock       clockwork.Clock
 	every       time.Duration
 	burst       int
+	// deletedRoot is the error code a reply to a deleted or unknown
+	// thread root gets; "" posts it at top level.
+	deletedRoot string
 
 	mu       sync.Mutex
 	script   []Response
@@ -117,6 +120,15 @@ func WithRateLimit(every time.Duration, burst int) Option {
 // WithClock sets the clock the rate limit runs on.
 func WithClock(c clockwork.Clock) Option {
 	return func(s *Server) { s.clock = c }
+}
+
+// WithDeletedRootAnswer makes chat.postMessage refuse a reply whose
+// thread_ts names a deleted or unknown message with "ok":false and code,
+// as Slack has been reported to answer (thread_not_found,
+// invalid_thread_ts). Without it the reply is posted at top level, as
+// Slack does in other reports.
+func WithDeletedRootAnswer(code string) Option {
+	return func(s *Server) { s.deletedRoot = code }
 }
 
 // NewServer starts a fake Slack, closed when the test ends.
@@ -185,7 +197,8 @@ func (s *Server) Messages() []Message {
 }
 
 // DeleteMessage deletes a message: a reply sent to its thread afterwards
-// is posted at top level, as Slack does.
+// is posted at top level, as Slack does in some reports, or refused (see
+// WithDeletedRootAnswer).
 func (s *Server) DeleteMessage(channel, ts string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -406,8 +419,14 @@ func (s *Server) servePostMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	thread := ""
-	if req.ThreadTS != "" && s.exists(req.Channel, req.ThreadTS) {
-		thread = req.ThreadTS
+	if req.ThreadTS != "" {
+		switch {
+		case s.exists(req.Channel, req.ThreadTS):
+			thread = req.ThreadTS
+		case s.deletedRoot != "":
+			fail(s.deletedRoot)
+			return
+		}
 	}
 	s.seq++
 	m := Message{Channel: req.Channel, TS: s.ts(), ThreadTS: thread, Text: req.Text, Blocks: req.Blocks}
