@@ -339,17 +339,22 @@ func (s *Sink) CanPack(ctx context.Context, ev *relay.Event) bool {
 
 // SendPacked implements relay.Packer: one message with as many of the turns
 // as fit whole, in order. In bot mode it becomes the thread of each
-// conversation in it. Once the message is posted the call succeeds: a
-// thread mapping that cannot be recorded is logged, not retried, so that the
-// message is not posted twice.
+// conversation in it. When only one turn fits, it goes out as Send would
+// post it. Once the message is posted the call succeeds: a thread mapping
+// that cannot be recorded is logged, not retried, so that the message is
+// not posted twice.
 func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) {
-	switch len(evs) {
-	case 0:
+	if len(evs) == 0 {
 		return 0, nil
-	case 1:
-		return 1, s.Send(ctx, evs[0])
 	}
 	m, n := s.render.renderPacked(evs)
+	if n == 1 {
+		// Not "1 new chat messages": the turn's own layout.
+		if err := s.Send(ctx, evs[0]); err != nil {
+			return 0, err
+		}
+		return 1, nil
+	}
 	if s.webhook() {
 		if err := s.postWebhook(ctx, m); err != nil {
 			return 0, err
