@@ -19,9 +19,10 @@
 //
 // The sink keeps, in its relay.KV:
 //
-//	thread:<conversation id>  {"channel":"C…","ts":"…"}  bot mode: the conversation's thread
-//	part:<event id>           {"posted":2,"root":"…"}    a turn needing several messages: how many are out
+//	thread:<conversation id>       {"channel":"C…","ts":"…"}  bot mode: the conversation's thread
+//	part:<destination>:<event id>  {"posted":2,"root":"…"}    a turn needing several messages: how many are out
 //
 // so that threads survive restarts and a retry after a failed later part
-// posts only what is missing.
+// posts only what is missing. <destination> is the channel, or a hash of
+// the webhook URL.
 package slack

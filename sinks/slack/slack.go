@@ -73,6 +73,7 @@ type Sink struct {
 	client  *http.Client
 	api     *slackapi.Client // bot mode; nil with a webhook
 	kv      relay.KV
+	dest    string // the channel, or a hash of the webhook URL: part of state keys
 	render  renderer
 	secrets []string // what must never appear in an error: scrubbed from answers
 }
@@ -105,6 +106,7 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 		cfg:  cfg,
 		deps: deps,
 		kv:   deps.KV,
+		dest: destination(cfg),
 		client: &http.Client{
 			Transport: deps.Transport,
 			Timeout:   cfg.Timeout,

@@ -2,6 +2,7 @@ package slack_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -791,6 +792,85 @@ func TestMultiPartResumes(t *testing.T) {
 					t.Errorf("part %d in thread %q, want %q", i+1, m.ThreadTS, msgs[0].TS)
 				}
 			}
+		})
+	}
+}
+
+// keysKV is an in-memory relay.KV that lists its keys.
+type keysKV struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func (k *keysKV) Get(_ context.Context, key string) (string, bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	v, ok := k.m[key]
+	return v, ok, nil
+}
+
+func (k *keysKV) Put(_ context.Context, key, value string) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.m == nil {
+		k.m = map[string]string{}
+	}
+	k.m[key] = value
+	return nil
+}
+
+func (k *keysKV) keys() string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []string
+	for key := range k.m {
+		out = append(out, key)
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestMultiPartNewDestination: a long turn whose first part went to one
+// channel (or webhook) and whose sink now points elsewhere is posted whole
+// in the new place: the progress record belongs to the old destination.
+// The record's key never holds the webhook URL.
+func TestMultiPartNewDestination(t *testing.T) {
+	t.Parallel()
+	for _, bot := range []bool{false, true} {
+		t.Run(map[bool]string{false: "webhook", true: "bot"}[bot], func(t *testing.T) {
+			t.Parallel()
+			kv := &keysKV{}
+			before, after := slacktest.NewServer(t), slacktest.NewServer(t)
+			mk := func(srv *slacktest.Server, ch string) *slack.Sink {
+				if !bot {
+					return newWebhook(t, srv, slack.Config{}, relay.SinkDeps{KV: kv})
+				}
+				s, err := slack.New(slack.Config{Name: sinkName, Token: relay.Secret(srv.Token), Channel: ch, APIURL: srv.APIURL()}, relay.SinkDeps{KV: kv})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s
+			}
+			ev := event(t, "chat-long.json", relay.TopicChat)
+			before.Script(slacktest.Response{}, slacktest.Response{Status: 503, Body: "unavailable"})
+			if err := mk(before, channel).Send(t.Context(), ev); err == nil {
+				t.Fatal("second part failed, but Send succeeded")
+			}
+			if err := mk(after, "C0OTHER00").Send(t.Context(), ev); err != nil {
+				t.Fatalf("Send to the new destination: %v", err)
+			}
+			msgs := after.Messages()
+			if len(msgs) != 3 {
+				t.Fatalf("%d messages in the new destination, want the 3 parts", len(msgs))
+			}
+			for i, m := range msgs {
+				if want := fmt.Sprintf("Part %d of 3", i+1); !strings.Contains(string(m.Blocks), want) {
+					t.Errorf("message %d is not %q", i, want)
+				}
+				if bot && i > 0 && m.ThreadTS != msgs[0].TS {
+					t.Errorf("part %d in thread %q, want the new root %q", i+1, m.ThreadTS, msgs[0].TS)
+				}
+			}
+			relaytest.AssertNoSecret(t, "KV key", kv.keys(), before.WebhookURL(), before.WebhookPath(), after.WebhookURL(), after.WebhookPath())
 		})
 	}
 }
