@@ -258,6 +258,75 @@ func TestMentionOnlyOnEscalation(t *testing.T) {
 	}
 }
 
+// TestEscalationStandsOut: in bot mode, an escalation in a conversation
+// that has a thread is posted in the channel, not inside the thread, with a
+// link to the thread (SPEC §6); the conversation's later turns stay in the
+// thread. In a forum, and for an escalation that opens a conversation,
+// nothing changes.
+func TestEscalationStandsOut(t *testing.T) {
+	t.Parallel()
+	escalation := func(n int, conv string) *relay.Event {
+		ev := withID(eventFile(t, "live-chat-escalation.json", relay.TopicEscalation), n)
+		ev.ConversationID = conv
+		return ev
+	}
+	t.Run("text channel", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, true, discordgo.ChannelTypeGuildText, discordtest.WithRateLimit(0, 0))
+		f.cfg.Mention = "<@&987654321098765432>"
+		s := f.sink(t, relay.SinkDeps{})
+		for _, ev := range []*relay.Event{
+			chatEvent(t, 1, "conv-a", "Hello?"),
+			escalation(2, "conv-a"),
+			chatEvent(t, 3, "conv-a", "Anyone?"),
+			escalation(4, "conv-b"),
+		} {
+			if err := s.Send(t.Context(), ev); err != nil {
+				t.Fatalf("event %s: %v", ev.ID, err)
+			}
+		}
+		threads := f.srv.Threads(f.channel)
+		if len(threads) != 2 {
+			t.Fatalf("%d threads, want 2", len(threads))
+		}
+		th := threads[0]
+		if got := eventIDs(f.srv.Messages(th)); !slices.Equal(got, []string{eventID(3)}) {
+			t.Errorf("conv-a's thread holds %v, want only turn 3", got)
+		}
+		channel := f.srv.Messages(f.channel)
+		if got := eventIDs(channel); !slices.Equal(got, []string{eventID(1), eventID(2), eventID(4)}) {
+			t.Fatalf("channel holds %v, want turns 1, 2 (the escalation) and 4", got)
+		}
+		esc := channel[1]
+		if !strings.HasPrefix(esc.Content, f.cfg.Mention) || !strings.Contains(esc.Content, "<#"+th+">") {
+			t.Errorf("escalation content %q: want the mention and a link to thread %s", esc.Content, th)
+		}
+		if !slices.Equal(esc.AllowedMentions.Roles, []string{"987654321098765432"}) || len(esc.AllowedMentions.Users) != 0 {
+			t.Errorf("allowed mentions %+v, want the configured role only", esc.AllowedMentions)
+		}
+		if strings.Contains(channel[2].Content, "<#") {
+			t.Errorf("escalation opening a conversation links a thread: %q", channel[2].Content)
+		}
+	})
+	t.Run("forum", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, true, discordgo.ChannelTypeGuildForum, discordtest.WithRateLimit(0, 0))
+		s := f.sink(t, relay.SinkDeps{})
+		for _, ev := range []*relay.Event{chatEvent(t, 1, "conv-a", "Hello?"), escalation(2, "conv-a")} {
+			if err := s.Send(t.Context(), ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		threads := f.srv.Threads(f.channel)
+		if len(threads) != 1 {
+			t.Fatalf("%d posts, want 1", len(threads))
+		}
+		if got := eventIDs(f.srv.Messages(threads[0])); !slices.Equal(got, []string{eventID(1), eventID(2)}) {
+			t.Errorf("forum post holds %v, want both turns", got)
+		}
+	})
+}
+
 func TestBotThreads(t *testing.T) {
 	t.Parallel()
 	for _, typ := range []discordgo.ChannelType{discordgo.ChannelTypeGuildText, discordgo.ChannelTypeGuildForum} {

@@ -41,6 +41,9 @@ func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 	if d.thread == "" && d.threads {
 		d.thread = prog.Thread // a thread of an event without conversation
 	}
+	if d.alongside != "" {
+		msgs[0].content = withThreadLink(msgs[0].content, d.alongside)
+	}
 	saved := prog.Posted > 0 || prog.Root != ""
 	save := func() error {
 		saved, prog.Thread = true, d.thread
@@ -63,7 +66,7 @@ func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 		m := msgs[i]
 		more := i+1 < len(msgs)
 		switch {
-		case !d.threads || d.noThread:
+		case !d.threads || d.noThread || d.alongside != "":
 			if err := s.post(ctx, "", m); err != nil {
 				return err
 			}
@@ -224,6 +227,10 @@ type destination struct {
 	key      string // KV key of the conversation's thread; "" for none
 	name     string // the name of a new thread
 	noThread bool   // Discord named no thread: post the rest flat
+	// alongside is set for an escalation in a conversation that has a
+	// thread, in bot mode outside a forum: it is posted in the channel,
+	// where it stands out (SPEC §6), linking the thread it names.
+	alongside string
 }
 
 // remember records the conversation's new thread.
@@ -235,6 +242,19 @@ func (d *destination) remember(ctx context.Context, s *Sink, thread string) erro
 		return s.errorf("posted, but could not record the conversation's thread (a retry may open another): %w", err)
 	}
 	return nil
+}
+
+// withThreadLink is the content of an escalation posted in the channel
+// instead of its conversation's thread: the configured mention's line, if
+// any, and a link to the thread. <#id> shows as a link to the thread and
+// notifies no one; allowed_mentions still lets only the configured
+// mention ping.
+func withThreadLink(content, thread string) string {
+	link := "conversation thread: <#" + thread + ">"
+	if content == "" {
+		return "🚨 Live chat escalation · " + link
+	}
+	return content + " · " + link
 }
 
 // threaded reports whether conversations get threads: always in bot mode,
@@ -260,6 +280,9 @@ func (s *Sink) destination(ctx context.Context, ev *relay.Event) (*destination, 
 		}
 		if ok && snowflake.MatchString(th) {
 			d.thread = th
+		}
+		if s.bot() && !forum && ev.Topic == relay.TopicEscalation && d.thread != "" {
+			d.alongside = d.thread
 		}
 	case forum:
 		// Without a conversation, a forum still needs a post per event.

@@ -268,7 +268,11 @@ func (s *Sink) deliver(ctx context.Context, ev *relay.Event, msgs []message) err
 			if parent == "" && i > 0 {
 				parent = prog.Root
 			}
-			ts, threaded, err := s.postAPI(ctx, msgs[i], parent)
+			// An escalation into a conversation's thread is shown in the
+			// channel too: it must stand out (SPEC §6). Its first message
+			// only; the rest of a long one stays in the thread.
+			broadcast := ev.Topic == relay.TopicEscalation && thread != "" && i == 0
+			ts, threaded, err := s.postAPI(ctx, msgs[i], parent, broadcast)
 			if parent != "" && threadGone(err) && !rootGone {
 				// Slack refused the reply: the thread's first message was
 				// deleted. Drop the thread and post this message at top
@@ -276,7 +280,7 @@ func (s *Sink) deliver(ctx context.Context, ev *relay.Event, msgs []message) err
 				s.deps.Logger.InfoContext(ctx, "the conversation's thread is gone; posting at top level, as a new thread",
 					"event_id", ev.ID, "conversation_id", conv, "err", err)
 				rootGone, thread, prog.Root, parent = true, "", "", ""
-				ts, threaded, err = s.postAPI(ctx, msgs[i], "")
+				ts, threaded, err = s.postAPI(ctx, msgs[i], "", false)
 			}
 			if err != nil {
 				return err
@@ -363,7 +367,7 @@ func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) 
 		}
 		return n, nil
 	}
-	ts, _, err := s.postAPI(ctx, m, "")
+	ts, _, err := s.postAPI(ctx, m, "", false)
 	if err != nil {
 		return 0, err
 	}
@@ -428,9 +432,10 @@ func (s *Sink) postWebhook(ctx context.Context, m message) error {
 	return nil
 }
 
-// postAPI posts m with chat.postMessage, into thread parent if set. It
-// returns the message's ts and whether Slack put it in the thread.
-func (s *Sink) postAPI(ctx context.Context, m message, parent string) (ts string, threaded bool, err error) {
+// postAPI posts m with chat.postMessage, into thread parent if set (and
+// then, with broadcast, shown in the channel as well). It returns the
+// message's ts and whether Slack put it in the thread.
+func (s *Sink) postAPI(ctx context.Context, m message, parent string, broadcast bool) (ts string, threaded bool, err error) {
 	opts := []slackapi.MsgOption{
 		slackapi.MsgOptionText(m.text, false), // escaped already
 		slackapi.MsgOptionBlocks(m.blocks...),
@@ -441,6 +446,9 @@ func (s *Sink) postAPI(ctx context.Context, m message, parent string) (ts string
 	}
 	if parent != "" {
 		opts = append(opts, slackapi.MsgOptionTS(parent))
+		if broadcast {
+			opts = append(opts, slackapi.MsgOptionBroadcast()) // reply_broadcast=true
+		}
 	}
 	var header http.Header
 	_, ts, msg, err := s.api.PostMessageWithResponseContext(context.WithValue(ctx, headerKey{}, &header), s.cfg.Channel, opts...)

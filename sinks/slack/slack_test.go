@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -308,6 +309,94 @@ func TestGolden(t *testing.T) {
 			}
 			compareGolden(t, tc.name, canonical(t, bodies))
 		})
+	}
+}
+
+// TestGoldenBot: what the Web API receives in bot mode, as JSON (slack-go
+// posts a form). escalation-in-thread is a live-chat escalation in a
+// conversation that already has a thread: it goes into the thread and is
+// broadcast to the channel (SPEC §6: an escalation stands out).
+func TestGoldenBot(t *testing.T) {
+	t.Parallel()
+	const mention = "<!subteam^S0123ABC>"
+	srv := slacktest.NewServer(t)
+	sink, err := slack.New(slack.Config{Name: sinkName, Token: relay.Secret(srv.Token), Channel: channel, APIURL: srv.APIURL(), Mention: mention},
+		relay.SinkDeps{UserAgent: "chatrelay/test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := turn(t, "g1", "conv-esc", "Let me check.")
+	esc := event(t, "live-chat-escalation.json", relay.TopicEscalation)
+	esc.ConversationID = first.ConversationID
+	for _, ev := range []*relay.Event{first, esc} {
+		if err := sink.Send(t.Context(), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reqs := srv.Requests()
+	r := reqs[len(reqs)-1]
+	form, err := url.ParseQuery(string(r.Body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := map[string]any{}
+	for k, v := range form {
+		switch k {
+		case "token":
+			continue
+		case "blocks":
+			var blocks any
+			if err := json.Unmarshal([]byte(v[0]), &blocks); err != nil {
+				t.Fatal(err)
+			}
+			doc[k] = blocks
+		default:
+			doc[k] = v[0]
+		}
+	}
+	body, _ := json.Marshal(doc)
+	assertMentions(t, [][]byte{body}, mention)
+	compareGolden(t, "escalation-in-thread", canonical(t, [][]byte{body}))
+}
+
+// TestEscalationStandsOut: in bot mode an escalation that goes into a
+// conversation's existing thread is broadcast to the channel as well; other
+// turns, and an escalation that opens a conversation, are not.
+func TestEscalationStandsOut(t *testing.T) {
+	t.Parallel()
+	srv := slacktest.NewServer(t)
+	sink := newBot(t, srv, nil, relay.SinkDeps{})
+	escalation := func(id, conv string) *relay.Event {
+		ev := event(t, "live-chat-escalation.json", relay.TopicEscalation)
+		ev.ID, ev.ConversationID = id, conv
+		return ev
+	}
+	long := escalation("e-long", "conv-a")
+	long.Answer = &relay.Message{Role: "assistant", Content: longAnswer(20000)}
+	steps := []struct {
+		ev        *relay.Event
+		broadcast []bool // per message posted
+	}{
+		{turn(t, "a1", "conv-a", "first"), []bool{false}},
+		{escalation("e1", "conv-a"), []bool{true}},
+		{turn(t, "a2", "conv-a", "after"), []bool{false}},
+		{escalation("e2", "conv-b"), []bool{false}}, // opens conv-b: at top level
+		{long, []bool{true, false, false}},          // only its first message
+	}
+	for _, st := range steps {
+		before := len(srv.Messages())
+		if err := sink.Send(t.Context(), st.ev); err != nil {
+			t.Fatalf("%s: %v", st.ev.ID, err)
+		}
+		msgs := srv.Messages()[before:]
+		if len(msgs) != len(st.broadcast) {
+			t.Fatalf("%s: %d messages, want %d", st.ev.ID, len(msgs), len(st.broadcast))
+		}
+		for i, m := range msgs {
+			if m.Broadcast != st.broadcast[i] {
+				t.Errorf("%s message %d: broadcast %v, want %v", st.ev.ID, i+1, m.Broadcast, st.broadcast[i])
+			}
+		}
 	}
 }
 

@@ -43,18 +43,21 @@ const (
 
 // Request is one request the fake received, and what it answered.
 type Request struct {
-	Method      string // "webhook", "chat.postMessage" or "auth.test"
-	Token       string // Web API: the form's token, or the Bearer token
-	Channel     string
-	Text        string
-	Blocks      json.RawMessage
-	ThreadTS    string
-	UnfurlLinks string // "true", "false" or "" when not sent
-	UnfurlMedia string
-	UserAgent   string
-	Body        []byte // the raw body
-	Status      int    // the HTTP status answered
-	Error       string // the Slack error code answered; "" on success
+	Method   string // "webhook", "chat.postMessage" or "auth.test"
+	Token    string // Web API: the form's token, or the Bearer token
+	Channel  string
+	Text     string
+	Blocks   json.RawMessage
+	ThreadTS string
+	// ReplyBroadcast is reply_broadcast as sent: "true" asks Slack to
+	// show a reply in the channel too.
+	ReplyBroadcast string
+	UnfurlLinks    string // "true", "false" or "" when not sent
+	UnfurlMedia    string
+	UserAgent      string
+	Body           []byte // the raw body
+	Status         int    // the HTTP status answered
+	Error          string // the Slack error code answered; "" on success
 }
 
 // Message is a message the fake accepted: what the channel shows.
@@ -62,8 +65,11 @@ type Message struct {
 	Channel  string // "" for the webhook's channel
 	TS       string
 	ThreadTS string // the thread it was posted in; "" at top level
-	Text     string
-	Blocks   json.RawMessage
+	// Broadcast is set for a reply also shown in the channel
+	// (reply_broadcast).
+	Broadcast bool
+	Text      string
+	Blocks    json.RawMessage
 }
 
 // Response scripts the answer to one request. The zero Response lets the
@@ -324,11 +330,13 @@ func apiRequest(r *http.Request, method string) Request {
 			Text        string          `json:"text"`
 			Blocks      json.RawMessage `json:"blocks"`
 			ThreadTS    string          `json:"thread_ts"`
+			Broadcast   *bool           `json:"reply_broadcast"`
 			UnfurlLinks *bool           `json:"unfurl_links"`
 			UnfurlMedia *bool           `json:"unfurl_media"`
 		}
 		_ = json.Unmarshal(body, &m)
 		req.Channel, req.Text, req.Blocks, req.ThreadTS = m.Channel, m.Text, m.Blocks, m.ThreadTS
+		req.ReplyBroadcast = boolString(m.Broadcast)
 		req.UnfurlLinks, req.UnfurlMedia = boolString(m.UnfurlLinks), boolString(m.UnfurlMedia)
 		return req
 	}
@@ -340,6 +348,7 @@ func apiRequest(r *http.Request, method string) Request {
 		req.Token = tok
 	}
 	req.Channel, req.Text, req.ThreadTS = r.PostForm.Get("channel"), r.PostForm.Get("text"), r.PostForm.Get("thread_ts")
+	req.ReplyBroadcast = r.PostForm.Get("reply_broadcast")
 	if b := r.PostForm.Get("blocks"); b != "" {
 		req.Blocks = json.RawMessage(b)
 	}
@@ -429,7 +438,8 @@ func (s *Server) servePostMessage(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.seq++
-	m := Message{Channel: req.Channel, TS: s.ts(), ThreadTS: thread, Text: req.Text, Blocks: req.Blocks}
+	m := Message{Channel: req.Channel, TS: s.ts(), ThreadTS: thread, Text: req.Text, Blocks: req.Blocks,
+		Broadcast: thread != "" && req.ReplyBroadcast == "true"}
 	s.messages = append(s.messages, m)
 	msg := map[string]any{"type": "message", "text": m.Text, "ts": m.TS}
 	if thread != "" {

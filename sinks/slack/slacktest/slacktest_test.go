@@ -183,8 +183,13 @@ func TestThreadsAndDeletedRoots(t *testing.T) {
 				return msgs[len(msgs)-1], code
 			}
 			root, _ := post("")
-			if reply, _ := post(root.TS); reply.ThreadTS != root.TS {
-				t.Fatalf("reply in thread %q, want %q", reply.ThreadTS, root.TS)
+			if reply, _ := post(root.TS); reply.ThreadTS != root.TS || reply.Broadcast {
+				t.Fatalf("reply in thread %q, broadcast %v; want %q, false", reply.ThreadTS, reply.Broadcast, root.TS)
+			}
+			form := url.Values{"token": {srv.Token}, "channel": {"C1"}, "text": {"x"}, "thread_ts": {root.TS}, "reply_broadcast": {"true"}}
+			postMessage(t, srv, form)
+			if msgs := srv.Messages(); !msgs[len(msgs)-1].Broadcast || srv.Requests()[len(srv.Requests())-1].ReplyBroadcast != "true" {
+				t.Fatal("reply_broadcast=true not recorded")
 			}
 			srv.DeleteMessage("C1", root.TS)
 			before := len(srv.Messages())
