@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path"
 	"regexp"
 	"strings"
 	"text/template"
@@ -58,6 +59,10 @@ const (
 	paceEvery = 1100 * time.Millisecond
 	paceBurst = 1
 )
+
+// minSecretSegment is the shortest last path segment of a webhook URL that
+// is scrubbed on its own; Slack's are 24 characters.
+const minSecretSegment = 8
 
 // recordTimeout bounds the store writes that record what was posted; they
 // run even when the send's context has just ended, so that a retry does
@@ -125,6 +130,13 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 		if u, err := url.Parse(raw); err == nil {
 			if len(u.Path) > 1 {
 				s.secrets = append(s.secrets, u.Path)
+			}
+			// The last segment is the webhook's secret token
+			// (/services/T…/B…/<secret>): an answer may echo it alone.
+			// A short one ("/hook") is no secret, and scrubbing it would
+			// garble error text.
+			if seg := path.Base(u.Path); len(seg) >= minSecretSegment {
+				s.secrets = append(s.secrets, seg)
 			}
 			if u.Scheme == "http" && !loopback(u.Hostname()) {
 				deps.Logger.Warn("webhook_url uses plain http to a host that is not loopback: the URL, which is the credential, travels unencrypted")
@@ -509,7 +521,9 @@ func (b *drainingBody) Close() error {
 	return b.c.Close()
 }
 
-// scrub removes the sink's credentials from text taken from an answer.
+// scrub removes the sink's credentials from text taken from an answer: the
+// token, or the webhook URL, its path and its secret last segment. The
+// longest go first, so that a shorter one inside them leaves no piece.
 func (s *Sink) scrub(text string) string {
 	for _, secret := range s.secrets {
 		if secret != "" {

@@ -1072,6 +1072,7 @@ func TestNoSecretsInLogsOrErrors(t *testing.T) {
 		{webhook, nil},
 		{webhook, []slacktest.Response{{Status: 404, Error: "no_service"}}},
 		{webhook, []slacktest.Response{{Status: 400, Body: "echo " + srv.WebhookURL()}}},
+		{webhook, []slacktest.Response{{Status: 400, Body: "bad token " + lastSegment(srv.WebhookPath())}}},
 		{dead, nil},
 		{bot, nil},
 		{bot, []slacktest.Response{{Error: "invalid_auth"}}},
@@ -1082,7 +1083,7 @@ func TestNoSecretsInLogsOrErrors(t *testing.T) {
 		ev := turn(t, fmt.Sprint("s", i), fmt.Sprint("conv-", i), longAnswer(12000))
 		errs = append(errs, step.sink.Send(t.Context(), ev), step.sink.Probe(t.Context()))
 	}
-	secrets := []string{srv.Token, srv.WebhookURL(), srv.WebhookPath(), closed.URL + deadPath, deadPath}
+	secrets := []string{srv.Token, srv.WebhookURL(), srv.WebhookPath(), lastSegment(srv.WebhookPath()), closed.URL + deadPath, deadPath}
 	relaytest.AssertNoSecret(t, "log", logs.String(), secrets...)
 	failures := 0
 	for _, err := range errs {
@@ -1095,6 +1096,9 @@ func TestNoSecretsInLogsOrErrors(t *testing.T) {
 		t.Fatalf("only %d failures: the steps did not fail as scripted", failures)
 	}
 }
+
+// lastSegment is a webhook path's last segment: its secret token.
+func lastSegment(path string) string { return path[strings.LastIndexByte(path, '/')+1:] }
 
 func TestNewRejects(t *testing.T) {
 	t.Parallel()
