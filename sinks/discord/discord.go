@@ -122,7 +122,7 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 	}
 	if s.kv == nil {
 		// Thread mappings and progress then last as long as the process.
-		s.kv = &memKV{}
+		s.kv = relay.NewMemKV()
 	}
 	var errs []error
 	hasWebhook, hasBot := !cfg.WebhookURL.IsZero(), !cfg.Token.IsZero() || cfg.ChannelID != ""
@@ -328,27 +328,4 @@ func (s *Sink) allowedMentions(withMention bool) *discordgo.MessageAllowedMentio
 		}
 	}
 	return am
-}
-
-// memKV is the in-memory relay.KV used when the wiring gives none.
-type memKV struct {
-	mu sync.Mutex
-	m  map[string]string
-}
-
-func (k *memKV) Get(_ context.Context, key string) (string, bool, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	v, ok := k.m[key]
-	return v, ok, nil
-}
-
-func (k *memKV) Put(_ context.Context, key, value string) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.m == nil {
-		k.m = make(map[string]string)
-	}
-	k.m[key] = value
-	return nil
 }

@@ -122,7 +122,7 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 	}
 	if s.kv == nil {
 		deps.Logger.Warn("no key/value store: conversation threads and multi-part progress will not survive a restart")
-		s.kv = &memKV{}
+		s.kv = relay.NewMemKV()
 	}
 	if s.webhook() {
 		raw := cfg.WebhookURL.Reveal()

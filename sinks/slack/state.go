@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"sync"
 )
 
 // What the sink keeps in its key/value store (relay.KV, namespaced to the
@@ -97,28 +96,5 @@ func (s *Sink) record(ctx context.Context, key, value string) error {
 	if err := s.kv.Put(ctx, key, value); err != nil {
 		return fmt.Errorf("slack sink %q: posted, but could not record it (a retry may post it again): %w", s.cfg.Name, err)
 	}
-	return nil
-}
-
-// memKV keeps the sink's records in memory when the wiring gives no store.
-type memKV struct {
-	mu sync.Mutex
-	m  map[string]string
-}
-
-func (m *memKV) Get(_ context.Context, key string) (string, bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	v, ok := m.m[key]
-	return v, ok, nil
-}
-
-func (m *memKV) Put(_ context.Context, key, value string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.m == nil {
-		m.m = map[string]string{}
-	}
-	m.m[key] = value
 	return nil
 }
