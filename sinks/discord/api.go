@@ -64,7 +64,18 @@ type call struct {
 	method  string
 	url     *url.URL
 	payload any // sent as JSON; nil for none
+	// in is what, inside the sink's destination, the request names: ""
+	// for the configured channel or webhook itself, inThread or
+	// inMessage. An error about such a part (deleted, archived, locked)
+	// says nothing about the destination.
+	in string
 }
+
+// What a call names inside the destination.
+const (
+	inThread  = "thread"  // a conversation's thread (its channel id, or a webhook's thread_id)
+	inMessage = "message" // a message of the channel (to start a thread on it)
+)
 
 // do makes one request and decodes a 2xx answer into out (when out is not
 // nil and the answer has a body). Every other outcome is a classified error
@@ -111,7 +122,7 @@ func (s *Sink) do(ctx context.Context, c call, out any) error {
 		return nil
 	}
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	return s.classify(c.op, resp.StatusCode, resp.Header, raw, now)
+	return s.classify(c, resp.StatusCode, resp.Header, raw, now)
 }
 
 // errorf formats an error that names the sink, with every secret removed
@@ -177,11 +188,11 @@ type errorBody struct {
 	Global     bool            `json:"global"`
 }
 
-// classify turns a non-2xx answer into a classified error (SPEC §5,
+// classify turns a non-2xx answer to c into a classified error (SPEC §5,
 // PROTOCOLS.md §2.4): Discord's error code first, then the status through
 // relay's platform policy.
-func (s *Sink) classify(op string, status int, h http.Header, raw []byte, now time.Time) error {
-	ae := &APIError{Op: op, Status: status}
+func (s *Sink) classify(c call, status int, h http.Header, raw []byte, now time.Time) error {
+	ae := &APIError{Op: c.op, Status: status}
 	var body errorBody
 	if json.Unmarshal(raw, &body) == nil {
 		ae.Code = body.Code
@@ -235,6 +246,14 @@ func (s *Sink) classify(op string, status int, h http.Header, raw []byte, now ti
 		return wrap(relay.ClassRetryable, relay.ReasonRateLimited, 0)
 	}
 
+	if partGone(c.in, ae.Code) {
+		// A message or thread inside the destination is gone, archived
+		// or locked: the destination itself is fine, and marking it
+		// down would hold every conversation. The sink recovers where
+		// it can (a new thread); what is left is worth a retry, which
+		// starts from what the store now says.
+		return wrap(relay.ClassRetryable, relay.ReasonClientError, 0)
+	}
 	switch ae.Code {
 	case discordgo.ErrCodeUnknownWebhook:
 		ae.Fix = "the webhook was deleted; create a new one (channel settings → Integrations → Webhooks) and set webhook_url to its URL"
@@ -280,6 +299,22 @@ func (s *Sink) classify(op string, status int, h http.Header, raw []byte, now ti
 		ae.Fix = "Discord does not know this webhook or channel; check webhook_url or channel_id"
 	}
 	return wrap(class, relay.ReasonOf(base), after)
+}
+
+// partGone reports whether code, answered to a call naming in, is about a
+// part of the destination (a message, a thread) rather than the
+// destination: Unknown Message always; Unknown Channel, archived thread
+// and locked thread when the call named a thread. Unknown Channel on the
+// configured channel, Unknown Webhook, a bad webhook token, 401 and 403
+// still mark the destination broken.
+func partGone(in string, code int) bool {
+	switch code {
+	case discordgo.ErrCodeUnknownMessage:
+		return true
+	case discordgo.ErrCodeUnknownChannel, discordgo.ErrCodePerformedOperationOnArchivedThread, discordgo.ErrCodeThreadIsLocked:
+		return in == inThread
+	}
+	return false
 }
 
 // forbiddenFix says what to do about a 403.

@@ -122,7 +122,7 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 	}
 	if s.kv == nil {
 		// Thread mappings and progress then last as long as the process.
-		s.kv = &memKV{}
+		s.kv = relay.NewMemKV()
 	}
 	var errs []error
 	hasWebhook, hasBot := !cfg.WebhookURL.IsZero(), !cfg.Token.IsZero() || cfg.ChannelID != ""
@@ -232,11 +232,18 @@ func (s *Sink) Name() string { return s.cfg.Name }
 // botMode reports whether the sink posts as a bot.
 func (s *Sink) bot() bool { return s.api != nil }
 
-// Pace implements relay.Paced: one request every 400 ms, i.e. at most 5
-// in any 2 s, the limit reported for a webhook (PROTOCOLS.md §2.3) and
-// within a channel's message bucket. Rate-limit headers still hold the sink
-// when a bucket runs dry earlier.
-func (s *Sink) Pace() (every time.Duration, burst int) { return 400 * time.Millisecond, 1 }
+// The pace the sink declares: one request every paceEvery, so at most 5 in
+// any 2 s. Discord publishes no webhook limit; about 5 requests per 2 s per
+// webhook has been reported, not confirmed (PROTOCOLS.md §2.3), and this
+// keeps under that figure. It is a first guess only: the X-RateLimit-*
+// headers of every answer (observe) and 429s are what really hold the sink.
+const (
+	paceEvery = 400 * time.Millisecond
+	paceBurst = 1
+)
+
+// Pace implements relay.Paced (see paceEvery).
+func (s *Sink) Pace() (every time.Duration, burst int) { return paceEvery, paceBurst }
 
 // MaxPack implements relay.Packer: one embed per event, at most 10 embeds
 // per message (all within 6000 characters).
@@ -321,27 +328,4 @@ func (s *Sink) allowedMentions(withMention bool) *discordgo.MessageAllowedMentio
 		}
 	}
 	return am
-}
-
-// memKV is the in-memory relay.KV used when the wiring gives none.
-type memKV struct {
-	mu sync.Mutex
-	m  map[string]string
-}
-
-func (k *memKV) Get(_ context.Context, key string) (string, bool, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	v, ok := k.m[key]
-	return v, ok, nil
-}
-
-func (k *memKV) Put(_ context.Context, key, value string) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.m == nil {
-		k.m = make(map[string]string)
-	}
-	k.m[key] = value
-	return nil
 }

@@ -1,10 +1,12 @@
 package discord_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -256,6 +258,75 @@ func TestMentionOnlyOnEscalation(t *testing.T) {
 	}
 }
 
+// TestEscalationStandsOut: in bot mode, an escalation in a conversation
+// that has a thread is posted in the channel, not inside the thread, with a
+// link to the thread (SPEC §6); the conversation's later turns stay in the
+// thread. In a forum, and for an escalation that opens a conversation,
+// nothing changes.
+func TestEscalationStandsOut(t *testing.T) {
+	t.Parallel()
+	escalation := func(n int, conv string) *relay.Event {
+		ev := withID(eventFile(t, "live-chat-escalation.json", relay.TopicEscalation), n)
+		ev.ConversationID = conv
+		return ev
+	}
+	t.Run("text channel", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, true, discordgo.ChannelTypeGuildText, discordtest.WithRateLimit(0, 0))
+		f.cfg.Mention = "<@&987654321098765432>"
+		s := f.sink(t, relay.SinkDeps{})
+		for _, ev := range []*relay.Event{
+			chatEvent(t, 1, "conv-a", "Hello?"),
+			escalation(2, "conv-a"),
+			chatEvent(t, 3, "conv-a", "Anyone?"),
+			escalation(4, "conv-b"),
+		} {
+			if err := s.Send(t.Context(), ev); err != nil {
+				t.Fatalf("event %s: %v", ev.ID, err)
+			}
+		}
+		threads := f.srv.Threads(f.channel)
+		if len(threads) != 2 {
+			t.Fatalf("%d threads, want 2", len(threads))
+		}
+		th := threads[0]
+		if got := eventIDs(f.srv.Messages(th)); !slices.Equal(got, []string{eventID(3)}) {
+			t.Errorf("conv-a's thread holds %v, want only turn 3", got)
+		}
+		channel := f.srv.Messages(f.channel)
+		if got := eventIDs(channel); !slices.Equal(got, []string{eventID(1), eventID(2), eventID(4)}) {
+			t.Fatalf("channel holds %v, want turns 1, 2 (the escalation) and 4", got)
+		}
+		esc := channel[1]
+		if !strings.HasPrefix(esc.Content, f.cfg.Mention) || !strings.Contains(esc.Content, "<#"+th+">") {
+			t.Errorf("escalation content %q: want the mention and a link to thread %s", esc.Content, th)
+		}
+		if !slices.Equal(esc.AllowedMentions.Roles, []string{"987654321098765432"}) || len(esc.AllowedMentions.Users) != 0 {
+			t.Errorf("allowed mentions %+v, want the configured role only", esc.AllowedMentions)
+		}
+		if strings.Contains(channel[2].Content, "<#") {
+			t.Errorf("escalation opening a conversation links a thread: %q", channel[2].Content)
+		}
+	})
+	t.Run("forum", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, true, discordgo.ChannelTypeGuildForum, discordtest.WithRateLimit(0, 0))
+		s := f.sink(t, relay.SinkDeps{})
+		for _, ev := range []*relay.Event{chatEvent(t, 1, "conv-a", "Hello?"), escalation(2, "conv-a")} {
+			if err := s.Send(t.Context(), ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		threads := f.srv.Threads(f.channel)
+		if len(threads) != 1 {
+			t.Fatalf("%d posts, want 1", len(threads))
+		}
+		if got := eventIDs(f.srv.Messages(threads[0])); !slices.Equal(got, []string{eventID(1), eventID(2)}) {
+			t.Errorf("forum post holds %v, want both turns", got)
+		}
+	})
+}
+
 func TestBotThreads(t *testing.T) {
 	t.Parallel()
 	for _, typ := range []discordgo.ChannelType{discordgo.ChannelTypeGuildText, discordgo.ChannelTypeGuildForum} {
@@ -438,6 +509,203 @@ func TestThreadGoneStartsAnother(t *testing.T) {
 			got := append(eventIDs(f.srv.Messages(f.channel)), eventIDs(f.srv.Messages(fresh))...)
 			if !slices.Contains(got, eventID(2)) || !slices.Contains(eventIDs(f.srv.Messages(fresh)), eventID(3)) {
 				t.Errorf("turns 2 and 3 are not in the new thread: channel+thread hold %v", got)
+			}
+		})
+	}
+}
+
+// TestRootDeleted: the message a conversation's thread is to start from is
+// deleted before the thread starts (Discord: 404, code 10008 Unknown
+// Message). That is no reason to mark the whole sink down: the turn is
+// done (or its next part opens a new thread), and the conversation's next
+// turn opens a new thread.
+func TestRootDeleted(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name   string
+		long   bool // three messages: the second opens the new thread
+		before bool // deleted before the retry; else between post and thread start
+	}{
+		{"deleted before the retry", false, true},
+		{"long answer deleted before the retry", true, true},
+		{"deleted between post and thread start", false, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, true, discordgo.ChannelTypeGuildText, discordtest.WithRateLimit(0, 0))
+			s := f.sink(t, relay.SinkDeps{})
+			ev := chatEvent(t, 1, "conv-a", "Hello?")
+			if tc.long {
+				ev = withID(eventBody(t, chatBody("Tell me everything.", longAnswer(), 0.9, "conv-a"), relay.TopicChat), 1)
+			}
+			startThread := "POST /channels/" + f.channel + "/messages/"
+			if tc.before {
+				f.srv.Script(startThread, discordtest.Reply{Status: 503})
+				if err := s.Send(t.Context(), ev); err == nil {
+					t.Fatal("thread start failed, but Send succeeded")
+				}
+				f.srv.DeleteMessage(f.srv.Messages(f.channel)[0].ID)
+			} else {
+				f.srv.Script(startThread, discordtest.Reply{Status: 404, Code: discordgo.ErrCodeUnknownMessage, Message: "Unknown Message"})
+			}
+			if err := s.Send(t.Context(), ev); err != nil {
+				t.Fatalf("Send after the root was deleted: %v", err)
+			}
+			if tc.long {
+				// Parts 2 and 3 are posted once: part 2 in the channel,
+				// where it starts the new thread, part 3 in it.
+				msgs := f.srv.Messages(f.channel)
+				th := f.srv.Threads(f.channel)
+				if len(th) != 1 || len(msgs) != 1 || th[0] != msgs[0].ID || !strings.HasSuffix(msgs[0].Embeds[len(msgs[0].Embeds)-1].Footer.Text, "part 2/3") {
+					t.Fatalf("threads %v, channel %d messages: want part 2 in the channel with a new thread on it", th, len(msgs))
+				}
+				if got := f.srv.Messages(th[0]); len(got) != 1 || !strings.HasSuffix(got[0].Embeds[len(got[0].Embeds)-1].Footer.Text, "part 3/3") {
+					t.Fatalf("new thread holds %d messages, want part 3", len(got))
+				}
+				return
+			}
+			if err := s.Send(t.Context(), chatEvent(t, 2, "conv-a", "Still there?")); err != nil {
+				t.Fatalf("next turn: %v", err)
+			}
+			var second string
+			for _, m := range f.srv.Messages(f.channel) {
+				if eventIDs([]discordtest.Message{m})[0] == eventID(2) {
+					second = m.ID
+				}
+			}
+			if th := f.srv.Threads(f.channel); second == "" || !slices.Equal(th, []string{second}) {
+				t.Fatalf("threads %v: want one, started on the next turn's message %q", th, second)
+			}
+			if err := s.Send(t.Context(), chatEvent(t, 3, "conv-a", "And now?")); err != nil {
+				t.Fatal(err)
+			}
+			if got := eventIDs(f.srv.Messages(second)); !slices.Equal(got, []string{eventID(3)}) {
+				t.Errorf("new thread holds %v, want turn 3", got)
+			}
+		})
+	}
+}
+
+// strictKV is an in-memory relay.KV that, like a real store, refuses work
+// on a context that has ended.
+type strictKV struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func (k *strictKV) Get(ctx context.Context, key string) (string, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return "", false, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	v, ok := k.m[key]
+	return v, ok, nil
+}
+
+func (k *strictKV) Put(ctx context.Context, key, value string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.m == nil {
+		k.m = map[string]string{}
+	}
+	k.m[key] = value
+	return nil
+}
+
+// cancelAfter is a transport that, once Discord has answered a POST whose
+// path contains match (the answer read whole), cancels the send's context:
+// the per-send deadline firing just after a message went out.
+type cancelAfter struct {
+	match  string
+	cancel context.CancelFunc
+}
+
+func (c cancelAfter) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if err != nil || r.Method != http.MethodPost || !strings.Contains(r.URL.Path, c.match) {
+		return resp, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	c.cancel()
+	return resp, nil
+}
+
+// TestRecordsOutliveTheSend: what the sink records after a post (the
+// conversation's thread, a turn's progress) is written even when the
+// send's context ends right after Discord answered; otherwise the retry
+// posts again and the conversation gets a second thread.
+func TestRecordsOutliveTheSend(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name   string
+		bot    bool
+		typ    discordgo.ChannelType
+		thread string // webhook mode: thread_name (forum)
+		match  string // the POST after whose answer the context ends
+		long   bool   // a turn of three messages
+		packed bool
+	}{
+		{name: "bot forum post", bot: true, typ: discordgo.ChannelTypeGuildForum, match: "/threads"},
+		{name: "webhook forum post", typ: discordgo.ChannelTypeGuildForum, thread: "Support", match: "/webhooks/"},
+		{name: "bot thread root", bot: true, typ: discordgo.ChannelTypeGuildText, match: "/messages"},
+		{name: "webhook long answer", typ: discordgo.ChannelTypeGuildText, match: "/webhooks/", long: true},
+		{name: "packed forum post", bot: true, typ: discordgo.ChannelTypeGuildForum, match: "/threads", packed: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, tc.bot, tc.typ, discordtest.WithRateLimit(0, 0))
+			f.cfg.ThreadName = tc.thread
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			s := f.sink(t, relay.SinkDeps{KV: &strictKV{}, Transport: cancelAfter{match: tc.match, cancel: cancel}})
+			first := chatEvent(t, 1, "conv-a", "Hello?")
+			if tc.long {
+				first = withID(eventBody(t, chatBody("Tell me everything.", longAnswer(), 0.9, "conv-a"), relay.TopicChat), 1)
+			}
+			// The dispatcher: a failed send is retried on a new context.
+			if tc.packed {
+				if _, err := s.SendPacked(ctx, []*relay.Event{first, chatEvent(t, 2, "conv-b", "Hi?")}); err != nil {
+					t.Fatalf("SendPacked: %v", err)
+				}
+			} else if err := s.Send(ctx, first); err != nil {
+				if err := s.Send(t.Context(), first); err != nil {
+					t.Fatalf("retry: %v", err)
+				}
+			}
+			if err := s.Send(t.Context(), chatEvent(t, 3, "conv-a", "Still there?")); err != nil {
+				t.Fatalf("next turn: %v", err)
+			}
+			if tc.long {
+				var footers []string
+				for _, m := range f.srv.Messages(f.channel) {
+					footers = append(footers, m.Embeds[len(m.Embeds)-1].Footer.Text)
+				}
+				want := []string{"event " + first.ID + " · part 1/3", "event " + first.ID + " · part 2/3", "event " + first.ID + " · part 3/3", "event " + eventID(3)}
+				if !slices.Equal(footers, want) {
+					t.Errorf("posted %q, want each part once: %q", footers, want)
+				}
+				return
+			}
+			threads := f.srv.Threads(f.channel)
+			if len(threads) != 1 {
+				t.Fatalf("%d threads, want 1: the retry or the next turn opened another", len(threads))
+			}
+			if got := eventIDs(f.srv.Messages(threads[0])); !slices.Contains(got, eventID(3)) {
+				t.Errorf("thread holds %v, want the next turn in it", got)
+			}
+			if n := len(f.srv.Messages("")); n != 2 {
+				t.Errorf("%d messages, want 2: something was posted twice", n)
 			}
 		})
 	}

@@ -2,9 +2,9 @@
 // event as an embed (question, answer in Discord Markdown, score, source,
 // chatbot, conversation, lead; escalations and leads stand out; unknown
 // topics are shown field by field) and posts it through a channel webhook
-// or as a bot. README.md in this directory is the user's guide: how to get
-// a webhook URL or a bot token, the permissions, a sample configuration and
-// what the channel shows.
+// or as a bot. The user's guide (how to get a webhook URL or a bot token,
+// the permissions, a sample configuration and what the channel shows) is
+// the section "Discord" of the project's README.md.
 //
 // # Design
 //
@@ -22,7 +22,12 @@
 // Every limit is counted in UTF-16 units, never less than Discord's count.
 // A long text continues over embeds and up to four messages, split on
 // paragraph, line, sentence or word boundaries, with code fences closed and
-// reopened; past that it is cut with "…" and the event id.
+// reopened; past that it is cut with "…" and the event id. When the
+// channel falls behind, turns of different conversations are packed into
+// one message (relay.Packer: one embed each, up to 10, as many as fit
+// whole). In bot mode, a live-chat escalation in a conversation that
+// already has a thread is posted in the channel, linking the thread, so
+// that it stands out (in a forum it stays in the conversation's post).
 //
 // State lives in the relay's KV store (SinkDeps.KV; in memory without one):
 //

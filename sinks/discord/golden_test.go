@@ -78,6 +78,11 @@ func TestGolden(t *testing.T) {
 		cfg     func(*discord.Config)
 		packed  []*relay.Event // SendPacked instead of Send
 		minMsgs int            // at least this many messages
+		// bot: post as a bot to a text channel; the golden file then
+		// holds each request's path and body. before is sent first and
+		// left out of the golden file.
+		bot    bool
+		before *relay.Event
 	}{
 		{name: "chat", event: eventFile(t, "chat.json", relay.TopicChat)},
 		{name: "markdown", event: eventBody(t, chatBody("How do returns work?", markdownAnswer, 0.62, "conv-md"), relay.TopicChat)},
@@ -94,6 +99,16 @@ func TestGolden(t *testing.T) {
 			cfg: func(c *discord.Config) { c.Mention = "<@987654321098765432>" }},
 		{name: "unknown-topic", event: eventBody(t, []byte(`{"event":"order-created","order":{"id":1234,"total":"49.90 CAD"},"chatbot_id":"654aee418bc9a33b0e50d0ad","client_ip":"203.0.113.7","note":"first order"}`), "order-created")},
 		{name: "template", event: eventFile(t, "chat.json", relay.TopicChat), cfg: func(c *discord.Config) { c.Template = tmpl }},
+		// An escalation in a conversation that has a thread: posted in the
+		// channel, linking the thread, pinging only the configured role.
+		{name: "escalation-in-thread", bot: true,
+			before: withID(eventBody(t, chatBody("My order arrived broken.", "I'm sorry to hear that.", 0.5, "conv-esc"), relay.TopicChat), 7),
+			event: func() *relay.Event {
+				ev := eventFile(t, "live-chat-escalation.json", relay.TopicEscalation)
+				ev.ConversationID = "conv-esc"
+				return ev
+			}(),
+			cfg: func(c *discord.Config) { c.Mention = "<@&987654321098765432>" }},
 		{name: "packed", packed: []*relay.Event{
 			withID(eventFile(t, "chat.json", relay.TopicChat), 1),
 			withID(eventBody(t, chatBody("Where is my order?", "It left the warehouse yesterday; track it at [tracking](https://example.com/track).", 0.55, "conv-2"), relay.TopicChat), 2),
@@ -105,13 +120,25 @@ func TestGolden(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			srv := discordtest.NewServer(t, discordtest.WithRateLimit(0, 0))
-			cfg := discord.Config{Name: "chat-monitor", WebhookURL: relay.Secret(srv.AddWebhook(srv.AddChannel(discordgo.ChannelTypeGuildText)))}
+			cfg := discord.Config{Name: "chat-monitor"}
+			if tc.bot {
+				cfg.Token, cfg.ChannelID, cfg.APIURL = relay.Secret(srv.Token()), srv.AddChannel(discordgo.ChannelTypeGuildText), srv.APIURL()
+			} else {
+				cfg.WebhookURL = relay.Secret(srv.AddWebhook(srv.AddChannel(discordgo.ChannelTypeGuildText)))
+			}
 			if tc.cfg != nil {
 				tc.cfg(&cfg)
 			}
 			sink, err := discord.New(cfg, relay.SinkDeps{})
 			if err != nil {
 				t.Fatal(err)
+			}
+			skip := 0
+			if tc.before != nil {
+				if err := sink.Send(t.Context(), tc.before); err != nil {
+					t.Fatalf("send before: %v", err)
+				}
+				skip = len(srv.Requests())
 			}
 			if tc.packed != nil {
 				var n int
@@ -125,12 +152,19 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatalf("send: %v", err)
 			}
-			var bodies []json.RawMessage
-			for _, r := range srv.Requests() {
+			var bodies []any
+			for _, r := range srv.Requests()[skip:] {
+				if tc.bot && r.Method == http.MethodGet {
+					continue // the channel's type
+				}
 				if r.Method != http.MethodPost || r.Status != http.StatusOK {
 					t.Fatalf("%s %s answered %d: %s", r.Method, r.Path, r.Status, r.Body)
 				}
-				bodies = append(bodies, r.Body)
+				if tc.bot {
+					bodies = append(bodies, map[string]any{"path": r.Path, "body": json.RawMessage(r.Body)})
+				} else {
+					bodies = append(bodies, json.RawMessage(r.Body))
+				}
 			}
 			if len(bodies) < max(tc.minMsgs, 1) {
 				t.Fatalf("%d messages, want at least %d", len(bodies), tc.minMsgs)

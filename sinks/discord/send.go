@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/bwmarrin/discordgo"
 
@@ -40,6 +41,9 @@ func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 	if d.thread == "" && d.threads {
 		d.thread = prog.Thread // a thread of an event without conversation
 	}
+	if d.alongside != "" {
+		msgs[0].content = withThreadLink(msgs[0].content, d.alongside)
+	}
 	saved := prog.Posted > 0 || prog.Root != ""
 	save := func() error {
 		saved, prog.Thread = true, d.thread
@@ -49,14 +53,9 @@ func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 	if prog.Root != "" {
 		// The last attempt posted the thread's first message but did not
 		// start the thread: start it on that message now.
-		th, err := s.startThread(ctx, prog.Root, d.name)
-		if err != nil {
+		if err := s.startOnRoot(ctx, ev, d, &prog); err != nil {
 			return err
 		}
-		if err := d.remember(ctx, s, th); err != nil {
-			return err
-		}
-		d.thread, prog.Root = th, ""
 		if err := save(); err != nil {
 			return err
 		}
@@ -67,7 +66,7 @@ func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 		m := msgs[i]
 		more := i+1 < len(msgs)
 		switch {
-		case !d.threads || d.noThread:
+		case !d.threads || d.noThread || d.alongside != "":
 			if err := s.post(ctx, "", m); err != nil {
 				return err
 			}
@@ -90,26 +89,26 @@ func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 			if err != nil {
 				return err
 			}
-			if th == "" && root != "" {
+			switch {
+			case th != "":
+				if err := d.remember(ctx, s, th); err != nil {
+					return err
+				}
+				d.thread = th
+			case root != "":
 				// Posted; the thread starts from this message next.
 				prog.Posted, prog.Root = i+1, root
 				if err := save(); err != nil {
 					return err
 				}
-				th, err = s.startThread(ctx, root, d.name)
-				if err != nil {
+				if err := s.startOnRoot(ctx, ev, d, &prog); err != nil {
 					return err
 				}
-				prog.Root = ""
-			}
-			if th == "" {
+			default:
 				s.log.WarnContext(ctx, "Discord's answer named no message or thread; the conversation continues without a thread",
 					"event_id", ev.ID, "conversation_id", ev.ConversationID)
 				d.noThread = true
-			} else if err := d.remember(ctx, s, th); err != nil {
-				return err
 			}
-			d.thread = th
 		}
 		prog.Posted = i + 1
 		// Record progress when a later step could fail, and once done
@@ -120,6 +119,31 @@ func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 			}
 		}
 	}
+	return nil
+}
+
+// startOnRoot starts the conversation's thread on prog.Root, the message
+// this attempt or an earlier one posted to open it, and clears prog.Root;
+// the caller saves prog. When that message was deleted meanwhile (Unknown
+// Message), no thread can start on it, and posting it again would undo
+// the deletion: the turn's next message, or the conversation's next turn,
+// opens a new thread instead.
+func (s *Sink) startOnRoot(ctx context.Context, ev *relay.Event, d *destination, prog *progress) error {
+	th, err := s.startThread(ctx, prog.Root, d.name)
+	switch {
+	case codeOf(err) == discordgo.ErrCodeUnknownMessage:
+		s.log.InfoContext(ctx, "the message the conversation's thread was to start on was deleted; the next message opens a new thread",
+			"event_id", ev.ID, "conversation_id", ev.ConversationID)
+		d.thread = ""
+	case err != nil:
+		return err
+	default:
+		if err := d.remember(ctx, s, th); err != nil {
+			return err
+		}
+		d.thread = th
+	}
+	prog.Root = ""
 	return nil
 }
 
@@ -188,7 +212,7 @@ func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) 
 		if ev.ConversationID == "" {
 			continue
 		}
-		if err := s.kv.Put(ctx, s.threadKey(ev.ConversationID), th); err != nil {
+		if err := s.record(ctx, s.threadKey(ev.ConversationID), th); err != nil {
 			s.log.WarnContext(ctx, "packed message posted, but its thread could not be recorded",
 				"event_id", ev.ID, "conversation_id", ev.ConversationID, "err", err)
 		}
@@ -203,6 +227,10 @@ type destination struct {
 	key      string // KV key of the conversation's thread; "" for none
 	name     string // the name of a new thread
 	noThread bool   // Discord named no thread: post the rest flat
+	// alongside is set for an escalation in a conversation that has a
+	// thread, in bot mode outside a forum: it is posted in the channel,
+	// where it stands out (SPEC §6), linking the thread it names.
+	alongside string
 }
 
 // remember records the conversation's new thread.
@@ -210,10 +238,23 @@ func (d *destination) remember(ctx context.Context, s *Sink, thread string) erro
 	if d.key == "" {
 		return nil
 	}
-	if err := s.kv.Put(ctx, d.key, thread); err != nil {
-		return s.errorf("record the conversation's thread: %w", err)
+	if err := s.record(ctx, d.key, thread); err != nil {
+		return s.errorf("posted, but could not record the conversation's thread (a retry may open another): %w", err)
 	}
 	return nil
+}
+
+// withThreadLink is the content of an escalation posted in the channel
+// instead of its conversation's thread: the configured mention's line, if
+// any, and a link to the thread. <#id> shows as a link to the thread and
+// notifies no one; allowed_mentions still lets only the configured
+// mention ping.
+func withThreadLink(content, thread string) string {
+	link := "conversation thread: <#" + thread + ">"
+	if content == "" {
+		return "🚨 Live chat escalation · " + link
+	}
+	return content + " · " + link
 }
 
 // threaded reports whether conversations get threads: always in bot mode,
@@ -239,6 +280,9 @@ func (s *Sink) destination(ctx context.Context, ev *relay.Event) (*destination, 
 		}
 		if ok && snowflake.MatchString(th) {
 			d.thread = th
+		}
+		if s.bot() && !forum && ev.Topic == relay.TopicEscalation && d.thread != "" {
+			d.alongside = d.thread
 		}
 	case forum:
 		// Without a conversation, a forum still needs a post per event.
@@ -288,10 +332,23 @@ func (s *Sink) loadProgress(ctx context.Context, key string) (progress, error) {
 
 func (s *Sink) saveProgress(ctx context.Context, key string, p progress) error {
 	b, _ := json.Marshal(p)
-	if err := s.kv.Put(ctx, key, string(b)); err != nil {
-		return s.errorf("record delivery progress: %w", err)
+	if err := s.record(ctx, key, string(b)); err != nil {
+		return s.errorf("posted, but could not record delivery progress (a retry may post it again): %w", err)
 	}
 	return nil
+}
+
+// recordTimeout bounds the store writes that record what was posted.
+const recordTimeout = 5 * time.Second
+
+// record writes what was just posted (a conversation's thread, a turn's
+// progress). It runs on a context that outlives the send's by
+// recordTimeout: the message is out, so the record must be too, or a retry
+// would post it again and open a second thread.
+func (s *Sink) record(ctx context.Context, key, value string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	return s.kv.Put(ctx, key, value)
 }
 
 // threadGone reports whether posting into a thread failed because the
@@ -306,16 +363,20 @@ func threadGone(err error) bool {
 
 // post posts m into thread (or, with thread "", the channel or webhook).
 func (s *Sink) post(ctx context.Context, thread string, m message) error {
+	in := ""
+	if thread != "" {
+		in = inThread
+	}
 	if !s.bot() {
 		return s.do(ctx, call{op: "execute webhook", method: http.MethodPost, url: s.executeURL(thread),
-			payload: s.webhookParams(m, "")}, nil)
+			payload: s.webhookParams(m, ""), in: in}, nil)
 	}
 	channel := s.cfg.ChannelID
 	if thread != "" {
 		channel = thread
 	}
 	return s.do(ctx, call{op: "post message", method: http.MethodPost,
-		url: s.route("channels", channel, "messages"), payload: s.messageSend(m)}, nil)
+		url: s.route("channels", channel, "messages"), payload: s.messageSend(m), in: in}, nil)
 }
 
 // openThread posts m as the first message of a new thread named name. In
@@ -363,7 +424,7 @@ func (s *Sink) startThread(ctx context.Context, root, name string) (string, erro
 	var ch discordgo.Channel
 	err := s.do(ctx, call{op: "start thread", method: http.MethodPost,
 		url:     s.route("channels", s.cfg.ChannelID, "messages", root, "threads"),
-		payload: &discordgo.ThreadStart{Name: name, AutoArchiveDuration: threadArchiveMinutes}}, &ch)
+		payload: &discordgo.ThreadStart{Name: name, AutoArchiveDuration: threadArchiveMinutes}, in: inMessage}, &ch)
 	if codeOf(err) == discordgo.ErrCodeThreadAlreadyCreatedForThisMessage {
 		return root, nil // an earlier attempt started it
 	}

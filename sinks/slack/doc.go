@@ -1,7 +1,8 @@
 // Package slack is the Slack sink: it posts Chat Data events to one channel
 // through an incoming webhook, or as a bot with chat.postMessage, where each
-// conversation gets a thread. README.md in this directory is the user's
-// guide (app setup, scopes, configuration, what the channel shows).
+// conversation gets a thread. The user's guide (app setup, scopes,
+// configuration, what the channel shows) is the section "Slack" of the
+// project's README.md.
 //
 // Rendering: a chat turn is a header, the user's last question and the
 // bot's answer (Markdown converted to mrkdwn through goldmark's AST) and a
@@ -14,14 +15,18 @@
 // into relay's classes (credentials and channel problems: broken; refused
 // messages: permanent; 429 and rate_limited: retry after exactly what Slack
 // asked; the rest: retryable), declares Slack's pace of one message per
-// second (relay.Paced), packs short turns when the channel falls behind
-// (relay.Packer) and checks credentials with auth.test (relay.Prober).
+// second (relay.Paced), packs short turns of different conversations into
+// one message when the channel falls behind (relay.Packer: up to 16 turns,
+// as many as fit whole; a turn is never cut to fit) and checks credentials
+// with auth.test (relay.Prober). In bot mode a live-chat escalation posted
+// into an existing thread is also broadcast to the channel.
 //
 // The sink keeps, in its relay.KV:
 //
-//	thread:<conversation id>  {"channel":"C…","ts":"…"}  bot mode: the conversation's thread
-//	part:<event id>           {"posted":2,"root":"…"}    a turn needing several messages: how many are out
+//	thread:<conversation id>       {"channel":"C…","ts":"…"}  bot mode: the conversation's thread
+//	part:<destination>:<event id>  {"posted":2,"root":"…"}    a turn needing several messages: how many are out
 //
 // so that threads survive restarts and a retry after a failed later part
-// posts only what is missing.
+// posts only what is missing. <destination> is the channel, or a hash of
+// the webhook URL.
 package slack

@@ -49,6 +49,11 @@ func classifyCode(code string) (class relay.Class, reason relay.Reason, ok bool)
 		return relay.ClassRateLimited, relay.ReasonRateLimited, true
 	case "internal_error", "fatal_error", "service_unavailable", "request_timeout", "rollup_error":
 		return relay.ClassRetryable, relay.ReasonServerError, true
+	case "thread_not_found", "invalid_thread_ts":
+		// The conversation's thread root was deleted. The sink posts at
+		// top level instead; should that fail the same way, a retry
+		// starts a new thread.
+		return relay.ClassRetryable, relay.ReasonClientError, true
 	case "invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive",
 		"missing_scope", "not_allowed_token_type", "no_permission", "not_in_channel",
 		"restricted_action", "restricted_action_read_only_channel", "restricted_action_thread_only_channel",
@@ -106,6 +111,8 @@ func hint(code, needed string, webhook bool) string {
 		return "the incoming webhook was disabled or removed, or its workspace is gone; create a new incoming webhook and set webhook_url to its URL"
 	case "ratelimited", "rate_limited":
 		return "Slack asked chatrelay to slow down"
+	case "thread_not_found", "invalid_thread_ts":
+		return "the conversation's thread was deleted; the next attempt starts a new one"
 	case "internal_error", "fatal_error", "service_unavailable", "request_timeout", "rollup_error":
 		return "a temporary failure at Slack"
 	case "invalid_blocks", "invalid_blocks_format", "msg_too_long", "msg_blocks_too_long", "no_text",
@@ -203,6 +210,13 @@ func jsonErrorCode(body string) string {
 		return ""
 	}
 	return r.Error
+}
+
+// threadGone reports whether Slack refused a reply because the thread's
+// first message is gone (deleted).
+func threadGone(err error) bool {
+	var se *slackError
+	return errors.As(err, &se) && (se.code == "thread_not_found" || se.code == "invalid_thread_ts")
 }
 
 // apiError classifies what slack-go returned for a Web API call: an

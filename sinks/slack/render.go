@@ -78,6 +78,9 @@ type renderer struct {
 	mention string
 	tmpl    *template.Template
 	logger  *slog.Logger
+	// packLimit bounds a packed message's text in place of
+	// maxMessageText when set (tests).
+	packLimit int
 }
 
 // render lays ev out in one or more messages, at most maxParts.
@@ -506,9 +509,13 @@ func (r *renderer) renderPacked(evs []*relay.Event) (message, int) {
 		}
 		parts = append(parts, p)
 	}
+	limit := maxMessageText
+	if r.packLimit > 0 {
+		limit = r.packLimit
+	}
 	n, used, blocks := 0, 0, 1
 	for _, p := range parts {
-		if n > 0 && (used+p.cost > maxMessageText-size(packTitle(n+1)) || blocks+p.extra > maxBlocks) {
+		if n > 0 && (used+p.cost > limit-size(packTitle(n+1)) || blocks+p.extra > maxBlocks) {
 			break
 		}
 		n, used, blocks = n+1, used+p.cost, blocks+p.extra

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path"
 	"regexp"
 	"strings"
 	"text/template"
@@ -59,6 +60,10 @@ const (
 	paceBurst = 1
 )
 
+// minSecretSegment is the shortest last path segment of a webhook URL that
+// is scrubbed on its own; Slack's are 24 characters.
+const minSecretSegment = 8
+
 // recordTimeout bounds the store writes that record what was posted; they
 // run even when the send's context has just ended, so that a retry does
 // not post the same message again.
@@ -73,6 +78,7 @@ type Sink struct {
 	client  *http.Client
 	api     *slackapi.Client // bot mode; nil with a webhook
 	kv      relay.KV
+	dest    string // the channel, or a hash of the webhook URL: part of state keys
 	render  renderer
 	secrets []string // what must never appear in an error: scrubbed from answers
 }
@@ -105,6 +111,7 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 		cfg:  cfg,
 		deps: deps,
 		kv:   deps.KV,
+		dest: destination(cfg),
 		client: &http.Client{
 			Transport: deps.Transport,
 			Timeout:   cfg.Timeout,
@@ -115,7 +122,7 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 	}
 	if s.kv == nil {
 		deps.Logger.Warn("no key/value store: conversation threads and multi-part progress will not survive a restart")
-		s.kv = &memKV{}
+		s.kv = relay.NewMemKV()
 	}
 	if s.webhook() {
 		raw := cfg.WebhookURL.Reveal()
@@ -123,6 +130,13 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 		if u, err := url.Parse(raw); err == nil {
 			if len(u.Path) > 1 {
 				s.secrets = append(s.secrets, u.Path)
+			}
+			// The last segment is the webhook's secret token
+			// (/services/T…/B…/<secret>): an answer may echo it alone.
+			// A short one ("/hook") is no secret, and scrubbing it would
+			// garble error text.
+			if seg := path.Base(u.Path); len(seg) >= minSecretSegment {
+				s.secrets = append(s.secrets, seg)
 			}
 			if u.Scheme == "http" && !loopback(u.Hostname()) {
 				deps.Logger.Warn("webhook_url uses plain http to a host that is not loopback: the URL, which is the credential, travels unencrypted")
@@ -255,6 +269,7 @@ func (s *Sink) deliver(ctx context.Context, ev *relay.Event, msgs []message) err
 	}
 	posted := 0
 	defer func() { s.hold(posted) }()
+	rootGone := false
 	for i := prog.Posted; i < len(msgs); i++ {
 		if s.webhook() {
 			if err := s.postWebhook(ctx, msgs[i]); err != nil {
@@ -265,7 +280,20 @@ func (s *Sink) deliver(ctx context.Context, ev *relay.Event, msgs []message) err
 			if parent == "" && i > 0 {
 				parent = prog.Root
 			}
-			ts, threaded, err := s.postAPI(ctx, msgs[i], parent)
+			// An escalation into a conversation's thread is shown in the
+			// channel too: it must stand out (SPEC §6). Its first message
+			// only; the rest of a long one stays in the thread.
+			broadcast := ev.Topic == relay.TopicEscalation && thread != "" && i == 0
+			ts, threaded, err := s.postAPI(ctx, msgs[i], parent, broadcast)
+			if parent != "" && threadGone(err) && !rootGone {
+				// Slack refused the reply: the thread's first message was
+				// deleted. Drop the thread and post this message at top
+				// level, once; it becomes the new root.
+				s.deps.Logger.InfoContext(ctx, "the conversation's thread is gone; posting at top level, as a new thread",
+					"event_id", ev.ID, "conversation_id", conv, "err", err)
+				rootGone, thread, prog.Root, parent = true, "", "", ""
+				ts, threaded, err = s.postAPI(ctx, msgs[i], "", false)
+			}
 			if err != nil {
 				return err
 			}
@@ -282,7 +310,9 @@ func (s *Sink) deliver(ctx context.Context, ev *relay.Event, msgs []message) err
 				}
 			case !threaded:
 				// Slack posted it at top level: the thread's first
-				// message was deleted. This message is the new root.
+				// message was deleted (Slack also answers
+				// thread_not_found; see above). This message is the new
+				// root.
 				prog.Root = ts
 				if thread != "" {
 					thread = ts
@@ -327,24 +357,29 @@ func (s *Sink) CanPack(ctx context.Context, ev *relay.Event) bool {
 
 // SendPacked implements relay.Packer: one message with as many of the turns
 // as fit whole, in order. In bot mode it becomes the thread of each
-// conversation in it. Once the message is posted the call succeeds: a
-// thread mapping that cannot be recorded is logged, not retried, so that the
-// message is not posted twice.
+// conversation in it. When only one turn fits, it goes out as Send would
+// post it. Once the message is posted the call succeeds: a thread mapping
+// that cannot be recorded is logged, not retried, so that the message is
+// not posted twice.
 func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) {
-	switch len(evs) {
-	case 0:
+	if len(evs) == 0 {
 		return 0, nil
-	case 1:
-		return 1, s.Send(ctx, evs[0])
 	}
 	m, n := s.render.renderPacked(evs)
+	if n == 1 {
+		// Not "1 new chat messages": the turn's own layout.
+		if err := s.Send(ctx, evs[0]); err != nil {
+			return 0, err
+		}
+		return 1, nil
+	}
 	if s.webhook() {
 		if err := s.postWebhook(ctx, m); err != nil {
 			return 0, err
 		}
 		return n, nil
 	}
-	ts, _, err := s.postAPI(ctx, m, "")
+	ts, _, err := s.postAPI(ctx, m, "", false)
 	if err != nil {
 		return 0, err
 	}
@@ -409,9 +444,10 @@ func (s *Sink) postWebhook(ctx context.Context, m message) error {
 	return nil
 }
 
-// postAPI posts m with chat.postMessage, into thread parent if set. It
-// returns the message's ts and whether Slack put it in the thread.
-func (s *Sink) postAPI(ctx context.Context, m message, parent string) (ts string, threaded bool, err error) {
+// postAPI posts m with chat.postMessage, into thread parent if set (and
+// then, with broadcast, shown in the channel as well). It returns the
+// message's ts and whether Slack put it in the thread.
+func (s *Sink) postAPI(ctx context.Context, m message, parent string, broadcast bool) (ts string, threaded bool, err error) {
 	opts := []slackapi.MsgOption{
 		slackapi.MsgOptionText(m.text, false), // escaped already
 		slackapi.MsgOptionBlocks(m.blocks...),
@@ -422,6 +458,9 @@ func (s *Sink) postAPI(ctx context.Context, m message, parent string) (ts string
 	}
 	if parent != "" {
 		opts = append(opts, slackapi.MsgOptionTS(parent))
+		if broadcast {
+			opts = append(opts, slackapi.MsgOptionBroadcast()) // reply_broadcast=true
+		}
 	}
 	var header http.Header
 	_, ts, msg, err := s.api.PostMessageWithResponseContext(context.WithValue(ctx, headerKey{}, &header), s.cfg.Channel, opts...)
@@ -437,7 +476,8 @@ type headerKey struct{}
 
 // apiDoer is the HTTP client slack-go uses: the sink's client, with its
 // User-Agent, every body drained, and every answer but 200 classified here
-// (slack-go drops the body and reads only integer Retry-After values).
+// (slack-go drops the body and reads only integer Retry-After values). It
+// returns a response, or an error; never neither.
 type apiDoer struct{ s *Sink }
 
 // maxAPIBody bounds what slack-go may read of an answer.
@@ -454,7 +494,14 @@ func (d apiDoer) Do(req *http.Request) (*http.Response, error) {
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer relay.Drain(resp)
-		return nil, d.s.checkResponse(resp)
+		if err := d.s.checkResponse(resp); err != nil {
+			return nil, err
+		}
+		// Another 2xx: the Web API answers 200 or an error, so this is
+		// not Slack's answer (a proxy's, say) and says nothing of the
+		// message. Never (nil, nil): slack-go would dereference the
+		// missing response.
+		return nil, relay.Retryable(fmt.Errorf("unexpected HTTP %d from the Web API (it answers 200)", resp.StatusCode), relay.ReasonOther)
 	}
 	resp.Body = &drainingBody{r: io.LimitReader(resp.Body, maxAPIBody), c: resp.Body}
 	return resp, nil
@@ -474,7 +521,9 @@ func (b *drainingBody) Close() error {
 	return b.c.Close()
 }
 
-// scrub removes the sink's credentials from text taken from an answer.
+// scrub removes the sink's credentials from text taken from an answer: the
+// token, or the webhook URL, its path and its secret last segment. The
+// longest go first, so that a shorter one inside them leaves no piece.
 func (s *Sink) scrub(text string) string {
 	for _, secret := range s.secrets {
 		if secret != "" {

@@ -2,13 +2,16 @@ package slack_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -309,6 +312,94 @@ func TestGolden(t *testing.T) {
 	}
 }
 
+// TestGoldenBot: what the Web API receives in bot mode, as JSON (slack-go
+// posts a form). escalation-in-thread is a live-chat escalation in a
+// conversation that already has a thread: it goes into the thread and is
+// broadcast to the channel (SPEC §6: an escalation stands out).
+func TestGoldenBot(t *testing.T) {
+	t.Parallel()
+	const mention = "<!subteam^S0123ABC>"
+	srv := slacktest.NewServer(t)
+	sink, err := slack.New(slack.Config{Name: sinkName, Token: relay.Secret(srv.Token), Channel: channel, APIURL: srv.APIURL(), Mention: mention},
+		relay.SinkDeps{UserAgent: "chatrelay/test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := turn(t, "g1", "conv-esc", "Let me check.")
+	esc := event(t, "live-chat-escalation.json", relay.TopicEscalation)
+	esc.ConversationID = first.ConversationID
+	for _, ev := range []*relay.Event{first, esc} {
+		if err := sink.Send(t.Context(), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reqs := srv.Requests()
+	r := reqs[len(reqs)-1]
+	form, err := url.ParseQuery(string(r.Body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := map[string]any{}
+	for k, v := range form {
+		switch k {
+		case "token":
+			continue
+		case "blocks":
+			var blocks any
+			if err := json.Unmarshal([]byte(v[0]), &blocks); err != nil {
+				t.Fatal(err)
+			}
+			doc[k] = blocks
+		default:
+			doc[k] = v[0]
+		}
+	}
+	body, _ := json.Marshal(doc)
+	assertMentions(t, [][]byte{body}, mention)
+	compareGolden(t, "escalation-in-thread", canonical(t, [][]byte{body}))
+}
+
+// TestEscalationStandsOut: in bot mode an escalation that goes into a
+// conversation's existing thread is broadcast to the channel as well; other
+// turns, and an escalation that opens a conversation, are not.
+func TestEscalationStandsOut(t *testing.T) {
+	t.Parallel()
+	srv := slacktest.NewServer(t)
+	sink := newBot(t, srv, nil, relay.SinkDeps{})
+	escalation := func(id, conv string) *relay.Event {
+		ev := event(t, "live-chat-escalation.json", relay.TopicEscalation)
+		ev.ID, ev.ConversationID = id, conv
+		return ev
+	}
+	long := escalation("e-long", "conv-a")
+	long.Answer = &relay.Message{Role: "assistant", Content: longAnswer(20000)}
+	steps := []struct {
+		ev        *relay.Event
+		broadcast []bool // per message posted
+	}{
+		{turn(t, "a1", "conv-a", "first"), []bool{false}},
+		{escalation("e1", "conv-a"), []bool{true}},
+		{turn(t, "a2", "conv-a", "after"), []bool{false}},
+		{escalation("e2", "conv-b"), []bool{false}}, // opens conv-b: at top level
+		{long, []bool{true, false, false}},          // only its first message
+	}
+	for _, st := range steps {
+		before := len(srv.Messages())
+		if err := sink.Send(t.Context(), st.ev); err != nil {
+			t.Fatalf("%s: %v", st.ev.ID, err)
+		}
+		msgs := srv.Messages()[before:]
+		if len(msgs) != len(st.broadcast) {
+			t.Fatalf("%s: %d messages, want %d", st.ev.ID, len(msgs), len(st.broadcast))
+		}
+		for i, m := range msgs {
+			if m.Broadcast != st.broadcast[i] {
+				t.Errorf("%s message %d: broadcast %v, want %v", st.ev.ID, i+1, m.Broadcast, st.broadcast[i])
+			}
+		}
+	}
+}
+
 func TestConformance(t *testing.T) {
 	t.Parallel()
 	t.Run("webhook", func(t *testing.T) {
@@ -360,7 +451,11 @@ func TestConformance(t *testing.T) {
 				}
 				return "application/json", `{"ok":false,"error":"` + code + `"}`
 			},
-			// The Web API answers 200 or an error, never 201 or 204.
+			// The Web API answers 200 or an error, never 201 or 204. The
+			// suite expects every 2xx to succeed; the sink instead treats
+			// a 2xx other than 200 as a retryable error, since such an
+			// answer is not Slack's and says nothing of the message
+			// (TestBotUnexpected2xx).
 			SkipStatuses: []int{201, 204},
 		})
 	})
@@ -442,24 +537,61 @@ func TestThreadsSurviveRestart(t *testing.T) {
 	}
 }
 
+// TestThreadRootDeleted: Slack either posts a reply to a deleted thread
+// root at top level or refuses it (thread_not_found, invalid_thread_ts).
+// Either way the turn is posted once, at top level, and becomes the
+// conversation's new thread root.
 func TestThreadRootDeleted(t *testing.T) {
 	t.Parallel()
-	srv := slacktest.NewServer(t)
-	sink := newBot(t, srv, openStore(t, t.TempDir()).KV(sinkName), relay.SinkDeps{})
-	for i, id := range []string{"a1", "a2", "a3"} {
-		if i == 1 {
-			srv.DeleteMessage(channel, srv.Messages()[0].TS)
-		}
-		if err := sink.Send(t.Context(), turn(t, id, "conv-a", "answer "+id)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	msgs := srv.Messages()
-	if msgs[1].ThreadTS != "" {
-		t.Fatalf("reply to a deleted root: thread_ts %q, want top level", msgs[1].ThreadTS)
-	}
-	if msgs[2].ThreadTS != msgs[1].TS {
-		t.Fatalf("after the root was deleted the conversation went to %q, want the new root %q", msgs[2].ThreadTS, msgs[1].TS)
+	for _, answer := range []string{"", "thread_not_found", "invalid_thread_ts"} {
+		t.Run("answer "+answer, func(t *testing.T) {
+			t.Parallel()
+			var opts []slacktest.Option
+			if answer != "" {
+				opts = append(opts, slacktest.WithDeletedRootAnswer(answer))
+			}
+			t.Run("conversation", func(t *testing.T) {
+				t.Parallel()
+				srv := slacktest.NewServer(t, opts...)
+				sink := newBot(t, srv, openStore(t, t.TempDir()).KV(sinkName), relay.SinkDeps{})
+				for i, id := range []string{"a1", "a2", "a3"} {
+					if i == 1 {
+						srv.DeleteMessage(channel, srv.Messages()[0].TS)
+					}
+					if err := sink.Send(t.Context(), turn(t, id, "conv-a", "answer "+id)); err != nil {
+						t.Fatalf("%s: %v", id, err)
+					}
+				}
+				msgs := srv.Messages()
+				if len(msgs) != 3 {
+					t.Fatalf("%d messages, want 3", len(msgs))
+				}
+				if msgs[1].ThreadTS != "" {
+					t.Fatalf("reply to a deleted root: thread_ts %q, want top level", msgs[1].ThreadTS)
+				}
+				if msgs[2].ThreadTS != msgs[1].TS {
+					t.Fatalf("after the root was deleted the conversation went to %q, want the new root %q", msgs[2].ThreadTS, msgs[1].TS)
+				}
+			})
+			t.Run("parts of a long turn", func(t *testing.T) {
+				t.Parallel()
+				srv := slacktest.NewServer(t, opts...)
+				sink := newBot(t, srv, nil, relay.SinkDeps{})
+				ev := turn(t, "n1", "", longAnswer(20000))
+				srv.Script(slacktest.Response{}, slacktest.Response{Status: 503, Body: "unavailable"})
+				if err := sink.Send(t.Context(), ev); err == nil {
+					t.Fatal("second part failed, but Send succeeded")
+				}
+				srv.DeleteMessage(channel, srv.Messages()[0].TS)
+				if err := sink.Send(t.Context(), ev); err != nil {
+					t.Fatalf("retry: %v", err)
+				}
+				msgs := srv.Messages()
+				if len(msgs) != 3 || msgs[1].ThreadTS != "" || msgs[2].ThreadTS != msgs[1].TS {
+					t.Fatalf("%d messages; want part 2 at top level and part 3 in its thread: %+v", len(msgs), msgs)
+				}
+			})
+		})
 	}
 }
 
@@ -511,6 +643,8 @@ func TestBotErrorCodes(t *testing.T) {
 		{code: "fatal_error", class: relay.ClassRetryable, reason: relay.ReasonServerError},
 		{code: "service_unavailable", class: relay.ClassRetryable, reason: relay.ReasonServerError},
 		{code: "request_timeout", class: relay.ClassRetryable, reason: relay.ReasonServerError},
+		{code: "thread_not_found", class: relay.ClassRetryable, reason: relay.ReasonClientError, fix: "thread was deleted"},
+		{code: "invalid_thread_ts", class: relay.ClassRetryable, reason: relay.ReasonClientError, fix: "thread was deleted"},
 	} {
 		t.Run(tc.code, func(t *testing.T) {
 			t.Parallel()
@@ -575,6 +709,53 @@ func TestAPIHTTPErrors(t *testing.T) {
 			srv.Script(tc.resp)
 			err := newBot(t, srv, nil, relay.SinkDeps{}).Send(t.Context(), turn(t, "e1", "conv-e", "answer"))
 			assertClass(t, err, tc.class, tc.reason, "", tc.fix)
+		})
+	}
+}
+
+// TestBotUnexpected2xx: the Web API answers 200 or an error. Another 2xx
+// (from a proxy, say) must not reach slack-go as "no response and no
+// error", which it dereferences; it is a retryable error.
+func TestBotUnexpected2xx(t *testing.T) {
+	t.Parallel()
+	for _, status := range []int{http.StatusCreated, http.StatusAccepted, http.StatusNoContent, http.StatusPartialContent} {
+		t.Run(fmt.Sprint(status), func(t *testing.T) {
+			t.Parallel()
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(status)
+				if status != http.StatusNoContent {
+					_, _ = io.WriteString(w, `{"ok":true,"channel":"C0123ABCD","ts":"1700000000.000100"}`)
+				}
+			}))
+			t.Cleanup(srv.Close)
+			sink, err := slack.New(slack.Config{Name: sinkName, Token: "xoxb-1-unexpected", Channel: channel, APIURL: srv.URL + "/api/"}, relay.SinkDeps{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for name, call := range map[string]func() error{
+				"Send":  func() error { return sink.Send(t.Context(), turn(t, "u1", "conv-u", "answer")) },
+				"Probe": func() error { return sink.Probe(t.Context()) },
+			} {
+				err := func() (err error) {
+					defer func() {
+						if p := recover(); p != nil {
+							err = fmt.Errorf("panic: %v", p)
+							t.Errorf("HTTP %d: %s panicked: %v", status, name, p)
+						}
+					}()
+					return call()
+				}()
+				if err == nil {
+					t.Fatalf("HTTP %d: %s succeeded", status, name)
+				}
+				if class, _ := relay.Classify(err); class != relay.ClassRetryable {
+					t.Errorf("HTTP %d: %s: class %s (%v), want retryable", status, name, class, err)
+				}
+				if want := fmt.Sprintf("unexpected HTTP %d", status); !strings.Contains(err.Error(), want) {
+					t.Errorf("%s: error %q does not say %q", name, err, want)
+				}
+			}
 		})
 	}
 }
@@ -704,6 +885,85 @@ func TestMultiPartResumes(t *testing.T) {
 	}
 }
 
+// keysKV is an in-memory relay.KV that lists its keys.
+type keysKV struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func (k *keysKV) Get(_ context.Context, key string) (string, bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	v, ok := k.m[key]
+	return v, ok, nil
+}
+
+func (k *keysKV) Put(_ context.Context, key, value string) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.m == nil {
+		k.m = map[string]string{}
+	}
+	k.m[key] = value
+	return nil
+}
+
+func (k *keysKV) keys() string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []string
+	for key := range k.m {
+		out = append(out, key)
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestMultiPartNewDestination: a long turn whose first part went to one
+// channel (or webhook) and whose sink now points elsewhere is posted whole
+// in the new place: the progress record belongs to the old destination.
+// The record's key never holds the webhook URL.
+func TestMultiPartNewDestination(t *testing.T) {
+	t.Parallel()
+	for _, bot := range []bool{false, true} {
+		t.Run(map[bool]string{false: "webhook", true: "bot"}[bot], func(t *testing.T) {
+			t.Parallel()
+			kv := &keysKV{}
+			before, after := slacktest.NewServer(t), slacktest.NewServer(t)
+			mk := func(srv *slacktest.Server, ch string) *slack.Sink {
+				if !bot {
+					return newWebhook(t, srv, slack.Config{}, relay.SinkDeps{KV: kv})
+				}
+				s, err := slack.New(slack.Config{Name: sinkName, Token: relay.Secret(srv.Token), Channel: ch, APIURL: srv.APIURL()}, relay.SinkDeps{KV: kv})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s
+			}
+			ev := event(t, "chat-long.json", relay.TopicChat)
+			before.Script(slacktest.Response{}, slacktest.Response{Status: 503, Body: "unavailable"})
+			if err := mk(before, channel).Send(t.Context(), ev); err == nil {
+				t.Fatal("second part failed, but Send succeeded")
+			}
+			if err := mk(after, "C0OTHER00").Send(t.Context(), ev); err != nil {
+				t.Fatalf("Send to the new destination: %v", err)
+			}
+			msgs := after.Messages()
+			if len(msgs) != 3 {
+				t.Fatalf("%d messages in the new destination, want the 3 parts", len(msgs))
+			}
+			for i, m := range msgs {
+				if want := fmt.Sprintf("Part %d of 3", i+1); !strings.Contains(string(m.Blocks), want) {
+					t.Errorf("message %d is not %q", i, want)
+				}
+				if bot && i > 0 && m.ThreadTS != msgs[0].TS {
+					t.Errorf("part %d in thread %q, want the new root %q", i+1, m.ThreadTS, msgs[0].TS)
+				}
+			}
+			relaytest.AssertNoSecret(t, "KV key", kv.keys(), before.WebhookURL(), before.WebhookPath(), after.WebhookURL(), after.WebhookPath())
+		})
+	}
+}
+
 func TestMultiPartUnderStrictRateLimit(t *testing.T) {
 	t.Parallel()
 	clock := clockwork.NewFakeClock()
@@ -812,6 +1072,7 @@ func TestNoSecretsInLogsOrErrors(t *testing.T) {
 		{webhook, nil},
 		{webhook, []slacktest.Response{{Status: 404, Error: "no_service"}}},
 		{webhook, []slacktest.Response{{Status: 400, Body: "echo " + srv.WebhookURL()}}},
+		{webhook, []slacktest.Response{{Status: 400, Body: "bad token " + lastSegment(srv.WebhookPath())}}},
 		{dead, nil},
 		{bot, nil},
 		{bot, []slacktest.Response{{Error: "invalid_auth"}}},
@@ -822,7 +1083,7 @@ func TestNoSecretsInLogsOrErrors(t *testing.T) {
 		ev := turn(t, fmt.Sprint("s", i), fmt.Sprint("conv-", i), longAnswer(12000))
 		errs = append(errs, step.sink.Send(t.Context(), ev), step.sink.Probe(t.Context()))
 	}
-	secrets := []string{srv.Token, srv.WebhookURL(), srv.WebhookPath(), closed.URL + deadPath, deadPath}
+	secrets := []string{srv.Token, srv.WebhookURL(), srv.WebhookPath(), lastSegment(srv.WebhookPath()), closed.URL + deadPath, deadPath}
 	relaytest.AssertNoSecret(t, "log", logs.String(), secrets...)
 	failures := 0
 	for _, err := range errs {
@@ -835,6 +1096,9 @@ func TestNoSecretsInLogsOrErrors(t *testing.T) {
 		t.Fatalf("only %d failures: the steps did not fail as scripted", failures)
 	}
 }
+
+// lastSegment is a webhook path's last segment: its secret token.
+func lastSegment(path string) string { return path[strings.LastIndexByte(path, '/')+1:] }
 
 func TestNewRejects(t *testing.T) {
 	t.Parallel()

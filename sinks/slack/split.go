@@ -9,7 +9,9 @@ import (
 // a break costs least: at a blank line between blocks if one lies in the
 // second half of the part, else at a line break, else between words; only
 // a single word longer than a whole part is cut inside, and then the part
-// ends in "…". Styles and code fences open at a cut are closed at the end
+// ends in "…". An atom (a <url|label> entity, a line prefix) is never cut:
+// without a break before it, the part ends just before it, with "…"; one
+// larger than a whole part is shown as its label or address, cut. Styles and code fences open at a cut are closed at the end
 // of the part and opened again at the start of the next, and a line cut in
 // the middle continues with its quote or list prefix.
 //
@@ -94,6 +96,22 @@ func (sp *splitter) next(budget int) string {
 		}
 		// No break to cut at: cut inside t, or just before it.
 		room := limit - used - size(tr) - size(transition(t.style, ""))
+		if t.kind == tAtom {
+			if used == start {
+				// An atom larger than a whole part (the renderer's bounds
+				// never make one): its short, safe form, consumed whole.
+				out = append(out, tr...)
+				out = append(out, shortAtom(txt, room+size(ellipsis))...)
+				out = append(out, transition(t.style, "")...)
+				sp.i, sp.rest, sp.mid = j+1, "", true
+				return string(out)
+			}
+			// An entity is never cut: the part ends just before it.
+			out = append(out, ellipsis...)
+			out = append(out, transition(cur, "")...)
+			sp.i, sp.rest, sp.mid = j, "", true
+			return string(out)
+		}
 		head := headOf(txt, room)
 		if head == "" && used == start {
 			head = firstUnit(txt) // a part makes progress, whatever the budget
@@ -133,6 +151,26 @@ func choose(best [tPara + 1]cut, limit int) (cut, bool) {
 		}
 	}
 	return latest, latest.at > 0
+}
+
+// shortAtom is what an atom larger than a whole part is shown as, within
+// room: a link's label, else its address (or the atom's text), as plain
+// text, cut with "…" when needed. It never holds a "<" or ">" that would
+// open or close an entity.
+func shortAtom(s string, room int) string {
+	text := s
+	if inner, ok := strings.CutPrefix(s, "<"); ok {
+		inner = strings.TrimSuffix(inner, ">")
+		if _, label, ok := strings.Cut(inner, "|"); ok && strings.TrimSpace(label) != "" {
+			inner = label
+		}
+		text = inner
+	}
+	text = strings.NewReplacer("<", "&lt;", ">", "&gt;").Replace(text)
+	if size(text) <= room {
+		return text
+	}
+	return headOf(text, room-size(ellipsis)) + ellipsis
 }
 
 // headOf returns the longest start of s within room, cut between runes and

@@ -2,16 +2,22 @@ package slack
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"sync"
 )
 
 // What the sink keeps in its key/value store (relay.KV, namespaced to the
 // sink):
 //
-//	thread:<conversation id>  {"channel":"C…","ts":"…"}  the conversation's thread (bot mode)
-//	part:<event id>           {"posted":2,"root":"…"}    how many messages of a multi-message turn are posted
+//	thread:<conversation id>       {"channel":"C…","ts":"…"}  the conversation's thread (bot mode)
+//	part:<destination>:<event id>  {"posted":2,"root":"…"}    how many messages of a multi-message turn are posted
+//
+// <destination> is the channel ID in bot mode, and in webhook mode
+// "webhook-" and a hash of the webhook URL (never the URL: it is the
+// credential), so that a turn resumed after the sink was pointed
+// elsewhere starts from its first part there.
 const (
 	threadPrefix = "thread:"
 	partPrefix   = "part:"
@@ -48,8 +54,23 @@ func (s *Sink) setThread(ctx context.Context, conv, ts string) error {
 	return s.record(ctx, threadPrefix+conv, string(v))
 }
 
+// progressKey is the key of an event's progress in this destination.
+func (s *Sink) progressKey(eventID string) string {
+	return partPrefix + s.dest + ":" + eventID
+}
+
+// destination names where the sink posts, for keys: the channel, or a
+// hash of the webhook URL.
+func destination(cfg Config) string {
+	if cfg.WebhookURL.IsZero() {
+		return cfg.Channel
+	}
+	sum := sha256.Sum256([]byte(cfg.WebhookURL.Reveal()))
+	return "webhook-" + hex.EncodeToString(sum[:8])
+}
+
 func (s *Sink) progress(ctx context.Context, eventID string) (progress, error) {
-	v, ok, err := s.kv.Get(ctx, partPrefix+eventID)
+	v, ok, err := s.kv.Get(ctx, s.progressKey(eventID))
 	if err != nil || !ok {
 		return progress{}, err
 	}
@@ -63,7 +84,7 @@ func (s *Sink) progress(ctx context.Context, eventID string) (progress, error) {
 
 func (s *Sink) setProgress(ctx context.Context, eventID string, p progress) error {
 	v, _ := json.Marshal(p)
-	return s.record(ctx, partPrefix+eventID, string(v))
+	return s.record(ctx, s.progressKey(eventID), string(v))
 }
 
 // record writes what was just posted. It runs on a context that outlives
@@ -75,28 +96,5 @@ func (s *Sink) record(ctx context.Context, key, value string) error {
 	if err := s.kv.Put(ctx, key, value); err != nil {
 		return fmt.Errorf("slack sink %q: posted, but could not record it (a retry may post it again): %w", s.cfg.Name, err)
 	}
-	return nil
-}
-
-// memKV keeps the sink's records in memory when the wiring gives no store.
-type memKV struct {
-	mu sync.Mutex
-	m  map[string]string
-}
-
-func (m *memKV) Get(_ context.Context, key string) (string, bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	v, ok := m.m[key]
-	return v, ok, nil
-}
-
-func (m *memKV) Put(_ context.Context, key, value string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.m == nil {
-		m.m = map[string]string{}
-	}
-	m.m[key] = value
 	return nil
 }

@@ -231,6 +231,15 @@ func (s *Server) SetThread(id string, archived, locked, deleted bool) {
 	}
 }
 
+// DeleteMessage deletes message id, as a moderator would: a thread can no
+// longer be started on it (404, code 10008 Unknown Message). A thread
+// already started on it stays.
+func (s *Server) DeleteMessage(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.messages = slices.DeleteFunc(s.messages, func(m Message) bool { return m.ID == id })
+}
+
 // Requests returns every request so far, in order.
 func (s *Server) Requests() []Request {
 	s.mu.Lock()

@@ -206,6 +206,15 @@ func TestThreadsAndAuth(t *testing.T) {
 	if a := do(t, "POST", srv.APIURL()+"/channels/"+text+"/messages/"+id+"/threads", bot, `{"name":"t"}`); a.code != discordgo.ErrCodeThreadAlreadyCreatedForThisMessage {
 		t.Errorf("second start: HTTP %d %v", a.status, a.body)
 	}
+	a = do(t, "POST", srv.APIURL()+"/channels/"+text+"/messages", bot, `{`+msg+`}`)
+	deleted, _ := a.body["id"].(string)
+	srv.DeleteMessage(deleted)
+	if len(srv.Messages(text)) != 1 {
+		t.Errorf("deleted message still listed: %d messages", len(srv.Messages(text)))
+	}
+	if a := do(t, "POST", srv.APIURL()+"/channels/"+text+"/messages/"+deleted+"/threads", bot, `{"name":"t"}`); a.status != 404 || a.code != discordgo.ErrCodeUnknownMessage {
+		t.Errorf("thread on a deleted message: HTTP %d %v", a.status, a.body)
+	}
 	srv.SetThread(id, true, false, false)
 	if a := do(t, "POST", srv.APIURL()+"/channels/"+id+"/messages", bot, `{`+msg+`}`); a.code != discordgo.ErrCodePerformedOperationOnArchivedThread {
 		t.Errorf("archived thread: HTTP %d %v", a.status, a.body)

@@ -43,18 +43,21 @@ const (
 
 // Request is one request the fake received, and what it answered.
 type Request struct {
-	Method      string // "webhook", "chat.postMessage" or "auth.test"
-	Token       string // Web API: the form's token, or the Bearer token
-	Channel     string
-	Text        string
-	Blocks      json.RawMessage
-	ThreadTS    string
-	UnfurlLinks string // "true", "false" or "" when not sent
-	UnfurlMedia string
-	UserAgent   string
-	Body        []byte // the raw body
-	Status      int    // the HTTP status answered
-	Error       string // the Slack error code answered; "" on success
+	Method   string // "webhook", "chat.postMessage" or "auth.test"
+	Token    string // Web API: the form's token, or the Bearer token
+	Channel  string
+	Text     string
+	Blocks   json.RawMessage
+	ThreadTS string
+	// ReplyBroadcast is reply_broadcast as sent: "true" asks Slack to
+	// show a reply in the channel too.
+	ReplyBroadcast string
+	UnfurlLinks    string // "true", "false" or "" when not sent
+	UnfurlMedia    string
+	UserAgent      string
+	Body           []byte // the raw body
+	Status         int    // the HTTP status answered
+	Error          string // the Slack error code answered; "" on success
 }
 
 // Message is a message the fake accepted: what the channel shows.
@@ -62,8 +65,11 @@ type Message struct {
 	Channel  string // "" for the webhook's channel
 	TS       string
 	ThreadTS string // the thread it was posted in; "" at top level
-	Text     string
-	Blocks   json.RawMessage
+	// Broadcast is set for a reply also shown in the channel
+	// (reply_broadcast).
+	Broadcast bool
+	Text      string
+	Blocks    json.RawMessage
 }
 
 // Response scripts the answer to one request. The zero Response lets the
@@ -94,6 +100,9 @@ type Server struct {
 	clock       clockwork.Clock
 	every       time.Duration
 	burst       int
+	// deletedRoot is the error code a reply to a deleted or unknown
+	// thread root gets; "" posts it at top level.
+	deletedRoot string
 
 	mu       sync.Mutex
 	script   []Response
@@ -117,6 +126,15 @@ func WithRateLimit(every time.Duration, burst int) Option {
 // WithClock sets the clock the rate limit runs on.
 func WithClock(c clockwork.Clock) Option {
 	return func(s *Server) { s.clock = c }
+}
+
+// WithDeletedRootAnswer makes chat.postMessage refuse a reply whose
+// thread_ts names a deleted or unknown message with "ok":false and code,
+// as Slack has been reported to answer (thread_not_found,
+// invalid_thread_ts). Without it the reply is posted at top level, as
+// Slack does in other reports.
+func WithDeletedRootAnswer(code string) Option {
+	return func(s *Server) { s.deletedRoot = code }
 }
 
 // NewServer starts a fake Slack, closed when the test ends.
@@ -185,7 +203,8 @@ func (s *Server) Messages() []Message {
 }
 
 // DeleteMessage deletes a message: a reply sent to its thread afterwards
-// is posted at top level, as Slack does.
+// is posted at top level, as Slack does in some reports, or refused (see
+// WithDeletedRootAnswer).
 func (s *Server) DeleteMessage(channel, ts string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -311,11 +330,13 @@ func apiRequest(r *http.Request, method string) Request {
 			Text        string          `json:"text"`
 			Blocks      json.RawMessage `json:"blocks"`
 			ThreadTS    string          `json:"thread_ts"`
+			Broadcast   *bool           `json:"reply_broadcast"`
 			UnfurlLinks *bool           `json:"unfurl_links"`
 			UnfurlMedia *bool           `json:"unfurl_media"`
 		}
 		_ = json.Unmarshal(body, &m)
 		req.Channel, req.Text, req.Blocks, req.ThreadTS = m.Channel, m.Text, m.Blocks, m.ThreadTS
+		req.ReplyBroadcast = boolString(m.Broadcast)
 		req.UnfurlLinks, req.UnfurlMedia = boolString(m.UnfurlLinks), boolString(m.UnfurlMedia)
 		return req
 	}
@@ -327,6 +348,7 @@ func apiRequest(r *http.Request, method string) Request {
 		req.Token = tok
 	}
 	req.Channel, req.Text, req.ThreadTS = r.PostForm.Get("channel"), r.PostForm.Get("text"), r.PostForm.Get("thread_ts")
+	req.ReplyBroadcast = r.PostForm.Get("reply_broadcast")
 	if b := r.PostForm.Get("blocks"); b != "" {
 		req.Blocks = json.RawMessage(b)
 	}
@@ -406,11 +428,18 @@ func (s *Server) servePostMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	thread := ""
-	if req.ThreadTS != "" && s.exists(req.Channel, req.ThreadTS) {
-		thread = req.ThreadTS
+	if req.ThreadTS != "" {
+		switch {
+		case s.exists(req.Channel, req.ThreadTS):
+			thread = req.ThreadTS
+		case s.deletedRoot != "":
+			fail(s.deletedRoot)
+			return
+		}
 	}
 	s.seq++
-	m := Message{Channel: req.Channel, TS: s.ts(), ThreadTS: thread, Text: req.Text, Blocks: req.Blocks}
+	m := Message{Channel: req.Channel, TS: s.ts(), ThreadTS: thread, Text: req.Text, Blocks: req.Blocks,
+		Broadcast: thread != "" && req.ReplyBroadcast == "true"}
 	s.messages = append(s.messages, m)
 	msg := map[string]any{"type": "message", "text": m.Text, "ts": m.TS}
 	if thread != "" {

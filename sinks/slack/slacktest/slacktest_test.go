@@ -168,20 +168,39 @@ func TestAPIAnswers(t *testing.T) {
 
 func TestThreadsAndDeletedRoots(t *testing.T) {
 	t.Parallel()
-	srv := slacktest.NewServer(t)
-	post := func(thread string) slacktest.Message {
-		form := url.Values{"token": {srv.Token}, "channel": {"C1"}, "text": {"x"}, "thread_ts": {thread}}
-		postMessage(t, srv, form)
-		msgs := srv.Messages()
-		return msgs[len(msgs)-1]
-	}
-	root := post("")
-	if reply := post(root.TS); reply.ThreadTS != root.TS {
-		t.Fatalf("reply in thread %q, want %q", reply.ThreadTS, root.TS)
-	}
-	srv.DeleteMessage("C1", root.TS)
-	if orphan := post(root.TS); orphan.ThreadTS != "" {
-		t.Fatalf("reply to a deleted root in thread %q, want top level", orphan.ThreadTS)
+	for _, answer := range []string{"", "thread_not_found", "invalid_thread_ts"} {
+		t.Run("answer "+answer, func(t *testing.T) {
+			t.Parallel()
+			var opts []slacktest.Option
+			if answer != "" {
+				opts = append(opts, slacktest.WithDeletedRootAnswer(answer))
+			}
+			srv := slacktest.NewServer(t, opts...)
+			post := func(thread string) (slacktest.Message, string) {
+				form := url.Values{"token": {srv.Token}, "channel": {"C1"}, "text": {"x"}, "thread_ts": {thread}}
+				_, code, _ := postMessage(t, srv, form)
+				msgs := srv.Messages()
+				return msgs[len(msgs)-1], code
+			}
+			root, _ := post("")
+			if reply, _ := post(root.TS); reply.ThreadTS != root.TS || reply.Broadcast {
+				t.Fatalf("reply in thread %q, broadcast %v; want %q, false", reply.ThreadTS, reply.Broadcast, root.TS)
+			}
+			form := url.Values{"token": {srv.Token}, "channel": {"C1"}, "text": {"x"}, "thread_ts": {root.TS}, "reply_broadcast": {"true"}}
+			postMessage(t, srv, form)
+			if msgs := srv.Messages(); !msgs[len(msgs)-1].Broadcast || srv.Requests()[len(srv.Requests())-1].ReplyBroadcast != "true" {
+				t.Fatal("reply_broadcast=true not recorded")
+			}
+			srv.DeleteMessage("C1", root.TS)
+			before := len(srv.Messages())
+			orphan, code := post(root.TS)
+			switch {
+			case answer == "" && (code != "" || orphan.ThreadTS != ""):
+				t.Fatalf("reply to a deleted root: error %q, thread %q; want it at top level", code, orphan.ThreadTS)
+			case answer != "" && (code != answer || len(srv.Messages()) != before):
+				t.Fatalf("reply to a deleted root: error %q, %d new messages; want %q and none", code, len(srv.Messages())-before, answer)
+			}
+		})
 	}
 }
 
