@@ -25,7 +25,7 @@ func (a *app) checkConfigCmd() *cobra.Command {
 				return err
 			}
 			sinks, err := buildSinks(cfg, sinkEnv{stdout: a.stdout, logger: slog.New(slog.DiscardHandler),
-				clock: clockwork.NewRealClock(), store: &memKV{}})
+				clock: clockwork.NewRealClock(), store: probeKV{}})
 			if err != nil {
 				return configError(fmt.Errorf("%s is not valid:\n%w", cfg.sourceName(), err))
 			}

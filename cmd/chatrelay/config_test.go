@@ -49,7 +49,7 @@ func TestExampleConfigIsValid(t *testing.T) {
 		t.Fatalf("config.example.yaml does not validate:\n%v", err)
 	}
 	sinks, err := buildSinks(cfg, sinkEnv{stdout: io.Discard, logger: slog.New(slog.DiscardHandler),
-		clock: clockwork.NewRealClock(), store: &memKV{}})
+		clock: clockwork.NewRealClock(), store: probeKV{}})
 	if err != nil || len(sinks) != 3 {
 		t.Fatalf("building the example's sinks: %v", err)
 	}

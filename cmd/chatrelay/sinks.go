@@ -1,14 +1,12 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/url"
-	"sync"
 	"text/template"
 	"time"
 
@@ -157,33 +155,8 @@ func parseTemplate(sc SinkConfig) (*template.Template, error) {
 	return t, nil
 }
 
-// memKV is a throwaway key/value store for check-config --probe, which
-// must not open (and lock) the real store.
-type memKV struct {
-	mu sync.Mutex
-	m  map[string]string
-}
+// probeKV gives every sink a throwaway in-memory key/value store:
+// check-config --probe must not open (and lock) the real store.
+type probeKV struct{}
 
-func (k *memKV) KV(ns string) relay.KV { return &memNS{k: k, ns: ns} }
-
-type memNS struct {
-	k  *memKV
-	ns string
-}
-
-func (n *memNS) Get(_ context.Context, key string) (string, bool, error) {
-	n.k.mu.Lock()
-	defer n.k.mu.Unlock()
-	v, ok := n.k.m[n.ns+"\x00"+key]
-	return v, ok, nil
-}
-
-func (n *memNS) Put(_ context.Context, key, value string) error {
-	n.k.mu.Lock()
-	defer n.k.mu.Unlock()
-	if n.k.m == nil {
-		n.k.m = map[string]string{}
-	}
-	n.k.m[n.ns+"\x00"+key] = value
-	return nil
-}
+func (probeKV) KV(string) relay.KV { return relay.NewMemKV() }

@@ -14,13 +14,13 @@ import (
 
 // Bucket names. Nested buckets under bQueues and bDead are named after sinks.
 const (
-	bMeta      = "meta"
-	bEvents    = "events"     // event id → event record
-	bDedupe    = "dedupe"     // sha256(topic\nbody) → accepted-at(8) + event id
-	bDeliv     = "deliveries" // event id \x00 sink → deliveryRecord, once a delivery was tried or settled
-	bQueues    = "queues"     // /<sink>: seq(8) → queueEntry
-	bDead      = "dead"       // /<sink>: parked-at(8) + event id → nil
-	bKV        = "kv"         // namespace \x00 key → value
+	bMeta   = "meta"
+	bEvents = "events"     // event id → event record
+	bDedupe = "dedupe"     // sha256(topic\nbody) → accepted-at(8) + event id
+	bDeliv  = "deliveries" // event id \x00 sink → deliveryRecord, once a delivery was tried or settled
+	bQueues = "queues"     // /<sink>: seq(8) → queueEntry
+	bDead   = "dead"       // /<sink>: parked-at(8) + event id → nil
+	bKV     = "kv"         // namespace \x00 key → value
 )
 
 const schemaVersion = 1 // no release yet: formats may still change
