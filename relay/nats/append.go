@@ -233,6 +233,20 @@ func (s *Store) queuedBefore(ctx context.Context, sink string, p int, id string)
 	return false, nil
 }
 
+// pullNoWait takes what the consumer has for us right now, if anything.
+func (s *Store) pullNoWait(c jetstream.Consumer, handle func(jetstream.Msg)) {
+	if !s.nc.IsConnected() {
+		return
+	}
+	res, err := c.FetchNoWait(1)
+	if err != nil {
+		return
+	}
+	for m := range res.Messages() {
+		handle(m)
+	}
+}
+
 // pull asks a consumer for up to batch messages and hands each to handle
 // as it arrives, until the pull request expires, the connection comes back
 // from an outage (the request may be gone with the old server) or the

@@ -30,9 +30,8 @@ func (s *Store) findEvent(ctx context.Context, id string) (*jetstream.RawStreamM
 
 // Lookup implements relay.Store. Each routed sink's delivery is, in this
 // order: pending while it is in the sink's queue; dead while it has a dead
-// letter; pending while the event is not routed yet; else what the state
-// bucket recorded (delivered or purged), and delivered when the record is
-// gone.
+// letter; what the state bucket recorded (delivered or purged); pending
+// while the router has not seen the event; else delivered.
 func (s *Store) Lookup(ctx context.Context, id string) (*relay.EventRecord, error) {
 	m, err := s.findEvent(ctx, id)
 	if err != nil {
@@ -84,17 +83,21 @@ func (s *Store) deliveryStatus(ctx context.Context, sink string, p int, id strin
 	case !errors.Is(err, jetstream.ErrMsgNotFound):
 		return ds, classify(err)
 	}
+	if hasState && (st.State == relay.StateDelivered || st.State == relay.StatePurged) {
+		ds.State = st.State
+		return ds, nil
+	}
 	ci, err := s.route.Info(ctx)
 	if err != nil {
 		return ds, classify(err)
 	}
 	if ci.AckFloor.Stream < seq {
+		// Not queued yet: its Append is under way, or the router has
+		// still to queue it.
 		return pendingFrom(time.Time{}), nil
 	}
-	if hasState && st.State == relay.StatePurged {
-		ds.State = relay.StatePurged
-		return ds, nil
-	}
+	// Gone from the queue without a dead letter: delivered, though the
+	// record of it was not written.
 	ds.State = relay.StateDelivered
 	return ds, nil
 }

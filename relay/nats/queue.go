@@ -64,6 +64,12 @@ type queue struct {
 	sink string
 	enc  string
 
+	// primed is closed once every partition was asked once without
+	// waiting, so the heads present at start are all in ready before the
+	// first is handed out.
+	primed   chan struct{}
+	unprimed atomic.Int32
+
 	mu      sync.Mutex
 	ready   readyHeap
 	changed chan struct{}      // closed and replaced when ready gains a head
@@ -84,7 +90,9 @@ func (s *Store) Queue(sink string) relay.Queue {
 		enc:     encodeSink(sink),
 		changed: make(chan struct{}),
 		held:    make(map[*held]struct{}),
+		primed:  make(chan struct{}),
 	}
+	q.unprimed.Store(int32(s.opts.Partitions))
 	s.queues[sink] = q
 	if !s.closing {
 		s.wg.Add(s.opts.Partitions)
@@ -97,6 +105,13 @@ func (s *Store) Queue(sink string) relay.Queue {
 
 // Next implements relay.Queue.
 func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) {
+	if ctx.Err() == nil {
+		select {
+		case <-q.primed:
+		case <-ctx.Done():
+		case <-q.s.ctx.Done():
+		}
+	}
 	for {
 		if q.s.ctx.Err() != nil {
 			return nil, relay.ErrClosed
@@ -126,12 +141,23 @@ func (q *queue) puller(p int) {
 	defer q.s.wg.Done()
 	var c jetstream.Consumer
 	failures := 0
+	primed := false
+	prime := func() {
+		if !primed {
+			primed = true
+			if q.unprimed.Add(-1) == 0 {
+				close(q.primed)
+			}
+		}
+	}
+	defer prime()
 	for q.s.ctx.Err() == nil {
 		if c == nil {
 			ctx, cancel := q.s.opCtx()
 			cs, err := q.s.queueConsumers(ctx, q.enc)
 			cancel()
 			if err != nil {
+				prime()
 				failures++
 				if failures == 3 {
 					q.s.log.Warn("cannot create the sink's consumers; retrying", "sink", q.sink, "err", err)
@@ -140,6 +166,11 @@ func (q *queue) puller(p int) {
 				continue
 			}
 			c = cs[p]
+		}
+		if !primed {
+			q.s.pullNoWait(c, q.receive)
+			prime()
+			continue
 		}
 		if err := q.s.pull(c, 64, q.receive); err != nil {
 			if consumerGone(err) {

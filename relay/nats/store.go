@@ -473,7 +473,14 @@ func (s *Store) ensureBucket(ctx context.Context, cfg jetstream.KeyValueConfig) 
 	return kv, nil
 }
 
+// ensureConsumer returns a durable consumer, creating it or updating its
+// config only when needed: the server writes a consumer's config to disk
+// (with fsync) on every create or update, so replicas starting up read
+// first.
 func (s *Store) ensureConsumer(ctx context.Context, st jetstream.Stream, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	if c, err := st.Consumer(ctx, cfg.Durable); err == nil && sameConsumer(c.CachedInfo().Config, cfg) {
+		return c, nil
+	}
 	c, err := st.CreateOrUpdateConsumer(ctx, cfg)
 	if errors.Is(err, jetstream.ErrConsumerExists) || errors.Is(err, jetstream.ErrConsumerNameAlreadyInUse) {
 		c, err = st.CreateOrUpdateConsumer(ctx, cfg)
@@ -482,6 +489,13 @@ func (s *Store) ensureConsumer(ctx context.Context, st jetstream.Stream, cfg jet
 		return nil, fmt.Errorf("consumer %s: %w", cfg.Durable, err)
 	}
 	return c, nil
+}
+
+// sameConsumer compares the settings the store chooses.
+func sameConsumer(have, want jetstream.ConsumerConfig) bool {
+	return have.FilterSubject == want.FilterSubject && have.AckWait == want.AckWait &&
+		have.MaxAckPending == want.MaxAckPending && have.AckPolicy == want.AckPolicy &&
+		have.DeliverPolicy == want.DeliverPolicy && have.Description == want.Description
 }
 
 // queueConsumers returns the durable consumers of one sink's partitions,

@@ -41,11 +41,14 @@ func startServer(t testing.TB, dir string, port int) *server.Server {
 	return ns
 }
 
-// testOptions are short waits for tests that run in real time.
+// testOptions are short waits for tests that run in real time, and 4
+// partitions instead of 16: the server writes (and fsyncs) each durable
+// consumer's config when it is created, and tests create many.
 func testOptions(url string) nats.Options {
 	return nats.Options{
 		URL:           url,
-		AckWait:       2 * time.Second,
+		Partitions:    4,
+		AckWait:       3 * time.Second,
 		ReconnectWait: 20 * time.Millisecond,
 		DedupeWindow:  time.Hour,
 		Retention:     2 * time.Hour,
@@ -130,7 +133,7 @@ func TestPartitionsAreFixed(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	opts.Partitions = 4
+	opts.Partitions = 8
 	if s, err := nats.Open(t.Context(), opts); err == nil {
 		_ = s.Close()
 		t.Fatal("Open with another partition count succeeded")
