@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
@@ -92,19 +93,12 @@ func (s *Store) duplicate(ctx context.Context, seq uint64) (relay.Accepted, erro
 		return relay.Accepted{}, fmt.Errorf("append: read the original of a duplicate: %w", classify(err))
 	}
 	meta := metaOf(first.Header)
-	if time.Since(first.Time) < queueDupWindow/2 {
-		p := s.l.partitionOf(orderingKey(first.Header, first.Data))
+	if p, ok := s.l.eventPartition(first.Subject); ok && time.Since(first.Time) < queueDupWindow/2 {
 		if err := s.enqueueAll(ctx, p, meta, first.Data); err != nil {
 			return relay.Accepted{}, fmt.Errorf("append: queue the deliveries of a duplicate: %w", err)
 		}
 	}
 	return relay.Accepted{ID: meta.ID, Duplicate: true}, nil
-}
-
-// orderingKey is relay.Event.OrderingKey of a stored event.
-func orderingKey(h natsgo.Header, body []byte) string {
-	ev, _ := eventOf(h, body)
-	return ev.OrderingKey()
 }
 
 // enqueueAll queues the event's delivery to each of its sinks, the sinks in
@@ -141,6 +135,7 @@ func (s *Store) enqueue(ctx context.Context, sink string, p int, meta eventMeta,
 		qm.Header.Set(hdrConv, escape(meta.Conv))
 	}
 	qm.Header.Set(hdrSince, nanos(since))
+	qm.Header.Set(hdrPart, strconv.Itoa(p))
 	if lastErr != "" {
 		qm.Header.Set(hdrLastErr, escape(lastErr))
 	}
@@ -185,9 +180,14 @@ func (s *Store) routeOne(m jetstream.Msg) {
 		_ = m.Term()
 		return
 	}
+	p, ok := s.l.eventPartition(m.Subject())
+	if !ok {
+		s.log.Error("event on an unexpected subject; skipping it", "subject", m.Subject())
+		_ = m.Term()
+		return
+	}
 	ctx, cancel := s.opCtx()
 	defer cancel()
-	p := s.l.partitionOf(orderingKey(m.Headers(), m.Data()))
 	old := true
 	if md, err := m.Metadata(); err == nil {
 		old = time.Since(md.Timestamp) > queueDupWindow/2

@@ -15,18 +15,23 @@ import (
 	"github.com/chatrelay/chatrelay/relay"
 )
 
+// maxReason bounds the reason kept with a dead letter (headers are capped
+// at 64 KiB).
+const maxReason = 4 << 10
+
 // park writes the dead letter of ev on sink: a copy of the event with why,
 // when and after how many attempts, on the dead-letter stream. A later
 // park of the same delivery replaces it (MaxMsgsPerSubject 1).
-func (s *Store) park(ctx context.Context, sink string, ev *relay.Event, attempts int, since time.Time, reason string) error {
+func (s *Store) park(ctx context.Context, sink string, p int, ev *relay.Event, attempts int, since time.Time, reason string) error {
 	m := natsgo.NewMsg(s.l.deadSubject(encodeSink(sink), ev.ID))
 	m.Data = ev.Body
 	eventHeaders(m.Header, ev, ev.ReceivedAt)
 	m.Header.Set(hdrSink, escape(sink))
+	m.Header.Set(hdrPart, strconv.Itoa(p))
 	m.Header.Set(hdrAttempts, strconv.Itoa(attempts))
 	m.Header.Set(hdrSince, nanos(since))
 	m.Header.Set(hdrParked, nanos(time.Now()))
-	m.Header.Set(hdrReason, escape(reason))
+	m.Header.Set(hdrReason, escape(truncate(reason, maxReason)))
 	_, err := s.js.PublishMsg(ctx, m, jetstream.WithExpectStream(s.l.dead))
 	return classify(err)
 }
@@ -141,7 +146,7 @@ func (s *Store) requeue(ctx context.Context, id string) (bool, error) {
 		LastErr: lastErr, Updated: now.UnixNano()}); err != nil {
 		return false, err
 	}
-	p := s.l.partitionOf(ev.OrderingKey())
+	p := s.l.partitionHeader(m.Header, ev)
 	// The id names this dead letter, so requeueing it twice queues it once.
 	msgID := "rq." + ev.ID + "." + enc + "." + strconv.FormatUint(m.Sequence, 10)
 	if err := s.enqueue(ctx, sink, p, meta, m.Data, now, lastErr, msgID); err != nil {
@@ -257,7 +262,7 @@ func (s *Store) Reconcile(ctx context.Context, sinks []string) (int, error) {
 			if st.Since != 0 {
 				since = time.Unix(0, st.Since).UTC()
 			}
-			if err := s.park(ctx, sink, ev, st.Attempts, since, "sink removed"); err != nil {
+			if err := s.park(ctx, sink, s.l.partitionHeader(m.Header, ev), ev, st.Attempts, since, "sink removed"); err != nil {
 				return false, err
 			}
 			if err := s.queue.DeleteMsg(ctx, m.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {

@@ -39,7 +39,10 @@ func (s *Store) Lookup(ctx context.Context, id string) (*relay.EventRecord, erro
 	}
 	ev, meta := eventOf(m.Header, m.Data)
 	rec := &relay.EventRecord{Event: ev}
-	p := s.l.partitionOf(ev.OrderingKey())
+	p, ok := s.l.eventPartition(m.Subject)
+	if !ok {
+		p = s.l.partitionOf(ev.OrderingKey())
+	}
 	for _, sink := range meta.Sinks {
 		ds, err := s.deliveryStatus(ctx, sink, p, id, m.Sequence)
 		if err != nil {
@@ -127,29 +130,35 @@ func (s *Store) Recent(ctx context.Context, before string, limit int) ([]relay.E
 	}
 	var out []relay.EventSummary
 	for hi >= first && hi > 0 && len(out) < limit {
-		want := uint64(limit - len(out))
 		lo := first
-		if hi-first+1 > want {
+		if want := uint64(limit - len(out)); hi-first+1 > want {
 			lo = hi - want + 1
 		}
-		msgs, _, err := s.directBatch(ctx, s.l.events, s.l.eventsAll(), lo, int(hi-lo+1))
-		if err != nil {
-			return nil, fmt.Errorf("recent: %w", err)
-		}
-		for i := len(msgs) - 1; i >= 0 && len(out) < limit; i-- {
-			m := msgs[i]
-			if m.Seq > hi {
-				continue
+		// Read the window [lo, hi] forwards (a batch may stop early at its
+		// byte limit), then take it newest first.
+		var window []stored
+		for seq := lo; seq <= hi; {
+			msgs, left, err := s.directBatch(ctx, s.l.events, s.l.eventsAll(), seq, int(hi-seq+1))
+			if err != nil {
+				return nil, fmt.Errorf("recent: %w", err)
 			}
-			meta := metaOf(m.Header)
+			for _, m := range msgs {
+				if m.Seq <= hi {
+					window = append(window, m)
+				}
+			}
+			if len(msgs) == 0 || left == 0 {
+				break
+			}
+			seq = msgs[len(msgs)-1].Seq + 1
+		}
+		for i := len(window) - 1; i >= 0 && len(out) < limit; i-- {
+			meta := metaOf(window[i].Header)
 			if skipFrom != "" && meta.ID >= skipFrom {
 				continue
 			}
 			out = append(out, relay.EventSummary{ID: meta.ID, Topic: meta.Topic, ConversationID: meta.Conv,
 				ReceivedAt: meta.Received, Sinks: meta.Sinks})
-		}
-		if lo == 0 {
-			break
 		}
 		hi = lo - 1
 	}

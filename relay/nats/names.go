@@ -46,6 +46,27 @@ func (l layout) partitionOf(key string) int {
 
 func part(p int) string { return fmt.Sprintf("%03d", p) }
 
+// eventPartition reads the partition from an event's subject; Append chose
+// it, and everything after follows that choice.
+func (l layout) eventPartition(subject string) (int, bool) {
+	rest, ok := strings.CutPrefix(subject, l.subj+".ev.")
+	if !ok {
+		return 0, false
+	}
+	tok, _, _ := strings.Cut(rest, ".")
+	p, err := strconv.Atoi(tok)
+	return p, err == nil && p >= 0 && p < l.partitions
+}
+
+// partitionHeader reads the partition a queue message or dead letter
+// carries, else computes it from the event.
+func (l layout) partitionHeader(h natsgo.Header, ev *relay.Event) int {
+	if p, err := strconv.Atoi(h.Get(hdrPart)); err == nil && p >= 0 && p < l.partitions {
+		return p
+	}
+	return l.partitionOf(ev.OrderingKey())
+}
+
 // Subjects. Event ids and encoded sink names are single subject tokens.
 func (l layout) eventSubject(p int, id string) string { return l.subj + ".ev." + part(p) + "." + id }
 func (l layout) eventByID(id string) string           { return l.subj + ".ev.*." + id }
@@ -150,6 +171,7 @@ const (
 	hdrParked   = "Chatrelay-Parked"
 	hdrReason   = "Chatrelay-Reason"
 	hdrLastErr  = "Chatrelay-Last-Error" // a replayed delivery's history
+	hdrPart     = "Chatrelay-Partition"
 )
 
 func escape(s string) string { return url.QueryEscape(s) }

@@ -441,7 +441,8 @@ func (h *held) Term(ctx context.Context, reason string) error {
 	d, s := h.del, h.q.s
 	ctx, cancel := s.settleCtx(ctx)
 	defer cancel()
-	if err := s.park(ctx, h.q.sink, d.Event, d.Attempts, d.Since, reason); err != nil {
+	p := s.l.partitionHeader(h.msg.Headers(), d.Event)
+	if err := s.park(ctx, h.q.sink, p, d.Event, d.Attempts, d.Since, reason); err != nil {
 		_ = h.msg.Nak()
 		return fmt.Errorf("term: write dead letter: %w", err)
 	}
