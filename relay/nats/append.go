@@ -156,10 +156,10 @@ func (s *Store) router() {
 	for s.ctx.Err() == nil {
 		if err := s.pull(s.route, 64, s.routeOne); err != nil {
 			if consumerGone(err) {
+				// Deleted by hand: create it again; the handle, which
+				// names it, stays good.
 				ctx, cancel := s.opCtx()
-				if c, cerr := s.ensureConsumer(ctx, s.events, s.routeConfig()); cerr == nil {
-					s.route = c
-				}
+				_, _ = s.ensureConsumer(ctx, s.events, s.routeConfig())
 				cancel()
 			}
 			failures++

@@ -120,6 +120,50 @@ func TestHeldDeliveryIsRenewed(t *testing.T) {
 	nothingDue(t, s2, "s", 300*time.Millisecond)
 }
 
+// TestLongDisconnectionGivesUpHeldDeliveries cuts a replica off from NATS
+// while it holds a conversation's head, for longer than AckWait: the other
+// replica takes the head and acks it. When the first comes back, its late
+// ack must fail rather than settle a delivery another replica owns, and
+// the conversation's next turn goes on in order.
+func TestLongDisconnectionGivesUpHeldDeliveries(t *testing.T) {
+	t.Parallel()
+	ns := startServer(t, "", 0)
+	opts := testOptions(ns.ClientURL())
+	opts.AckWait = 600 * time.Millisecond
+	cut := newProxy(t, ns.Addr().String())
+	viaProxy := opts
+	viaProxy.URL = cut.url()
+	s1, s2 := open(t, viaProxy), open(t, opts)
+	defer s1.Close()
+	defer s2.Close()
+	a1, a2 := storetest.NewEvent(t, "A", 1), storetest.NewEvent(t, "A", 2)
+	mustAppend(t, s2, a1, "s")
+	mustAppend(t, s2, a2, "s")
+	held := next(t, s1, "s")
+	if held.Event.ID != a1.ID {
+		t.Fatalf("s1 got %s, want %s", held.Event.ID, a1.ID)
+	}
+
+	cut.pause()
+	taken := next(t, s2, "s") // after AckWait, the server hands a1 to s2
+	if taken.Event.ID != a1.ID {
+		t.Fatalf("s2 got %s, want %s again", taken.Event.ID, a1.ID)
+	}
+	cut.resume()
+	pollUntil(t, "s1 reconnects", func() bool { return s1.Ready(t.Context()) == nil })
+	if err := held.Ack(t.Context()); !errors.Is(err, relay.ErrUnavailable) {
+		t.Fatalf("late Ack on the replica that was away: %v, want ErrUnavailable", err)
+	}
+	if err := taken.Ack(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if d := next(t, s2, "s"); d.Event.ID != a2.ID {
+		t.Fatalf("next turn %s, want %s", d.Event.ID, a2.ID)
+	} else if err := d.Ack(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestRequeueGoesToTheEnd parks a conversation's head, lets a later turn
 // queue behind it, and replays the head: it comes after the later turn,
 // with a fresh Since and the old reason as its last error.

@@ -232,8 +232,10 @@ type proxy struct {
 	ln     net.Listener
 	target string
 	wg     sync.WaitGroup
+
 	mu     sync.Mutex
 	conns  []net.Conn
+	paused bool
 }
 
 func newProxy(t *testing.T, target string) *proxy {
@@ -256,6 +258,13 @@ func (p *proxy) serve() {
 		if err != nil {
 			return
 		}
+		p.mu.Lock()
+		paused := p.paused
+		p.mu.Unlock()
+		if paused {
+			c.Close()
+			continue
+		}
 		s, err := net.Dial("tcp", p.target)
 		if err != nil {
 			c.Close()
@@ -269,16 +278,27 @@ func (p *proxy) serve() {
 	}
 }
 
-// cut closes the listener and every connection, and waits for the
-// copying goroutines.
-func (p *proxy) cut() {
-	p.ln.Close()
+// pause drops every connection and refuses new ones until resume.
+func (p *proxy) pause() {
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.paused = true
 	for _, c := range p.conns {
 		c.Close()
 	}
 	p.conns = nil
+}
+
+func (p *proxy) resume() {
+	p.mu.Lock()
+	p.paused = false
 	p.mu.Unlock()
+}
+
+// cut closes the proxy for good and waits for its goroutines.
+func (p *proxy) cut() {
+	p.ln.Close()
+	p.pause()
 	p.wg.Wait()
 }
 

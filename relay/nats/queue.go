@@ -313,22 +313,65 @@ func (s *Store) keepalive() {
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
+			s.eachHeld(func(h *held) { _ = h.msg.InProgress() })
 		}
-		s.mu.Lock()
-		qs := make([]*queue, 0, len(s.queues))
-		for _, q := range s.queues {
-			qs = append(qs, q)
-		}
-		s.mu.Unlock()
-		for _, q := range qs {
-			q.mu.Lock()
-			for h := range q.held {
-				if !h.settled.Load() {
-					_ = h.msg.InProgress()
-				}
+	}
+}
+
+// reclaimHeld runs on reconnecting after being away for away. A short
+// absence is bridged by renewing everything held at once. After a long
+// one the server may have handed what this replica held to another
+// replica: settling it here could then let the conversation's next turn
+// overtake the other replica's send, so it is given up, and its settlement
+// fails with relay.ErrUnavailable.
+func (s *Store) reclaimHeld(away time.Duration) {
+	if away < s.opts.AckWait/2 {
+		s.eachHeld(func(h *held) { _ = h.msg.InProgress() })
+		return
+	}
+	n := 0
+	for _, q := range s.queueList() {
+		q.mu.Lock()
+		for h := range q.held {
+			h.lost.Store(true)
+			if h.settled.CompareAndSwap(false, true) {
+				n++
 			}
-			q.mu.Unlock()
+			delete(q.held, h)
+			if h.idx >= 0 {
+				heap.Remove(&q.ready, h.idx)
+			}
 		}
+		q.mu.Unlock()
+	}
+	if n > 0 {
+		s.log.Warn("deliveries held across a long disconnection are left to NATS to hand out again",
+			"count", n, "away", away.Round(time.Millisecond))
+	}
+}
+
+// queueList returns the queues this replica consumes.
+func (s *Store) queueList() []*queue {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	qs := make([]*queue, 0, len(s.queues))
+	for _, q := range s.queues {
+		qs = append(qs, q)
+	}
+	return qs
+}
+
+// eachHeld calls fn for every delivery held and not settled; fn must not
+// block.
+func (s *Store) eachHeld(fn func(*held)) {
+	for _, q := range s.queueList() {
+		q.mu.Lock()
+		for h := range q.held {
+			if !h.settled.Load() {
+				fn(h)
+			}
+		}
+		q.mu.Unlock()
 	}
 }
 
@@ -341,6 +384,7 @@ type held struct {
 	idx     int    // position in ready, -1 when not in it
 	del     *relay.Delivery
 	settled atomic.Bool
+	lost    atomic.Bool // given up after a long disconnection
 }
 
 // readyHeap orders received heads by their position in the queue stream:
@@ -374,10 +418,17 @@ func (s *Store) settleCtx(ctx context.Context) (context.Context, context.CancelF
 	return context.WithTimeout(context.WithoutCancel(ctx), s.opts.Timeout)
 }
 
-var errSettled = errors.New("delivery already settled")
+var (
+	errSettled = errors.New("delivery already settled")
+	errLost    = fmt.Errorf("%w: delivery given up after a long disconnection from NATS; "+
+		"the server hands it out again", relay.ErrUnavailable)
+)
 
 func (h *held) once() error {
 	if !h.settled.CompareAndSwap(false, true) {
+		if h.lost.Load() {
+			return errLost
+		}
 		return errSettled
 	}
 	return nil

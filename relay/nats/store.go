@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
@@ -159,6 +160,8 @@ type Store struct {
 	state  jetstream.KeyValue
 	route  jetstream.Consumer
 
+	disconnectedAt atomic.Int64 // unix nanoseconds; 0 while connected
+
 	// ctx ends when Close begins; every goroutine the store starts stops
 	// with it and is counted in wg.
 	ctx        context.Context
@@ -255,12 +258,18 @@ func (s *Store) connect(ctx context.Context) error {
 		natsgo.PingInterval(20 * time.Second),
 		natsgo.MaxPingsOutstanding(3),
 		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
+			s.disconnectedAt.CompareAndSwap(0, time.Now().UnixNano())
 			if s.ctx.Err() == nil {
 				s.log.Warn("lost the connection to NATS; appends answer 503 until it is back", "err", err)
 			}
 		}),
 		natsgo.ReconnectHandler(func(nc *natsgo.Conn) {
-			s.log.Info("reconnected to NATS", "server", nc.ConnectedUrlRedacted())
+			away := time.Duration(0)
+			if at := s.disconnectedAt.Swap(0); at != 0 {
+				away = time.Since(time.Unix(0, at))
+			}
+			s.log.Info("reconnected to NATS", "server", nc.ConnectedUrlRedacted(), "away", away.Round(time.Millisecond))
+			s.reclaimHeld(away)
 			s.newEpoch()
 		}),
 		natsgo.ConnectHandler(func(*natsgo.Conn) { s.newEpoch() }),
@@ -544,11 +553,8 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closing = true
-		qs := make([]*queue, 0, len(s.queues))
-		for _, q := range s.queues {
-			qs = append(qs, q)
-		}
 		s.mu.Unlock()
+		qs := s.queueList()
 		s.cancel()
 		s.wg.Wait()
 		for _, q := range qs {
