@@ -220,10 +220,13 @@ func (q *queue) receive(m jetstream.Msg) {
 		}
 	}
 	q.mu.Lock()
+	defer q.mu.Unlock()
+	if h.settled.Load() { // given up meanwhile (reclaimHeld)
+		return
+	}
 	heap.Push(&q.ready, h)
 	close(q.changed)
 	q.changed = make(chan struct{})
-	q.mu.Unlock()
 }
 
 // applyState updates a delivery from its record, or settles the message

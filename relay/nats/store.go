@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -217,26 +216,54 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// server is the server for logs: no credentials.
+// server is the server for logs: no credentials. A URL's user info is
+// blanked whole, since NATS takes a bare token there too.
 func (s *Store) server() string {
-	if s.nc != nil {
-		if u := s.nc.ConnectedUrlRedacted(); u != "" {
-			return u
-		}
-	}
 	var out []string
 	for _, raw := range strings.Split(s.opts.URL, ",") {
 		raw = strings.TrimSpace(raw)
-		if u, err := url.Parse(raw); err == nil && u.Host != "" {
-			out = append(out, u.Redacted())
-			continue
+		scheme, rest, ok := strings.Cut(raw, "://")
+		if !ok {
+			scheme, rest = "", raw
 		}
-		if i := strings.LastIndexByte(raw, '@'); i >= 0 {
-			raw = "xxxxx@" + raw[i+1:]
+		if at := strings.LastIndexByte(rest, '@'); at >= 0 {
+			rest = "xxxxx@" + rest[at+1:]
 		}
-		out = append(out, raw)
+		if scheme != "" {
+			rest = scheme + "://" + rest
+		}
+		out = append(out, rest)
 	}
 	return strings.Join(out, ",")
+}
+
+// redact returns err, or when its text shows a credential (a URL parse
+// error quotes the URL), the text with the credential blanked.
+func (s *Store) redact(err error) error {
+	msg := err.Error()
+	secrets := []string{s.opts.Token.Reveal()}
+	for _, raw := range strings.Split(s.opts.URL, ",") {
+		if i := strings.Index(raw, "://"); i >= 0 {
+			raw = raw[i+3:]
+		}
+		if at := strings.LastIndexByte(raw, '@'); at >= 0 {
+			userinfo := raw[:at]
+			secrets = append(secrets, userinfo)
+			if _, pass, ok := strings.Cut(userinfo, ":"); ok {
+				secrets = append(secrets, pass)
+			}
+		}
+	}
+	redacted := msg
+	for _, sec := range secrets {
+		if sec != "" {
+			redacted = strings.ReplaceAll(redacted, sec, "xxxxx")
+		}
+	}
+	if redacted == msg {
+		return err
+	}
+	return errors.New(redacted)
 }
 
 func (s *Store) connect(ctx context.Context) error {
@@ -268,7 +295,7 @@ func (s *Store) connect(ctx context.Context) error {
 			if at := s.disconnectedAt.Swap(0); at != 0 {
 				away = time.Since(time.Unix(0, at))
 			}
-			s.log.Info("reconnected to NATS", "server", nc.ConnectedUrlRedacted(), "away", away.Round(time.Millisecond))
+			s.log.Info("reconnected to NATS", "server", nc.ConnectedAddr(), "away", away.Round(time.Millisecond))
 			s.reclaimHeld(away)
 			s.newEpoch()
 		}),
@@ -296,7 +323,7 @@ func (s *Store) connect(ctx context.Context) error {
 	}
 	nc, err := natsgo.Connect(o.URL, options...)
 	if err != nil {
-		return fmt.Errorf("store.nats: connect to %s: %w", s.server(), err)
+		return fmt.Errorf("store.nats: connect to %s: %w", s.server(), s.redact(err))
 	}
 	s.nc = nc
 	// RetryOnFailedConnect returns at once; wait for the first connection.
@@ -304,7 +331,7 @@ func (s *Store) connect(ctx context.Context) error {
 		nc.Close()
 		<-s.connClosed
 		return fmt.Errorf("store.nats: no connection to %s: %w; check store.nats.url, "+
-			"the credentials and that the server runs with JetStream", s.server(), err)
+			"the credentials and that the server runs with JetStream", s.server(), s.redact(err))
 	}
 	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(o.Timeout))
 	if err != nil {

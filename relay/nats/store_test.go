@@ -125,6 +125,24 @@ func TestOpenWithoutServerHonoursContext(t *testing.T) {
 	}
 }
 
+func TestOpenErrorsHideCredentials(t *testing.T) {
+	t.Parallel()
+	for _, url := range []string{
+		"nats://relay:hunter2-secret@127.0.0.1:bad-port", // a parse error quotes the URL
+		"nats://hunter2-secret@127.0.0.1:1",
+	} {
+		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+		_, err := nats.Open(ctx, testOptions(url))
+		cancel()
+		if err == nil {
+			t.Fatalf("Open(%s) succeeded", url)
+		}
+		if contains(err.Error(), "hunter2-secret") {
+			t.Fatalf("error shows the secret: %v", err)
+		}
+	}
+}
+
 func TestPartitionsAreFixed(t *testing.T) {
 	t.Parallel()
 	ns := startServer(t, "", 0)
