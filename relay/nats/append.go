@@ -16,8 +16,8 @@ import (
 )
 
 // queueDupWindow is the queue stream's duplicate window: a delivery queued
-// again with the same message id within it (by the router, or by a
-// retried request) is dropped.
+// again with the same message id within it (a retried request, or a dead
+// replica's appends queued again) is dropped.
 const queueDupWindow = 10 * time.Minute
 
 // Append implements relay.Store in two steps, and answers only after both:
@@ -33,8 +33,10 @@ const queueDupWindow = 10 * time.Minute
 //
 // When step 2 fails the caller gets an error (503) and the sender retries:
 // the retry is a duplicate, and Append queues the original's deliveries
-// again (the queue stream drops those already there). The router queues
-// them too, for a sender that never retries. Because a request's
+// again (the queue stream drops those already there). When the process
+// dies between the steps and the sender never retries, another replica
+// finds the event from its lease (see leases) and queues it. Because a
+// request's
 // deliveries are queued before it is answered, a conversation's events
 // accepted one after the other queue in that order, whichever replica
 // took them.
@@ -61,6 +63,7 @@ func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (re
 	msg := natsgo.NewMsg(s.l.eventSubject(p, ev.ID))
 	msg.Data = ev.Body
 	eventHeaders(msg.Header, ev, received)
+	msg.Header.Set(hdrReplica, s.instance)
 	for _, sink := range sinks {
 		msg.Header.Add(hdrSink, escape(sink))
 	}
@@ -143,74 +146,33 @@ func (s *Store) enqueue(ctx context.Context, sink string, p int, meta eventMeta,
 	return classify(err)
 }
 
-// router is the safety net behind Append's second step: it reads every
-// event and queues the deliveries an Append did not get to (the process
-// died between the steps and the sender never retried). Every replica
-// runs one on the same durable consumer. Normally every delivery it
-// publishes is already queued and the queue stream drops it as a
-// duplicate; for an event older than half the duplicate window it first
-// checks whether the delivery was queued, delivered or parked.
-func (s *Store) router() {
-	defer s.wg.Done()
-	failures := 0
-	for s.ctx.Err() == nil {
-		if err := s.pull(s.route, 64, s.routeOne); err != nil {
-			if consumerGone(err) {
-				// Deleted by hand: create it again; the handle, which
-				// names it, stays good.
-				ctx, cancel := s.opCtx()
-				_, _ = s.ensureConsumer(ctx, s.events, s.routeConfig())
-				cancel()
-			}
-			failures++
-			if failures == 3 {
-				s.log.Warn("cannot read events to route; retrying", "err", err)
-			}
-			s.backoff(failures)
-			continue
-		}
-		failures = 0
+// requeueAppend queues again the deliveries of an event whose Append may
+// have died between its two steps. Within the queue stream's duplicate
+// window a repeat is dropped by its message id; past it, a delivery is
+// queued only if it was never queued, delivered or parked.
+func (s *Store) requeueAppend(ctx context.Context, m stored) (int, error) {
+	meta := metaOf(m.Header)
+	p, ok := s.l.eventPartition(m.Subject)
+	if !ok || !validID(meta.ID) {
+		return 0, nil
 	}
-}
-
-func (s *Store) routeOne(m jetstream.Msg) {
-	meta := metaOf(m.Headers())
-	if !validID(meta.ID) {
-		s.log.Error("event without a valid id in the events stream; skipping it", "subject", m.Subject())
-		_ = m.Term()
-		return
-	}
-	p, ok := s.l.eventPartition(m.Subject())
-	if !ok {
-		s.log.Error("event on an unexpected subject; skipping it", "subject", m.Subject())
-		_ = m.Term()
-		return
-	}
-	ctx, cancel := s.opCtx()
-	defer cancel()
-	old := true
-	if md, err := m.Metadata(); err == nil {
-		old = time.Since(md.Timestamp) > queueDupWindow/2
-	}
+	n := 0
 	for _, sink := range meta.Sinks {
-		err := func() error {
-			if old {
-				if done, err := s.queuedBefore(ctx, sink, p, meta.ID); err != nil || done {
-					return err
-				}
-				s.log.Warn("queueing a delivery its request did not queue", "event_id", meta.ID, "sink", sink)
+		if time.Since(m.Time) > queueDupWindow/2 {
+			done, err := s.queuedBefore(ctx, sink, p, meta.ID)
+			if err != nil {
+				return n, err
 			}
-			return s.enqueue(ctx, sink, p, meta, m.Data(), meta.Received, "", meta.ID+"."+encodeSink(sink))
-		}()
-		if err != nil {
-			if s.ctx.Err() == nil {
-				s.log.Warn("cannot queue event for sink; will retry", "event_id", meta.ID, "sink", sink, "err", err)
+			if done {
+				continue
 			}
-			_ = m.NakWithDelay(time.Second)
-			return
 		}
+		if err := s.enqueue(ctx, sink, p, meta, m.Data, meta.Received, "", meta.ID+"."+encodeSink(sink)); err != nil {
+			return n, err
+		}
+		n++
 	}
-	_ = m.Ack()
+	return n, nil
 }
 
 // queuedBefore reports whether a delivery was ever queued: it is in the

@@ -52,9 +52,9 @@ func mustAppend(t *testing.T, s relay.Store, ev *relay.Event, sinks ...string) r
 }
 
 // TestHalfWrittenEventIsQueuedOnce stores an event the way an Append that
-// died after its first step leaves it: in the events stream, with no
-// delivery queued. The router must queue it, and the sender's retry (a
-// duplicate) must answer the first id without queueing it twice.
+// failed after its first step leaves it: in the events stream, with no
+// delivery queued. The sender's retry (a duplicate) must answer the first
+// id and queue the delivery, once.
 func TestHalfWrittenEventIsQueuedOnce(t *testing.T) {
 	t.Parallel()
 	ns := startServer(t, "", 0)
@@ -98,6 +98,61 @@ func TestHalfWrittenEventIsQueuedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	nothingDue(t, s, "s", 500*time.Millisecond)
+}
+
+// TestDeadReplicasAppendsAreRequeued plays a replica that died between the
+// two steps of an Append, with a sender that never retried: its lease goes
+// stale, and a live replica must queue the event it left behind.
+func TestDeadReplicasAppendsAreRequeued(t *testing.T) {
+	t.Parallel()
+	ns := startServer(t, "", 0)
+	opts := testOptions(ns.ClientURL())
+	opts.AckWait = 600 * time.Millisecond // leases renew every 200ms
+	logger, logs := relaytest.NewLogger()
+	opts.Logger = logger
+	s := open(t, opts)
+	defer s.Close()
+
+	nc, err := natsgo.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leases, err := js.KeyValue(t.Context(), "CHATRELAY_REPLICAS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leases.Put(t.Context(), "ghost", []byte("ghost-host")); err != nil {
+		t.Fatal(err)
+	}
+	ev := storetest.NewEvent(t, "A", 1)
+	m := natsgo.NewMsg("chatrelay.ev.003." + ev.ID)
+	m.Data = ev.Body
+	m.Header.Set("Chatrelay-Id", ev.ID)
+	m.Header.Set("Chatrelay-Topic", ev.Topic)
+	m.Header.Set("Chatrelay-Received", strconv.FormatInt(ev.ReceivedAt.UnixNano(), 10))
+	m.Header.Set("Chatrelay-Replica", "ghost")
+	m.Header.Add("Chatrelay-Sink", "s")
+	if _, err := js.PublishMsg(t.Context(), m); err != nil {
+		t.Fatal(err)
+	}
+	d := next(t, s, "s")
+	if d.Event.ID != ev.ID {
+		t.Fatalf("delivered %s, want the dead replica's %s", d.Event.ID, ev.ID)
+	}
+	if err := d.Ack(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leases.Get(t.Context(), "ghost"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("the dead replica's lease: %v, want it reaped", err)
+	}
+	if !strings.Contains(logs.String(), "re-queued") {
+		t.Fatalf("no log of the repair:\n%s", logs.String())
+	}
 }
 
 // TestHeldDeliveryIsRenewed holds a delivery on one replica for three

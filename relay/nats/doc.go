@@ -25,9 +25,9 @@
 //     retry.max_age, the last error, the outcome. TTL store.retention.
 //   - Key/value bucket CHATRELAY_KV: the sinks' relay.KV (conversation →
 //     Slack thread ts or Discord thread), shared by every replica.
+//   - Key/value bucket CHATRELAY_REPLICAS: one lease per running replica.
 //   - Durable pull consumers q_<sink>_<partition> on the queue stream, one
-//     per sink and partition, MaxAckPending 1; and "route" on the events
-//     stream.
+//     per sink and partition, MaxAckPending 1.
 //
 // Sink names become subject tokens as they are when made of a-z, 0-9 and
 // '-', else as '_' and their hex. The partition of a conversation is
@@ -46,11 +46,15 @@
 // whichever replica took each. If Append fails in between, the receiver
 // answers 503 and the sender retries: the retry is a duplicate, and Append
 // queues the original's deliveries again (the queue stream drops repeats
-// within its 10-minute duplicate window). For a sender that never retries,
-// the route consumer, read by every replica, queues every event's
-// deliveries again in the background; the queue stream drops them as
-// duplicates, and for an event older than half that window the router first
-// checks whether the delivery was queued, recorded or parked.
+// within its 10-minute duplicate window). For a process that dies between
+// the steps, with a sender that never retries, replicas hold leases: each
+// rewrites its key in the replicas bucket every AckWait/3 (at most 5s) and
+// tags the events it appends with its instance id. When a lease goes
+// three renewals without one, the first replica to delete it (a
+// compare-and-delete on its revision) queues again the deliveries of that
+// replica's events from Timeout before its last renewal on, which covers
+// every Append it can have had in flight. Replicas that all die together
+// are covered when the first of them starts again.
 //
 // A lost connection fails Append at once (no reconnect buffer) with
 // relay.ErrUnavailable; a full stream (Options.MaxBytes, account or server

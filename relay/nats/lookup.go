@@ -31,7 +31,7 @@ func (s *Store) findEvent(ctx context.Context, id string) (*jetstream.RawStreamM
 // Lookup implements relay.Store. Each routed sink's delivery is, in this
 // order: pending while it is in the sink's queue; dead while it has a dead
 // letter; what the state bucket recorded (delivered or purged); pending
-// while the router has not seen the event; else delivered.
+// while its Append may still be under way; else delivered.
 func (s *Store) Lookup(ctx context.Context, id string) (*relay.EventRecord, error) {
 	m, err := s.findEvent(ctx, id)
 	if err != nil {
@@ -44,7 +44,7 @@ func (s *Store) Lookup(ctx context.Context, id string) (*relay.EventRecord, erro
 		p = s.l.partitionOf(ev.OrderingKey())
 	}
 	for _, sink := range meta.Sinks {
-		ds, err := s.deliveryStatus(ctx, sink, p, id, m.Sequence)
+		ds, err := s.deliveryStatus(ctx, sink, p, id, m.Time)
 		if err != nil {
 			return nil, fmt.Errorf("lookup %s: sink %q: %w", id, sink, err)
 		}
@@ -53,7 +53,7 @@ func (s *Store) Lookup(ctx context.Context, id string) (*relay.EventRecord, erro
 	return rec, nil
 }
 
-func (s *Store) deliveryStatus(ctx context.Context, sink string, p int, id string, seq uint64) (relay.DeliveryStatus, error) {
+func (s *Store) deliveryStatus(ctx context.Context, sink string, p int, id string, appended time.Time) (relay.DeliveryStatus, error) {
 	enc := encodeSink(sink)
 	ds := relay.DeliveryStatus{Sink: sink}
 	st, hasState, err := s.getState(ctx, enc, id)
@@ -90,13 +90,8 @@ func (s *Store) deliveryStatus(ctx context.Context, sink string, p int, id strin
 		ds.State = st.State
 		return ds, nil
 	}
-	ci, err := s.route.Info(ctx)
-	if err != nil {
-		return ds, classify(err)
-	}
-	if ci.AckFloor.Stream < seq {
-		// Not queued yet: its Append is under way, or the router has
-		// still to queue it.
+	if time.Since(appended) < 2*s.opts.Timeout {
+		// Its Append may still be queueing it.
 		return pendingFrom(time.Time{}), nil
 	}
 	// Gone from the queue without a dead letter: delivered, though the

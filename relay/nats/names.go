@@ -19,7 +19,7 @@ import (
 // Options.Name and Options.Partitions.
 type layout struct {
 	events, queue, dead string // stream names
-	kv, state           string // key/value bucket names
+	kv, state, replicas string // key/value bucket names
 	subj                string // subject prefix
 	partitions          int
 }
@@ -31,6 +31,7 @@ func newLayout(name string, partitions int) layout {
 		dead:       name + "_DEAD",
 		kv:         name + "_KV",
 		state:      name + "_STATE",
+		replicas:   name + "_REPLICAS",
 		subj:       strings.ToLower(name),
 		partitions: partitions,
 	}
@@ -172,6 +173,7 @@ const (
 	hdrReason   = "Chatrelay-Reason"
 	hdrLastErr  = "Chatrelay-Last-Error" // a replayed delivery's history
 	hdrPart     = "Chatrelay-Partition"
+	hdrReplica  = "Chatrelay-Replica" // the instance that appended the event
 )
 
 func escape(s string) string { return url.QueryEscape(s) }

@@ -246,8 +246,8 @@ func (q *queue) applyState(h *held, eventID string) bool {
 	}
 	switch st.State {
 	case relay.StateDelivered:
-		// Recorded as delivered: this is a repeat (a router that ran
-		// twice); do not send it again.
+		// Recorded as delivered: this is a repeat (a dead replica's
+		// append queued again); do not send it again.
 		q.drop(h, h.msg.Ack)
 		return false
 	case relay.StatePending:

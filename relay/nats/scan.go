@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	natsgo "github.com/nats-io/nats.go"
 )
@@ -22,16 +23,18 @@ const (
 )
 
 type directGetRequest struct {
-	Seq      uint64 `json:"seq,omitempty"`
-	NextFor  string `json:"next_by_subj,omitempty"`
-	Batch    int    `json:"batch,omitempty"`
-	MaxBytes int    `json:"max_bytes,omitempty"`
+	Seq       uint64     `json:"seq,omitempty"`
+	StartTime *time.Time `json:"start_time,omitempty"`
+	NextFor   string     `json:"next_by_subj,omitempty"`
+	Batch     int        `json:"batch,omitempty"`
+	MaxBytes  int        `json:"max_bytes,omitempty"`
 }
 
 // stored is one message a direct get returned.
 type stored struct {
 	Seq     uint64
 	Subject string
+	Time    time.Time // when the stream stored it, by the server's clock
 	Header  natsgo.Header
 	Data    []byte
 }
@@ -39,12 +42,21 @@ type stored struct {
 // directBatch returns up to n messages of stream matching filter from seq
 // on, and how many more match after them.
 func (s *Store) directBatch(ctx context.Context, stream, filter string, seq uint64, n int) ([]stored, uint64, error) {
+	return s.direct(ctx, stream, directGetRequest{Seq: max(seq, 1), NextFor: filter, Batch: n, MaxBytes: scanMaxBytes})
+}
+
+// directFrom is directBatch from the first message stored at or after t.
+func (s *Store) directFrom(ctx context.Context, stream, filter string, t time.Time, n int) ([]stored, uint64, error) {
+	return s.direct(ctx, stream, directGetRequest{StartTime: &t, NextFor: filter, Batch: n, MaxBytes: scanMaxBytes})
+}
+
+func (s *Store) direct(ctx context.Context, stream string, r directGetRequest) ([]stored, uint64, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.opts.Timeout)
 		defer cancel()
 	}
-	req, err := json.Marshal(directGetRequest{Seq: max(seq, 1), NextFor: filter, Batch: n, MaxBytes: scanMaxBytes})
+	req, err := json.Marshal(r)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -79,16 +91,30 @@ func (s *Store) directBatch(ctx context.Context, stream, filter string, seq uint
 		if err != nil {
 			return nil, 0, errors.New("direct get: reply without a sequence")
 		}
-		out = append(out, stored{Seq: sq, Subject: m.Header.Get("Nats-Subject"), Header: m.Header, Data: m.Data})
+		at, _ := time.Parse(time.RFC3339Nano, m.Header.Get("Nats-Time-Stamp"))
+		out = append(out, stored{Seq: sq, Subject: m.Header.Get("Nats-Subject"), Time: at, Header: m.Header, Data: m.Data})
 	}
 }
 
 // scan calls fn for every message of stream matching filter, in stream
 // order, until fn returns false.
 func (s *Store) scan(ctx context.Context, stream, filter string, fn func(stored) (bool, error)) error {
+	return s.scanFrom(ctx, stream, filter, time.Time{}, fn)
+}
+
+// scanFrom is scan from the first message stored at or after t (zero: the
+// first message).
+func (s *Store) scanFrom(ctx context.Context, stream, filter string, t time.Time, fn func(stored) (bool, error)) error {
 	seq := uint64(1)
-	for {
-		msgs, left, err := s.directBatch(ctx, stream, filter, seq, scanBatch)
+	for first := true; ; first = false {
+		var msgs []stored
+		var left uint64
+		var err error
+		if first && !t.IsZero() {
+			msgs, left, err = s.directFrom(ctx, stream, filter, t, scanBatch)
+		} else {
+			msgs, left, err = s.directBatch(ctx, stream, filter, seq, scanBatch)
+		}
 		if err != nil {
 			return err
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -150,14 +152,16 @@ type Store struct {
 	log  *slog.Logger
 	l    layout
 
-	nc     *natsgo.Conn
-	js     jetstream.JetStream
-	events jetstream.Stream
-	queue  jetstream.Stream
-	dead   jetstream.Stream
-	kv     jetstream.KeyValue
-	state  jetstream.KeyValue
-	route  jetstream.Consumer
+	nc       *natsgo.Conn
+	js       jetstream.JetStream
+	events   jetstream.Stream
+	queue    jetstream.Stream
+	dead     jetstream.Stream
+	kv       jetstream.KeyValue
+	state    jetstream.KeyValue
+	replicas jetstream.KeyValue // leases: see lease.go
+	instance string             // this replica's lease key
+	hostname string
 
 	disconnectedAt atomic.Int64 // unix nanoseconds; 0 while connected
 
@@ -196,6 +200,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		queues:     make(map[string]*queue),
 		consumers:  make(map[string][]jetstream.Consumer),
 	}
+	s.instance = uuid.NewString()
+	s.hostname, _ = os.Hostname()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.epoch, s.endEpoch = context.WithCancel(s.ctx)
 
@@ -209,8 +215,14 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		<-s.connClosed
 		return nil, fmt.Errorf("store.nats: set up streams on %s: %w", s.server(), err)
 	}
+	if err := s.renewLease(ctx); err != nil {
+		s.cancel()
+		s.nc.Close()
+		<-s.connClosed
+		return nil, fmt.Errorf("store.nats: register this replica: %w", err)
+	}
 	s.wg.Add(2)
-	go s.router()
+	go s.leases()
 	go s.keepalive()
 	s.log.Info("store ready", "driver", "nats", "server", s.server(), "partitions", opts.Partitions, "replicas", opts.Replicas)
 	return s, nil
@@ -456,21 +468,14 @@ func (s *Store) setup(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	s.route, err = s.ensureConsumer(ctx, s.events, s.routeConfig())
+	s.replicas, err = s.ensureBucket(ctx, jetstream.KeyValueConfig{
+		Bucket:      l.replicas,
+		Description: "chatrelay: one lease per running replica",
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+		TTL:         o.Retention,
+	})
 	return err
-}
-
-func (s *Store) routeConfig() jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
-		Durable:       "route",
-		Description:   "chatrelay: queues deliveries an append did not get to",
-		FilterSubject: s.l.eventsAll(),
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       s.opts.AckWait,
-		MaxAckPending: 1024,
-		MaxDeliver:    -1,
-	}
 }
 
 func (s *Store) checkPartitions(meta map[string]string) error {
@@ -587,6 +592,11 @@ func (s *Store) Close() error {
 		for _, q := range qs {
 			q.handBack()
 		}
+		ctx, cancel := s.opCtx()
+		if err := s.replicas.Delete(ctx, s.instance); err != nil {
+			s.log.Debug("could not delete this replica's lease; another replica will reap it", "err", err)
+		}
+		cancel()
 		if s.nc.IsConnected() {
 			_ = s.nc.FlushTimeout(s.opts.Timeout)
 		}
