@@ -3,6 +3,8 @@ package nats_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -139,6 +141,37 @@ func TestOpenErrorsHideCredentials(t *testing.T) {
 		}
 		if contains(err.Error(), "hunter2-secret") {
 			t.Fatalf("error shows the secret: %v", err)
+		}
+	}
+}
+
+// TestReplicasStartTogether opens three stores at once on a fresh server:
+// creating the streams, buckets and consumers must be idempotent.
+func TestReplicasStartTogether(t *testing.T) {
+	t.Parallel()
+	ns := startServer(t, "", 0)
+	opts := testOptions(ns.ClientURL())
+	stores := make([]*nats.Store, 3)
+	errs := make([]error, len(stores))
+	var wg sync.WaitGroup
+	for i := range stores {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			stores[i], errs[i] = nats.Open(ctx, opts)
+			if errs[i] == nil {
+				// The first append of a sink creates its consumers.
+				_, errs[i] = stores[i].Append(ctx, storetest.NewEvent(t, fmt.Sprint("c", i), i), []string{"s"})
+			}
+		})
+	}
+	wg.Wait()
+	for i, s := range stores {
+		if s != nil {
+			defer s.Close()
+		}
+		if errs[i] != nil {
+			t.Errorf("replica %d: %v", i, errs[i])
 		}
 	}
 }
