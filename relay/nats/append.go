@@ -35,11 +35,10 @@ const queueDupWindow = 10 * time.Minute
 // the retry is a duplicate, and Append queues the original's deliveries
 // again (the queue stream drops those already there). When the process
 // dies between the steps and the sender never retries, another replica
-// finds the event from its lease (see leases) and queues it. Because a
-// request's
-// deliveries are queued before it is answered, a conversation's events
-// accepted one after the other queue in that order, whichever replica
-// took them.
+// finds the event through the dead replica's lease (lease.go) and queues
+// it. Because a request's deliveries are queued before it is answered, a
+// conversation's events accepted one after the other queue in that order,
+// whichever replica took them.
 func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (relay.Accepted, error) {
 	if s.ctx.Err() != nil {
 		return relay.Accepted{}, relay.ErrClosed

@@ -235,23 +235,17 @@ func (s *Store) Reconcile(ctx context.Context, sinks []string) (int, error) {
 		s.configured[name] = true
 	}
 	s.mu.Unlock()
-	info, err := s.queue.Info(ctx, jetstream.WithSubjectFilter(s.l.queueAll()))
+	known, err := s.knownSinks(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("reconcile: %w", classify(err))
-	}
-	var removed []string
-	for subj := range info.State.Subjects {
-		enc, ok := s.l.queueSinkToken(subj)
-		if !ok || slices.Contains(removed, enc) {
-			continue
-		}
-		if sink, ok := decodeSink(enc); ok && !slices.Contains(sinks, sink) {
-			removed = append(removed, enc)
-		}
+		return 0, fmt.Errorf("reconcile: %w", err)
 	}
 	moved := 0
-	for _, enc := range removed {
-		sink, _ := decodeSink(enc)
+	for _, sink := range known {
+		if slices.Contains(sinks, sink) {
+			continue
+		}
+		enc := encodeSink(sink)
+		before := moved
 		err := s.scan(ctx, s.l.queue, s.l.queueSinkFilter(enc), func(m stored) (bool, error) {
 			ev, _ := eventOf(m.Header, m.Data)
 			st, _, err := s.getState(ctx, enc, ev.ID)
@@ -274,7 +268,9 @@ func (s *Store) Reconcile(ctx context.Context, sinks []string) (int, error) {
 		if err != nil {
 			return moved, fmt.Errorf("reconcile: park deliveries of removed sink %q: %w", sink, err)
 		}
-		s.log.Info("moved the pending deliveries of a removed sink to the dead letters", "sink", sink)
+		if moved > before {
+			s.log.Info("moved the pending deliveries of a removed sink to the dead letters", "sink", sink, "count", moved-before)
+		}
 	}
 	return moved, nil
 }

@@ -176,16 +176,12 @@ func (s *Store) Stats(ctx context.Context) ([]relay.QueueStats, error) {
 		sinks[name] = true
 	}
 	s.mu.Unlock()
-	names := s.queue.ConsumerNames(ctx)
-	for name := range names.Name() {
-		if enc, ok := sinkOfConsumer(name); ok {
-			if sink, ok := decodeSink(enc); ok {
-				sinks[sink] = true
-			}
-		}
+	known, err := s.knownSinks(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("stats: %w", err)
 	}
-	if err := names.Err(); err != nil {
-		return nil, fmt.Errorf("stats: %w", classify(err))
+	for _, sink := range known {
+		sinks[sink] = true
 	}
 	out := make([]relay.QueueStats, 0, len(sinks))
 	for sink := range sinks {
@@ -205,6 +201,26 @@ func (s *Store) Stats(ctx context.Context) ([]relay.QueueStats, error) {
 		out = append(out, st)
 	}
 	slices.SortFunc(out, func(a, b relay.QueueStats) int { return strings.Compare(a.Sink, b.Sink) })
+	return out, nil
+}
+
+// knownSinks lists every sink that ever had a delivery queued: its
+// consumers are created before its first delivery, and never deleted.
+func (s *Store) knownSinks(ctx context.Context) ([]string, error) {
+	var out []string
+	names := s.queue.ConsumerNames(ctx)
+	for name := range names.Name() {
+		enc, ok := sinkOfConsumer(name)
+		if !ok {
+			continue
+		}
+		if sink, ok := decodeSink(enc); ok && !slices.Contains(out, sink) {
+			out = append(out, sink)
+		}
+	}
+	if err := names.Err(); err != nil {
+		return nil, classify(err)
+	}
 	return out, nil
 }
 

@@ -100,16 +100,6 @@ func sinkOfConsumer(name string) (string, bool) {
 	return rest[:i], true
 }
 
-// queueSinkToken returns the encoded sink of a queue subject.
-func (l layout) queueSinkToken(subject string) (string, bool) {
-	rest, ok := strings.CutPrefix(subject, l.subj+".q.")
-	if !ok {
-		return "", false
-	}
-	enc, _, ok := strings.Cut(rest, ".")
-	return enc, ok && enc != ""
-}
-
 // encodeSink turns a sink name into a subject token, consumer-name part and
 // key/value key part: names of lower-case letters, digits and '-' stay as
 // they are, anything else becomes '_' and the name's bytes in hex. '_' is
