@@ -173,6 +173,8 @@ type Store struct {
 	closeOnce  sync.Once
 	connClosed chan struct{}
 
+	creating sync.Mutex // held while creating a sink's consumers
+
 	mu         sync.Mutex
 	closing    bool
 	queues     map[string]*queue
@@ -544,6 +546,16 @@ func sameConsumer(have, want jetstream.ConsumerConfig) bool {
 func (s *Store) queueConsumers(ctx context.Context, enc string) ([]jetstream.Consumer, error) {
 	s.mu.Lock()
 	cs, ok := s.consumers[enc]
+	s.mu.Unlock()
+	if ok {
+		return cs, nil
+	}
+	// One creator at a time: concurrent first appends of a new sink would
+	// otherwise all create the same consumers.
+	s.creating.Lock()
+	defer s.creating.Unlock()
+	s.mu.Lock()
+	cs, ok = s.consumers[enc]
 	s.mu.Unlock()
 	if ok {
 		return cs, nil
