@@ -173,7 +173,7 @@ type Store struct {
 	closeOnce  sync.Once
 	connClosed chan struct{}
 
-	creating sync.Mutex // held while creating a sink's consumers
+	creating chan struct{} // a one-slot lock, held while creating a sink's consumers
 
 	mu         sync.Mutex
 	closing    bool
@@ -201,6 +201,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		connClosed: make(chan struct{}),
 		queues:     make(map[string]*queue),
 		consumers:  make(map[string][]jetstream.Consumer),
+		creating:   make(chan struct{}, 1),
 	}
 	s.instance = uuid.NewString()
 	s.hostname, _ = os.Hostname()
@@ -552,8 +553,12 @@ func (s *Store) queueConsumers(ctx context.Context, enc string) ([]jetstream.Con
 	}
 	// One creator at a time: concurrent first appends of a new sink would
 	// otherwise all create the same consumers.
-	s.creating.Lock()
-	defer s.creating.Unlock()
+	select {
+	case s.creating <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-s.creating }()
 	s.mu.Lock()
 	cs, ok = s.consumers[enc]
 	s.mu.Unlock()
