@@ -161,7 +161,7 @@ func TestHeldDeliveryIsRenewed(t *testing.T) {
 	t.Parallel()
 	ns := startServer(t, "", 0)
 	opts := testOptions(ns.ClientURL())
-	opts.AckWait = 500 * time.Millisecond
+	opts.AckWait = 1500 * time.Millisecond
 	s1, s2 := open(t, opts), open(t, opts)
 	defer s1.Close()
 	defer s2.Close()

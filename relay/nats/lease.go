@@ -72,6 +72,11 @@ func (s *Store) renewLease(ctx context.Context) error {
 // reapLeases finds stale leases, claims each, and re-queues the claimed
 // replica's appends around its last heartbeat.
 func (s *Store) reapLeases(ctx context.Context) {
+	// After an outage every lease looks old until its replica has renewed
+	// it: judge none before they all had the time to.
+	if time.Since(time.Unix(0, s.connectedAt.Load())) < s.staleAfter()+s.leaseEvery() {
+		return
+	}
 	entries, _, err := s.directBatch(ctx, kvStream(s.l.replicas), kvPrefix(s.l.replicas)+">", 1, scanBatch)
 	if err != nil {
 		return

@@ -164,6 +164,7 @@ type Store struct {
 	hostname string
 
 	disconnectedAt atomic.Int64 // unix nanoseconds; 0 while connected
+	connectedAt    atomic.Int64 // unix nanoseconds of the last (re)connect
 
 	// ctx ends when Close begins; every goroutine the store starts stops
 	// with it and is counted in wg.
@@ -311,10 +312,14 @@ func (s *Store) connect(ctx context.Context) error {
 				away = time.Since(time.Unix(0, at))
 			}
 			s.log.Info("reconnected to NATS", "server", nc.ConnectedAddr(), "away", away.Round(time.Millisecond))
+			s.connectedAt.Store(time.Now().UnixNano())
 			s.reclaimHeld(away)
 			s.newEpoch()
 		}),
-		natsgo.ConnectHandler(func(*natsgo.Conn) { s.newEpoch() }),
+		natsgo.ConnectHandler(func(*natsgo.Conn) {
+			s.connectedAt.Store(time.Now().UnixNano())
+			s.newEpoch()
+		}),
 		natsgo.ClosedHandler(func(*natsgo.Conn) { close(s.connClosed) }),
 		natsgo.ErrorHandler(func(_ *natsgo.Conn, sub *natsgo.Subscription, err error) {
 			subj := ""
