@@ -111,9 +111,11 @@
 // Lookup finds an event by id (a direct get on chatrelay.ev.*.<id>) and,
 // per routed sink, reports pending while the delivery is in the queue, dead
 // while it has a dead letter, else the recorded outcome. Recent reads the
-// events stream backwards. Stats counts, per sink, the queue's messages
-// (depth, including deliveries in flight), the first one's acceptance time
-// (oldest), and the dead letters, each with one batched direct get.
+// events stream backwards. Stats covers every sink that has consumers (every
+// sink that ever had a delivery), plus those this replica consumes or has
+// configured; per sink it counts the queue's messages (depth, including
+// deliveries in flight), the first one's acceptance time (oldest, in queue
+// order), and the dead letters, each with one batched direct get.
 //
 // # Failure behaviour
 //
@@ -122,8 +124,23 @@
 // jitter. While disconnected, Append and Ready fail at once, settlements
 // fail (the deliveries come back after AckWait), and pullers wait. On
 // reconnect every pull request is renewed at once (they may have gone with
-// the old server). Credentials (token, creds file, a password in the URL)
-// never appear in logs or errors the store writes.
+// the old server), and so is every delivery the replica holds, if it was
+// away less than AckWait/2. After a longer absence the server may have
+// handed those deliveries to another replica, and settling them here could
+// let a conversation's next turn overtake the other replica's send: they
+// are given up, and their settlement fails with relay.ErrUnavailable.
+// Credentials (token, creds file, a password or token in the URL) never
+// appear in logs or errors the store writes.
+//
+// # Retention
+//
+// Events stay in the events stream for store.retention (its MaxAge),
+// delivered or not; that is what Lookup and Recent can see. A pending
+// delivery and a dead letter each carry their own copy of the body, so
+// neither expires with its event: deliveries leave the queue when settled,
+// dead letters when requeued or purged. Delivery records (attempts, last
+// error, outcome) expire after store.retention too. The dedupe window may
+// not exceed store.retention.
 //
 // Durability: with replicas 1, a nats-server by default writes each message
 // to the operating system at once but fsyncs only every 2 minutes, so a
@@ -132,6 +149,6 @@
 // server (much slower: every publish is its own fsync).
 //
 // Requirements: nats-server 2.11 or later (batched direct gets), JetStream
-// enabled, and an account allowed five streams and (1 + 16 × sinks)
-// consumers with the default partitions.
+// enabled, and an account allowed six streams (three of them key/value
+// buckets) and 16 consumers per sink with the default partitions.
 package nats
