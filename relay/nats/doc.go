@@ -1,0 +1,154 @@
+// Package nats is chatrelay's NATS JetStream store (store.driver: nats): it
+// implements relay.Store so that several chatrelay replicas behind one load
+// balancer share one set of events, queues, dead letters and thread
+// mappings, and a replica that dies loses nothing.
+//
+// # Layout
+//
+// With the default name CHATRELAY (Options.Name) the store keeps, all file
+// storage with Options.Replicas replicas:
+//
+//   - Stream CHATRELAY_EVENTS, subjects chatrelay.ev.<partition>.<event id>:
+//     every accepted event, raw body as the payload, id, topic, receive time,
+//     conversation and routed sinks in Chatrelay-* headers. Limits retention
+//     with MaxAge = store.retention: events are kept that long whether
+//     delivered or not, for Lookup and Recent. Duplicates = store.dedupe_window.
+//   - Stream CHATRELAY_QUEUE, subjects chatrelay.q.<sink>.<partition>.<event id>:
+//     pending deliveries, each with its own copy of the body. Work-queue
+//     retention: a delivery is removed when acked or terminated, so what the
+//     stream holds is exactly what is pending, and nothing pending expires.
+//   - Stream CHATRELAY_DEAD, subjects chatrelay.dead.<sink>.<event id>: dead
+//     letters (body, attempts, reason, parked-at), one per delivery
+//     (MaxMsgsPerSubject 1), kept until purged.
+//   - Key/value bucket CHATRELAY_STATE: per delivery, what JetStream does not
+//     know in chatrelay's terms: failed attempts, the start of
+//     retry.max_age, the last error, the outcome. TTL store.retention.
+//   - Key/value bucket CHATRELAY_KV: the sinks' relay.KV (conversation →
+//     Slack thread ts or Discord thread), shared by every replica.
+//   - Key/value bucket CHATRELAY_REPLICAS: one lease per running replica.
+//   - Durable pull consumers q_<sink>_<partition> on the queue stream, one
+//     per sink and partition, MaxAckPending 1.
+//
+// Sink names become subject tokens as they are when made of a-z, 0-9 and
+// '-', else as '_' and their hex. The partition of a conversation is
+// FNV-1a of relay.Event.OrderingKey modulo Options.Partitions (default 16);
+// the count is recorded on the events stream and cannot change later.
+//
+// # Append
+//
+// Append publishes the event with Nats-Msg-Id = hex(relay.DedupeKey) and
+// waits for the stream's ack (the event is stored, on a quorum of replicas).
+// A duplicate within the window is answered with the original's sequence;
+// the store reads the original back and answers its id. Append then
+// publishes one delivery per routed sink to the queue stream (message id
+// "<event id>.<sink>") and only then answers. So a conversation's events
+// that Chat Data sends one after the other are queued in that order,
+// whichever replica took each. If Append fails in between, the receiver
+// answers 503 and the sender retries: the retry is a duplicate, and Append
+// queues the original's deliveries again (the queue stream drops repeats
+// within its 10-minute duplicate window). For a process that dies between
+// the steps, with a sender that never retries, replicas hold leases: each
+// rewrites its key in the replicas bucket every AckWait/3 (at most 5s) and
+// tags the events it appends with its instance id. When a lease goes
+// three renewals without one, the first replica to delete it (a
+// compare-and-delete on its revision) queues again the deliveries of that
+// replica's events from Timeout before its last renewal on, which covers
+// every Append it can have had in flight. Replicas that all die together
+// are covered when the first of them starts again.
+//
+// A lost connection fails Append at once (no reconnect buffer) with
+// relay.ErrUnavailable; a full stream (Options.MaxBytes, account or server
+// limits) fails it with relay.ErrFull. The receiver answers 503 with
+// Retry-After either way, and Ready reports the same.
+//
+// # Delivery and order
+//
+// Queue(sink) starts one puller per partition on this replica; each keeps a
+// pull request open on the partition's durable consumer. The consumers are
+// shared by all replicas and have MaxAckPending 1, so the server hands a
+// partition's head to one replica at a time and the next one only after
+// the head is acked or terminated: conversation order holds across
+// replicas, and conversations that share a partition share its order
+// (hence more partitions). Heads that arrive wait in a ready set, at most
+// one per partition, and Next hands out the one queued first; before the
+// first Next, every partition is asked once without waiting, so the heads
+// present at start go out in queue order. A replica may hold up to one head
+// per partition that its dispatcher has not taken yet.
+//
+// Settling maps onto JetStream: Ack is a confirmed ack (DoubleAck), then
+// the outcome is recorded; Nak records the failed attempt and last error in
+// the state bucket, then NakWithDelay(delay), for backoff and rate-limit
+// waits alike; Term writes the dead letter first, then TermWithReason (if
+// the dead letter cannot be written the message is handed back instead);
+// Release is a plain Nak, with nothing recorded. JetStream's own delivery
+// count and MaxDeliver play no part (MaxDeliver is unlimited): the
+// dispatcher's retry.max_age decides when to give up, from the Since the
+// store reports. A delivery whose record says it is due later than it came
+// back (its replica died between the record and the nak) is put back for
+// the rest of its delay.
+//
+// While a replica holds a delivery (waiting in its ready set, waiting for
+// the sink's pace or a rate-limit hold, or being sent) it renews it with
+// InProgress every AckWait/3. A replica that dies stops renewing; after
+// AckWait (default 30s) the server hands its deliveries to another replica.
+// So after a crash at most the one delivery in flight per partition and sink
+// is sent twice, and never after a newer one. Close hands back everything
+// the replica holds (Nak) so others take it at once.
+//
+// # Dead letters
+//
+// ListDead reads the dead-letter stream in order (the order they were
+// parked in) with batched direct gets; GetDead reads one by subject.
+// Requeue writes a fresh record (no attempts, Since now, the old reason as
+// last error), publishes the delivery at the end of its partition of the
+// sink's queue, then deletes the dead letter. Purge deletes it and records
+// the delivery as purged. Reconcile moves every pending delivery of a sink
+// that is no longer configured to the dead letters with reason "sink
+// removed"; dead letters of such sinks are not requeued.
+//
+// # Lookups and stats
+//
+// Lookup finds an event by id (a direct get on chatrelay.ev.*.<id>) and,
+// per routed sink, reports pending while the delivery is in the queue, dead
+// while it has a dead letter, else the recorded outcome. Recent reads the
+// events stream backwards. Stats covers every sink that has consumers (every
+// sink that ever had a delivery), plus those this replica consumes or has
+// configured; per sink it counts the queue's messages (depth, including
+// deliveries in flight), the first one's acceptance time (oldest, in queue
+// order), and the dead letters, each with one batched direct get.
+//
+// # Failure behaviour
+//
+// The connection reconnects forever, with a backoff from
+// Options.ReconnectWait doubling to 16 times as much (at most 10s), plus
+// jitter. While disconnected, Append and Ready fail at once, settlements
+// fail (the deliveries come back after AckWait), and pullers wait. On
+// reconnect every pull request is renewed at once (they may have gone with
+// the old server), and so is every delivery the replica holds, if it was
+// away less than AckWait/2. After a longer absence the server may have
+// handed those deliveries to another replica, and settling them here could
+// let a conversation's next turn overtake the other replica's send: they
+// are given up, and their settlement fails with relay.ErrUnavailable.
+// Credentials (token, creds file, a password or token in the URL) never
+// appear in logs or errors the store writes.
+//
+// # Retention
+//
+// Events stay in the events stream for store.retention (its MaxAge),
+// delivered or not; that is what Lookup and Recent can see. A pending
+// delivery and a dead letter each carry their own copy of the body, so
+// neither expires with its event: deliveries leave the queue when settled,
+// dead letters when requeued or purged. Delivery records (attempts, last
+// error, outcome) expire after store.retention too. The dedupe window may
+// not exceed store.retention.
+//
+// Durability: with replicas 1, a nats-server by default writes each message
+// to the operating system at once but fsyncs only every 2 minutes, so a
+// power loss (not a process crash) can lose the latest accepted events.
+// Run replicas 3 on a cluster, or set sync_interval: always on a single
+// server (much slower: every publish is its own fsync).
+//
+// Requirements: nats-server 2.11 or later (batched direct gets), JetStream
+// enabled, and an account allowed six streams (three of them key/value
+// buckets) and 16 consumers per sink with the default partitions.
+package nats

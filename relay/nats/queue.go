@@ -1,0 +1,532 @@
+package nats
+
+import (
+	"container/heap"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/chatrelay/chatrelay/relay"
+)
+
+// deliveryState is one delivery's record in the state bucket: what
+// JetStream does not keep in chatrelay's terms (failed attempts, the start
+// of retry.max_age, the last error, the outcome). It is written on Nak,
+// Ack, Requeue and Purge; a delivery without one is on its first attempt.
+type deliveryState struct {
+	State    string `json:"state"`
+	Attempts int    `json:"attempts"` // failed attempts (pending), attempts made (delivered)
+	Since    int64  `json:"since"`
+	Due      int64  `json:"due,omitempty"`
+	LastErr  string `json:"last_error,omitempty"`
+	Updated  int64  `json:"updated"`
+}
+
+func (s *Store) getState(ctx context.Context, enc, eventID string) (deliveryState, bool, error) {
+	var st deliveryState
+	e, err := s.state.Get(ctx, stateKey(enc, eventID))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return st, false, nil
+	}
+	if err != nil {
+		return st, false, classify(err)
+	}
+	if err := json.Unmarshal(e.Value(), &st); err != nil {
+		return st, false, fmt.Errorf("delivery state %s: %w", e.Key(), err)
+	}
+	return st, true, nil
+}
+
+func (s *Store) putState(ctx context.Context, enc, eventID string, st deliveryState) error {
+	v, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	_, err = s.state.Put(ctx, stateKey(enc, eventID), v)
+	return classify(err)
+}
+
+// queue is one sink's queue on this replica. A puller per partition keeps a
+// pull request open on the partition's durable consumer; with MaxAckPending
+// 1 the server hands each partition's head to one replica at a time. Heads
+// that arrive wait in ready, at most one per partition, and Next hands out
+// the one queued first (lowest queue-stream sequence), as the embedded
+// store does.
+type queue struct {
+	s    *Store
+	sink string
+	enc  string
+
+	// primed is closed once every partition was asked once without
+	// waiting, so the heads present at start are all in ready before the
+	// first is handed out.
+	primed   chan struct{}
+	unprimed atomic.Int32
+
+	mu      sync.Mutex
+	ready   readyHeap
+	changed chan struct{}      // closed and replaced when ready gains a head
+	held    map[*held]struct{} // received and not settled: in ready or handed out
+}
+
+// Queue implements relay.Store. The first call for a sink starts its
+// pullers.
+func (s *Store) Queue(sink string) relay.Queue {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if q, ok := s.queues[sink]; ok {
+		return q
+	}
+	q := &queue{
+		s:       s,
+		sink:    sink,
+		enc:     encodeSink(sink),
+		changed: make(chan struct{}),
+		held:    make(map[*held]struct{}),
+		primed:  make(chan struct{}),
+	}
+	q.unprimed.Store(int32(s.opts.Partitions))
+	s.queues[sink] = q
+	if !s.closing {
+		s.wg.Add(s.opts.Partitions)
+		for p := range s.opts.Partitions {
+			go q.puller(p)
+		}
+	}
+	return q
+}
+
+// Next implements relay.Queue.
+func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) {
+	if ctx.Err() == nil {
+		select {
+		case <-q.primed:
+		case <-ctx.Done():
+		case <-q.s.ctx.Done():
+		}
+	}
+	for {
+		if q.s.ctx.Err() != nil {
+			return nil, relay.ErrClosed
+		}
+		q.mu.Lock()
+		if len(q.ready) > 0 {
+			h := heap.Pop(&q.ready).(*held)
+			q.mu.Unlock()
+			return h.del, nil
+		}
+		changed := q.changed
+		q.mu.Unlock()
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-q.s.ctx.Done():
+			return nil, relay.ErrClosed
+		}
+	}
+}
+
+func (q *queue) puller(p int) {
+	defer q.s.wg.Done()
+	var c jetstream.Consumer
+	failures := 0
+	primed := false
+	prime := func() {
+		if !primed {
+			primed = true
+			if q.unprimed.Add(-1) == 0 {
+				close(q.primed)
+			}
+		}
+	}
+	defer prime()
+	for q.s.ctx.Err() == nil {
+		if c == nil {
+			ctx, cancel := q.s.opCtx()
+			cs, err := q.s.queueConsumers(ctx, q.enc)
+			cancel()
+			if err != nil {
+				prime()
+				failures++
+				if failures == 3 {
+					q.s.log.Warn("cannot create the sink's consumers; retrying", "sink", q.sink, "err", err)
+				}
+				q.s.backoff(failures)
+				continue
+			}
+			c = cs[p]
+		}
+		if !primed {
+			q.s.pullNoWait(c, q.receive)
+			prime()
+			continue
+		}
+		if err := q.s.pull(c, 64, q.receive); err != nil {
+			if consumerGone(err) {
+				q.s.forgetConsumers(q.enc)
+				c = nil
+			}
+			failures++
+			if failures == 3 {
+				q.s.log.Warn("cannot read the sink's queue; retrying", "sink", q.sink, "partition", p, "err", err)
+			}
+			q.s.backoff(failures)
+			continue
+		}
+		failures = 0
+	}
+}
+
+// consumerGone reports a pull that failed because its consumer no longer
+// exists (deleted by hand, or never created on a restored server).
+func consumerGone(err error) bool {
+	return errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
+		errors.Is(err, natsgo.ErrNoResponders)
+}
+
+// receive turns one message into a delivery and puts it in ready.
+func (q *queue) receive(m jetstream.Msg) {
+	h := &held{q: q, msg: m, idx: -1}
+	q.track(h)
+	ev, meta := eventOf(m.Headers(), m.Data())
+	h.del = &relay.Delivery{Event: ev, Sink: q.sink, Since: parseNanos(m.Headers().Get(hdrSince)),
+		LastError: unescape(m.Headers().Get(hdrLastErr)), Settler: h}
+	if h.del.Since.IsZero() {
+		h.del.Since = meta.Received
+	}
+	md, err := m.Metadata()
+	if err != nil {
+		q.s.log.Error("delivery without JetStream metadata; handing it back", "sink", q.sink, "event_id", meta.ID, "err", err)
+		q.drop(h, func() error { return m.NakWithDelay(time.Second) })
+		return
+	}
+	h.seq = md.Sequence.Stream
+	if md.NumDelivered > 1 {
+		// Tried before (or handed back): its record says how often, why
+		// it failed and when it is due.
+		if !q.applyState(h, meta.ID) {
+			return
+		}
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if h.settled.Load() { // given up meanwhile (reclaimHeld)
+		return
+	}
+	heap.Push(&q.ready, h)
+	close(q.changed)
+	q.changed = make(chan struct{})
+}
+
+// applyState updates a delivery from its record, or settles the message
+// and reports false when it is not to be handed out now.
+func (q *queue) applyState(h *held, eventID string) bool {
+	ctx, cancel := q.s.opCtx()
+	st, ok, err := q.s.getState(ctx, q.enc, eventID)
+	cancel()
+	if err != nil {
+		// Without its record the attempt count would restart: try later.
+		q.s.log.Warn("cannot read delivery state; handing the delivery back", "sink", q.sink, "event_id", eventID, "err", err)
+		q.drop(h, func() error { return h.msg.NakWithDelay(time.Second) })
+		return false
+	}
+	if !ok {
+		return true
+	}
+	switch st.State {
+	case relay.StateDelivered:
+		// Recorded as delivered: this is a repeat (a dead replica's
+		// append queued again); do not send it again.
+		q.drop(h, h.msg.Ack)
+		return false
+	case relay.StatePending:
+		if due := time.Unix(0, st.Due); st.Due != 0 && time.Until(due) > 10*time.Millisecond {
+			// Back before its time (the replica that scheduled it died
+			// between the record and the nak): wait the rest.
+			q.drop(h, func() error { return h.msg.NakWithDelay(time.Until(due)) })
+			return false
+		}
+		h.del.Attempts, h.del.LastError = st.Attempts, st.LastErr
+		if st.Since != 0 {
+			h.del.Since = time.Unix(0, st.Since).UTC()
+		}
+	}
+	return true
+}
+
+func (q *queue) track(h *held) {
+	q.mu.Lock()
+	q.held[h] = struct{}{}
+	q.mu.Unlock()
+}
+
+// drop settles a message that is not handed out.
+func (q *queue) drop(h *held, settle func() error) {
+	if h.settled.CompareAndSwap(false, true) {
+		_ = settle()
+	}
+	q.untrack(h)
+}
+
+// untrack forgets a settled delivery.
+func (q *queue) untrack(h *held) {
+	q.mu.Lock()
+	delete(q.held, h)
+	if h.idx >= 0 {
+		heap.Remove(&q.ready, h.idx)
+	}
+	q.mu.Unlock()
+}
+
+// handBack naks everything this replica holds and has not settled, so
+// another replica takes it at once instead of after AckWait.
+func (q *queue) handBack() {
+	q.mu.Lock()
+	hs := make([]*held, 0, len(q.held))
+	for h := range q.held {
+		hs = append(hs, h)
+	}
+	q.mu.Unlock()
+	for _, h := range hs {
+		q.drop(h, h.msg.Nak)
+	}
+}
+
+// keepalive tells the server, every AckWait/3, that deliveries this
+// replica holds are still being worked on: waiting in ready, waiting for
+// the sink's pace, or being sent. A replica that dies stops renewing, and
+// its deliveries go to another replica after AckWait.
+func (s *Store) keepalive() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.opts.AckWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+			s.eachHeld(func(h *held) { _ = h.msg.InProgress() })
+		}
+	}
+}
+
+// reclaimHeld runs on reconnecting after being away for away. A short
+// absence is bridged by renewing everything held at once. After a long
+// one the server may have handed what this replica held to another
+// replica: settling it here could then let the conversation's next turn
+// overtake the other replica's send, so it is given up, and its settlement
+// fails with relay.ErrUnavailable.
+func (s *Store) reclaimHeld(away time.Duration) {
+	if away < s.opts.AckWait/2 {
+		s.eachHeld(func(h *held) { _ = h.msg.InProgress() })
+		return
+	}
+	n := 0
+	for _, q := range s.queueList() {
+		q.mu.Lock()
+		for h := range q.held {
+			h.lost.Store(true)
+			if h.settled.CompareAndSwap(false, true) {
+				n++
+			}
+			delete(q.held, h)
+			if h.idx >= 0 {
+				heap.Remove(&q.ready, h.idx)
+			}
+		}
+		q.mu.Unlock()
+	}
+	if n > 0 {
+		s.log.Warn("deliveries held across a long disconnection are left to NATS to hand out again",
+			"count", n, "away", away.Round(time.Millisecond))
+	}
+}
+
+// queueList returns the queues this replica consumes.
+func (s *Store) queueList() []*queue {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	qs := make([]*queue, 0, len(s.queues))
+	for _, q := range s.queues {
+		qs = append(qs, q)
+	}
+	return qs
+}
+
+// eachHeld calls fn for every delivery held and not settled; fn must not
+// block.
+func (s *Store) eachHeld(fn func(*held)) {
+	for _, q := range s.queueList() {
+		q.mu.Lock()
+		for h := range q.held {
+			if !h.settled.Load() {
+				fn(h)
+			}
+		}
+		q.mu.Unlock()
+	}
+}
+
+// held is one delivery this replica received; it is the delivery's
+// relay.Settler.
+type held struct {
+	q       *queue
+	msg     jetstream.Msg
+	seq     uint64 // position in the queue stream
+	idx     int    // position in ready, -1 when not in it
+	del     *relay.Delivery
+	settled atomic.Bool
+	lost    atomic.Bool // given up after a long disconnection
+}
+
+// readyHeap orders received heads by their position in the queue stream:
+// the order they were queued in.
+type readyHeap []*held
+
+func (r readyHeap) Len() int           { return len(r) }
+func (r readyHeap) Less(i, j int) bool { return r[i].seq < r[j].seq }
+func (r readyHeap) Swap(i, j int) {
+	r[i], r[j] = r[j], r[i]
+	r[i].idx, r[j].idx = i, j
+}
+func (r *readyHeap) Push(x any) {
+	h := x.(*held)
+	h.idx = len(*r)
+	*r = append(*r, h)
+}
+func (r *readyHeap) Pop() any {
+	old := *r
+	h := old[len(old)-1]
+	old[len(old)-1] = nil
+	*r = old[:len(old)-1]
+	h.idx = -1
+	return h
+}
+
+// settleCtx bounds a settlement. A settlement finishes even when the
+// caller's ctx has ended (as a queued write of the embedded store does):
+// an outcome that happened is worth recording, and Close waits for no one.
+func (s *Store) settleCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), s.opts.Timeout)
+}
+
+var (
+	errSettled = errors.New("delivery already settled")
+	errLost    = fmt.Errorf("%w: delivery given up after a long disconnection from NATS; "+
+		"the server hands it out again", relay.ErrUnavailable)
+)
+
+func (h *held) once() error {
+	if !h.settled.CompareAndSwap(false, true) {
+		if h.lost.Load() {
+			return errLost
+		}
+		return errSettled
+	}
+	return nil
+}
+
+// Ack waits for the server to confirm (the partition's next delivery may
+// go only then), then records the outcome for Lookup.
+func (h *held) Ack(ctx context.Context) error {
+	if err := h.once(); err != nil {
+		return err
+	}
+	defer h.q.untrack(h)
+	ctx, cancel := h.q.s.settleCtx(ctx)
+	defer cancel()
+	if err := h.msg.DoubleAck(ctx); err != nil {
+		return fmt.Errorf("ack: %w", classify(err))
+	}
+	d, s := h.del, h.q.s
+	now := time.Now()
+	if err := s.putState(ctx, h.q.enc, d.Event.ID, deliveryState{State: relay.StateDelivered, Attempts: d.Attempts + 1,
+		Since: d.Since.UnixNano(), Updated: now.UnixNano()}); err != nil {
+		// Delivered all the same; only Lookup's detail is missing.
+		s.log.Debug("delivered, but could not record it for lookups", "sink", h.q.sink, "event_id", d.Event.ID, "err", err)
+	}
+	return nil
+}
+
+// Nak records the failed attempt, then asks the server to deliver the
+// message again after delay (to whichever replica asks first).
+func (h *held) Nak(ctx context.Context, delay time.Duration, lastErr string) error {
+	if err := h.once(); err != nil {
+		return err
+	}
+	defer h.q.untrack(h)
+	d, s := h.del, h.q.s
+	ctx, cancel := s.settleCtx(ctx)
+	defer cancel()
+	now := time.Now()
+	perr := s.putState(ctx, h.q.enc, d.Event.ID, deliveryState{State: relay.StatePending, Attempts: d.Attempts + 1,
+		Since: d.Since.UnixNano(), Due: now.Add(delay).UnixNano(), LastErr: lastErr, Updated: now.UnixNano()})
+	var nerr error
+	if delay > 0 {
+		nerr = h.msg.NakWithDelay(delay)
+	} else {
+		nerr = h.msg.Nak()
+	}
+	if err := errors.Join(perr, nerr); err != nil {
+		return fmt.Errorf("nak: %w", classify(err))
+	}
+	return nil
+}
+
+// Term writes the dead letter first, then terminates the message; if the
+// dead letter cannot be written the delivery is handed back instead, so
+// nothing is lost.
+func (h *held) Term(ctx context.Context, reason string) error {
+	if err := h.once(); err != nil {
+		return err
+	}
+	defer h.q.untrack(h)
+	d, s := h.del, h.q.s
+	ctx, cancel := s.settleCtx(ctx)
+	defer cancel()
+	p := s.l.partitionHeader(h.msg.Headers(), d.Event)
+	if err := s.park(ctx, h.q.sink, p, d.Event, d.Attempts, d.Since, reason); err != nil {
+		_ = h.msg.Nak()
+		return fmt.Errorf("term: write dead letter: %w", err)
+	}
+	if err := h.msg.TermWithReason(truncate(reason, 256)); err != nil {
+		// Parked all the same; the message comes back after AckWait and
+		// its new dead letter replaces this one.
+		s.log.Warn("parked, but could not terminate the message", "sink", h.q.sink, "event_id", d.Event.ID, "err", err)
+	}
+	return nil
+}
+
+// Release hands the message back untried: the server delivers it again at
+// once; the attempt count in the state bucket is untouched.
+func (h *held) Release(context.Context) error {
+	if err := h.once(); err != nil {
+		return err
+	}
+	defer h.q.untrack(h)
+	if err := h.msg.Nak(); err != nil {
+		return fmt.Errorf("release: %w", classify(err))
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,220 @@
+package nats_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/nats-io/nats-server/v2/server"
+	"go.uber.org/goleak"
+
+	"github.com/chatrelay/chatrelay/relay"
+	"github.com/chatrelay/chatrelay/relay/nats"
+	"github.com/chatrelay/chatrelay/relay/storetest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// startServer runs an in-process NATS server with JetStream on a random
+// port, stored in dir (a new temporary directory when empty).
+func startServer(t testing.TB, dir string, port int) *server.Server {
+	t.Helper()
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	if port == 0 {
+		port = -1
+	}
+	ns, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	return ns
+}
+
+// testOptions are short waits for tests that run in real time, and 4
+// partitions instead of 16: the server writes (and fsyncs) each durable
+// consumer's config when it is created, and tests create many.
+func testOptions(url string) nats.Options {
+	return nats.Options{
+		URL:           url,
+		Partitions:    4,
+		AckWait:       3 * time.Second,
+		ReconnectWait: 20 * time.Millisecond,
+		DedupeWindow:  time.Hour,
+		Retention:     2 * time.Hour,
+	}
+}
+
+func open(t testing.TB, opts nats.Options) *nats.Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := nats.Open(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, func(t *testing.T, _ *clockwork.FakeClock) storetest.Harness {
+		ns := startServer(t, "", 0)
+		opts := testOptions(ns.ClientURL())
+		cur := open(t, opts)
+		t.Cleanup(func() { _ = cur.Close() })
+		return storetest.Harness{
+			Store: cur,
+			Reopen: func(t *testing.T) relay.Store {
+				if err := cur.Close(); err != nil {
+					t.Fatal(err)
+				}
+				cur = open(t, opts)
+				return cur
+			},
+		}
+	})
+}
+
+func TestOpenValidates(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		opts nats.Options
+	}{
+		{"no url", nats.Options{}},
+		{"window past retention", nats.Options{URL: "nats://127.0.0.1:1", DedupeWindow: 48 * time.Hour, Retention: 24 * time.Hour}},
+		{"partitions", nats.Options{URL: "nats://127.0.0.1:1", Partitions: -1}},
+		{"replicas", nats.Options{URL: "nats://127.0.0.1:1", Replicas: 7}},
+		{"half a client cert", nats.Options{URL: "nats://127.0.0.1:1", TLS: nats.TLS{CertFile: "c.pem"}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if _, err := nats.Open(t.Context(), tc.opts); err == nil {
+				t.Fatal("Open accepted invalid options")
+			}
+		})
+	}
+}
+
+func TestOpenWithoutServerHonoursContext(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	opts := testOptions("nats://user:hunter2@127.0.0.1:1")
+	_, err := nats.Open(ctx, opts)
+	if err == nil {
+		t.Fatal("Open without a server succeeded")
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Open: %v, want the context's deadline", err)
+	}
+	if msg := err.Error(); contains(msg, "hunter2") {
+		t.Fatalf("error shows the password: %s", msg)
+	}
+}
+
+func TestOpenErrorsHideCredentials(t *testing.T) {
+	t.Parallel()
+	for _, url := range []string{
+		"nats://relay:hunter2-secret@127.0.0.1:bad-port", // a parse error quotes the URL
+		"nats://hunter2-secret@127.0.0.1:1",
+	} {
+		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+		_, err := nats.Open(ctx, testOptions(url))
+		cancel()
+		if err == nil {
+			t.Fatalf("Open(%s) succeeded", url)
+		}
+		if contains(err.Error(), "hunter2-secret") {
+			t.Fatalf("error shows the secret: %v", err)
+		}
+	}
+}
+
+// TestReplicasStartTogether opens three stores at once on a fresh server:
+// creating the streams, buckets and consumers must be idempotent.
+func TestReplicasStartTogether(t *testing.T) {
+	t.Parallel()
+	ns := startServer(t, "", 0)
+	opts := testOptions(ns.ClientURL())
+	stores := make([]*nats.Store, 3)
+	errs := make([]error, len(stores))
+	var wg sync.WaitGroup
+	for i := range stores {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			stores[i], errs[i] = nats.Open(ctx, opts)
+			if errs[i] == nil {
+				// The first append of a sink creates its consumers.
+				_, errs[i] = stores[i].Append(ctx, storetest.NewEvent(t, fmt.Sprint("c", i), i), []string{"s"})
+			}
+		})
+	}
+	wg.Wait()
+	for i, s := range stores {
+		if s != nil {
+			defer s.Close()
+		}
+		if errs[i] != nil {
+			t.Errorf("replica %d: %v", i, errs[i])
+		}
+	}
+}
+
+func TestPartitionsAreFixed(t *testing.T) {
+	t.Parallel()
+	ns := startServer(t, "", 0)
+	opts := testOptions(ns.ClientURL())
+	s := open(t, opts)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	opts.Partitions = 8
+	if s, err := nats.Open(t.Context(), opts); err == nil {
+		_ = s.Close()
+		t.Fatal("Open with another partition count succeeded")
+	}
+}
+
+func TestAppendFullAnswersErrFull(t *testing.T) {
+	t.Parallel()
+	ns := startServer(t, "", 0)
+	opts := testOptions(ns.ClientURL())
+	opts.MaxBytes = 8 << 10
+	s := open(t, opts)
+	defer s.Close()
+	var err error
+	for i := 0; i < 100 && err == nil; i++ {
+		_, err = s.Append(t.Context(), storetest.NewEvent(t, "A", i), []string{"s"})
+	}
+	if !errors.Is(err, relay.ErrFull) {
+		t.Fatalf("Append past MaxBytes: %v, want ErrFull", err)
+	}
+	if err := s.Ready(t.Context()); !errors.Is(err, relay.ErrFull) {
+		t.Fatalf("Ready when full: %v, want ErrFull", err)
+	}
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
