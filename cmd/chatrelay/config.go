@@ -342,6 +342,14 @@ func (c *Config) readSecretFiles() error {
 func (c *Config) Secrets() []string {
 	out := slices.Clone(c.SigningSecrets)
 	out = append(out, c.Admin.Token, c.Store.NATS.Token)
+	for _, one := range strings.Split(c.Store.NATS.URL, ",") {
+		if u, err := url.Parse(strings.TrimSpace(one)); err == nil && u.User != nil {
+			out = append(out, u.User.String(), u.User.Username())
+			if p, ok := u.User.Password(); ok {
+				out = append(out, p)
+			}
+		}
+	}
 	for _, s := range c.Sinks {
 		out = append(out, s.WebhookURL, s.Token, s.Secret)
 		if s.Type == TypeWebhook {
@@ -397,8 +405,12 @@ func (c *Config) Validate() error {
 			bad("store.max_size", "%d bytes is too small; use at least 1MiB (default 1GiB)", c.Store.MaxSize)
 		}
 	case "nats":
-		if u, err := url.Parse(c.Store.NATS.URL); err != nil || u.Host == "" {
-			bad("store.nats.url", "not a NATS URL; set it like nats://127.0.0.1:4222 (comma-separate several servers)")
+		for _, one := range strings.Split(c.Store.NATS.URL, ",") {
+			if u, err := url.Parse(strings.TrimSpace(one)); err != nil || u.Host == "" {
+				bad("store.nats.url", "not a NATS URL (value hidden: it may carry credentials); set it like nats://127.0.0.1:4222, "+
+					"comma-separating several servers")
+				break
+			}
 		}
 		if c.Store.NATS.Replicas < 1 || c.Store.NATS.Replicas > 5 {
 			bad("store.nats.replicas", "%d; use 1 (single server) to 5, typically 3 on a cluster", c.Store.NATS.Replicas)

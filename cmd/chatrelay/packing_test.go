@@ -21,8 +21,11 @@ import (
 func serveFor(t testing.TB, yaml string) (listen, admin string, logs *relaytest.LogBuffer) {
 	t.Helper()
 	listen, admin = freeAddr(t), freeAddr(t)
-	cfg := writeConfig(t, fmt.Sprintf("listen: %s\nadmin: {listen: %s}\nstore: {path: %s}\n%s",
-		listen, admin, filepath.Join(t.TempDir(), "data"), yaml))
+	head := fmt.Sprintf("listen: %s\nadmin: {listen: %s}\n", listen, admin)
+	if !strings.Contains(yaml, "\nstore:") {
+		head += fmt.Sprintf("store: {path: %s}\n", filepath.Join(t.TempDir(), "data"))
+	}
+	cfg := writeConfig(t, head+yaml)
 	ctx, cancel := context.WithCancel(context.Background())
 	logs = &relaytest.LogBuffer{}
 	done := make(chan int, 1)

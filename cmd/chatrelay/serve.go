@@ -23,6 +23,7 @@ import (
 	"github.com/chatrelay/chatrelay/relay"
 	"github.com/chatrelay/chatrelay/relay/admin"
 	"github.com/chatrelay/chatrelay/relay/bolt"
+	natsstore "github.com/chatrelay/chatrelay/relay/nats"
 )
 
 func (a *app) serveCmd() *cobra.Command {
@@ -212,14 +213,32 @@ func serveHTTP(srv *http.Server, ln net.Listener) error {
 
 func storeDescription(cfg *Config) string {
 	if cfg.Store.Driver == "nats" {
-		return "nats"
+		return fmt.Sprintf("nats (%d partitions, %d replicas)", cfg.Store.NATS.Partitions, cfg.Store.NATS.Replicas)
 	}
 	return "bolt:" + cfg.Store.Path
 }
 
+// natsStartTimeout bounds how long serve waits for NATS at start.
+const natsStartTimeout = 30 * time.Second
+
 // openStore opens the configured store.
-func openStore(_ context.Context, cfg *Config, logger *slog.Logger, clock clockwork.Clock) (relay.Store, error) {
+func openStore(ctx context.Context, cfg *Config, logger *slog.Logger, clock clockwork.Clock) (relay.Store, error) {
 	switch cfg.Store.Driver {
+	case "nats":
+		n := cfg.Store.NATS
+		octx, cancel := context.WithTimeout(ctx, natsStartTimeout)
+		defer cancel()
+		s, err := natsstore.Open(octx, natsstore.Options{
+			URL: n.URL, CredsFile: n.CredsFile, Token: relay.Secret(n.Token),
+			TLS:      natsstore.TLS{CAFile: n.TLS.CAFile, CertFile: n.TLS.CertFile, KeyFile: n.TLS.KeyFile},
+			Replicas: n.Replicas, Partitions: n.Partitions,
+			Retention: cfg.Store.Retention, DedupeWindow: cfg.Store.DedupeWindow, MaxBytes: int64(cfg.Store.MaxSize),
+			Logger: logger.With("component", "store"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("store.nats: %w; check store.nats.url and that the NATS server (with JetStream) is reachable", err)
+		}
+		return s, nil
 	case "bolt":
 		s, err := bolt.Open(cfg.Store.Path, bolt.Options{
 			MaxSize: int64(cfg.Store.MaxSize), Retention: cfg.Store.Retention, DedupeWindow: cfg.Store.DedupeWindow,
@@ -230,7 +249,7 @@ func openStore(_ context.Context, cfg *Config, logger *slog.Logger, clock clockw
 		}
 		return s, nil
 	}
-	return nil, configError(fmt.Errorf("store.driver: %q is not available in this build", cfg.Store.Driver))
+	return nil, configError(fmt.Errorf("store.driver: %q is not a store; use bolt or nats", cfg.Store.Driver))
 }
 
 // banner tells a new user on embedded defaults how to try it.
