@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/google/uuid"
 	bbolt "go.etcd.io/bbolt"
 
 	"github.com/chatrelay/chatrelay/relay"
@@ -235,14 +236,20 @@ func (s *Store) prune() {
 	now := s.clock.Now().UnixNano()
 	dedupeCut := now - int64(s.opts.DedupeWindow)
 	retainCut := now - int64(s.opts.Retention)
-	var dedupes, events int
+	type forget struct {
+		k   dedupeKey
+		id  uuid.UUID
+		cut int64
+	}
+	var forgets []forget // applied once the transaction commits
+	var events int
 	var next, dnext []byte
 	err := s.db.Update(func(tx *bbolt.Tx) error {
-		dedupes, events, next, dnext = 0, 0, nil, s.dedupeFrom
-		dedupe := tx.Bucket([]byte(bDedupe))
+		forgets, events, next, dnext = forgets[:0], 0, nil, s.dedupeFrom
 		// Dedupe entries past the window, found through the events (their
 		// keys are in acceptance order). Entries behind the scan position
-		// were handled; it resumes there.
+		// were handled; it resumes there. The index is in memory: nothing
+		// to write.
 		dc := tx.Bucket([]byte(bEvents)).Cursor()
 		k, v := seekFrom(dc, s.dedupeFrom)
 		for n := 0; k != nil && n < budget; k, v = dc.Next() {
@@ -255,11 +262,8 @@ func (s *Store) prune() {
 				break
 			}
 			dnext = bytes.Clone(k)
-			if e := dedupe.Get(m.Hash); len(e) > 8 && string(e[8:]) == string(k) && int64(beU64(e[:8])) < dedupeCut {
-				if err := dedupe.Delete(m.Hash); err != nil {
-					return err
-				}
-				dedupes++
+			if id, err := uuid.ParseBytes(k); err == nil {
+				forgets = append(forgets, forget{keyOf(m.Hash), id, dedupeCut})
 			}
 		}
 
@@ -290,10 +294,8 @@ func (s *Store) prune() {
 				}
 			}
 			if done {
-				if e := dedupe.Get(m.Hash); len(e) > 8 && string(e[8:]) == string(k) {
-					if err := dedupe.Delete(m.Hash); err != nil {
-						return err
-					}
+				if id, err := uuid.ParseBytes(k); err == nil {
+					forgets = append(forgets, forget{keyOf(m.Hash), id, 0})
 				}
 				doomed = append(doomed, bytes.Clone(k))
 				for _, sink := range m.Sinks {
@@ -334,6 +336,12 @@ func (s *Store) prune() {
 		return
 	}
 	s.pruneFrom, s.dedupeFrom = next, dnext // only the writer goroutine reads or writes them
+	dedupes := 0
+	for _, f := range forgets {
+		if s.dedupe.forget(f.k, f.id, f.cut) {
+			dedupes++
+		}
+	}
 	if dedupes+events > 0 {
 		s.log.Debug("pruned store", "dedupe_entries", dedupes, "events", events)
 	}

@@ -16,7 +16,6 @@ import (
 const (
 	bMeta   = "meta"
 	bEvents = "events"     // event id → event record
-	bDedupe = "dedupe"     // sha256(topic\nbody) → accepted-at(8) + event id
 	bDeliv  = "deliveries" // event id \x00 sink → deliveryRecord, once a delivery was tried or settled
 	bQueues = "queues"     // /<sink>: seq(8) → queueEntry
 	bDead   = "dead"       // /<sink>: parked-at(8) + event id → nil
@@ -32,7 +31,7 @@ type eventMeta struct {
 	Conv     string   `json:"conv"`     // conversation id as sent
 	Key      string   `json:"key"`      // ordering key
 	Sinks    []string `json:"sinks"`
-	Hash     []byte   `json:"hash"` // dedupe key, so pruning finds its index entry
+	Hash     []byte   `json:"hash"` // dedupe key, from which the in-memory index is rebuilt
 }
 
 // encodeEvent lays out: version byte, uvarint meta length, meta JSON, body.

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jonboulle/clockwork"
 	bbolt "go.etcd.io/bbolt"
 	bberrors "go.etcd.io/bbolt/errors"
@@ -95,6 +96,7 @@ type Store struct {
 	health     error           // last write outcome
 	pruneFrom  []byte          // where the retention scan resumes; writer goroutine only
 	dedupeFrom []byte          // where the dedupe-expiry scan resumes; writer goroutine only
+	dedupe     *dedupeIndex    // writer goroutine only (and init)
 }
 
 var _ relay.Store = (*Store)(nil)
@@ -133,6 +135,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		quit:    make(chan struct{}),
 		stopped: make(chan struct{}),
 		queues:  make(map[string]*queue),
+		dedupe:  newDedupeIndex(),
 	}
 	if err := s.init(); err != nil {
 		_ = db.Close()
@@ -145,7 +148,7 @@ func Open(dir string, opts Options) (*Store, error) {
 // init creates the buckets and rebuilds every sink's scheduler from disk.
 func (s *Store) init() error {
 	err := s.db.Update(func(tx *bbolt.Tx) error {
-		for _, name := range []string{bMeta, bEvents, bDedupe, bDeliv, bQueues, bDead, bKV} {
+		for _, name := range []string{bMeta, bEvents, bDeliv, bQueues, bDead, bKV} {
 			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
 				return err
 			}
@@ -160,9 +163,14 @@ func (s *Store) init() error {
 		return err
 	}
 	return s.db.View(func(tx *bbolt.Tx) error {
+		from, err := s.dedupe.load(tx, s.clock.Now(), s.opts.DedupeWindow)
+		if err != nil {
+			return err
+		}
+		s.dedupeFrom = from
 		qs := tx.Bucket([]byte(bQueues))
 		deliv := tx.Bucket([]byte(bDeliv))
-		err := qs.ForEachBucket(func(name []byte) error {
+		err = qs.ForEachBucket(func(name []byte) error {
 			q := s.newQueue(string(name))
 			err := qs.Bucket(name).ForEach(func(k, v []byte) error {
 				var e queueEntry
@@ -316,6 +324,7 @@ func (e *opError) Error() string { return e.err.Error() }
 func (e *opError) Unwrap() error { return e.err }
 
 func (s *Store) commit(batch []*op) {
+	s.dedupe.begin()
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		for _, o := range batch {
 			if err := o.fn(tx); err != nil {
@@ -326,6 +335,7 @@ func (s *Store) commit(batch []*op) {
 	})
 	var oe *opError
 	if err != nil && errors.As(err, &oe) && len(batch) > 1 {
+		s.dedupe.rollback()
 		// One write failed on its own: run each alone so the others land.
 		for _, o := range batch {
 			s.commit([]*op{o})
@@ -333,6 +343,7 @@ func (s *Store) commit(batch []*op) {
 		return
 	}
 	if err != nil {
+		s.dedupe.rollback()
 		err = classifyWriteError(err)
 		s.setHealth(err)
 		for _, o := range batch {
@@ -344,6 +355,7 @@ func (s *Store) commit(batch []*op) {
 		}
 		return
 	}
+	s.dedupe.commit()
 	s.setHealth(nil)
 	for _, o := range batch {
 		if o.after != nil {
@@ -410,12 +422,17 @@ func (s *Store) wait(ctx context.Context, d time.Duration, changed <-chan struct
 	return nil
 }
 
-// Append implements relay.Store. One event costs three writes: the event,
-// its dedupe index entry, and one queue entry per sink; everything is
-// encoded before it reaches the writer.
+// Append implements relay.Store. One event costs a write for the event
+// and one queue entry per sink; the dedupe index is in memory (see
+// dedupeIndex), and everything is encoded before it reaches the writer.
 func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (relay.Accepted, error) {
-	key := relay.DedupeKey(ev.Topic, ev.Body)
-	rec, err := encodeEvent(ev, sinks, key[:])
+	id, err := uuid.Parse(ev.ID)
+	if err != nil {
+		return relay.Accepted{}, fmt.Errorf("event id %q is not a UUID: %w", ev.ID, err)
+	}
+	hash := relay.DedupeKey(ev.Topic, ev.Body)
+	key := keyOf(hash[:])
+	rec, err := encodeEvent(ev, sinks, hash[:])
 	if err != nil {
 		return relay.Accepted{}, err
 	}
@@ -425,22 +442,17 @@ func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (re
 	if err != nil {
 		return relay.Accepted{}, err
 	}
-	index := append(u64(uint64(now)), ev.ID...)
 	var acc relay.Accepted
 	var items []*item
 	err = s.write(ctx, func(tx *bbolt.Tx) error {
 		acc, items = relay.Accepted{ID: ev.ID}, items[:0]
-		dedupe := tx.Bucket([]byte(bDedupe))
-		if v := dedupe.Get(key[:]); len(v) > 8 && time.Duration(now-int64(beU64(v[:8]))) < s.opts.DedupeWindow {
-			acc = relay.Accepted{ID: string(v[8:]), Duplicate: true}
+		if e, ok := s.dedupe.lookup(key); ok && time.Duration(now-e.at) < s.opts.DedupeWindow {
+			acc = relay.Accepted{ID: e.id.String(), Duplicate: true}
 			return nil
 		}
 		events := tx.Bucket([]byte(bEvents))
 		events.FillPercent = 0.9
 		if err := events.Put([]byte(ev.ID), rec); err != nil {
-			return err
-		}
-		if err := dedupe.Put(key[:], index); err != nil {
 			return err
 		}
 		for _, sink := range sinks {
@@ -459,6 +471,7 @@ func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (re
 			items = append(items, &item{sink: sink, seq: seq, id: ev.ID, key: ev.OrderingKey(),
 				received: received, since: now, due: now})
 		}
+		s.dedupe.pending[key] = dedupeEntry{at: now, id: id}
 		return nil
 	}, func() {
 		for _, it := range items {

@@ -129,3 +129,42 @@ func waitUntil(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestFullStoreNeverClaimsDuplicate fills a store to its size bound: the
+// append that fails must not be remembered, so the sender's retry of the
+// same event is refused again (503), never answered "duplicate".
+func TestFullStoreNeverClaimsDuplicate(t *testing.T) {
+	t.Parallel()
+	s, err := bolt.Open(t.TempDir(), bolt.Options{MaxSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	pad := strings.Repeat("x", 8<<10)
+	var failed *relay.Event
+	for i := range 1000 {
+		ev := storetest.NewEvent(t, "c", i)
+		ev.Body = append(ev.Body[:len(ev.Body)-1], []byte(`,"pad":"`+pad+`"}`)...)
+		if _, err := s.Append(t.Context(), ev, []string{"s"}); err != nil {
+			if !errors.Is(err, relay.ErrFull) {
+				t.Fatalf("append %d: %v, want ErrFull", i, err)
+			}
+			failed = ev
+			break
+		}
+	}
+	if failed == nil {
+		t.Fatal("a 1 MiB store took 8 MiB")
+	}
+	if err := s.Ready(t.Context()); !errors.Is(err, relay.ErrFull) {
+		t.Fatalf("Ready = %v, want ErrFull", err)
+	}
+	again := *failed
+	acc, err := s.Append(t.Context(), &again, []string{"s"})
+	if err == nil || acc.Duplicate {
+		t.Fatalf("retry of an event that was not stored: %+v, %v", acc, err)
+	}
+	if _, err := s.Lookup(t.Context(), failed.ID); !errors.Is(err, relay.ErrNotFound) {
+		t.Fatalf("the refused event is in the store: %v", err)
+	}
+}
