@@ -1,0 +1,134 @@
+package fault
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chatrelay/chatrelay/sinks/slack/slacktest"
+)
+
+// TestFaultKill9UnderLoad: a steady signed load on several conversations,
+// SIGKILL at random moments, five times, a restart each time. Every event
+// that got a 2xx reaches every sink its routes select, no conversation
+// ever goes back to an older turn, and repeats are bounded by one per
+// conversation and sink per kill (the delivery in flight).
+func TestFaultKill9UnderLoad(t *testing.T) {
+	t.Parallel()
+	const (
+		secret = "kill9-signing-secret"
+		convs  = 6
+		kills  = 5
+	)
+	hook := newHookServer(t, nil)
+	slack := slacktest.NewServer(t)
+	// Every chat goes to crm; conversations from the widget also go to
+	// the Slack channel (even conversations: widget, odd: api).
+	r := newRelay(t, relayConfig{Secret: secret, AdminToken: "kill9-admin-token", Extra: fmt.Sprintf(`
+retry: {initial: 50ms, max: 500ms, max_age: 1h}
+sinks:
+  - {name: crm, type: webhook, url: %q, concurrency: 4}
+  - {name: team, type: slack, webhook_url: %q, rate: 200/s}
+routes:
+  - match: {topic: [chat]}
+    sinks: [crm]
+  - match: {source: [widget]}
+    sinks: [team]
+`, hook.srv.URL+"/in", slack.WebhookURL())})
+	source := func(conv int) string {
+		if conv%2 == 0 {
+			return "widget"
+		}
+		return "api"
+	}
+	toTeam := func(tu turn) bool { return source(tu.conv) == "widget" }
+	c := newClient(t, "kill9-admin-token")
+	r.start()
+
+	l := newLoad(t, r, c, secret, source)
+	l.gap = 15 * time.Millisecond
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for conv := range convs {
+		wg.Go(func() { l.run(conv, stop) })
+	}
+	seed := uint64(time.Now().UnixNano())
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	t.Logf("kill moments drawn with seed %d", seed)
+	for round := range kills {
+		wait := time.Duration(200+rng.IntN(1000)) * time.Millisecond
+		select {
+		case <-time.After(wait):
+		case <-t.Context().Done():
+			t.Fatal("test ended")
+		}
+		acc, _, _, _ := l.snapshot()
+		r.kill9()
+		t.Logf("round %d: SIGKILL after %s; %d events accepted so far, crm has %d deliveries, slack %d messages",
+			round+1, wait, len(acc), len(hook.deliveries()), len(slack.Messages()))
+		start := time.Now()
+		r.start()
+		t.Logf("round %d: restarted in %s", round+1, time.Since(start).Round(time.Millisecond))
+	}
+	// Some steady load after the last restart, then stop sending.
+	select {
+	case <-time.After(500 * time.Millisecond):
+	case <-t.Context().Done():
+	}
+	close(stop)
+	wg.Wait()
+
+	wantCRM, wantTeam := l.turns(nil), l.turns(toTeam)
+	eventually(t, 60*time.Second, "every accepted event at every routed sink", func() bool {
+		return len(missing(wantCRM, hookTurns(hook.deliveries()))) == 0 && len(missing(wantTeam, slackTurns(slack))) == 0
+	})
+	// Let the queues empty, so that late repeats are counted too.
+	eventually(t, 30*time.Second, "empty queues", func() bool {
+		m := c.metrics(r)
+		return m.get(t, "chatrelay_queue_depth", "sink", "crm") == 0 && m.get(t, "chatrelay_queue_depth", "sink", "team") == 0
+	})
+
+	acc, failures, unavailable, dupAnswers := l.snapshot()
+	known := map[turn]bool{}
+	for _, a := range acc {
+		known[a.turn] = true
+	}
+	for name, got := range map[string][]turn{"crm": hookTurns(hook.deliveries()), "team": slackTurns(slack)} {
+		rep := checkOrder(got)
+		for _, v := range rep.violations {
+			t.Errorf("%s: %s", name, v)
+		}
+		routed := 0
+		for _, tu := range got {
+			if !known[tu] {
+				t.Errorf("%s got turn %s, which never got a 2xx", name, tu)
+			}
+			if name == "team" && !toTeam(tu) {
+				t.Errorf("team got turn %s, which no route sends it", tu)
+			}
+			routed++
+		}
+		// At most the delivery in flight per conversation can repeat at
+		// each kill.
+		convsOf := convs
+		if name == "team" {
+			convsOf = convs / 2
+		}
+		bound := kills * convsOf
+		t.Logf("%s: %d deliveries, %d duplicates (bound %d: one per conversation per kill)", name, rep.deliveries, rep.duplicates, bound)
+		if rep.duplicates > bound {
+			t.Errorf("%s: %d duplicates, more than %d", name, rep.duplicates, bound)
+		}
+	}
+	if len(c.deadLetters(r)) != 0 {
+		t.Errorf("dead letters after the kills: %+v", c.deadLetters(r))
+	}
+	t.Logf("accepted %d events (%d to team) over %d kills; %d requests got no answer and were resent, %d were answered \"duplicate\" (stored before the kill, answer lost), %d answered 503",
+		len(acc), len(wantTeam), kills, failures, dupAnswers, unavailable)
+	if slackMsgs := len(slack.Messages()); slackMsgs > 0 {
+		t.Logf("slack: %d messages carried %d turns", slackMsgs, len(slackTurns(slack)))
+	}
+	r.stop(15 * time.Second)
+}
