@@ -189,8 +189,8 @@ type gate struct {
 }
 
 type gateHit struct {
-	at     time.Time
-	status int
+	start, end time.Time // arrival, and when the answer was written
+	status     int
 }
 
 const (
@@ -204,6 +204,7 @@ func newGate(t *testing.T, target http.Handler, retryAfter string) *gate {
 	t.Helper()
 	g := &gate{proxy: target, mode: gateUp, retryAfter: retryAfter}
 	g.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
 		g.mu.Lock()
 		mode := g.mode
 		g.mu.Unlock()
@@ -220,7 +221,7 @@ func newGate(t *testing.T, target http.Handler, retryAfter string) *gate {
 			g.proxy.ServeHTTP(rec, r)
 		}
 		g.mu.Lock()
-		g.log = append(g.log, gateHit{at: time.Now(), status: rec.status})
+		g.log = append(g.log, gateHit{start: start, end: time.Now(), status: rec.status})
 		g.mu.Unlock()
 	}))
 	t.Cleanup(g.srv.Close)
