@@ -91,7 +91,7 @@ sinks:
 		"deliveries_total{result=retried}":      retried,
 		"deliveries_total{result=rate_limited}": limited,
 		"rate_limited_total":                    m.get(t, "chatrelay_rate_limited_total", "sink", "team"),
-		"delivery_failures_total{server_error}": m.get(t, "chatrelay_delivery_failures_total", "sink", "team", "reason", "server_error"),
+		"delivery_failures_total{server_error}": m.failures("team", "server_error"),
 	} {
 		if v < 1 {
 			t.Errorf("chatrelay_%s = %v, want at least 1", name, v)

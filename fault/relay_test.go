@@ -471,3 +471,9 @@ func (c *client) deadLetters(r *relayProc) []relay.DeadLetter {
 	c.adminJSON(r, "/api/v1/dlq", &out)
 	return out.DeadLetters
 }
+
+// failures returns chatrelay_delivery_failures_total for a sink and
+// reason; the series exists only once such a failure happened.
+func (m metrics) failures(sink, reason string) float64 {
+	return m[seriesKey("chatrelay_delivery_failures_total", "sink", sink, "reason", reason)]
+}
