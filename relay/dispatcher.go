@@ -236,8 +236,10 @@ func (d *Dispatcher) deliverPacked(ctx context.Context, del *Delivery) {
 
 // send makes one attempt with the sink's timeout.
 func (d *Dispatcher) send(ctx context.Context, post func(context.Context) error) error {
+	// The cause wraps context.DeadlineExceeded: HTTP clients report the
+	// cause, and it must still read as a timeout (reason "timeout").
 	sendCtx, cancel := context.WithTimeoutCause(ctx, d.cfg.Timeout,
-		fmt.Errorf("sink %q: no answer within %s", d.name, d.cfg.Timeout))
+		fmt.Errorf("sink %q: no answer within %s: %w", d.name, d.cfg.Timeout, context.DeadlineExceeded))
 	defer cancel()
 	start := d.cfg.Clock.Now()
 	err := post(sendCtx)

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -216,6 +218,49 @@ func TestRetryAfterHoldsTheWholeSink(t *testing.T) {
 		}
 		if r := f.deliveries("fake", relay.ResultRateLimited); r != 1 {
 			t.Errorf("deliveries{rate_limited} = %v", r)
+		}
+	})
+}
+
+// hangingSink never answers its first send: it returns what net/http
+// returns when the request's context ends, a *url.Error carrying the
+// context's cause. Later sends succeed.
+type hangingSink struct {
+	sends atomic.Int32
+	sent  chan struct{}
+}
+
+func (s *hangingSink) Name() string { return "fake" }
+
+func (s *hangingSink) Send(ctx context.Context, _ *relay.Event) error {
+	if s.sends.Add(1) > 1 {
+		close(s.sent)
+		return nil
+	}
+	<-ctx.Done()
+	return &url.Error{Op: "Post", URL: "[redacted]", Err: context.Cause(ctx)}
+}
+
+// TestSendTimeoutIsReasonTimeout: a destination that never answers within
+// the sink's timeout is counted as reason "timeout", also when the HTTP
+// client reports the deadline's cause instead of context.DeadlineExceeded.
+func TestSendTimeoutIsReasonTimeout(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	synctest.Test(t, func(t *testing.T) {
+		sink := &hangingSink{sent: make(chan struct{})}
+		f := start(t, dir, sink, policy, 1)
+		defer f.stop(t)
+		f.append(t, "A", 1)
+		<-sink.sent
+		synctest.Wait()
+		for reason, want := range map[relay.Reason]float64{relay.ReasonTimeout: 1, relay.ReasonNetwork: 0} {
+			if got := testutil.ToFloat64(f.metrics.DeliveryFailures.WithLabelValues("fake", string(reason))); got != want {
+				t.Errorf("delivery_failures_total{reason=%q} = %v, want %v", reason, got, want)
+			}
+		}
+		if !strings.Contains(f.logs.String(), "no answer within 5s") {
+			t.Errorf("the retry's log line does not say the send timed out:\n%s", f.logs.String())
 		}
 	})
 }
