@@ -27,6 +27,8 @@ type storeFault struct {
 	fill func(t *testing.T)
 	// free gives the space back; it may restart the relay.
 	free func(t *testing.T, r *relayProc) string
+	// restarts says whether free restarts the relay.
+	restarts bool
 }
 
 // TestFaultStoreFull makes the store unable to write while requests keep
@@ -62,7 +64,8 @@ func TestFaultStoreFull(t *testing.T) {
 	// restart with a higher limit (pruning frees space only after
 	// store.retention, checked once a minute).
 	faults = append(faults, storeFault{
-		name: "store.max_size",
+		name:     "store.max_size",
+		restarts: true,
 		setup: func(t *testing.T) string {
 			return fmt.Sprintf("store: {path: %q, max_size: 1MiB}", filepath.Join(t.TempDir(), "data"))
 		},
@@ -114,14 +117,20 @@ sinks:
 	c := newClient(t, token)
 	r.start()
 
-	const convs, pad = 4, 16 << 10
+	const convs, pad = 4, 1 << 10
 	next := map[int]int{} // next turn per conversation
 	var ok []accepted
 	var unavailable int
 	// send posts turn tu once and records a 2xx; it returns the answer.
+	padOf := map[turn]int{} // each turn is always resent as first sent
 	send := func(tu turn) reply {
 		t.Helper()
-		rep, a, err := c.postSigned(mustAddr(r), secret, chatBody(tu, "widget", pad))
+		p, known := padOf[tu]
+		if !known {
+			p = pad
+			padOf[tu] = p
+		}
+		rep, a, err := c.postSigned(mustAddr(r), secret, chatBody(tu, "widget", p))
 		if err != nil {
 			t.Fatalf("turn %s: %v", tu, err)
 		}
@@ -130,7 +139,9 @@ sinks:
 			if a.ID == "" || (a.Status != "accepted" && a.Status != "duplicate") {
 				t.Fatalf("turn %s: 200 %s", tu, rep.Body)
 			}
-			ok = append(ok, accepted{turn: tu, id: a.ID, at: time.Now()})
+			if !slices.ContainsFunc(ok, func(a accepted) bool { return a.turn == tu }) {
+				ok = append(ok, accepted{turn: tu, id: a.ID, at: time.Now()})
+			}
 		case http.StatusServiceUnavailable:
 			unavailable++
 			if rep.Header.Get("Retry-After") == "" || !strings.Contains(rep.Body, `"unavailable"`) {
@@ -164,20 +175,24 @@ sinks:
 	}
 	eventually(t, 10*time.Second, "the held deliveries at the destination", func() bool { return hook.requests() >= len(ok) })
 	f.fill(t)
-	// Keep sending until the store refuses.
+	// Keep sending until the store refuses large events, then small ones
+	// (the pages freed by refused writes are used up too).
 	var refused turn
-	for i := 0; ; i++ {
-		if i == 2000 {
-			t.Fatalf("2000 events of %d KiB and the store never refused one", pad>>10)
+	for _, size := range []int{16 << 10, 0} {
+		for i := 0; ; i++ {
+			if i == 2000 {
+				t.Fatalf("2000 events of %d bytes and the store never refused one", size)
+			}
+			tu := turn{i % convs, next[i%convs]}
+			next[tu.conv]++
+			padOf[tu] = size
+			if send(tu).Code == http.StatusServiceUnavailable {
+				refused = tu
+				break
+			}
 		}
-		tu := turn{i % convs, next[i%convs]}
-		next[tu.conv]++
-		if send(tu).Code == http.StatusServiceUnavailable {
-			refused = tu
-			break
-		}
+		t.Logf("%d events accepted, then turn %s of %d bytes was refused with 503", len(ok), refused, len(chatBody(refused, "widget", size)))
 	}
-	t.Logf("%d events accepted, then turn %s was refused with 503", len(ok), refused)
 	readyz := c.get("http://" + mustAddr(r) + "/readyz")
 	if readyz.Code != http.StatusServiceUnavailable || readyz.Header.Get("Retry-After") == "" {
 		t.Errorf("/readyz right after a 503 = %d %s, want 503 with Retry-After", readyz.Code, readyz.Body)
@@ -252,11 +267,17 @@ sinks:
 	for _, v := range rep.violations {
 		t.Error(v)
 	}
-	// A delivery that could not be recorded may repeat once (when the
-	// relay restarts before it can record it), never in a loop.
-	if rep.duplicates > convs {
-		t.Errorf("%d duplicate deliveries, more than one per conversation", rep.duplicates)
+	// A delivery that could not be recorded may repeat once when the relay
+	// restarts before it can record it, never in a loop; without a restart
+	// it does not repeat at all.
+	bound := convs
+	if !f.restarts {
+		bound = 0
 	}
+	if rep.duplicates > bound {
+		t.Errorf("%d duplicate deliveries, want at most %d", rep.duplicates, bound)
+	}
+	unrecorded := r.logs.count("could not record a delivery as done")
 	// The store still opens after the episode, with everything in it.
 	r.kill9()
 	r.start()
@@ -265,9 +286,9 @@ sinks:
 	if f.name != "store.max_size" && got != float64(unavailable) {
 		t.Errorf("events_received_total{unavailable} = %v, want the %d 503s answered", got, unavailable)
 	}
-	t.Logf("%d events accepted (all stored and delivered, %d duplicate deliveries), %d answered 503 with Retry-After "+
-		"(%d retries of the refused turn while full); space back: %s; accepting again %s later",
-		len(ok), rep.duplicates, unavailable, stillRefused, how, recoveredIn.Round(time.Millisecond))
+	t.Logf("%d events accepted (all stored and delivered, %d duplicate deliveries, %d acks found the store full), "+
+		"%d answered 503 with Retry-After (%d retries of the refused turn while full); space back: %s; accepting again %s later",
+		len(ok), rep.duplicates, unrecorded, unavailable, stillRefused, how, recoveredIn.Round(time.Millisecond))
 }
 
 // mountTmpfs mounts a tmpfs of the given size in a temporary directory,
