@@ -94,6 +94,7 @@ type Store struct {
 	configured map[string]bool // set by Reconcile; nil until then
 	health     error           // last write outcome
 	pruneFrom  []byte          // where the retention scan resumes; writer goroutine only
+	unrecorded []*op           // acks whose commit failed, retried by the writer; writer goroutine only
 }
 
 var _ relay.Store = (*Store)(nil)
@@ -257,6 +258,17 @@ func (s *Store) writeAsync(ctx context.Context, fn func(*bbolt.Tx) error, after 
 	}
 }
 
+// recordLater keeps a write that could not be committed (an ack: the
+// delivery was made) and commits it again at the writer's next probe tick,
+// until it lands. Meanwhile its delivery stays in flight, so that a store
+// that cannot write makes nobody send the same event again and again; if the
+// process stops first, the delivery is sent once more at the next start. It
+// runs on the writer goroutine (from a failed commit).
+func (s *Store) recordLater(fn func(*bbolt.Tx) error, after func()) {
+	s.unrecorded = append(s.unrecorded, &op{fn: fn, after: after, done: make(chan struct{}),
+		failed: func(error) { s.recordLater(fn, after) }})
+}
+
 // writer owns every write transaction. It takes whatever writes are queued,
 // applies them in one transaction, commits (one fsync for all), then
 // answers each. Under load batches grow by themselves; idle, a lone write
@@ -289,6 +301,11 @@ func (s *Store) writer() {
 				s.commit([]*op{{fn: func(tx *bbolt.Tx) error {
 					return tx.Bucket([]byte(bMeta)).Put([]byte("probe"), u64(uint64(s.clock.Now().UnixNano())))
 				}, done: make(chan struct{})}})
+			}
+			if len(s.unrecorded) > 0 {
+				retry := s.unrecorded
+				s.unrecorded = nil
+				s.commit(retry)
 			}
 		case <-s.quit:
 			for {

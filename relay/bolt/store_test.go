@@ -1,7 +1,9 @@
 package bolt_test
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/chatrelay/chatrelay/relay"
 	"github.com/chatrelay/chatrelay/relay/bolt"
+	"github.com/chatrelay/chatrelay/relay/relaytest"
 	"github.com/chatrelay/chatrelay/relay/storetest"
 )
 
@@ -127,5 +130,93 @@ func waitUntil(t *testing.T, cond func() bool) {
 			t.Fatal("condition never held")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestAckOnAFullStoreDoesNotRepeatTheDelivery: a delivery made while the
+// store is full may not be recordable; it must then not be handed out again
+// (the destination would get it again and again) and its conversation
+// waits. After a restart it is handed out once more (at least once).
+func TestAckOnAFullStoreDoesNotRepeatTheDelivery(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	clock := clockwork.NewFakeClock()
+	logger, logs := relaytest.NewLogger()
+	s, err := bolt.Open(dir, bolt.Options{Clock: clock, MaxSize: 1 << 20, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	ctx := t.Context()
+	const convs = 200
+	for i := range convs {
+		if _, err := s.Append(ctx, storetest.NewEvent(t, fmt.Sprint("c", i), 1), []string{"s"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Fill the store with events nobody delivers until it refuses large
+	// ones, then small ones.
+	for _, pad := range []int{16 << 10, 0} {
+		for i := 0; ; i++ {
+			ev := storetest.NewEvent(t, "filler", i)
+			ev.Body = append(ev.Body[:len(ev.Body)-1], []byte(fmt.Sprintf(`,"pad":%q}`, strings.Repeat("x", pad)))...)
+			_, err := s.Append(ctx, ev, nil)
+			if errors.Is(err, relay.ErrFull) {
+				break
+			}
+			if err != nil || i > 10000 {
+				t.Fatalf("filling: %v after %d events", err, i)
+			}
+		}
+	}
+	// Deliver every conversation's turn; some acks find the store full.
+	handed := map[string]int{}
+	next := func(d time.Duration) (*relay.Delivery, error) {
+		short, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		return s.Queue("s").Next(short)
+	}
+	for {
+		d, err := next(300 * time.Millisecond)
+		if err != nil {
+			break
+		}
+		handed[d.Event.ID]++
+		if handed[d.Event.ID] > 1 {
+			t.Fatalf("event %s handed out again after it was delivered: its ack failed on the full store, and the delivery was repeated", d.Event.ID)
+		}
+		if err := d.Ack(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unrecorded := strings.Count(logs.String(), "could not record a delivery as done")
+	t.Logf("%d of %d acks found the store full", unrecorded, convs)
+	if unrecorded == 0 {
+		t.Fatal("no ack found the store full: the test proves nothing")
+	}
+	if len(handed) != convs {
+		t.Errorf("%d conversations handed out, want %d", len(handed), convs)
+	}
+	// After a restart (with room), the unrecorded deliveries come once more.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = bolt.Open(dir, bolt.Options{Clock: clock, MaxSize: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := 0
+	for {
+		d, err := next(300 * time.Millisecond)
+		if err != nil {
+			break
+		}
+		again++
+		if err := d.Ack(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if again != unrecorded {
+		t.Errorf("%d deliveries handed out after the restart, want the %d unrecorded ones", again, unrecorded)
 	}
 }
