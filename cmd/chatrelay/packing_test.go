@@ -26,7 +26,9 @@ func serveFor(t *testing.T, yaml string) (listen, admin string, logs *relaytest.
 	ctx, cancel := context.WithCancel(context.Background())
 	logs = &relaytest.LogBuffer{}
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, []string{"serve", "--config", cfg}, nil, &relaytest.LogBuffer{}, logs, os.Getenv) }()
+	go func() {
+		done <- run(ctx, []string{"serve", "--config", cfg}, nil, &relaytest.LogBuffer{}, logs, os.Getenv)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if code := <-done; code != 0 {
