@@ -67,6 +67,7 @@ type hookServer struct {
 	mu    sync.Mutex
 	n     int
 	got   []hookDelivery
+	tried []turn // the turns of every request, answered or not
 	paths []string
 }
 
@@ -87,6 +88,7 @@ func (h *hookServer) serve(w http.ResponseWriter, r *http.Request) {
 	n := h.n
 	h.n++
 	h.paths = append(h.paths, r.URL.Path)
+	h.tried = append(h.tried, markers(string(body))...)
 	h.mu.Unlock()
 	if h.answer != nil && h.answer(n, w, r) {
 		return
@@ -102,6 +104,13 @@ func (h *hookServer) deliveries() []hookDelivery {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return slices.Clone(h.got)
+}
+
+// attempts returns the turns of every request so far, answered or not.
+func (h *hookServer) attempts() []turn {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.tried)
 }
 
 // requests is how many requests arrived, answered or not.

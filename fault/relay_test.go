@@ -113,7 +113,7 @@ type relayProc struct {
 type relayConfig struct {
 	Secret     string
 	AdminToken string
-	Extra      string // YAML appended: store, retry, sinks, routes...
+	Extra      string // YAML appended: store, retry, sinks, routes, shutdown_timeout...
 }
 
 // newRelay writes the config and returns a relay that is not started. The
@@ -122,8 +122,11 @@ func newRelay(t *testing.T, c relayConfig) *relayProc {
 	t.Helper()
 	bin := binary(t)
 	dir := t.TempDir()
-	yaml := fmt.Sprintf("listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0, token: %q}\nsigning_secrets: [%q]\nlog: {level: info, format: json}\nshutdown_timeout: 5s\n%s",
+	yaml := fmt.Sprintf("listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0, token: %q}\nsigning_secrets: [%q]\nlog: {level: info, format: json}\n%s",
 		c.AdminToken, c.Secret, c.Extra)
+	if !strings.Contains(c.Extra, "shutdown_timeout:") {
+		yaml += "shutdown_timeout: 5s\n"
+	}
 	if !strings.Contains(c.Extra, "store:") {
 		yaml += fmt.Sprintf("store: {path: %q}\n", filepath.Join(dir, "data"))
 	}

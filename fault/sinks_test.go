@@ -55,8 +55,10 @@ func TestFaultSlowAndBrokenSinks(t *testing.T) {
 	t.Parallel()
 	cases := []sinkCase{
 		{
-			name:  "never answers",
-			retry: "retry: {initial: 100ms, max: 500ms, max_age: 1h}",
+			name: "never answers",
+			// Shorter than the sink's timeout: a send in flight at
+			// SIGTERM is cut off by the shutdown.
+			retry: "retry: {initial: 100ms, max: 500ms, max_age: 1h}\nshutdown_timeout: 1s",
 			turns: []turn{{0, 0}, {1, 0}, {0, 1}, {1, 1}},
 			target: func(t *testing.T) brokenSink {
 				release := make(chan struct{})
@@ -100,6 +102,13 @@ func TestFaultSlowAndBrokenSinks(t *testing.T) {
 						if d := m.get(t, "chatrelay_queue_depth", "sink", "target"); d != float64(len(s.want)) {
 							t.Errorf("queue_depth{target} = %v, want all %d held for retry", d, len(s.want))
 						}
+						// SIGTERM while a send hangs: it gets shutdown_timeout
+						// (1s), then chatrelay exits.
+						n := h.requests()
+						eventually(t, 10*time.Second, "a send in flight", func() bool { return h.requests() > n })
+						start := time.Now()
+						s.r.stop(10 * time.Second)
+						t.Logf("SIGTERM with sends hanging: exited after %s", time.Since(start).Round(time.Millisecond))
 					},
 					extra: func() string { return fmt.Sprintf("%d requests hung until the sink's timeout", h.requests()) },
 				}

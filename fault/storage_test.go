@@ -102,6 +102,19 @@ func storeFull(t *testing.T, f storeFault) {
 		}
 		return false
 	})
+	// A destination that refuses every event (422: permanent), held the
+	// same way: its dead letters are written while the store is full.
+	refuser := newHookServer(t, func(_ int, w http.ResponseWriter, r *http.Request) bool {
+		if holding.Load() {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return true
+			}
+		}
+		http.Error(w, "unprocessable", http.StatusUnprocessableEntity)
+		return true
+	})
 	t.Cleanup(func() {
 		select {
 		case <-release:
@@ -113,7 +126,8 @@ func storeFull(t *testing.T, f storeFault) {
 retry: {initial: 100ms, max: 1s, max_age: 1h}
 sinks:
   - {name: crm, type: webhook, url: %q}
-`, storeYAML, hook.srv.URL)})
+  - {name: refuser, type: webhook, url: %q}
+`, storeYAML, hook.srv.URL, refuser.srv.URL)})
 	c := newClient(t, token)
 	r.start()
 
@@ -162,7 +176,9 @@ sinks:
 	}
 	// One turn per conversation whose delivery is held at the
 	// destination while the store fills up.
-	eventually(t, 10*time.Second, "the first turns at the destination", func() bool { return len(hook.deliveries()) >= len(ok) })
+	eventually(t, 10*time.Second, "the first turns delivered, and parked for the refuser", func() bool {
+		return len(hook.deliveries()) >= len(ok) && c.metrics(r).get(t, "chatrelay_dead_letters", "sink", "refuser") == float64(len(ok))
+	})
 	holding.Store(true)
 	var held []turn
 	for conv := range convs {
@@ -173,7 +189,9 @@ sinks:
 		}
 		held = append(held, tu)
 	}
-	eventually(t, 10*time.Second, "the held deliveries at the destination", func() bool { return hook.requests() >= len(ok) })
+	eventually(t, 10*time.Second, "the held deliveries at both destinations", func() bool {
+		return hook.requests() >= len(ok) && refuser.requests() >= len(ok)
+	})
 	f.fill(t)
 	// Keep sending until the store refuses large events, then small ones
 	// (the pages freed by refused writes are used up too).
@@ -202,7 +220,7 @@ sinks:
 	}
 	// The held deliveries now succeed, and their acks meet the full
 	// store; the destination must not be flooded with repeats meanwhile.
-	before := len(hook.deliveries())
+	before, beforeRefused := len(hook.deliveries()), len(refuser.attempts())
 	close(release)
 	window := time.After(time.Second)
 	// The sender retries the refused turn while the store stays full.
@@ -221,7 +239,8 @@ sinks:
 			whileFull++
 		}
 	}
-	t.Logf("%d held deliveries completed while the store was full: the destination got %d requests for them in 1s", len(held), whileFull)
+	t.Logf("%d held deliveries completed while the store was full: the destination got %d requests for them in 1s, the refusing one %d requests in all since",
+		len(held), whileFull, len(refuser.attempts())-beforeRefused)
 	if whileFull > 2*len(held) {
 		t.Errorf("the destination got %d deliveries of %d held turns within 1s of a full store: repeats flood it", whileFull, len(held))
 	}
@@ -259,8 +278,9 @@ sinks:
 	for _, a := range ok {
 		want = append(want, a.turn)
 	}
-	eventually(t, 30*time.Second, "every accepted event at the destination", func() bool {
-		return len(missing(want, hookTurns(hook.deliveries()))) == 0
+	eventually(t, 30*time.Second, "every accepted event at the destination, and parked for the refuser", func() bool {
+		return len(missing(want, hookTurns(hook.deliveries()))) == 0 &&
+			c.metrics(r).get(t, "chatrelay_dead_letters", "sink", "refuser") == float64(len(want))
 	})
 	m := c.metrics(r)
 	rep := checkOrder(hookTurns(hook.deliveries()))
@@ -277,6 +297,12 @@ sinks:
 	if rep.duplicates > bound {
 		t.Errorf("%d duplicate deliveries, want at most %d", rep.duplicates, bound)
 	}
+	// The same for a refused event whose dead letter could not be written.
+	refusals := checkOrder(refuser.attempts())
+	if refusals.duplicates > bound {
+		t.Errorf("the refusing destination got %d repeated requests (want at most %d): refused events whose dead letter "+
+			"could not be written were sent again and again", refusals.duplicates, bound)
+	}
 	unrecorded := r.logs.count("could not record a delivery as done")
 	// The store still opens after the episode, with everything in it.
 	r.kill9()
@@ -286,9 +312,10 @@ sinks:
 	if f.name != "store.max_size" && got != float64(unavailable) {
 		t.Errorf("events_received_total{unavailable} = %v, want the %d 503s answered", got, unavailable)
 	}
-	t.Logf("%d events accepted (all stored and delivered, %d duplicate deliveries, %d acks found the store full), "+
-		"%d answered 503 with Retry-After (%d retries of the refused turn while full); space back: %s; accepting again %s later",
-		len(ok), rep.duplicates, unrecorded, unavailable, stillRefused, how, recoveredIn.Round(time.Millisecond))
+	t.Logf("%d events accepted (all stored and delivered, %d duplicate deliveries, %d acks found the store full; "+
+		"all parked for the refusing sink, %d repeated refusals), %d answered 503 with Retry-After "+
+		"(%d retries of the refused turn while full); space back: %s; accepting again %s later",
+		len(ok), rep.duplicates, unrecorded, refusals.duplicates, unavailable, stillRefused, how, recoveredIn.Round(time.Millisecond))
 }
 
 // mountTmpfs mounts a tmpfs of the given size in a temporary directory,
