@@ -146,6 +146,11 @@ func (d *Dispatcher) work(ctx, hard context.Context) error {
 			return fmt.Errorf("sink %q: next delivery: %w", d.name, err)
 		}
 		tk, err := d.cfg.Pacer.Acquire(ctx)
+		if err == nil && ctx.Err() != nil {
+			// Shutting down: Next and Acquire still hand out what is due
+			// at once, but only sends already in flight may finish.
+			err = ctx.Err()
+		}
 		if err != nil {
 			d.release(hard, del)
 			return nil

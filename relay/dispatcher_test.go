@@ -580,6 +580,70 @@ func TestShutdownFinishesInFlightSend(t *testing.T) {
 	})
 }
 
+// TestShutdownCutsOffAHangingSend: a send still hanging when the drain
+// budget runs out is cut off and handed back; Run returns and nothing is
+// sent after the shutdown began.
+func TestShutdownCutsOffAHangingSend(t *testing.T) {
+	t.Parallel()
+	store, err := bolt.Open(t.TempDir(), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	var sends atomic.Int32
+	started := make(chan struct{}, 100)
+	sink := &funcSink{name: "fake", send: func(ctx context.Context, _ *relay.Event) error {
+		sends.Add(1)
+		select {
+		case started <- struct{}{}:
+		default:
+		}
+		<-ctx.Done()
+		return context.Cause(ctx)
+	}}
+	d, err := relay.NewDispatcher(relay.DispatcherConfig{
+		Sink: sink, Queue: store.Queue("fake"), Retry: policy, Timeout: time.Minute, DrainTimeout: 200 * time.Millisecond,
+		Metrics: relay.NewMetrics(prometheus.NewRegistry()),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	ev := storetest.NewEvent(t, "A", 1)
+	if _, err := store.Append(t.Context(), ev, []string{"fake"}); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Run did not return 10s after shutdown began (drain budget 200ms); %d sends", sends.Load())
+	}
+	if n := sends.Load(); n != 1 {
+		t.Errorf("%d sends, want 1: nothing may start after the shutdown began", n)
+	}
+	rec, err := store.Lookup(t.Context(), ev.ID)
+	if err != nil || rec.Deliveries[0].State != relay.StatePending || rec.Deliveries[0].Attempts != 0 {
+		t.Fatalf("the cut-off delivery is not pending untried: %+v %v", rec, err)
+	}
+}
+
+// funcSink sends with a function.
+type funcSink struct {
+	name string
+	send func(context.Context, *relay.Event) error
+}
+
+func (s *funcSink) Name() string { return s.name }
+
+func (s *funcSink) Send(ctx context.Context, ev *relay.Event) error { return s.send(ctx, ev) }
+
 func TestLogsCarryNoMessageContent(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
