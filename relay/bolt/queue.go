@@ -230,14 +230,16 @@ func (st *settle) Nak(ctx context.Context, delay time.Duration, lastErr string) 
 	return err
 }
 
-// Term moves the delivery to the dead letters.
+// Term moves the delivery to the dead letters. If the store cannot write
+// (it is full), the dead letter is recorded later, as a failed ack is: the
+// delivery stays in flight meanwhile, so that it is not sent again.
 func (st *settle) Term(ctx context.Context, reason string) error {
 	if err := st.once(); err != nil {
 		return err
 	}
 	q, it := st.q, st.it
 	now := q.s.clock.Now().UnixNano()
-	err := q.s.write(ctx, func(tx *bbolt.Tx) error {
+	deferred, err := q.s.writeOrRecordLater(ctx, func(tx *bbolt.Tx) error {
 		return q.park(tx, it, reason, now)
 	}, func() {
 		q.mu.Lock()
@@ -245,7 +247,12 @@ func (st *settle) Term(ctx context.Context, reason string) error {
 		q.mu.Unlock()
 		q.advance(st.c)
 	})
-	if err != nil {
+	switch {
+	case deferred:
+		q.s.log.Error("could not record a dead letter; retrying the record (the conversation waits for it)",
+			"sink", q.sink, "event_id", it.id, "err", err)
+		return nil
+	case err != nil:
 		q.requeue(st.c)
 	}
 	return err

@@ -133,12 +133,29 @@ func waitUntil(t *testing.T, cond func() bool) {
 	}
 }
 
-// TestAckOnAFullStoreDoesNotRepeatTheDelivery: a delivery made while the
-// store is full may not be recordable; it must then not be handed out again
-// (the destination would get it again and again) and its conversation
-// waits. After a restart it is handed out once more (at least once).
-func TestAckOnAFullStoreDoesNotRepeatTheDelivery(t *testing.T) {
+// TestSettlingOnAFullStoreDoesNotRepeatTheDelivery: a delivery settled
+// (delivered, or refused for good) while the store is full may not be
+// recordable; it must then not be handed out again (the destination would
+// get it again and again) and its conversation waits. After a restart it is
+// handed out once more (at least once).
+func TestSettlingOnAFullStoreDoesNotRepeatTheDelivery(t *testing.T) {
 	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		settle func(context.Context, *relay.Delivery) error
+		log    string
+	}{
+		{"ack", func(ctx context.Context, d *relay.Delivery) error { return d.Ack(ctx) }, "could not record a delivery as done"},
+		{"term", func(ctx context.Context, d *relay.Delivery) error { return d.Term(ctx, "refused") }, "could not record a dead letter"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			settleOnAFullStore(t, tc.settle, tc.log)
+		})
+	}
+}
+
+func settleOnAFullStore(t *testing.T, settle func(context.Context, *relay.Delivery) error, failedLog string) {
 	dir := t.TempDir()
 	clock := clockwork.NewFakeClock()
 	logger, logs := relaytest.NewLogger()
@@ -169,7 +186,8 @@ func TestAckOnAFullStoreDoesNotRepeatTheDelivery(t *testing.T) {
 			}
 		}
 	}
-	// Deliver every conversation's turn; some acks find the store full.
+	// Settle every conversation's turn; some settlements find the store
+	// full.
 	handed := map[string]int{}
 	next := func(d time.Duration) (*relay.Delivery, error) {
 		short, cancel := context.WithTimeout(ctx, d)
@@ -183,16 +201,16 @@ func TestAckOnAFullStoreDoesNotRepeatTheDelivery(t *testing.T) {
 		}
 		handed[d.Event.ID]++
 		if handed[d.Event.ID] > 1 {
-			t.Fatalf("event %s handed out again after it was delivered: its ack failed on the full store, and the delivery was repeated", d.Event.ID)
+			t.Fatalf("event %s handed out again after it was settled: recording it failed on the full store, and the delivery was repeated", d.Event.ID)
 		}
-		if err := d.Ack(ctx); err != nil {
+		if err := settle(ctx, d); err != nil {
 			t.Fatal(err)
 		}
 	}
-	unrecorded := strings.Count(logs.String(), "could not record a delivery as done")
-	t.Logf("%d of %d acks found the store full", unrecorded, convs)
+	unrecorded := strings.Count(logs.String(), failedLog)
+	t.Logf("%d of %d settlements found the store full", unrecorded, convs)
 	if unrecorded == 0 {
-		t.Fatal("no ack found the store full: the test proves nothing")
+		t.Fatal("no settlement found the store full: the test proves nothing")
 	}
 	if len(handed) != convs {
 		t.Errorf("%d conversations handed out, want %d", len(handed), convs)
