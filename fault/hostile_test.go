@@ -169,6 +169,16 @@ sinks:
 		t.Errorf("%d× %s", n, what)
 	}
 	t.Logf("1000 bad requests answered in %s", time.Since(start).Round(time.Millisecond))
+	// Headers past MaxHeaderBytes: 431, nothing read further.
+	huge, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+mustAddr(r)+"/webhook", bytes.NewReader(valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	huge.Header.Set(relay.HeaderSignature, relay.Sign(valid, relay.Secret(signing)))
+	huge.Header.Set("X-Padding", strings.Repeat("p", 128<<10))
+	if rep, err := c.do(huge); err == nil && rep.Code != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("128 KiB of headers = %d, want 431", rep.Code)
+	}
 	// Other methods: 405 with Allow: POST.
 	for _, method := range []string{http.MethodGet, http.MethodPut, http.MethodDelete, http.MethodPatch} {
 		rep := c.call(method, "http://"+mustAddr(r)+"/webhook", "{}", "")
