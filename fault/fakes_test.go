@@ -140,7 +140,7 @@ func slackTurns(s *slacktest.Server) []turn {
 	return out
 }
 
-// delivered reports which of want are in got.
+// missing returns the turns of want that are not in got.
 func missing(want []turn, got []turn) []turn {
 	seen := map[turn]bool{}
 	for _, tu := range got {

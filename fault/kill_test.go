@@ -100,7 +100,6 @@ routes:
 		for _, v := range rep.violations {
 			t.Errorf("%s: %s", name, v)
 		}
-		routed := 0
 		for _, tu := range got {
 			if !known[tu] {
 				t.Errorf("%s got turn %s, which never got a 2xx", name, tu)
@@ -108,7 +107,6 @@ routes:
 			if name == "team" && !toTeam(tu) {
 				t.Errorf("team got turn %s, which no route sends it", tu)
 			}
-			routed++
 		}
 		// At most the delivery in flight per conversation can repeat at
 		// each kill.
