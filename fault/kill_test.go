@@ -10,15 +10,32 @@ import (
 	"github.com/chatrelay/chatrelay/sinks/slack/slacktest"
 )
 
-// TestFaultKill9UnderLoad: a steady signed load on several conversations,
-// SIGKILL at random moments, five times, a restart each time. Every event
-// that got a 2xx reaches every sink its routes select, no conversation
-// ever goes back to an older turn, and repeats are bounded by one per
-// conversation and sink per kill (the delivery in flight).
-func TestFaultKill9UnderLoad(t *testing.T) {
+// TestFaultRestartsUnderLoad: a steady signed load on several
+// conversations, and five times at random moments the relay is stopped and
+// started again: by SIGKILL, or by SIGTERM. Every event that got a 2xx
+// reaches every sink its routes select, and no conversation ever goes back
+// to an older turn. Repeats are bounded by one per conversation and sink
+// per kill (the delivery in flight); a graceful stop repeats nothing.
+func TestFaultRestartsUnderLoad(t *testing.T) {
 	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		stop    func(r *relayProc)
+		repeats int // per conversation and sink, per stop
+	}{
+		{"kill -9", (*relayProc).kill9, 1},
+		{"SIGTERM", func(r *relayProc) { r.stop(10 * time.Second) }, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			restartsUnderLoad(t, tc.stop, tc.repeats)
+		})
+	}
+}
+
+func restartsUnderLoad(t *testing.T, stopRelay func(*relayProc), repeats int) {
 	const (
-		secret = "kill9-signing-secret"
+		secret = "restart-signing-secret"
 		convs  = 6
 		kills  = 5
 	)
@@ -26,7 +43,7 @@ func TestFaultKill9UnderLoad(t *testing.T) {
 	slack := slacktest.NewServer(t)
 	// Every chat goes to crm; conversations from the widget also go to
 	// the Slack channel (even conversations: widget, odd: api).
-	r := newRelay(t, relayConfig{Secret: secret, AdminToken: "kill9-admin-token", Extra: fmt.Sprintf(`
+	r := newRelay(t, relayConfig{Secret: secret, AdminToken: "restart-admin-token", Extra: fmt.Sprintf(`
 retry: {initial: 50ms, max: 500ms, max_age: 1h}
 sinks:
   - {name: crm, type: webhook, url: %q, concurrency: 4}
@@ -44,7 +61,7 @@ routes:
 		return "api"
 	}
 	toTeam := func(tu turn) bool { return source(tu.conv) == "widget" }
-	c := newClient(t, "kill9-admin-token")
+	c := newClient(t, "restart-admin-token")
 	r.start()
 
 	l := newLoad(t, r, c, secret, source)
@@ -56,7 +73,7 @@ routes:
 	}
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	t.Logf("kill moments drawn with seed %d", seed)
+	t.Logf("stop moments drawn with seed %d", seed)
 	for round := range kills {
 		wait := time.Duration(200+rng.IntN(1000)) * time.Millisecond
 		select {
@@ -65,12 +82,13 @@ routes:
 			t.Fatal("test ended")
 		}
 		acc, _, _, _ := l.snapshot()
-		r.kill9()
-		t.Logf("round %d: SIGKILL after %s; %d events accepted so far, crm has %d deliveries, slack %d messages",
-			round+1, wait, len(acc), len(hook.deliveries()), len(slack.Messages()))
 		start := time.Now()
+		stopRelay(r)
+		stopped := time.Since(start)
 		r.start()
-		t.Logf("round %d: restarted in %s", round+1, time.Since(start).Round(time.Millisecond))
+		t.Logf("round %d: stopped after %s (%d events accepted so far, crm has %d deliveries, slack %d messages), gone in %s, restarted in %s",
+			round+1, wait, len(acc), len(hook.deliveries()), len(slack.Messages()), stopped.Round(time.Millisecond),
+			(time.Since(start) - stopped).Round(time.Millisecond))
 	}
 	// Some steady load after the last restart, then stop sending.
 	select {
@@ -114,16 +132,19 @@ routes:
 		if name == "team" {
 			convsOf = convs / 2
 		}
-		bound := kills * convsOf
-		t.Logf("%s: %d deliveries, %d duplicates (bound %d: one per conversation per kill)", name, rep.deliveries, rep.duplicates, bound)
+		bound := kills * convsOf * repeats
+		t.Logf("%s: %d deliveries, %d duplicates (bound %d: %d per conversation per stop)", name, rep.deliveries, rep.duplicates, bound, repeats)
 		if rep.duplicates > bound {
 			t.Errorf("%s: %d duplicates, more than %d", name, rep.duplicates, bound)
 		}
 	}
-	if len(c.deadLetters(r)) != 0 {
-		t.Errorf("dead letters after the kills: %+v", c.deadLetters(r))
+	if repeats == 0 && dupAnswers > 0 {
+		t.Errorf("%d events were stored but their answer was lost: a graceful stop must answer the requests in flight", dupAnswers)
 	}
-	t.Logf("accepted %d events (%d to team) over %d kills; %d requests got no answer and were resent, %d were answered \"duplicate\" (stored before the kill, answer lost), %d answered 503",
+	if len(c.deadLetters(r)) != 0 {
+		t.Errorf("dead letters after the restarts: %+v", c.deadLetters(r))
+	}
+	t.Logf("accepted %d events (%d to team) over %d restarts; %d requests got no answer and were resent, %d were answered \"duplicate\" (stored before the kill, answer lost), %d answered 503",
 		len(acc), len(wantTeam), kills, failures, dupAnswers, unavailable)
 	if slackMsgs := len(slack.Messages()); slackMsgs > 0 {
 		t.Logf("slack: %d messages carried %d turns", slackMsgs, len(slackTurns(slack)))
