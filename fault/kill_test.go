@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bwmarrin/discordgo"
+
+	"github.com/chatrelay/chatrelay/sinks/discord/discordtest"
 	"github.com/chatrelay/chatrelay/sinks/slack/slacktest"
 )
 
@@ -41,19 +44,25 @@ func restartsUnderLoad(t *testing.T, stopRelay func(*relayProc), repeats int) {
 	)
 	hook := newHookServer(t, nil)
 	slack := slacktest.NewServer(t)
+	discord := discordtest.NewServer(t, discordtest.WithRateLimit(0, 0))
+	channel := discord.AddChannel(discordgo.ChannelTypeGuildText)
 	// Every chat goes to crm; conversations from the widget also go to
-	// the Slack channel (even conversations: widget, odd: api).
+	// the Slack channel (even conversations), those from the API to the
+	// Discord channel (odd ones).
 	r := newRelay(t, relayConfig{Secret: secret, AdminToken: "restart-admin-token", Extra: fmt.Sprintf(`
 retry: {initial: 50ms, max: 500ms, max_age: 1h}
 sinks:
   - {name: crm, type: webhook, url: %q, concurrency: 4}
   - {name: team, type: slack, webhook_url: %q, rate: 200/s}
+  - {name: monitor, type: discord, webhook_url: %q, rate: 200/s}
 routes:
   - match: {topic: [chat]}
     sinks: [crm]
   - match: {source: [widget]}
     sinks: [team]
-`, hook.srv.URL+"/in", slack.WebhookURL())})
+  - match: {source: [api]}
+    sinks: [monitor]
+`, hook.srv.URL+"/in", slack.WebhookURL(), discord.AddWebhook(channel))})
 	source := func(conv int) string {
 		if conv%2 == 0 {
 			return "widget"
@@ -61,6 +70,14 @@ routes:
 		return "api"
 	}
 	toTeam := func(tu turn) bool { return source(tu.conv) == "widget" }
+	toMonitor := func(tu turn) bool { return source(tu.conv) == "api" }
+	discordTurns := func() []turn {
+		var out []turn
+		for _, m := range discord.Messages(channel) {
+			out = append(out, markers(string(m.Payload))...)
+		}
+		return out
+	}
 	c := newClient(t, "restart-admin-token")
 	r.start()
 
@@ -98,14 +115,16 @@ routes:
 	close(stop)
 	wg.Wait()
 
-	wantCRM, wantTeam := l.turns(nil), l.turns(toTeam)
+	wantCRM, wantTeam, wantMonitor := l.turns(nil), l.turns(toTeam), l.turns(toMonitor)
 	eventually(t, 60*time.Second, "every accepted event at every routed sink", func() bool {
-		return len(missing(wantCRM, hookTurns(hook.deliveries()))) == 0 && len(missing(wantTeam, slackTurns(slack))) == 0
+		return len(missing(wantCRM, hookTurns(hook.deliveries()))) == 0 && len(missing(wantTeam, slackTurns(slack))) == 0 &&
+			len(missing(wantMonitor, discordTurns())) == 0
 	})
 	// Let the queues empty, so that late repeats are counted too.
 	eventually(t, 30*time.Second, "empty queues", func() bool {
 		m := c.metrics(r)
-		return m.get(t, "chatrelay_queue_depth", "sink", "crm") == 0 && m.get(t, "chatrelay_queue_depth", "sink", "team") == 0
+		return m.get(t, "chatrelay_queue_depth", "sink", "crm") == 0 && m.get(t, "chatrelay_queue_depth", "sink", "team") == 0 &&
+			m.get(t, "chatrelay_queue_depth", "sink", "monitor") == 0
 	})
 
 	acc, failures, unavailable, dupAnswers := l.snapshot()
@@ -113,7 +132,8 @@ routes:
 	for _, a := range acc {
 		known[a.turn] = true
 	}
-	for name, got := range map[string][]turn{"crm": hookTurns(hook.deliveries()), "team": slackTurns(slack)} {
+	routed := map[string]func(turn) bool{"crm": func(turn) bool { return true }, "team": toTeam, "monitor": toMonitor}
+	for name, got := range map[string][]turn{"crm": hookTurns(hook.deliveries()), "team": slackTurns(slack), "monitor": discordTurns()} {
 		rep := checkOrder(got)
 		for _, v := range rep.violations {
 			t.Errorf("%s: %s", name, v)
@@ -122,14 +142,14 @@ routes:
 			if !known[tu] {
 				t.Errorf("%s got turn %s, which never got a 2xx", name, tu)
 			}
-			if name == "team" && !toTeam(tu) {
-				t.Errorf("team got turn %s, which no route sends it", tu)
+			if !routed[name](tu) {
+				t.Errorf("%s got turn %s, which no route sends it", name, tu)
 			}
 		}
 		// At most the delivery in flight per conversation can repeat at
 		// each kill.
 		convsOf := convs
-		if name == "team" {
+		if name != "crm" {
 			convsOf = convs / 2
 		}
 		bound := kills * convsOf * repeats
@@ -144,10 +164,9 @@ routes:
 	if len(c.deadLetters(r)) != 0 {
 		t.Errorf("dead letters after the restarts: %+v", c.deadLetters(r))
 	}
-	t.Logf("accepted %d events (%d to team) over %d restarts; %d requests got no answer and were resent, %d were answered \"duplicate\" (stored before the kill, answer lost), %d answered 503",
-		len(acc), len(wantTeam), kills, failures, dupAnswers, unavailable)
-	if slackMsgs := len(slack.Messages()); slackMsgs > 0 {
-		t.Logf("slack: %d messages carried %d turns", slackMsgs, len(slackTurns(slack)))
-	}
+	t.Logf("accepted %d events (%d to team, %d to monitor) over %d restarts; %d requests got no answer and were resent, %d were answered \"duplicate\" (stored before the kill, answer lost), %d answered 503",
+		len(acc), len(wantTeam), len(wantMonitor), kills, failures, dupAnswers, unavailable)
+	t.Logf("slack: %d messages carried %d turns; discord: %d messages carried %d turns",
+		len(slack.Messages()), len(slackTurns(slack)), len(discord.Messages(channel)), len(discordTurns()))
 	r.stop(15 * time.Second)
 }
