@@ -153,7 +153,13 @@ sinks:
 			if a.ID == "" || (a.Status != "accepted" && a.Status != "duplicate") {
 				t.Fatalf("turn %s: 200 %s", tu, rep.Body)
 			}
-			if !slices.ContainsFunc(ok, func(a accepted) bool { return a.turn == tu }) {
+			first := !slices.ContainsFunc(ok, func(a accepted) bool { return a.turn == tu })
+			if first && a.Status == "duplicate" {
+				// Only an earlier attempt could have stored it, and each
+				// earlier attempt was answered 503: nothing half-written.
+				t.Errorf("turn %s: answered 503 earlier, yet stored (now %s)", tu, rep.Body)
+			}
+			if first {
 				ok = append(ok, accepted{turn: tu, id: a.ID, at: time.Now()})
 			}
 		case http.StatusServiceUnavailable:
