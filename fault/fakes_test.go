@@ -68,7 +68,6 @@ type hookServer struct {
 	n     int
 	got   []hookDelivery
 	tried []turn // the turns of every request, answered or not
-	paths []string
 }
 
 func newHookServer(t *testing.T, answer func(n int, w http.ResponseWriter, r *http.Request) bool) *hookServer {
@@ -87,7 +86,6 @@ func (h *hookServer) serve(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
 	n := h.n
 	h.n++
-	h.paths = append(h.paths, r.URL.Path)
 	h.tried = append(h.tried, markers(string(body))...)
 	h.mu.Unlock()
 	if h.answer != nil && h.answer(n, w, r) {

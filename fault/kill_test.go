@@ -158,6 +158,17 @@ routes:
 			t.Errorf("%s: %d duplicates, more than %d", name, rep.duplicates, bound)
 		}
 	}
+	// A repeat carries the webhook-id of the first delivery, so that the
+	// receiver can drop it (Standard Webhooks).
+	idOf := map[turn]string{}
+	for _, d := range hook.deliveries() {
+		for _, tu := range d.turns {
+			if prev, ok := idOf[tu]; ok && prev != d.webhookID {
+				t.Errorf("crm got turn %s with webhook-id %s, then %s", tu, prev, d.webhookID)
+			}
+			idOf[tu] = d.webhookID
+		}
+	}
 	if repeats == 0 && dupAnswers > 0 {
 		t.Errorf("%d events were stored but their answer was lost: a graceful stop must answer the requests in flight", dupAnswers)
 	}

@@ -24,7 +24,6 @@ type load struct {
 	c      *client
 	secret string
 	source func(conv int) string
-	pad    int
 	gap    time.Duration // between two turns of one conversation
 
 	mu          sync.Mutex
@@ -65,7 +64,7 @@ func (l *load) run(conv int, stop <-chan struct{}) {
 // send sends one turn until it gets a 2xx. It reports false if the test
 // ended first.
 func (l *load) send(tu turn, stop <-chan struct{}) bool {
-	body := chatBody(tu, l.source(tu.conv), l.pad)
+	body := chatBody(tu, l.source(tu.conv), 0)
 	for {
 		addr, up := l.r.addr()
 		rep, a, err := l.c.postSigned(addr, l.secret, body)

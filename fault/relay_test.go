@@ -105,7 +105,6 @@ type relayProc struct {
 	listen  string
 	admin   string
 	up      chan struct{} // closed at the next successful start
-	starts  int
 	exitErr error
 }
 
@@ -215,7 +214,6 @@ func (r *relayProc) start() {
 	}
 	r.mu.Lock()
 	r.listen, r.admin = started.Listen, started.Admin
-	r.starts++
 	close(r.up)
 	r.up = make(chan struct{})
 	r.mu.Unlock()
