@@ -65,7 +65,12 @@ func (l *load) run(conv int, stop <-chan struct{}) {
 // ended first.
 func (l *load) send(tu turn, stop <-chan struct{}) bool {
 	body := chatBody(tu, l.source(tu.conv), 0)
+	giveUp := time.Now().Add(30 * time.Second)
 	for {
+		if time.Now().After(giveUp) {
+			l.t.Errorf("turn %s got no 2xx within 30s", tu)
+			return false
+		}
 		addr, up := l.r.addr()
 		rep, a, err := l.c.postSigned(addr, l.secret, body)
 		switch {
