@@ -48,7 +48,7 @@ func (l *load) run(conv int, stop <-chan struct{}) {
 		default:
 		}
 		tu := turn{conv, n}
-		if !l.send(tu, stop) {
+		if !l.send(tu) {
 			return
 		}
 		if l.gap > 0 {
@@ -63,7 +63,7 @@ func (l *load) run(conv int, stop <-chan struct{}) {
 
 // send sends one turn until it gets a 2xx. It reports false if the test
 // ended first.
-func (l *load) send(tu turn, stop <-chan struct{}) bool {
+func (l *load) send(tu turn) bool {
 	body := chatBody(tu, l.source(tu.conv), 0)
 	giveUp := time.Now().Add(30 * time.Second)
 	for {
