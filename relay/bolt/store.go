@@ -94,7 +94,7 @@ type Store struct {
 	configured map[string]bool // set by Reconcile; nil until then
 	health     error           // last write outcome
 	pruneFrom  []byte          // where the retention scan resumes; writer goroutine only
-	unrecorded []*op           // acks whose commit failed, retried by the writer; writer goroutine only
+	unrecorded []*op           // acks and dead letters whose commit failed, retried by the writer; writer goroutine only
 }
 
 var _ relay.Store = (*Store)(nil)
