@@ -150,6 +150,11 @@ func (d *Dispatcher) work(ctx, hard context.Context) error {
 			return fmt.Errorf("sink %q: next delivery: %w", d.name, err)
 		}
 		tk, err := d.cfg.Pacer.Acquire(ctx)
+		if err == nil && ctx.Err() != nil {
+			// Shutting down: Next and Acquire still hand out what is due
+			// at once, but only sends already in flight may finish.
+			err = ctx.Err()
+		}
 		if err != nil {
 			d.release(hard, del)
 			return nil
@@ -254,8 +259,10 @@ func (d *Dispatcher) deliverPacked(ctx context.Context, del *Delivery) {
 
 // send makes one attempt with the sink's timeout.
 func (d *Dispatcher) send(ctx context.Context, post func(context.Context) error) error {
+	// The cause wraps context.DeadlineExceeded: HTTP clients report the
+	// cause, and it must still read as a timeout (reason "timeout").
 	sendCtx, cancel := context.WithTimeoutCause(ctx, d.cfg.Timeout,
-		fmt.Errorf("sink %q: no answer within %s", d.name, d.cfg.Timeout))
+		fmt.Errorf("sink %q: no answer within %s: %w", d.name, d.cfg.Timeout, context.DeadlineExceeded))
 	defer cancel()
 	start := d.cfg.Clock.Now()
 	err := post(sendCtx)

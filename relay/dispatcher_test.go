@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -216,6 +218,49 @@ func TestRetryAfterHoldsTheWholeSink(t *testing.T) {
 		}
 		if r := f.deliveries("fake", relay.ResultRateLimited); r != 1 {
 			t.Errorf("deliveries{rate_limited} = %v", r)
+		}
+	})
+}
+
+// hangingSink never answers its first send: it returns what net/http
+// returns when the request's context ends, a *url.Error carrying the
+// context's cause. Later sends succeed.
+type hangingSink struct {
+	sends atomic.Int32
+	sent  chan struct{}
+}
+
+func (s *hangingSink) Name() string { return "fake" }
+
+func (s *hangingSink) Send(ctx context.Context, _ *relay.Event) error {
+	if s.sends.Add(1) > 1 {
+		close(s.sent)
+		return nil
+	}
+	<-ctx.Done()
+	return &url.Error{Op: "Post", URL: "[redacted]", Err: context.Cause(ctx)}
+}
+
+// TestSendTimeoutIsReasonTimeout: a destination that never answers within
+// the sink's timeout is counted as reason "timeout", also when the HTTP
+// client reports the deadline's cause instead of context.DeadlineExceeded.
+func TestSendTimeoutIsReasonTimeout(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	synctest.Test(t, func(t *testing.T) {
+		sink := &hangingSink{sent: make(chan struct{})}
+		f := start(t, dir, sink, policy, 1)
+		defer f.stop(t)
+		f.append(t, "A", 1)
+		<-sink.sent
+		synctest.Wait()
+		for reason, want := range map[relay.Reason]float64{relay.ReasonTimeout: 1, relay.ReasonNetwork: 0} {
+			if got := testutil.ToFloat64(f.metrics.DeliveryFailures.WithLabelValues("fake", string(reason))); got != want {
+				t.Errorf("delivery_failures_total{reason=%q} = %v, want %v", reason, got, want)
+			}
+		}
+		if !strings.Contains(f.logs.String(), "no answer within 5s") {
+			t.Errorf("the retry's log line does not say the send timed out:\n%s", f.logs.String())
 		}
 	})
 }
@@ -534,6 +579,70 @@ func TestShutdownFinishesInFlightSend(t *testing.T) {
 		}
 	})
 }
+
+// TestShutdownCutsOffAHangingSend: a send still hanging when the drain
+// budget runs out is cut off and handed back; Run returns and nothing is
+// sent after the shutdown began.
+func TestShutdownCutsOffAHangingSend(t *testing.T) {
+	t.Parallel()
+	store, err := bolt.Open(t.TempDir(), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	var sends atomic.Int32
+	started := make(chan struct{}, 100)
+	sink := &funcSink{name: "fake", send: func(ctx context.Context, _ *relay.Event) error {
+		sends.Add(1)
+		select {
+		case started <- struct{}{}:
+		default:
+		}
+		<-ctx.Done()
+		return context.Cause(ctx)
+	}}
+	d, err := relay.NewDispatcher(relay.DispatcherConfig{
+		Sink: sink, Queue: store.Queue("fake"), Retry: policy, Timeout: time.Minute, DrainTimeout: 200 * time.Millisecond,
+		Metrics: relay.NewMetrics(prometheus.NewRegistry()),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	ev := storetest.NewEvent(t, "A", 1)
+	if _, err := store.Append(t.Context(), ev, []string{"fake"}); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Run did not return 10s after shutdown began (drain budget 200ms); %d sends", sends.Load())
+	}
+	if n := sends.Load(); n != 1 {
+		t.Errorf("%d sends, want 1: nothing may start after the shutdown began", n)
+	}
+	rec, err := store.Lookup(t.Context(), ev.ID)
+	if err != nil || rec.Deliveries[0].State != relay.StatePending || rec.Deliveries[0].Attempts != 0 {
+		t.Fatalf("the cut-off delivery is not pending untried: %+v %v", rec, err)
+	}
+}
+
+// funcSink sends with a function.
+type funcSink struct {
+	name string
+	send func(context.Context, *relay.Event) error
+}
+
+func (s *funcSink) Name() string { return s.name }
+
+func (s *funcSink) Send(ctx context.Context, ev *relay.Event) error { return s.send(ctx, ev) }
 
 func TestLogsCarryNoMessageContent(t *testing.T) {
 	t.Parallel()

@@ -118,13 +118,21 @@ func (p *Pacer) Acquire(ctx context.Context) (Ticket, error) {
 			r := p.limiter.ReserveN(now, 1)
 			wait = r.DelayFrom(now)
 			if wait > 0 {
-				// The slot is ours: wait for it, then go.
+				// The slot is ours: wait for it, then go, unless a hold
+				// or "down" began meanwhile (another send got a 429 or
+				// found the destination broken): then wait as they say.
 				p.mu.Unlock()
 				if err := p.sleep(ctx, wait, nil); err != nil {
 					p.mu.Lock()
 					r.CancelAt(p.clock.Now())
 					p.mu.Unlock()
 					return Ticket{}, err
+				}
+				p.mu.Lock()
+				blocked := p.clock.Now().Before(p.holdUntil) || p.down
+				p.mu.Unlock()
+				if blocked {
+					continue
 				}
 				return Ticket{}, nil
 			}

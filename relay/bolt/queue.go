@@ -181,24 +181,29 @@ func (st *settle) once() error {
 // Ack removes the delivery from the queue and records it delivered; only
 // once that is durable may the conversation's next delivery go. The caller
 // does not wait for the commit: it moves on to other conversations while the
-// writer batches acks into shared fsyncs. If the commit fails, the delivery
-// stays pending and will be sent again (at least once).
+// writer batches acks into shared fsyncs. If the commit fails (the store is
+// full), the record is retried, not the delivery: the conversation waits
+// until it lands, and only if the process stops first is the delivery sent
+// again (at least once).
 func (st *settle) Ack(ctx context.Context) error {
 	if err := st.once(); err != nil {
 		return err
 	}
 	q, it := st.q, st.it
 	now := q.s.clock.Now().UnixNano()
-	err := q.s.writeAsync(ctx, func(tx *bbolt.Tx) error {
+	record := func(tx *bbolt.Tx) error {
 		if err := tx.Bucket([]byte(bQueues)).Bucket([]byte(q.sink)).Delete(u64(it.seq)); err != nil {
 			return err
 		}
 		r, _ := json.Marshal(deliveryRecord{State: relay.StateDelivered, Attempts: it.attempts + 1,
 			Since: it.since, Updated: now})
 		return tx.Bucket([]byte(bDeliv)).Put(delivKey(it.id, q.sink), r)
-	}, func() { q.advance(st.c) }, func(err error) {
-		q.s.log.Error("could not record a delivery as done; it will be sent again", "sink", q.sink, "event_id", it.id, "err", err)
-		q.requeue(st.c)
+	}
+	advance := func() { q.advance(st.c) }
+	err := q.s.writeAsync(ctx, record, advance, func(err error) {
+		q.s.log.Error("could not record a delivery as done; retrying the record (the conversation waits for it)",
+			"sink", q.sink, "event_id", it.id, "err", err)
+		q.s.recordLater(record, advance)
 	})
 	if err != nil {
 		q.requeue(st.c)
@@ -229,14 +234,16 @@ func (st *settle) Nak(ctx context.Context, delay time.Duration, lastErr string) 
 	return err
 }
 
-// Term moves the delivery to the dead letters.
+// Term moves the delivery to the dead letters. If the store cannot write
+// (it is full), the dead letter is recorded later, as a failed ack is: the
+// delivery stays in flight meanwhile, so that it is not sent again.
 func (st *settle) Term(ctx context.Context, reason string) error {
 	if err := st.once(); err != nil {
 		return err
 	}
 	q, it := st.q, st.it
 	now := q.s.clock.Now().UnixNano()
-	err := q.s.write(ctx, func(tx *bbolt.Tx) error {
+	deferred, err := q.s.writeOrRecordLater(ctx, func(tx *bbolt.Tx) error {
 		return q.park(tx, it, reason, now)
 	}, func() {
 		q.mu.Lock()
@@ -244,7 +251,12 @@ func (st *settle) Term(ctx context.Context, reason string) error {
 		q.mu.Unlock()
 		q.advance(st.c)
 	})
-	if err != nil {
+	switch {
+	case deferred:
+		q.s.log.Error("could not record a dead letter; retrying the record (the conversation waits for it)",
+			"sink", q.sink, "event_id", it.id, "err", err)
+		return nil
+	case err != nil:
 		q.requeue(st.c)
 	}
 	return err

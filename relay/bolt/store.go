@@ -97,6 +97,7 @@ type Store struct {
 	pruneFrom  []byte          // where the retention scan resumes; writer goroutine only
 	dedupeFrom []byte          // where the dedupe-expiry scan resumes; writer goroutine only
 	dedupe     *dedupeIndex    // writer goroutine only (and init)
+	unrecorded []*op           // acks and dead letters whose commit failed, retried by the writer; writer goroutine only
 }
 
 var _ relay.Store = (*Store)(nil)
@@ -233,7 +234,24 @@ type op struct {
 
 // write submits fn to the writer and waits until it is durable.
 func (s *Store) write(ctx context.Context, fn func(*bbolt.Tx) error, after func()) error {
+	return s.submit(ctx, &op{fn: fn, after: after, done: make(chan struct{})})
+}
+
+// writeOrRecordLater is write for a record that must land: if its commit
+// fails, the writer keeps it and commits it again later (recordLater), and
+// deferred is true.
+func (s *Store) writeOrRecordLater(ctx context.Context, fn func(*bbolt.Tx) error, after func()) (deferred bool, err error) {
 	o := &op{fn: fn, after: after, done: make(chan struct{})}
+	o.failed = func(error) {
+		deferred = true // written before done is closed, read after
+		s.recordLater(fn, after)
+	}
+	err = s.submit(ctx, o)
+	return deferred && err != nil, err
+}
+
+// submit hands o to the writer and waits until it is durable or failed.
+func (s *Store) submit(ctx context.Context, o *op) error {
 	select {
 	case s.ops <- o:
 	case <-s.quit:
@@ -269,6 +287,18 @@ func (s *Store) writeAsync(ctx context.Context, fn func(*bbolt.Tx) error, after 
 	}
 }
 
+// recordLater keeps a write that could not be committed (an ack: the
+// delivery was made; a dead letter: the destination refused it) and commits
+// it again at the writer's next probe tick, until it lands. Meanwhile its
+// delivery stays in flight, so that a store that cannot write makes nobody
+// send the same event again and again; if the process stops first, the
+// delivery is sent once more at the next start. It runs on the writer
+// goroutine (from a failed commit).
+func (s *Store) recordLater(fn func(*bbolt.Tx) error, after func()) {
+	s.unrecorded = append(s.unrecorded, &op{fn: fn, after: after, done: make(chan struct{}),
+		failed: func(error) { s.recordLater(fn, after) }})
+}
+
 // writer owns every write transaction. It takes whatever writes are queued,
 // applies them in one transaction, commits (one fsync for all), then
 // answers each. Under load batches grow by themselves; idle, a lone write
@@ -301,6 +331,11 @@ func (s *Store) writer() {
 				s.commit([]*op{{fn: func(tx *bbolt.Tx) error {
 					return tx.Bucket([]byte(bMeta)).Put([]byte("probe"), u64(uint64(s.clock.Now().UnixNano())))
 				}, done: make(chan struct{})}})
+			}
+			if len(s.unrecorded) > 0 {
+				retry := s.unrecorded
+				s.unrecorded = nil
+				s.commit(retry)
 			}
 		case <-s.quit:
 			for {

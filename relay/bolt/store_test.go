@@ -1,7 +1,9 @@
 package bolt_test
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/chatrelay/chatrelay/relay"
 	"github.com/chatrelay/chatrelay/relay/bolt"
+	"github.com/chatrelay/chatrelay/relay/relaytest"
 	"github.com/chatrelay/chatrelay/relay/storetest"
 )
 
@@ -166,5 +169,121 @@ func TestFullStoreNeverClaimsDuplicate(t *testing.T) {
 	}
 	if _, err := s.Lookup(t.Context(), failed.ID); !errors.Is(err, relay.ErrNotFound) {
 		t.Fatalf("the refused event is in the store: %v", err)
+	}
+}
+
+// TestSettlingOnAFullStoreDoesNotRepeatTheDelivery: a delivery settled
+// (delivered, or refused for good) while the store is full may not be
+// recordable; it must then not be handed out again (the destination would
+// get it again and again) and its conversation waits. After a restart it is
+// handed out once more (at least once).
+func TestSettlingOnAFullStoreDoesNotRepeatTheDelivery(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		settle func(context.Context, *relay.Delivery) error
+		log    string
+	}{
+		{"ack", func(ctx context.Context, d *relay.Delivery) error { return d.Ack(ctx) }, "could not record a delivery as done"},
+		{"term", func(ctx context.Context, d *relay.Delivery) error { return d.Term(ctx, "refused") }, "could not record a dead letter"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			settleOnAFullStore(t, tc.settle, tc.log)
+		})
+	}
+}
+
+func settleOnAFullStore(t *testing.T, settle func(context.Context, *relay.Delivery) error, failedLog string) {
+	dir := t.TempDir()
+	clock := clockwork.NewFakeClock()
+	logger, logs := relaytest.NewLogger()
+	s, err := bolt.Open(dir, bolt.Options{Clock: clock, MaxSize: 1 << 20, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	ctx := t.Context()
+	const convs = 200
+	for i := range convs {
+		if _, err := s.Append(ctx, storetest.NewEvent(t, fmt.Sprint("c", i), 1), []string{"s"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Fill the store with events nobody delivers until it refuses large
+	// ones, then small ones.
+	for _, pad := range []int{16 << 10, 0} {
+		for i := 0; ; i++ {
+			ev := storetest.NewEvent(t, "filler", i)
+			ev.Body = append(ev.Body[:len(ev.Body)-1], []byte(fmt.Sprintf(`,"pad":%q}`, strings.Repeat("x", pad)))...)
+			_, err := s.Append(ctx, ev, nil)
+			if errors.Is(err, relay.ErrFull) {
+				break
+			}
+			if err != nil || i > 10000 {
+				t.Fatalf("filling: %v after %d events", err, i)
+			}
+		}
+	}
+	// Then with small key/value entries, down to the last free page.
+	for i := 0; ; i++ {
+		err := s.KV("filler").Put(ctx, fmt.Sprint("k", i), strings.Repeat("v", 100))
+		if errors.Is(err, relay.ErrFull) {
+			break
+		}
+		if err != nil || i > 100000 {
+			t.Fatalf("filling: %v after %d entries", err, i)
+		}
+	}
+	// Settle every conversation's turn; some settlements find the store
+	// full.
+	handed := map[string]int{}
+	next := func(d time.Duration) (*relay.Delivery, error) {
+		short, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		return s.Queue("s").Next(short)
+	}
+	for {
+		d, err := next(300 * time.Millisecond)
+		if err != nil {
+			break
+		}
+		handed[d.Event.ID]++
+		if handed[d.Event.ID] > 1 {
+			t.Fatalf("event %s handed out again after it was settled: recording it failed on the full store, and the delivery was repeated", d.Event.ID)
+		}
+		if err := settle(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unrecorded := strings.Count(logs.String(), failedLog)
+	t.Logf("%d of %d settlements found the store full", unrecorded, convs)
+	if unrecorded == 0 {
+		t.Fatal("no settlement found the store full: the test proves nothing")
+	}
+	if len(handed) != convs {
+		t.Errorf("%d conversations handed out, want %d", len(handed), convs)
+	}
+	// After a restart (with room), the unrecorded deliveries come once more.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = bolt.Open(dir, bolt.Options{Clock: clock, MaxSize: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := 0
+	for {
+		d, err := next(300 * time.Millisecond)
+		if err != nil {
+			break
+		}
+		again++
+		if err := d.Ack(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if again != unrecorded {
+		t.Errorf("%d deliveries handed out after the restart, want the %d unrecorded ones", again, unrecorded)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -40,10 +41,11 @@ type Config struct {
 
 // Sink posts events to one URL.
 type Sink struct {
-	cfg    Config
-	key    []byte
-	client *http.Client
-	deps   relay.SinkDeps
+	cfg     Config
+	key     []byte
+	client  *http.Client
+	deps    relay.SinkDeps
+	secrets []string // the URL and its parts that may carry a token: scrubbed from answers
 }
 
 // New checks cfg and returns the sink. It starts no goroutine.
@@ -68,10 +70,22 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 15 * time.Second
 	}
+	// Error pages often echo the request ("Cannot POST /hooks/<token>"),
+	// and a URL often carries a token in its path or query.
+	secrets := []string{cfg.URL.Reveal()}
+	if u, err := url.Parse(cfg.URL.Reveal()); err == nil {
+		if len(u.EscapedPath()) > 1 {
+			secrets = append(secrets, u.EscapedPath(), u.Path)
+		}
+		if u.RawQuery != "" {
+			secrets = append(secrets, u.RawQuery)
+		}
+	}
 	return &Sink{
-		cfg:  cfg,
-		key:  key,
-		deps: deps,
+		cfg:     cfg,
+		key:     key,
+		deps:    deps,
+		secrets: secrets,
 		client: &http.Client{
 			Transport: deps.Transport,
 			Timeout:   cfg.Timeout,
@@ -124,10 +138,26 @@ func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 		return fmt.Errorf("webhook sink %q: post: %w", s.cfg.Name, relay.RedactURL(err))
 	}
 	defer relay.Drain(resp)
-	if err := relay.WebhookPolicy().Check(resp, s.deps.Clock.Now()); err != nil {
+	checked := *resp
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		// What enters the error is the answer without the URL's secrets.
+		checked.Body = io.NopCloser(strings.NewReader(s.scrub(relay.ReadErrorBody(resp.Body))))
+	}
+	if err := relay.WebhookPolicy().Check(&checked, s.deps.Clock.Now()); err != nil {
 		return fmt.Errorf("webhook sink %q: %w", s.cfg.Name, err)
 	}
 	return nil
+}
+
+// scrub removes the URL and its token-bearing parts from text taken from an
+// answer.
+func (s *Sink) scrub(text string) string {
+	for _, secret := range s.secrets {
+		if secret != "" {
+			text = strings.ReplaceAll(text, secret, "[redacted]")
+		}
+	}
+	return text
 }
 
 // Signature is the Standard Webhooks v1 signature: "v1," followed by

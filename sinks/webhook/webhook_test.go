@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -145,5 +146,35 @@ func TestNewRejects(t *testing.T) {
 				relaytest.AssertNoSecret(t, "error", err.Error(), "hunter2", "example.com/x")
 			}
 		})
+	}
+}
+
+// TestErrorBodyNeverCarriesTheURL: a destination whose error page echoes the
+// request ("Cannot POST /hooks/<token>", as many web frameworks answer)
+// must not bring the URL's token into the error, which reaches logs and
+// dead letters.
+func TestErrorBodyNeverCarriesTheURL(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = io.WriteString(w, "<pre>Cannot POST "+r.URL.RequestURI()+"</pre> (full URL: http://"+r.Host+r.URL.RequestURI()+")")
+	}))
+	defer srv.Close()
+	const path, query = "/hooks/tok-9d8e7f6a5b4c", "key=q-4f5e6d7c"
+	s, err := webhook.New(webhook.Config{Name: "crm", URL: relay.Secret(srv.URL + path + "?" + query)}, relay.SinkDeps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Send(t.Context(), relaytest.SampleEvent(t))
+	if c, _ := relay.Classify(err); c != relay.ClassPermanent {
+		t.Fatalf("404: %v (class %s), want permanent", err, c)
+	}
+	for _, secret := range []string{"tok-9d8e7f6a5b4c", "q-4f5e6d7c"} {
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("the error carries the URL's token %q: %v", secret, err)
+		}
+	}
+	if !strings.Contains(err.Error(), "404") || !strings.Contains(err.Error(), "Cannot POST") {
+		t.Errorf("the error lost what the destination said: %v", err)
 	}
 }
