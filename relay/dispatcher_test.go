@@ -314,7 +314,7 @@ func TestPermanentErrorParksAndReplayDelivers(t *testing.T) {
 		}
 		synctest.Wait()
 		dead, err := f.store.ListDead(t.Context(), "fake", 0)
-		if err != nil || len(dead) != 1 || dead[0].EventID != bad.ID || !strings.Contains(dead[0].Reason, "invalid_blocks") || dead[0].Attempts != 0 {
+		if err != nil || len(dead) != 1 || dead[0].EventID != bad.ID || !strings.Contains(dead[0].Reason, "invalid_blocks") || dead[0].Attempts != 1 {
 			t.Fatalf("dead letters %+v, %v", dead, err)
 		}
 		if len(sink.callsOf(bad.ID)) != 1 {

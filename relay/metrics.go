@@ -96,6 +96,10 @@ func (m *Metrics) InitSink(sink string) {
 		m.Deliveries.WithLabelValues(sink, r)
 	}
 	m.DeliveryAttempts.WithLabelValues(sink)
+	for _, r := range []Reason{ReasonRateLimited, ReasonServerError, ReasonClientError, ReasonAuth, ReasonGone,
+		ReasonTimeout, ReasonCanceled, ReasonNetwork, ReasonOther} {
+		m.DeliveryFailures.WithLabelValues(sink, string(r))
+	}
 	m.DeliveryDuration.WithLabelValues(sink)
 	m.RateLimited.WithLabelValues(sink)
 	m.PackedEvents.WithLabelValues(sink)

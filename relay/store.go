@@ -86,7 +86,8 @@ type Settler interface {
 	// Nak schedules the delivery again after delay and counts a failed
 	// attempt with its error text.
 	Nak(ctx context.Context, delay time.Duration, lastErr string) error
-	// Term moves the delivery to the dead letters with a reason.
+	// Term moves the delivery to the dead letters with a reason; the
+	// attempt that led to it counts as made.
 	Term(ctx context.Context, reason string) error
 	// Release hands the delivery back untried (shutdown, or a wait that was
 	// interrupted): it stays due and no attempt is counted.

@@ -354,9 +354,26 @@ func (c *Config) Secrets() []string {
 		out = append(out, s.WebhookURL, s.Token, s.Secret)
 		if s.Type == TypeWebhook {
 			out = append(out, s.URL)
+			for k, v := range s.Headers {
+				if sensitiveHeader(k) {
+					out = append(out, v, strings.TrimSpace(strings.TrimPrefix(v, "Bearer ")))
+				}
+			}
 		}
 	}
 	return slices.DeleteFunc(out, func(s string) bool { return len(s) < 6 })
+}
+
+// sensitiveHeader reports whether an extra header of a webhook sink likely
+// carries a credential (its value is then kept out of logs).
+func sensitiveHeader(name string) bool {
+	n := strings.ToLower(name)
+	for _, w := range []string{"auth", "token", "key", "secret", "signature", "cookie", "password"} {
+		if strings.Contains(n, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // Validate checks everything that can be checked without the network and

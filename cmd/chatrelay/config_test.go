@@ -230,6 +230,16 @@ func TestByteSize(t *testing.T) {
 	}
 }
 
+func TestSecretsIncludeCredentialHeaders(t *testing.T) {
+	t.Parallel()
+	cfg := &Config{Sinks: []SinkConfig{{Type: TypeWebhook, URL: "https://x.example/in",
+		Headers: map[string]string{"authorization": "Bearer abcdef123456", "x-team": "support"}}}}
+	got := strings.Join(cfg.Secrets(), " ")
+	if !strings.Contains(got, "abcdef123456") || strings.Contains(got, "support") {
+		t.Fatalf("secrets %q: want the Authorization value, not X-Team's", got)
+	}
+}
+
 func TestSecretFilter(t *testing.T) {
 	t.Parallel()
 	var out strings.Builder

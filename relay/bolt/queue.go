@@ -244,7 +244,7 @@ func (st *settle) Term(ctx context.Context, reason string) error {
 	q, it := st.q, st.it
 	now := q.s.clock.Now().UnixNano()
 	deferred, err := q.s.writeOrRecordLater(ctx, func(tx *bbolt.Tx) error {
-		return q.park(tx, it, reason, now)
+		return q.park(tx, it, it.attempts+1, reason, now)
 	}, func() {
 		q.mu.Lock()
 		q.dead++
@@ -272,7 +272,7 @@ func (st *settle) Release(context.Context) error {
 }
 
 // park writes it to the dead letters inside tx.
-func (q *queue) park(tx *bbolt.Tx, it *item, reason string, now int64) error {
+func (q *queue) park(tx *bbolt.Tx, it *item, attempts int, reason string, now int64) error {
 	if qb := tx.Bucket([]byte(bQueues)).Bucket([]byte(q.sink)); qb != nil {
 		if err := qb.Delete(u64(it.seq)); err != nil {
 			return err
@@ -285,7 +285,7 @@ func (q *queue) park(tx *bbolt.Tx, it *item, reason string, now int64) error {
 	if err := db.Put(timeKey(now, []byte(it.id)), nil); err != nil {
 		return err
 	}
-	r, _ := json.Marshal(deliveryRecord{State: relay.StateDead, Attempts: it.attempts, Since: it.since,
+	r, _ := json.Marshal(deliveryRecord{State: relay.StateDead, Attempts: attempts, Since: it.since,
 		LastErr: reason, Updated: now, Parked: now})
 	return tx.Bucket([]byte(bDeliv)).Put(delivKey(it.id, q.sink), r)
 }
@@ -336,7 +336,7 @@ func (q *queue) parkAll(ctx context.Context, reason string) (int, error) {
 	now := q.s.clock.Now().UnixNano()
 	err := q.s.write(ctx, func(tx *bbolt.Tx) error {
 		for _, it := range items {
-			if err := q.park(tx, it, reason, now); err != nil {
+			if err := q.park(tx, it, it.attempts, reason, now); err != nil {
 				return err
 			}
 		}
