@@ -259,10 +259,8 @@ func TestExclusiveSinkFailsOver(t *testing.T) {
 			pollUntil(t, "the first replica owns the sink", func() bool {
 				return strings.Contains(firstLogs.String(), "now sends to the sink")
 			})
-			// Its first append creates the sinks' consumers before the second
-			// replica opens (and updates the streams): nats-server 2.15.2
-			// races (in -race) between creating a consumer and updating its
-			// stream.
+			// Its first append creates the sinks' consumers: the second
+			// replica finds them.
 			mustAppend(t, first.store, turn(t, "warm-up", 0), "chan", "hook")
 			logger, logs := relaytest.NewLogger()
 			secondOpts := opts

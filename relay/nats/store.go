@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -518,9 +519,16 @@ func (s *Store) checkPartitions(meta map[string]string) error {
 	return nil
 }
 
-// ensureStream creates or updates a stream. Two replicas starting at once
-// may race to create it; the loser updates instead.
+// ensureStream creates or updates a stream, updating only when a setting
+// the store chooses differs: a replica starting next to running ones reads
+// and leaves the stream alone. (An update is a write, replicated on a
+// cluster, and nats-server 2.15.2 races an update against creating a
+// consumer on the same stream.) Two replicas starting at once may race to
+// create it; the loser updates instead.
 func (s *Store) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	if st, err := s.js.Stream(ctx, cfg.Name); err == nil && sameStream(st.CachedInfo().Config, cfg) {
+		return st, nil
+	}
 	st, err := s.js.CreateOrUpdateStream(ctx, cfg)
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		st, err = s.js.CreateOrUpdateStream(ctx, cfg)
@@ -529,6 +537,19 @@ func (s *Store) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) (j
 		return nil, fmt.Errorf("stream %s: %w", cfg.Name, err)
 	}
 	return st, nil
+}
+
+// sameStream compares the settings the store chooses; one it leaves at
+// zero is the server's to default.
+func sameStream(have, want jetstream.StreamConfig) bool {
+	return have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) &&
+		have.Retention == want.Retention && have.Storage == want.Storage && have.Replicas == want.Replicas &&
+		have.Discard == want.Discard && have.AllowDirect == want.AllowDirect &&
+		(want.MaxAge == 0 || have.MaxAge == want.MaxAge) &&
+		(want.MaxBytes == 0 || have.MaxBytes == want.MaxBytes) &&
+		(want.Duplicates == 0 || have.Duplicates == want.Duplicates) &&
+		(want.MaxMsgsPerSubject == 0 || have.MaxMsgsPerSubject == want.MaxMsgsPerSubject) &&
+		have.Metadata[metaPartitions] == want.Metadata[metaPartitions]
 }
 
 func (s *Store) ensureBucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
