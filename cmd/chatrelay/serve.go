@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -233,6 +234,12 @@ func openStore(ctx context.Context, cfg *Config, logger *slog.Logger, clock cloc
 			TLS:      natsstore.TLS{CAFile: n.TLS.CAFile, CertFile: n.TLS.CertFile, KeyFile: n.TLS.KeyFile},
 			Replicas: n.Replicas, Partitions: n.Partitions,
 			Retention: cfg.Store.Retention, DedupeWindow: cfg.Store.DedupeWindow, MaxBytes: int64(cfg.Store.MaxSize),
+			// Chat channels are paced per channel: one replica sends to each.
+			Exclusive: func(sink string) bool {
+				return slices.ContainsFunc(cfg.Sinks, func(sc SinkConfig) bool {
+					return sc.Name == sink && (sc.Type == TypeSlack || sc.Type == TypeDiscord)
+				})
+			},
 			Logger: logger.With("component", "store"),
 		})
 		if err != nil {

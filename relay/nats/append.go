@@ -210,9 +210,12 @@ func (s *Store) pullNoWait(c jetstream.Consumer, handle func(jetstream.Msg)) {
 
 // pull asks a consumer for up to batch messages and hands each to handle
 // as it arrives, until the pull request expires, the connection comes back
-// from an outage (the request may be gone with the old server) or the
-// store closes. handle runs on the calling goroutine.
-func (s *Store) pull(c jetstream.Consumer, batch int, handle func(jetstream.Msg)) error {
+// from an outage (the request may be gone with the old server), ctx ends
+// (the queue's term) or the store closes. With until set the request
+// expires then on the server too, so a replica whose ownership of a sink
+// lapses has no request left there to receive the sink's messages. handle
+// runs on the calling goroutine.
+func (s *Store) pull(ctx context.Context, until time.Time, c jetstream.Consumer, batch int, handle func(jetstream.Msg)) error {
 	epoch := s.currentEpoch()
 	if !s.nc.IsConnected() {
 		// Nothing can arrive; wait for the reconnect (which ends the epoch).
@@ -220,13 +223,29 @@ func (s *Store) pull(c jetstream.Consumer, batch int, handle func(jetstream.Msg)
 		defer t.Stop()
 		select {
 		case <-epoch.Done():
+		case <-ctx.Done():
 		case <-t.C:
 		}
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(epoch, pullWait)
+	deadline := time.Now().Add(pullWait)
+	if !until.IsZero() && until.Before(deadline) {
+		deadline = until
+	}
+	fctx, cancel := context.WithDeadline(epoch, deadline)
 	defer cancel()
-	res, err := c.Fetch(batch, jetstream.FetchContext(ctx), jetstream.FetchHeartbeat(pullHeartbeat))
+	defer context.AfterFunc(ctx, cancel)()
+	left := time.Until(deadline)
+	if left < minPull {
+		// The term ends now unless renewed meanwhile: wait and see.
+		<-fctx.Done()
+		return nil
+	}
+	opts := []jetstream.FetchOpt{jetstream.FetchContext(fctx)}
+	if left >= 4*pullHeartbeat {
+		opts = append(opts, jetstream.FetchHeartbeat(pullHeartbeat))
+	}
+	res, err := c.Fetch(batch, opts...)
 	if err != nil {
 		return err
 	}

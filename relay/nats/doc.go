@@ -25,7 +25,9 @@
 //     retry.max_age, the last error, the outcome. TTL store.retention.
 //   - Key/value bucket CHATRELAY_KV: the sinks' relay.KV (conversation →
 //     Slack thread ts or Discord thread), shared by every replica.
-//   - Key/value bucket CHATRELAY_REPLICAS: one lease per running replica.
+//   - Key/value bucket CHATRELAY_REPLICAS: one lease per running replica
+//     (its instance id), and one per exclusive sink (sink.<sink>), held by
+//     the replica that sends to that sink.
 //   - Durable pull consumers q_<sink>_<partition> on the queue stream, one
 //     per sink and partition, MaxAckPending 1.
 //
@@ -64,7 +66,8 @@
 // # Delivery and order
 //
 // Queue(sink) starts one puller per partition on this replica; each keeps a
-// pull request open on the partition's durable consumer. The consumers are
+// pull request open on the partition's durable consumer (for an exclusive
+// sink, only while this replica owns it: see below). The consumers are
 // shared by all replicas and have MaxAckPending 1, so the server hands a
 // partition's head to one replica at a time and the next one only after
 // the head is acked or terminated: conversation order holds across
@@ -94,6 +97,55 @@
 // So after a crash at most the one delivery in flight per partition and sink
 // is sent twice, and never after a newer one. Close hands back everything
 // the replica holds (Nak) so others take it at once.
+//
+// # Exclusive sinks
+//
+// Each replica's dispatcher paces a sink on its own, so N replicas sharing
+// a Slack or Discord channel's queue would post up to N times the
+// channel's pace. The sinks Options.Exclusive names are sent to by one
+// replica at a time: the one holding the sink's ownership lease, key
+// sink.<sink> in the replicas bucket, whose value names the replica and
+// its host. Only that replica pulls the sink's partitions and hands out
+// its deliveries; Next on any other waits (ctx still ends it). Shared
+// sinks (webhooks, the console) are consumed by every replica as above.
+//
+// With the lease period L = AckWait/3 (at least 100ms, at most 5s: the
+// replica leases' period):
+//
+//   - Claim: a replica opening an exclusive queue creates the key if it
+//     is absent (create is a compare-and-set on "no such key"); one
+//     replica wins.
+//   - Renew: the owner rewrites the key every L, compare-and-set on its
+//     last revision. It hands out for 2L after sending its last
+//     successful renewal and no longer, and its pull requests expire then
+//     on the server too.
+//   - Take over: a replica that sees the key's revision unchanged for 3L,
+//     timed on its own clock from when it first saw that revision (no two
+//     clocks are compared), replaces it with a compare-and-set on that
+//     revision. The old owner stopped handing out at least L earlier.
+//     After a crash this takes at most about 5L (25s with the default
+//     AckWait of 30s), and the heads the dead owner held come back after
+//     AckWait, as for any crash.
+//   - Release: Close hands back what the replica holds, then deletes its
+//     ownership keys (compare-and-delete). Every replica's owners loop
+//     subscribes to the keys' subject, so another claims the sink within
+//     milliseconds.
+//   - Loss: an owner whose renewal finds another revision, or that could
+//     not renew within 2L, ends its term: it stops pulling, hands back
+//     untried (a plain nak, no attempt counted) the heads waiting in its
+//     ready set, and contends again like any other replica.
+//
+// Order holds across owners because each partition's consumer has
+// MaxAckPending 1: a head handed back is the partition's next delivery,
+// to whichever replica owns the sink next, and a delivery that the old
+// owner's dispatcher already holds keeps its partition from everyone else
+// until it is settled. Such a delivery is still sent and settled by the
+// old owner (a send in progress cannot be recalled). So when a live owner
+// loses its lease (only if it cannot reach NATS, or stalls, for 2L), up
+// to its dispatcher's concurrency of sends may overlap the new owner's;
+// on a clean handover or a crash the two never overlap. A rate-limit hold
+// (Retry-After) is the old owner's; the new owner learns of it from its
+// first 429, if any.
 //
 // # Dead letters
 //

@@ -77,7 +77,9 @@ func (s *Store) reapLeases(ctx context.Context) {
 	if time.Since(time.Unix(0, s.connectedAt.Load())) < s.staleAfter()+s.leaseEvery() {
 		return
 	}
-	entries, _, err := s.directBatch(ctx, kvStream(s.l.replicas), kvPrefix(s.l.replicas)+">", 1, scanBatch)
+	// Replica leases are the one-token keys; sink.<sink> keys are the
+	// exclusive sinks' ownership leases (own.go).
+	entries, _, err := s.directBatch(ctx, kvStream(s.l.replicas), kvPrefix(s.l.replicas)+"*", 1, scanBatch)
 	if err != nil {
 		return
 	}

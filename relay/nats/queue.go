@@ -59,25 +59,68 @@ func (s *Store) putState(ctx context.Context, enc, eventID string, st deliverySt
 // that arrive wait in ready, at most one per partition, and Next hands out
 // the one queued first (lowest queue-stream sequence), as the embedded
 // store does.
+//
+// The queue pulls and hands out only during a term: for a shared sink, one
+// term from the first Queue call to Close; for an exclusive sink, each span
+// in which this replica holds the sink's ownership lease (own.go).
 type queue struct {
-	s    *Store
-	sink string
-	enc  string
-
-	// primed is closed once every partition was asked once without
-	// waiting, so the heads present at start are all in ready before the
-	// first is handed out.
-	primed   chan struct{}
-	unprimed atomic.Int32
+	s     *Store
+	sink  string
+	enc   string
+	claim *claim // an exclusive sink's ownership lease; nil for a shared sink
 
 	mu      sync.Mutex
+	term    *term // nil while this replica does not own the (exclusive) sink
 	ready   readyHeap
-	changed chan struct{}      // closed and replaced when ready gains a head
+	changed chan struct{}      // closed and replaced when ready gains a head or the term changes
 	held    map[*held]struct{} // received and not settled: in ready or handed out
 }
 
+// term is a span in which this replica pulls and hands out a sink's
+// deliveries.
+type term struct {
+	ctx    context.Context // ends with the term: pulls stop
+	cancel context.CancelFunc
+	until  time.Time // nothing is handed out from then on (zero: no end); guarded by queue.mu
+
+	// primed is closed once every partition was asked once without
+	// waiting in this term, so the heads present at its start are all in
+	// ready before the first is handed out.
+	primed   chan struct{}
+	unprimed atomic.Int32
+}
+
+func newTerm(parent context.Context, partitions int, until time.Time) *term {
+	t := &term{until: until, primed: make(chan struct{})}
+	t.ctx, t.cancel = context.WithCancel(parent)
+	t.unprimed.Store(int32(partitions))
+	return t
+}
+
+// prime records that one partition was asked; each puller calls it once
+// per term.
+func (t *term) prime() {
+	if t.unprimed.Add(-1) == 0 {
+		close(t.primed)
+	}
+}
+
+func (t *term) isPrimed() bool {
+	select {
+	case <-t.primed:
+		return true
+	default:
+		return false
+	}
+}
+
+// live reports whether deliveries may be handed out at now; queue.mu must
+// be held.
+func (t *term) live(now time.Time) bool { return t.until.IsZero() || now.Before(t.until) }
+
 // Queue implements relay.Store. The first call for a sink starts its
-// pullers.
+// pullers; for an exclusive sink (Options.Exclusive) they pull only while
+// this replica owns the sink.
 func (s *Store) Queue(sink string) relay.Queue {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -90,9 +133,16 @@ func (s *Store) Queue(sink string) relay.Queue {
 		enc:     encodeSink(sink),
 		changed: make(chan struct{}),
 		held:    make(map[*held]struct{}),
-		primed:  make(chan struct{}),
 	}
-	q.unprimed.Store(int32(s.opts.Partitions))
+	if s.opts.Exclusive != nil && s.opts.Exclusive(sink) {
+		q.claim = &claim{key: ownerKey(q.enc)}
+		select {
+		case s.claimNow <- struct{}{}:
+		default:
+		}
+	} else {
+		q.term = newTerm(s.ctx, s.opts.Partitions, time.Time{})
+	}
 	s.queues[sink] = q
 	if !s.closing {
 		s.wg.Add(s.opts.Partitions)
@@ -103,32 +153,33 @@ func (s *Store) Queue(sink string) relay.Queue {
 	return q
 }
 
-// Next implements relay.Queue.
+// Next implements relay.Queue. It hands out only during a term, and waits
+// for one.
 func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) {
-	if ctx.Err() == nil {
-		select {
-		case <-q.primed:
-		case <-ctx.Done():
-		case <-q.s.ctx.Done():
-		}
-	}
 	for {
 		if q.s.ctx.Err() != nil {
 			return nil, relay.ErrClosed
 		}
 		q.mu.Lock()
-		if len(q.ready) > 0 {
-			h := heap.Pop(&q.ready).(*held)
-			q.mu.Unlock()
-			return h.del, nil
+		t, changed := q.term, q.changed
+		var primed <-chan struct{}
+		if t != nil && t.live(time.Now()) {
+			// Once ctx is done, what is ready goes out without waiting.
+			if !t.isPrimed() && ctx.Err() == nil {
+				primed = t.primed
+			} else if len(q.ready) > 0 {
+				h := heap.Pop(&q.ready).(*held)
+				q.mu.Unlock()
+				return h.del, nil
+			}
 		}
-		changed := q.changed
 		q.mu.Unlock()
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 		select {
 		case <-changed:
+		case <-primed:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-q.s.ctx.Done():
@@ -137,27 +188,50 @@ func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) {
 	}
 }
 
+// awaitTerm waits until this replica may hand out the sink's deliveries and
+// returns the term and its end (zero: none), or nil once the store closes.
+func (q *queue) awaitTerm() (*term, time.Time) {
+	for {
+		q.mu.Lock()
+		t, changed := q.term, q.changed
+		live := t != nil && t.live(time.Now())
+		var until time.Time
+		if live {
+			until = t.until
+		}
+		q.mu.Unlock()
+		if q.s.ctx.Err() != nil {
+			return nil, time.Time{}
+		}
+		if live {
+			return t, until
+		}
+		select {
+		case <-changed:
+		case <-q.s.ctx.Done():
+			return nil, time.Time{}
+		}
+	}
+}
+
 func (q *queue) puller(p int) {
 	defer q.s.wg.Done()
 	var c jetstream.Consumer
+	var primed *term // the term this puller primed
 	failures := 0
-	primed := false
-	prime := func() {
-		if !primed {
-			primed = true
-			if q.unprimed.Add(-1) == 0 {
-				close(q.primed)
-			}
-		}
-	}
-	defer prime()
 	for q.s.ctx.Err() == nil {
+		// The consumers come first, owner or not: they are shared, and
+		// every replica has them at hand when its turn comes.
 		if c == nil {
 			ctx, cancel := q.s.opCtx()
 			cs, err := q.s.queueConsumers(ctx, q.enc)
 			cancel()
 			if err != nil {
-				prime()
+				// Next need not wait for this partition meanwhile.
+				if t := q.currentTerm(); t != nil && primed != t {
+					t.prime()
+					primed = t
+				}
 				failures++
 				if failures == 3 {
 					q.s.log.Warn("cannot create the sink's consumers; retrying", "sink", q.sink, "err", err)
@@ -167,12 +241,17 @@ func (q *queue) puller(p int) {
 			}
 			c = cs[p]
 		}
-		if !primed {
+		t, until := q.awaitTerm()
+		if t == nil {
+			return
+		}
+		if primed != t {
 			q.s.pullNoWait(c, q.receive)
-			prime()
+			t.prime()
+			primed = t
 			continue
 		}
-		if err := q.s.pull(c, 64, q.receive); err != nil {
+		if err := q.s.pull(t.ctx, until, c, 64, q.receive); err != nil {
 			if consumerGone(err) {
 				q.s.forgetConsumers(q.enc)
 				c = nil
@@ -186,6 +265,12 @@ func (q *queue) puller(p int) {
 		}
 		failures = 0
 	}
+}
+
+func (q *queue) currentTerm() *term {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.term
 }
 
 // consumerGone reports a pull that failed because its consumer no longer
@@ -220,11 +305,24 @@ func (q *queue) receive(m jetstream.Msg) {
 		}
 	}
 	q.mu.Lock()
-	defer q.mu.Unlock()
 	if h.settled.Load() { // given up meanwhile (reclaimHeld)
+		q.mu.Unlock()
+		return
+	}
+	if t := q.term; t == nil || !t.live(time.Now()) {
+		// The sink's ownership lapsed while this was on its way: hand it
+		// back untried for the owner.
+		q.mu.Unlock()
+		q.drop(h, h.msg.Nak)
 		return
 	}
 	heap.Push(&q.ready, h)
+	q.notifyLocked()
+	q.mu.Unlock()
+}
+
+// notifyLocked wakes whoever waits on changed; q.mu must be held.
+func (q *queue) notifyLocked() {
 	close(q.changed)
 	q.changed = make(chan struct{})
 }

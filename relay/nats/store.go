@@ -2,12 +2,14 @@ package nats
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -74,7 +76,15 @@ type Options struct {
 	// doubles up to 16 times as much, capped at 10s, with jitter
 	// (default 250ms). Reconnecting never gives up.
 	ReconnectWait time.Duration
-	Logger        *slog.Logger
+	// Exclusive reports whether a sink is sent to by one replica at a time
+	// (nil: none is). Give it the sinks whose platform pace is per
+	// destination, such as a Slack or Discord channel: each replica paces
+	// its own sends, so N replicas sharing such a sink would send up to N
+	// times its pace. The replica that holds an exclusive sink's ownership
+	// lease sends all of it; another takes over when that one closes or
+	// stops renewing (see the package doc, "Exclusive sinks").
+	Exclusive func(sink string) bool
+	Logger    *slog.Logger
 }
 
 const (
@@ -83,6 +93,7 @@ const (
 	maxPartitions     = 1000
 	pullWait          = 30 * time.Second // one pull request's life
 	pullHeartbeat     = 5 * time.Second  // a lost pull request shows within 2 heartbeats
+	minPull           = 20 * time.Millisecond
 	metaPartitions    = "chatrelay_partitions"
 )
 
@@ -162,6 +173,9 @@ type Store struct {
 	replicas jetstream.KeyValue // leases: see lease.go
 	instance string             // this replica's lease key
 	hostname string
+	// ownerValue is what this replica writes into the ownership leases of
+	// the exclusive sinks it owns (own.go).
+	ownerValue []byte
 
 	disconnectedAt atomic.Int64 // unix nanoseconds; 0 while connected
 	connectedAt    atomic.Int64 // unix nanoseconds of the last (re)connect
@@ -175,6 +189,7 @@ type Store struct {
 	connClosed chan struct{}
 
 	creating chan struct{} // a one-slot lock, held while creating a sink's consumers
+	claimNow chan struct{} // wakes the owners loop: an exclusive queue was opened
 
 	mu         sync.Mutex
 	closing    bool
@@ -203,9 +218,11 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		queues:     make(map[string]*queue),
 		consumers:  make(map[string][]jetstream.Consumer),
 		creating:   make(chan struct{}, 1),
+		claimNow:   make(chan struct{}, 1),
 	}
 	s.instance = uuid.NewString()
 	s.hostname, _ = os.Hostname()
+	s.ownerValue, _ = json.Marshal(ownerRecord{Replica: s.instance, Host: s.hostname})
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.epoch, s.endEpoch = context.WithCancel(s.ctx)
 
@@ -228,6 +245,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	s.wg.Add(2)
 	go s.leases()
 	go s.keepalive()
+	if opts.Exclusive != nil {
+		s.wg.Add(1)
+		go s.owners()
+	}
 	s.log.Info("store ready", "driver", "nats", "server", s.server(), "partitions", opts.Partitions, "replicas", opts.Replicas)
 	return s, nil
 }
@@ -478,7 +499,7 @@ func (s *Store) setup(ctx context.Context) error {
 	}
 	s.replicas, err = s.ensureBucket(ctx, jetstream.KeyValueConfig{
 		Bucket:      l.replicas,
-		Description: "chatrelay: one lease per running replica",
+		Description: "chatrelay: one lease per running replica, one per exclusive sink's owner",
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
 		TTL:         o.Retention,
@@ -498,9 +519,16 @@ func (s *Store) checkPartitions(meta map[string]string) error {
 	return nil
 }
 
-// ensureStream creates or updates a stream. Two replicas starting at once
-// may race to create it; the loser updates instead.
+// ensureStream creates or updates a stream, updating only when a setting
+// the store chooses differs: a replica starting next to running ones reads
+// and leaves the stream alone. (An update is a write, replicated on a
+// cluster, and nats-server 2.15.2 races an update against creating a
+// consumer on the same stream.) Two replicas starting at once may race to
+// create it; the loser updates instead.
 func (s *Store) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	if st, err := s.js.Stream(ctx, cfg.Name); err == nil && sameStream(st.CachedInfo().Config, cfg) {
+		return st, nil
+	}
 	st, err := s.js.CreateOrUpdateStream(ctx, cfg)
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		st, err = s.js.CreateOrUpdateStream(ctx, cfg)
@@ -509,6 +537,19 @@ func (s *Store) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) (j
 		return nil, fmt.Errorf("stream %s: %w", cfg.Name, err)
 	}
 	return st, nil
+}
+
+// sameStream compares the settings the store chooses; one it leaves at
+// zero is the server's to default.
+func sameStream(have, want jetstream.StreamConfig) bool {
+	return have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) &&
+		have.Retention == want.Retention && have.Storage == want.Storage && have.Replicas == want.Replicas &&
+		have.Discard == want.Discard && have.AllowDirect == want.AllowDirect &&
+		(want.MaxAge == 0 || have.MaxAge == want.MaxAge) &&
+		(want.MaxBytes == 0 || have.MaxBytes == want.MaxBytes) &&
+		(want.Duplicates == 0 || have.Duplicates == want.Duplicates) &&
+		(want.MaxMsgsPerSubject == 0 || have.MaxMsgsPerSubject == want.MaxMsgsPerSubject) &&
+		have.Metadata[metaPartitions] == want.Metadata[metaPartitions]
 }
 
 func (s *Store) ensureBucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
@@ -601,8 +642,9 @@ func (s *Store) forgetConsumers(enc string) {
 }
 
 // Close stops routing and consuming, hands back every delivery this
-// replica holds so another replica takes it at once, and closes the
-// connection. No goroutine of the store outlives it.
+// replica holds so another replica takes it at once, releases the
+// exclusive sinks it owns so another replica takes them over at once, and
+// closes the connection. No goroutine of the store outlives it.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
@@ -614,6 +656,8 @@ func (s *Store) Close() error {
 		for _, q := range qs {
 			q.handBack()
 		}
+		// Only now, with nothing held: the next owner finds every head.
+		s.releaseOwnership(qs)
 		ctx, cancel := s.opCtx()
 		if err := s.replicas.Delete(ctx, s.instance); err != nil {
 			s.log.Debug("could not delete this replica's lease; another replica will reap it", "err", err)

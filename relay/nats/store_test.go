@@ -10,6 +10,8 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"github.com/nats-io/nats-server/v2/server"
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
 	"github.com/chatrelay/chatrelay/relay"
@@ -217,4 +219,34 @@ func contains(s, sub string) bool {
 		}
 	}
 	return false
+}
+
+// TestOpenUpdatesChangedStreams reopens with a longer retention: the
+// events stream takes it, though an unchanged stream is left alone.
+func TestOpenUpdatesChangedStreams(t *testing.T) {
+	t.Parallel()
+	ns := startServer(t, "", 0)
+	opts := testOptions(ns.ClientURL())
+	for _, retention := range []time.Duration{2 * time.Hour, 3 * time.Hour} {
+		opts.Retention = retention
+		if err := open(t, opts).Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nc, err := natsgo.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(t.Context(), "CHATRELAY_EVENTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.CachedInfo().Config.MaxAge; got != 3*time.Hour {
+		t.Fatalf("events stream MaxAge %s after reopening with retention 3h", got)
+	}
 }
