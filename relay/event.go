@@ -190,8 +190,14 @@ func objectFields(data []byte) ([]rawField, error) {
 	if !json.Valid(data) {
 		return nil, ErrNotObject
 	}
+	return validFields(data)
+}
+
+// validFields is objectFields for JSON already known to be valid: a part
+// of a validated body, or a string's content validated when unwrapped.
+func validFields(data []byte) ([]rawField, error) {
 	i := skipSpace(data, 0)
-	if data[i] != '{' {
+	if i >= len(data) || data[i] != '{' {
 		return nil, ErrNotObject
 	}
 	i = skipSpace(data, i+1)
@@ -215,6 +221,26 @@ func objectFields(data []byte) ([]rawField, error) {
 		}
 	}
 	return out, nil
+}
+
+// validItems returns the elements of a JSON array known to be valid, or
+// false when data is not an array.
+func validItems(data []byte) ([]json.RawMessage, bool) {
+	i := skipSpace(data, 0)
+	if i >= len(data) || data[i] != '[' {
+		return nil, false
+	}
+	i = skipSpace(data, i+1)
+	var out []json.RawMessage
+	for i < len(data) && data[i] != ']' {
+		end := skipValue(data, i)
+		out = append(out, data[i:end])
+		i = skipSpace(data, end)
+		if i < len(data) && data[i] == ',' {
+			i = skipSpace(data, i+1)
+		}
+	}
+	return out, true
 }
 
 // The skip functions walk JSON already known to be valid.
@@ -294,6 +320,11 @@ func scalarString(raw json.RawMessage) string {
 	}
 	switch raw[0] {
 	case '"':
+		if len(raw) >= 2 && raw[len(raw)-1] == '"' {
+			if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+				return string(inner) // no escapes: the common case, without a decoder
+			}
+		}
 		var s string
 		if json.Unmarshal(raw, &s) == nil {
 			return s
@@ -319,7 +350,7 @@ func textOf(raw json.RawMessage) string {
 }
 
 func decodeMessage(raw json.RawMessage) (Message, bool) {
-	fields, err := objectFields(raw)
+	fields, err := validFields(raw)
 	if err != nil {
 		return Message{}, false
 	}
@@ -346,22 +377,19 @@ func contentText(raw json.RawMessage) string {
 	if len(raw) == 0 || raw[0] != '[' {
 		return scalarString(raw)
 	}
-	var parts []json.RawMessage
-	if json.Unmarshal(raw, &parts) != nil {
-		return ""
-	}
+	parts, _ := validItems(raw)
 	var texts []string
 	for _, p := range parts {
 		if s := scalarString(p); s != "" {
 			texts = append(texts, s)
 			continue
 		}
-		var part struct {
-			Text json.RawMessage `json:"text"`
-		}
-		if json.Unmarshal(p, &part) == nil {
-			if s := scalarString(part.Text); s != "" {
-				texts = append(texts, s)
+		fields, _ := validFields(p)
+		for _, f := range fields {
+			if f.key == "text" {
+				if s := scalarString(f.raw); s != "" {
+					texts = append(texts, s)
+				}
 			}
 		}
 	}
@@ -369,8 +397,8 @@ func contentText(raw json.RawMessage) string {
 }
 
 func decodeMessages(raw json.RawMessage) []Message {
-	var items []json.RawMessage
-	if json.Unmarshal(raw, &items) != nil {
+	items, ok := validItems(raw)
+	if !ok {
 		return nil
 	}
 	var out []Message
@@ -399,7 +427,7 @@ func decodeAnswer(raw json.RawMessage) *Message {
 }
 
 func decodeLead(raw json.RawMessage) []Field {
-	fields, err := objectFields(raw)
+	fields, err := validFields(raw)
 	if err != nil {
 		return nil
 	}

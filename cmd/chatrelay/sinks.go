@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"text/template"
 	"time"
@@ -58,9 +59,13 @@ func buildSinks(cfg *Config, env sinkEnv) ([]builtSink, error) {
 	for i, sc := range defaultSinks(cfg) {
 		logger := env.logger.With("sink", sc.Name, "kind", sc.Type)
 		pacer := relay.NewPacer(env.clock)
+		concurrency := defaultConcurrency(sc.Type)
+		if sc.Concurrency > 0 {
+			concurrency = sc.Concurrency
+		}
 		deps := relay.SinkDeps{Logger: logger, KV: env.store.KV(sc.Name), Throttle: pacer,
-			Clock: env.clock, UserAgent: userAgent()}
-		sink, concurrency, requests, err := newSink(sc, deps, env.stdout)
+			Clock: env.clock, UserAgent: userAgent(), Transport: newTransport(concurrency)}
+		sink, requests, err := newSink(sc, deps, env.stdout)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("sinks[%d] (%s): %w", i, sc.Name, err))
 			continue
@@ -71,9 +76,6 @@ func buildSinks(cfg *Config, env sinkEnv) ([]builtSink, error) {
 		if sc.Rate != "" {
 			every, burst, _ := ParseRate(sc.Rate) // validated
 			pacer.SetPace(every, burst)
-		}
-		if sc.Concurrency > 0 {
-			concurrency = sc.Concurrency
 		}
 		// One send may take several requests (a long turn continues in
 		// follow-up messages; a thread is started): the dispatcher's deadline
@@ -90,41 +92,64 @@ func buildSinks(cfg *Config, env sinkEnv) ([]builtSink, error) {
 	return out, errors.Join(errs...)
 }
 
-// newSink builds one sink and says how many conversations it may have in
-// flight by default and how many requests one send may take at most.
-func newSink(sc SinkConfig, deps relay.SinkDeps, stdout io.Writer) (sink relay.Sink, concurrency, requests int, err error) {
+// defaultConcurrency is how many conversations a sink of a type has in
+// flight at once unless the config says otherwise: paced platforms need
+// few, a generic webhook benefits from many.
+func defaultConcurrency(typ string) int {
+	switch typ {
+	case TypeWebhook:
+		return 16
+	case TypeSlack, TypeDiscord:
+		return 2
+	}
+	return 1
+}
+
+// newTransport is a sink's own HTTP transport: it keeps as many idle
+// connections to its destination as the sink has sends in flight (the
+// default transport keeps two, and a busy sink would dial for every send).
+func newTransport(concurrency int) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = max(concurrency, 2)
+	t.MaxIdleConns = max(t.MaxIdleConns, 2*concurrency)
+	return t
+}
+
+// newSink builds one sink and says how many requests one send may take at
+// most.
+func newSink(sc SinkConfig, deps relay.SinkDeps, stdout io.Writer) (sink relay.Sink, requests int, err error) {
 	switch sc.Type {
 	case TypeConsole:
-		return console.New(sc.Name, stdout), 1, 1, nil
+		return console.New(sc.Name, stdout), 1, nil
 	case TypeSlack:
 		tmpl, err := parseTemplate(sc)
 		if err != nil {
-			return nil, 0, 0, err
+			return nil, 0, err
 		}
 		s, err := slack.New(slack.Config{
 			Name: sc.Name, WebhookURL: relay.Secret(sc.WebhookURL), Token: relay.Secret(sc.Token),
 			Channel: sc.Channel, APIURL: sc.APIURL, Mention: sc.Mention, Template: tmpl, Timeout: sc.Timeout,
 		}, deps)
-		return s, 2, 5, err
+		return s, 5, err
 	case TypeDiscord:
 		tmpl, err := parseTemplate(sc)
 		if err != nil {
-			return nil, 0, 0, err
+			return nil, 0, err
 		}
 		s, err := discord.New(discord.Config{
 			Name: sc.Name, WebhookURL: relay.Secret(sc.WebhookURL), Token: relay.Secret(sc.Token),
 			ChannelID: sc.ChannelID, APIURL: sc.APIURL, ThreadName: sc.ThreadName, Mention: sc.Mention,
 			Template: tmpl, Timeout: sc.Timeout,
 		}, deps)
-		return s, 2, 6, err
+		return s, 6, err
 	case TypeWebhook:
 		s, err := webhook.New(webhook.Config{
 			Name: sc.Name, URL: relay.Secret(sc.URL), Secret: relay.Secret(sc.Secret),
 			Headers: sc.Headers, Timeout: sc.Timeout,
 		}, deps)
-		return s, 16, 1, err
+		return s, 1, err
 	}
-	return nil, 0, 0, fmt.Errorf("type %q is not a sink type", sc.Type)
+	return nil, 0, fmt.Errorf("type %q is not a sink type", sc.Type)
 }
 
 // warnPlainHTTP warns (once, at start) about a sink URL that sends tokens

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -73,6 +74,14 @@ func Handler(cfg Config) http.Handler {
 	api.HandleFunc("GET /api/v1/events/{id}", a.showEvent)
 	api.HandleFunc("GET /api/v1/sinks", a.sinks)
 	mux.Handle("/api/", a.auth(api))
+	// Profiles for diagnosing a live process, behind the same token.
+	prof := http.NewServeMux()
+	prof.HandleFunc("/debug/pprof/", pprof.Index)
+	prof.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	prof.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	prof.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	prof.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.Handle("/debug/pprof/", a.auth(prof))
 	return mux
 }
 
