@@ -137,7 +137,7 @@ func (s *Store) reviveOrPurge(ctx context.Context, ids []string, revive bool) (i
 	total := 0
 	for start := 0; start < len(ids); start += chunk {
 		part := ids[start:min(start+chunk, len(ids))]
-		var items []*item
+		var items []queued
 		var sinks []string // the sink of each dead letter revived or purged
 		err := s.write(ctx, func(tx *bbolt.Tx) error {
 			items, sinks = items[:0], sinks[:0]
@@ -145,7 +145,7 @@ func (s *Store) reviveOrPurge(ctx context.Context, ids []string, revive bool) (i
 			deliv := tx.Bucket([]byte(bDeliv))
 			for _, id := range part {
 				eventID, sink, ok := splitDeadID(id)
-				if !ok {
+				if _, err := uuid.Parse(eventID); !ok || err != nil {
 					continue
 				}
 				if revive && !s.isConfigured(sink) {
@@ -197,8 +197,8 @@ func (s *Store) reviveOrPurge(ctx context.Context, ids []string, revive bool) (i
 				if err := deliv.Put(delivKey(eventID, sink), rec); err != nil {
 					return err
 				}
-				items = append(items, &item{sink: sink, seq: seq, id: eventID, key: m.Key,
-					received: m.Received, since: now, due: now})
+				items = append(items, queued{sink: sink, key: m.Key, it: &item{seq: seq, id: uuid.MustParse(eventID),
+					received: m.Received, since: now, due: now}})
 				sinks = append(sinks, sink)
 			}
 			return nil
@@ -209,8 +209,8 @@ func (s *Store) reviveOrPurge(ctx context.Context, ids []string, revive bool) (i
 				q.dead--
 				q.mu.Unlock()
 			}
-			for _, it := range items {
-				s.queue(it.sink).add(it)
+			for _, q := range items {
+				s.queue(q.sink).add(q.key, q.it)
 			}
 		})
 		if err != nil {

@@ -9,22 +9,28 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	bbolt "go.etcd.io/bbolt"
 
 	"github.com/chatrelay/chatrelay/relay"
 )
 
-// item is one pending delivery, in memory. The event body stays on disk
-// until the delivery is handed out, so a large backlog costs little memory.
+// item is one pending delivery, in memory: 56 bytes. The event body stays
+// on disk until the delivery is handed out, and the conversation's key is
+// kept once per conversation, so a large backlog costs little memory.
 type item struct {
-	sink     string // only while travelling from Append to its queue
 	seq      uint64
-	id       string
-	key      string // ordering key
+	id       uuid.UUID
 	received int64
 	since    int64
 	due      int64
 	attempts int
+}
+
+// queued is an item on its way from a commit to its sink's queue.
+type queued struct {
+	sink, key string
+	it        *item
 }
 
 // conv is one conversation's FIFO within one sink's queue. Only its head is
@@ -56,12 +62,13 @@ func (s *Store) newQueue(sink string) *queue {
 	return &queue{s: s, sink: sink, convs: make(map[string]*conv), changed: make(chan struct{})}
 }
 
-// push appends it to its conversation; the caller holds mu or owns q alone.
-func (q *queue) push(it *item) {
-	c, ok := q.convs[it.key]
+// push appends it to the conversation key; the caller holds mu or owns q
+// alone.
+func (q *queue) push(key string, it *item) {
+	c, ok := q.convs[key]
 	if !ok {
-		c = &conv{key: it.key, idx: -1}
-		q.convs[it.key] = c
+		c = &conv{key: key, idx: -1}
+		q.convs[key] = c
 	}
 	c.items = append(c.items, it)
 	q.depth++
@@ -71,10 +78,9 @@ func (q *queue) push(it *item) {
 }
 
 // add is push for a delivery just made durable.
-func (q *queue) add(it *item) {
-	it.sink = ""
+func (q *queue) add(key string, it *item) {
 	q.mu.Lock()
-	q.push(it)
+	q.push(key, it)
 	q.notifyLocked()
 	q.mu.Unlock()
 }
@@ -112,7 +118,7 @@ func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) {
 				q.mu.Unlock()
 				del, err := q.load(c, it)
 				if err != nil {
-					q.s.log.Error("pending delivery has no readable event; parking it", "sink", q.sink, "event_id", it.id, "err", err)
+					q.s.log.Error("pending delivery has no readable event; parking it", "sink", q.sink, "event_id", it.id.String(), "err", err)
 					st := &settle{q: q, c: c, it: it}
 					if terr := st.Term(context.WithoutCancel(ctx), "event record unreadable: "+err.Error()); terr != nil {
 						return nil, terr
@@ -136,15 +142,16 @@ func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) {
 func (q *queue) load(c *conv, it *item) (*relay.Delivery, error) {
 	var del *relay.Delivery
 	err := q.s.db.View(func(tx *bbolt.Tx) error {
-		v := tx.Bucket([]byte(bEvents)).Get([]byte(it.id))
+		id := it.id.String()
+		v := tx.Bucket([]byte(bEvents)).Get([]byte(id))
 		if v == nil {
 			return errors.New("event not found")
 		}
-		ev, _, err := decodeEvent(it.id, v)
+		ev, _, err := decodeEvent(id, v)
 		if err != nil {
 			return err
 		}
-		r, _, err := getDeliv(tx.Bucket([]byte(bDeliv)), it.id, q.sink)
+		r, _, err := getDeliv(tx.Bucket([]byte(bDeliv)), id, q.sink)
 		if err != nil {
 			return err
 		}
@@ -197,12 +204,12 @@ func (st *settle) Ack(ctx context.Context) error {
 		}
 		r, _ := json.Marshal(deliveryRecord{State: relay.StateDelivered, Attempts: it.attempts + 1,
 			Since: it.since, Updated: now})
-		return tx.Bucket([]byte(bDeliv)).Put(delivKey(it.id, q.sink), r)
+		return tx.Bucket([]byte(bDeliv)).Put(delivKey(it.id.String(), q.sink), r)
 	}
 	advance := func() { q.advance(st.c) }
 	err := q.s.writeAsync(ctx, record, advance, func(err error) {
 		q.s.log.Error("could not record a delivery as done; retrying the record (the conversation waits for it)",
-			"sink", q.sink, "event_id", it.id, "err", err)
+			"sink", q.sink, "event_id", it.id.String(), "err", err)
 		q.s.recordLater(record, advance)
 	})
 	if err != nil {
@@ -223,7 +230,7 @@ func (st *settle) Nak(ctx context.Context, delay time.Duration, lastErr string) 
 	err := q.s.write(ctx, func(tx *bbolt.Tx) error {
 		r, _ := json.Marshal(deliveryRecord{State: relay.StatePending, Attempts: attempts,
 			Since: it.since, Due: due, LastErr: lastErr, Updated: now})
-		return tx.Bucket([]byte(bDeliv)).Put(delivKey(it.id, q.sink), r)
+		return tx.Bucket([]byte(bDeliv)).Put(delivKey(it.id.String(), q.sink), r)
 	}, nil)
 	// Even when the record could not be written, wait in memory: a store
 	// that cannot write must not turn a backoff into a busy loop.
@@ -254,7 +261,7 @@ func (st *settle) Term(ctx context.Context, reason string) error {
 	switch {
 	case deferred:
 		q.s.log.Error("could not record a dead letter; retrying the record (the conversation waits for it)",
-			"sink", q.sink, "event_id", it.id, "err", err)
+			"sink", q.sink, "event_id", it.id.String(), "err", err)
 		return nil
 	case err != nil:
 		q.requeue(st.c)
@@ -282,12 +289,12 @@ func (q *queue) park(tx *bbolt.Tx, it *item, attempts int, reason string, now in
 	if err != nil {
 		return err
 	}
-	if err := db.Put(timeKey(now, []byte(it.id)), nil); err != nil {
+	if err := db.Put(timeKey(now, []byte(it.id.String())), nil); err != nil {
 		return err
 	}
 	r, _ := json.Marshal(deliveryRecord{State: relay.StateDead, Attempts: attempts, Since: it.since,
 		LastErr: reason, Updated: now, Parked: now})
-	return tx.Bucket([]byte(bDeliv)).Put(delivKey(it.id, q.sink), r)
+	return tx.Bucket([]byte(bDeliv)).Put(delivKey(it.id.String(), q.sink), r)
 }
 
 // advance drops the settled head and lets the conversation's next go.
@@ -322,37 +329,36 @@ func (q *queue) requeue(c *conv) {
 // letters (used for sinks that are no longer configured).
 func (q *queue) parkAll(ctx context.Context, reason string) (int, error) {
 	q.mu.Lock()
-	var items []*item
+	var convs []*conv
+	n := 0
 	for _, c := range q.convs {
-		if c.inflight {
-			continue
+		if !c.inflight {
+			convs = append(convs, c)
+			n += len(c.items)
 		}
-		items = append(items, c.items...)
 	}
 	q.mu.Unlock()
-	if len(items) == 0 {
+	if n == 0 {
 		return 0, nil
 	}
 	now := q.s.clock.Now().UnixNano()
 	err := q.s.write(ctx, func(tx *bbolt.Tx) error {
-		for _, it := range items {
-			if err := q.park(tx, it, it.attempts, reason, now); err != nil {
-				return err
+		for _, c := range convs {
+			for _, it := range c.items {
+				if err := q.park(tx, it, it.attempts, reason, now); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
 	}, func() {
 		q.mu.Lock()
 		defer q.mu.Unlock()
-		for _, it := range items {
-			c := q.convs[it.key]
-			if c == nil {
-				continue
-			}
+		for _, c := range convs {
 			if c.idx >= 0 {
 				heap.Remove(&q.ready, c.idx)
 			}
-			delete(q.convs, it.key)
+			delete(q.convs, c.key)
 			q.depth -= len(c.items)
 			q.dead += len(c.items)
 		}
@@ -360,7 +366,7 @@ func (q *queue) parkAll(ctx context.Context, reason string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	return len(items), nil
+	return n, nil
 }
 
 func (q *queue) stats() relay.QueueStats {

@@ -142,6 +142,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("store.path %s: %w", dir, err)
 	}
+	s.releaseMapped() // the rebuild read every pending delivery
 	go s.writer()
 	return s, nil
 }
@@ -178,7 +179,11 @@ func (s *Store) init() error {
 				if err := json.Unmarshal(v, &e); err != nil {
 					return fmt.Errorf("queue %s: %w", name, err)
 				}
-				it := &item{seq: beU64(k), id: e.EventID, key: e.Key, received: e.Received, since: e.Since, due: e.Since}
+				id, err := uuid.Parse(e.EventID)
+				if err != nil {
+					return fmt.Errorf("queue %s: event id %q: %w", name, e.EventID, err)
+				}
+				it := &item{seq: beU64(k), id: id, received: e.Received, since: e.Since, due: e.Since}
 				r, tried, err := getDeliv(deliv, e.EventID, q.sink)
 				if err != nil {
 					return err
@@ -186,7 +191,7 @@ func (s *Store) init() error {
 				if tried && r.State == relay.StatePending {
 					it.since, it.due, it.attempts = r.Since, r.Due, r.Attempts
 				}
-				q.push(it)
+				q.push(e.Key, it)
 				return nil
 			})
 			s.queues[q.sink] = q
@@ -309,6 +314,8 @@ func (s *Store) writer() {
 	defer prune.Stop()
 	probe := s.clock.NewTicker(2 * time.Second)
 	defer probe.Stop()
+	release := s.clock.NewTicker(10 * time.Second)
+	defer release.Stop()
 	batch := make([]*op, 0, s.opts.MaxBatch)
 	for {
 		select {
@@ -326,6 +333,8 @@ func (s *Store) writer() {
 			s.commit(batch)
 		case <-prune.Chan():
 			s.prune()
+		case <-release.Chan():
+			s.releaseMapped()
 		case <-probe.Chan():
 			if s.healthErr() != nil {
 				s.commit([]*op{{fn: func(tx *bbolt.Tx) error {
@@ -473,12 +482,13 @@ func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (re
 	}
 	now := s.clock.Now().UnixNano()
 	received := ev.ReceivedAt.UnixNano()
-	entry, err := json.Marshal(queueEntry{EventID: ev.ID, Key: ev.OrderingKey(), Received: received, Since: now})
+	ordering := ev.OrderingKey()
+	entry, err := json.Marshal(queueEntry{EventID: ev.ID, Key: ordering, Received: received, Since: now})
 	if err != nil {
 		return relay.Accepted{}, err
 	}
 	var acc relay.Accepted
-	var items []*item
+	var items []queued
 	err = s.write(ctx, func(tx *bbolt.Tx) error {
 		acc, items = relay.Accepted{ID: ev.ID}, items[:0]
 		if e, ok := s.dedupe.lookup(key); ok && time.Duration(now-e.at) < s.opts.DedupeWindow {
@@ -503,14 +513,14 @@ func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (re
 			if err := qb.Put(u64(seq), entry); err != nil {
 				return err
 			}
-			items = append(items, &item{sink: sink, seq: seq, id: ev.ID, key: ev.OrderingKey(),
-				received: received, since: now, due: now})
+			items = append(items, queued{sink: sink, key: ordering, it: &item{seq: seq, id: id,
+				received: received, since: now, due: now}})
 		}
 		s.dedupe.pending[key] = dedupeEntry{at: now, id: id}
 		return nil
 	}, func() {
-		for _, it := range items {
-			s.queue(it.sink).add(it)
+		for _, q := range items {
+			s.queue(q.sink).add(q.key, q.it)
 		}
 	})
 	if err != nil {
