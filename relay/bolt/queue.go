@@ -139,7 +139,14 @@ func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) {
 }
 
 // load reads the event and the delivery's last error for a head handed out.
+// A first attempt at a recent event needs no read at all.
 func (q *queue) load(c *conv, it *item) (*relay.Delivery, error) {
+	if it.attempts == 0 {
+		if ev, ok := q.s.recent.get(it.id); ok {
+			return &relay.Delivery{Event: ev, Sink: q.sink, Since: time.Unix(0, it.since),
+				Settler: &settle{q: q, c: c, it: it}}, nil
+		}
+	}
 	var del *relay.Delivery
 	err := q.s.db.View(func(tx *bbolt.Tx) error {
 		id := it.id.String()

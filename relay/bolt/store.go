@@ -97,7 +97,8 @@ type Store struct {
 	pruneFrom  []byte          // where the retention scan resumes; writer goroutine only
 	dedupeFrom []byte          // where the dedupe-expiry scan resumes; writer goroutine only
 	dedupe     *dedupeIndex    // writer goroutine only (and init)
-	unrecorded []*op           // acks and dead letters whose commit failed, retried by the writer; writer goroutine only
+	recent     *recentEvents
+	unrecorded []*op // acks and dead letters whose commit failed, retried by the writer; writer goroutine only
 }
 
 var _ relay.Store = (*Store)(nil)
@@ -137,6 +138,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		stopped: make(chan struct{}),
 		queues:  make(map[string]*queue),
 		dedupe:  newDedupeIndex(),
+		recent:  newRecentEvents(),
 	}
 	if err := s.init(); err != nil {
 		_ = db.Close()
@@ -519,6 +521,9 @@ func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (re
 		s.dedupe.pending[key] = dedupeEntry{at: now, id: id}
 		return nil
 	}, func() {
+		if len(items) > 0 {
+			s.recent.put(id, ev)
+		}
 		for _, q := range items {
 			s.queue(q.sink).add(q.key, q.it)
 		}
