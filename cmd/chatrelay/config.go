@@ -495,45 +495,26 @@ func (s SinkConfig) validate(i int, names map[string]int) []error {
 		names[s.Name] = i
 	}
 	switch s.Type {
-	case TypeSlack:
+	case TypeSlack, TypeDiscord:
+		p := s.platform()
 		switch {
 		case s.WebhookURL != "" && s.Token != "":
-			bad("token", "set together with webhook_url; a slack sink uses either an incoming webhook or a bot token + channel")
+			bad("token", "set together with webhook_url; a %s sink uses either a %s or a bot token + %s", s.Type, p.webhook, p.channelKey)
 		case s.WebhookURL != "":
-			checkURL(&errs, key("webhook_url"), s.WebhookURL, "the incoming webhook URL Slack shows (https://hooks.slack.com/services/…)")
-			if s.Channel != "" {
-				bad("channel", "only for bot mode (token); an incoming webhook posts to the channel it was created for")
+			checkURL(&errs, key("webhook_url"), s.WebhookURL, p.webhookURL)
+			if p.channel != "" {
+				bad(p.channelKey, "only for bot mode (token); a webhook posts to the channel it was created for")
 			}
 		case s.Token != "":
-			if s.Channel == "" {
-				bad("channel", "missing; bot mode needs the channel ID (C0123456), found under the channel's details")
+			if p.channel == "" {
+				bad(p.channelKey, "missing; bot mode needs %s", p.channelHow)
 			}
 		default:
-			bad("webhook_url", "missing: a slack sink needs webhook_url (incoming webhook) or token + channel (bot); "+
-				"if you wrote ${SLACK_WEBHOOK_URL}, that variable is empty")
+			bad("webhook_url", "missing: a %s sink needs webhook_url (%s) or token + %s (bot); "+
+				"if you wrote ${%s}, that variable is empty", s.Type, p.webhook, p.channelKey, p.env)
 		}
 		if s.APIURL != "" {
-			checkURL(&errs, key("api_url"), s.APIURL, "a base URL like https://slack.com/api/")
-		}
-	case TypeDiscord:
-		switch {
-		case s.WebhookURL != "" && s.Token != "":
-			bad("token", "set together with webhook_url; a discord sink uses either a channel webhook or a bot token + channel_id")
-		case s.WebhookURL != "":
-			checkURL(&errs, key("webhook_url"), s.WebhookURL, "the channel's webhook URL (https://discord.com/api/webhooks/…)")
-			if s.ChannelID != "" {
-				bad("channel_id", "only for bot mode (token); a webhook posts to the channel it was created for")
-			}
-		case s.Token != "":
-			if s.ChannelID == "" {
-				bad("channel_id", "missing; bot mode needs the channel's ID (Developer Mode → right-click the channel → Copy ID)")
-			}
-		default:
-			bad("webhook_url", "missing: a discord sink needs webhook_url (channel webhook) or token + channel_id (bot); "+
-				"if you wrote ${DISCORD_WEBHOOK_URL}, that variable is empty")
-		}
-		if s.APIURL != "" {
-			checkURL(&errs, key("api_url"), s.APIURL, "a base URL like https://discord.com/api/v10")
+			checkURL(&errs, key("api_url"), s.APIURL, "a base URL like "+p.apiURL)
 		}
 	case TypeWebhook:
 		if s.URL == "" {
@@ -575,6 +556,27 @@ func (s SinkConfig) validate(i int, names map[string]int) []error {
 		}
 	}
 	return errs
+}
+
+// platform is what configuring a Slack or Discord sink takes, for messages.
+type platform struct {
+	channelKey, channel string // bot mode's channel key and its value
+	webhook, webhookURL string // what the webhook is called, and its URL form
+	channelHow, apiURL  string
+	env                 string // the variable the example config reads the webhook URL from
+}
+
+func (s SinkConfig) platform() platform {
+	if s.Type == TypeSlack {
+		return platform{channelKey: "channel", channel: s.Channel, webhook: "incoming webhook",
+			webhookURL: "the incoming webhook URL Slack shows (https://hooks.slack.com/services/…)",
+			channelHow: "the channel ID (C0123456), found under the channel's details",
+			apiURL:     "https://slack.com/api/", env: "SLACK_WEBHOOK_URL"}
+	}
+	return platform{channelKey: "channel_id", channel: s.ChannelID, webhook: "channel webhook",
+		webhookURL: "the channel's webhook URL (https://discord.com/api/webhooks/…)",
+		channelHow: "the channel's ID (Developer Mode → right-click the channel → Copy ID)",
+		apiURL:     "https://discord.com/api/v10", env: "DISCORD_WEBHOOK_URL"}
 }
 
 // foreignKeys reports keys set on a sink that its type does not take.

@@ -38,13 +38,9 @@ Run "chatrelay serve" with no config file to try it on embedded defaults.`,
 
 // loadConfig loads and validates the config named by --config.
 func (a *app) loadConfig() (*Config, error) {
-	path, explicit := a.configPath, a.configPath != ""
-	if !explicit {
-		path = DefaultConfigFile
-	}
-	cfg, err := LoadConfig(path, explicit, a.getenv)
+	cfg, err := a.loadConfigLenient()
 	if err != nil {
-		return nil, configError(err)
+		return nil, err
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, configError(fmt.Errorf("%s is not valid:\n%w", cfg.sourceName(), err))
