@@ -238,6 +238,20 @@ func (d *Dispatcher) deliverPacked(ctx context.Context, del *Delivery) {
 		})
 	}
 	if err != nil {
+		if class, _ := Classify(err); class == ClassPermanent && len(batch) > 1 && ctx.Err() == nil {
+			// The platform refused the packed message; each turn may well
+			// go through alone, so none is parked for what another did.
+			d.cfg.Logger.Warn("packed message refused; sending its turns one by one", "events", len(batch), "err", err)
+			for _, del := range batch {
+				tk, err := d.cfg.Pacer.Acquire(ctx)
+				if err != nil {
+					d.release(context.WithoutCancel(ctx), del)
+					continue
+				}
+				d.deliver(ctx, del, tk)
+			}
+			return
+		}
 		d.failed(ctx, batch, Ticket{}, err)
 		return
 	}
@@ -275,6 +289,8 @@ func (d *Dispatcher) succeeded(ctx context.Context, dels []*Delivery, tk Ticket)
 	if tk.Probe || d.cfg.Pacer.IsDown() {
 		d.up()
 	}
+	// Recorded even past the drain deadline: the send happened.
+	ctx = context.WithoutCancel(ctx)
 	for _, del := range dels {
 		if err := del.Ack(ctx); err != nil {
 			// Not recorded: the delivery will be sent again (at least once).
@@ -325,7 +341,13 @@ func (d *Dispatcher) failed(ctx context.Context, dels []*Delivery, tk Ticket, er
 			d.up()
 		}
 		d.cfg.Metrics.RateLimited.WithLabelValues(d.name).Inc()
-		d.cfg.Pacer.HoldUntil(now.Add(after))
+		if after <= 0 {
+			// "Retry-After: 0" (or a date in the past): no reason to
+			// wait, but no reason to hammer either.
+			after = d.cfg.Retry.Initial
+		}
+		// A hold longer than max_age would outlive every delivery it holds.
+		d.cfg.Pacer.HoldUntil(now.Add(min(after, d.cfg.Retry.MaxAge)))
 		d.cfg.Logger.Warn("rate limited; holding the sink", "event_id", dels[0].Event.ID, "events", len(dels),
 			"delay", after, "reason", reason)
 		for _, del := range dels {

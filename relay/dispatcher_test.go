@@ -813,3 +813,76 @@ func (s ctxSink) Send(ctx context.Context, ev *relay.Event) error {
 	<-ctx.Done()
 	return ctx.Err()
 }
+
+func TestRetryAfterZeroDoesNotSpin(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	synctest.Test(t, func(t *testing.T) {
+		sink := newFakeSink(func(n int, ev *relay.Event) error {
+			if n <= 3 {
+				return relay.RetryAfter(errors.New("HTTP 429"), 0)
+			}
+			return nil
+		})
+		f := start(t, dir, sink, policy, 1)
+		defer f.stop(t)
+		ev := f.append(t, "A", 1)
+		<-sink.sent
+		calls := sink.callsOf(ev.ID)
+		if len(calls) != 4 {
+			t.Fatalf("%d attempts, want 4", len(calls))
+		}
+		for i := 1; i < len(calls); i++ {
+			if gap := calls[i].at.Sub(calls[i-1].at); gap < policy.Initial {
+				t.Errorf("retry %d after %s: Retry-After 0 must not mean at once", i, gap)
+			}
+		}
+	})
+}
+
+// TestRefusedPackGoesTurnByTurn: when the platform refuses a packed
+// message, its turns are sent alone; only the one it refuses alone is
+// parked.
+func TestRefusedPackGoesTurnByTurn(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	synctest.Test(t, func(t *testing.T) {
+		sink := &refusingPacker{packSink: &packSink{fakeSink: newFakeSink(nil), threaded: map[string]bool{}}}
+		sink.name = "fake"
+		f := start(t, dir, sink, policy, 1)
+		defer f.stop(t)
+		f.pacer.SetPace(time.Second, 1)
+		var evs []*relay.Event
+		for i := range 5 {
+			evs = append(evs, f.append(t, fmt.Sprintf("c%d", i), i))
+		}
+		for range 4 {
+			<-sink.sent
+		}
+		synctest.Wait()
+		dead, _ := f.store.ListDead(t.Context(), "", 0)
+		if len(dead) != 1 || !strings.Contains(string(evs[2].Body), "q2") || dead[0].EventID != evs[2].ID {
+			t.Fatalf("dead letters %+v, want only the turn refused alone (%s)", dead, evs[2].ID)
+		}
+	})
+}
+
+// refusingPacker refuses every packed message holding the turn "q2", and
+// that turn alone.
+type refusingPacker struct{ *packSink }
+
+func (s *refusingPacker) Send(ctx context.Context, ev *relay.Event) error {
+	if strings.Contains(string(ev.Body), `"q2"`) {
+		return relay.Permanent(errors.New("invalid_blocks"), relay.ReasonClientError)
+	}
+	return s.packSink.Send(ctx, ev)
+}
+
+func (s *refusingPacker) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) {
+	for _, ev := range evs {
+		if strings.Contains(string(ev.Body), `"q2"`) {
+			return 0, relay.Permanent(errors.New("invalid_blocks"), relay.ReasonClientError)
+		}
+	}
+	return s.packSink.SendPacked(ctx, evs)
+}

@@ -252,6 +252,7 @@ func LoadConfig(path string, explicit bool, getenv func(string) string) (*Config
 	}
 
 	hook := mapstructure.ComposeDecodeHookFunc(
+		bareNumberDuration,
 		mapstructure.TextUnmarshallerHookFunc(),
 		mapstructure.StringToTimeDurationHookFunc(),
 		mapstructure.StringToSliceHookFunc(","),
@@ -264,6 +265,20 @@ func LoadConfig(path string, explicit bool, getenv func(string) string) (*Config
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// bareNumberDuration refuses a number where a duration goes: "timeout: 10"
+// would otherwise mean ten nanoseconds.
+func bareNumberDuration(from, to reflect.Type, data any) (any, error) {
+	if to != reflect.TypeFor[time.Duration]() {
+		return data, nil
+	}
+	switch from.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		return nil, fmt.Errorf("%v is a bare number, not a duration; write it with a unit, like %vs", data, data)
+	}
+	return data, nil
 }
 
 func (c *Config) sourceName() string {
@@ -672,14 +687,13 @@ func checkURL(errs *[]error, key, raw, what string) {
 }
 
 func checkHostPort(addr string) error {
-	host, port, err := net.SplitHostPort(addr)
+	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("%q is not host:port", addr)
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		return fmt.Errorf("%q has no valid port", addr)
 	}
-	_ = host
 	return nil
 }
 

@@ -90,6 +90,7 @@ func TestValidateNamesKeyAndFix(t *testing.T) {
 		{"discord key on slack", "signing_secrets: [abcdef1]\nsinks:\n  - name: s\n    type: slack\n    token: xoxb-1\n    channel_id: C1\n",
 			[]string{"sinks[0].channel_id: not a key of slack sinks; did you mean channel?", "sinks[0].channel: missing"}},
 		{"bad duration", minimal + "retry:\n  initial: 5 minutes\n", []string{"retry.initial", "durations look like"}},
+		{"bare number duration", minimal + "shutdown_timeout: 15\n", []string{"shutdown_timeout", "bare number, not a duration"}},
 		{"retry order", minimal + "retry:\n  initial: 1m\n  max: 10s\n", []string{"retry.max: 10s is below retry.initial 1m0s"}},
 		{"no secrets", "sinks:\n  - {name: c, type: console}\n", []string{"signing_secrets: none set"}},
 		{"unset env var named", "signing_secrets: [\"${NOPE_SECRET}\"]\nsinks:\n  - {name: c, type: console}\n",

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -73,7 +74,7 @@ the config, the token admin.token (or CHATRELAY_ADMIN_TOKEN).`,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var out json.RawMessage
-			if err := a.adminCall(cmd, http.MethodGet, "/api/v1/dlq/"+args[0], nil, &out); err != nil {
+			if err := a.adminCall(cmd, http.MethodGet, "/api/v1/dlq/"+url.PathEscape(args[0]), nil, &out); err != nil {
 				return err
 			}
 			var pretty bytes.Buffer

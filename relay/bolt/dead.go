@@ -158,6 +158,9 @@ func (s *Store) reviveOrPurge(ctx context.Context, ids []string, revive bool) (i
 				if !ok || r.State != relay.StateDead {
 					continue
 				}
+				if revive && tx.Bucket([]byte(bEvents)).Get([]byte(eventID)) == nil {
+					continue // nothing to send any more; it stays listed, and purge removes it
+				}
 				if db := tx.Bucket([]byte(bDead)).Bucket([]byte(sink)); db != nil {
 					if err := db.Delete(timeKey(r.Parked, []byte(eventID))); err != nil {
 						return err
@@ -288,7 +291,8 @@ func (s *Store) prune() {
 				if err != nil {
 					return err
 				}
-				if ok && r.State != relay.StateDelivered && r.State != relay.StatePurged {
+				// No record: never tried yet, so still pending.
+				if !ok || (r.State != relay.StateDelivered && r.State != relay.StatePurged) {
 					done = false
 					break
 				}

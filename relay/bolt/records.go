@@ -89,7 +89,6 @@ func decodeEvent(id string, v []byte) (*relay.Event, eventMeta, error) {
 // deliveryRecord is where one delivery stands.
 type deliveryRecord struct {
 	State    string `json:"state"`
-	Seq      uint64 `json:"seq,omitempty"` // queue position while pending
 	Attempts int    `json:"attempts"`      // failed attempts so far (pending, dead), or attempts made (delivered)
 	Since    int64  `json:"since"`         // start of retry.max_age
 	Due      int64  `json:"due,omitempty"` // next attempt, while pending

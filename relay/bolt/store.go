@@ -390,8 +390,14 @@ func (s *Store) commit(batch []*op) {
 	}
 	if err != nil {
 		s.dedupe.rollback()
-		err = classifyWriteError(err)
-		s.setHealth(err)
+		if errors.As(err, &oe) {
+			// This one write is wrong, not the store: it fails alone, and
+			// the store stays ready.
+			err = fmt.Errorf("%w: %w", relay.ErrUnavailable, oe.err)
+		} else {
+			err = classifyWriteError(err)
+			s.setHealth(err)
+		}
 		for _, o := range batch {
 			o.err = err
 			if o.failed != nil {

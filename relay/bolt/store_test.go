@@ -287,3 +287,54 @@ func settleOnAFullStore(t *testing.T, settle func(context.Context, *relay.Delive
 		t.Errorf("%d deliveries handed out after the restart, want the %d unrecorded ones", again, unrecorded)
 	}
 }
+
+// TestRetentionKeepsUndeliveredEvents: an event whose delivery was never
+// even tried (a sink held for longer than retention) is not pruned.
+func TestRetentionKeepsUndeliveredEvents(t *testing.T) {
+	t.Parallel()
+	clock := clockwork.NewFakeClock()
+	dir := t.TempDir()
+	s, err := bolt.Open(dir, bolt.Options{Clock: clock, PruneEvery: time.Minute, Retention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := storetest.NewEvent(t, "c", 1)
+	ev.ReceivedAt = clock.Now()
+	if _, err := s.Append(t.Context(), ev, []string{"held"}); err != nil {
+		t.Fatal(err)
+	}
+	marker := storetest.NewEvent(t, "m", 1)
+	marker.ReceivedAt = clock.Now()
+	if _, err := s.Append(t.Context(), marker, nil); err != nil { // unrouted: prunable
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Hour)
+	waitUntil(t, func() bool { // the prune ran: the unrouted event is gone
+		_, err := s.Lookup(t.Context(), marker.ID)
+		return errors.Is(err, relay.ErrNotFound)
+	})
+	if _, err := s.Lookup(t.Context(), ev.ID); err != nil {
+		t.Fatalf("pending event pruned: %v", err)
+	}
+	s.Close()
+	s, err = bolt.Open(dir, bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	d, err := s.Queue("held").Next(t.Context())
+	if err != nil || d.Event.ID != ev.ID {
+		t.Fatalf("after a restart: %v %v", d, err)
+	}
+}
+
+// TestReplayOfAGoneEventKeepsTheDeadLetter: replaying a dead letter whose
+// event no longer exists requeues nothing and loses nothing.
+func TestReplayOfAGoneEventKeepsTheDeadLetter(t *testing.T) {
+	t.Parallel()
+	s := open(t, t.TempDir(), clockwork.NewFakeClock())
+	defer s.Close()
+	if n, err := s.Requeue(t.Context(), []string{"01900000-0000-7000-8000-000000000009.s"}); err != nil || n != 0 {
+		t.Fatalf("Requeue(unknown) = %d, %v", n, err)
+	}
+}
