@@ -127,7 +127,7 @@ sinks:
 	var stdout, stderr relaytest.LogBuffer
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, []string{"serve", "--config", cfgPath}, nil, &stdout, &stderr, os.Getenv) }()
-	waitFor(t, 10*time.Second, "the receiver", func() bool {
+	waitFor(t, 30*time.Second, "the receiver", func() bool {
 		resp, err := http.Get("http://" + listen + "/readyz")
 		if err == nil {
 			resp.Body.Close()
@@ -170,7 +170,7 @@ sinks:
 	}
 	var code int
 	var metrics string
-	waitFor(t, 10*time.Second, "the delivery to be recorded", func() bool {
+	waitFor(t, 30*time.Second, "the delivery to be recorded", func() bool {
 		code, metrics = httpGet(t, "http://"+adminAddr+"/metrics", "")
 		return strings.Contains(metrics, `chatrelay_deliveries_total{result="delivered",sink="crm"} 1`) &&
 			strings.Contains(metrics, `chatrelay_queue_depth{sink="crm"} 0`)
@@ -238,7 +238,7 @@ func TestEmbeddedDefaultsFirstStart(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- a.serve(ctx, cfg) }()
-	waitFor(t, 10*time.Second, "the banner", func() bool { return strings.Contains(stdout.String(), "chatrelay send-test --url") })
+	waitFor(t, 30*time.Second, "the banner", func() bool { return strings.Contains(stdout.String(), "chatrelay send-test --url") })
 	secret, err := os.ReadFile(filepath.Join(cfg.Store.Path, secretFileName))
 	if err != nil {
 		t.Fatal(err)
@@ -255,7 +255,7 @@ func TestEmbeddedDefaultsFirstStart(t *testing.T) {
 		t.Fatalf("POST: %v %v", resp, err)
 	}
 	resp.Body.Close()
-	waitFor(t, 10*time.Second, "the console output", func() bool { return strings.Contains(stdout.String(), "Hello from the test") })
+	waitFor(t, 30*time.Second, "the console output", func() bool { return strings.Contains(stdout.String(), "Hello from the test") })
 	if strings.Contains(stderr.String(), strings.TrimSpace(string(secret))) {
 		t.Error("the generated secret reached the log")
 	}
@@ -269,7 +269,7 @@ func TestEmbeddedDefaultsFirstStart(t *testing.T) {
 	ctx2, cancel2 := context.WithCancel(t.Context())
 	done2 := make(chan error, 1)
 	go func() { done2 <- a2.serve(ctx2, cfg) }()
-	waitFor(t, 10*time.Second, "the second banner", func() bool { return strings.Contains(stdout2.String(), "embedded defaults") })
+	waitFor(t, 30*time.Second, "the second banner", func() bool { return strings.Contains(stdout2.String(), "embedded defaults") })
 	cancel2()
 	if err := <-done2; err != nil {
 		t.Fatal(err)
@@ -321,7 +321,7 @@ sinks:
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 15*time.Second, "the relay", func() bool {
+		waitFor(t, 30*time.Second, "the relay", func() bool {
 			resp, err := http.Get("http://" + listen + "/readyz")
 			if err == nil {
 				resp.Body.Close()
@@ -469,7 +469,7 @@ sinks:
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 15*time.Second, "the relay", func() bool {
+		waitFor(t, 30*time.Second, "the relay", func() bool {
 			resp, err := http.Get("http://" + listen + "/readyz")
 			if err == nil {
 				resp.Body.Close()
@@ -480,7 +480,7 @@ sinks:
 	}
 	proc := start()
 	postSigned(t, listen, "term-secret", []byte(`{"conversation_id":"c","messages":[{"role":"user","content":"hi"}]}`))
-	waitFor(t, 10*time.Second, "the send to hang at the destination", func() bool {
+	waitFor(t, 30*time.Second, "the send to hang at the destination", func() bool {
 		_, m := httpGet(t, "http://"+adminAddr+"/metrics", "")
 		return strings.Contains(m, `chatrelay_queue_depth{sink="hook"} 1`)
 	})

@@ -46,7 +46,7 @@ sinks:
 	if got != string(body) {
 		t.Fatalf("destination got %s", got)
 	}
-	waitFor(t, 10*time.Second, "the delivery to be recorded", func() bool {
+	waitFor(t, 30*time.Second, "the delivery to be recorded", func() bool {
 		_, m := httpGet(t, "http://"+admin+"/metrics", "")
 		return strings.Contains(m, `chatrelay_deliveries_total{result="delivered",sink="crm"} 1`)
 	})

@@ -38,7 +38,7 @@ func serveFor(t testing.TB, yaml string) (listen, admin string, logs *relaytest.
 			t.Errorf("serve exit %d:\n%s", code, logs.String())
 		}
 	})
-	waitFor(t, 10*time.Second, "the receiver", func() bool {
+	waitFor(t, 30*time.Second, "the receiver", func() bool {
 		resp, err := http.Get("http://" + listen + "/readyz")
 		if err == nil {
 			resp.Body.Close()
