@@ -371,27 +371,7 @@ func (c *converter) code(lines *text.Segments) {
 }
 
 // verbatim adds code text: whitespace runs kept as they are.
-func (c *converter) verbatim(s string) {
-	s = clean(s)
-	for s != "" {
-		i := strings.IndexFunc(s, unicode.IsSpace)
-		switch {
-		case i < 0:
-			c.add(tWord, escape(s))
-			return
-		case i > 0:
-			c.add(tWord, escape(s[:i]))
-			s = s[i:]
-			continue
-		}
-		j := strings.IndexFunc(s, func(r rune) bool { return !unicode.IsSpace(r) })
-		if j < 0 {
-			j = len(s)
-		}
-		c.add(tSpace, s[:j])
-		s = s[j:]
-	}
-}
+func (c *converter) verbatim(s string) { c.split(s, true) }
 
 // table renders a table best-effort as text: one line per row, cells
 // separated by " | ", the header row in bold.
@@ -539,7 +519,11 @@ func (c *converter) codeSpan(n *ast.CodeSpan) {
 }
 
 // words adds text as words and single spaces (whitespace runs collapse).
-func (c *converter) words(s string) {
+func (c *converter) words(s string) { c.split(s, false) }
+
+// split adds s as escaped words and the whitespace between them: as it is
+// (keep), or as one space.
+func (c *converter) split(s string, keep bool) {
 	s = clean(s)
 	for s != "" {
 		i := strings.IndexFunc(s, unicode.IsSpace)
@@ -552,8 +536,13 @@ func (c *converter) words(s string) {
 			s = s[i:]
 			continue
 		}
-		c.space()
-		s = strings.TrimLeftFunc(s, unicode.IsSpace)
+		rest := strings.TrimLeftFunc(s, unicode.IsSpace)
+		if keep {
+			c.add(tSpace, s[:len(s)-len(rest)])
+		} else {
+			c.space()
+		}
+		s = rest
 	}
 }
 
