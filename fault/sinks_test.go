@@ -77,9 +77,13 @@ func TestFaultSlowAndBrokenSinks(t *testing.T) {
 					hangs: true,
 					check: func(s *sinkRun) {
 						// Each conversation's head times out once (2s), then
-						// is retried.
-						eventually(s.t, 20*time.Second, "two timeouts", func() bool {
-							return s.metrics().failures("target", "timeout") >= 2
+						// is retried. A failure is counted when the send
+						// fails, "retried" once the retry is scheduled in
+						// the store: wait for both.
+						eventually(s.t, 20*time.Second, "two timeouts, both scheduled for retry", func() bool {
+							m := s.metrics()
+							return m.failures("target", "timeout") >= 2 &&
+								m.get(t, "chatrelay_deliveries_total", "sink", "target", "result", "retried") >= 2
 						})
 						if n := s.metrics().failures("target", "network"); n != 0 {
 							t.Errorf("delivery_failures_total{target,network} = %v: a destination that never answers is a timeout", n)
