@@ -160,10 +160,10 @@ func (d *Dispatcher) work(ctx, hard context.Context) error {
 			return nil
 		}
 		if d.packer != nil && !tk.Probe {
-			d.deliverPacked(hard, del)
+			d.deliverPacked(ctx, hard, del)
 			continue
 		}
-		d.deliver(hard, del, tk)
+		d.deliver(ctx, hard, del, tk)
 	}
 }
 
@@ -173,8 +173,10 @@ func (d *Dispatcher) release(ctx context.Context, del *Delivery) {
 	}
 }
 
-// deliver makes one attempt and settles the delivery.
-func (d *Dispatcher) deliver(ctx context.Context, del *Delivery, tk Ticket) {
+// deliver makes one attempt and settles the delivery. The attempt and its
+// settlement run on ctx (Run's hard context); soft ends when shutdown
+// begins, after which no send starts.
+func (d *Dispatcher) deliver(soft, ctx context.Context, del *Delivery, tk Ticket) {
 	now := d.cfg.Clock.Now()
 	if tk.Probe && now.Sub(del.Since) > d.cfg.Retry.MaxAge {
 		// While the sink is down, deliveries past max_age are parked
@@ -189,7 +191,7 @@ func (d *Dispatcher) deliver(ctx context.Context, del *Delivery, tk Ticket) {
 		d.park(ctx, del, "could not redact the event: "+err.Error())
 		return
 	}
-	err = d.send(ctx, func(ctx context.Context) error { return d.cfg.Sink.Send(ctx, ev) })
+	err = d.send(soft, ctx, tk, func(ctx context.Context) error { return d.cfg.Sink.Send(ctx, ev) })
 	if err == nil {
 		d.succeeded(ctx, []*Delivery{del}, tk)
 		return
@@ -202,10 +204,10 @@ func (d *Dispatcher) deliver(ctx context.Context, del *Delivery, tk Ticket) {
 // busy chatbot then still mirrors in near real time into a channel that
 // takes one message per second: the pacer decides when the next message may
 // go, and everything that became due meanwhile goes in it.
-func (d *Dispatcher) deliverPacked(ctx context.Context, del *Delivery) {
+func (d *Dispatcher) deliverPacked(soft, ctx context.Context, del *Delivery) {
 	first, err := Redact(del.Event, d.cfg.Redact)
 	if err != nil || !d.packer.CanPack(ctx, first) {
-		d.deliver(ctx, del, Ticket{})
+		d.deliver(soft, ctx, del, Ticket{})
 		return
 	}
 	batch, evs := []*Delivery{del}, []*Event{first}
@@ -229,9 +231,9 @@ func (d *Dispatcher) deliverPacked(ctx context.Context, del *Delivery) {
 	}
 	sent := 1
 	if len(batch) == 1 {
-		err = d.send(ctx, func(ctx context.Context) error { return d.cfg.Sink.Send(ctx, first) })
+		err = d.send(soft, ctx, Ticket{}, func(ctx context.Context) error { return d.cfg.Sink.Send(ctx, first) })
 	} else {
-		err = d.send(ctx, func(ctx context.Context) error {
+		err = d.send(soft, ctx, Ticket{}, func(ctx context.Context) error {
 			var err error
 			sent, err = d.packer.SendPacked(ctx, evs)
 			return err
@@ -243,12 +245,12 @@ func (d *Dispatcher) deliverPacked(ctx context.Context, del *Delivery) {
 			// go through alone, so none is parked for what another did.
 			d.cfg.Logger.Warn("packed message refused; sending its turns one by one", "events", len(batch), "err", err)
 			for _, del := range batch {
-				tk, err := d.cfg.Pacer.Acquire(ctx)
+				tk, err := d.cfg.Pacer.Acquire(soft)
 				if err != nil {
-					d.release(context.WithoutCancel(ctx), del)
+					d.release(ctx, del) // shutting down: it stays for the next start
 					continue
 				}
-				d.deliver(ctx, del, tk)
+				d.deliver(soft, ctx, del, tk)
 			}
 			return
 		}
@@ -271,8 +273,21 @@ func (d *Dispatcher) deliverPacked(ctx context.Context, del *Delivery) {
 	d.succeeded(ctx, batch[:sent], Ticket{})
 }
 
+// errNotSent reports a send that did not start because shutdown began.
+var errNotSent = errors.New("shutdown began before the send started")
+
 // send makes one attempt with the sink's timeout.
-func (d *Dispatcher) send(ctx context.Context, post func(context.Context) error) error {
+func (d *Dispatcher) send(soft, ctx context.Context, tk Ticket, post func(context.Context) error) error {
+	if !tk.Probe && d.cfg.Pacer.Held() {
+		// Another send's 429 was read between this send's ticket and now
+		// (packing reads the store in between): the whole sink waits, this
+		// send included, and then takes a fresh slot of the pace.
+		got, err := d.cfg.Pacer.Acquire(soft)
+		if err != nil {
+			return errNotSent
+		}
+		d.cfg.Pacer.ReturnProbe(got)
+	}
 	// The cause wraps context.DeadlineExceeded: HTTP clients report the
 	// cause, and it must still read as a timeout (reason "timeout").
 	sendCtx, cancel := context.WithTimeoutCause(ctx, d.cfg.Timeout,
@@ -311,9 +326,10 @@ func (d *Dispatcher) succeeded(ctx context.Context, dels []*Delivery, tk Ticket)
 // batch) by the error's class; what concerns the whole sink (down, a
 // rate-limit hold) is done once.
 func (d *Dispatcher) failed(ctx context.Context, dels []*Delivery, tk Ticket, err error) {
-	if ctx.Err() != nil {
-		// Shutdown's drain budget ran out mid-send: not the destination's
-		// fault, so no attempt is counted.
+	if ctx.Err() != nil || errors.Is(err, errNotSent) {
+		// Shutdown's drain budget ran out mid-send, or shutdown began
+		// before it started: not the destination's fault, so no attempt
+		// is counted.
 		for _, del := range dels {
 			d.release(context.WithoutCancel(ctx), del)
 		}

@@ -886,3 +886,78 @@ func (s *refusingPacker) SendPacked(ctx context.Context, evs []*relay.Event) (in
 	}
 	return s.packSink.SendPacked(ctx, evs)
 }
+
+// TestHoldStopsASendAlreadyTicketed: a send that got its pace ticket just
+// before another send's 429 was read (it was still gathering turns to pack)
+// waits out the Retry-After too, instead of going into the hold.
+func TestHoldStopsASendAlreadyTicketed(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	synctest.Test(t, func(t *testing.T) {
+		sink := &holdRaceSink{
+			packSink: &packSink{fakeSink: newFakeSink(nil), threaded: map[string]bool{}},
+			aGo:      make(chan struct{}), bIn: make(chan struct{}), bGo: make(chan struct{}),
+		}
+		sink.name = "fake"
+		f := start(t, dir, sink, policy, 2)
+		defer f.stop(t)
+		t0 := time.Now()
+		f.append(t, "A", 1)
+		synctest.Wait() // A's send is in flight
+		b := f.append(t, "B", 1)
+		<-sink.bIn // B has its ticket and is gathering turns to pack
+		close(sink.aGo)
+		synctest.Wait() // A's 429 was read: the sink holds for 30s
+		if !f.pacer.Held() {
+			t.Fatal("no hold after a 429")
+		}
+		close(sink.bGo)
+		var got []string
+		for range 2 {
+			got = append(got, <-sink.sent)
+		}
+		sink.mu2.Lock()
+		defer sink.mu2.Unlock()
+		if len(sink.at) != 2 || !slices.Contains(got, b.ID) {
+			t.Fatalf("messages %v at %v", sink.messages, sink.at)
+		}
+		for i, at := range sink.at {
+			if at.Sub(t0) < 30*time.Second {
+				t.Errorf("message %d (%v) sent %s after the start, inside the 30s hold", i, sink.messages[i], at.Sub(t0))
+			}
+		}
+	})
+}
+
+// holdRaceSink answers conversation A's first send with a 429 once aGo is
+// closed, and stalls the first CanPack of conversation B (a worker holding
+// a ticket) until bGo is closed.
+type holdRaceSink struct {
+	*packSink
+	aGo, bIn, bGo chan struct{}
+	aOnce, bOnce  sync.Once
+}
+
+func (s *holdRaceSink) CanPack(ctx context.Context, ev *relay.Event) bool {
+	if ev.ConversationID == "B" {
+		s.bOnce.Do(func() {
+			close(s.bIn)
+			<-s.bGo
+		})
+	}
+	return s.packSink.CanPack(ctx, ev)
+}
+
+func (s *holdRaceSink) Send(ctx context.Context, ev *relay.Event) error {
+	var err error
+	if ev.ConversationID == "A" {
+		s.aOnce.Do(func() {
+			<-s.aGo
+			err = relay.RetryAfter(errors.New("HTTP 429"), 30*time.Second)
+		})
+	}
+	if err != nil {
+		return err
+	}
+	return s.packSink.Send(ctx, ev)
+}

@@ -77,6 +77,13 @@ func (p *Pacer) Up() {
 	}
 }
 
+// Held reports whether a hold (HoldUntil) is in force now.
+func (p *Pacer) Held() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.clock.Now().Before(p.holdUntil)
+}
+
 // IsDown reports whether the destination is marked broken.
 func (p *Pacer) IsDown() bool {
 	p.mu.Lock()
