@@ -419,6 +419,21 @@ func (s *Store) keepalive() {
 	}
 }
 
+// giveUpIfAwayLong gives up everything held when this replica is, or was
+// until a moment ago, cut off from NATS long enough for the server to hand
+// it out again. The reconnect handler does the same, but nats.go runs it
+// later, on its callback goroutine: a settlement in between must not go
+// through.
+func (s *Store) giveUpIfAwayLong() {
+	at := s.disconnectedAt.Load()
+	if at == 0 {
+		return
+	}
+	if away := time.Since(time.Unix(0, at)); away >= s.opts.AckWait/2 {
+		s.reclaimHeld(away)
+	}
+}
+
 // reclaimHeld runs on reconnecting after being away for away. A short
 // absence is bridged by renewing everything held at once. After a long
 // one the server may have handed what this replica held to another
@@ -526,6 +541,7 @@ var (
 )
 
 func (h *held) once() error {
+	h.q.s.giveUpIfAwayLong()
 	if !h.settled.CompareAndSwap(false, true) {
 		if h.lost.Load() {
 			return errLost

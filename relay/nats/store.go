@@ -329,12 +329,16 @@ func (s *Store) connect(ctx context.Context) error {
 		}),
 		natsgo.ReconnectHandler(func(nc *natsgo.Conn) {
 			away := time.Duration(0)
-			if at := s.disconnectedAt.Swap(0); at != 0 {
+			at := s.disconnectedAt.Load()
+			if at != 0 {
 				away = time.Since(time.Unix(0, at))
 			}
 			s.log.Info("reconnected to NATS", "server", nc.ConnectedAddr(), "away", away.Round(time.Millisecond))
 			s.connectedAt.Store(time.Now().UnixNano())
+			// Given up before "away" is cleared: a settlement racing this
+			// handler sees one or the other (giveUpIfAwayLong).
 			s.reclaimHeld(away)
+			s.disconnectedAt.CompareAndSwap(at, 0)
 			s.newEpoch()
 		}),
 		natsgo.ConnectHandler(func(*natsgo.Conn) {
