@@ -14,7 +14,7 @@ import (
 // healthyBound is how late the healthy sink beside a broken one may
 // deliver. The never-answering sink's timeout is this long: a healthy sink
 // that waited for it would take at least that.
-const healthyBound = 2 * time.Second
+const healthyBound = 5 * time.Second
 
 // sinkCase is one case of TestFaultSlowAndBrokenSinks.
 type sinkCase struct {
@@ -76,7 +76,7 @@ func TestFaultSlowAndBrokenSinks(t *testing.T) {
 					stop:  func() { close(release) },
 					hangs: true,
 					check: func(s *sinkRun) {
-						// Each conversation's head times out once (2s), then
+						// Each conversation's head times out once (5s), then
 						// is retried. A failure is counted when the send
 						// fails, "retried" once the retry is scheduled in
 						// the store: wait for both.

@@ -192,7 +192,9 @@ func testNak(t *testing.T, open Factory) {
 	h := open(t, clock)
 	delay := time.Hour
 	if h.Clock == nil {
-		delay = 300 * time.Millisecond
+		// Real time (a server's redelivery): long enough that B is appended
+		// and handed out well before A is due again, even on a busy machine.
+		delay = 2 * time.Second
 	}
 	a1, a2, b1 := NewEvent(t, "A", 1), NewEvent(t, "A", 2), NewEvent(t, "B", 1)
 	mustAppend(t, h.Store, a1, "s")
