@@ -233,7 +233,10 @@ func LoadConfig(path string, explicit bool, getenv func(string) string) (*Config
 	switch {
 	case err == nil:
 		cfg.Source = path
-		expanded, unset := expandEnv(raw, getenv)
+		expanded, unset, err := expandEnv(raw, getenv)
+		if err != nil {
+			return nil, fmt.Errorf("%s: not valid YAML: %w", path, err)
+		}
 		cfg.unsetEnv = unset
 		var tree map[string]any
 		if err := yaml.Unmarshal(expanded, &tree); err != nil {
@@ -293,22 +296,56 @@ func (c *Config) Embedded() bool { return c.Source == "" }
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
-// expandEnv replaces ${NAME} with the environment variable's value and
-// reports the names that are not set. Only the braced form is expanded, so
-// a "$" inside a secret stays as written.
-func expandEnv(raw []byte, getenv func(string) string) ([]byte, []string) {
-	var unset []string
-	out := envRef.ReplaceAllFunc(raw, func(m []byte) []byte {
-		name := string(m[2 : len(m)-1])
-		val := getenv(name)
-		if val == "" && !slices.Contains(unset, name) {
-			unset = append(unset, name)
-		}
-		// Quote-safe: the value is inserted as written; YAML quoting is the
-		// author's choice, as in a shell.
-		return []byte(val)
+// envSlot stands in for one ${NAME} reference while the file is parsed:
+// letters and digits only, so it is a valid plain scalar anywhere a
+// reference may stand (block, flow, quoted).
+var envSlot = regexp.MustCompile(`zzchatrelayenv([0-9]+)zz`)
+
+// expandEnv replaces ${NAME} in the file's values with the environment
+// variable's value and reports the names that are not set. The value goes
+// into the parsed document, not the text: a value holding "#", ": ",
+// quotes or a newline stays one string, whatever the YAML around the
+// reference. Only the braced form is expanded, so a "$" inside a secret
+// stays as written.
+func expandEnv(raw []byte, getenv func(string) string) ([]byte, []string, error) {
+	if !envRef.Match(raw) {
+		return raw, nil, nil
+	}
+	var names, unset []string
+	slotted := envRef.ReplaceAllFunc(raw, func(m []byte) []byte {
+		names = append(names, string(m[2:len(m)-1]))
+		return fmt.Appendf(nil, "zzchatrelayenv%dzz", len(names)-1)
 	})
-	return out, unset
+	var doc yaml.Node
+	if err := yaml.Unmarshal(slotted, &doc); err != nil {
+		return nil, nil, err
+	}
+	if doc.Kind == 0 {
+		return raw, nil, nil // references only in comments
+	}
+	var walk func(*yaml.Node)
+	walk = func(n *yaml.Node) {
+		for _, c := range n.Content {
+			walk(c)
+		}
+		if n.Kind != yaml.ScalarNode || !envSlot.MatchString(n.Value) {
+			return
+		}
+		n.Value = envSlot.ReplaceAllStringFunc(n.Value, func(m string) string {
+			i, _ := strconv.Atoi(envSlot.FindStringSubmatch(m)[1])
+			val := getenv(names[i])
+			if val == "" && !slices.Contains(unset, names[i]) {
+				unset = append(unset, names[i])
+			}
+			return val
+		})
+		// A string it stays ("${PORT}" was one); a number, duration or
+		// boolean in it is read as from any quoted value.
+		n.Tag, n.Style = "!!str", yaml.DoubleQuotedStyle
+	}
+	walk(&doc)
+	out, err := yaml.Marshal(&doc)
+	return out, unset, err
 }
 
 // readSecretFiles resolves the *_file variants of secret keys.

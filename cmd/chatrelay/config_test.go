@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -159,6 +160,46 @@ sinks:
 	if cfg.Admin.Token != "admin-token-from-file" || strings.Join(cfg.SigningSecrets, ",") != "first-secret,second-secret" ||
 		cfg.Sinks[0].URL != "https://example.com/in?token=$abc" {
 		t.Fatalf("got %+v", cfg)
+	}
+}
+
+// TestEnvValuesStayWhole: a value from the environment is one value, whatever
+// it holds (a "#", ": ", quotes, a newline), whether or not the reference is
+// quoted in the file; numbers, durations and booleans from the environment
+// are read as if written in the file.
+func TestEnvValuesStayWhole(t *testing.T) {
+	t.Parallel()
+	awkward := `s3cr#t: with "quotes" and 'more' # not a comment` + "\nsecond line"
+	cfg, err := LoadConfig(writeConfig(t, `
+signing_secrets: [${AWKWARD}, "${PLAIN}"]   # a comment stays a comment
+shutdown_timeout: ${GRACE}
+sinks:
+  - name: hook
+    type: webhook
+    url: https://example.com/in?token=${TOKEN}&x=1
+    concurrency: ${CONC}
+  - {name: team, type: slack, webhook_url: "https://hooks.slack.com/services/T0/B0/${SLACK_KEY}", pack: ${PACK}}
+`), true, env(map[string]string{"AWKWARD": awkward, "PLAIN": "plain-secret", "GRACE": "7s",
+		"TOKEN": "a#b: c", "CONC": "3", "PACK": "false", "SLACK_KEY": "k3y"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(cfg.SigningSecrets, []string{awkward, "plain-secret"}) {
+		t.Errorf("signing_secrets = %q", cfg.SigningSecrets)
+	}
+	// A reference in a comment only is no reference.
+	if _, err := LoadConfig(writeConfig(t, "# token: ${NOT_SET}\n"), true, env(nil)); err != nil {
+		t.Errorf("a file of comments: %v", err)
+	}
+	hook, team := cfg.Sinks[0], cfg.Sinks[1]
+	if hook.URL != "https://example.com/in?token=a#b: c&x=1" || hook.Concurrency != 3 || cfg.ShutdownTimeout != 7*time.Second {
+		t.Errorf("url %q concurrency %d shutdown_timeout %s", hook.URL, hook.Concurrency, cfg.ShutdownTimeout)
+	}
+	if team.WebhookURL != "https://hooks.slack.com/services/T0/B0/k3y" || team.Pack == nil || *team.Pack {
+		t.Errorf("slack webhook_url %q pack %v", team.WebhookURL, team.Pack)
 	}
 }
 
