@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"text/template"
 	"time"
@@ -395,14 +396,16 @@ func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) 
 	return n, nil
 }
 
-// Probe implements relay.Prober: auth.test in bot mode; with a webhook,
-// which cannot be tested without posting, the URL's form only.
+// Probe implements relay.Prober: auth.test in bot mode. A webhook gets an
+// empty message, which Slack refuses (400 no_text) without posting anything
+// when the webhook works, and answers like any send when it is revoked,
+// removed or its channel archived.
 func (s *Sink) Probe(ctx context.Context) error {
 	if s.webhook() {
 		if err := checkURL(s.cfg.WebhookURL.Reveal()); err != nil {
 			return relay.Broken(fmt.Errorf("slack sink %q: webhook_url: %w", s.cfg.Name, err), relay.ReasonGone)
 		}
-		return nil
+		return s.probeWebhook(ctx)
 	}
 	var header http.Header
 	_, err := s.api.AuthTestContext(context.WithValue(ctx, headerKey{}, &header))
@@ -410,6 +413,33 @@ func (s *Sink) Probe(ctx context.Context) error {
 		return fmt.Errorf("slack sink %q: auth.test: %w", s.cfg.Name, s.apiError(err, header))
 	}
 	return nil
+}
+
+// emptyMessageCodes are Slack's answers to an empty message: the webhook
+// exists and would take a real one.
+var emptyMessageCodes = []string{"no_text", "missing_text_or_fallback_or_attachments", "invalid_payload"}
+
+func (s *Sink) probeWebhook(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.WebhookURL.Reveal(), strings.NewReader("{}"))
+	if err != nil {
+		return relay.Broken(fmt.Errorf("slack sink %q: webhook request: %w", s.cfg.Name, relay.RedactURL(err)), relay.ReasonGone)
+	}
+	req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	req.Header.Set("User-Agent", s.deps.UserAgent)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("slack sink %q: probe webhook: %w", s.cfg.Name, relay.RedactURL(err))
+	}
+	defer relay.Drain(resp)
+	body := relay.ReadErrorBody(resp.Body)
+	if resp.StatusCode == http.StatusBadRequest && slices.Contains(emptyMessageCodes, body) {
+		return nil
+	}
+	resp.Body = io.NopCloser(strings.NewReader(body))
+	if err := s.checkResponse(resp); err != nil {
+		return fmt.Errorf("slack sink %q: probe webhook: %w", s.cfg.Name, err)
+	}
+	return nil // a 2xx: whatever answered takes messages
 }
 
 // postWebhook posts m to the incoming webhook with the sink's own client:

@@ -1176,12 +1176,40 @@ func TestProbe(t *testing.T) {
 	if class, _ := relay.Classify(err); class != relay.ClassBroken || !strings.Contains(err.Error(), "auth.test") {
 		t.Fatalf("revoked token: %v, want broken", err)
 	}
-	before := len(srv.Requests())
+	// A webhook is probed with an empty message: refused (no_text) by a
+	// working webhook, so nothing shows in the channel.
 	if err := newWebhook(t, srv, slack.Config{}, relay.SinkDeps{}).Probe(t.Context()); err != nil {
 		t.Fatalf("webhook probe: %v", err)
 	}
-	if len(srv.Requests()) != before {
-		t.Fatal("the webhook probe posted")
+	if n := len(srv.Messages()); n != 0 {
+		t.Fatalf("the webhook probe posted %d messages", n)
+	}
+	for _, tc := range []struct {
+		name   string
+		script *slacktest.Response
+		url    string
+	}{
+		{name: "removed webhook", url: srv.URL + "/services/T0/B0/removed"}, // 404 no_service
+		{name: "revoked", script: &slacktest.Response{Status: http.StatusForbidden, Error: "invalid_token"}},
+		{name: "archived channel", script: &slacktest.Response{Status: http.StatusGone, Error: "channel_is_archived"}},
+	} {
+		if tc.script != nil {
+			srv.Script(*tc.script)
+		}
+		sink := newWebhook(t, srv, slack.Config{}, relay.SinkDeps{})
+		if tc.url != "" {
+			var err error
+			sink, err = slack.New(slack.Config{Name: sinkName, WebhookURL: relay.Secret(tc.url)}, relay.SinkDeps{})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		err := sink.Probe(t.Context())
+		if class, _ := relay.Classify(err); class != relay.ClassBroken {
+			t.Errorf("%s: probe %v, want a broken destination", tc.name, err)
+		} else if strings.Contains(err.Error(), "/services/") {
+			t.Errorf("%s: the error shows the webhook URL: %v", tc.name, err)
+		}
 	}
 }
 
