@@ -205,6 +205,11 @@ sinks:
 	if listed != len(want) {
 		t.Errorf("dlq list --json printed %d dead letters, want %d:\n%s", listed, len(want), out)
 	}
+	// The table: one line per dead letter, nothing else (not a terminal).
+	out, err = r.runCLI("dlq", "list", "--sink", "team")
+	if lines := strings.Count(out, "\n"); err != nil || lines != len(want) || !strings.Contains(out, " team ") {
+		t.Errorf("dlq list printed %d lines for %d dead letters (%v):\n%s", lines, len(want), err, out)
+	}
 	out, err = r.runCLI("dlq", "replay", "--all", "--sink", "team")
 	if err != nil || !strings.Contains(out, fmt.Sprintf("requeued %d deliveries", len(want))) {
 		t.Fatalf("dlq replay: %v\n%s", err, out)

@@ -51,16 +51,20 @@ the config, the token admin.token (or CHATRELAY_ADMIN_TOKEN).`,
 				}
 				return nil
 			}
+			// Exactly one line per dead letter on stdout, for scripts
+			// (wc -l, grep); the header and "none" are for a person.
 			if len(out.DeadLetters) == 0 {
-				fmt.Fprintln(a.stdout, "no dead letters")
+				fmt.Fprintln(a.stderr, "no dead letters")
 				return nil
 			}
 			tw := tabwriter.NewWriter(a.stdout, 2, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tSINK\tCONVERSATION\tTOPIC\tATTEMPTS\tPARKED AT\tREASON")
+			if isTerminal(a.stdout) {
+				fmt.Fprintln(tw, "ID\tSINK\tCONVERSATION\tTOPIC\tATTEMPTS\tPARKED AT\tREASON")
+			}
 			for _, d := range out.DeadLetters {
 				reason, _ := relay.Truncate(strings.Join(strings.Fields(d.Reason), " "), 100)
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.ID, d.Sink, d.ConversationID, d.Topic, d.Attempts,
-					d.ParkedAt.Local().Format(time.DateTime), reason)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.ID, d.Sink, orDash(d.ConversationID), orDash(d.Topic),
+					d.Attempts, d.ParkedAt.UTC().Format(time.RFC3339), reason)
 			}
 			return tw.Flush()
 		},
@@ -169,4 +173,12 @@ func (a *app) adminCall(cmd *cobra.Command, method, path string, in, out any) er
 		return fmt.Errorf("admin API: %s", e.Error)
 	}
 	return json.Unmarshal(data, out)
+}
+
+// orDash keeps a table's columns when a value is empty.
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

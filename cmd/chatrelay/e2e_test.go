@@ -192,7 +192,7 @@ sinks:
 	}
 	out.Reset()
 	if code := run(t.Context(), []string{"dlq", "list", "--config", cfgPath}, nil, &out, &errOut, os.Getenv); code != 0 ||
-		!strings.Contains(out.String(), "no dead letters") {
+		out.Len() != 0 || !strings.Contains(errOut.String(), "no dead letters") {
 		t.Fatalf("dlq list: exit %d %q %q", code, out.String(), errOut.String())
 	}
 

@@ -29,7 +29,7 @@ func newLogger(w io.Writer, level, format string, secrets []string) *slog.Logger
 	opts := &slog.HandlerOptions{Level: lvl, ReplaceAttr: secretFilter(secrets)}
 	if format == "auto" {
 		format = "json"
-		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		if isTerminal(w) {
 			format = "text"
 		}
 	}
@@ -76,4 +76,11 @@ func secretFilter(secrets []string) func([]string, slog.Attr) slog.Attr {
 		}
 		return a
 	}
+}
+
+// isTerminal reports whether w is a terminal (a person reads it, not a
+// program).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
