@@ -121,8 +121,14 @@ func NewReceiver(cfg ReceiverConfig) (*Receiver, error) {
 		cfg.RetryAfter = 5 * time.Second
 	}
 	r := &Receiver{cfg: cfg, mux: http.NewServeMux()}
-	// Method patterns give 405 with Allow for free.
 	r.mux.HandleFunc("POST /webhook", r.webhook)
+	// Any other method: 405 with Allow, and a JSON error like every other
+	// answer of the endpoint.
+	r.mux.HandleFunc("/webhook", func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Allow", http.MethodPost)
+		writeJSON(w, http.StatusMethodNotAllowed, answer{Status: "rejected",
+			Error: req.Method + " is not allowed; Chat Data POSTs its events here"})
+	})
 	r.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
