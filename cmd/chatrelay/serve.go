@@ -243,7 +243,7 @@ func openStore(ctx context.Context, cfg *Config, logger *slog.Logger, clock cloc
 			Logger: logger.With("component", "store"),
 		})
 		if err != nil {
-			return nil, fmt.Errorf("store.nats: %w; check store.nats.url and that the NATS server (with JetStream) is reachable", err)
+			return nil, err // names store.nats and what to check
 		}
 		return s, nil
 	case "bolt":
