@@ -201,7 +201,7 @@ func validFields(data []byte) ([]rawField, error) {
 		return nil, ErrNotObject
 	}
 	i = skipSpace(data, i+1)
-	var out []rawField
+	out := make([]rawField, 0, 16) // a Chat Data event has about a dozen fields
 	for data[i] != '}' {
 		end := skipString(data, i)
 		key := string(data[i+1 : end-1])
