@@ -109,6 +109,8 @@ func (r *renderer) content(ev *relay.Event) content {
 		if r.mention != "" {
 			c.banner = r.mention + " " + c.banner
 		}
+		// Who to get back to, first: the lead's name, email, phone.
+		c.fields = leadFields(ev.Lead)
 		c.body = r.turn(ev)
 	case relay.TopicLead:
 		c.title = ":bust_in_silhouette: New lead"
@@ -180,8 +182,33 @@ func meta(ev *relay.Event) []string {
 	}
 	add("Chatbot", ev.ChatbotID)
 	add("Conversation", ev.ConversationID)
-	add("Lead", ev.LeadValue("uuid"))
+	if ev.Topic == relay.TopicChat {
+		add("Lead", leadSummary(ev.Lead))
+	} else {
+		add("Lead", ev.LeadValue("uuid")) // its fields, if any, are shown above
+	}
 	return m
+}
+
+// leadSummary is the lead in one context element: its contact values
+// (name, email, phone, in the event's order), then its uuid.
+func leadSummary(lead []relay.Field) string {
+	var vals []string
+	var uuid string
+	for _, f := range lead {
+		v := strings.TrimSpace(f.Value)
+		switch {
+		case v == "":
+		case f.Key == "uuid":
+			uuid = v
+		case len(vals) < 3:
+			vals = append(vals, v)
+		}
+	}
+	if uuid != "" {
+		vals = append(vals, uuid)
+	}
+	return strings.Join(vals, " · ")
 }
 
 // contextItem escapes an untrusted value for a context element and bounds
