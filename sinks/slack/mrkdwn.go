@@ -415,14 +415,13 @@ func (c *converter) inline(n ast.Node) {
 			v = unescapeMarkdown(v)
 		}
 		c.words(string(v))
-		switch {
-		case n.HardLineBreak():
-			// A new line in the paragraph. Styles close before it (Slack
-			// does not carry them across lines) and reopen after it: a
-			// line break has no style.
+		if n.HardLineBreak() || n.SoftLineBreak() {
+			// A new line in the paragraph. A chatbot's single line
+			// breaks are meant (an address, opening hours), and Slack
+			// shows them as such, as Discord does. Styles close before
+			// it (Slack does not carry them across lines) and reopen
+			// after it: a line break has no style.
 			c.newline()
-		case n.SoftLineBreak():
-			c.space()
 		}
 	case *ast.String:
 		c.words(string(n.Value))
