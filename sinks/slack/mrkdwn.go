@@ -428,6 +428,14 @@ func (c *converter) inline(n ast.Node) {
 	case *ast.CodeSpan:
 		c.codeSpan(n)
 	case *ast.Emphasis:
+		if open, close, ok := c.intraword(n); ok {
+			// Slack styles no part of a word: its markers would show as
+			// other characters ("2*3*4" as "2_3_4"). Keep what was typed.
+			c.words(open)
+			c.inlines(n)
+			c.words(close)
+			return
+		}
 		m := byte('_')
 		if n.Level >= 2 {
 			m = '*'
@@ -492,6 +500,28 @@ func (c *converter) styled(m byte, n ast.Node) {
 	c.style += string(m)
 	c.inlines(n)
 	c.style = saved
+}
+
+// intraword reports whether emphasis n sits inside a word ("2*3*4",
+// "un**believ**able"), with its delimiters as typed.
+func (c *converter) intraword(n *ast.Emphasis) (open, close string, ok bool) {
+	first, okFirst := n.FirstChild().(*ast.Text)
+	last, okLast := n.LastChild().(*ast.Text)
+	if !okFirst || !okLast {
+		return "", "", false
+	}
+	start, stop, l := first.Segment.Start, last.Segment.Stop, n.Level
+	if start-l < 0 || stop+l > len(c.src) {
+		return "", "", false
+	}
+	open, close = string(c.src[start-l:start]), string(c.src[stop:stop+l])
+	if strings.Trim(open, "*_") != "" || strings.Trim(close, "*_") != "" {
+		return "", "", false
+	}
+	wordChar := func(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) }
+	before, _ := utf8.DecodeLastRune(c.src[:start-l])
+	after, _ := utf8.DecodeRune(c.src[stop+l:])
+	return open, close, wordChar(before) || wordChar(after)
 }
 
 func (c *converter) codeSpan(n *ast.CodeSpan) {

@@ -43,6 +43,8 @@ func TestConvert(t *testing.T) {
 		{"quote", "> a\n> b\n\nafter", "> a\n> b\n\nafter"},
 		{"single line breaks kept", "Our store:\nAcme Ltd\n123 Main St\n\nHours:\nMon-Fri 9-5", "Our store:\nAcme Ltd\n123 Main St\n\nHours:\nMon-Fri 9-5"},
 		{"line break in bold", "**a\nb**", "*a*\n*b*"},
+		{"stars inside a word", "2*3*4 and un**believ**able", "2*3*4 and un**believ**able"},
+		{"emphasis beside punctuation", "(*a*) **b**.", "(_a_) *b*."},
 		{"quote paragraphs", "> a\n>\n> b", "> a\n> b"},
 		{"hard break", "a  \nb", "a\nb"},
 		{"hard break in bold", "**a\\\nb**", "*a*\n*b*"},
