@@ -98,16 +98,38 @@ func (sp *splitter) cut(avail int) int {
 	usable := func(i int) bool { return i > 0 && strings.TrimSpace(win[:i]) != "" }
 	for _, i := range found {
 		if i >= w/2 && usable(i) {
-			return i
+			return keepHeading(win, i)
 		}
 	}
 	// No boundary in the second half: the best one anywhere.
 	for _, i := range found {
 		if usable(i) {
-			return i
+			return keepHeading(win, i)
 		}
 	}
 	return hardCut(win)
+}
+
+// keepHeading moves a cut at i before a heading that would otherwise end
+// the part ("## Step 5" at the bottom of one message, its text in the
+// next): a heading goes with what it heads.
+func keepHeading(win string, i int) int {
+	head := strings.TrimRight(win[:i], " \t\n")
+	start := strings.LastIndexByte(head, '\n') + 1
+	if !isHeading(head[start:]) {
+		return i
+	}
+	if strings.TrimSpace(head[:start]) == "" {
+		return i // the part would be empty: the heading stays
+	}
+	return start
+}
+
+// isHeading reports whether line is an ATX heading ("# Title" to
+// "###### Title").
+func isHeading(line string) bool {
+	n := len(line) - len(strings.TrimLeft(line, "#"))
+	return n >= 1 && n <= 6 && (len(line) == n || line[n] == ' ' || line[n] == '\t')
 }
 
 func lastParagraph(s string) int { return strings.LastIndex(s, "\n\n") }

@@ -139,6 +139,9 @@ func TestSplitPrefersBoundaries(t *testing.T) {
 			[]string{"```go\nline one\nline two\n```", "```go\nline three\n```\nafter"}},
 		{"fence consumed at cut", "```\nabcdefghij\n```\nafter the block, more words", 32,
 			[]string{"```\nabcdefghij\n```", "after the block, more words"}},
+		{"heading goes with its text", para + "\n\n## Step 5\n\n" + para, len16(para) + 20,
+			[]string{para, "## Step 5\n\n" + para}},
+		{"a heading alone stays", "## Step 5\n\n" + para, 20, nil},
 		{"link kept whole", "Read [the shipping page](https://example.com/x) now please", 50,
 			[]string{"Read", "[the shipping page](https://example.com/x)", "now please"}},
 	}
@@ -149,6 +152,12 @@ func TestSplitPrefersBoundaries(t *testing.T) {
 			var got []string
 			for _, p := range parts {
 				got = append(got, p.String())
+			}
+			if tc.want == nil {
+				if !strings.HasPrefix(got[0], "## Step 5") {
+					t.Errorf("first part %q, want the heading", got[0])
+				}
+				return
 			}
 			if fmt.Sprintf("%q", got) != fmt.Sprintf("%q", tc.want) {
 				t.Errorf("parts\n got %q\nwant %q", got, tc.want)
