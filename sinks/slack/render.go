@@ -3,6 +3,7 @@ package slack
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"text/template"
 	"unicode"
@@ -123,7 +124,7 @@ func (r *renderer) content(ev *relay.Event) content {
 		c.body = fieldLines(ev.Fields)
 	}
 	if r.tmpl != nil {
-		if out, err := relay.ExecuteTemplate(r.tmpl, escapedEvent(ev)); err != nil {
+		if out, err := relay.ExecuteTemplate(r.tmpl, r.templateData(ev)); err != nil {
 			// A template that fails on this event: the built-in text
 			// still tells the channel what happened.
 			r.logger.Warn("template failed on this event; using the built-in text", "event_id", ev.ID, "err", err)
@@ -301,10 +302,10 @@ func eventTitle(topic string) string {
 	return prefix + t
 }
 
-// escapedEvent is the data templates see: ev with every text escaped for
+// templateData is the data templates see: ev with every text escaped for
 // mrkdwn, so that what a chatbot user typed cannot become markup or a
-// mention through a template.
-func escapedEvent(ev *relay.Event) *relay.Event {
+// mention through a template, and the answer's Markdown converted.
+func (r *renderer) templateData(ev *relay.Event) *relay.Event {
 	c := *ev
 	c.ID, c.Topic = escape(ev.ID), escape(ev.Topic)
 	c.ChatbotID, c.ConversationID = escape(ev.ChatbotID), escape(ev.ConversationID)
@@ -316,8 +317,10 @@ func escapedEvent(ev *relay.Event) *relay.Event {
 		c.Messages[i] = m
 	}
 	if ev.Answer != nil {
+		// The answer is Markdown, as in the built-in text: converted, so
+		// its links and emphasis show as Slack shows them.
 		a := *ev.Answer
-		a.Role, a.Content = escape(a.Role), escape(a.Content)
+		a.Role, a.Content = escape(a.Role), tokensText(r.md.convert(a.Content))
 		c.Answer = &a
 	}
 	escFields := func(fs []relay.Field) []relay.Field {
@@ -576,4 +579,14 @@ func (r *renderer) packable(ev *relay.Event) bool {
 	sp := newSplitter(c.body)
 	sp.next(packTurnText)
 	return sp.done() && size(c.banner) <= packTurnText
+}
+
+// tokensText joins converted tokens into one mrkdwn text.
+func tokensText(toks []tok) string {
+	sp := newSplitter(toks)
+	var parts []string
+	for !sp.done() {
+		parts = append(parts, sp.next(math.MaxInt32))
+	}
+	return strings.Join(parts, "\n")
 }

@@ -247,6 +247,7 @@ func TestGolden(t *testing.T) {
 			cfg: slack.Config{Mention: mention}, msgs: 1},
 		{name: "unknown-topic", files: []string{"unknown-topic.json"}, topic: "conversation-ended", msgs: 1},
 		{name: "template", files: []string{"chat.json"}, cfg: slack.Config{Template: tmpl}, msgs: 1},
+		{name: "template-hostile", files: []string{"chat-hostile.json"}, cfg: slack.Config{Template: tmpl}, msgs: 1},
 		{name: "packed", files: []string{"chat.json", "chat-string-fields.json", "chat-minimal.json", "chat-hostile.json"}, msgs: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
