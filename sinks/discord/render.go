@@ -147,8 +147,8 @@ func newHead(title string, color int) *discordgo.MessageEmbed {
 	return &discordgo.MessageEmbed{Type: discordgo.EmbedTypeRich, Title: title, Color: color}
 }
 
-// chatTurn shows the user's question and the bot's answer, Discord Markdown
-// kept as is, with the score, source, chatbot, conversation and lead.
+// chatTurn shows the user's question and the bot's answer, its Markdown
+// kept as is where Discord renders it (forDiscord), with the score, source, chatbot, conversation and lead.
 func chatTurn(ev *relay.Event, title string, color int) turn {
 	var b strings.Builder
 	if q := strings.TrimSpace(ev.Question()); q != "" {
@@ -158,7 +158,7 @@ func chatTurn(ev *relay.Event, title string, color int) turn {
 	}
 	b.WriteString("**Answer**\n")
 	if ev.Answer != nil && strings.TrimSpace(ev.Answer.Content) != "" {
-		b.WriteString(strings.TrimSpace(ev.Answer.Content))
+		b.WriteString(forDiscord(strings.TrimSpace(ev.Answer.Content)))
 	} else {
 		b.WriteString("*(no answer)*")
 	}

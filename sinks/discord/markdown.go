@@ -1,0 +1,170 @@
+package discord
+
+import (
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/yuin/goldmark"
+	"github.com/yuin/goldmark/ast"
+	"github.com/yuin/goldmark/extension"
+	east "github.com/yuin/goldmark/extension/ast"
+	"github.com/yuin/goldmark/text"
+)
+
+// Discord renders most of a chatbot's Markdown as it is: bold, italics,
+// links, lists, headings, quotes and code. What it does not render is
+// rewritten, found with goldmark's parser (never by pattern matching the
+// text, so code spans and blocks are left alone):
+//   - a table shows as raw pipes: it becomes a code block with its columns
+//     aligned;
+//   - an image "![alt](url)" shows a stray "!" before the link: it becomes
+//     the link.
+//
+// Everything else is kept byte for byte.
+
+// markdownParser parses with GitHub's extensions (tables).
+var markdownParser = goldmark.New(goldmark.WithExtensions(extension.GFM)).Parser()
+
+// edit replaces src[start:end] with text.
+type edit struct {
+	start, end int
+	text       string
+}
+
+// forDiscord rewrites what Discord does not render in the Markdown text md.
+func forDiscord(md string) string {
+	if !strings.Contains(md, "|") && !strings.Contains(md, "![") {
+		return md // nothing to find: no parse
+	}
+	src := []byte(md)
+	doc := markdownParser.Parse(text.NewReader(src))
+	var edits []edit
+	_ = ast.Walk(doc, func(n ast.Node, entering bool) (ast.WalkStatus, error) {
+		if !entering {
+			return ast.WalkContinue, nil
+		}
+		switch n := n.(type) {
+		case *east.Table:
+			if n.Parent() == doc { // not inside a list or quote, whose prefixes it would lose
+				if e, ok := tableBlock(n, src); ok {
+					edits = append(edits, e)
+				}
+			}
+			return ast.WalkSkipChildren, nil
+		case *ast.Image:
+			if first, ok := n.FirstChild().(*ast.Text); ok {
+				if at := first.Segment.Start - 2; at >= 0 && string(src[at:at+2]) == "![" {
+					edits = append(edits, edit{start: at, end: at + 1})
+				}
+			}
+		case *ast.CodeBlock, *ast.FencedCodeBlock, *ast.CodeSpan, *ast.HTMLBlock, *ast.RawHTML:
+			return ast.WalkSkipChildren, nil
+		}
+		return ast.WalkContinue, nil
+	})
+	if len(edits) == 0 {
+		return md
+	}
+	slices.SortFunc(edits, func(a, b edit) int { return a.start - b.start })
+	var b strings.Builder
+	last := 0
+	for _, e := range edits {
+		if e.start < last {
+			continue // overlapping: keep the first
+		}
+		b.Write(src[last:e.start])
+		b.WriteString(e.text)
+		last = e.end
+	}
+	b.Write(src[last:])
+	return b.String()
+}
+
+// tableBlock returns the edit that turns table n into a code block with
+// aligned columns: header, a rule, then the rows.
+func tableBlock(n *east.Table, src []byte) (edit, bool) {
+	var rows [][]string
+	start, end := -1, -1
+	for row := n.FirstChild(); row != nil; row = row.NextSibling() {
+		var cells []string
+		for cell := row.FirstChild(); cell != nil; cell = cell.NextSibling() {
+			s, e := span(cell)
+			if s < 0 {
+				cells = append(cells, "")
+				continue
+			}
+			if start < 0 || s < start {
+				start = s
+			}
+			end = max(end, e)
+			cells = append(cells, strings.TrimSpace(strings.ReplaceAll(string(src[s:e]), "\\|", "|")))
+		}
+		rows = append(rows, cells)
+	}
+	if start < 0 || len(rows) == 0 {
+		return edit{}, false
+	}
+	// Whole lines: from the first row's line start to the last row's end.
+	start = strings.LastIndexByte(string(src[:start]), '\n') + 1
+	if i := strings.IndexByte(string(src[end:]), '\n'); i >= 0 {
+		end += i
+	} else {
+		end = len(src)
+	}
+	widths := []int{}
+	for _, r := range rows {
+		for i, c := range r {
+			if i >= len(widths) {
+				widths = append(widths, 0)
+			}
+			widths[i] = max(widths[i], utf8.RuneCountInString(c))
+		}
+	}
+	var b strings.Builder
+	b.WriteString(fence + "\n")
+	line := func(cells []string) {
+		var l strings.Builder
+		for i, w := range widths {
+			c := ""
+			if i < len(cells) {
+				c = cells[i]
+			}
+			if i > 0 {
+				l.WriteString(" | ")
+			}
+			l.WriteString(c)
+			l.WriteString(strings.Repeat(" ", w-utf8.RuneCountInString(c)))
+		}
+		b.WriteString(strings.TrimRight(l.String(), " "))
+		b.WriteString("\n")
+	}
+	for i, r := range rows {
+		line(r)
+		if i == 0 {
+			var rule []string
+			for _, w := range widths {
+				rule = append(rule, strings.Repeat("-", max(w, 1)))
+			}
+			b.WriteString(strings.Join(rule, "-+-") + "\n")
+		}
+	}
+	b.WriteString(fence)
+	return edit{start: start, end: end, text: b.String()}, true
+}
+
+// span is the source range of a node's inline text (its first to its last
+// text segment), or -1, -1 when it has none.
+func span(n ast.Node) (int, int) {
+	start, end := -1, -1
+	_ = ast.Walk(n, func(c ast.Node, entering bool) (ast.WalkStatus, error) {
+		if t, ok := c.(*ast.Text); ok && entering {
+			if start < 0 || t.Segment.Start < start {
+				start = t.Segment.Start
+			}
+			end = max(end, t.Segment.Stop)
+		}
+		return ast.WalkContinue, nil
+	})
+	return start, end
+}
