@@ -198,12 +198,15 @@ func leadLines(lead []relay.Field) string {
 var acronyms = map[string]string{"id": "ID", "uuid": "UUID", "ip": "IP", "url": "URL"}
 
 // label turns a field key into a label: "first_name" → "First name",
-// "uuid" → "UUID".
+// "uuid" → "UUID", "chatbot_id" → "Chatbot ID".
 func label(key string) string {
-	if a, ok := acronyms[strings.ToLower(key)]; ok {
-		return a
+	words := strings.Fields(strings.ReplaceAll(key, "_", " "))
+	for i, w := range words {
+		if a, ok := acronyms[strings.ToLower(w)]; ok {
+			words[i] = a
+		}
 	}
-	key = strings.TrimSpace(strings.ReplaceAll(key, "_", " "))
+	key = strings.Join(words, " ")
 	r, size := utf8.DecodeRuneInString(key)
 	if size == 0 {
 		return key
@@ -239,7 +242,7 @@ func genericTurn(ev *relay.Event) turn {
 	var lines []string
 	for _, f := range ev.Fields {
 		if f.Key != "client_ip" && strings.TrimSpace(f.Value) != "" {
-			lines = append(lines, "**"+f.Key+"**: "+f.Value)
+			lines = append(lines, "**"+label(f.Key)+"**: "+f.Value)
 		}
 	}
 	text := strings.Join(lines, "\n")
