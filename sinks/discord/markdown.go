@@ -19,7 +19,9 @@ import (
 //   - a table shows as raw pipes: it becomes a code block with its columns
 //     aligned;
 //   - an image "![alt](url)" shows a stray "!" before the link: it becomes
-//     the link.
+//     the link;
+//   - an email in angle brackets "<ada@example.com>" shows its brackets: it
+//     loses them.
 //
 // Everything else is kept byte for byte.
 
@@ -34,7 +36,7 @@ type edit struct {
 
 // forDiscord rewrites what Discord does not render in the Markdown text md.
 func forDiscord(md string) string {
-	if !strings.Contains(md, "|") && !strings.Contains(md, "![") {
+	if !strings.Contains(md, "|") && !strings.Contains(md, "![") && !strings.Contains(md, "@") {
 		return md // nothing to find: no parse
 	}
 	src := []byte(md)
@@ -56,6 +58,17 @@ func forDiscord(md string) string {
 			if first, ok := n.FirstChild().(*ast.Text); ok {
 				if at := first.Segment.Start - 2; at >= 0 && string(src[at:at+2]) == "![" {
 					edits = append(edits, edit{start: at, end: at + 1})
+				}
+			}
+		case *ast.AutoLink:
+			if n.AutoLinkType == ast.AutoLinkEmail {
+				// The label is a slice of src: its offset is where it starts.
+				label := n.Label(src)
+				start := cap(src) - cap(label)
+				stop := start + len(label)
+				if start >= 1 && stop < len(src) && src[start-1] == '<' && src[stop] == '>' &&
+					string(src[start:stop]) == string(label) {
+					edits = append(edits, edit{start: start - 1, end: stop + 1, text: string(label)})
 				}
 			}
 		case *ast.CodeBlock, *ast.FencedCodeBlock, *ast.CodeSpan, *ast.HTMLBlock, *ast.RawHTML:
