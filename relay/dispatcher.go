@@ -282,11 +282,9 @@ func (d *Dispatcher) send(soft, ctx context.Context, tk Ticket, post func(contex
 		// Another send's 429 was read between this send's ticket and now
 		// (packing reads the store in between): the whole sink waits, this
 		// send included, and then takes a fresh slot of the pace.
-		got, err := d.cfg.Pacer.Acquire(soft)
-		if err != nil {
+		if err := d.cfg.Pacer.Reacquire(soft); err != nil {
 			return errNotSent
 		}
-		d.cfg.Pacer.ReturnProbe(got)
 	}
 	// The cause wraps context.DeadlineExceeded: HTTP clients report the
 	// cause, and it must still read as a timeout (reason "timeout").

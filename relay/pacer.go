@@ -101,7 +101,18 @@ type Ticket struct {
 // Acquire waits until one send may start: past any hold, through the pace,
 // and when the sink is down, as its single probe. It returns ctx.Err() if ctx
 // ends first.
-func (p *Pacer) Acquire(ctx context.Context) (Ticket, error) {
+func (p *Pacer) Acquire(ctx context.Context) (Ticket, error) { return p.acquire(ctx, false) }
+
+// Reacquire is Acquire for a send that already has its ticket but found a
+// hold begun since (another send's 429): it waits out the hold and takes a
+// fresh slot of the pace. Being down does not concern it: its ticket was
+// granted before, as any send in flight when the sink went down.
+func (p *Pacer) Reacquire(ctx context.Context) error {
+	_, err := p.acquire(ctx, true)
+	return err
+}
+
+func (p *Pacer) acquire(ctx context.Context, ticketed bool) (Ticket, error) {
 	for {
 		if err := ctx.Err(); err != nil {
 			return Ticket{}, err
@@ -110,14 +121,15 @@ func (p *Pacer) Acquire(ctx context.Context) (Ticket, error) {
 		now := p.clock.Now()
 		var wait time.Duration
 		changed := p.changed
+		down := p.down && !ticketed
 		switch {
 		case now.Before(p.holdUntil):
 			wait = p.holdUntil.Sub(now)
-		case p.down && p.probing:
+		case down && p.probing:
 			wait = -1 // until the probe's outcome changes the state
-		case p.down && now.Before(p.probeAt):
+		case down && now.Before(p.probeAt):
 			wait = p.probeAt.Sub(now)
-		case p.down:
+		case down:
 			p.probing = true
 			p.mu.Unlock()
 			return Ticket{Probe: true}, nil
@@ -136,7 +148,7 @@ func (p *Pacer) Acquire(ctx context.Context) (Ticket, error) {
 					return Ticket{}, err
 				}
 				p.mu.Lock()
-				blocked := p.clock.Now().Before(p.holdUntil) || p.down
+				blocked := p.clock.Now().Before(p.holdUntil) || (p.down && !ticketed)
 				p.mu.Unlock()
 				if blocked {
 					continue

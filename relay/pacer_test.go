@@ -67,3 +67,34 @@ func TestPacerHoldStopsASendWaitingForItsSlot(t *testing.T) {
 		})
 	}
 }
+
+// TestReacquireLeavesTheProbe: a send that already has its ticket and finds
+// a hold (another send's 429) waits it out, and does not take the probe of
+// a sink marked down meanwhile: that stays for one other send.
+func TestReacquireLeavesTheProbe(t *testing.T) {
+	t.Parallel()
+	clock := clockwork.NewFakeClock()
+	start := clock.Now()
+	p := relay.NewPacer(clock)
+	p.HoldUntil(start.Add(5 * time.Second))
+	p.Down(start.Add(2 * time.Second))
+	if !p.Held() {
+		t.Fatal("Held() false during a hold")
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Reacquire(t.Context()) }()
+	if err := clock.BlockUntilContext(t.Context(), 1); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(5 * time.Second)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if p.Held() {
+		t.Fatal("Held() true after the hold")
+	}
+	tk, err := p.Acquire(t.Context())
+	if err != nil || !tk.Probe {
+		t.Fatalf("Acquire after Reacquire: %+v %v, want the sink's probe", tk, err)
+	}
+}
