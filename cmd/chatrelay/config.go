@@ -261,8 +261,12 @@ func LoadConfig(path string, explicit bool, getenv func(string) string) (*Config
 		mapstructure.StringToSliceHookFunc(","),
 	)
 	if err := v.UnmarshalExact(cfg, viper.DecodeHook(hook)); err != nil {
-		return nil, fmt.Errorf("%s: %s; durations look like 500ms, 1s, 5m or 24h, sizes like 1MiB",
-			cfg.sourceName(), strings.Join(strings.Fields(err.Error()), " "))
+		note := ""
+		if len(cfg.unsetEnv) > 0 {
+			note = "; note: the config names environment variables that are not set: " + strings.Join(cfg.unsetEnv, ", ")
+		}
+		return nil, fmt.Errorf("%s: %s; durations look like 500ms, 1s, 5m or 24h, sizes like 1MiB%s",
+			cfg.sourceName(), strings.Join(strings.Fields(err.Error()), " "), note)
 	}
 	if err := cfg.readSecretFiles(); err != nil {
 		return nil, err
@@ -331,6 +335,7 @@ func expandEnv(raw []byte, getenv func(string) string) ([]byte, []string, error)
 		if n.Kind != yaml.ScalarNode || !envSlot.MatchString(n.Value) {
 			return
 		}
+		whole := n.Style == 0 && envSlot.FindString(n.Value) == n.Value
 		n.Value = envSlot.ReplaceAllStringFunc(n.Value, func(m string) string {
 			i, _ := strconv.Atoi(envSlot.FindStringSubmatch(m)[1])
 			val := getenv(names[i])
@@ -339,6 +344,12 @@ func expandEnv(raw []byte, getenv func(string) string) ([]byte, []string, error)
 			}
 			return val
 		})
+		if whole && n.Value == "" {
+			// "key: ${UNSET}" is a key without a value, as if the line
+			// said "key:": its default applies.
+			n.Tag, n.Style, n.Value = "!!null", 0, "null"
+			return
+		}
 		// A string it stays ("${PORT}" was one); a number, duration or
 		// boolean in it is read as from any quoted value.
 		n.Tag, n.Style = "!!str", yaml.DoubleQuotedStyle

@@ -190,6 +190,19 @@ sinks:
 	if !slices.Equal(cfg.SigningSecrets, []string{awkward, "plain-secret"}) {
 		t.Errorf("signing_secrets = %q", cfg.SigningSecrets)
 	}
+	// An unset variable standing alone leaves its key to the default, as
+	// "key:" would; quoted, it is an empty string.
+	unset, err := LoadConfig(writeConfig(t, `
+retry: {max: ${RETRY_MAX}}
+sinks:
+  - {name: team, type: slack, webhook_url: "https://hooks.slack.com/services/T0/B0/x", pack: ${PACK}, mention: "${MENTION}"}
+`), true, env(nil))
+	if err != nil {
+		t.Fatalf("unset variables: %v", err)
+	}
+	if unset.Retry.Max != 5*time.Minute || unset.Sinks[0].Pack != nil || unset.Sinks[0].Mention != "" {
+		t.Errorf("unset: retry.max %s, pack %v, mention %q; want the defaults", unset.Retry.Max, unset.Sinks[0].Pack, unset.Sinks[0].Mention)
+	}
 	// A reference in a comment only is no reference.
 	if _, err := LoadConfig(writeConfig(t, "# token: ${NOT_SET}\n"), true, env(nil)); err != nil {
 		t.Errorf("a file of comments: %v", err)
