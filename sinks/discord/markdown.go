@@ -1,6 +1,7 @@
 package discord
 
 import (
+	"bytes"
 	"slices"
 	"strings"
 	"unicode/utf8"
@@ -95,35 +96,40 @@ func forDiscord(md string) string {
 }
 
 // tableBlock returns the edit that turns table n into a code block with
-// aligned columns: header, a rule, then the rows.
+// aligned columns: header, a rule, then the rows. Each cell is shown as
+// written (its Markdown, links with their URLs), nothing left out.
 func tableBlock(n *east.Table, src []byte) (edit, bool) {
 	var rows [][]string
 	start, end := -1, -1
 	for row := n.FirstChild(); row != nil; row = row.NextSibling() {
 		var cells []string
 		for cell := row.FirstChild(); cell != nil; cell = cell.NextSibling() {
-			s, e := span(cell)
-			if s < 0 {
+			lines := cell.Lines()
+			if lines.Len() == 0 {
 				cells = append(cells, "")
 				continue
 			}
-			if start < 0 || s < start {
-				start = s
+			first, last := lines.At(0), lines.At(lines.Len()-1)
+			if start < 0 || first.Start < start {
+				start = first.Start
 			}
-			end = max(end, e)
-			cells = append(cells, strings.TrimSpace(strings.ReplaceAll(string(src[s:e]), "\\|", "|")))
+			end = max(end, last.Stop)
+			c := strings.TrimSpace(strings.ReplaceAll(string(src[first.Start:last.Stop]), "\\|", "|"))
+			// A fence in a cell would end the code block early.
+			c = strings.ReplaceAll(c, "```", "`\u200b`\u200b`")
+			cells = append(cells, c)
 		}
 		rows = append(rows, cells)
 	}
 	if start < 0 || len(rows) == 0 {
 		return edit{}, false
 	}
-	// Whole lines: from the first row's line start to the last row's end.
-	start = strings.LastIndexByte(string(src[:start]), '\n') + 1
-	if i := strings.IndexByte(string(src[end:]), '\n'); i >= 0 {
-		end += i
-	} else {
-		end = len(src)
+	// Whole lines: from the header's line start to the end of the last
+	// row's line, and at least through the delimiter row under the header.
+	start = bytes.LastIndexByte(src[:start], '\n') + 1
+	end = lineEnd(src, end)
+	if header := lineEnd(src, start); header < len(src) {
+		end = max(end, lineEnd(src, header+1))
 	}
 	widths := []int{}
 	for _, r := range rows {
@@ -166,18 +172,11 @@ func tableBlock(n *east.Table, src []byte) (edit, bool) {
 	return edit{start: start, end: end, text: b.String()}, true
 }
 
-// span is the source range of a node's inline text (its first to its last
-// text segment), or -1, -1 when it has none.
-func span(n ast.Node) (int, int) {
-	start, end := -1, -1
-	_ = ast.Walk(n, func(c ast.Node, entering bool) (ast.WalkStatus, error) {
-		if t, ok := c.(*ast.Text); ok && entering {
-			if start < 0 || t.Segment.Start < start {
-				start = t.Segment.Start
-			}
-			end = max(end, t.Segment.Stop)
-		}
-		return ast.WalkContinue, nil
-	})
-	return start, end
+// lineEnd is the offset of the end of the line holding offset i (its
+// newline, or the end of src).
+func lineEnd(src []byte, i int) int {
+	if j := bytes.IndexByte(src[i:], '\n'); j >= 0 {
+		return i + j
+	}
+	return len(src)
 }

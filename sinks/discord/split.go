@@ -98,13 +98,13 @@ func (sp *splitter) cut(avail int) int {
 	usable := func(i int) bool { return i > 0 && strings.TrimSpace(win[:i]) != "" }
 	for _, i := range found {
 		if i >= w/2 && usable(i) {
-			return keepHeading(win, i)
+			return sp.keepHeading(win, i)
 		}
 	}
 	// No boundary in the second half: the best one anywhere.
 	for _, i := range found {
 		if usable(i) {
-			return keepHeading(win, i)
+			return sp.keepHeading(win, i)
 		}
 	}
 	return hardCut(win)
@@ -112,15 +112,19 @@ func (sp *splitter) cut(avail int) int {
 
 // keepHeading moves a cut at i before a heading that would otherwise end
 // the part ("## Step 5" at the bottom of one message, its text in the
-// next): a heading goes with what it heads.
-func keepHeading(win string, i int) int {
+// next): a heading goes with what it heads. Inside a code block a "#" line
+// is no heading (a shell comment), and the part keeps some text.
+func (sp *splitter) keepHeading(win string, i int) int {
 	head := strings.TrimRight(win[:i], " \t\n")
 	start := strings.LastIndexByte(head, '\n') + 1
 	if !isHeading(head[start:]) {
 		return i
 	}
-	if strings.TrimSpace(head[:start]) == "" {
-		return i // the part would be empty: the heading stays
+	if inFence, _ := fenceState(sp.inFence, sp.info, head); inFence {
+		return i
+	}
+	if inFence, _ := fenceState(sp.inFence, sp.info, head[:start]); inFence || strings.TrimSpace(head[:start]) == "" {
+		return i // only a fence, or nothing, would be left in the part
 	}
 	return start
 }

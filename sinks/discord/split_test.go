@@ -142,6 +142,8 @@ func TestSplitPrefersBoundaries(t *testing.T) {
 		{"heading goes with its text", para + "\n\n## Step 5\n\n" + para, len16(para) + 20,
 			[]string{para, "## Step 5\n\n" + para}},
 		{"a heading alone stays", "## Step 5\n\n" + para, 20, nil},
+		{"a comment in code is no heading", "```bash\n# Install\n" + strings.Repeat("x", 40) + "\n```", 32,
+			[]string{"```bash\n# Install\n```", "```bash\n" + strings.Repeat("x", 20) + "\n```", "```bash\n" + strings.Repeat("x", 20) + "\n```"}},
 		{"link kept whole", "Read [the shipping page](https://example.com/x) now please", 50,
 			[]string{"Read", "[the shipping page](https://example.com/x)", "now please"}},
 	}
