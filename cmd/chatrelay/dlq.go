@@ -63,7 +63,7 @@ the config, the token admin.token (or CHATRELAY_ADMIN_TOKEN).`,
 			}
 			for _, d := range out.DeadLetters {
 				reason, _ := relay.Truncate(strings.Join(strings.Fields(d.Reason), " "), 100)
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.ID, d.Sink, orDash(d.ConversationID), orDash(d.Topic),
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", cell(d.ID), cell(d.Sink), cell(d.ConversationID), cell(d.Topic),
 					d.Attempts, d.ParkedAt.UTC().Format(time.RFC3339), reason)
 			}
 			return tw.Flush()
@@ -175,8 +175,10 @@ func (a *app) adminCall(cmd *cobra.Command, method, path string, in, out any) er
 	return json.Unmarshal(data, out)
 }
 
-// orDash keeps a table's columns when a value is empty.
-func orDash(s string) string {
+// cell is a value as one table cell: its whitespace (a newline or tab from
+// an event's body) flattened, "-" when empty.
+func cell(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
 	if s == "" {
 		return "-"
 	}

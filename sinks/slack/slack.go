@@ -396,10 +396,10 @@ func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) 
 	return n, nil
 }
 
-// Probe implements relay.Prober: auth.test in bot mode. A webhook gets an
-// empty message, which Slack refuses (400 no_text) without posting anything
-// when the webhook works, and answers like any send when it is revoked,
-// removed or its channel archived.
+// Probe implements relay.Prober: auth.test in bot mode. An incoming webhook
+// (".../services/...") gets an empty message, which Slack refuses (400
+// no_text) without posting anything when the webhook works, and answers like
+// any send when it is revoked, removed or its channel archived.
 func (s *Sink) Probe(ctx context.Context) error {
 	if s.webhook() {
 		if err := checkURL(s.cfg.WebhookURL.Reveal()); err != nil {
@@ -420,6 +420,12 @@ func (s *Sink) Probe(ctx context.Context) error {
 var emptyMessageCodes = []string{"no_text", "missing_text_or_fallback_or_attachments", "invalid_payload"}
 
 func (s *Sink) probeWebhook(ctx context.Context) error {
+	if u, err := url.Parse(s.cfg.WebhookURL.Reveal()); err != nil || !strings.HasPrefix(u.Path, "/services/") {
+		// Not an incoming webhook's URL (a workflow trigger, a
+		// Slack-compatible service): an empty message might start
+		// something there, so only the URL's form was checked.
+		return nil
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.WebhookURL.Reveal(), strings.NewReader("{}"))
 	if err != nil {
 		return relay.Broken(fmt.Errorf("slack sink %q: webhook request: %w", s.cfg.Name, relay.RedactURL(err)), relay.ReasonGone)

@@ -1185,6 +1185,15 @@ func TestProbe(t *testing.T) {
 	if n := len(srv.Messages()); n != 0 {
 		t.Fatalf("the webhook probe posted %d messages", n)
 	}
+	// Not an incoming webhook's URL (a workflow trigger): not contacted.
+	trigger, err := slack.New(slack.Config{Name: sinkName, WebhookURL: relay.Secret(srv.URL + "/triggers/T0/1/abc")}, relay.SinkDeps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := len(srv.Requests())
+	if err := trigger.Probe(t.Context()); err != nil || len(srv.Requests()) != before {
+		t.Fatalf("workflow trigger URL: probe %v, %d requests", err, len(srv.Requests())-before)
+	}
 	for _, tc := range []struct {
 		name   string
 		script *slacktest.Response
