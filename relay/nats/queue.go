@@ -425,13 +425,18 @@ func (s *Store) keepalive() {
 // later, on its callback goroutine: a settlement in between must not go
 // through.
 func (s *Store) giveUpIfAwayLong() {
-	at := s.disconnectedAt.Load()
-	if at == 0 {
-		return
-	}
-	if away := time.Since(time.Unix(0, at)); away >= s.opts.AckWait/2 {
+	if away := s.awaySince(s.disconnectedAt.Load()); away >= s.opts.AckWait/2 {
 		s.reclaimHeld(away)
 	}
+}
+
+// awaySince is how long ago disconnectedAt value at was, or 0 for
+// "connected".
+func (s *Store) awaySince(at int64) time.Duration {
+	if at == 0 {
+		return 0
+	}
+	return time.Since(s.opened) - time.Duration(at-1)
 }
 
 // reclaimHeld runs on reconnecting after being away for away. A short

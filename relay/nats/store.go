@@ -177,7 +177,11 @@ type Store struct {
 	// the exclusive sinks it owns (own.go).
 	ownerValue []byte
 
-	disconnectedAt atomic.Int64 // unix nanoseconds; 0 while connected
+	// disconnectedAt is when the connection was lost, in monotonic
+	// nanoseconds since opened (+1, so that 0 means connected): a clock
+	// step cannot make a short absence look long.
+	disconnectedAt atomic.Int64
+	opened         time.Time
 	connectedAt    atomic.Int64 // unix nanoseconds of the last (re)connect
 
 	// ctx ends when Close begins; every goroutine the store starts stops
@@ -223,6 +227,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	s.instance = uuid.NewString()
 	s.hostname, _ = os.Hostname()
 	s.ownerValue, _ = json.Marshal(ownerRecord{Replica: s.instance, Host: s.hostname})
+	s.opened = time.Now()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.epoch, s.endEpoch = context.WithCancel(s.ctx)
 
@@ -322,17 +327,14 @@ func (s *Store) connect(ctx context.Context) error {
 		natsgo.PingInterval(20 * time.Second),
 		natsgo.MaxPingsOutstanding(3),
 		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
-			s.disconnectedAt.CompareAndSwap(0, time.Now().UnixNano())
+			s.disconnectedAt.CompareAndSwap(0, int64(time.Since(s.opened))+1)
 			if s.ctx.Err() == nil {
 				s.log.Warn("lost the connection to NATS; appends answer 503 until it is back", "err", err)
 			}
 		}),
 		natsgo.ReconnectHandler(func(nc *natsgo.Conn) {
-			away := time.Duration(0)
 			at := s.disconnectedAt.Load()
-			if at != 0 {
-				away = time.Since(time.Unix(0, at))
-			}
+			away := s.awaySince(at)
 			s.log.Info("reconnected to NATS", "server", nc.ConnectedAddr(), "away", away.Round(time.Millisecond))
 			s.connectedAt.Store(time.Now().UnixNano())
 			// Given up before "away" is cleared: a settlement racing this
