@@ -247,7 +247,7 @@ func (d *Dispatcher) deliverPacked(soft, ctx context.Context, del *Delivery) {
 			for _, del := range batch {
 				tk, err := d.cfg.Pacer.Acquire(soft)
 				if err != nil {
-					d.release(ctx, del) // shutting down: it stays for the next start
+					d.release(context.WithoutCancel(ctx), del) // shutting down: it stays for the next start
 					continue
 				}
 				d.deliver(soft, ctx, del, tk)
