@@ -63,15 +63,7 @@ func TestHalfWrittenEventIsQueuedOnce(t *testing.T) {
 	defer s.Close()
 
 	ev := storetest.NewEvent(t, "A", 1)
-	nc, err := natsgo.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jetStreamClient(t, ns.ClientURL())
 	// Partition 3 is where conversation A falls with 4 partitions.
 	m := natsgo.NewMsg("chatrelay.ev.003." + ev.ID)
 	m.Data = ev.Body
@@ -113,15 +105,7 @@ func TestDeadReplicasAppendsAreRequeued(t *testing.T) {
 	s := open(t, opts)
 	defer s.Close()
 
-	nc, err := natsgo.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jetStreamClient(t, ns.ClientURL())
 	leases, err := js.KeyValue(t.Context(), "CHATRELAY_REPLICAS")
 	if err != nil {
 		t.Fatal(err)

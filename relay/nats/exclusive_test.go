@@ -14,8 +14,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jonboulle/clockwork"
-	natsgo "github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/chatrelay/chatrelay/relay"
@@ -383,15 +381,7 @@ func TestExclusiveSinkLostLease(t *testing.T) {
 		t.Fatalf("first delivery %s, want %s", held.Event.ID, a1.ID)
 	}
 
-	nc, err := natsgo.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jetStreamClient(t, ns.ClientURL())
 	leases, err := js.KeyValue(t.Context(), "CHATRELAY_REPLICAS")
 	if err != nil {
 		t.Fatal(err)

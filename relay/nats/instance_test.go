@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/chatrelay/chatrelay/relay"
@@ -501,6 +503,22 @@ func get(client *http.Client, url string) (int, string, http.Header, error) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	return resp.StatusCode, strings.TrimSpace(string(b)), resp.Header, nil
+}
+
+// jetStreamClient is a JetStream client of its own, as a test's view of
+// the server (outside the store under test), closed when the test ends.
+func jetStreamClient(t *testing.T, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := natsgo.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }
 
 // pollUntil polls cond with a deadline: the last resort for waiting on

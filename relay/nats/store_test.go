@@ -10,8 +10,6 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"github.com/nats-io/nats-server/v2/server"
-	natsgo "github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
 	"github.com/chatrelay/chatrelay/relay"
@@ -233,15 +231,7 @@ func TestOpenUpdatesChangedStreams(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	nc, err := natsgo.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jetStreamClient(t, ns.ClientURL())
 	st, err := js.Stream(t.Context(), "CHATRELAY_EVENTS")
 	if err != nil {
 		t.Fatal(err)
