@@ -110,17 +110,12 @@ func (e *Event) OrderingKey() string {
 	return "e:" + e.ID
 }
 
-// DedupeKey is SHA-256 of topic, newline, raw body: two requests with the same
-// key are the same event.
-func DedupeKey(topic string, body []byte) [32]byte {
-	h := sha256.New()
-	h.Write([]byte(topic))
-	h.Write([]byte{'\n'})
-	h.Write(body)
-	var k [32]byte
-	h.Sum(k[:0])
-	return k
-}
+// DedupeKey is SHA-256 of the raw body: two requests with the same body are
+// the same event, whatever topic header they carry. The topic header is not
+// covered by Chat Data's signature, so it must not be part of the key: a
+// captured body re-sent under another topic would otherwise be a new event
+// (SPEC §4).
+func DedupeKey(body []byte) [32]byte { return sha256.Sum256(body) }
 
 // ErrNotObject is returned by DecodeEvent when the body is not a JSON object.
 var ErrNotObject = errors.New("body is not a JSON object")

@@ -154,26 +154,39 @@ func TestReceiverAnswers(t *testing.T) {
 	}
 }
 
+// TestReceiverDuplicate: the same signed body is one event, whatever topic
+// header it carries (the header is not signed: SPEC §4). A captured chat
+// body re-sent as live-chat-escalation, or under any made-up topic, is
+// answered duplicate with the first id and delivered nowhere.
 func TestReceiverDuplicate(t *testing.T) {
 	t.Parallel()
 	f := newReceiver(t, nil, nil)
 	chat := readPayload(t, "chat.json")
-	_, first := post(t, f.srv.URL+"/webhook", "POST", chat, relay.Sign(chat, secret), "chat")
-	resp, dup := post(t, f.srv.URL+"/webhook", "POST", chat, relay.Sign(chat, secret), "chat")
-	if resp.StatusCode != 200 || dup.Status != "duplicate" || dup.ID != first.ID {
-		t.Fatalf("repeat: %d %+v, want duplicate of %s", resp.StatusCode, dup, first.ID)
+	sig := relay.Sign(chat, secret)
+	_, first := post(t, f.srv.URL+"/webhook", "POST", chat, sig, "chat")
+	if first.Status != "accepted" {
+		t.Fatalf("first: %+v", first)
 	}
-	// The same body under another topic is another event.
-	_, other := post(t, f.srv.URL+"/webhook", "POST", chat, relay.Sign(chat, secret), "live-chat-escalation")
-	if other.Status != "accepted" || other.ID == first.ID {
-		t.Fatalf("other topic: %+v", other)
+	replays := []string{"chat", "", "live-chat-escalation", "lead-submission", "made-up-topic-1", "made-up-topic-2"}
+	for _, topic := range replays {
+		resp, dup := post(t, f.srv.URL+"/webhook", "POST", chat, sig, topic)
+		if resp.StatusCode != 200 || dup.Status != "duplicate" || dup.ID != first.ID {
+			t.Fatalf("repeat under topic %q: %d %+v, want duplicate of %s", topic, resp.StatusCode, dup, first.ID)
+		}
 	}
-	rec, err := f.store.Lookup(t.Context(), other.ID)
-	if err != nil || rec.Event.Topic != "live-chat-escalation" {
-		t.Fatalf("Lookup: %v %v", rec, err)
+	recent, err := f.store.Recent(t.Context(), "", 10)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if n := testutil.ToFloat64(f.metrics.EventsReceived.WithLabelValues("chat", relay.ReceiveDuplicate)); n != 1 {
-		t.Fatalf("duplicates counted %v", n)
+	if len(recent) != 1 || recent[0].ID != first.ID || recent[0].Topic != relay.TopicChat {
+		t.Fatalf("stored %+v, want only the first event, topic chat", recent)
+	}
+	dups := 0.0
+	for _, topic := range []string{"chat", "live-chat-escalation", "lead-submission", "other"} {
+		dups += testutil.ToFloat64(f.metrics.EventsReceived.WithLabelValues(topic, relay.ReceiveDuplicate))
+	}
+	if dups != float64(len(replays)) {
+		t.Fatalf("duplicates counted %v, want %d", dups, len(replays))
 	}
 }
 
