@@ -73,32 +73,50 @@ type Receiver struct {
 	cfg ReceiverConfig
 	mux *http.ServeMux
 
-	// Rejections are logged at most once per rejectLogEvery, with how many
-	// were not logged: a flood of bad requests must not flood the log.
-	rejectMu      sync.Mutex
-	rejectLogged  time.Time
-	rejectSkipped int
+	// Rejections and failed readiness checks are logged at most once per
+	// logEvery each, with how many were not logged: a flood of bad
+	// requests, or a monitor polling /readyz, must not flood the log.
+	rejectLog throttle
+	readyLog  throttle
 }
 
-const rejectLogEvery = 10 * time.Second
+const logEvery = 10 * time.Second
 
-// logRejection logs a refused request, throttled.
-func (r *Receiver) logRejection(msg string, args ...any) {
-	r.rejectMu.Lock()
-	now := r.cfg.Clock.Now()
-	if now.Sub(r.rejectLogged) < rejectLogEvery {
-		r.rejectSkipped++
-		r.rejectMu.Unlock()
+// throttle lets one log line through per logEvery and counts the others.
+type throttle struct {
+	mu      sync.Mutex
+	logged  time.Time
+	skipped int
+}
+
+// allow reports whether a line may be logged now and, if so, how many were
+// held back since the last one.
+func (t *throttle) allow(now time.Time) (ok bool, skipped int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.logged.IsZero() && now.Sub(t.logged) < logEvery {
+		t.skipped++
+		return false, 0
+	}
+	skipped = t.skipped
+	t.logged, t.skipped = now, 0
+	return true, skipped
+}
+
+// logThrottled logs a warning through t.
+func (r *Receiver) logThrottled(t *throttle, msg string, args ...any) {
+	ok, skipped := t.allow(r.cfg.Clock.Now())
+	if !ok {
 		return
 	}
-	skipped := r.rejectSkipped
-	r.rejectLogged, r.rejectSkipped = now, 0
-	r.rejectMu.Unlock()
 	if skipped > 0 {
 		args = append(args, "not_logged_since_last", skipped)
 	}
 	r.cfg.Logger.Warn(msg, args...)
 }
+
+// logRejection logs a refused request, throttled.
+func (r *Receiver) logRejection(msg string, args ...any) { r.logThrottled(&r.rejectLog, msg, args...) }
 
 // NewReceiver returns a receiver. It starts no goroutine.
 func NewReceiver(cfg ReceiverConfig) (*Receiver, error) {
@@ -222,12 +240,17 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request) {
 	writeJSON(w, http.StatusOK, answer{Status: "accepted", ID: acc.ID})
 }
 
+// readyz answers ready or not ready with a short reason code (ReadyReason):
+// never the store's error text, which can name files and hosts. The detail
+// goes to the log (throttled) and to the admin API (GET /api/v1/ready).
 func (r *Receiver) readyz(w http.ResponseWriter, req *http.Request) {
 	ctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
 	defer cancel()
 	if err := r.cfg.Store.Ready(ctx); err != nil {
+		reason := ReadyReason(err)
+		r.logThrottled(&r.readyLog, "not ready: the store cannot accept events; /readyz answers 503", "reason", reason, "err", err)
 		w.Header().Set("Retry-After", strconv.Itoa(int(r.cfg.RetryAfter/time.Second)))
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": reason})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})

@@ -2,7 +2,9 @@ package admin_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -157,5 +159,37 @@ func TestDeadLetterLifecycle(t *testing.T) {
 	code, out = f.call(t, "GET", "/api/v1/sinks", token, nil)
 	if code != 200 || len(out["sinks"].([]any)) != 2 {
 		t.Fatalf("sinks: %d %v", code, out)
+	}
+}
+
+// unready is a store whose readiness check fails.
+type unready struct {
+	*bolt.Store
+	err error
+}
+
+func (u unready) Ready(context.Context) error { return u.err }
+
+// TestReady: GET /api/v1/ready gives the detail /readyz leaves out, behind
+// the token.
+func TestReady(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	if code, _ := f.call(t, "GET", "/api/v1/ready", "", nil); code != 401 {
+		t.Fatalf("without the token: %d, want 401", code)
+	}
+	code, out := f.call(t, "GET", "/api/v1/ready", token, nil)
+	if code != 200 || out["ready"] != true || out["reason"] != nil {
+		t.Fatalf("ready store: %d %v", code, out)
+	}
+
+	full := fmt.Errorf("%w: database reached maximum size", relay.ErrFull)
+	reg := prometheus.NewRegistry()
+	srv := httptest.NewServer(admin.Handler(admin.Config{Store: unready{f.store, full}, Gatherer: reg, Token: token}))
+	t.Cleanup(srv.Close)
+	g := &fixture{srv: srv}
+	code, out = g.call(t, "GET", "/api/v1/ready", token, nil)
+	if code != 200 || out["ready"] != false || out["reason"] != relay.ReadyStoreFull || out["error"] != full.Error() {
+		t.Fatalf("full store: %d %v", code, out)
 	}
 }
