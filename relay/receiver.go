@@ -7,7 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"io"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -58,14 +58,19 @@ type Appender interface {
 
 // ReceiverConfig configures a Receiver.
 type ReceiverConfig struct {
-	Secrets    []Secret
-	MaxBody    int64 // bytes; default 1 MiB
-	Store      Appender
-	Router     *Router
-	Metrics    *Metrics
-	Logger     *slog.Logger
-	Clock      clockwork.Clock
-	RetryAfter time.Duration // what 503 answers tell the sender; default 5s
+	Secrets []Secret
+	MaxBody int64 // bytes; default 1 MiB
+	// MaxInflight bounds the bytes held for request bodies across every
+	// request in flight, signed or not (max_inflight_bytes; default
+	// DefaultMaxInflight). Past it the receiver answers 503 + Retry-After
+	// before reading the body.
+	MaxInflight int64
+	Store       Appender
+	Router      *Router
+	Metrics     *Metrics
+	Logger      *slog.Logger
+	Clock       clockwork.Clock
+	RetryAfter  time.Duration // what 503 answers tell the sender; default 5s
 }
 
 // Receiver is the inbound side: POST /webhook, GET /healthz, GET /readyz.
@@ -78,6 +83,9 @@ type Receiver struct {
 	// requests, or a monitor polling /readyz, must not flood the log.
 	rejectLog throttle
 	readyLog  throttle
+	busyLog   throttle
+
+	inflight budget
 }
 
 const logEvery = 10 * time.Second
@@ -138,7 +146,16 @@ func NewReceiver(cfg ReceiverConfig) (*Receiver, error) {
 	if cfg.RetryAfter <= 0 {
 		cfg.RetryAfter = 5 * time.Second
 	}
+	if cfg.MaxInflight <= 0 {
+		cfg.MaxInflight = DefaultMaxInflight
+	}
+	if cfg.MaxInflight < cfg.MaxBody {
+		return nil, fmt.Errorf("receiver: max_inflight_bytes %d is below max_body_bytes %d: no body of the largest size could be read",
+			cfg.MaxInflight, cfg.MaxBody)
+	}
 	r := &Receiver{cfg: cfg, mux: http.NewServeMux()}
+	r.inflight.limit = cfg.MaxInflight
+	r.inflight.gauge = cfg.Metrics.InflightBodyBytes
 	r.mux.HandleFunc("POST /webhook", r.webhook)
 	// Any other method: 405 with Allow, and a JSON error like every other
 	// answer of the endpoint.
@@ -157,6 +174,9 @@ func NewReceiver(cfg ReceiverConfig) (*Receiver, error) {
 // ServeHTTP implements http.Handler.
 func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) { r.mux.ServeHTTP(w, req) }
 
+// InflightBytes returns the bytes reserved for request bodies right now.
+func (r *Receiver) InflightBytes() int64 { return r.inflight.used.Load() }
+
 type answer struct {
 	Status string `json:"status"`
 	ID     string `json:"id,omitempty"`
@@ -169,17 +189,32 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request) {
 	// Until the signature holds, the body is not read for its topic: a
 	// rejected request is counted under its header's topic, or chat.
 	rejectTopic := TopicLabel(TopicOf(topicHeader, nil))
-	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, r.cfg.MaxBody))
+	// Memory for the body is reserved before it is read, and held until the
+	// request is answered.
+	body, held, err := r.inflight.readBody(w, req, r.cfg.MaxBody)
+	defer r.inflight.release(held)
 	if err != nil {
 		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
+		switch {
+		case errors.Is(err, errBusy):
+			m.EventsReceived.WithLabelValues(rejectTopic, ReceiveUnavailable).Inc()
+			r.logThrottled(&r.busyLog, "refusing requests: max_inflight_bytes of request bodies are in flight; answering 503 with Retry-After",
+				"remote", req.RemoteAddr, "max_inflight_bytes", r.cfg.MaxInflight)
+			// Closing the connection spares reading (or discarding) a body
+			// that will not be used.
+			w.Header().Set("Connection", "close")
+			w.Header().Set("Retry-After", strconv.Itoa(int(r.cfg.RetryAfter.Round(time.Second)/time.Second)))
+			writeJSON(w, http.StatusServiceUnavailable, answer{Status: "unavailable",
+				Error: "too many request bodies in flight (max_inflight_bytes), retry later"})
+		case errors.Is(err, errTooLarge), errors.As(err, &tooBig):
 			m.EventsReceived.WithLabelValues(rejectTopic, ReceiveRejectedBody).Inc()
+			w.Header().Set("Connection", "close")
 			writeJSON(w, http.StatusRequestEntityTooLarge, answer{Status: "rejected",
 				Error: "body larger than " + strconv.FormatInt(r.cfg.MaxBody, 10) + " bytes (max_body_bytes)"})
-			return
+		default:
+			m.EventsReceived.WithLabelValues(rejectTopic, ReceiveRejectedBody).Inc()
+			writeJSON(w, http.StatusBadRequest, answer{Status: "rejected", Error: "could not read body"})
 		}
-		m.EventsReceived.WithLabelValues(rejectTopic, ReceiveRejectedBody).Inc()
-		writeJSON(w, http.StatusBadRequest, answer{Status: "rejected", Error: "could not read body"})
 		return
 	}
 	// Verify over the raw bytes before anything parses them.

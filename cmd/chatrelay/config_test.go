@@ -304,3 +304,41 @@ func TestSecretFilter(t *testing.T) {
 		t.Fatalf("log line: %s", out.String())
 	}
 }
+
+// TestValidateMaxInflightBytes: max_inflight_bytes defaults to 64 MiB and
+// cannot be below max_body_bytes (no body of the largest size could be
+// read).
+func TestValidateMaxInflightBytes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		yaml string
+		want int64
+		err  string
+	}{
+		{"default", minimal, 64 << 20, ""},
+		{"set", minimal + "max_inflight_bytes: 8MiB\n", 8 << 20, ""},
+		{"equal to max_body_bytes", minimal + "max_body_bytes: 2MiB\nmax_inflight_bytes: 2MiB\n", 2 << 20, ""},
+		{"below max_body_bytes", minimal + "max_inflight_bytes: 512KiB\n", 512 << 10,
+			"max_inflight_bytes: 524288 is below max_body_bytes 1048576"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := LoadConfig(writeConfig(t, tc.yaml), true, env(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if int64(cfg.MaxInflightBytes) != tc.want {
+				t.Fatalf("max_inflight_bytes = %d, want %d", cfg.MaxInflightBytes, tc.want)
+			}
+			err = cfg.Validate()
+			switch {
+			case tc.err == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+				t.Fatalf("error %v, want one containing %q", err, tc.err)
+			}
+		})
+	}
+}
