@@ -441,6 +441,9 @@ func sensitiveHeader(name string) bool {
 	return false
 }
 
+// minAdminToken is the shortest admin.token accepted off loopback (SPEC §9).
+const minAdminToken = 16
+
 // Validate checks everything that can be checked without the network and
 // returns every problem, each naming the key and the fix.
 func (c *Config) Validate() error {
@@ -456,6 +459,9 @@ func (c *Config) Validate() error {
 	} else if c.Admin.Token == "" && !isLoopback(c.Admin.Listen) {
 		bad("admin.token", "required because admin.listen %q is not a loopback address; set admin.token "+
 			"(or CHATRELAY_ADMIN_TOKEN), or listen on 127.0.0.1", c.Admin.Listen)
+	} else if len(c.Admin.Token) < minAdminToken && c.Admin.Token != "" && !isLoopback(c.Admin.Listen) {
+		bad("admin.token", "shorter than %d characters, too easy to guess on a listener that is not loopback (%q); "+
+			"use a random one, e.g. from: openssl rand -hex 24", minAdminToken, c.Admin.Listen)
 	}
 	if !c.Embedded() && len(c.SigningSecrets) == 0 {
 		bad("signing_secrets", "none set; set at least one: the signing secret Chat Data shows under Settings → Webhooks "+

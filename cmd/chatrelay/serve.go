@@ -160,6 +160,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10, // as the public listener: the default is 1 MiB
 		ErrorLog:          errLog,
 	}
 

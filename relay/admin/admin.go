@@ -42,7 +42,10 @@ type Config struct {
 	Gatherer prometheus.Gatherer
 	Metrics  *relay.Metrics
 	// Token, when set, is required as "Authorization: Bearer <token>" on
-	// /api/v1/. Metrics and health stay open (they carry no secrets).
+	// /api/v1/ and /debug/pprof/. Metrics and health stay open (they carry
+	// no secrets). Without a token (allowed on loopback only) every request
+	// must be addressed to a loopback Host and not come from another origin,
+	// and state changes must be application/json (SPEC §9; see guard).
 	Token relay.Secret
 	// Sinks are the configured sink names, in config order, with their
 	// pacers (for up/down state).
@@ -84,6 +87,12 @@ func Handler(cfg Config) http.Handler {
 	prof.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	prof.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.Handle("/debug/pprof/", a.auth(prof))
+	if cfg.Token.IsZero() {
+		// No token (loopback only): the browser-facing checks of SPEC §9
+		// stand in for it, on every path. See guard.
+		g := &guard{logger: cfg.Logger, now: cfg.Now}
+		return g.wrap(mux)
+	}
 	return mux
 }
 
