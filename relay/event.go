@@ -110,17 +110,12 @@ func (e *Event) OrderingKey() string {
 	return "e:" + e.ID
 }
 
-// DedupeKey is SHA-256 of topic, newline, raw body: two requests with the same
-// key are the same event.
-func DedupeKey(topic string, body []byte) [32]byte {
-	h := sha256.New()
-	h.Write([]byte(topic))
-	h.Write([]byte{'\n'})
-	h.Write(body)
-	var k [32]byte
-	h.Sum(k[:0])
-	return k
-}
+// DedupeKey is SHA-256 of the raw body: two requests with the same body are
+// the same event, whatever topic header they carry. The topic header is not
+// covered by Chat Data's signature, so it must not be part of the key: a
+// captured body re-sent under another topic would otherwise be a new event
+// (SPEC §4).
+func DedupeKey(body []byte) [32]byte { return sha256.Sum256(body) }
 
 // ErrNotObject is returned by DecodeEvent when the body is not a JSON object.
 var ErrNotObject = errors.New("body is not a JSON object")
@@ -136,7 +131,7 @@ func DecodeEvent(body []byte) (*Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	ev := &Event{Body: body}
+	ev := &Event{Body: body, Fields: make([]Field, 0, len(fields))}
 	for _, f := range fields {
 		ev.Fields = append(ev.Fields, Field{Key: f.key, Value: textOf(f.raw)})
 		switch f.key {
@@ -211,16 +206,48 @@ func validFields(data []byte) ([]rawField, error) {
 		i = skipSpace(data, end)
 		i = skipSpace(data, i+1) // the colon
 		vend := skipValue(data, i)
-		if j := slices.IndexFunc(out, func(f rawField) bool { return f.key == key }); j >= 0 {
-			out = slices.Delete(out, j, j+1)
-		}
 		out = append(out, rawField{key: key, raw: data[i:vend]})
 		i = skipSpace(data, vend)
 		if data[i] == ',' {
 			i = skipSpace(data, i+1)
 		}
 	}
-	return out, nil
+	return lastOfEachKey(out), nil
+}
+
+// smallObject is the field count up to which lastOfEachKey compares keys
+// pairwise: cheaper than a map for the dozen fields of a Chat Data event,
+// and at most smallObject² comparisons.
+const smallObject = 32
+
+// lastOfEachKey drops every field whose key comes again later, keeping the
+// order of the last occurrences (a repeated key keeps its last value, as
+// encoding/json does). Linear in the number of fields: the body is
+// untrusted, and a quadratic check made 90,000 keys cost 20 s.
+func lastOfEachKey(fields []rawField) []rawField {
+	// Filtering in place is safe: out never grows past the field being read.
+	out := fields[:0]
+	if len(fields) <= smallObject {
+		for j, f := range fields {
+			if !slices.ContainsFunc(fields[j+1:], func(g rawField) bool { return g.key == f.key }) {
+				out = append(out, f)
+			}
+		}
+		return out
+	}
+	last := make(map[string]int, len(fields))
+	for j, f := range fields {
+		last[f.key] = j
+	}
+	if len(last) == len(fields) {
+		return fields
+	}
+	for j, f := range fields {
+		if last[f.key] == j {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // validItems returns the elements of a JSON array known to be valid, or

@@ -39,6 +39,9 @@ type Metrics struct {
 	RateLimited      *prometheus.CounterVec
 	SinkUp           *prometheus.GaugeVec
 	PackedEvents     *prometheus.CounterVec
+	// InflightBodyBytes is what the receiver holds for request bodies now
+	// (bounded by max_inflight_bytes).
+	InflightBodyBytes prometheus.Gauge
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -77,9 +80,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "chatrelay_packed_events_total",
 			Help: "Events delivered packed with others into one message, per sink.",
 		}, []string{"sink"}),
+		InflightBodyBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chatrelay_inflight_body_bytes",
+			Help: "Bytes held for webhook request bodies being read or handled (bounded by max_inflight_bytes).",
+		}),
 	}
 	reg.MustRegister(m.EventsReceived, m.Deliveries, m.DeliveryAttempts, m.DeliveryFailures,
-		m.DeliveryDuration, m.RateLimited, m.SinkUp, m.PackedEvents)
+		m.DeliveryDuration, m.RateLimited, m.SinkUp, m.PackedEvents, m.InflightBodyBytes)
 	for _, topic := range []string{TopicChat, TopicLead, TopicEscalation, "other"} {
 		for _, r := range []string{ReceiveAccepted, ReceiveDuplicate, ReceiveUnrouted,
 			ReceiveRejectedSignature, ReceiveRejectedBody, ReceiveUnavailable} {

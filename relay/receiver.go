@@ -7,7 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"io"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -58,14 +58,19 @@ type Appender interface {
 
 // ReceiverConfig configures a Receiver.
 type ReceiverConfig struct {
-	Secrets    []Secret
-	MaxBody    int64 // bytes; default 1 MiB
-	Store      Appender
-	Router     *Router
-	Metrics    *Metrics
-	Logger     *slog.Logger
-	Clock      clockwork.Clock
-	RetryAfter time.Duration // what 503 answers tell the sender; default 5s
+	Secrets []Secret
+	MaxBody int64 // bytes; default 1 MiB
+	// MaxInflight bounds the bytes held for request bodies across every
+	// request in flight, signed or not (max_inflight_bytes; default
+	// DefaultMaxInflight). Past it the receiver answers 503 + Retry-After
+	// before reading the body.
+	MaxInflight int64
+	Store       Appender
+	Router      *Router
+	Metrics     *Metrics
+	Logger      *slog.Logger
+	Clock       clockwork.Clock
+	RetryAfter  time.Duration // what 503 answers tell the sender; default 5s
 }
 
 // Receiver is the inbound side: POST /webhook, GET /healthz, GET /readyz.
@@ -73,32 +78,53 @@ type Receiver struct {
 	cfg ReceiverConfig
 	mux *http.ServeMux
 
-	// Rejections are logged at most once per rejectLogEvery, with how many
-	// were not logged: a flood of bad requests must not flood the log.
-	rejectMu      sync.Mutex
-	rejectLogged  time.Time
-	rejectSkipped int
+	// Rejections and failed readiness checks are logged at most once per
+	// logEvery each, with how many were not logged: a flood of bad
+	// requests, or a monitor polling /readyz, must not flood the log.
+	rejectLog throttle
+	readyLog  throttle
+	busyLog   throttle
+
+	inflight budget
 }
 
-const rejectLogEvery = 10 * time.Second
+const logEvery = 10 * time.Second
 
-// logRejection logs a refused request, throttled.
-func (r *Receiver) logRejection(msg string, args ...any) {
-	r.rejectMu.Lock()
-	now := r.cfg.Clock.Now()
-	if now.Sub(r.rejectLogged) < rejectLogEvery {
-		r.rejectSkipped++
-		r.rejectMu.Unlock()
+// throttle lets one log line through per logEvery and counts the others.
+type throttle struct {
+	mu      sync.Mutex
+	logged  time.Time
+	skipped int
+}
+
+// allow reports whether a line may be logged now and, if so, how many were
+// held back since the last one.
+func (t *throttle) allow(now time.Time) (ok bool, skipped int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.logged.IsZero() && now.Sub(t.logged) < logEvery {
+		t.skipped++
+		return false, 0
+	}
+	skipped = t.skipped
+	t.logged, t.skipped = now, 0
+	return true, skipped
+}
+
+// logThrottled logs a warning through t.
+func (r *Receiver) logThrottled(t *throttle, msg string, args ...any) {
+	ok, skipped := t.allow(r.cfg.Clock.Now())
+	if !ok {
 		return
 	}
-	skipped := r.rejectSkipped
-	r.rejectLogged, r.rejectSkipped = now, 0
-	r.rejectMu.Unlock()
 	if skipped > 0 {
 		args = append(args, "not_logged_since_last", skipped)
 	}
 	r.cfg.Logger.Warn(msg, args...)
 }
+
+// logRejection logs a refused request, throttled.
+func (r *Receiver) logRejection(msg string, args ...any) { r.logThrottled(&r.rejectLog, msg, args...) }
 
 // NewReceiver returns a receiver. It starts no goroutine.
 func NewReceiver(cfg ReceiverConfig) (*Receiver, error) {
@@ -120,7 +146,16 @@ func NewReceiver(cfg ReceiverConfig) (*Receiver, error) {
 	if cfg.RetryAfter <= 0 {
 		cfg.RetryAfter = 5 * time.Second
 	}
+	if cfg.MaxInflight <= 0 {
+		cfg.MaxInflight = DefaultMaxInflight
+	}
+	if cfg.MaxInflight < cfg.MaxBody {
+		return nil, fmt.Errorf("receiver: max_inflight_bytes %d is below max_body_bytes %d: no body of the largest size could be read",
+			cfg.MaxInflight, cfg.MaxBody)
+	}
 	r := &Receiver{cfg: cfg, mux: http.NewServeMux()}
+	r.inflight.limit = cfg.MaxInflight
+	r.inflight.gauge = cfg.Metrics.InflightBodyBytes
 	r.mux.HandleFunc("POST /webhook", r.webhook)
 	// Any other method: 405 with Allow, and a JSON error like every other
 	// answer of the endpoint.
@@ -139,6 +174,9 @@ func NewReceiver(cfg ReceiverConfig) (*Receiver, error) {
 // ServeHTTP implements http.Handler.
 func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) { r.mux.ServeHTTP(w, req) }
 
+// InflightBytes returns the bytes reserved for request bodies right now.
+func (r *Receiver) InflightBytes() int64 { return r.inflight.used.Load() }
+
 type answer struct {
 	Status string `json:"status"`
 	ID     string `json:"id,omitempty"`
@@ -151,17 +189,32 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request) {
 	// Until the signature holds, the body is not read for its topic: a
 	// rejected request is counted under its header's topic, or chat.
 	rejectTopic := TopicLabel(TopicOf(topicHeader, nil))
-	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, r.cfg.MaxBody))
+	// Memory for the body is reserved before it is read, and held until the
+	// request is answered.
+	body, held, err := r.inflight.readBody(w, req, r.cfg.MaxBody)
+	defer r.inflight.release(held)
 	if err != nil {
 		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
+		switch {
+		case errors.Is(err, errBusy):
+			m.EventsReceived.WithLabelValues(rejectTopic, ReceiveUnavailable).Inc()
+			r.logThrottled(&r.busyLog, "refusing requests: max_inflight_bytes of request bodies are in flight; answering 503 with Retry-After",
+				"remote", req.RemoteAddr, "max_inflight_bytes", r.cfg.MaxInflight)
+			// Closing the connection spares reading (or discarding) a body
+			// that will not be used.
+			w.Header().Set("Connection", "close")
+			w.Header().Set("Retry-After", strconv.Itoa(int(r.cfg.RetryAfter.Round(time.Second)/time.Second)))
+			writeJSON(w, http.StatusServiceUnavailable, answer{Status: "unavailable",
+				Error: "too many request bodies in flight (max_inflight_bytes), retry later"})
+		case errors.Is(err, errTooLarge), errors.As(err, &tooBig):
 			m.EventsReceived.WithLabelValues(rejectTopic, ReceiveRejectedBody).Inc()
+			w.Header().Set("Connection", "close")
 			writeJSON(w, http.StatusRequestEntityTooLarge, answer{Status: "rejected",
 				Error: "body larger than " + strconv.FormatInt(r.cfg.MaxBody, 10) + " bytes (max_body_bytes)"})
-			return
+		default:
+			m.EventsReceived.WithLabelValues(rejectTopic, ReceiveRejectedBody).Inc()
+			writeJSON(w, http.StatusBadRequest, answer{Status: "rejected", Error: "could not read body"})
 		}
-		m.EventsReceived.WithLabelValues(rejectTopic, ReceiveRejectedBody).Inc()
-		writeJSON(w, http.StatusBadRequest, answer{Status: "rejected", Error: "could not read body"})
 		return
 	}
 	// Verify over the raw bytes before anything parses them.
@@ -222,12 +275,17 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request) {
 	writeJSON(w, http.StatusOK, answer{Status: "accepted", ID: acc.ID})
 }
 
+// readyz answers ready or not ready with a short reason code (ReadyReason):
+// never the store's error text, which can name files and hosts. The detail
+// goes to the log (throttled) and to the admin API (GET /api/v1/ready).
 func (r *Receiver) readyz(w http.ResponseWriter, req *http.Request) {
 	ctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
 	defer cancel()
 	if err := r.cfg.Store.Ready(ctx); err != nil {
+		reason := ReadyReason(err)
+		r.logThrottled(&r.readyLog, "not ready: the store cannot accept events; /readyz answers 503", "reason", reason, "err", err)
 		w.Header().Set("Retry-After", strconv.Itoa(int(r.cfg.RetryAfter/time.Second)))
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": reason})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})

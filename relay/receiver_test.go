@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -154,26 +156,39 @@ func TestReceiverAnswers(t *testing.T) {
 	}
 }
 
+// TestReceiverDuplicate: the same signed body is one event, whatever topic
+// header it carries (the header is not signed: SPEC §4). A captured chat
+// body re-sent as live-chat-escalation, or under any made-up topic, is
+// answered duplicate with the first id and delivered nowhere.
 func TestReceiverDuplicate(t *testing.T) {
 	t.Parallel()
 	f := newReceiver(t, nil, nil)
 	chat := readPayload(t, "chat.json")
-	_, first := post(t, f.srv.URL+"/webhook", "POST", chat, relay.Sign(chat, secret), "chat")
-	resp, dup := post(t, f.srv.URL+"/webhook", "POST", chat, relay.Sign(chat, secret), "chat")
-	if resp.StatusCode != 200 || dup.Status != "duplicate" || dup.ID != first.ID {
-		t.Fatalf("repeat: %d %+v, want duplicate of %s", resp.StatusCode, dup, first.ID)
+	sig := relay.Sign(chat, secret)
+	_, first := post(t, f.srv.URL+"/webhook", "POST", chat, sig, "chat")
+	if first.Status != "accepted" {
+		t.Fatalf("first: %+v", first)
 	}
-	// The same body under another topic is another event.
-	_, other := post(t, f.srv.URL+"/webhook", "POST", chat, relay.Sign(chat, secret), "live-chat-escalation")
-	if other.Status != "accepted" || other.ID == first.ID {
-		t.Fatalf("other topic: %+v", other)
+	replays := []string{"chat", "", "live-chat-escalation", "lead-submission", "made-up-topic-1", "made-up-topic-2"}
+	for _, topic := range replays {
+		resp, dup := post(t, f.srv.URL+"/webhook", "POST", chat, sig, topic)
+		if resp.StatusCode != 200 || dup.Status != "duplicate" || dup.ID != first.ID {
+			t.Fatalf("repeat under topic %q: %d %+v, want duplicate of %s", topic, resp.StatusCode, dup, first.ID)
+		}
 	}
-	rec, err := f.store.Lookup(t.Context(), other.ID)
-	if err != nil || rec.Event.Topic != "live-chat-escalation" {
-		t.Fatalf("Lookup: %v %v", rec, err)
+	recent, err := f.store.Recent(t.Context(), "", 10)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if n := testutil.ToFloat64(f.metrics.EventsReceived.WithLabelValues("chat", relay.ReceiveDuplicate)); n != 1 {
-		t.Fatalf("duplicates counted %v", n)
+	if len(recent) != 1 || recent[0].ID != first.ID || recent[0].Topic != relay.TopicChat {
+		t.Fatalf("stored %+v, want only the first event, topic chat", recent)
+	}
+	dups := 0.0
+	for _, topic := range []string{"chat", "live-chat-escalation", "lead-submission", "other"} {
+		dups += testutil.ToFloat64(f.metrics.EventsReceived.WithLabelValues(topic, relay.ReceiveDuplicate))
+	}
+	if dups != float64(len(replays)) {
+		t.Fatalf("duplicates counted %v, want %d", dups, len(replays))
 	}
 }
 
@@ -218,6 +233,56 @@ func TestReceiverStoreUnavailable(t *testing.T) {
 		if rz.StatusCode != 503 {
 			t.Fatalf("/readyz = %d while the store fails", rz.StatusCode)
 		}
+	}
+}
+
+// TestReadyzSaysOnlyAReasonCode: /readyz answers not ready with a short
+// reason code, never the store's error text (a file path, a host); the
+// detail goes to the log, once per 10 s however often /readyz is polled.
+func TestReadyzSaysOnlyAReasonCode(t *testing.T) {
+	t.Parallel()
+	const path = "/var/lib/chatrelay/chatrelay.db"
+	tests := []struct {
+		name   string
+		err    error
+		reason string
+	}{
+		{"full", fmt.Errorf("%w: write %s: no space left on device", relay.ErrFull, path), relay.ReadyStoreFull},
+		{"unavailable", fmt.Errorf("%w: open %s: permission denied", relay.ErrUnavailable, path), relay.ReadyStoreUnavailable},
+		{"nats down", fmt.Errorf("%w: not connected to NATS (reconnecting) nats://10.1.2.3:4222", relay.ErrUnavailable), relay.ReadyStoreUnavailable},
+		{"closed", relay.ErrClosed, relay.ReadyStoreClosed},
+		{"timeout", fmt.Errorf("events stream: %w", context.DeadlineExceeded), relay.ReadyStoreTimeout},
+		{"unclassified", fmt.Errorf("read %s: input/output error", path), relay.ReadyStoreUnavailable},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newReceiver(t, failingStore{err: tc.err}, nil)
+			for range 3 {
+				resp, err := http.Get(f.srv.URL + "/readyz")
+				if err != nil {
+					t.Fatal(err)
+				}
+				raw, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				var got map[string]string
+				if err := json.Unmarshal(raw, &got); err != nil {
+					t.Fatalf("answer %q: %v", raw, err)
+				}
+				want := map[string]string{"status": "unavailable", "reason": tc.reason}
+				if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !reflect.DeepEqual(got, want) {
+					t.Fatalf("/readyz = %d %s (Retry-After %q), want 503 %v with Retry-After",
+						resp.StatusCode, raw, resp.Header.Get("Retry-After"), want)
+				}
+			}
+			logs := f.logs.String()
+			if n := strings.Count(logs, "not ready"); n != 1 {
+				t.Fatalf("%d log lines for 3 failed checks within 10s, want 1:\n%s", n, logs)
+			}
+			if !strings.Contains(logs, tc.err.Error()) {
+				t.Fatalf("the log does not carry the store's error %q:\n%s", tc.err, logs)
+			}
+		})
 	}
 }
 

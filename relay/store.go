@@ -15,6 +15,29 @@ var (
 	ErrNotFound    = errors.New("not found")
 )
 
+// Reason codes of a store that is not ready, as /readyz answers them.
+const (
+	ReadyStoreFull        = "store_full"        // disk full, store.max_size or the stream's limit reached
+	ReadyStoreUnavailable = "store_unavailable" // cannot write (I/O error, NATS unreachable, …)
+	ReadyStoreTimeout     = "store_timeout"     // did not answer the readiness check in time
+	ReadyStoreClosed      = "store_closed"      // shutting down
+)
+
+// ReadyReason maps the error of Store.Ready to a reason code: a short,
+// fixed string that is safe to show to anyone (no path, host or error
+// text), for /readyz.
+func ReadyReason(err error) string {
+	switch {
+	case errors.Is(err, ErrFull):
+		return ReadyStoreFull
+	case errors.Is(err, ErrClosed):
+		return ReadyStoreClosed
+	case errors.Is(err, context.DeadlineExceeded):
+		return ReadyStoreTimeout
+	}
+	return ReadyStoreUnavailable
+}
+
 // Accepted is the store's answer to Append.
 type Accepted struct {
 	ID        string // the event's id; for a duplicate, the first event's id
@@ -31,8 +54,9 @@ type Accepted struct {
 // Term (dead letter, with a reason).
 type Store interface {
 	// Append makes ev durable together with one pending delivery per sink,
-	// or finds that the same topic and body was accepted within the dedupe
-	// window. It returns only after the write is durable.
+	// or finds that the same body (relay.DedupeKey: the body alone, whatever
+	// the topic) was accepted within the dedupe window. It returns only
+	// after the write is durable.
 	Append(ctx context.Context, ev *Event, sinks []string) (Accepted, error)
 	// Queue returns the delivery queue of one sink.
 	Queue(sink string) Queue

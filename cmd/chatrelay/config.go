@@ -29,6 +29,7 @@ type Config struct {
 	SigningSecrets     []string      `mapstructure:"signing_secrets"`
 	SigningSecretsFile string        `mapstructure:"signing_secrets_file"`
 	MaxBodyBytes       ByteSize      `mapstructure:"max_body_bytes"`
+	MaxInflightBytes   ByteSize      `mapstructure:"max_inflight_bytes"`
 	ShutdownTimeout    time.Duration `mapstructure:"shutdown_timeout"`
 	Log                LogConfig     `mapstructure:"log"`
 	Store              StoreConfig   `mapstructure:"store"`
@@ -192,6 +193,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("signing_secrets", []string{})
 	v.SetDefault("signing_secrets_file", "")
 	v.SetDefault("max_body_bytes", "1MiB")
+	v.SetDefault("max_inflight_bytes", "64MiB")
 	v.SetDefault("shutdown_timeout", "15s")
 	v.SetDefault("log.level", "info")
 	v.SetDefault("log.format", "auto")
@@ -439,6 +441,9 @@ func sensitiveHeader(name string) bool {
 	return false
 }
 
+// minAdminToken is the shortest admin.token accepted off loopback (SPEC §9).
+const minAdminToken = 16
+
 // Validate checks everything that can be checked without the network and
 // returns every problem, each naming the key and the fix.
 func (c *Config) Validate() error {
@@ -454,6 +459,9 @@ func (c *Config) Validate() error {
 	} else if c.Admin.Token == "" && !isLoopback(c.Admin.Listen) {
 		bad("admin.token", "required because admin.listen %q is not a loopback address; set admin.token "+
 			"(or CHATRELAY_ADMIN_TOKEN), or listen on 127.0.0.1", c.Admin.Listen)
+	} else if len(c.Admin.Token) < minAdminToken && c.Admin.Token != "" && !isLoopback(c.Admin.Listen) {
+		bad("admin.token", "shorter than %d characters, too easy to guess on a listener that is not loopback (%q); "+
+			"use a random one, e.g. from: openssl rand -hex 24", minAdminToken, c.Admin.Listen)
 	}
 	if !c.Embedded() && len(c.SigningSecrets) == 0 {
 		bad("signing_secrets", "none set; set at least one: the signing secret Chat Data shows under Settings → Webhooks "+
@@ -466,6 +474,10 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBodyBytes < 1024 {
 		bad("max_body_bytes", "%d is too small; use at least 1KiB (default 1MiB)", c.MaxBodyBytes)
+	}
+	if c.MaxInflightBytes < c.MaxBodyBytes {
+		bad("max_inflight_bytes", "%d is below max_body_bytes %d, so a body of the largest size could never be read; "+
+			"make it at least max_body_bytes (default 64MiB)", c.MaxInflightBytes, c.MaxBodyBytes)
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown_timeout", "must be positive, like 15s")

@@ -304,3 +304,83 @@ func TestSecretFilter(t *testing.T) {
 		t.Fatalf("log line: %s", out.String())
 	}
 }
+
+// TestValidateMaxInflightBytes: max_inflight_bytes defaults to 64 MiB and
+// cannot be below max_body_bytes (no body of the largest size could be
+// read).
+func TestValidateMaxInflightBytes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		yaml string
+		want int64
+		err  string
+	}{
+		{"default", minimal, 64 << 20, ""},
+		{"set", minimal + "max_inflight_bytes: 8MiB\n", 8 << 20, ""},
+		{"equal to max_body_bytes", minimal + "max_body_bytes: 2MiB\nmax_inflight_bytes: 2MiB\n", 2 << 20, ""},
+		{"below max_body_bytes", minimal + "max_inflight_bytes: 512KiB\n", 512 << 10,
+			"max_inflight_bytes: 524288 is below max_body_bytes 1048576"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := LoadConfig(writeConfig(t, tc.yaml), true, env(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if int64(cfg.MaxInflightBytes) != tc.want {
+				t.Fatalf("max_inflight_bytes = %d, want %d", cfg.MaxInflightBytes, tc.want)
+			}
+			err = cfg.Validate()
+			switch {
+			case tc.err == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+				t.Fatalf("error %v, want one containing %q", err, tc.err)
+			}
+		})
+	}
+}
+
+// TestValidateAdminTokenLength: off loopback the admin token must have at
+// least 16 characters (SPEC §9); on loopback any token, or none, will do.
+// The token is never echoed.
+func TestValidateAdminTokenLength(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, admin string
+		ok          bool
+	}{
+		{"short token off loopback", "admin: {listen: 0.0.0.0:9090, token: sh0rt-t0ken}\n", false},
+		{"15 characters off loopback", "admin: {listen: 192.0.2.1:9090, token: abcdefghijklmn5}\n", false},
+		{"16 characters off loopback", "admin: {listen: 0.0.0.0:9090, token: abcdefghijklmn16}\n", true},
+		{"short token on loopback", "admin: {listen: 127.0.0.1:9090, token: sh0rt-t0ken}\n", true},
+		{"short token on localhost", "admin: {listen: 'localhost:9090', token: sh0rt-t0ken}\n", true},
+		{"no token on loopback", "admin: {listen: '[::1]:9090'}\n", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := LoadConfig(writeConfig(t, minimal+tc.admin), true, env(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = cfg.Validate()
+			if tc.ok {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "admin.token: shorter than 16 characters") {
+				t.Fatalf("error %v, want admin.token: shorter than 16 characters", err)
+			}
+			for _, tok := range []string{"sh0rt-t0ken", "abcdefghijklmn5"} {
+				if strings.Contains(err.Error(), tok) {
+					t.Fatalf("error echoes the token: %v", err)
+				}
+			}
+		})
+	}
+}

@@ -124,7 +124,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		signing[i] = relay.Secret(s)
 	}
 	receiver, err := relay.NewReceiver(relay.ReceiverConfig{
-		Secrets: signing, MaxBody: int64(cfg.MaxBodyBytes), Store: store,
+		Secrets: signing, MaxBody: int64(cfg.MaxBodyBytes), MaxInflight: int64(cfg.MaxInflightBytes), Store: store,
 		Router: relay.NewRouter(names, routes), Metrics: metrics,
 		Logger: logger.With("component", "receiver"), Clock: clock,
 	})
@@ -160,6 +160,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10, // as the public listener: the default is 1 MiB
 		ErrorLog:          errLog,
 	}
 

@@ -28,6 +28,7 @@ type Store interface {
 	Lookup(ctx context.Context, id string) (*relay.EventRecord, error)
 	Recent(ctx context.Context, before string, limit int) ([]relay.EventSummary, error)
 	Stats(ctx context.Context) ([]relay.QueueStats, error)
+	Ready(ctx context.Context) error
 }
 
 // SinkState reports whether a sink's destination is up.
@@ -41,7 +42,10 @@ type Config struct {
 	Gatherer prometheus.Gatherer
 	Metrics  *relay.Metrics
 	// Token, when set, is required as "Authorization: Bearer <token>" on
-	// /api/v1/. Metrics and health stay open (they carry no secrets).
+	// /api/v1/ and /debug/pprof/. Metrics and health stay open (they carry
+	// no secrets). Without a token (allowed on loopback only) every request
+	// must be addressed to a loopback Host and not come from another origin,
+	// and state changes must be application/json (SPEC §9; see guard).
 	Token relay.Secret
 	// Sinks are the configured sink names, in config order, with their
 	// pacers (for up/down state).
@@ -73,6 +77,7 @@ func Handler(cfg Config) http.Handler {
 	api.HandleFunc("GET /api/v1/events", a.listEvents)
 	api.HandleFunc("GET /api/v1/events/{id}", a.showEvent)
 	api.HandleFunc("GET /api/v1/sinks", a.sinks)
+	api.HandleFunc("GET /api/v1/ready", a.ready)
 	mux.Handle("/api/", a.auth(api))
 	// Profiles for diagnosing a live process, behind the same token.
 	prof := http.NewServeMux()
@@ -82,6 +87,12 @@ func Handler(cfg Config) http.Handler {
 	prof.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	prof.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.Handle("/debug/pprof/", a.auth(prof))
+	if cfg.Token.IsZero() {
+		// No token (loopback only): the browser-facing checks of SPEC §9
+		// stand in for it, on every path. See guard.
+		g := &guard{logger: cfg.Logger, now: cfg.Now}
+		return g.wrap(mux)
+	}
 	return mux
 }
 
@@ -288,6 +299,24 @@ func (a *api) sinks(w http.ResponseWriter, r *http.Request) {
 		out = append(out, v)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"sinks": out})
+}
+
+// ReadyView is the store's readiness with its detail: what /readyz on the
+// public listener reduces to a reason code.
+type ReadyView struct {
+	Ready  bool   `json:"ready"`
+	Reason string `json:"reason,omitempty"` // relay.ReadyReason
+	Error  string `json:"error,omitempty"`  // the store's own words
+}
+
+func (a *api) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	v := ReadyView{Ready: true}
+	if err := a.cfg.Store.Ready(ctx); err != nil {
+		v = ReadyView{Reason: relay.ReadyReason(err), Error: err.Error()}
+	}
+	writeJSON(w, http.StatusOK, v)
 }
 
 func (a *api) fail(w http.ResponseWriter, err error) {

@@ -2,8 +2,11 @@ package admin_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -16,6 +19,7 @@ import (
 	"github.com/chatrelay/chatrelay/relay"
 	"github.com/chatrelay/chatrelay/relay/admin"
 	"github.com/chatrelay/chatrelay/relay/bolt"
+	"github.com/chatrelay/chatrelay/relay/relaytest"
 	"github.com/chatrelay/chatrelay/relay/storetest"
 )
 
@@ -157,5 +161,208 @@ func TestDeadLetterLifecycle(t *testing.T) {
 	code, out = f.call(t, "GET", "/api/v1/sinks", token, nil)
 	if code != 200 || len(out["sinks"].([]any)) != 2 {
 		t.Fatalf("sinks: %d %v", code, out)
+	}
+}
+
+// unready is a store whose readiness check fails.
+type unready struct {
+	*bolt.Store
+	err error
+}
+
+func (u unready) Ready(context.Context) error { return u.err }
+
+// TestReady: GET /api/v1/ready gives the detail /readyz leaves out, behind
+// the token.
+func TestReady(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	if code, _ := f.call(t, "GET", "/api/v1/ready", "", nil); code != 401 {
+		t.Fatalf("without the token: %d, want 401", code)
+	}
+	code, out := f.call(t, "GET", "/api/v1/ready", token, nil)
+	if code != 200 || out["ready"] != true || out["reason"] != nil {
+		t.Fatalf("ready store: %d %v", code, out)
+	}
+
+	full := fmt.Errorf("%w: database reached maximum size", relay.ErrFull)
+	reg := prometheus.NewRegistry()
+	srv := httptest.NewServer(admin.Handler(admin.Config{Store: unready{f.store, full}, Gatherer: reg, Token: token}))
+	t.Cleanup(srv.Close)
+	g := &fixture{srv: srv}
+	code, out = g.call(t, "GET", "/api/v1/ready", token, nil)
+	if code != 200 || out["ready"] != false || out["reason"] != relay.ReadyStoreFull || out["error"] != full.Error() {
+		t.Fatalf("full store: %d %v", code, out)
+	}
+}
+
+// tokenless serves the admin API without a token, as on loopback, with
+// parked dead letters to purge.
+func tokenless(t *testing.T) (*fixture, *relaytest.LogBuffer) {
+	t.Helper()
+	store, err := bolt.Open(t.TempDir(), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	if _, err := store.Reconcile(t.Context(), []string{"a", "b"}); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	m := relay.NewMetrics(reg)
+	logger, logs := relaytest.NewLogger()
+	srv := httptest.NewServer(admin.Handler(admin.Config{Store: store, Gatherer: reg, Metrics: m, Sinks: []string{"a", "b"}, Logger: logger}))
+	t.Cleanup(srv.Close)
+	f := &fixture{srv: srv, store: store, metrics: m}
+	f.park(t, "A", 1)
+	f.park(t, "B", 2)
+	return f, logs
+}
+
+// request sends one request to the admin listener as a browser (or any
+// client) would: Host, Content-Type and browser headers as given.
+func request(t *testing.T, f *fixture, method, path, host string, header map[string]string, body string) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, f.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if host != "" {
+		req.Host = host
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode == http.StatusForbidden {
+		if ct := resp.Header.Get("Content-Type"); ct != "application/json" || json.Unmarshal(raw, &out) != nil {
+			t.Errorf("%s %s: 403 without a JSON error: %s %q", method, path, ct, raw)
+		}
+	} else {
+		_ = json.Unmarshal(raw, &out)
+	}
+	return resp.StatusCode, out
+}
+
+func (f *fixture) deadCount(t *testing.T) int {
+	t.Helper()
+	dead, err := f.store.ListDead(t.Context(), "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(dead)
+}
+
+// TestTokenlessAdminRefusesCrossSite: without a token, a web page cannot
+// change anything (SPEC §9): not with the simple text/plain POST a page may
+// send anywhere, not with another origin, not through DNS rebinding. The
+// CLI's requests (application/json, no Origin) and the listener's own
+// pages still work.
+func TestTokenlessAdminRefusesCrossSite(t *testing.T) {
+	t.Parallel()
+	const purge = `{"all":true}`
+	tests := []struct {
+		name      string
+		host      string
+		header    map[string]string
+		ownOrigin bool // add Origin: the listener's own
+		want      int
+	}{
+		{"form-like text/plain POST from a page", "", map[string]string{"Content-Type": "text/plain", "Origin": "http://attacker.example"}, false, 403},
+		{"text/plain without Origin", "", map[string]string{"Content-Type": "text/plain"}, false, 403},
+		{"urlencoded", "", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, false, 403},
+		{"no Content-Type", "", nil, false, 403},
+		{"JSON from another origin", "", map[string]string{"Content-Type": "application/json", "Origin": "http://attacker.example"}, false, 403},
+		{"JSON from another port on loopback", "", map[string]string{"Content-Type": "application/json", "Origin": "http://127.0.0.1:1"}, false, 403},
+		{"JSON from a sandboxed page", "", map[string]string{"Content-Type": "application/json", "Origin": "null"}, false, 403},
+		{"JSON marked cross-site by the browser", "", map[string]string{"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"}, false, 403},
+		{"JSON marked same-site (another port) by the browser", "", map[string]string{"Content-Type": "application/json", "Sec-Fetch-Site": "same-site"}, false, 403},
+		{"DNS rebinding: JSON to a foreign Host", "attacker.example:9090", map[string]string{"Content-Type": "application/json"}, false, 403},
+		{"the CLI: JSON, no Origin", "", map[string]string{"Content-Type": "application/json; charset=utf-8"}, false, 200},
+		{"the listener's own page", "", map[string]string{"Content-Type": "application/json", "Sec-Fetch-Site": "same-origin"}, true, 200},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f, logs := tokenless(t)
+			if tc.ownOrigin {
+				tc.header["Origin"] = f.srv.URL
+			}
+			code, out := request(t, f, "POST", "/api/v1/dlq/purge", tc.host, tc.header, purge)
+			if code != tc.want {
+				t.Fatalf("purge answered %d %v, want %d", code, out, tc.want)
+			}
+			left := f.deadCount(t)
+			if tc.want == 403 {
+				if msg, _ := out["error"].(string); !strings.HasPrefix(msg, "request refused: ") {
+					t.Fatalf("403 error %q", msg)
+				}
+				if left != 2 {
+					t.Fatalf("a refused purge purged: %d dead letters left, want 2", left)
+				}
+				if !strings.Contains(logs.String(), "admin request refused") {
+					t.Fatalf("refusal not logged:\n%s", logs)
+				}
+			} else if out["purged"] != float64(2) || left != 0 {
+				t.Fatalf("purge: %v, %d left", out, left)
+			}
+		})
+	}
+}
+
+// TestTokenlessAdminRefusesForeignHost: without a token, reads too answer
+// only a loopback Host, so a DNS-rebinding page (its own name now resolving
+// to 127.0.0.1) cannot read events, metrics or profiles.
+func TestTokenlessAdminRefusesForeignHost(t *testing.T) {
+	t.Parallel()
+	f, _ := tokenless(t)
+	_, port, _ := net.SplitHostPort(f.srv.Listener.Addr().String())
+	paths := []string{"/api/v1/events", "/api/v1/dlq", "/api/v1/sinks", "/metrics", "/healthz", "/debug/pprof/"}
+	for _, host := range []string{"attacker.example:" + port, "attacker.example", "127.0.0.1.nip.io:" + port, "localhost.attacker.example:" + port, "10.1.2.3:" + port} {
+		for _, path := range paths {
+			if code, out := request(t, f, "GET", path, host, nil, ""); code != 403 {
+				t.Errorf("GET %s with Host %s: %d %v, want 403", path, host, code, out)
+			}
+		}
+	}
+	for _, host := range []string{"", "localhost:" + port, "LOCALHOST:" + port, "[::1]:" + port, "127.0.0.2:" + port} {
+		for _, path := range paths {
+			if code, out := request(t, f, "GET", path, host, nil, ""); code != 200 {
+				t.Errorf("GET %s with Host %q: %d %v, want 200", path, host, code, out)
+			}
+		}
+	}
+	// A page's cross-origin read (an image, a no-cors fetch) is refused
+	// too: a profile costs CPU even when the page cannot read it.
+	if code, _ := request(t, f, "GET", "/debug/pprof/", "", map[string]string{"Sec-Fetch-Site": "cross-site"}, ""); code != 403 {
+		t.Errorf("cross-site GET of a profile: %d, want 403", code)
+	}
+	if code, _ := request(t, f, "GET", "/api/v1/events", "", map[string]string{"Sec-Fetch-Site": "none"}, ""); code != 200 {
+		t.Errorf("URL typed in the address bar: %d, want 200", code)
+	}
+}
+
+// TestTokenAdminSkipsBrowserChecks: with a token (which a browser never
+// sends on its own) the token is the guard: a proxy may present any Host,
+// and scripts may post without a Content-Type, as before.
+func TestTokenAdminSkipsBrowserChecks(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.park(t, "A", 1)
+	auth := map[string]string{"Authorization": "Bearer " + token}
+	if code, out := request(t, f, "GET", "/api/v1/dlq", "admin.example.com", auth, ""); code != 200 {
+		t.Fatalf("token, proxy Host: %d %v", code, out)
+	}
+	if code, out := request(t, f, "POST", "/api/v1/dlq/purge", "admin.example.com", auth, `{"all":true}`); code != 200 || out["purged"] != float64(1) {
+		t.Fatalf("token, no Content-Type: %d %v", code, out)
+	}
+	if code, _ := request(t, f, "POST", "/api/v1/dlq/purge", "", map[string]string{"Content-Type": "text/plain", "Origin": "http://attacker.example"}, `{"all":true}`); code != 401 {
+		t.Fatalf("a page's POST without the token: %d, want 401", code)
 	}
 }

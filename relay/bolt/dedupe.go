@@ -7,7 +7,7 @@ import (
 	bbolt "go.etcd.io/bbolt"
 )
 
-// dedupeIndex answers "was this topic+body accepted within the window?".
+// dedupeIndex answers "was this body accepted within the window?".
 // It lives in memory, rebuilt at open from the events of the window (each
 // event record carries its dedupe key): an on-disk index keyed by a hash
 // scatters every append over random pages and doubled the cost of each
@@ -21,7 +21,7 @@ type dedupeIndex struct {
 	pending   map[dedupeKey]dedupeEntry
 }
 
-type dedupeKey [16]byte // the first half of SHA-256(topic \n body)
+type dedupeKey [16]byte // the first half of relay.DedupeKey: SHA-256 of the body
 
 type dedupeEntry struct {
 	at int64     // acceptance, unix nanoseconds

@@ -34,7 +34,7 @@ type Options struct {
 	MaxSize int64
 	// Retention is how long delivered events are kept (default 168h).
 	Retention time.Duration
-	// DedupeWindow is how long a repeated topic+body is answered
+	// DedupeWindow is how long a repeated body is answered
 	// "duplicate" (default 24h).
 	DedupeWindow time.Duration
 	// KVRetention is how long a key/value entry (a conversation's thread)
@@ -482,7 +482,7 @@ func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (re
 	if err != nil {
 		return relay.Accepted{}, fmt.Errorf("event id %q is not a UUID: %w", ev.ID, err)
 	}
-	hash := relay.DedupeKey(ev.Topic, ev.Body)
+	hash := relay.DedupeKey(ev.Body)
 	key := keyOf(hash[:])
 	rec, err := encodeEvent(ev, sinks, hash[:])
 	if err != nil {

@@ -66,7 +66,7 @@ func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (re
 	for _, sink := range sinks {
 		msg.Header.Add(hdrSink, escape(sink))
 	}
-	key := relay.DedupeKey(ev.Topic, ev.Body)
+	key := relay.DedupeKey(ev.Body)
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(hex.EncodeToString(key[:])),
 		jetstream.WithExpectStream(s.l.events))
 	if err != nil {

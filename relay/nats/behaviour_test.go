@@ -72,7 +72,7 @@ func TestHalfWrittenEventIsQueuedOnce(t *testing.T) {
 	m.Header.Set("Chatrelay-Received", strconv.FormatInt(ev.ReceivedAt.UnixNano(), 10))
 	m.Header.Set("Chatrelay-Conversation", "A")
 	m.Header.Add("Chatrelay-Sink", "s")
-	key := relay.DedupeKey(ev.Topic, ev.Body)
+	key := relay.DedupeKey(ev.Body)
 	if _, err := js.PublishMsg(t.Context(), m, jetstream.WithMsgID(hex.EncodeToString(key[:]))); err != nil {
 		t.Fatal(err)
 	}

@@ -154,14 +154,29 @@ func testDedupe(t *testing.T, open Factory) {
 	if !dup.Duplicate || dup.ID != first.ID {
 		t.Fatalf("same topic+body: %+v, want duplicate of %s", dup, first.ID)
 	}
-	other := *ev
-	other.ID, other.Topic = newID(t), relay.TopicEscalation
-	if acc := mustAppend(t, h.Store, &other, "a"); acc.Duplicate {
-		t.Fatalf("same body, other topic: answered duplicate")
+	// The topic header is not signed: the same body under any other topic
+	// is the same event (SPEC §4), or a captured chat body could be
+	// replayed as an escalation.
+	for _, topic := range []string{relay.TopicEscalation, relay.TopicLead, "made-up-topic"} {
+		other := *ev
+		other.ID, other.Topic = newID(t), topic
+		if acc := mustAppend(t, h.Store, &other, "a"); !acc.Duplicate || acc.ID != first.ID {
+			t.Fatalf("same body, topic %q: %+v, want duplicate of %s", topic, acc, first.ID)
+		}
+	}
+	// A different body is a new event.
+	changed := *ev
+	changed.ID, changed.Body = newID(t), append(append([]byte(nil), ev.Body...), ' ')
+	if acc := mustAppend(t, h.Store, &changed, "a"); acc.Duplicate {
+		t.Fatalf("a different body answered duplicate of %s", acc.ID)
+	}
+	if d := next(t, h.Store, "a"); d.Event.ID != first.ID || d.Event.Topic != ev.Topic {
+		t.Fatalf("first delivery is %s (%s), want %s (%s)", d.Event.ID, d.Event.Topic, first.ID, ev.Topic)
+	} else {
+		ack(t, d)
 	}
 	ack(t, next(t, h.Store, "a"))
-	ack(t, next(t, h.Store, "a"))
-	none(t, h.Store, "a") // the duplicate was not queued
+	none(t, h.Store, "a") // the duplicates were not queued
 }
 
 func testConversationOrder(t *testing.T, open Factory) {
