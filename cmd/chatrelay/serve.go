@@ -97,7 +97,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := relay.NewMetrics(reg)
-	reg.MustRegister(relay.NewQueueCollector(store, clock.Now))
+	reg.MustRegister(relay.NewQueueCollector(store, clock.Now), newBuildInfoMetric(readBuildInfo()))
 
 	sinks, err := buildSinks(cfg, sinkEnv{stdout: a.stdout, logger: logger, clock: clock, store: store})
 	if err != nil {
@@ -181,7 +181,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	if cfg.Embedded() {
 		a.banner(cfg, ln.Addr().String(), secrets[0], firstStart)
 	}
-	logger.Info("chatrelay started", "version", version, "listen", ln.Addr().String(), "admin", adminLn.Addr().String(),
+	logger.Info("chatrelay started", "version", readBuildInfo().Version, "listen", ln.Addr().String(), "admin", adminLn.Addr().String(),
 		"store", storeDescription(cfg), "sinks", strings.Join(names, ","), "config", cfg.sourceName())
 
 	g, gctx := errgroup.WithContext(ctx)
