@@ -132,10 +132,16 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		return err
 	}
 
+	front, err := newFrontTLS(cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer front.close()
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w; set listen to a free address", err)
 	}
+	ln = front.wrap(ln)
 	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
 	if err != nil {
 		ln.Close()
@@ -186,6 +192,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveHTTP(srv, ln) })
+	g.Go(func() error { return front.run(gctx) })
 	g.Go(func() error { return serveHTTP(adminSrv, adminLn) })
 	g.Go(func() error {
 		<-gctx.Done()
