@@ -1,21 +1,14 @@
 package certs
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -26,126 +19,6 @@ import (
 	"github.com/chatrelay/chatrelay/certs/certstest"
 	"github.com/chatrelay/chatrelay/relay/relaytest"
 )
-
-// buildPebble builds Let's Encrypt's test ACME server (a tool dependency
-// in go.mod) once per test run.
-var buildPebble = sync.OnceValues(func() (string, error) {
-	bin := filepath.Join(toolDir, "pebble")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/letsencrypt/pebble/v2/cmd/pebble").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go build pebble: %w\n%s", err, out)
-	}
-	return bin, nil
-})
-
-// pebble is a running Pebble ACME server.
-type pebble struct {
-	dirURL  string         // the ACME directory
-	roots   *x509.CertPool // trusts pebble's own HTTPS (ACMEConfig.CARoots)
-	rootPEM []byte         // the same, as a ca_root file holds it
-	issuers *x509.CertPool // trusts the certificates pebble issues
-	out     *relaytest.LogBuffer
-}
-
-type pebbleOptions struct {
-	tlsPort, httpPort int // where its validation connects (TLS-ALPN-01, HTTP-01)
-	validity          int // seconds
-	alwaysValid       bool
-}
-
-// freePort returns a loopback port free right now.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// startPebble runs pebble on loopback for the test. It validates for real
-// (PEBBLE_VA_ALWAYS_VALID unset) unless told otherwise, without its random
-// pauses and nonce rejections.
-func startPebble(t *testing.T, o pebbleOptions) *pebble {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("builds and runs the pebble ACME server")
-	}
-	bin, err := buildPebble()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	tlsPair := certstest.SelfSigned(t, certstest.Options{}, "localhost", "127.0.0.1")
-	certFile, keyFile := tlsPair.Write(t, dir)
-	addr, mgmt := "127.0.0.1:"+strconv.Itoa(freePort(t)), "127.0.0.1:"+strconv.Itoa(freePort(t))
-	conf := map[string]any{"pebble": map[string]any{
-		"listenAddress": addr, "managementListenAddress": mgmt,
-		"certificate": certFile, "privateKey": keyFile,
-		"httpPort": o.httpPort, "tlsPort": o.tlsPort,
-		"ocspResponderURL": "", "externalAccountBindingRequired": false,
-		"retryAfter":   map[string]int{"authz": 0, "order": 0},
-		"keyAlgorithm": "ecdsa",
-		"profiles": map[string]any{"default": map[string]any{
-			"description": "short-lived, for renewal tests", "validityPeriod": o.validity}},
-	}}
-	b, _ := json.Marshal(conf)
-	confFile := filepath.Join(dir, "pebble.json")
-	if err := os.WriteFile(confFile, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := &pebble{dirURL: "https://" + addr + "/dir", out: &relaytest.LogBuffer{}}
-	cmd := exec.Command(bin, "-config", confFile)
-	cmd.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0")
-	if o.alwaysValid {
-		cmd.Env = append(cmd.Env, "PEBBLE_VA_ALWAYS_VALID=1")
-	}
-	cmd.Stdout, cmd.Stderr = p.out, p.out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("pebble's log:\n%s", p.out)
-		}
-	})
-	p.rootPEM = tlsPair.CertPEM
-	p.roots = x509.NewCertPool()
-	p.roots.AddCert(tlsPair.Leaf)
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: p.roots}, DisableKeepAlives: true}}
-	// The process announces its listeners just before it binds them; a
-	// process has no event to wait on, so ask until it answers.
-	deadline := time.Now().Add(30 * time.Second)
-	var root []byte
-	for {
-		resp, err := client.Get("https://" + mgmt + "/roots/0")
-		if err == nil {
-			root, _ = io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				if r2, err := client.Get(p.dirURL); err == nil {
-					r2.Body.Close()
-					if r2.StatusCode == 200 {
-						break
-					}
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pebble did not start: %v\n%s", err, p.out)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	p.issuers = x509.NewCertPool()
-	if !p.issuers.AppendCertsFromPEM(root) {
-		t.Fatalf("pebble's root is not PEM: %q", root)
-	}
-	return p
-}
 
 // event is one certmagic event seen through ACMEConfig.OnEvent.
 type event struct {
@@ -236,11 +109,11 @@ func TestACMEObtainsServesAndRenews(t *testing.T) {
 		t.Fatal(err)
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
-	p := startPebble(t, pebbleOptions{tlsPort: port, httpPort: freePort(t), validity: 12})
+	p := certstest.StartPebble(t, certstest.PebbleOptions{TLSPort: port, HTTPPort: certstest.FreePort(t), Validity: 12})
 	events, onEvent := eventRecorder()
 	logger, logs := relaytest.NewLogger()
 	a, err := NewACME(ACMEConfig{
-		Domains: []string{"localhost"}, Email: "ops@chatrelay.test", CA: p.dirURL, CARoots: p.roots,
+		Domains: []string{"localhost"}, Email: "ops@chatrelay.test", CA: p.DirURL, CARoots: p.Roots,
 		Storage: &certmagic.FileStorage{Path: t.TempDir()}, ListenAddr: ln.Addr().String(),
 		RenewCheckInterval: 500 * time.Millisecond, Logger: logger, OnEvent: onEvent,
 	})
@@ -253,7 +126,7 @@ func TestACMEObtainsServesAndRenews(t *testing.T) {
 	// Obtained, then put in the cache that handshakes read.
 	waitEvent(t, events, logs, event{name: "cert_obtained", domain: "localhost"})
 	waitEvent(t, events, logs, event{name: "cached_managed_cert", domain: "localhost"})
-	first, err := handshake(t, ln.Addr().String(), "localhost", p.issuers)
+	first, err := handshake(t, ln.Addr().String(), "localhost", p.Issuers)
 	if err != nil {
 		t.Fatalf("handshake with the obtained certificate: %v", err)
 	}
@@ -273,7 +146,7 @@ func TestACMEObtainsServesAndRenews(t *testing.T) {
 	// event and tells nobody; ask until it is served.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		renewed, err := handshake(t, ln.Addr().String(), "localhost", p.issuers)
+		renewed, err := handshake(t, ln.Addr().String(), "localhost", p.Issuers)
 		if err != nil {
 			t.Fatalf("handshake after renewal: %v", err)
 		}
@@ -309,11 +182,11 @@ func TestACMEHTTP01OnThePlainListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := startPebble(t, pebbleOptions{tlsPort: freePort(t), httpPort: httpLn.Addr().(*net.TCPAddr).Port, validity: 3600})
+	p := certstest.StartPebble(t, certstest.PebbleOptions{TLSPort: certstest.FreePort(t), HTTPPort: httpLn.Addr().(*net.TCPAddr).Port, Validity: 3600})
 	events, onEvent := eventRecorder()
 	logger, logs := relaytest.NewLogger()
 	a, err := NewACME(ACMEConfig{
-		Domains: []string{"localhost"}, Email: "ops@chatrelay.test", CA: p.dirURL, CARoots: p.roots,
+		Domains: []string{"localhost"}, Email: "ops@chatrelay.test", CA: p.DirURL, CARoots: p.Roots,
 		Storage: &certmagic.FileStorage{Path: t.TempDir()}, ListenAddr: tlsLn.Addr().String(),
 		HTTPAddr: httpLn.Addr().String(), Logger: logger, OnEvent: onEvent,
 	})
@@ -361,7 +234,7 @@ func TestACMEHTTP01OnThePlainListener(t *testing.T) {
 	if n == 0 {
 		t.Fatal("the certificate was obtained without an HTTP-01 request")
 	}
-	if _, err := handshake(t, tlsLn.Addr().String(), "localhost", p.issuers); err != nil {
+	if _, err := handshake(t, tlsLn.Addr().String(), "localhost", p.Issuers); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := http.Get("http://" + httpLn.Addr().String() + "/webhook")
@@ -387,11 +260,11 @@ func TestACMEFailureIsLoggedAndRetried(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := startPebble(t, pebbleOptions{tlsPort: freePort(t), httpPort: freePort(t), validity: 3600})
+	p := certstest.StartPebble(t, certstest.PebbleOptions{TLSPort: certstest.FreePort(t), HTTPPort: certstest.FreePort(t), Validity: 3600})
 	events, onEvent := eventRecorder()
 	logger, logs := relaytest.NewLogger()
 	a, err := NewACME(ACMEConfig{
-		Domains: []string{"unreachable.localhost"}, Email: "ops@chatrelay.test", CA: p.dirURL, CARoots: p.roots,
+		Domains: []string{"unreachable.localhost"}, Email: "ops@chatrelay.test", CA: p.DirURL, CARoots: p.Roots,
 		Storage: &certmagic.FileStorage{Path: t.TempDir()}, ListenAddr: ln.Addr().String(),
 		Logger: logger, OnEvent: onEvent,
 	})
@@ -416,7 +289,7 @@ func TestACMEFailureIsLoggedAndRetried(t *testing.T) {
 		!strings.Contains(logs.String(), "domain=unreachable.localhost") {
 		t.Fatalf("the failure is not logged with its domain:\n%s", logs)
 	}
-	if _, err := handshake(t, ln.Addr().String(), "unreachable.localhost", p.issuers); err == nil {
+	if _, err := handshake(t, ln.Addr().String(), "unreachable.localhost", p.Issuers); err == nil {
 		t.Fatal("a handshake succeeded without a certificate")
 	}
 }
@@ -436,13 +309,4 @@ func TestCheckDomain(t *testing.T) {
 			t.Errorf("CheckDomain(%q) = %v, want %q", tt.name, err, tt.want)
 		}
 	}
-}
-
-// pemCerts is the PEM of certificates, for a ca_root file.
-func pemCerts(certs ...*x509.Certificate) []byte {
-	var b bytes.Buffer
-	for _, c := range certs {
-		_ = pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-	}
-	return b.Bytes()
 }

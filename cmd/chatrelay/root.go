@@ -32,7 +32,7 @@ Run "chatrelay serve" with no config file to try it on embedded defaults.`,
 	}
 	root.PersistentFlags().StringVar(&a.configPath, "config", "",
 		"config file (default ./"+DefaultConfigFile+" if present, else embedded defaults)")
-	root.AddCommand(a.serveCmd(), a.sendTestCmd(), a.checkConfigCmd(), a.dlqCmd(), a.versionCmd())
+	root.AddCommand(a.serveCmd(), a.sendTestCmd(), a.checkConfigCmd(), a.dlqCmd(), a.versionCmd(), a.healthcheckCmd())
 	return root
 }
 

@@ -38,11 +38,9 @@ a --file is sent byte for byte.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, cfgErr := a.loadConfigLenient()
+			var serverName string
 			if url == "" {
-				url = "http://127.0.0.1:8080/webhook"
-				if cfg != nil && cfg.Listen != "" {
-					url = cfg.TLS.scheme() + "://" + clientAddr(cfg.Listen) + "/webhook"
-				}
+				url, serverName = localURL(cfg, "/webhook")
 			}
 			if secret == "" {
 				s, err := defaultSecret(cfg)
@@ -70,6 +68,7 @@ a --file is sent byte for byte.`,
 			if err != nil {
 				return configError(err)
 			}
+			tlsConf.ServerName = serverName
 			if insecure {
 				fmt.Fprintln(a.stderr, "send-test: --insecure: the server's certificate is not checked")
 			}

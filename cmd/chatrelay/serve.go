@@ -132,7 +132,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		return err
 	}
 
-	front, err := newFrontTLS(cfg, logger)
+	front, err := newFrontTLS(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
