@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -195,6 +196,20 @@ func TestCheckConfigReportsTLSProblems(t *testing.T) {
 		{"unknown key", "{cert_fle: x}", 2, []string{`tls.cert_fle: unknown key (did you mean "cert_file"?)`}},
 		{"expired: valid config, with a warning", fmt.Sprintf("{cert_file: %s, key_file: %s}", expCert, expKey), 0,
 			[]string{"listener: HTTPS from " + expCert + ": old.example.com", "WARNING: expired"}},
+		{"acme domain is an IP", "{acme: {domains: [203.0.113.7]}}", 2, []string{"tls.acme.domains[0]: 203.0.113.7 is an IP address"}},
+		{"acme wildcard", "{acme: {domains: [relay.example.com, \"*.example.com\"]}}", 2, []string{"tls.acme.domains[1]: *.example.com is a wildcard"}},
+		{"acme domain twice", "{acme: {domains: [relay.example.com, Relay.example.com]}}", 2, []string{"tls.acme.domains[1]: Relay.example.com is listed twice"}},
+		{"acme without domains", "{acme: {email: ops@example.com}}", 2, []string{"tls.acme.domains: none"}},
+		{"acme and files", fmt.Sprintf("{cert_file: %s, key_file: %s, acme: {domains: [relay.example.com]}}", certFile, keyFile), 2,
+			[]string{"tls.acme: set together with tls.cert_file"}},
+		{"acme bad email", "{acme: {domains: [relay.example.com], email: ops}}", 2, []string{`tls.acme.email: "ops" is not an e-mail address`}},
+		{"acme ca over http", "{acme: {domains: [relay.example.com], ca: http://ca.example.com/dir}}", 2, []string{"tls.acme.ca:", "served over https"}},
+		{"acme ca_root missing", fmt.Sprintf("{acme: {domains: [relay.example.com], ca_root: %s/nope.pem}}", dir), 2, []string{"tls.acme.ca_root:", "nope.pem"}},
+		{"acme ca_root not PEM", fmt.Sprintf("{acme: {domains: [relay.example.com], ca_root: %s}}", keyFile), 2, []string{"tls.acme.ca_root:", "no PEM certificate"}},
+		{"http_listen without tls", `{http_listen: ":80"}`, 2, []string{"tls.http_listen: set without"}},
+		{"http_listen not an address", fmt.Sprintf("{cert_file: %s, key_file: %s, http_listen: eighty}", certFile, keyFile), 2, []string{"tls.http_listen:"}},
+		{"acme", "{acme: {domains: [relay.example.com], email: ops@example.com}, http_listen: \":80\"}", 0,
+			[]string{"listener: HTTPS with ACME: relay.example.com from https://acme-v02.api.letsencrypt.org/directory; HTTP-01 and redirects on :80"}},
 		{"good", fmt.Sprintf("{cert_file: %s, key_file: %s}", certFile, keyFile), 0, []string{"listener: HTTPS from " + certFile + ": relay.example.com, valid until"}},
 	}
 	for _, tt := range tests {
@@ -217,5 +232,23 @@ tls: %s
 				}
 			}
 		})
+	}
+}
+
+func TestRedirectToHTTPS(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ listen, host, path, want string }{
+		{":443", "relay.example.com", "/webhook?x=1", "https://relay.example.com/webhook?x=1"},
+		{":443", "relay.example.com:80", "/", "https://relay.example.com/"},
+		{"0.0.0.0:8443", "relay.example.com", "/healthz", "https://relay.example.com:8443/healthz"},
+		{":443", "[2001:db8::1]:80", "/", "https://[2001:db8::1]/"},
+	}
+	for _, tt := range tests {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("POST", "http://"+tt.host+tt.path, nil)
+		redirectToHTTPS(tt.listen).ServeHTTP(rec, req)
+		if rec.Code != http.StatusPermanentRedirect || rec.Header().Get("Location") != tt.want {
+			t.Errorf("%s via %s: %d %q, want 308 %q", tt.host+tt.path, tt.listen, rec.Code, rec.Header().Get("Location"), tt.want)
+		}
 	}
 }
