@@ -155,7 +155,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          errLog,
+		ErrorLog:          front.serverLog(logger, errLog),
 	}
 	adminSrv := &http.Server{
 		Handler: admin.Handler(admin.Config{

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -425,6 +426,32 @@ func (f *frontTLS) run(ctx context.Context) error {
 		})
 	}
 	return g.Wait()
+}
+
+// serverLog is the public server's error log. On HTTPS a failed handshake
+// (a scanner, a client that does not trust the certificate, a CA's
+// validation hanging up) is routine on the internet: it goes to Debug, the
+// rest to base.
+func (f *frontTLS) serverLog(logger *slog.Logger, base *log.Logger) *log.Logger {
+	if f == nil {
+		return base
+	}
+	return log.New(handshakeFilter{debug: logger.With("component", "tls"), base: base}, "", 0)
+}
+
+type handshakeFilter struct {
+	debug *slog.Logger
+	base  *log.Logger
+}
+
+func (h handshakeFilter) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	if strings.HasPrefix(msg, "http: TLS handshake error") {
+		h.debug.Debug(msg)
+		return len(p), nil
+	}
+	h.base.Print(msg)
+	return len(p), nil
 }
 
 // close releases what newFrontTLS opened.

@@ -144,6 +144,11 @@ sinks:
 		t.Errorf("/metrics lacks chatrelay_build_info")
 	}
 	logs := stderr.String()
+	// The refused handshake of send-test without --cacert is routine on
+	// the internet: Debug, not a warning.
+	if strings.Contains(logs, "TLS handshake error") {
+		t.Errorf("a failed handshake was logged above debug:\n%s", logs)
+	}
 	for _, want := range []string{`"msg":"TLS certificate loaded"`, `"msg":"TLS certificate reloaded"`} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("log lacks %s:\n%s", want, logs)
