@@ -22,6 +22,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/chatrelay/chatrelay/certs"
+	"github.com/chatrelay/chatrelay/certs/certstest"
 )
 
 // instruction is one Dockerfile instruction, continuation lines joined.
@@ -306,5 +309,36 @@ func consultSources(t *testing.T) {
 		if _, err := os.Stat(f); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestCertbotDeployHook runs the hook as certbot would and checks that the
+// files land renamed into place, the key readable by the group only, and
+// that they load as a pair.
+func TestCertbotDeployHook(t *testing.T) {
+	t.Parallel()
+	live, target := t.TempDir(), t.TempDir()
+	pair := certstest.SelfSigned(t, certstest.Options{}, "relay.example.com")
+	if err := os.WriteFile(filepath.Join(live, "fullchain.pem"), pair.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(live, "privkey.pem"), pair.KeyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	group := strconv.Itoa(os.Getgid())
+	cmd := exec.Command("sh", "certbot-deploy-hook.sh")
+	cmd.Env = append(os.Environ(), "RENEWED_LINEAGE="+live, "CHATRELAY_TLS_DIR="+target, "CHATRELAY_TLS_GROUP="+group)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("hook: %v\n%s", err, out)
+	}
+	cert, key := filepath.Join(target, "fullchain.pem"), filepath.Join(target, "privkey.pem")
+	if fi, err := os.Stat(key); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Fatalf("privkey.pem: %v %v; want mode 0640", fi, err)
+	}
+	if _, err := certs.LoadPair(cert, key); err != nil {
+		t.Fatal(err)
+	}
+	if leftovers, _ := filepath.Glob(filepath.Join(target, ".*.new")); len(leftovers) > 0 {
+		t.Fatalf("temporary files left: %v", leftovers)
 	}
 }
