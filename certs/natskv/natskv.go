@@ -427,7 +427,9 @@ func (s *Storage) refresh(key string, h *heldLock) {
 		h.mu.Lock()
 		rev := h.rev
 		h.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), s.opts.LockRefresh)
+		// A slow answer is still worth waiting for, up to half the time
+		// before waiters would call the lock stale.
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.LockStale/2)
 		newRev, err := s.kv.Update(ctx, key, h.value, rev)
 		cancel()
 		switch {

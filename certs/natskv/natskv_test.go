@@ -248,7 +248,7 @@ func TestLockSharedAcrossReplicas(t *testing.T) {
 	if !ns.ReadyForConnections(10 * time.Second) {
 		t.Fatal("nats not ready")
 	}
-	opts := Options{LockRefresh: 50 * time.Millisecond, LockStale: 2 * time.Second}
+	opts := Options{LockRefresh: 50 * time.Millisecond, LockStale: 10 * time.Second}
 	a := newStorage(t, connect(t, ns.ClientURL()), opts)
 	b := newStorage(t, connect(t, ns.ClientURL()), opts)
 
