@@ -20,6 +20,12 @@ import (
 	"github.com/chatrelay/chatrelay/relay/relaytest"
 )
 
+// acmeSerial: tests that obtain a certificate for localhost (the one name
+// pebble's validation resolves to this machine) run one at a time, not in
+// parallel, because certmagic keeps the challenges it is solving in
+// process-wide memory by domain name: two at once would answer each
+// other's validations.
+
 // event is one certmagic event seen through ACMEConfig.OnEvent.
 type event struct {
 	name    string
@@ -103,7 +109,7 @@ func handshake(t *testing.T, addr, serverName string, issuers *x509.CertPool) (*
 // listener itself, the certificate (valid 12 seconds) is served, renewed
 // before it expires, and the renewed one served, all without a restart.
 func TestACMEObtainsServesAndRenews(t *testing.T) {
-	t.Parallel()
+	// Not parallel: see acmeSerial.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -173,7 +179,7 @@ func TestACMEObtainsServesAndRenews(t *testing.T) {
 // pebble's TLS-ALPN-01 goes to a port nobody listens on), and every other
 // request falls through to the handler behind.
 func TestACMEHTTP01OnThePlainListener(t *testing.T) {
-	t.Parallel()
+	// Not parallel: see acmeSerial.
 	tlsLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -26,9 +26,11 @@ import (
 // and healthcheck and send-test work against it.
 func TestServeHTTPSWithACME(t *testing.T) {
 	t.Parallel()
+	// One after the other: certmagic keeps the challenges it is solving
+	// in process-wide memory, by domain name, and both use localhost (the
+	// one name pebble's validation resolves to this machine).
 	for _, driver := range []string{"bolt", "nats"} {
 		t.Run(driver, func(t *testing.T) {
-			t.Parallel()
 			dir := t.TempDir()
 			listen := freeAddr(t)
 			port := listen[strings.LastIndexByte(listen, ':')+1:]

@@ -28,8 +28,9 @@ import (
 )
 
 // HTTPSConfig is tls: HTTPS on the public listener (SPEC §12), from
-// files reloaded when they change. Without it the listener speaks plain
-// HTTP (loopback, or behind a proxy that terminates TLS).
+// certificate files reloaded when they change, or from ACME. Without it the
+// listener speaks plain HTTP (loopback, or behind a proxy that terminates
+// TLS).
 type HTTPSConfig struct {
 	CertFile string     `mapstructure:"cert_file"`
 	KeyFile  string     `mapstructure:"key_file"`
@@ -136,6 +137,9 @@ func (a ACMEConfig) validate() []error {
 		key := fmt.Sprintf("tls.acme.domains[%d]", i)
 		if err := certs.CheckDomain(d); err != nil {
 			bad(key, "%v", err)
+		} else if (a.CA == "" || strings.Contains(a.CA, "api.letsencrypt.org")) && !certmagic.SubjectQualifiesForPublicCert(d) {
+			bad(key, "%s is an internal name; Let's Encrypt certifies only public domain names: use one, or a private "+
+				"CA (tls.acme.ca and ca_root)", d)
 		} else if seen[strings.ToLower(d)] {
 			bad(key, "%s is listed twice", d)
 		}

@@ -204,6 +204,7 @@ func TestCheckConfigReportsTLSProblems(t *testing.T) {
 		{"acme domain is an IP", "{acme: {domains: [203.0.113.7]}}", 2, []string{"tls.acme.domains[0]: 203.0.113.7 is an IP address"}},
 		{"acme wildcard", "{acme: {domains: [relay.example.com, \"*.example.com\"]}}", 2, []string{"tls.acme.domains[1]: *.example.com is a wildcard"}},
 		{"acme domain twice", "{acme: {domains: [relay.example.com, Relay.example.com]}}", 2, []string{"tls.acme.domains[1]: Relay.example.com is listed twice"}},
+		{"acme internal name with Let's Encrypt", "{acme: {domains: [relay.internal]}}", 2, []string{"tls.acme.domains[0]: relay.internal is an internal name"}},
 		{"acme without domains", "{acme: {email: ops@example.com}}", 2, []string{"tls.acme.domains: none"}},
 		{"acme and files", fmt.Sprintf("{cert_file: %s, key_file: %s, acme: {domains: [relay.example.com]}}", certFile, keyFile), 2,
 			[]string{"tls.acme: set together with tls.cert_file"}},
