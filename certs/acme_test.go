@@ -15,8 +15,12 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/nats-io/nats-server/v2/server"
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/chatrelay/chatrelay/certs/certstest"
+	"github.com/chatrelay/chatrelay/certs/natskv"
 	"github.com/chatrelay/chatrelay/relay/relaytest"
 )
 
@@ -314,5 +318,94 @@ func TestCheckDomain(t *testing.T) {
 		if (tt.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("CheckDomain(%q) = %v, want %q", tt.name, err, tt.want)
 		}
+	}
+}
+
+// TestACMEReplicasShareOneCertificate: two replicas on one NATS bucket
+// manage the same domain at once; one obtains the certificate while the
+// other waits on its lock, then both serve that same certificate.
+// (Not parallel: see acmeSerial.)
+func TestACMEReplicasShareOneCertificate(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
+		StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	lnA, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lnB, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The CA validates on A's port, whichever replica placed the order.
+	p := certstest.StartPebble(t, certstest.PebbleOptions{TLSPort: lnA.Addr().(*net.TCPAddr).Port, HTTPPort: certstest.FreePort(t)})
+	events, onEvent := eventRecorder()
+	logger, logs := relaytest.NewLogger()
+	replica := func(ln net.Listener) *ACME {
+		nc, err := natsgo.Connect(ns.ClientURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		storage, err := natskv.New(t.Context(), js, natskv.Options{Logger: logger})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = storage.Close(context.Background()) })
+		a, err := NewACME(ACMEConfig{
+			Domains: []string{"localhost"}, Email: "ops@chatrelay.test", CA: p.DirURL, CARoots: p.Roots,
+			Storage: storage, ListenAddr: ln.Addr().String(), Logger: logger, OnEvent: onEvent,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		serveACME(t, ln, a)
+		return a
+	}
+	a, b := replica(lnA), replica(lnB)
+	runACME(t, a)
+	runACME(t, b)
+
+	obtained, cached := 0, 0
+	timeout := time.After(45 * time.Second)
+	for cached < 2 {
+		select {
+		case e := <-events:
+			switch e.name {
+			case "cert_obtained":
+				obtained++
+			case "cached_managed_cert":
+				cached++
+			case "cert_failed":
+				t.Fatalf("a replica failed:\n%s", logs)
+			}
+		case <-timeout:
+			t.Fatalf("both replicas did not get a certificate (%d obtained, %d cached):\n%s", obtained, cached, logs)
+		}
+	}
+	if obtained != 1 {
+		t.Fatalf("%d certificates obtained for two replicas, want 1:\n%s", obtained, logs)
+	}
+	certA, err := handshake(t, lnA.Addr().String(), "localhost", p.Issuers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certB, err := handshake(t, lnB.Addr().String(), "localhost", p.Issuers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if certA.SerialNumber.Cmp(certB.SerialNumber) != 0 {
+		t.Fatalf("the replicas serve different certificates: %v and %v", certA.SerialNumber, certB.SerialNumber)
 	}
 }
