@@ -201,7 +201,7 @@ func (t HTTPSConfig) pairProblem(err error) error {
 
 // summary describes the listener's TLS for check-config, with a warning
 // for a certificate that has expired or soon will.
-func (t HTTPSConfig) summary(now time.Time) string {
+func (t HTTPSConfig) summary(now time.Time, listen string) string {
 	if !t.Enabled() {
 		return "plain HTTP (no tls: set tls.cert_file and tls.key_file, or tls.acme, to serve HTTPS)"
 	}
@@ -213,6 +213,8 @@ func (t HTTPSConfig) summary(now time.Time) string {
 		s := fmt.Sprintf("HTTPS with ACME: %s from %s", strings.Join(t.ACME.Domains, ", "), ca)
 		if t.HTTPListen != "" {
 			s += "; HTTP-01 and redirects on " + t.HTTPListen
+		} else if _, port, err := net.SplitHostPort(listen); err == nil && port != "443" {
+			s += "; NOTE: the CA validates on port 443: forward it to port " + port + ", or set tls.http_listen (port 80)"
 		}
 		return s
 	}

@@ -214,6 +214,8 @@ func TestCheckConfigReportsTLSProblems(t *testing.T) {
 		{"acme ca_root not PEM", fmt.Sprintf("{acme: {domains: [relay.example.com], ca_root: %s}}", keyFile), 2, []string{"tls.acme.ca_root:", "no PEM certificate"}},
 		{"http_listen without tls", `{http_listen: ":80"}`, 2, []string{"tls.http_listen: set without"}},
 		{"http_listen not an address", fmt.Sprintf("{cert_file: %s, key_file: %s, http_listen: eighty}", certFile, keyFile), 2, []string{"tls.http_listen:"}},
+		{"acme on another port", "{acme: {domains: [relay.example.com]}}", 0,
+			[]string{"listener: HTTPS with ACME: relay.example.com", "NOTE: the CA validates on port 443: forward it to port 8080"}},
 		{"acme", "{acme: {domains: [relay.example.com], email: ops@example.com}, http_listen: \":80\"}", 0,
 			[]string{"listener: HTTPS with ACME: relay.example.com from https://acme-v02.api.letsencrypt.org/directory; HTTP-01 and redirects on :80"}},
 		{"good", fmt.Sprintf("{cert_file: %s, key_file: %s}", certFile, keyFile), 0, []string{"listener: HTTPS from " + certFile + ": relay.example.com, valid until"}},
