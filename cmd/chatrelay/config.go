@@ -36,6 +36,7 @@ type Config struct {
 	Retry              RetryConfig   `mapstructure:"retry"`
 	Sinks              []SinkConfig  `mapstructure:"sinks"`
 	Routes             []RouteConfig `mapstructure:"routes"`
+	TLS                HTTPSConfig   `mapstructure:"tls"`
 
 	// Source says where the config came from: a file path, or "" for the
 	// embedded defaults.
@@ -214,6 +215,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("retry.initial", "1s")
 	v.SetDefault("retry.max", "5m")
 	v.SetDefault("retry.max_age", "24h")
+	setTLSDefaults(v)
 }
 
 // DefaultConfigFile is read when --config is not given and it exists.
@@ -543,6 +545,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, s.validate(i, names)...)
 	}
 	errs = append(errs, c.validateRoutes(names)...)
+	errs = append(errs, c.TLS.validate()...)
 	if len(errs) > 0 && len(c.unsetEnv) > 0 {
 		errs = append(errs, fmt.Errorf("note: the config names environment variables that are not set: %s",
 			strings.Join(c.unsetEnv, ", ")))

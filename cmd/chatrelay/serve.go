@@ -97,7 +97,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := relay.NewMetrics(reg)
-	reg.MustRegister(relay.NewQueueCollector(store, clock.Now))
+	reg.MustRegister(relay.NewQueueCollector(store, clock.Now), newBuildInfoMetric(readBuildInfo()))
 
 	sinks, err := buildSinks(cfg, sinkEnv{stdout: a.stdout, logger: logger, clock: clock, store: store})
 	if err != nil {
@@ -132,10 +132,16 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		return err
 	}
 
+	front, err := newFrontTLS(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer front.close()
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w; set listen to a free address", err)
 	}
+	ln = front.wrap(ln)
 	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
 	if err != nil {
 		ln.Close()
@@ -149,7 +155,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          errLog,
+		ErrorLog:          front.serverLog(logger, errLog),
 	}
 	adminSrv := &http.Server{
 		Handler: admin.Handler(admin.Config{
@@ -182,11 +188,12 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	if cfg.Embedded() {
 		a.banner(cfg, ln.Addr().String(), secrets[0], firstStart)
 	}
-	logger.Info("chatrelay started", "version", version, "listen", ln.Addr().String(), "admin", adminLn.Addr().String(),
+	logger.Info("chatrelay started", "version", readBuildInfo().Version, "listen", ln.Addr().String(), "admin", adminLn.Addr().String(),
 		"store", storeDescription(cfg), "sinks", strings.Join(names, ","), "config", cfg.sourceName())
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveHTTP(srv, ln) })
+	g.Go(func() error { return front.run(gctx) })
 	g.Go(func() error { return serveHTTP(adminSrv, adminLn) })
 	g.Go(func() error {
 		<-gctx.Done()
