@@ -6,6 +6,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bwmarrin/discordgo"
+
+	"github.com/chatrelay/chatrelay/sinks/discord/discordtest"
+	"github.com/chatrelay/chatrelay/sinks/slack/slacktest"
 )
 
 // TestUnsendableTopicIsParkedAtOnce: an event whose "event" field holds a
@@ -46,5 +51,41 @@ sinks:
 	defer hook.mu.Unlock()
 	if len(hook.bodies) != 1 || !strings.Contains(string(hook.bodies[0]), "second") {
 		t.Fatalf("destination got %d requests: %q", len(hook.bodies), hook.bodies)
+	}
+}
+
+// TestHugeHostileAnswerIsDelivered: a 900 KB answer built to make Markdown
+// conversion quadratic ("[a](" repeated, on one line) once took minutes of
+// CPU, outlived the send timeout and held up shutdown. It is now delivered
+// to Slack and Discord in at most four messages each, well within the send
+// timeout; serve then stops cleanly (serveFor's cleanup checks the exit).
+func TestHugeHostileAnswerIsDelivered(t *testing.T) {
+	t.Parallel()
+	slackSrv := slacktest.NewServer(t)
+	discordSrv := discordtest.NewServer(t)
+	channel := discordSrv.AddChannel(discordgo.ChannelTypeGuildText)
+	listen, admin, _ := serveFor(t, fmt.Sprintf(`
+signing_secrets: [huge-signing-secret]
+sinks:
+  - {name: slack, type: slack, webhook_url: "%s", timeout: 10s}
+  - {name: discord, type: discord, webhook_url: "%s", timeout: 10s}
+`, slackSrv.WebhookURL(), discordSrv.AddWebhook(channel)))
+	answer := "| table |\n\n" + strings.Repeat("[a](", (900<<10)/4)
+	body, _ := json.Marshal(map[string]any{
+		"conversation_id": "huge",
+		"messages":        []map[string]string{{"role": "user", "content": "hi"}},
+		"answer":          map[string]any{"role": "assistant", "content": answer},
+	})
+	postSigned(t, listen, "huge-signing-secret", body)
+	waitFor(t, 120*time.Second, "the turn delivered to both sinks", func() bool {
+		_, m := httpGet(t, "http://"+admin+"/metrics", "")
+		return strings.Contains(m, `chatrelay_deliveries_total{result="delivered",sink="slack"} 1`) &&
+			strings.Contains(m, `chatrelay_deliveries_total{result="delivered",sink="discord"} 1`)
+	})
+	if n := len(slackSrv.Messages()); n < 1 || n > 4 {
+		t.Errorf("Slack got %d messages, want 1 to 4", n)
+	}
+	if n := len(discordSrv.Messages(channel)); n < 1 || n > 4 {
+		t.Errorf("Discord got %d messages, want 1 to 4", n)
 	}
 }
