@@ -26,8 +26,11 @@ func boom(ev *relay.Event) bool { return strings.Contains(string(ev.Body), `"q1"
 func (s *panicky) CanPack(ctx context.Context, ev *relay.Event) bool {
 	if s.where == "canpack" && boom(ev) {
 		s.panics.Add(1)
-		var m map[string]int
-		m["x"]++ // a nil map: a runtime panic, as a renderer bug would raise
+		var lead *relay.Field // a nil pointer dereference, as a renderer bug would raise
+		if len(ev.Lead) > 0 {
+			lead = &ev.Lead[0]
+		}
+		_ = lead.Key
 	}
 	return s.packSink.CanPack(ctx, ev)
 }
