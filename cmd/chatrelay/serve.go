@@ -81,7 +81,10 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		}
 		secrets, firstStart = []string{s}, created
 	}
-	logger := newLogger(a.stderr, cfg.Log.Level, cfg.Log.Format, append(cfg.Secrets(), secrets...))
+	// One scrubber keeps every configured secret out of logs, stored
+	// error text and admin API answers alike.
+	scrub := relay.NewScrubber(append(cfg.Secrets(), secrets...)...)
+	logger := newLogger(a.stderr, cfg.Log.Level, cfg.Log.Format, scrub)
 	clock := clockwork.NewRealClock()
 
 	store, err := openStore(ctx, cfg, logger, clock)
@@ -160,7 +163,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	adminSrv := &http.Server{
 		Handler: admin.Handler(admin.Config{
 			Store: store, Gatherer: reg, Metrics: metrics, Token: relay.Secret(cfg.Admin.Token),
-			Sinks: names, States: states, Logger: logger.With("component", "admin"), Now: clock.Now,
+			Sinks: names, States: states, Logger: logger.With("component", "admin"), Now: clock.Now, Scrub: scrub,
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -177,7 +180,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 			Retry:       relay.RetryPolicy{Initial: cfg.Retry.Initial, Max: cfg.Retry.Max, MaxAge: cfg.Retry.MaxAge},
 			Concurrency: s.concurrency, Timeout: s.timeout, DrainTimeout: cfg.ShutdownTimeout,
 			Redact: s.conf.Redact, NoPacking: s.conf.Pack != nil && !*s.conf.Pack,
-			Metrics: metrics, Logger: s.logger, Clock: clock,
+			Metrics: metrics, Logger: s.logger, Clock: clock, Scrub: scrub,
 		})
 		if err != nil {
 			return err
