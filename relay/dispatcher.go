@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -50,6 +51,10 @@ type DispatcherConfig struct {
 	Logger       *slog.Logger
 	Clock        clockwork.Clock
 	Rand         func() float64 // jitter source; default math/rand/v2
+	// Scrub removes the configured secrets from every error text before
+	// it is stored (last_error, a dead letter's reason) or logged; nil
+	// scrubs nothing.
+	Scrub *Scrubber
 }
 
 // Dispatcher delivers one sink's queue: up to Concurrency conversations at
@@ -191,7 +196,9 @@ func (d *Dispatcher) deliver(soft, ctx context.Context, del *Delivery, tk Ticket
 		d.park(ctx, del, "could not redact the event: "+err.Error())
 		return
 	}
-	err = d.send(soft, ctx, tk, func(ctx context.Context) error { return d.cfg.Sink.Send(ctx, ev) })
+	err = d.send(soft, ctx, tk, func(ctx context.Context) error {
+		return d.guard(func() error { return d.cfg.Sink.Send(ctx, ev) }, ev)
+	})
 	if err == nil {
 		d.succeeded(ctx, []*Delivery{del}, tk)
 		return
@@ -206,7 +213,14 @@ func (d *Dispatcher) deliver(soft, ctx context.Context, del *Delivery, tk Ticket
 // go, and everything that became due meanwhile goes in it.
 func (d *Dispatcher) deliverPacked(soft, ctx context.Context, del *Delivery) {
 	first, err := Redact(del.Event, d.cfg.Redact)
-	if err != nil || !d.packer.CanPack(ctx, first) {
+	if err != nil {
+		d.deliver(soft, ctx, del, Ticket{})
+		return
+	}
+	if ok, err := d.canPack(ctx, first); err != nil {
+		d.failed(ctx, []*Delivery{del}, Ticket{}, err)
+		return
+	} else if !ok {
 		d.deliver(soft, ctx, del, Ticket{})
 		return
 	}
@@ -223,7 +237,12 @@ func (d *Dispatcher) deliverPacked(soft, ctx context.Context, del *Delivery) {
 			d.park(ctx, more, "could not redact the event: "+err.Error())
 			continue
 		}
-		if !d.packer.CanPack(ctx, ev) {
+		ok, err := d.canPack(ctx, ev)
+		if err != nil {
+			d.failed(ctx, []*Delivery{more}, Ticket{}, err)
+			continue
+		}
+		if !ok {
 			d.release(ctx, more) // it goes alone, on a ticket of its own
 			break
 		}
@@ -231,12 +250,16 @@ func (d *Dispatcher) deliverPacked(soft, ctx context.Context, del *Delivery) {
 	}
 	sent := 1
 	if len(batch) == 1 {
-		err = d.send(soft, ctx, Ticket{}, func(ctx context.Context) error { return d.cfg.Sink.Send(ctx, first) })
+		err = d.send(soft, ctx, Ticket{}, func(ctx context.Context) error {
+			return d.guard(func() error { return d.cfg.Sink.Send(ctx, first) }, first)
+		})
 	} else {
 		err = d.send(soft, ctx, Ticket{}, func(ctx context.Context) error {
-			var err error
-			sent, err = d.packer.SendPacked(ctx, evs)
-			return err
+			return d.guard(func() error {
+				var err error
+				sent, err = d.packer.SendPacked(ctx, evs)
+				return err
+			}, evs...)
 		})
 	}
 	if err != nil {
@@ -271,6 +294,49 @@ func (d *Dispatcher) deliverPacked(soft, ctx context.Context, del *Delivery) {
 		d.cfg.Logger.Debug("packed several turns into one message", "events", sent)
 	}
 	d.succeeded(ctx, batch[:sent], Ticket{})
+}
+
+// canPack asks the sink whether ev may share a message, under guard.
+func (d *Dispatcher) canPack(ctx context.Context, ev *Event) (ok bool, err error) {
+	err = d.guard(func() error {
+		ok = d.packer.CanPack(ctx, ev)
+		return nil
+	}, ev)
+	return ok, err
+}
+
+// maxPanicText bounds how much of a panic's value enters a dead letter's
+// reason and the log.
+const maxPanicText = 300
+
+// guard runs one call into the sink (Send, SendPacked, CanPack) for evs. A
+// panic there (a bug in the sink's rendering of these events) must not take
+// the relay down, nor come back on every restart: it becomes a permanent
+// error, so the delivery is parked with a reason that says what happened,
+// and it is logged at error with the stack. The error a call returns comes
+// back with the configured secrets scrubbed from its text.
+func (d *Dispatcher) guard(call func() error, evs ...*Event) (err error) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		text, _ := Truncate(d.cfg.Scrub.Scrub(fmt.Sprint(v)), maxPanicText)
+		err = Permanent(fmt.Errorf("sink %q panicked while handling the event (a bug in chatrelay; please report it with the log line): %s",
+			d.name, text), ReasonOther)
+		ids := make([]string, len(evs))
+		for i, ev := range evs {
+			ids[i] = ev.ID
+		}
+		attrs := []any{"panic", text, "stack", string(debug.Stack())}
+		if len(ids) == 1 {
+			attrs = append(attrs, "event_id", ids[0])
+		} else {
+			attrs = append(attrs, "event_ids", ids)
+		}
+		d.cfg.Logger.Error("sink panicked; treated as a permanent error for this delivery", attrs...)
+	}()
+	return d.cfg.Scrub.Error(call())
 }
 
 // errNotSent reports a send that did not start because shutdown began.
@@ -391,7 +457,7 @@ func (d *Dispatcher) retryLater(ctx context.Context, del *Delivery, delay time.D
 			d.cfg.Retry.MaxAge, del.Attempts+1, cause))
 		return
 	}
-	if err := del.Nak(ctx, delay, cause.Error()); err != nil {
+	if err := del.Nak(ctx, delay, d.cfg.Scrub.Scrub(cause.Error())); err != nil {
 		d.cfg.Logger.Error("could not schedule retry", "event_id", del.Event.ID, "err", err)
 		return
 	}
@@ -411,6 +477,7 @@ func (d *Dispatcher) retryLater(ctx context.Context, del *Delivery, delay time.D
 
 // park moves the delivery to the dead letters.
 func (d *Dispatcher) park(ctx context.Context, del *Delivery, reason string) {
+	reason = d.cfg.Scrub.Scrub(reason)
 	if err := del.Term(ctx, reason); err != nil {
 		d.cfg.Logger.Error("could not park delivery in the dead letters", "event_id", del.Event.ID, "err", err)
 		return

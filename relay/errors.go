@@ -261,6 +261,47 @@ func ParseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 	return 0, false
 }
 
+// CheckHeader returns a permanent error naming the first field of h that
+// net/http refuses to send, or nil: a name that is not an HTTP token, or a
+// value holding CR, LF or another control character (net/http then fails
+// the request before it leaves, with an error no retry can change). Values
+// built from an event (a topic from the body's "event" field) are checked
+// with it before the request, so that such a delivery is parked at once
+// instead of retried for retry.max_age while its conversation waits (SPEC
+// §9). The error never holds the value, which may be a credential. Bytes
+// that are not UTF-8 pass: HTTP allows them in a value, and so does Go.
+func CheckHeader(h http.Header) error {
+	for name, values := range h {
+		if !validHeaderName(name) {
+			return Permanent(fmt.Errorf("header name %q cannot be sent: it is not an HTTP token", name), ReasonClientError)
+		}
+		for _, v := range values {
+			if i := strings.IndexFunc(v, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }); i >= 0 {
+				return Permanent(fmt.Errorf("header %s cannot be sent: its value holds the control character %U, which HTTP does not allow",
+					name, v[i]), ReasonClientError)
+			}
+		}
+	}
+	return nil
+}
+
+// validHeaderName reports whether name is an HTTP token (RFC 9110 §5.1).
+func validHeaderName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // RedactURL rewrites an *url.Error so that its URL (which may carry a token)
 // reads "[redacted]", keeping the operation and the cause. Call it where the
 // error is made, before anything wraps it. Other errors are returned as they

@@ -35,6 +35,7 @@ func (a *app) checkConfigCmd() *cobra.Command {
 			}
 			fmt.Fprintf(a.stdout, "%s: OK\n  listen %s, admin %s, store %s\n  sinks: %s\n  routes: %d\n",
 				cfg.sourceName(), cfg.Listen, cfg.Admin.Listen, storeDescription(cfg), strings.Join(names, ", "), len(cfg.Routes))
+			fmt.Fprintf(a.stdout, "  listener: %s\n", cfg.TLS.summary(time.Now(), cfg.Listen))
 			if !probe {
 				return nil
 			}

@@ -36,6 +36,7 @@ type Config struct {
 	Retry              RetryConfig   `mapstructure:"retry"`
 	Sinks              []SinkConfig  `mapstructure:"sinks"`
 	Routes             []RouteConfig `mapstructure:"routes"`
+	TLS                HTTPSConfig   `mapstructure:"tls"`
 
 	// Source says where the config came from: a file path, or "" for the
 	// embedded defaults.
@@ -214,6 +215,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("retry.initial", "1s")
 	v.SetDefault("retry.max", "5m")
 	v.SetDefault("retry.max_age", "24h")
+	setTLSDefaults(v)
 }
 
 // DefaultConfigFile is read when --config is not given and it exists.
@@ -403,7 +405,10 @@ func (c *Config) readSecretFiles() error {
 	return errors.Join(errs...)
 }
 
-// Secrets returns every secret value in the config, for the log filter.
+// Secrets returns every secret value in the config, for the scrubber that
+// keeps them out of logs, stored error text and API answers (SPEC §9):
+// signing secrets, tokens, webhook URLs and every extra header value (a
+// header's name says too little about what its value is).
 func (c *Config) Secrets() []string {
 	out := slices.Clone(c.SigningSecrets)
 	out = append(out, c.Admin.Token, c.Store.NATS.Token)
@@ -419,26 +424,12 @@ func (c *Config) Secrets() []string {
 		out = append(out, s.WebhookURL, s.Token, s.Secret)
 		if s.Type == TypeWebhook {
 			out = append(out, s.URL)
-			for k, v := range s.Headers {
-				if sensitiveHeader(k) {
-					out = append(out, v, strings.TrimSpace(strings.TrimPrefix(v, "Bearer ")))
-				}
+			for _, v := range s.Headers {
+				out = append(out, v)
 			}
 		}
 	}
 	return slices.DeleteFunc(out, func(s string) bool { return len(s) < 6 })
-}
-
-// sensitiveHeader reports whether an extra header of a webhook sink likely
-// carries a credential (its value is then kept out of logs).
-func sensitiveHeader(name string) bool {
-	n := strings.ToLower(name)
-	for _, w := range []string{"auth", "token", "key", "secret", "signature", "cookie", "password"} {
-		if strings.Contains(n, w) {
-			return true
-		}
-	}
-	return false
 }
 
 // minAdminToken is the shortest admin.token accepted off loopback (SPEC §9).
@@ -543,6 +534,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, s.validate(i, names)...)
 	}
 	errs = append(errs, c.validateRoutes(names)...)
+	errs = append(errs, c.TLS.validate()...)
 	if len(errs) > 0 && len(c.unsetEnv) > 0 {
 		errs = append(errs, fmt.Errorf("note: the config names environment variables that are not set: %s",
 			strings.Join(c.unsetEnv, ", ")))

@@ -5,16 +5,17 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 
 	"golang.org/x/term"
+
+	"github.com/chatrelay/chatrelay/relay"
 )
 
 // newLogger builds the process logger: level and format from the config
 // (auto = text on a terminal, JSON otherwise), and a last safety net that
 // blanks any configured secret that reaches a log line despite
-// relay.Secret.
-func newLogger(w io.Writer, level, format string, secrets []string) *slog.Logger {
+// relay.Secret: scrub, the scrubber that cleans stored text too.
+func newLogger(w io.Writer, level, format string, scrub *relay.Scrubber) *slog.Logger {
 	var lvl slog.Level
 	switch level {
 	case "debug":
@@ -26,7 +27,7 @@ func newLogger(w io.Writer, level, format string, secrets []string) *slog.Logger
 	default:
 		lvl = slog.LevelInfo
 	}
-	opts := &slog.HandlerOptions{Level: lvl, ReplaceAttr: secretFilter(secrets)}
+	opts := &slog.HandlerOptions{Level: lvl, ReplaceAttr: secretFilter(scrub)}
 	if format == "auto" {
 		format = "json"
 		if isTerminal(w) {
@@ -39,14 +40,8 @@ func newLogger(w io.Writer, level, format string, secrets []string) *slog.Logger
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-func secretFilter(secrets []string) func([]string, slog.Attr) slog.Attr {
-	var live []string
-	for _, s := range secrets {
-		if len(s) >= 6 {
-			live = append(live, s)
-		}
-	}
-	if len(live) == 0 {
+func secretFilter(scrub *relay.Scrubber) func([]string, slog.Attr) slog.Attr {
+	if scrub == nil {
 		return nil
 	}
 	return func(_ []string, a slog.Attr) slog.Attr {
@@ -67,11 +62,7 @@ func secretFilter(secrets []string) func([]string, slog.Attr) slog.Attr {
 		default:
 			return a
 		}
-		cleaned := text
-		for _, s := range live {
-			cleaned = strings.ReplaceAll(cleaned, s, "[redacted]")
-		}
-		if cleaned != text {
+		if cleaned := scrub.Scrub(text); cleaned != text {
 			return slog.String(a.Key, cleaned)
 		}
 		return a

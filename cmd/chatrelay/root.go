@@ -32,7 +32,7 @@ Run "chatrelay serve" with no config file to try it on embedded defaults.`,
 	}
 	root.PersistentFlags().StringVar(&a.configPath, "config", "",
 		"config file (default ./"+DefaultConfigFile+" if present, else embedded defaults)")
-	root.AddCommand(a.serveCmd(), a.sendTestCmd(), a.checkConfigCmd(), a.dlqCmd(), a.versionCmd())
+	root.AddCommand(a.serveCmd(), a.sendTestCmd(), a.checkConfigCmd(), a.dlqCmd(), a.versionCmd(), a.healthcheckCmd())
 	return root
 }
 
@@ -54,11 +54,14 @@ func (a *app) versionCmd() *cobra.Command {
 		Short: "Print version, commit and Go version",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fmt.Fprintf(a.stdout, "chatrelay %s (commit %s, %s, %s/%s)\n", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			bi := readBuildInfo()
+			fmt.Fprintf(a.stdout, "chatrelay %s (commit %s, %s, %s/%s)\n", bi.Version, bi.Commit, bi.GoVersion, runtime.GOOS, runtime.GOARCH)
 			return nil
 		},
 	}
 }
 
 // userAgent is what chatrelay sends to platforms.
-func userAgent() string { return "chatrelay/" + version + " (+https://github.com/chatrelay/chatrelay)" }
+func userAgent() string {
+	return "chatrelay/" + readBuildInfo().Version + " (+https://github.com/chatrelay/chatrelay)"
+}

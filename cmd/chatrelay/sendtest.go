@@ -24,7 +24,8 @@ import (
 var samples embed.FS
 
 func (a *app) sendTestCmd() *cobra.Command {
-	var url, secret, topic, file string
+	var url, secret, topic, file, cacert string
+	var insecure bool
 	cmd := &cobra.Command{
 		Use:   "send-test",
 		Short: "Sign a sample Chat Data event (or a JSON file) as Chat Data does and POST it",
@@ -37,11 +38,9 @@ a --file is sent byte for byte.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, cfgErr := a.loadConfigLenient()
+			var serverName string
 			if url == "" {
-				url = "http://127.0.0.1:8080/webhook"
-				if cfg != nil && cfg.Listen != "" {
-					url = "http://" + clientAddr(cfg.Listen) + "/webhook"
-				}
+				url, serverName = localURL(cfg, "/webhook")
 			}
 			if secret == "" {
 				s, err := defaultSecret(cfg)
@@ -65,9 +64,21 @@ a --file is sent byte for byte.`,
 			req.Header.Set(relay.HeaderTopic, topic)
 			req.Header.Set(relay.HeaderSignature, relay.Sign(body, relay.Secret(secret)))
 			req.Header.Set("User-Agent", userAgent())
-			resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
+			tlsConf, err := clientTLS(cacert, insecure)
 			if err != nil {
-				return fmt.Errorf("POST %s: %w (is chatrelay serve running there?)", url, err)
+				return configError(err)
+			}
+			tlsConf.ServerName = serverName
+			if insecure {
+				fmt.Fprintln(a.stderr, "send-test: --insecure: the server's certificate is not checked")
+			}
+			transport := http.DefaultTransport.(*http.Transport).Clone()
+			transport.TLSClientConfig = tlsConf
+			client := &http.Client{Timeout: 15 * time.Second, Transport: transport}
+			defer client.CloseIdleConnections()
+			resp, err := client.Do(req)
+			if err != nil {
+				return fmt.Errorf("POST %s: %w %s", url, err, tlsHint(err))
 			}
 			defer relay.Drain(resp)
 			answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
@@ -82,6 +93,8 @@ a --file is sent byte for byte.`,
 	cmd.Flags().StringVar(&secret, "secret", "", "signing secret (default: the config's first signing secret, else the embedded-default secret in ./chatrelay-data)")
 	cmd.Flags().StringVar(&topic, "topic", relay.TopicChat, "topic: chat, lead-submission, live-chat-escalation or any other")
 	cmd.Flags().StringVar(&file, "file", "", "JSON file to send instead of the sample")
+	cmd.Flags().StringVar(&cacert, "cacert", "", "PEM file of the certificate(s) to trust for an https --url (a self-signed certificate, a private CA) instead of the system's")
+	cmd.Flags().BoolVar(&insecure, "insecure", false, "do not check the server's certificate (a quick local try only)")
 	return cmd
 }
 

@@ -81,7 +81,10 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		}
 		secrets, firstStart = []string{s}, created
 	}
-	logger := newLogger(a.stderr, cfg.Log.Level, cfg.Log.Format, append(cfg.Secrets(), secrets...))
+	// One scrubber keeps every configured secret out of logs, stored
+	// error text and admin API answers alike.
+	scrub := relay.NewScrubber(append(cfg.Secrets(), secrets...)...)
+	logger := newLogger(a.stderr, cfg.Log.Level, cfg.Log.Format, scrub)
 	clock := clockwork.NewRealClock()
 
 	store, err := openStore(ctx, cfg, logger, clock)
@@ -97,7 +100,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := relay.NewMetrics(reg)
-	reg.MustRegister(relay.NewQueueCollector(store, clock.Now))
+	reg.MustRegister(relay.NewQueueCollector(store, clock.Now), newBuildInfoMetric(readBuildInfo()))
 
 	sinks, err := buildSinks(cfg, sinkEnv{stdout: a.stdout, logger: logger, clock: clock, store: store})
 	if err != nil {
@@ -132,10 +135,16 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		return err
 	}
 
+	front, err := newFrontTLS(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer front.close()
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w; set listen to a free address", err)
 	}
+	ln = front.wrap(ln)
 	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
 	if err != nil {
 		ln.Close()
@@ -149,12 +158,12 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          errLog,
+		ErrorLog:          front.serverLog(logger, errLog),
 	}
 	adminSrv := &http.Server{
 		Handler: admin.Handler(admin.Config{
 			Store: store, Gatherer: reg, Metrics: metrics, Token: relay.Secret(cfg.Admin.Token),
-			Sinks: names, States: states, Logger: logger.With("component", "admin"), Now: clock.Now,
+			Sinks: names, States: states, Logger: logger.With("component", "admin"), Now: clock.Now, Scrub: scrub,
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -171,7 +180,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 			Retry:       relay.RetryPolicy{Initial: cfg.Retry.Initial, Max: cfg.Retry.Max, MaxAge: cfg.Retry.MaxAge},
 			Concurrency: s.concurrency, Timeout: s.timeout, DrainTimeout: cfg.ShutdownTimeout,
 			Redact: s.conf.Redact, NoPacking: s.conf.Pack != nil && !*s.conf.Pack,
-			Metrics: metrics, Logger: s.logger, Clock: clock,
+			Metrics: metrics, Logger: s.logger, Clock: clock, Scrub: scrub,
 		})
 		if err != nil {
 			return err
@@ -182,11 +191,12 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	if cfg.Embedded() {
 		a.banner(cfg, ln.Addr().String(), secrets[0], firstStart)
 	}
-	logger.Info("chatrelay started", "version", version, "listen", ln.Addr().String(), "admin", adminLn.Addr().String(),
+	logger.Info("chatrelay started", "version", readBuildInfo().Version, "listen", ln.Addr().String(), "admin", adminLn.Addr().String(),
 		"store", storeDescription(cfg), "sinks", strings.Join(names, ","), "config", cfg.sourceName())
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveHTTP(srv, ln) })
+	g.Go(func() error { return front.run(gctx) })
 	g.Go(func() error { return serveHTTP(adminSrv, adminLn) })
 	g.Go(func() error {
 		<-gctx.Done()

@@ -53,6 +53,10 @@ type Config struct {
 	States map[string]SinkState
 	Logger *slog.Logger
 	Now    func() time.Time
+	// Scrub removes configured secrets from the error text the API
+	// serves (dead-letter reasons, last errors), also from text stored
+	// before it was scrubbed on its way in; nil scrubs nothing.
+	Scrub *relay.Scrubber
 }
 
 // Handler returns the admin HTTP handler.
@@ -124,6 +128,9 @@ func (a *api) listDead(w http.ResponseWriter, r *http.Request) {
 	if dead == nil {
 		dead = []relay.DeadLetter{}
 	}
+	for i := range dead {
+		dead[i].Reason = a.cfg.Scrub.Scrub(dead[i].Reason)
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"dead_letters": dead})
 }
 
@@ -150,6 +157,7 @@ func (a *api) showDead(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, err)
 		return
 	}
+	dl.Reason = a.cfg.Scrub.Scrub(dl.Reason)
 	writeJSON(w, http.StatusOK, map[string]any{"dead_letter": dl, "event": view(ev)})
 }
 
@@ -263,6 +271,9 @@ func (a *api) showEvent(w http.ResponseWriter, r *http.Request) {
 	}
 	v := view(rec.Event)
 	v.Deliveries = rec.Deliveries
+	for i := range v.Deliveries {
+		v.Deliveries[i].LastError = a.cfg.Scrub.Scrub(v.Deliveries[i].LastError)
+	}
 	writeJSON(w, http.StatusOK, v)
 }
 
@@ -325,7 +336,7 @@ func (a *api) fail(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusNotFound, "not found")
 	case errors.Is(err, relay.ErrUnavailable), errors.Is(err, relay.ErrFull), errors.Is(err, relay.ErrClosed):
 		w.Header().Set("Retry-After", "5")
-		writeError(w, http.StatusServiceUnavailable, "store unavailable: "+err.Error())
+		writeError(w, http.StatusServiceUnavailable, "store unavailable: "+a.cfg.Scrub.Scrub(err.Error()))
 	default:
 		a.cfg.Logger.Error("admin API request failed", "err", err)
 		writeError(w, http.StatusInternalServerError, "internal error; see the chatrelay log")

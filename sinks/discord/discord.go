@@ -92,6 +92,9 @@ type Sink struct {
 
 	mu       sync.Mutex
 	chanType *discordgo.ChannelType // bot mode: the channel's type, once known
+
+	// memo keeps the turns CanPack rendered, for the send that follows.
+	memo *relay.RenderMemo[turn]
 }
 
 var (
@@ -119,6 +122,7 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 		kv:       deps.KV,
 		throttle: deps.Throttle,
 		ua:       userAgent(deps.UserAgent),
+		memo:     relay.NewRenderMemo[turn](memoSize),
 	}
 	if s.kv == nil {
 		// Thread mappings and progress then last as long as the process.

@@ -22,7 +22,11 @@
 // Every limit is counted in UTF-16 units, never less than Discord's count.
 // A long text continues over embeds and up to four messages, split on
 // paragraph, line, sentence or word boundaries, with code fences closed and
-// reopened; past that it is cut with "…" and the event id. When the
+// reopened; past that it is cut with "…" and the event id. The Markdown
+// parsed (to find tables, images and e-mail links) is bounded first
+// (relay.BoundMarkdown), so that rendering is linear in the event, and a
+// turn is rendered once per send, also when CanPack rendered it first; a
+// rendering that outlasts the send's deadline is permanent. When the
 // channel falls behind, turns of different conversations are packed into
 // one message (relay.Packer: one embed each, up to 10, as many as fit
 // whole). In bot mode, a live-chat escalation in a conversation that

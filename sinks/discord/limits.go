@@ -30,6 +30,19 @@ const (
 	// maxMessagesPerTurn is how many messages one turn may take before its
 	// text is cut (SPEC §5).
 	maxMessagesPerTurn = 4
+
+	// maxAnswerRunes is how much of an answer is parsed as Markdown: twice
+	// what maxMessagesPerTurn messages can show, so that no shown text is
+	// lost, and the work per event is bounded whatever the answer's size.
+	maxAnswerRunes = 2 * maxMessagesPerTurn * maxEmbedsTotal
+	// packSource is how long a turn's question and answer may be, in
+	// bytes, for it to be considered for packing at all: a longer one
+	// never fits one embed, and is not rendered to find out (CanPack, then
+	// Send, would render it twice).
+	packSource = 4 * maxDescription
+	// memoSize is how many turns rendered by CanPack are kept for the send
+	// that follows.
+	memoSize = 4 * maxEmbeds
 )
 
 // len16 is the length of s in UTF-16 code units: the conservative way to

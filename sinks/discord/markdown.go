@@ -11,6 +11,8 @@ import (
 	"github.com/yuin/goldmark/extension"
 	east "github.com/yuin/goldmark/extension/ast"
 	"github.com/yuin/goldmark/text"
+
+	"github.com/chatrelay/chatrelay/relay"
 )
 
 // Discord renders most of a chatbot's Markdown as it is: bold, italics,
@@ -36,9 +38,17 @@ type edit struct {
 }
 
 // forDiscord rewrites what Discord does not render in the Markdown text md.
+// What it parses is bounded first (relay.BoundMarkdown), so that the work
+// is linear in md: at most maxAnswerRunes of it (text left out ends in
+// "…"), a line break in a line of over 4 KiB, a blank line in a block of
+// over 16 KiB.
 func forDiscord(md string) string {
 	if !strings.Contains(md, "|") && !strings.Contains(md, "![") && !strings.Contains(md, "@") {
 		return md // nothing to find: no parse
+	}
+	md, cut := relay.BoundMarkdown(md, maxAnswerRunes)
+	if cut {
+		md += " …"
 	}
 	src := []byte(md)
 	doc := markdownParser.Parse(text.NewReader(src))

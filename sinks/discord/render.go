@@ -327,9 +327,18 @@ func layout(t turn, ev *relay.Event) ([]message, bool) {
 	return msgs, cut
 }
 
+// turnOf is ev rendered once: taken from the memo when CanPack rendered it
+// already.
+func (s *Sink) turnOf(ctx context.Context, ev *relay.Event) turn {
+	if t, ok := s.memo.Get(ev); ok {
+		return t
+	}
+	return s.turn(ctx, ev)
+}
+
 // render lays ev out into the messages that show it, logging a cut.
 func (s *Sink) render(ctx context.Context, ev *relay.Event) []message {
-	msgs, cut := layout(s.turn(ctx, ev), ev)
+	msgs, cut := layout(s.turnOf(ctx, ev), ev)
 	if cut {
 		s.log.WarnContext(ctx, fmt.Sprintf("turn longer than %d Discord messages; cut with a notice", maxMessagesPerTurn),
 			"event_id", ev.ID, "limit", maxMessagesPerTurn*maxEmbedsTotal)
@@ -340,7 +349,7 @@ func (s *Sink) render(ctx context.Context, ev *relay.Event) []message {
 // packEmbed is the one embed ev takes in a packed message; fits reports
 // whether the whole turn is in it (only such turns are packed).
 func (s *Sink) packEmbed(ctx context.Context, ev *relay.Event) (e *discordgo.MessageEmbed, t turn, fits bool) {
-	t = s.turn(ctx, ev)
+	t = s.turnOf(ctx, ev)
 	embed := *t.head
 	embed.Description = strings.TrimSpace(t.text)
 	embed.Footer = &discordgo.MessageEmbedFooter{Text: footer(ev.ID, 1, 1)}

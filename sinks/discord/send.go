@@ -26,6 +26,9 @@ const threadArchiveMinutes = 10080
 // of posting parts again.
 func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 	msgs := s.render(ctx, ev)
+	if err := relay.Rendered(ctx); err != nil {
+		return s.errorf("%w", err)
+	}
 	d, err := s.destination(ctx, ev)
 	if err != nil {
 		return err
@@ -159,7 +162,11 @@ func (s *Sink) CanPack(ctx context.Context, ev *relay.Event) bool {
 	if _, ok, err := s.kv.Get(ctx, s.progressKey(ev)); err != nil || ok {
 		return false
 	}
-	_, _, fits := s.packEmbed(ctx, ev)
+	if len(ev.Question())+len(ev.AnswerText()) > packSource {
+		return false // too long for one embed: not rendered to find out
+	}
+	_, t, fits := s.packEmbed(ctx, ev)
+	s.memo.Put(ev, t) // for the send that follows, packed or alone
 	return fits
 }
 
@@ -173,6 +180,9 @@ func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) 
 		return 0, nil
 	}
 	msg, n := s.pack(ctx, evs)
+	if err := relay.Rendered(ctx); err != nil {
+		return 0, s.errorf("%w", err)
+	}
 	evs = evs[:n]
 	// The message needs a thread if any of its conversations does.
 	first := evs[0]

@@ -10,6 +10,11 @@
 // messages within Slack's limits, so that no cut lands inside a link, a
 // style or a code fence. Everything a chatbot user wrote is escaped; the
 // configured mention, on live-chat escalations, is the only mention sent.
+// Rendering takes time linear in the event: only the part of an answer the
+// messages can show is converted (twice that), with its lines and blocks
+// bounded for the parser (relay.BoundMarkdown), and a turn is converted once
+// per send, also when CanPack rendered it first. A rendering that outlasts
+// the send's deadline is permanent for that delivery.
 //
 // Delivery: the sink never waits or retries. It classifies Slack's answers
 // into relay's classes (credentials and channel problems: broken; refused

@@ -13,6 +13,8 @@ import (
 	east "github.com/yuin/goldmark/extension/ast"
 	"github.com/yuin/goldmark/text"
 	"github.com/yuin/goldmark/util"
+
+	"github.com/chatrelay/chatrelay/relay"
 )
 
 // Rendered mrkdwn is kept as a list of tokens until it is cut into
@@ -143,19 +145,28 @@ func clean(s string) string {
 // goldmark's parser and AST. It is safe for concurrent use.
 type markdown struct {
 	md goldmark.Markdown
+	// maxRunes is how much of a text is converted (relay.BoundMarkdown).
+	maxRunes int
 }
 
 func newMarkdown() markdown {
-	return markdown{md: goldmark.New(goldmark.WithExtensions(extension.GFM))}
+	return markdown{md: goldmark.New(goldmark.WithExtensions(extension.GFM)), maxRunes: maxAnswerRunes}
 }
 
-// convert parses src as Markdown and renders it as mrkdwn tokens.
+// convert parses src as Markdown and renders it as mrkdwn tokens, in time
+// linear in src: at most maxRunes of it, with lines and blocks bounded for
+// the parser (relay.BoundMarkdown). Text left out ends in "…".
 func (m markdown) convert(src string) []tok {
-	source := []byte(clean(src))
+	bounded, cut := relay.BoundMarkdown(src, m.maxRunes)
+	source := []byte(clean(bounded))
 	doc := m.md.Parser().Parse(text.NewReader(source))
 	c := &converter{src: source}
 	c.blocks(doc)
-	return trimSeparators(fixSpaces(c.toks))
+	toks := trimSeparators(fixSpaces(c.toks))
+	if cut {
+		toks = append(toks, tok{kind: tSpace, text: " "}, tok{kind: tWord, text: ellipsis})
+	}
+	return toks
 }
 
 // fixSpaces gives each space between words the style both neighbours
@@ -709,6 +720,11 @@ func mrkdwnTokens(s string) []tok {
 }
 
 func appendMrkdwnLine(toks []tok, line string) []tok {
+	// gt is the offset in line of the next ">" from where the text is,
+	// found once for every "<" before it (each "<" searching the rest of
+	// the line made "<<<<…" quadratic); -1 before the first search, and
+	// len(line) when there is none.
+	gt, at := -1, 0
 	for line != "" {
 		r, n := utf8.DecodeRuneInString(line)
 		switch {
@@ -718,26 +734,50 @@ func appendMrkdwnLine(toks []tok, line string) []tok {
 				j = len(line)
 			}
 			toks = append(toks, tok{kind: tSpace, text: line[:j]})
-			line = line[j:]
+			line, at = line[j:], at+j
 		case r == '<':
-			end := strings.IndexByte(line, '>')
-			if end < 0 || size(line[:end+1]) > maxAtom {
+			if gt < at {
+				gt = at + len(line)
+				if k := strings.IndexByte(line, '>'); k >= 0 {
+					gt = at + k
+				}
+			}
+			end := gt - at
+			if end >= len(line) || sizeOver(line[:end+1], maxAtom) {
 				toks = append(toks, tok{kind: tWord, text: escape("<")})
-				line = line[n:]
+				line, at = line[n:], at+n
 				continue
 			}
 			toks = append(toks, tok{kind: tAtom, text: line[:end+1]})
-			line = line[end+1:]
+			line, at = line[end+1:], at+end+1
 		default:
 			j := strings.IndexFunc(line, func(r rune) bool { return r == '<' || unicode.IsSpace(r) })
 			if j < 0 {
 				j = len(line)
 			}
 			toks = append(toks, tok{kind: tWord, text: line[:j]})
-			line = line[j:]
+			line, at = line[j:], at+j
 		}
 	}
 	return toks
+}
+
+// sizeOver reports whether size(s) > limit, looking at no more of s than
+// it takes to tell.
+func sizeOver(s string, limit int) bool {
+	if len(s) <= limit {
+		return false // a character takes at least a byte, and counts at most 2 for 4 bytes
+	}
+	n := 0
+	for _, r := range s {
+		if n++; r >= 0x10000 {
+			n++
+		}
+		if n > limit {
+			return true
+		}
+	}
+	return false
 }
 
 // neutralize keeps the <…> entities of trusted mrkdwn that link somewhere

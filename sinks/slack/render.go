@@ -52,6 +52,18 @@ const (
 	// packTurnText is how much text a turn may have to be packed at all.
 	maxPack      = 16
 	packTurnText = 1000
+	// packSource is how long a turn's question and answer may be, in
+	// bytes, for it to be considered for packing at all: a longer one
+	// never renders within packTurnText in practice, and is not rendered
+	// to find out (CanPack, then Send, would render it twice).
+	packSource = 4 * packTurnText
+	// maxAnswerRunes is how much of an answer is converted from Markdown:
+	// twice what maxParts messages can show, so that no shown text is
+	// lost, and the work per event is bounded whatever the answer's size.
+	maxAnswerRunes = 2 * maxParts * maxMessageText
+	// memoSize is how many renderings of packable turns are kept between
+	// CanPack and the send that follows it.
+	memoSize = 4 * maxPack
 )
 
 // cutMark ends the last section of a turn cut after maxParts messages.
@@ -82,11 +94,25 @@ type renderer struct {
 	// packLimit bounds a packed message's text in place of
 	// maxMessageText when set (tests).
 	packLimit int
+	// memo keeps the content of turns CanPack rendered, for the send that
+	// follows; nil keeps nothing.
+	memo *relay.RenderMemo[content]
+}
+
+// contentOf is ev's content, rendered once: taken from the memo when
+// CanPack rendered it already.
+func (r *renderer) contentOf(ev *relay.Event) content {
+	if r.memo != nil {
+		if c, ok := r.memo.Get(ev); ok {
+			return c
+		}
+	}
+	return r.content(ev)
 }
 
 // render lays ev out in one or more messages, at most maxParts.
 func (r *renderer) render(ev *relay.Event) []message {
-	msgs, cut := layout(r.content(ev), ev.ID)
+	msgs, cut := layout(r.contentOf(ev), ev.ID)
 	if cut {
 		r.logger.Warn("message cut: the event's text does not fit Slack's limits in the messages allowed; the rest is in the event",
 			"event_id", ev.ID, "limit", maxParts)
@@ -100,10 +126,11 @@ func (r *renderer) content(ev *relay.Event) content {
 	if ev.ConversationID != "" {
 		c.convo = "Conversation: " + contextItem(ev.ConversationID)
 	}
+	turn := false // the body is the question and the answer
 	switch ev.Topic {
 	case relay.TopicChat:
 		c.title = ":speech_balloon: New chat message"
-		c.body = r.turn(ev)
+		turn = true
 	case relay.TopicEscalation:
 		c.title = ":rotating_light: Live chat escalation"
 		c.banner = "*A visitor asked to talk to a person.*"
@@ -112,7 +139,7 @@ func (r *renderer) content(ev *relay.Event) content {
 		}
 		// Who to get back to, first: the lead's name, email, phone.
 		c.fields = leadFields(ev.Lead)
-		c.body = r.turn(ev)
+		turn = true
 	case relay.TopicLead:
 		c.title = ":bust_in_silhouette: New lead"
 		c.fields = leadFields(ev.Lead)
@@ -134,7 +161,11 @@ func (r *renderer) content(ev *relay.Event) content {
 			if ev.Topic != relay.TopicEscalation {
 				c.banner = "" // only the escalation's banner (the mention) stays
 			}
+			turn = false // the answer was converted once, for the template
 		}
+	}
+	if turn {
+		c.body = r.turn(ev)
 	}
 	if len(c.body) == 0 && len(c.fields) == 0 && c.banner == "" {
 		c.banner = "_The event carries no text._"
@@ -526,7 +557,7 @@ func (r *renderer) renderPacked(evs []*relay.Event) (message, int) {
 	}
 	parts := make([]part, 0, len(evs))
 	for _, ev := range evs {
-		c := r.content(ev)
+		c := r.contentOf(ev)
 		p := part{c: c, extra: 3}
 		for _, m := range c.meta {
 			p.cost += size(m)
@@ -570,12 +601,17 @@ func (r *renderer) renderPacked(evs []*relay.Event) (message, int) {
 
 func packTitle(n int) string { return fmt.Sprintf(":speech_balloon: %d new chat messages", n) }
 
-// packable reports whether ev renders short enough to share a message.
+// packable reports whether ev renders short enough to share a message. A
+// turn it renders to find out is kept in the memo for the send that
+// follows.
 func (r *renderer) packable(ev *relay.Event) bool {
-	if ev.Topic != relay.TopicChat {
+	if ev.Topic != relay.TopicChat || len(ev.Question())+len(ev.AnswerText()) > packSource {
 		return false
 	}
-	c := r.content(ev)
+	c := r.contentOf(ev)
+	if r.memo != nil {
+		r.memo.Put(ev, c)
+	}
 	sp := newSplitter(c.body)
 	sp.next(packTurnText)
 	return sp.done() && size(c.banner) <= packTurnText

@@ -119,7 +119,8 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 			// Posted to exactly as configured: a redirect is an answer.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
-		render: renderer{md: newMarkdown(), mention: cfg.Mention, tmpl: cfg.Template, logger: deps.Logger},
+		render: renderer{md: newMarkdown(), mention: cfg.Mention, tmpl: cfg.Template, logger: deps.Logger,
+			memo: relay.NewRenderMemo[content](memoSize)},
 	}
 	if s.kv == nil {
 		deps.Logger.Warn("no key/value store: conversation threads and multi-part progress will not survive a restart")
@@ -243,7 +244,11 @@ func (s *Sink) MaxPack() int { return maxPack }
 // several, in order; if a later one fails, the retry resumes after the
 // last one posted.
 func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
-	return s.deliver(ctx, ev, s.render.render(ev))
+	msgs := s.render.render(ev)
+	if err := relay.Rendered(ctx); err != nil {
+		return fmt.Errorf("slack sink %q: %w", s.cfg.Name, err)
+	}
+	return s.deliver(ctx, ev, msgs)
 }
 
 // deliver posts msgs for ev. In bot mode the first goes into the
@@ -367,6 +372,9 @@ func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) 
 		return 0, nil
 	}
 	m, n := s.render.renderPacked(evs)
+	if err := relay.Rendered(ctx); err != nil {
+		return 0, fmt.Errorf("slack sink %q: %w", s.cfg.Name, err)
+	}
 	if n == 1 {
 		// Not "1 new chat messages": the turn's own layout.
 		if err := s.Send(ctx, evs[0]); err != nil {

@@ -41,11 +41,11 @@ type Config struct {
 
 // Sink posts events to one URL.
 type Sink struct {
-	cfg     Config
-	key     []byte
-	client  *http.Client
-	deps    relay.SinkDeps
-	secrets []string // the URL and its parts that may carry a token: scrubbed from answers
+	cfg    Config
+	key    []byte
+	client *http.Client
+	deps   relay.SinkDeps
+	scrub  *relay.Scrubber // the URL, the secret and the header values: scrubbed from answers
 }
 
 // New checks cfg and returns the sink. It starts no goroutine.
@@ -62,30 +62,29 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 		}
 		key = k
 	}
-	for name := range cfg.Headers {
+	for name, value := range cfg.Headers {
 		if !validHeaderName(name) {
 			return nil, fmt.Errorf("headers: %q is not a valid HTTP header name", name)
+		}
+		if err := relay.CheckHeader(http.Header{name: {value}}); err != nil {
+			return nil, fmt.Errorf("headers: %s: its value holds a line break or another control character; write it on one line", name)
 		}
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 15 * time.Second
 	}
-	// Error pages often echo the request ("Cannot POST /hooks/<token>"),
-	// and a URL often carries a token in its path or query.
-	secrets := []string{cfg.URL.Reveal()}
-	if u, err := url.Parse(cfg.URL.Reveal()); err == nil {
-		if len(u.EscapedPath()) > 1 {
-			secrets = append(secrets, u.EscapedPath(), u.Path)
-		}
-		if u.RawQuery != "" {
-			secrets = append(secrets, u.RawQuery)
-		}
+	// Error pages often echo the request ("Cannot POST /hooks/<token>",
+	// the headers it came with), and a URL often carries a token in its
+	// path or query: the scrubber knows every form of them.
+	secrets := []string{cfg.URL.Reveal(), cfg.Secret.Reveal()}
+	for _, v := range cfg.Headers {
+		secrets = append(secrets, v)
 	}
 	return &Sink{
-		cfg:     cfg,
-		key:     key,
-		deps:    deps,
-		secrets: secrets,
+		cfg:   cfg,
+		key:   key,
+		deps:  deps,
+		scrub: relay.NewScrubber(secrets...),
 		client: &http.Client{
 			Transport: deps.Transport,
 			Timeout:   cfg.Timeout,
@@ -133,6 +132,11 @@ func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 	if s.key != nil {
 		h.Set("webhook-signature", Signature(s.key, id, now, body))
 	}
+	if err := relay.CheckHeader(h); err != nil {
+		// The topic comes from the event: one Go will not send can
+		// never be delivered.
+		return fmt.Errorf("webhook sink %q: %w", s.cfg.Name, err)
+	}
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return fmt.Errorf("webhook sink %q: post: %w", s.cfg.Name, relay.RedactURL(err))
@@ -141,23 +145,12 @@ func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 	checked := *resp
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		// What enters the error is the answer without the URL's secrets.
-		checked.Body = io.NopCloser(strings.NewReader(s.scrub(relay.ReadErrorBody(resp.Body))))
+		checked.Body = io.NopCloser(strings.NewReader(s.scrub.Scrub(relay.ReadErrorBody(resp.Body))))
 	}
 	if err := relay.WebhookPolicy().Check(&checked, s.deps.Clock.Now()); err != nil {
 		return fmt.Errorf("webhook sink %q: %w", s.cfg.Name, err)
 	}
 	return nil
-}
-
-// scrub removes the URL and its token-bearing parts from text taken from an
-// answer.
-func (s *Sink) scrub(text string) string {
-	for _, secret := range s.secrets {
-		if secret != "" {
-			text = strings.ReplaceAll(text, secret, "[redacted]")
-		}
-	}
-	return text
 }
 
 // Signature is the Standard Webhooks v1 signature: "v1," followed by
