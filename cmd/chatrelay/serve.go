@@ -160,11 +160,17 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          front.serverLog(logger, errLog),
 	}
+	adminH, con, err := adminHandler(admin.Config{
+		Store: store, Gatherer: reg, Metrics: metrics, Token: relay.Secret(cfg.Admin.Token),
+		Sinks: names, States: states, Logger: logger.With("component", "admin"), Now: clock.Now, Scrub: scrub,
+	}, store, clock, logger)
+	if err != nil {
+		ln.Close()
+		adminLn.Close()
+		return err
+	}
 	adminSrv := &http.Server{
-		Handler: admin.Handler(admin.Config{
-			Store: store, Gatherer: reg, Metrics: metrics, Token: relay.Secret(cfg.Admin.Token),
-			Sinks: names, States: states, Logger: logger.With("component", "admin"), Now: clock.Now, Scrub: scrub,
-		}),
+		Handler:           adminH,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -198,6 +204,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	g.Go(func() error { return serveHTTP(srv, ln) })
 	g.Go(func() error { return front.run(gctx) })
 	g.Go(func() error { return serveHTTP(adminSrv, adminLn) })
+	g.Go(func() error { return con.Run(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		logger.Info("shutting down: finishing in-flight requests and deliveries", "timeout", cfg.ShutdownTimeout)

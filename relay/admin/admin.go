@@ -25,6 +25,7 @@ import (
 // Store is what the admin API reads and changes.
 type Store interface {
 	relay.DeadLetters
+	FindDead(ctx context.Context, f relay.DeadFilter, offset, limit int) (relay.DeadPage, error)
 	Lookup(ctx context.Context, id string) (*relay.EventRecord, error)
 	Recent(ctx context.Context, before string, limit int) ([]relay.EventSummary, error)
 	Stats(ctx context.Context) ([]relay.QueueStats, error)
@@ -57,6 +58,9 @@ type Config struct {
 	// serves (dead-letter reasons, last errors), also from text stored
 	// before it was scrubbed on its way in; nil scrubs nothing.
 	Scrub *relay.Scrubber
+	// Console, when set, serves every path the API does not: the web
+	// console (relay/console), behind the same guard without a token.
+	Console http.Handler
 }
 
 // Handler returns the admin HTTP handler.
@@ -91,6 +95,9 @@ func Handler(cfg Config) http.Handler {
 	prof.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	prof.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.Handle("/debug/pprof/", a.auth(prof))
+	if cfg.Console != nil {
+		mux.Handle("/", cfg.Console)
+	}
 	if cfg.Token.IsZero() {
 		// No token (loopback only): the browser-facing checks of SPEC §9
 		// stand in for it, on every path. See guard.
