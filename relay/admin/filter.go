@@ -2,6 +2,7 @@ package admin
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -88,4 +89,39 @@ func parseAgo(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("bad duration %q", s)
 	}
 	return d, nil
+}
+
+// filtered reports whether a selection names dead letters by reason or
+// time (replay or purge by filter).
+func (sel Selection) filtered() bool { return sel.Reason != "" || sel.Since != "" || sel.Until != "" }
+
+// byFilter replays (or purges) every dead letter a selection's filter
+// matches, not only one page of them, through the same operations as the
+// console, and answers how many.
+func (a *api) byFilter(w http.ResponseWriter, r *http.Request, sel Selection, replay bool) {
+	if !sel.All {
+		writeError(w, http.StatusBadRequest, `"reason", "since" and "until" go with "all":true, not with "ids"`)
+		return
+	}
+	f, err := FilterParams{Sink: sel.Sink, Reason: sel.Reason, Since: sel.Since, Until: sel.Until}.Filter(a.cfg.Now())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	ops := &Ops{a: a}
+	if replay {
+		n, err := ops.ReplayMatching(r.Context(), f)
+		if err != nil {
+			a.fail(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]int{"requeued": n})
+		return
+	}
+	n, err := ops.PurgeMatching(r.Context(), f)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"purged": n})
 }
