@@ -235,7 +235,7 @@ func TestBrowser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser tests skipped in -short mode")
 	}
-	crm := newToggleHook(t, http.StatusGone)            // down until it answers again
+	crm := newToggleHook(t, http.StatusGone)           // down until it answers again
 	archive := newToggleHook(t, http.StatusBadRequest) // refuses: dead letters
 	relay := startRelay(t, crm, archive)
 	base := "http://" + relay.admin
