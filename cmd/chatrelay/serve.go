@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -104,10 +105,8 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		return configError(err)
 	}
 	names := make([]string, len(sinks))
-	states := map[string]admin.SinkState{}
 	for i, s := range sinks {
 		names[i] = s.sink.Name()
-		states[names[i]] = s.pacer
 	}
 	if moved, err := store.Reconcile(ctx, names); err != nil {
 		return fmt.Errorf("reconcile the store with the configured sinks: %w", err)
@@ -130,6 +129,24 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	})
 	if err != nil {
 		return err
+	}
+
+	dispatchers := make([]*relay.Dispatcher, len(sinks))
+	states := map[string]admin.SinkState{}
+	for i, s := range sinks {
+		d, err := relay.NewDispatcher(relay.DispatcherConfig{
+			Sink: s.sink, Queue: store.Queue(names[i]), Pacer: s.pacer,
+			Retry:       relay.RetryPolicy{Initial: cfg.Retry.Initial, Max: cfg.Retry.Max, MaxAge: cfg.Retry.MaxAge},
+			Concurrency: s.concurrency, Timeout: s.timeout, DrainTimeout: cfg.ShutdownTimeout,
+			Redact: s.conf.Redact, NoPacking: s.conf.Pack != nil && !*s.conf.Pack,
+			Metrics: metrics, Stats: store, Logger: s.logger, Clock: clock,
+			ReplayCommand: a.commandLine("dlq", "replay"),
+		})
+		if err != nil {
+			return err
+		}
+		dispatchers[i] = d
+		states[names[i]] = d
 	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -155,27 +172,13 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		Handler: admin.Handler(admin.Config{
 			Store: store, Gatherer: reg, Metrics: metrics, Token: relay.Secret(cfg.Admin.Token),
 			Sinks: names, States: states, Logger: logger.With("component", "admin"), Now: clock.Now,
+			Version: version, StoreInfo: func(context.Context) admin.StoreInfo { return storeInfo(cfg) },
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          errLog,
-	}
-
-	dispatchers := make([]*relay.Dispatcher, len(sinks))
-	for i, s := range sinks {
-		d, err := relay.NewDispatcher(relay.DispatcherConfig{
-			Sink: s.sink, Queue: store.Queue(names[i]), Pacer: s.pacer,
-			Retry:       relay.RetryPolicy{Initial: cfg.Retry.Initial, Max: cfg.Retry.Max, MaxAge: cfg.Retry.MaxAge},
-			Concurrency: s.concurrency, Timeout: s.timeout, DrainTimeout: cfg.ShutdownTimeout,
-			Redact: s.conf.Redact, NoPacking: s.conf.Pack != nil && !*s.conf.Pack,
-			Metrics: metrics, Logger: s.logger, Clock: clock,
-		})
-		if err != nil {
-			return err
-		}
-		dispatchers[i] = d
 	}
 
 	if cfg.Embedded() {
@@ -217,6 +220,30 @@ func storeDescription(cfg *Config) string {
 		return fmt.Sprintf("nats (%d partitions, %d replicas)", cfg.Store.NATS.Partitions, cfg.Store.NATS.Replicas)
 	}
 	return "bolt:" + cfg.Store.Path
+}
+
+// storeInfo describes the store for chatrelay status: the bolt file and
+// its size, or the NATS servers (without credentials).
+func storeInfo(cfg *Config) admin.StoreInfo {
+	if cfg.Store.Driver == "nats" {
+		var hosts []string
+		for _, one := range strings.Split(cfg.Store.NATS.URL, ",") {
+			if u, err := url.Parse(strings.TrimSpace(one)); err == nil && u.Host != "" {
+				hosts = append(hosts, u.Scheme+"://"+u.Host)
+			}
+		}
+		return admin.StoreInfo{Driver: "nats", Path: strings.Join(hosts, ",")}
+	}
+	path := filepath.Join(cfg.Store.Path, bolt.FileName)
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	info := admin.StoreInfo{Driver: "bolt", Path: path}
+	if fi, err := os.Stat(path); err == nil {
+		size := fi.Size()
+		info.SizeBytes = &size
+	}
+	return info
 }
 
 // natsStartTimeout bounds how long serve waits for NATS at start.
