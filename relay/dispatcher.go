@@ -53,6 +53,9 @@ type DispatcherConfig struct {
 	Logger *slog.Logger
 	Clock  clockwork.Clock
 	Rand   func() float64 // jitter source; default math/rand/v2
+	// Accepting, shared with the receiver, holds a delivery until the
+	// receiver has logged its event's acceptance; nil: no wait.
+	Accepting *Accepting
 	// ReplayCommand is the command line that replays a dead letter when
 	// given its id, named in a parked delivery's log line; default
 	// "chatrelay dlq replay".
@@ -161,6 +164,7 @@ func (d *Dispatcher) work(ctx, hard context.Context) error {
 			}
 			return fmt.Errorf("sink %q: next delivery: %w", d.name, err)
 		}
+		d.cfg.Accepting.Wait(ctx, del.Event.ID)
 		tk, err := d.cfg.Pacer.Acquire(ctx)
 		if err == nil && ctx.Err() != nil {
 			// Shutting down: Next and Acquire still hand out what is due
@@ -230,6 +234,7 @@ func (d *Dispatcher) deliverPacked(soft, ctx context.Context, del *Delivery) {
 		if err != nil {
 			break
 		}
+		d.cfg.Accepting.Wait(ctx, more.Event.ID)
 		ev, err := Redact(more.Event, d.cfg.Redact)
 		if err != nil {
 			d.park(ctx, more, "could not redact the event: "+err.Error())

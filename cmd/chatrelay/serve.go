@@ -122,10 +122,11 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	for i, s := range secrets {
 		signing[i] = relay.Secret(s)
 	}
+	accepting := relay.NewAccepting() // an event's "accepted" line before its deliveries'
 	receiver, err := relay.NewReceiver(relay.ReceiverConfig{
 		Secrets: signing, MaxBody: int64(cfg.MaxBodyBytes), Store: store,
 		Router: relay.NewRouter(names, routes), Metrics: metrics,
-		Logger: logger.With("component", "receiver"), Clock: clock,
+		Logger: logger.With("component", "receiver"), Clock: clock, Accepting: accepting,
 	})
 	if err != nil {
 		return err
@@ -139,7 +140,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 			Retry:       relay.RetryPolicy{Initial: cfg.Retry.Initial, Max: cfg.Retry.Max, MaxAge: cfg.Retry.MaxAge},
 			Concurrency: s.concurrency, Timeout: s.timeout, DrainTimeout: cfg.ShutdownTimeout,
 			Redact: s.conf.Redact, NoPacking: s.conf.Pack != nil && !*s.conf.Pack,
-			Metrics: metrics, Stats: store, Logger: s.logger, Clock: clock,
+			Metrics: metrics, Stats: store, Logger: s.logger, Clock: clock, Accepting: accepting,
 			ReplayCommand: a.commandLine("dlq", "replay"),
 		})
 		if err != nil {
