@@ -53,7 +53,7 @@ Run "chatrelay serve" with no config file to try it on embedded defaults.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	root.PersistentFlags().StringVar(&a.configPath, "config", "",
-		"config file (default ./"+DefaultConfigFile+" if present, else embedded defaults)")
+		"config file (default ./"+strings.Join(DefaultConfigFiles, " or ./")+" if present, else embedded defaults)")
 	root.AddCommand(a.serveCmd(), a.sendTestCmd(), a.checkConfigCmd(), a.dlqCmd(), a.statusCmd(), a.versionCmd())
 	strictUsage(root)
 	return root
@@ -95,13 +95,14 @@ func subcommands(c *cobra.Command) []string {
 	return out
 }
 
-// loadConfig loads and validates the config named by --config.
+// loadConfig loads and validates the config named by --config: every
+// problem at once, the sinks' own checks included.
 func (a *app) loadConfig() (*Config, error) {
 	cfg, err := a.loadConfigLenient()
 	if err != nil {
 		return nil, err
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.Check(); err != nil {
 		return nil, configError(fmt.Errorf("%s is not valid:\n%w", cfg.sourceName(), err))
 	}
 	return cfg, nil
