@@ -20,6 +20,9 @@ func invocation(arg0, exe, srcDir, cwd string) string {
 	if goRun(exe) {
 		if srcDir != "" && cwd != "" {
 			if rel, err := filepath.Rel(cwd, srcDir); err == nil && !strings.HasPrefix(rel, "..") {
+				if rel == "." {
+					return "go run ."
+				}
 				return "go run ./" + filepath.ToSlash(rel)
 			}
 			if filepath.IsAbs(srcDir) {

@@ -47,9 +47,11 @@ func (a *app) serveCmd() *cobra.Command {
 // secret, inside store.path.
 const secretFileName = "signing-secret"
 
-// embeddedSecret returns the signing secret of embedded-default mode,
-// generating and keeping it on first start.
-func embeddedSecret(dir string) (secret string, created bool, err error) {
+// embeddedSecret returns the signing secret of embedded-default mode: the
+// one kept in dir, or (fresh) a new one that writeEmbeddedSecret keeps once
+// the relay is listening, so that a first start that fails (the port is
+// taken) does not leave a secret that was never shown.
+func embeddedSecret(dir string) (secret string, fresh bool, err error) {
 	path := filepath.Join(dir, secretFileName)
 	b, err := os.ReadFile(path)
 	if err == nil && strings.TrimSpace(string(b)) != "" {
@@ -58,18 +60,23 @@ func embeddedSecret(dir string) (secret string, created bool, err error) {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return "", false, fmt.Errorf("read %s: %w", path, err)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", false, fmt.Errorf("store.path %s: %w", dir, err)
-	}
 	raw := make([]byte, 24)
 	if _, err := rand.Read(raw); err != nil {
 		return "", false, err
 	}
-	secret = base64.RawURLEncoding.EncodeToString(raw)
-	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
-		return "", false, fmt.Errorf("write %s: %w", path, err)
+	return base64.RawURLEncoding.EncodeToString(raw), true, nil
+}
+
+// writeEmbeddedSecret keeps a fresh embedded-default secret in dir.
+func writeEmbeddedSecret(dir, secret string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("store.path %s: %w", dir, err)
 	}
-	return secret, true, nil
+	path := filepath.Join(dir, secretFileName)
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }
 
 func (a *app) serve(ctx context.Context, cfg *Config) error {
@@ -158,6 +165,15 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("admin.listen: %w; set admin.listen to a free address", err)
+	}
+	if firstStart {
+		// Only now, with both listeners up, is the generated secret kept
+		// (and shown once, by the banner below).
+		if err := writeEmbeddedSecret(cfg.Store.Path, secrets[0]); err != nil {
+			ln.Close()
+			adminLn.Close()
+			return err
+		}
 	}
 	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
 	srv := &http.Server{
@@ -287,23 +303,32 @@ func openStore(ctx context.Context, cfg *Config, logger *slog.Logger, clock cloc
 	return nil, configError(fmt.Errorf("store.driver: %q is not a store; use bolt or nats", cfg.Store.Driver))
 }
 
-// banner tells a new user on embedded defaults how to try it.
+// banner tells a new user on embedded defaults how to try it: on the first
+// start with the generated secret in a send-test line ready to paste (as
+// this chatrelay was started: go run, or the binary), on later ones where
+// that secret is kept. The generated secret is for trying chatrelay
+// locally; Chat Data signs with its own, which goes in a config.
 func (a *app) banner(cfg *Config, addr, secret string, first bool) {
 	url := "http://" + clientAddr(addr) + "/webhook"
+	secretPath := filepath.Join(cfg.Store.Path, secretFileName)
 	if first {
 		fmt.Fprintf(a.stdout, `chatrelay is running on its embedded defaults: events are stored in %s and printed here.
-A signing secret was generated and kept in %s (shown this once).
+It generated a signing secret to try it locally, kept in %s (shown this once).
 Send a signed test event from another terminal:
 
-    chatrelay send-test --url %s --secret %s
+    %s
 
-To receive real events, give Chat Data this endpoint and secret (Settings → Webhooks),
-or write a chatrelay.yaml with your Slack, Discord or webhook sinks (see config.example.yaml).
+To receive real events, write a chatrelay.yaml with your Slack, Discord or webhook sinks and, under
+signing_secrets, the signing secret Chat Data shows under Settings → Webhooks (see config.example.yaml);
+then give Chat Data your https://<host>/webhook as its webhook URL.
 
-`, cfg.Store.Path, filepath.Join(cfg.Store.Path, secretFileName), url, secret)
+`, cfg.Store.Path, secretPath, a.commandLine("send-test", "--url", url, "--secret", secret))
 		return
 	}
-	fmt.Fprintf(a.stdout, "chatrelay is running on its embedded defaults; events print here. Try: chatrelay send-test --url %s\n\n", url)
+	fmt.Fprintf(a.stdout, `chatrelay is running on its embedded defaults; events print here. Its signing secret is kept in %s.
+Try: %s
+
+`, secretPath, a.commandLine("send-test", "--url", url))
 }
 
 // clientAddr turns a listen address into one a client on this machine can
