@@ -233,7 +233,7 @@ func (d *Dispatcher) delivered(n int) {
 	drained, took := o.drained, d.cfg.Clock.Since(o.upAt)
 	o.backlog, o.drained = 0, 0
 	o.mu.Unlock()
-	d.cfg.Logger.Info("sink caught up after its outage", "drained", drained, "took", took.Round(time.Second))
+	d.cfg.Logger.Info("sink caught up after its outage", "drained", drained, "took", roundDuration(took))
 }
 
 // Health reports the sink's state now.
@@ -293,4 +293,13 @@ func (d *Dispatcher) watch(ctx context.Context) error {
 		d.cfg.Logger.Log(ctx, slog.LevelWarn, "sink still down; deliveries held",
 			append(attrs, "last_error", lastErr)...)
 	}
+}
+
+// roundDuration rounds d for a log line: to the millisecond under a
+// minute, else to the second.
+func roundDuration(d time.Duration) time.Duration {
+	if d < time.Minute {
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(time.Second)
 }
