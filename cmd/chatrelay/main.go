@@ -53,7 +53,7 @@ func failed(err error) error { return &exitError{code: exitFailed, err: err} }
 // usageError is a command line that cobra or a command refused: an unknown
 // command or flag, a missing or extra argument (exit 2).
 func usageError(cmd *cobra.Command, err error) error {
-	return &exitError{code: exitUsage, err: fmt.Errorf("%w\nRun '%s --help' for usage.", err, cmd.CommandPath())}
+	return &exitError{code: exitUsage, err: fmt.Errorf("%w; run '%s --help' for usage", err, cmd.CommandPath())}
 }
 
 // run is main without the process: tests call it with their own streams.
