@@ -89,7 +89,9 @@ sinks: [{name: crm, type: webhook, url: "http://127.0.0.1:1/in"}]
 func TestExitCodes(t *testing.T) {
 	t.Parallel()
 	api := newAdminAPI(t, nil)
-	closed := writeConfig(t, fmt.Sprintf("admin: {listen: %s}\nsigning_secrets: [x-secret-1]\nsinks: [{name: c, type: console}]\n", freeAddr(t)))
+	// Port 1: nothing listens there, and no other test can take it meanwhile
+	// (a port that was free a moment ago can be).
+	closed := writeConfig(t, "admin: {listen: 127.0.0.1:1}\nsigning_secrets: [x-secret-1]\nsinks: [{name: c, type: console}]\n")
 	bad := writeConfig(t, "sinks: [{name: c, type: nope}]\n")
 	for _, tc := range []struct {
 		args []string
