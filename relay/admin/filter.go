@@ -115,7 +115,7 @@ func (a *api) byFilter(w http.ResponseWriter, r *http.Request, sel Selection, re
 			a.fail(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]int{"requeued": n})
+		writeJSON(w, http.StatusOK, SelectionResult{Requeued: &n})
 		return
 	}
 	n, err := ops.PurgeMatching(r.Context(), f)
@@ -123,5 +123,5 @@ func (a *api) byFilter(w http.ResponseWriter, r *http.Request, sel Selection, re
 		a.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]int{"purged": n})
+	writeJSON(w, http.StatusOK, SelectionResult{Purged: &n})
 }

@@ -107,29 +107,3 @@ func (o *Ops) PurgeIDs(ctx context.Context, ids []string) (int, error) {
 	o.a.cfg.Logger.Info("dead letters purged", "count", n)
 	return n, nil
 }
-
-// sinkViews is every configured sink's status, in config order.
-func (a *api) sinkViews(ctx context.Context) ([]SinkView, error) {
-	stats, err := a.cfg.Store.Stats(ctx)
-	if err != nil {
-		return nil, err
-	}
-	now := a.cfg.Now()
-	out := make([]SinkView, 0, len(a.cfg.Sinks))
-	for _, name := range a.cfg.Sinks {
-		v := SinkView{Name: name, Up: true}
-		if st, ok := a.cfg.States[name]; ok {
-			v.Up = !st.IsDown()
-		}
-		for _, s := range stats {
-			if s.Sink == name {
-				v.Depth, v.DeadLetters = s.Depth, s.Dead
-				if !s.Oldest.IsZero() {
-					v.OldestPendingSeconds = max(now.Sub(s.Oldest).Seconds(), 0)
-				}
-			}
-		}
-		out = append(out, v)
-	}
-	return out, nil
-}

@@ -83,7 +83,17 @@ type sinkRow struct {
 
 // rowOf takes what the API says about a sink.
 func rowOf(s admin.SinkView) sinkRow {
-	return sinkRow{Name: s.Name, Up: s.Up, Depth: s.Depth, OldestPendingSeconds: s.OldestPendingSeconds, DeadLetters: s.DeadLetters}
+	at := func(t *time.Time) time.Time {
+		if t == nil {
+			return time.Time{}
+		}
+		return *t
+	}
+	return sinkRow{
+		Name: s.Name, Up: s.Up, DownSince: at(s.DownSince), DownCause: s.DownCause,
+		Depth: s.Depth, OldestPendingSeconds: s.OldestPendingSeconds, DeadLetters: s.DeadLetters,
+		HeldUntil: at(s.RateLimitedUntil), LastError: s.LastError, LastErrorAt: at(s.LastErrorAt),
+	}
 }
 
 func (c *Console) snapshot(ctx context.Context) overviewView {
