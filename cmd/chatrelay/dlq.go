@@ -106,8 +106,12 @@ the config, the token admin.token (or CHATRELAY_ADMIN_TOKEN).`,
 			RunE: func(cmd *cobra.Command, args []string) error {
 				// A filter selects every dead letter it matches, as --all does.
 				byFilter := all || !f.IsZero()
-				if byFilter == (len(args) > 0) {
-					return usageError(cmd, errors.New("give dead-letter ids, or --all or a filter (--sink, --reason, --since, --until)"))
+				if byFilter && len(args) > 0 {
+					return usageError(cmd, errors.New("give dead-letter ids, or a selection (--all, --sink, --reason, --since, --until), not both: "+
+						"--sink and the other filters select every dead letter they match"))
+				}
+				if !byFilter && len(args) == 0 {
+					return usageError(cmd, errors.New("give dead-letter ids, or --all, or a filter (--sink, --reason, --since, --until)"))
 				}
 				var out admin.SelectionResult
 				sel := admin.Selection{IDs: args, All: byFilter, Sink: f.Sink, Reason: f.Reason, Since: f.Since, Until: f.Until}

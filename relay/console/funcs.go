@@ -13,7 +13,18 @@ var funcs = template.FuncMap{
 	"iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 	"utc": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05") + " UTC" },
 	// ago is how long before now t was, short: "42s", "5m", "3h 10m", "2d 4h".
-	"ago":     func(now, t time.Time) string { return short(now.Sub(t)) },
+	"ago": func(now, t time.Time) string {
+		if d := now.Sub(t); d >= time.Second {
+			return short(d) + " ago"
+		}
+		return "just now"
+	},
+	"lasting": func(now, t time.Time) string {
+		if d := now.Sub(t); d >= time.Second {
+			return "for " + short(d)
+		}
+		return "just now"
+	},
 	"until":   func(now, t time.Time) string { return short(t.Sub(now)) },
 	"seconds": func(s float64) string { return short(time.Duration(s * float64(time.Second))) },
 	"score":   func(s float64) string { return strconv.FormatFloat(s, 'f', 2, 64) },
