@@ -78,17 +78,19 @@ func label(m *dto.Metric, name string) string {
 	return ""
 }
 
-// sample keeps a sample a minute.
+// sample keeps a sample a minute. Only Run calls it.
 func (r *rates) sample(now time.Time) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if n := len(r.samples); n > 0 && now.Sub(r.samples[n-1].at) < time.Minute {
+	due := len(r.samples) == 0 || now.Sub(r.samples[len(r.samples)-1].at) >= time.Minute
+	r.mu.Unlock()
+	if !due {
 		return
 	}
-	r.mu.Unlock()
-	s := rateSample{at: now, sink: r.read()}
+	s := rateSample{at: now, sink: r.read()} // gathered without the lock
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.samples = append(r.samples, s)
+	// Keep the newest sample an hour old or older, and what came after.
 	for len(r.samples) > 1 && now.Sub(r.samples[1].at) >= time.Hour {
 		r.samples = r.samples[1:]
 	}
