@@ -47,8 +47,10 @@
 // that Chat Data sends one after the other are queued in that order,
 // whichever replica took each. If Append fails in between, the receiver
 // answers 503 and the sender retries: the retry is a duplicate, and Append
-// queues the original's deliveries again (the queue stream drops repeats
-// within its 10-minute duplicate window). For a process that dies between
+// queues each delivery of the original that was never queued (not in the
+// queue, no record in the state bucket, no dead letter), however much
+// later; such a copy is marked as a repeat and dropped when it comes out
+// if its record shows it settled meanwhile. For a process that dies between
 // the steps, with a sender that never retries, replicas hold leases: each
 // rewrites its key in the replicas bucket every AckWait/3 (at most 5s) and
 // tags the events it appends with its instance id. When a lease goes
@@ -78,8 +80,8 @@
 // present at start go out in queue order. A replica may hold up to one head
 // per partition that its dispatcher has not taken yet.
 //
-// Settling maps onto JetStream: Ack is a confirmed ack (DoubleAck), then
-// the outcome is recorded; Nak records the failed attempt and last error in
+// Settling maps onto JetStream: Ack records the outcome, then acks and
+// waits for the server to confirm (DoubleAck); Nak records the failed attempt and last error in
 // the state bucket, then NakWithDelay(delay), for backoff and rate-limit
 // waits alike; Term writes the dead letter first, then TermWithReason (if
 // the dead letter cannot be written the message is handed back instead);
@@ -162,7 +164,8 @@
 //
 // Lookup finds an event by id (a direct get on chatrelay.ev.*.<id>) and,
 // per routed sink, reports pending while the delivery is in the queue, dead
-// while it has a dead letter, else the recorded outcome. Recent reads the
+// while it has a dead letter, else the recorded outcome, else pending (not
+// queued yet: a delivery is reported made only when a record says so). Recent reads the
 // events stream backwards. Stats covers every sink that has consumers (every
 // sink that ever had a delivery), plus those this replica consumes or has
 // configured; per sink it counts the queue's messages (depth, including

@@ -122,7 +122,7 @@ func (s *Store) repairAppends(ctx context.Context, replica string, lastSeen time
 		if m.Header.Get(hdrReplica) != replica {
 			return true, nil
 		}
-		k, err := s.requeueAppend(ctx, m)
+		k, err := s.queueMissing(ctx, m)
 		n += k
 		return err == nil, err
 	})

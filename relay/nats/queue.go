@@ -297,10 +297,12 @@ func (q *queue) receive(m jetstream.Msg) {
 		return
 	}
 	h.seq = md.Sequence.Stream
-	if md.NumDelivered > 1 {
-		// Tried before (or handed back): its record says how often, why
-		// it failed and when it is due.
-		if !q.applyState(h, meta.ID) {
+	repeat := m.Headers().Get(hdrRepeat) != ""
+	if md.NumDelivered > 1 || repeat {
+		// Tried before (or handed back), or queued again by a repair: its
+		// record says how often, why it failed, when it is due, or that
+		// it was settled already.
+		if !q.applyState(h, meta.ID, repeat) {
 			return
 		}
 	}
@@ -328,13 +330,22 @@ func (q *queue) notifyLocked() {
 }
 
 // applyState updates a delivery from its record, or settles the message
-// and reports false when it is not to be handed out now.
-func (q *queue) applyState(h *held, eventID string) bool {
+// and reports false when it is not to be handed out now. A repeat (queued
+// again by a repair) whose delivery has a dead letter but no record of it
+// is dropped too.
+func (q *queue) applyState(h *held, eventID string, repeat bool) bool {
 	ctx, cancel := q.s.opCtx()
+	defer cancel()
 	st, ok, err := q.s.getState(ctx, q.enc, eventID)
-	cancel()
+	if err == nil && !ok && repeat {
+		var dead bool
+		if dead, err = q.s.hasDeadLetter(ctx, q.enc, eventID); err == nil && dead {
+			st, ok = deliveryState{State: relay.StateDead}, true
+		}
+	}
 	if err != nil {
-		// Without its record the attempt count would restart: try later.
+		// Without its record the attempt count would restart, or a
+		// settled delivery go out again: try later.
 		q.s.log.Warn("cannot read delivery state; handing the delivery back", "sink", q.sink, "event_id", eventID, "err", err)
 		q.drop(h, func() error { return h.msg.NakWithDelay(time.Second) })
 		return false
@@ -343,9 +354,11 @@ func (q *queue) applyState(h *held, eventID string) bool {
 		return true
 	}
 	switch st.State {
-	case relay.StateDelivered:
-		// Recorded as delivered: this is a repeat (a dead replica's
-		// append queued again); do not send it again.
+	case relay.StateDelivered, relay.StateDead, relay.StatePurged:
+		// Settled already: this is a repeat (a repair queued it again,
+		// or terminating the message failed after it was parked); it is
+		// not sent again.
+		q.s.log.Debug("dropped a repeat of a settled delivery", "sink", q.sink, "event_id", eventID, "state", st.State)
 		q.drop(h, h.msg.Ack)
 		return false
 	case relay.StatePending:
@@ -556,8 +569,12 @@ func (h *held) once() error {
 	return nil
 }
 
-// Ack waits for the server to confirm (the partition's next delivery may
-// go only then), then records the outcome for Lookup.
+// Ack records the delivery as delivered, then acks and waits for the
+// server to confirm (the partition's next delivery may go only then). The
+// record comes first: once the message is gone, a repeat of it may come
+// out of the queue at once, and the record is what drops it. A record that
+// cannot be written does not hold the ack back (on a full server the ack
+// is what frees room); it is logged.
 func (h *held) Ack(ctx context.Context) error {
 	if err := h.once(); err != nil {
 		return err
@@ -565,15 +582,15 @@ func (h *held) Ack(ctx context.Context) error {
 	defer h.q.untrack(h)
 	ctx, cancel := h.q.s.settleCtx(ctx)
 	defer cancel()
-	if err := h.msg.DoubleAck(ctx); err != nil {
-		return fmt.Errorf("ack: %w", classify(err))
-	}
 	d, s := h.del, h.q.s
 	now := time.Now()
 	if err := s.putState(ctx, h.q.enc, d.Event.ID, deliveryState{State: relay.StateDelivered, Attempts: d.Attempts + 1,
 		Since: d.Since.UnixNano(), Updated: now.UnixNano()}); err != nil {
-		// Delivered all the same; only Lookup's detail is missing.
-		s.log.Debug("delivered, but could not record it for lookups", "sink", h.q.sink, "event_id", d.Event.ID, "err", err)
+		s.log.Warn("delivered, but could not record it; a repeat of this delivery would not be recognised",
+			"sink", h.q.sink, "event_id", d.Event.ID, "err", err)
+	}
+	if err := h.msg.DoubleAck(ctx); err != nil {
+		return fmt.Errorf("ack: %w", classify(err))
 	}
 	return nil
 }

@@ -1,0 +1,299 @@
+package nats_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/chatrelay/chatrelay/relay"
+	"github.com/chatrelay/chatrelay/relay/storetest"
+)
+
+// restartServer shuts ns down and starts a new server on the same port and
+// store directory, as a nats-server restarted by its supervisor would be.
+func restartServer(t *testing.T, ns *server.Server, dir string) *server.Server {
+	t.Helper()
+	port := ns.Addr().(*net.TCPAddr).Port
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	return startServer(t, dir, port)
+}
+
+// setQueueSubjects points the queue stream at other subjects, so that a
+// publish of a delivery finds no stream (as a refused write would), or
+// back at its own.
+func setQueueSubjects(t *testing.T, js jetstream.JetStream, subjects ...string) {
+	t.Helper()
+	st, err := js.Stream(t.Context(), "CHATRELAY_QUEUE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.Subjects = subjects
+	if _, err := js.UpdateStream(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func lookupState(t *testing.T, s relay.Store, id, sink string) relay.DeliveryStatus {
+	t.Helper()
+	rec, err := s.Lookup(t.Context(), id)
+	if err != nil {
+		t.Fatalf("Lookup(%s): %v", id, err)
+	}
+	for _, d := range rec.Deliveries {
+		if d.Sink == sink {
+			return d
+		}
+	}
+	t.Fatalf("Lookup(%s): no delivery to %s in %+v", id, sink, rec.Deliveries)
+	return relay.DeliveryStatus{}
+}
+
+// TestHalfAppendRetriedAfterRestartIsDeliveredOnce (issue 18, finding 1):
+// the event is stored but queueing its delivery fails, so the sender gets
+// an error and retries. The retry comes after a NATS restart (the queue
+// stream's duplicate window, kept in the server's memory, is gone) and
+// long after the first attempt by the store's own measure (Timeout is
+// short): it must be answered "duplicate" and the delivery queued, once.
+// Until then Lookup must not claim the delivery was made.
+func TestHalfAppendRetriedAfterRestartIsDeliveredOnce(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ns := startServer(t, dir, 0)
+	opts := testOptions(ns.ClientURL())
+	opts.Timeout = 100 * time.Millisecond
+	s := open(t, opts)
+	defer s.Close()
+	ev := storetest.NewEvent(t, "A", 1)
+	mustAppend(t, s, storetest.NewEvent(t, "B", 1), "s") // the sink's consumers exist
+
+	js := jetStreamClient(t, ns.ClientURL())
+	setQueueSubjects(t, js, "chatrelay.q.refused.>")
+	if _, err := s.Append(t.Context(), ev, []string{"s"}); !errors.Is(err, relay.ErrUnavailable) {
+		t.Fatalf("Append with the queue refusing: %v, want ErrUnavailable", err)
+	}
+	setQueueSubjects(t, js, "chatrelay.q.>")
+	// Ten times the store's Timeout later: the first attempt is long over.
+	time.Sleep(10 * opts.Timeout)
+	if st := lookupState(t, s, ev.ID, "s"); st.State != relay.StatePending {
+		t.Fatalf("Lookup of the half-written event: %s, want pending (it was never queued)", st.State)
+	}
+	ns = restartServer(t, ns, dir)
+	pollUntil(t, "the store reconnects", func() bool { return s.Ready(t.Context()) == nil })
+
+	retry := *ev
+	retry.ID = storetest.NewEvent(t, "A", 1).ID
+	if acc := mustAppend(t, s, &retry, "s"); !acc.Duplicate || acc.ID != ev.ID {
+		t.Fatalf("retry answered %+v, want duplicate of %s", acc, ev.ID)
+	}
+	ack(t, next(t, s, "s")) // B's turn, queued first
+	d := next(t, s, "s")
+	if d.Event.ID != ev.ID {
+		t.Fatalf("delivered %s, want %s", d.Event.ID, ev.ID)
+	}
+	ack(t, d)
+	// A second retry: the delivery is recorded; nothing is queued again.
+	if acc := mustAppend(t, s, &retry, "s"); !acc.Duplicate || acc.ID != ev.ID {
+		t.Fatalf("second retry answered %+v", acc)
+	}
+	nothingDue(t, s, "s", time.Second)
+	if st := lookupState(t, s, ev.ID, "s"); st.State != relay.StateDelivered || st.Attempts != 1 {
+		t.Fatalf("Lookup after delivery: %+v, want delivered after 1 attempt", st)
+	}
+}
+
+// TestRepeatAfterRestartIsNotDeliveredAgain (issue 18, finding 2a): an
+// event delivered (and settled every way a delivery can be), NATS
+// restarted gracefully, the same bodies posted again: each is answered
+// "duplicate" and nothing is delivered again.
+func TestRepeatAfterRestartIsNotDeliveredAgain(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ns := startServer(t, dir, 0)
+	s := open(t, testOptions(ns.ClientURL()))
+	defer s.Close()
+	delivered, parked, purged := storetest.NewEvent(t, "A", 1), storetest.NewEvent(t, "B", 1), storetest.NewEvent(t, "C", 1)
+	for _, ev := range []*relay.Event{delivered, parked, purged} {
+		mustAppend(t, s, ev, "s")
+	}
+	for range 3 {
+		d := next(t, s, "s")
+		switch d.Event.ID {
+		case delivered.ID:
+			ack(t, d)
+		default:
+			if err := d.Term(t.Context(), "HTTP 400"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if n, err := s.Purge(t.Context(), []string{relay.DeadLetterID(purged.ID, "s")}); err != nil || n != 1 {
+		t.Fatalf("Purge = %d, %v", n, err)
+	}
+
+	ns = restartServer(t, ns, dir)
+	pollUntil(t, "the store reconnects", func() bool { return s.Ready(t.Context()) == nil })
+	for _, ev := range []*relay.Event{delivered, parked, purged} {
+		again := *ev
+		again.ID = storetest.NewEvent(t, "X", 0).ID
+		if acc := mustAppend(t, s, &again, "s"); !acc.Duplicate || acc.ID != ev.ID {
+			t.Fatalf("repeat of %s answered %+v", ev.ID, acc)
+		}
+	}
+	nothingDue(t, s, "s", time.Second)
+	for id, want := range map[string]string{delivered.ID: relay.StateDelivered, parked.ID: relay.StateDead, purged.ID: relay.StatePurged} {
+		if st := lookupState(t, s, id, "s"); st.State != want {
+			t.Errorf("Lookup(%s) = %s, want %s", id, st.State, want)
+		}
+	}
+}
+
+// TestRepeatCopyOfSettledDeliveryIsDropped: a delivery queued again by a
+// repair that raced its first copy (hdrRepeat) is dropped when it comes
+// out if its record shows the first copy settled, and its conversation's
+// next turn goes out.
+func TestRepeatCopyOfSettledDeliveryIsDropped(t *testing.T) {
+	t.Parallel()
+	ns := startServer(t, "", 0)
+	s := open(t, testOptions(ns.ClientURL()))
+	defer s.Close()
+	a1, a2 := storetest.NewEvent(t, "A", 1), storetest.NewEvent(t, "A", 2)
+	mustAppend(t, s, a1, "s")
+	d := next(t, s, "s")
+	ack(t, d)
+
+	// The repair's copy, as a second replica's queueMissing would have
+	// published it after checking before the first copy settled.
+	js := jetStreamClient(t, ns.ClientURL())
+	orig, err := js.Stream(t.Context(), "CHATRELAY_EVENTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := orig.GetMsg(t.Context(), 0, jetstream.WithGetMsgSubject("chatrelay.ev.*."+a1.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := natsgo.NewMsg("chatrelay.q.s.003." + a1.ID)
+	cp.Data = m.Data
+	for _, k := range []string{"Chatrelay-Id", "Chatrelay-Topic", "Chatrelay-Received", "Chatrelay-Conversation"} {
+		cp.Header.Set(k, m.Header.Get(k))
+	}
+	cp.Header.Set("Chatrelay-Repeat", "1")
+	if _, err := js.PublishMsg(t.Context(), cp); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, s, a2, "s")
+	if d := next(t, s, "s"); d.Event.ID != a2.ID {
+		t.Fatalf("next delivery %s, want %s (the repeat of %s dropped)", d.Event.ID, a2.ID, a1.ID)
+	} else {
+		ack(t, d)
+	}
+	nothingDue(t, s, "s", 300*time.Millisecond)
+}
+
+// TestReplicaKilledAfterNATSRestart (issue 18, finding 2b): two replicas
+// take a steady load, NATS restarts, and soon after one replica is cut off
+// for good (as a kill looks to the others). The survivor reaps the dead
+// replica's lease and repairs its last appends: nothing may be delivered
+// again after a newer turn, every accepted event arrives, and repeats stay
+// within the deliveries in flight at the faults.
+func TestReplicaKilledAfterNATSRestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ns := startServer(t, dir, 0)
+	port := ns.Addr().(*net.TCPAddr).Port
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	rec := newRecorder()
+	a := startInstance(t, "a", url, rec, nil)
+	cut := newProxy(t, fmt.Sprintf("127.0.0.1:%d", port))
+	b := startInstance(t, "b", cut.url(), rec, nil)
+
+	const convs = 6
+	var bDown atomic.Bool
+	client := &http.Client{Timeout: 10 * time.Second}
+	stop := make(chan struct{})
+	var mu sync.Mutex
+	want := map[string][]int{}
+	var wg sync.WaitGroup
+	for c := range convs {
+		wg.Go(func() {
+			conv := fmt.Sprintf("conv-%d", c)
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				case <-time.After(30 * time.Millisecond):
+				}
+				target := []*instance{a, b}[(c+n)%2]
+				for attempt := 0; ; attempt++ {
+					if attempt > 400 {
+						t.Errorf("%s turn %d was never accepted", conv, n)
+						return
+					}
+					if target == b && bDown.Load() {
+						target = a
+					}
+					status, _, _, err := post(client, target.http.URL, eventBody(conv, n))
+					if err == nil && status == http.StatusOK {
+						break
+					}
+					if target == a {
+						target = b
+					} else {
+						target = a
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				mu.Lock()
+				want[conv] = append(want[conv], n)
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(time.Second)
+	restartServer(t, ns, dir)
+	pollUntil(t, "both replicas reconnect", func() bool {
+		return a.store.Ready(t.Context()) == nil && b.store.Ready(t.Context()) == nil
+	})
+	time.Sleep(300 * time.Millisecond)
+	bDown.Store(true)
+	b.sink.crashed.Store(true)
+	cut.cut()
+	time.Sleep(2 * testOptions(url).AckWait)
+	close(stop)
+	wg.Wait()
+	b.stop()
+
+	got := rec.waitFor(t, want, 60*time.Second)
+	dups := checkOrder(t, got)
+	total := 0
+	for _, ns := range want {
+		total += len(ns)
+	}
+	t.Logf("%d events accepted, %d deliveries, %d repeated", total, len(got), dups)
+	// In flight at the faults: one per conversation at the restart and at
+	// the kill.
+	if dups > 2*convs {
+		t.Errorf("%d repeated deliveries; at most %d (one per conversation per fault) are expected", dups, 2*convs)
+	}
+}
+
+func ack(t *testing.T, d *relay.Delivery) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := d.Ack(ctx); err != nil {
+		t.Fatalf("Ack(%s): %v", d.Event.ID, err)
+	}
+}
