@@ -133,7 +133,7 @@ func (s *Store) enqueue(ctx context.Context, sink string, p int, meta eventMeta,
 	// The consumers exist before the first delivery, so Stats sees the sink
 	// even when no replica consumes it yet.
 	if _, err := s.queueConsumers(ctx, enc); err != nil {
-		return false, err
+		return false, classify(err)
 	}
 	qm := natsgo.NewMsg(s.l.queueSubject(enc, p, meta.ID))
 	qm.Data = body
@@ -217,69 +217,4 @@ func (s *Store) hasDeadLetter(ctx context.Context, enc, id string) (bool, error)
 		return false, classify(err)
 	}
 	return false, nil
-}
-
-// pullNoWait takes what the consumer has for us right now, if anything.
-func (s *Store) pullNoWait(c jetstream.Consumer, handle func(jetstream.Msg)) {
-	if !s.nc.IsConnected() {
-		return
-	}
-	res, err := c.FetchNoWait(1)
-	if err != nil {
-		return
-	}
-	for m := range res.Messages() {
-		handle(m)
-	}
-}
-
-// pull asks a consumer for up to batch messages and hands each to handle
-// as it arrives, until the pull request expires, the connection comes back
-// from an outage (the request may be gone with the old server), ctx ends
-// (the queue's term) or the store closes. With until set the request
-// expires then on the server too, so a replica whose ownership of a sink
-// lapses has no request left there to receive the sink's messages. handle
-// runs on the calling goroutine.
-func (s *Store) pull(ctx context.Context, until time.Time, c jetstream.Consumer, batch int, handle func(jetstream.Msg)) error {
-	epoch := s.currentEpoch()
-	if !s.nc.IsConnected() {
-		// Nothing can arrive; wait for the reconnect (which ends the epoch).
-		t := time.NewTimer(pullWait)
-		defer t.Stop()
-		select {
-		case <-epoch.Done():
-		case <-ctx.Done():
-		case <-t.C:
-		}
-		return nil
-	}
-	deadline := time.Now().Add(pullWait)
-	if !until.IsZero() && until.Before(deadline) {
-		deadline = until
-	}
-	fctx, cancel := context.WithDeadline(epoch, deadline)
-	defer cancel()
-	defer context.AfterFunc(ctx, cancel)()
-	left := time.Until(deadline)
-	if left < minPull {
-		// The term ends now unless renewed meanwhile: wait and see.
-		<-fctx.Done()
-		return nil
-	}
-	opts := []jetstream.FetchOpt{jetstream.FetchContext(fctx)}
-	if left >= 4*pullHeartbeat {
-		opts = append(opts, jetstream.FetchHeartbeat(pullHeartbeat))
-	}
-	res, err := c.Fetch(batch, opts...)
-	if err != nil {
-		return err
-	}
-	for m := range res.Messages() {
-		handle(m)
-	}
-	err = res.Error()
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return nil
-	}
-	return err
 }

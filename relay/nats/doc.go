@@ -92,13 +92,31 @@
 // back (its replica died between the record and the nak) is put back for
 // the rest of its delay.
 //
+// # Holding a delivery
+//
 // While a replica holds a delivery (waiting in its ready set, waiting for
-// the sink's pace or a rate-limit hold, or being sent) it renews it with
-// InProgress every AckWait/3. A replica that dies stops renewing; after
-// AckWait (default 30s) the server hands its deliveries to another replica.
-// So after a crash at most the one delivery in flight per partition and sink
+// the sink's pace or a rate-limit hold, or being sent) it renews it every
+// AckWait/6 with a progress ack sent as a request, whose reply confirms
+// the server has it. A replica that dies stops renewing; after AckWait
+// (default 30s) the server hands its deliveries to another replica. So
+// after a crash at most the one delivery in flight per partition and sink
 // is sent twice, and never after a newer one. Close hands back everything
 // the replica holds (Nak) so others take it at once.
+//
+// The server does not fence a replica that was away past AckWait (cut off,
+// or frozen: SIGSTOP, a paused VM): it takes an ack, nak or renewal naming
+// the message's stream sequence from anyone, also while another replica
+// holds the message. So each replica fences itself (hold.go): a delivery is
+// its own for AckWait/2 after its anchor, the send time of the last renewal
+// the server confirmed (at first, the send time of the pull request it came
+// on; pull requests live AckWait/4 at most). Past that it is given up: Next
+// skips it, the dispatcher's check right before each send (relay.Holder)
+// fails and a send under way is cut short, and every settlement of it is
+// refused with relay.ErrNotHeld (an Ack still records the delivery, so the
+// copy the server hands out again is dropped if it comes out after). A
+// replica that receives again a delivery it holds gives the old one up.
+// The one window left: a replica frozen between that last check and the
+// first byte of its request can still post an old turn after a newer one.
 //
 // # Exclusive sinks
 //
@@ -179,11 +197,9 @@
 // jitter. While disconnected, Append and Ready fail at once, settlements
 // fail (the deliveries come back after AckWait), and pullers wait. On
 // reconnect every pull request is renewed at once (they may have gone with
-// the old server), and so is every delivery the replica holds, if it was
-// away less than AckWait/2. After a longer absence the server may have
-// handed those deliveries to another replica, and settling them here could
-// let a conversation's next turn overtake the other replica's send: they
-// are given up, and their settlement fails with relay.ErrUnavailable.
+// the old server), and so is every delivery the replica still holds; those
+// whose hold lapsed meanwhile were given up (see "Holding a delivery"), and
+// their settlement fails with relay.ErrUnavailable and relay.ErrNotHeld.
 // Credentials (token, creds file, a password or token in the URL) never
 // appear in logs or errors the store writes.
 //

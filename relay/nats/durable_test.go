@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/chatrelay/chatrelay/relay"
+	"github.com/chatrelay/chatrelay/relay/relaytest"
 	"github.com/chatrelay/chatrelay/relay/storetest"
 )
 
@@ -72,7 +73,7 @@ func TestHalfAppendRetriedAfterRestartIsDeliveredOnce(t *testing.T) {
 	dir := t.TempDir()
 	ns := startServer(t, dir, 0)
 	opts := testOptions(ns.ClientURL())
-	opts.Timeout = 100 * time.Millisecond
+	opts.Timeout = 200 * time.Millisecond
 	s := open(t, opts)
 	defer s.Close()
 	ev := storetest.NewEvent(t, "A", 1)
@@ -84,8 +85,8 @@ func TestHalfAppendRetriedAfterRestartIsDeliveredOnce(t *testing.T) {
 		t.Fatalf("Append with the queue refusing: %v, want ErrUnavailable", err)
 	}
 	setQueueSubjects(t, js, "chatrelay.q.>")
-	// Ten times the store's Timeout later: the first attempt is long over.
-	time.Sleep(10 * opts.Timeout)
+	// Five times the store's Timeout later: the first attempt is long over.
+	time.Sleep(5 * opts.Timeout)
 	if st := lookupState(t, s, ev.ID, "s"); st.State != relay.StatePending {
 		t.Fatalf("Lookup of the half-written event: %s, want pending (it was never queued)", st.State)
 	}
@@ -296,4 +297,89 @@ func ack(t *testing.T, d *relay.Delivery) {
 	if err := d.Ack(ctx); err != nil {
 		t.Fatalf("Ack(%s): %v", d.Event.ID, err)
 	}
+}
+
+// TestStaleHolderIsFenced (issue 18, finding 3): a replica holds a
+// conversation's head when its link to NATS goes silent (a frozen process,
+// a half-open connection: nothing is closed, nothing gets through). The
+// other replica takes the head after AckWait and delivers the
+// conversation's next turn. The silent replica, even once its link works
+// again, must neither start a send of the old head (Hold) nor settle it:
+// its late ack would land on whatever the server hands out by then.
+func TestStaleHolderIsFenced(t *testing.T) {
+	t.Parallel()
+	ns := startServer(t, "", 0)
+	opts := testOptions(ns.ClientURL())
+	opts.AckWait = 900 * time.Millisecond
+	logger, logs := relaytest.NewLogger()
+	opts.Logger = logger
+	defer func() {
+		if t.Failed() {
+			t.Log(logs.String())
+		}
+	}()
+	link := newProxy(t, ns.Addr().String())
+	viaLink := opts
+	viaLink.URL = link.url()
+	stale, other := open(t, viaLink), open(t, opts)
+	defer stale.Close()
+	defer other.Close()
+	a1, a2, a3 := storetest.NewEvent(t, "A", 1), storetest.NewEvent(t, "A", 2), storetest.NewEvent(t, "A", 3)
+	for _, ev := range []*relay.Event{a1, a2, a3} {
+		mustAppend(t, other, ev, "s")
+	}
+	held := next(t, stale, "s")
+	if held.Event.ID != a1.ID {
+		t.Fatalf("got %s, want %s", held.Event.ID, a1.ID)
+	}
+	holder, ok := held.Settler.(relay.Holder)
+	if !ok {
+		t.Fatal("a NATS delivery does not implement relay.Holder")
+	}
+	sendCtx, unhold, err := holder.Hold(t.Context())
+	if err != nil {
+		t.Fatalf("Hold right after Next: %v", err)
+	}
+
+	link.freeze()
+	taken := next(t, other, "s") // after AckWait the server hands a1 over
+	if taken.Event.ID != a1.ID {
+		t.Fatalf("the other replica got %s, want %s", taken.Event.ID, a1.ID)
+	}
+	ack(t, taken)
+	d2 := next(t, other, "s")
+	if d2.Event.ID != a2.ID {
+		t.Fatalf("next turn %s, want %s", d2.Event.ID, a2.ID)
+	}
+	// The stale replica's send under its hold was cut short...
+	select {
+	case <-sendCtx.Done():
+		if !errors.Is(context.Cause(sendCtx), relay.ErrNotHeld) {
+			t.Fatalf("send context ended with %v, want ErrNotHeld", context.Cause(sendCtx))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the send context outlived the hold")
+	}
+	unhold()
+	link.thaw()
+	// ... and with its link back, it may neither send nor settle a1.
+	if _, _, err := holder.Hold(t.Context()); !errors.Is(err, relay.ErrNotHeld) {
+		t.Fatalf("Hold after the hold lapsed: %v, want ErrNotHeld", err)
+	}
+	if err := held.Ack(t.Context()); !errors.Is(err, relay.ErrNotHeld) {
+		t.Fatalf("late Ack: %v, want ErrNotHeld", err)
+	}
+	// a2 is still the other replica's: its ack goes through, and a3 is
+	// next, once. (The stale replica closes first: it pulls again since
+	// its link is back, and would take a3.)
+	if err := stale.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ack(t, d2)
+	d3 := next(t, other, "s")
+	if d3.Event.ID != a3.ID {
+		t.Fatalf("after a2: %s (attempts %d), want %s; a1 %s a2 %s", d3.Event.ID, d3.Attempts, a3.ID, a1.ID, a2.ID)
+	}
+	ack(t, d3)
+	nothingDue(t, other, "s", 2*opts.AckWait)
 }

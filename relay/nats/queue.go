@@ -74,6 +74,7 @@ type queue struct {
 	ready   readyHeap
 	changed chan struct{}      // closed and replaced when ready gains a head or the term changes
 	held    map[*held]struct{} // received and not settled: in ready or handed out
+	bySeq   map[uint64]*held   // held, by queue-stream sequence
 }
 
 // term is a span in which this replica pulls and hands out a sink's
@@ -133,6 +134,7 @@ func (s *Store) Queue(sink string) relay.Queue {
 		enc:     encodeSink(sink),
 		changed: make(chan struct{}),
 		held:    make(map[*held]struct{}),
+		bySeq:   make(map[uint64]*held),
 	}
 	if s.opts.Exclusive != nil && s.opts.Exclusive(sink) {
 		q.claim = &claim{key: ownerKey(q.enc)}
@@ -170,6 +172,9 @@ func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) {
 			} else if len(q.ready) > 0 {
 				h := heap.Pop(&q.ready).(*held)
 				q.mu.Unlock()
+				if !h.valid(q.s.mono()) {
+					continue // given up: its hold lapsed while it waited
+				}
 				return h.del, nil
 			}
 		}
@@ -246,7 +251,11 @@ func (q *queue) puller(p int) {
 			return
 		}
 		if primed != t {
-			q.s.pullNoWait(c, q.receive)
+			if err := q.s.pullNoWait(c, q.receive); err != nil {
+				// Only the first look of the term; the pulls that follow
+				// report and retry.
+				q.s.log.Debug("could not look for the sink's deliveries", "sink", q.sink, "partition", p, "err", err)
+			}
 			t.prime()
 			primed = t
 			continue
@@ -280,10 +289,12 @@ func consumerGone(err error) bool {
 		errors.Is(err, natsgo.ErrNoResponders)
 }
 
-// receive turns one message into a delivery and puts it in ready.
-func (q *queue) receive(m jetstream.Msg) {
+// receive turns one message, which came on a pull request sent at pulled
+// (mono), into a delivery and puts it in ready.
+func (q *queue) receive(m jetstream.Msg, pulled int64) {
 	h := &held{q: q, msg: m, idx: -1}
-	q.track(h)
+	h.renewed.Store(pulled)
+	h.life, h.end = context.WithCancelCause(context.Background())
 	ev, meta := eventOf(m.Headers(), m.Data())
 	h.del = &relay.Delivery{Event: ev, Sink: q.sink, Since: parseNanos(m.Headers().Get(hdrSince)),
 		LastError: unescape(m.Headers().Get(hdrLastErr)), Settler: h}
@@ -297,6 +308,15 @@ func (q *queue) receive(m jetstream.Msg) {
 		return
 	}
 	h.seq = md.Sequence.Stream
+	if old := q.track(h); old != nil {
+		// The server handed out again a delivery this replica still
+		// counted as held: it took the old hold for lapsed, so that one
+		// is void (its send, if under way, is cut short).
+		q.s.giveUp(old)
+	}
+	if !h.valid(q.s.mono()) {
+		return // it came too late: the server may have handed it to another replica since
+	}
 	repeat := m.Headers().Get(hdrRepeat) != ""
 	if md.NumDelivered > 1 || repeat {
 		// Tried before (or handed back), or queued again by a repair: its
@@ -306,8 +326,11 @@ func (q *queue) receive(m jetstream.Msg) {
 			return
 		}
 	}
+	if !h.valid(q.s.mono()) {
+		return // its record took too long to read
+	}
 	q.mu.Lock()
-	if h.settled.Load() { // given up meanwhile (reclaimHeld)
+	if h.settled.Load() { // given up meanwhile
 		q.mu.Unlock()
 		return
 	}
@@ -376,24 +399,37 @@ func (q *queue) applyState(h *held, eventID string, repeat bool) bool {
 	return true
 }
 
-func (q *queue) track(h *held) {
+// track counts h as held, and returns the delivery of the same message
+// held before, if any.
+func (q *queue) track(h *held) *held {
 	q.mu.Lock()
+	defer q.mu.Unlock()
 	q.held[h] = struct{}{}
-	q.mu.Unlock()
+	old := q.bySeq[h.seq]
+	q.bySeq[h.seq] = h
+	return old
 }
 
-// drop settles a message that is not handed out.
+// drop settles a message that is not handed out, if it is still held (a
+// settlement of a lapsed one would land on another replica's hold).
 func (q *queue) drop(h *held, settle func() error) {
-	if h.settled.CompareAndSwap(false, true) {
-		_ = settle()
+	if h.valid(q.s.mono()) && h.settled.CompareAndSwap(false, true) {
+		if err := settle(); err != nil {
+			q.s.log.Warn("could not settle a delivery that is not handed out; NATS hands it out again after the ack wait",
+				"sink", q.sink, "event_id", h.del.Event.ID, "err", err)
+		}
 	}
 	q.untrack(h)
 }
 
 // untrack forgets a settled delivery.
 func (q *queue) untrack(h *held) {
+	h.end(errSettled)
 	q.mu.Lock()
 	delete(q.held, h)
+	if q.bySeq[h.seq] == h {
+		delete(q.bySeq, h.seq)
+	}
 	if h.idx >= 0 {
 		heap.Remove(&q.ready, h.idx)
 	}
@@ -414,76 +450,6 @@ func (q *queue) handBack() {
 	}
 }
 
-// keepalive tells the server, every AckWait/3, that deliveries this
-// replica holds are still being worked on: waiting in ready, waiting for
-// the sink's pace, or being sent. A replica that dies stops renewing, and
-// its deliveries go to another replica after AckWait.
-func (s *Store) keepalive() {
-	defer s.wg.Done()
-	t := time.NewTicker(s.opts.AckWait / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-t.C:
-			s.eachHeld(func(h *held) { _ = h.msg.InProgress() })
-		}
-	}
-}
-
-// giveUpIfAwayLong gives up everything held when this replica is, or was
-// until a moment ago, cut off from NATS long enough for the server to hand
-// it out again. The reconnect handler does the same, but nats.go runs it
-// later, on its callback goroutine: a settlement in between must not go
-// through.
-func (s *Store) giveUpIfAwayLong() {
-	if away := s.awaySince(s.disconnectedAt.Load()); away >= s.opts.AckWait/2 {
-		s.reclaimHeld(away)
-	}
-}
-
-// awaySince is how long ago disconnectedAt value at was, or 0 for
-// "connected".
-func (s *Store) awaySince(at int64) time.Duration {
-	if at == 0 {
-		return 0
-	}
-	return time.Since(s.opened) - time.Duration(at-1)
-}
-
-// reclaimHeld runs on reconnecting after being away for away. A short
-// absence is bridged by renewing everything held at once. After a long
-// one the server may have handed what this replica held to another
-// replica: settling it here could then let the conversation's next turn
-// overtake the other replica's send, so it is given up, and its settlement
-// fails with relay.ErrUnavailable.
-func (s *Store) reclaimHeld(away time.Duration) {
-	if away < s.opts.AckWait/2 {
-		s.eachHeld(func(h *held) { _ = h.msg.InProgress() })
-		return
-	}
-	n := 0
-	for _, q := range s.queueList() {
-		q.mu.Lock()
-		for h := range q.held {
-			h.lost.Store(true)
-			if h.settled.CompareAndSwap(false, true) {
-				n++
-			}
-			delete(q.held, h)
-			if h.idx >= 0 {
-				heap.Remove(&q.ready, h.idx)
-			}
-		}
-		q.mu.Unlock()
-	}
-	if n > 0 {
-		s.log.Warn("deliveries held across a long disconnection are left to NATS to hand out again",
-			"count", n, "away", away.Round(time.Millisecond))
-	}
-}
-
 // queueList returns the queues this replica consumes.
 func (s *Store) queueList() []*queue {
 	s.mu.Lock()
@@ -495,20 +461,6 @@ func (s *Store) queueList() []*queue {
 	return qs
 }
 
-// eachHeld calls fn for every delivery held and not settled; fn must not
-// block.
-func (s *Store) eachHeld(fn func(*held)) {
-	for _, q := range s.queueList() {
-		q.mu.Lock()
-		for h := range q.held {
-			if !h.settled.Load() {
-				fn(h)
-			}
-		}
-		q.mu.Unlock()
-	}
-}
-
 // held is one delivery this replica received; it is the delivery's
 // relay.Settler.
 type held struct {
@@ -518,7 +470,13 @@ type held struct {
 	idx     int    // position in ready, -1 when not in it
 	del     *relay.Delivery
 	settled atomic.Bool
-	lost    atomic.Bool // given up after a long disconnection
+	lost    atomic.Bool  // given up: its hold lapsed (hold.go)
+	renewed atomic.Int64 // its anchor: when the last renewal NATS confirmed was sent (Store.mono)
+
+	// life ends when the delivery is settled or given up, with the
+	// reason; a send under its hold (Hold) ends with it.
+	life context.Context
+	end  context.CancelCauseFunc
 }
 
 // readyHeap orders received heads by their position in the queue stream:
@@ -552,14 +510,12 @@ func (s *Store) settleCtx(ctx context.Context) (context.Context, context.CancelF
 	return context.WithTimeout(context.WithoutCancel(ctx), s.opts.Timeout)
 }
 
-var (
-	errSettled = errors.New("delivery already settled")
-	errLost    = fmt.Errorf("%w: delivery given up after a long disconnection from NATS; "+
-		"the server hands it out again", relay.ErrUnavailable)
-)
+var errSettled = errors.New("delivery already settled")
 
 func (h *held) once() error {
-	h.q.s.giveUpIfAwayLong()
+	if !h.valid(h.q.s.mono()) {
+		return errLost
+	}
 	if !h.settled.CompareAndSwap(false, true) {
 		if h.lost.Load() {
 			return errLost
@@ -576,7 +532,8 @@ func (h *held) once() error {
 // cannot be written does not hold the ack back (on a full server the ack
 // is what frees room); it is logged.
 func (h *held) Ack(ctx context.Context) error {
-	if err := h.once(); err != nil {
+	err := h.once()
+	if err != nil && !errors.Is(err, errLost) {
 		return err
 	}
 	defer h.q.untrack(h)
@@ -584,10 +541,19 @@ func (h *held) Ack(ctx context.Context) error {
 	defer cancel()
 	d, s := h.del, h.q.s
 	now := time.Now()
+	// Recorded even when the hold lapsed meanwhile: the send was made, and
+	// the record drops the copy the server hands out again, if it comes
+	// out after this.
 	if err := s.putState(ctx, h.q.enc, d.Event.ID, deliveryState{State: relay.StateDelivered, Attempts: d.Attempts + 1,
 		Since: d.Since.UnixNano(), Updated: now.UnixNano()}); err != nil {
 		s.log.Warn("delivered, but could not record it; a repeat of this delivery would not be recognised",
 			"sink", h.q.sink, "event_id", d.Event.ID, "err", err)
+	}
+	if err != nil {
+		return err // the ack would land on another replica's hold
+	}
+	if !h.still() {
+		return errLost
 	}
 	if err := h.msg.DoubleAck(ctx); err != nil {
 		return fmt.Errorf("ack: %w", classify(err))
@@ -608,6 +574,9 @@ func (h *held) Nak(ctx context.Context, delay time.Duration, lastErr string) err
 	now := time.Now()
 	perr := s.putState(ctx, h.q.enc, d.Event.ID, deliveryState{State: relay.StatePending, Attempts: d.Attempts + 1,
 		Since: d.Since.UnixNano(), Due: now.Add(delay).UnixNano(), LastErr: lastErr, Updated: now.UnixNano()})
+	if !h.still() {
+		return errLost
+	}
 	var nerr error
 	if delay > 0 {
 		nerr = h.msg.NakWithDelay(delay)
@@ -636,6 +605,11 @@ func (h *held) Term(ctx context.Context, reason string) error {
 		_ = h.msg.Nak()
 		return fmt.Errorf("term: write dead letter: %w", err)
 	}
+	if !h.still() {
+		// Parked; the server hands the message out again and its record
+		// (dead) drops it.
+		return nil
+	}
 	if err := h.msg.TermWithReason(truncate(reason, 256)); err != nil {
 		// Parked all the same; the message comes back after AckWait and
 		// its new dead letter replaces this one.
@@ -657,6 +631,11 @@ func (h *held) Release(context.Context) error {
 	return nil
 }
 
+// still reports whether h is still held, right before a settlement goes to
+// the server: one that lapsed would land on another replica's hold (the
+// server takes acks, naks and terms by stream sequence alone).
+func (h *held) still() bool { return h.valid(h.q.s.mono()) }
+
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
@@ -665,4 +644,77 @@ func truncate(s string, n int) string {
 		n--
 	}
 	return s[:n] + "…"
+}
+
+// pullWait is one pull request's life: at most AckWait/4, so that a
+// delivery arriving on one has most of its hold left (hold.go).
+func (s *Store) pullWait() time.Duration { return min(maxPullWait, s.opts.AckWait/4) }
+
+// pullNoWait takes what the consumer has for us right now, if anything.
+// handle gets each message with the time the request was sent (mono).
+func (s *Store) pullNoWait(c jetstream.Consumer, handle func(jetstream.Msg, int64)) error {
+	if !s.nc.IsConnected() {
+		return nil
+	}
+	sent := s.mono()
+	res, err := c.FetchNoWait(1)
+	if err != nil {
+		return err
+	}
+	for m := range res.Messages() {
+		handle(m, sent)
+	}
+	return res.Error()
+}
+
+// pull asks a consumer for up to batch messages and hands each to handle
+// as it arrives, until the pull request expires, the connection comes back
+// from an outage (the request may be gone with the old server), ctx ends
+// (the queue's term) or the store closes. With until set the request
+// expires then on the server too, so a replica whose ownership of a sink
+// lapses has no request left there to receive the sink's messages. handle
+// runs on the calling goroutine.
+func (s *Store) pull(ctx context.Context, until time.Time, c jetstream.Consumer, batch int, handle func(jetstream.Msg, int64)) error {
+	epoch := s.currentEpoch()
+	if !s.nc.IsConnected() {
+		// Nothing can arrive; wait for the reconnect (which ends the epoch).
+		t := time.NewTimer(s.pullWait())
+		defer t.Stop()
+		select {
+		case <-epoch.Done():
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		return nil
+	}
+	deadline := time.Now().Add(s.pullWait())
+	if !until.IsZero() && until.Before(deadline) {
+		deadline = until
+	}
+	fctx, cancel := context.WithDeadline(epoch, deadline)
+	defer cancel()
+	defer context.AfterFunc(ctx, cancel)()
+	left := time.Until(deadline)
+	if left < minPull {
+		// The term ends now unless renewed meanwhile: wait and see.
+		<-fctx.Done()
+		return nil
+	}
+	opts := []jetstream.FetchOpt{jetstream.FetchContext(fctx)}
+	if left >= 4*pullHeartbeat {
+		opts = append(opts, jetstream.FetchHeartbeat(pullHeartbeat))
+	}
+	sent := s.mono()
+	res, err := c.Fetch(batch, opts...)
+	if err != nil {
+		return err
+	}
+	for m := range res.Messages() {
+		handle(m, sent)
+	}
+	err = res.Error()
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return nil
+	}
+	return err
 }

@@ -91,7 +91,7 @@ const (
 	defaultName       = "CHATRELAY"
 	defaultPartitions = 16
 	maxPartitions     = 1000
-	pullWait          = 30 * time.Second // one pull request's life
+	maxPullWait       = 30 * time.Second // one pull request's life, at most (Store.pullWait)
 	pullHeartbeat     = 5 * time.Second  // a lost pull request shows within 2 heartbeats
 	minPull           = 20 * time.Millisecond
 	metaPartitions    = "chatrelay_partitions"
@@ -177,12 +177,12 @@ type Store struct {
 	// the exclusive sinks it owns (own.go).
 	ownerValue []byte
 
-	// disconnectedAt is when the connection was lost, in monotonic
-	// nanoseconds since opened (+1, so that 0 means connected): a clock
-	// step cannot make a short absence look long.
+	// disconnectedAt is when the connection was lost, on the store's
+	// monotonic clock (mono, +1 so that 0 means connected).
 	disconnectedAt atomic.Int64
-	opened         time.Time
-	connectedAt    atomic.Int64 // unix nanoseconds of the last (re)connect
+	opened         time.Time     // the origin of mono
+	connectedAt    atomic.Int64  // unix nanoseconds of the last (re)connect
+	renewNow       chan struct{} // wakes the keepalive loop: renew everything held now
 
 	// ctx ends when Close begins; every goroutine the store starts stops
 	// with it and is counted in wg.
@@ -223,6 +223,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		consumers:  make(map[string][]jetstream.Consumer),
 		creating:   make(chan struct{}, 1),
 		claimNow:   make(chan struct{}, 1),
+		renewNow:   make(chan struct{}, 1),
 	}
 	s.instance = uuid.NewString()
 	s.hostname, _ = os.Hostname()
@@ -327,20 +328,24 @@ func (s *Store) connect(ctx context.Context) error {
 		natsgo.PingInterval(20 * time.Second),
 		natsgo.MaxPingsOutstanding(3),
 		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
-			s.disconnectedAt.CompareAndSwap(0, int64(time.Since(s.opened))+1)
+			s.disconnectedAt.CompareAndSwap(0, s.mono()+1)
 			if s.ctx.Err() == nil {
 				s.log.Warn("lost the connection to NATS; appends answer 503 until it is back", "err", err)
 			}
 		}),
 		natsgo.ReconnectHandler(func(nc *natsgo.Conn) {
-			at := s.disconnectedAt.Load()
-			away := s.awaySince(at)
+			var away time.Duration
+			if at := s.disconnectedAt.Swap(0); at != 0 {
+				away = time.Duration(s.mono() - (at - 1))
+			}
 			s.log.Info("reconnected to NATS", "server", nc.ConnectedAddr(), "away", away.Round(time.Millisecond))
 			s.connectedAt.Store(time.Now().UnixNano())
-			// Given up before "away" is cleared: a settlement racing this
-			// handler sees one or the other (giveUpIfAwayLong).
-			s.reclaimHeld(away)
-			s.disconnectedAt.CompareAndSwap(at, 0)
+			// What is still held (away less than holdFor) is renewed at
+			// once; the rest was given up (hold.go).
+			select {
+			case s.renewNow <- struct{}{}:
+			default:
+			}
 			s.newEpoch()
 		}),
 		natsgo.ConnectHandler(func(*natsgo.Conn) {
