@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/chatrelay/chatrelay/relay"
 	"github.com/chatrelay/chatrelay/relay/relaytest"
@@ -382,4 +384,127 @@ func TestStaleHolderIsFenced(t *testing.T) {
 	}
 	ack(t, d3)
 	nothingDue(t, other, "s", 2*opts.AckWait)
+}
+
+// fullServer starts an in-process server whose JetStream may store only
+// maxStore bytes in all, in dir.
+func fullServer(t *testing.T, maxStore int64) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+		JetStreamMaxStore: maxStore,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	return ns
+}
+
+// fill appends events routed to sink until the server refuses one.
+func fill(t *testing.T, s relay.Store, sink string) int {
+	t.Helper()
+	for i := range 100000 {
+		ev := storetest.NewEvent(t, "filler", i)
+		ev.Body = append(ev.Body[:len(ev.Body)-1], fmt.Sprintf(`,"pad":%q}`, strings.Repeat("x", 2048))...)
+		if _, err := s.Append(t.Context(), ev, []string{sink}); err != nil {
+			if !errors.Is(err, relay.ErrFull) {
+				t.Fatalf("Append on a full server: %v, want ErrFull", err)
+			}
+			return i
+		}
+	}
+	t.Fatal("the server never filled up")
+	return 0
+}
+
+// refusingSink answers every send with a permanent error and counts them.
+type refusingSink struct {
+	sends atomic.Int64
+}
+
+func (s *refusingSink) Name() string { return "s" }
+func (s *refusingSink) Send(context.Context, *relay.Event) error {
+	s.sends.Add(1)
+	return relay.Permanent(errors.New("HTTP 400: no"), relay.ReasonClientError)
+}
+
+// TestFullServerNoRequestStorm (issue 18, finding 4): JetStream is full, so
+// a delivery the sink refuses for good cannot be parked in the dead
+// letters. It is handed back with a growing delay, not at once: the sink
+// must not be flooded with the same request. Once there is room it is
+// parked.
+func TestFullServerNoRequestStorm(t *testing.T) {
+	t.Parallel()
+	ns := fullServer(t, 1<<20)
+	opts := testOptions(ns.ClientURL())
+	opts.Backoff = relay.RetryPolicy{Initial: 50 * time.Millisecond, Max: time.Second}
+	s := open(t, opts)
+	defer s.Close()
+	ev := storetest.NewEvent(t, "A", 1)
+	mustAppend(t, s, ev, "s")
+	n := fill(t, s, "other")
+
+	sink := &refusingSink{}
+	logger, logs := relaytest.NewLogger()
+	d, err := relay.NewDispatcher(relay.DispatcherConfig{
+		Sink: sink, Queue: s.Queue("s"), Concurrency: 4, Logger: logger,
+		Retry:   relay.RetryPolicy{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond, MaxAge: time.Hour},
+		Metrics: relay.NewMetrics(prometheus.NewRegistry()),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	const window = 3 * time.Second
+	time.Sleep(window) // the measured span: sends are counted over it
+	sends := sink.sends.Load()
+	// With the backoff from 50ms doubling to 1s: about 8 sends in 3s. A
+	// plain nak hands it out again at once (about a thousand a second).
+	t.Logf("server full after %d events; the refused delivery was sent %d times in %s", n, sends, window)
+	if sends < 2 || sends > 20 {
+		t.Fatalf("%d sends of a delivery that cannot be parked in %s; want a few, spaced by the backoff\n%s", sends, window, tail(logs.String(), 2000))
+	}
+	if dead, err := s.ListDead(t.Context(), "s", 0); err != nil || len(dead) != 0 {
+		t.Fatalf("dead letters on a full server: %v, %v", dead, err)
+	}
+
+	// Room again: the filler events go (acked by a consumer of their own).
+	js := jetStreamClient(t, ns.ClientURL())
+	for _, stream := range []string{"CHATRELAY_QUEUE", "CHATRELAY_EVENTS"} {
+		st, err := js.Stream(t.Context(), stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		filter := "chatrelay.q.other.>"
+		if stream == "CHATRELAY_EVENTS" {
+			filter = ""
+		}
+		if err := st.Purge(t.Context(), jetstream.WithPurgeSubject(filter)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pollUntil(t, "the delivery parked once there is room", func() bool {
+		dead, err := s.ListDead(t.Context(), "s", 0)
+		return err == nil && len(dead) == 1 && dead[0].EventID == ev.ID
+	})
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[len(s)-n:]
 }

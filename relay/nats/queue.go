@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -307,7 +308,7 @@ func (q *queue) receive(m jetstream.Msg, pulled int64) {
 		q.drop(h, func() error { return m.NakWithDelay(time.Second) })
 		return
 	}
-	h.seq = md.Sequence.Stream
+	h.seq, h.delivered = md.Sequence.Stream, md.NumDelivered
 	if old := q.track(h); old != nil {
 		// The server handed out again a delivery this replica still
 		// counted as held: it took the old hold for lapsed, so that one
@@ -464,14 +465,15 @@ func (s *Store) queueList() []*queue {
 // held is one delivery this replica received; it is the delivery's
 // relay.Settler.
 type held struct {
-	q       *queue
-	msg     jetstream.Msg
-	seq     uint64 // position in the queue stream
-	idx     int    // position in ready, -1 when not in it
-	del     *relay.Delivery
-	settled atomic.Bool
-	lost    atomic.Bool  // given up: its hold lapsed (hold.go)
-	renewed atomic.Int64 // its anchor: when the last renewal NATS confirmed was sent (Store.mono)
+	q         *queue
+	msg       jetstream.Msg
+	seq       uint64 // position in the queue stream
+	delivered uint64 // how often the server handed it out, this time included
+	idx       int    // position in ready, -1 when not in it
+	del       *relay.Delivery
+	settled   atomic.Bool
+	lost      atomic.Bool  // given up: its hold lapsed (hold.go)
+	renewed   atomic.Int64 // its anchor: when the last renewal NATS confirmed was sent (Store.mono)
 
 	// life ends when the delivery is settled or given up, with the
 	// reason; a send under its hold (Hold) ends with it.
@@ -589,9 +591,12 @@ func (h *held) Nak(ctx context.Context, delay time.Duration, lastErr string) err
 	return nil
 }
 
-// Term writes the dead letter first, then terminates the message; if the
-// dead letter cannot be written the delivery is handed back instead, so
-// nothing is lost.
+// Term writes the dead letter first, then terminates the message. If the
+// dead letter cannot be written (a full server) the delivery is handed
+// back instead, so nothing is lost, after a delay growing with each time
+// it came back (Options.Backoff): it will be sent again before it can be
+// parked, and a sink refusing it must not see it a thousand times a
+// second.
 func (h *held) Term(ctx context.Context, reason string) error {
 	if err := h.once(); err != nil {
 		return err
@@ -602,7 +607,13 @@ func (h *held) Term(ctx context.Context, reason string) error {
 	defer cancel()
 	p := s.l.partitionHeader(h.msg.Headers(), d.Event)
 	if err := s.park(ctx, h.q.sink, p, d.Event, d.Attempts, d.Since, reason); err != nil {
-		_ = h.msg.Nak()
+		if h.still() {
+			delay := s.opts.Backoff.Backoff(int(h.delivered), rand.Float64())
+			if nerr := h.msg.NakWithDelay(delay); nerr != nil {
+				s.log.Warn("could not hand back a delivery that could not be parked; NATS hands it out again after the ack wait",
+					"sink", h.q.sink, "event_id", d.Event.ID, "err", nerr)
+			}
+		}
 		return fmt.Errorf("term: write dead letter: %w", err)
 	}
 	if !h.still() {

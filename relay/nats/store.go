@@ -69,6 +69,11 @@ type Options struct {
 	// MaxBytes bounds the events stream (0: only the server's limits). Past
 	// it Append fails with relay.ErrFull and the receiver answers 503.
 	MaxBytes int64
+	// Backoff is how the store waits after its own failures: a pull that
+	// failed, a delivery it could not park in the dead letters (handed back
+	// for later rather than at once: on a full server it would otherwise be
+	// sent again and again). Zero: 100ms doubling to 5s, with jitter.
+	Backoff relay.RetryPolicy
 	// Timeout bounds each request to NATS that has no deadline of its own,
 	// such as an Append from a request without one (default 5s).
 	Timeout time.Duration
@@ -123,6 +128,12 @@ func (o *Options) defaults() error {
 	}
 	if o.ReconnectWait <= 0 {
 		o.ReconnectWait = 250 * time.Millisecond
+	}
+	if o.Backoff.Initial <= 0 {
+		o.Backoff.Initial = 100 * time.Millisecond
+	}
+	if o.Backoff.Max < o.Backoff.Initial {
+		o.Backoff.Max = max(5*time.Second, o.Backoff.Initial)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -745,11 +756,10 @@ const (
 	errStoreFailed           jetstream.ErrorCode = 10077 // includes "maximum bytes exceeded" with DiscardNew
 )
 
-// backoff waits before trying again after an error: growing from 100ms
-// to 5s, or until the store closes.
+// backoff waits before trying again after the failures-th error in a row
+// (Options.Backoff), or until the store closes.
 func (s *Store) backoff(failures int) {
-	d := min(100*time.Millisecond<<min(failures, 6), 5*time.Second)
-	t := time.NewTimer(d/2 + rand.N(d/2+1))
+	t := time.NewTimer(s.opts.Backoff.Backoff(failures, rand.Float64()))
 	defer t.Stop()
 	select {
 	case <-t.C:
