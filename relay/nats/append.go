@@ -72,14 +72,17 @@ func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (re
 	key := relay.DedupeKey(ev.Topic, ev.Body)
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(hex.EncodeToString(key[:])),
 		jetstream.WithExpectStream(s.l.events))
+	err = classify(err)
+	s.noteWrite(err)
 	if err != nil {
-		return relay.Accepted{}, fmt.Errorf("append: %w", classify(err))
+		return relay.Accepted{}, fmt.Errorf("append: %w", err)
 	}
 	if ack.Duplicate {
 		return s.duplicate(ctx, ack.Sequence)
 	}
 	meta := metaOf(msg.Header)
 	if err := s.enqueueAll(ctx, p, meta, ev.Body); err != nil {
+		s.noteWrite(err)
 		return relay.Accepted{}, fmt.Errorf("append: queue deliveries: %w", err)
 	}
 	return relay.Accepted{ID: ev.ID}, nil

@@ -63,7 +63,11 @@
 // A lost connection fails Append at once (no reconnect buffer) with
 // relay.ErrUnavailable; a full stream (Options.MaxBytes, account or server
 // limits) fails it with relay.ErrFull. The receiver answers 503 with
-// Retry-After either way, and Ready reports the same.
+// Retry-After either way, and Ready reports the same: an account's or a
+// server's storage limit shows in no stream's state (a server's in nothing
+// an account can read), so Ready answers with the outcome of the last
+// write, an Append's or, when none came within the last second, that of a
+// probe (a 64 KiB value it writes into the replicas bucket).
 //
 // # Delivery and order
 //

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -507,4 +509,82 @@ func tail(s string, n int) string {
 		return s
 	}
 	return s[len(s)-n:]
+}
+
+// accountLimitedServer starts an in-process server where the store's user
+// belongs to an account allowed maxStore bytes of JetStream file storage.
+func accountLimitedServer(t *testing.T, maxStore int64) (*server.Server, string) {
+	t.Helper()
+	conf := filepath.Join(t.TempDir(), "nats.conf")
+	if err := os.WriteFile(conf, fmt.Appendf(nil, `listen: 127.0.0.1:-1
+jetstream: {store_dir: %q}
+accounts: {
+  RELAY: {jetstream: {max_file: %d, max_mem: 1MB}, users: [{user: relay, password: relay-pass}]}
+}
+`, t.TempDir(), maxStore), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o, err := server.ProcessConfigFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.NoLog, o.NoSigs = true, true
+	ns, err := server.NewServer(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	addr := ns.Addr().(*net.TCPAddr)
+	return ns, fmt.Sprintf("nats://relay:relay-pass@127.0.0.1:%d", addr.Port)
+}
+
+// TestReadyWhenJetStreamRefuses (issue 18, finding 5): when the server's
+// or the account's storage limit refuses every append, Ready says so
+// (relay.ErrFull), and says ready again once there is room.
+func TestReadyWhenJetStreamRefuses(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name  string
+		start func(t *testing.T) string // the URL of a server with a 1 MiB limit
+	}{
+		{"server limit", func(t *testing.T) string { return fullServer(t, 1<<20).ClientURL() }},
+		{"account limit", func(t *testing.T) string { _, url := accountLimitedServer(t, 1<<20); return url }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			url := tc.start(t)
+			s := open(t, testOptions(url))
+			defer s.Close()
+			if err := s.Ready(t.Context()); err != nil {
+				t.Fatalf("Ready on an empty server: %v", err)
+			}
+			fill(t, s, "other")
+			if err := s.Ready(t.Context()); !errors.Is(err, relay.ErrFull) {
+				t.Fatalf("Ready right after an append was refused: %v, want ErrFull", err)
+			}
+			// Still full when the last append's outcome is old news: the
+			// probe finds it.
+			time.Sleep(time.Second) // Ready trusts an append's outcome for 1s
+			if err := s.Ready(t.Context()); !errors.Is(err, relay.ErrFull) {
+				t.Fatalf("Ready a while after: %v, want ErrFull", err)
+			}
+			js := jetStreamClient(t, url)
+			for _, stream := range []string{"CHATRELAY_QUEUE", "CHATRELAY_EVENTS"} {
+				st, err := js.Stream(t.Context(), stream)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := st.Purge(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			pollUntil(t, "Ready once there is room", func() bool { return s.Ready(t.Context()) == nil })
+			mustAppend(t, s, storetest.NewEvent(t, "A", 1), "s")
+		})
+	}
 }

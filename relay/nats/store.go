@@ -206,6 +206,12 @@ type Store struct {
 	creating chan struct{} // a one-slot lock, held while creating a sink's consumers
 	claimNow chan struct{} // wakes the owners loop: an exclusive queue was opened
 
+	// The last write's outcome, for Ready: when (mono; 0: none yet) and
+	// nil or a relay.ErrFull.
+	writeMu  sync.Mutex
+	writeAt  int64
+	writeErr error
+
 	mu         sync.Mutex
 	closing    bool
 	queues     map[string]*queue
@@ -684,6 +690,9 @@ func (s *Store) Close() error {
 		if err := s.replicas.Delete(ctx, s.instance); err != nil {
 			s.log.Debug("could not delete this replica's lease; another replica will reap it", "err", err)
 		}
+		if err := s.replicas.Purge(ctx, probeKey(s.instance)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			s.log.Debug("could not delete this replica's readiness probe; it expires with store.retention", "err", err)
+		}
 		cancel()
 		if s.nc.IsConnected() {
 			_ = s.nc.FlushTimeout(s.opts.Timeout)
@@ -696,13 +705,21 @@ func (s *Store) Close() error {
 }
 
 // Ready reports whether an append would be accepted now: connected, the
-// events stream answers, and (with MaxBytes) it has room.
+// events stream answers, (with MaxBytes) it has room, and JetStream takes
+// writes. The server's and the account's storage limits refuse a write
+// without showing in the stream (and a server's own limit shows nowhere an
+// account can read), so the last word is the last write's outcome: an
+// Append's, or, when none came within readyFor, a probe's (a minRoom-byte
+// value in the replicas bucket, replaced each time).
 func (s *Store) Ready(ctx context.Context) error {
 	if s.ctx.Err() != nil {
 		return relay.ErrClosed
 	}
 	if !s.nc.IsConnected() {
 		return fmt.Errorf("%w: not connected to NATS (%s)", relay.ErrUnavailable, strings.ToLower(s.nc.Status().String()))
+	}
+	if ok, err := s.lastWrite(); ok {
+		return err
 	}
 	info, err := s.events.Info(ctx)
 	if err != nil {
@@ -711,8 +728,45 @@ func (s *Store) Ready(ctx context.Context) error {
 	if s.opts.MaxBytes > 0 && int64(info.State.Bytes)+minRoom > s.opts.MaxBytes {
 		return fmt.Errorf("%w: events stream holds %d of %d bytes", relay.ErrFull, info.State.Bytes, s.opts.MaxBytes)
 	}
+	_, err = s.replicas.Put(ctx, probeKey(s.instance), make([]byte, minRoom))
+	err = classify(err)
+	s.noteWrite(err)
+	if err != nil {
+		return fmt.Errorf("JetStream refuses a write: %w", err)
+	}
 	return nil
 }
+
+// readyFor is how long a write's outcome answers Ready.
+const readyFor = time.Second
+
+// noteWrite records whether JetStream took a write (nil) or refused it
+// for want of room (relay.ErrFull); other outcomes say nothing about room.
+func (s *Store) noteWrite(err error) {
+	if err != nil && !errors.Is(err, relay.ErrFull) {
+		return
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	s.writeAt, s.writeErr = s.mono(), err
+}
+
+// lastWrite returns the outcome of the last write, if it is recent.
+func (s *Store) lastWrite() (bool, error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if s.writeAt == 0 || time.Duration(s.mono()-s.writeAt) >= readyFor {
+		return false, nil
+	}
+	if s.writeErr != nil {
+		return true, fmt.Errorf("JetStream refuses writes: %w", s.writeErr)
+	}
+	return true, nil
+}
+
+// probeKey is this replica's readiness probe in the replicas bucket (two
+// tokens: neither a replica lease nor an ownership key).
+func probeKey(instance string) string { return "probe." + instance }
 
 func maxBytes(n int64) int64 {
 	if n <= 0 {
