@@ -111,7 +111,7 @@
 // or frozen: SIGSTOP, a paused VM): it takes an ack, nak or renewal naming
 // the message's stream sequence from anyone, also while another replica
 // holds the message. So each replica fences itself (hold.go): a delivery is
-// its own for AckWait/2 after its anchor, the send time of the last renewal
+// its own for 2/3 AckWait after its anchor, the send time of the last renewal
 // the server confirmed (at first, the send time of the pull request it came
 // on; pull requests live AckWait/4 at most). Past that it is given up: Next
 // skips it, the dispatcher's check right before each send (relay.Holder)

@@ -52,7 +52,9 @@ func setQueueSubjects(t *testing.T, js jetstream.JetStream, subjects ...string) 
 
 func lookupState(t *testing.T, s relay.Store, id, sink string) relay.DeliveryStatus {
 	t.Helper()
-	rec, err := s.Lookup(t.Context(), id)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	rec, err := s.Lookup(ctx, id)
 	if err != nil {
 		t.Fatalf("Lookup(%s): %v", id, err)
 	}
@@ -80,12 +82,24 @@ func TestHalfAppendRetriedAfterRestartIsDeliveredOnce(t *testing.T) {
 	opts.Timeout = 200 * time.Millisecond
 	s := open(t, opts)
 	defer s.Close()
+	// The test's own calls get a roomy deadline (a call without one gets
+	// the short Timeout), so that a loaded machine does not fail them.
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	appendOnce := func(ev *relay.Event) relay.Accepted {
+		t.Helper()
+		acc, err := s.Append(ctx, ev, []string{"s"})
+		if err != nil {
+			t.Fatalf("Append: %v", err)
+		}
+		return acc
+	}
 	ev := storetest.NewEvent(t, "A", 1)
-	mustAppend(t, s, storetest.NewEvent(t, "B", 1), "s") // the sink's consumers exist
+	appendOnce(storetest.NewEvent(t, "B", 1)) // the sink's consumers exist
 
 	js := jetStreamClient(t, ns.ClientURL())
 	setQueueSubjects(t, js, "chatrelay.q.refused.>")
-	if _, err := s.Append(t.Context(), ev, []string{"s"}); !errors.Is(err, relay.ErrUnavailable) {
+	if _, err := s.Append(ctx, ev, []string{"s"}); !errors.Is(err, relay.ErrUnavailable) {
 		t.Fatalf("Append with the queue refusing: %v, want ErrUnavailable", err)
 	}
 	setQueueSubjects(t, js, "chatrelay.q.>")
@@ -99,7 +113,7 @@ func TestHalfAppendRetriedAfterRestartIsDeliveredOnce(t *testing.T) {
 
 	retry := *ev
 	retry.ID = storetest.NewEvent(t, "A", 1).ID
-	if acc := mustAppend(t, s, &retry, "s"); !acc.Duplicate || acc.ID != ev.ID {
+	if acc := appendOnce(&retry); !acc.Duplicate || acc.ID != ev.ID {
 		t.Fatalf("retry answered %+v, want duplicate of %s", acc, ev.ID)
 	}
 	ack(t, next(t, s, "s")) // B's turn, queued first
@@ -109,7 +123,7 @@ func TestHalfAppendRetriedAfterRestartIsDeliveredOnce(t *testing.T) {
 	}
 	ack(t, d)
 	// A second retry: the delivery is recorded; nothing is queued again.
-	if acc := mustAppend(t, s, &retry, "s"); !acc.Duplicate || acc.ID != ev.ID {
+	if acc := appendOnce(&retry); !acc.Duplicate || acc.ID != ev.ID {
 		t.Fatalf("second retry answered %+v", acc)
 	}
 	nothingDue(t, s, "s", time.Second)
