@@ -197,7 +197,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("log.format", "auto")
 	v.SetDefault("store.driver", "bolt")
 	v.SetDefault("store.path", "./chatrelay-data")
-	v.SetDefault("store.max_size", "1GiB")
+	v.SetDefault("store.max_size", "0") // the driver's default: defaultBoltMaxSize, none on nats
 	v.SetDefault("store.retention", "168h")
 	v.SetDefault("store.dedupe_window", "24h")
 	v.SetDefault("store.nats.url", "nats://127.0.0.1:4222")
@@ -213,6 +213,10 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("retry.max", "5m")
 	v.SetDefault("retry.max_age", "24h")
 }
+
+// defaultBoltMaxSize is store.max_size on bolt when it is not set. On nats
+// an unset max_size leaves the events stream without a limit of its own.
+const defaultBoltMaxSize ByteSize = 1 << 30
 
 // DefaultConfigFile is read when --config is not given and it exists.
 const DefaultConfigFile = "chatrelay.yaml"
@@ -481,7 +485,7 @@ func (c *Config) Validate() error {
 		if strings.TrimSpace(c.Store.Path) == "" {
 			bad("store.path", "empty; set it to a directory, like ./chatrelay-data")
 		}
-		if c.Store.MaxSize < 1<<20 {
+		if c.Store.MaxSize != 0 && c.Store.MaxSize < 1<<20 {
 			bad("store.max_size", "%d bytes is too small; use at least 1MiB (default 1GiB)", c.Store.MaxSize)
 		}
 	case "nats":

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -248,7 +249,7 @@ func openStore(ctx context.Context, cfg *Config, logger *slog.Logger, clock cloc
 		return s, nil
 	case "bolt":
 		s, err := bolt.Open(cfg.Store.Path, bolt.Options{
-			MaxSize: int64(cfg.Store.MaxSize), Retention: cfg.Store.Retention, DedupeWindow: cfg.Store.DedupeWindow,
+			MaxSize: int64(cmp.Or(cfg.Store.MaxSize, defaultBoltMaxSize)), Retention: cfg.Store.Retention, DedupeWindow: cfg.Store.DedupeWindow,
 			Clock: clock, Logger: logger.With("component", "store"),
 		})
 		if err != nil {

@@ -146,6 +146,13 @@ func TestHeldDeliveryIsRenewed(t *testing.T) {
 	ns := startServer(t, "", 0)
 	opts := testOptions(ns.ClientURL())
 	opts.AckWait = 1500 * time.Millisecond
+	logger, logs := relaytest.NewLogger()
+	opts.Logger = logger
+	defer func() {
+		if t.Failed() {
+			t.Log(logs.String())
+		}
+	}()
 	s1, s2 := open(t, opts), open(t, opts)
 	defer s1.Close()
 	defer s2.Close()

@@ -100,7 +100,7 @@
 //
 // While a replica holds a delivery (waiting in its ready set, waiting for
 // the sink's pace or a rate-limit hold, or being sent) it renews it every
-// AckWait/6 with a progress ack sent as a request, whose reply confirms
+// AckWait/8 with a progress ack sent as a request, whose reply confirms
 // the server has it. A replica that dies stops renewing; after AckWait
 // (default 30s) the server hands its deliveries to another replica. So
 // after a crash at most the one delivery in flight per partition and sink
@@ -111,7 +111,7 @@
 // or frozen: SIGSTOP, a paused VM): it takes an ack, nak or renewal naming
 // the message's stream sequence from anyone, also while another replica
 // holds the message. So each replica fences itself (hold.go): a delivery is
-// its own for 2/3 AckWait after its anchor, the send time of the last renewal
+// its own for 3/4 AckWait after its anchor, the send time of the last renewal
 // the server confirmed (at first, the send time of the pull request it came
 // on; pull requests live AckWait/4 at most). Past that it is given up: Next
 // skips it, the dispatcher's check right before each send (relay.Holder)

@@ -21,7 +21,7 @@ import (
 // so nothing on the server fences a replica that was away too long. Each
 // replica fences itself. A delivery is held from its anchor, the time of
 // the last renewal the server confirmed (sent as a request, so the reply
-// proves it arrived), for holdFor = 2/3 AckWait: the server stamped the
+// proves it arrived), for holdFor = 3/4 AckWait: the server stamped the
 // delivery no earlier than that renewal was sent, so it cannot hand it to
 // anyone else before the anchor plus AckWait. A delivery that goes holdFor
 // without a confirmed renewal is given up: not handed out, not sent (the
@@ -37,20 +37,21 @@ import (
 // a process frozen with it unread in its socket). Pull requests live
 // AckWait/4 at most (Store.pullWait), so a delivery arriving on one has
 // most of its hold left, and the next renewal extends it. What holdFor
-// leaves of AckWait (a third) is the margin for a settlement's way to the
-// server.
+// leaves of AckWait (a quarter) is the margin for a settlement's way to
+// the server.
 
 // holdFor is how long a delivery stays held after its anchor.
-func (s *Store) holdFor() time.Duration { return s.opts.AckWait * 2 / 3 }
+func (s *Store) holdFor() time.Duration { return s.opts.AckWait * 3 / 4 }
 
-// renewEvery is the keepalive loop's period: four renewals per holdFor.
-func (s *Store) renewEvery() time.Duration { return max(s.opts.AckWait/6, 20*time.Millisecond) }
+// renewEvery is the keepalive loop's period: six renewals per holdFor, so
+// that a server slow to answer (a loaded machine) costs no hold.
+func (s *Store) renewEvery() time.Duration { return max(s.opts.AckWait/8, 20*time.Millisecond) }
 
 // mono is the store's monotonic clock: nanoseconds since Open.
 func (s *Store) mono() int64 { return int64(time.Since(s.opened)) }
 
 // errLost answers the settlement of a delivery given up.
-var errLost = fmt.Errorf("%w (%w): no renewal confirmed by NATS within two thirds of the ack wait; "+
+var errLost = fmt.Errorf("%w (%w): no renewal confirmed by NATS within three quarters of the ack wait; "+
 	"the server hands it out again", relay.ErrUnavailable, relay.ErrNotHeld)
 
 // valid reports whether h is still held at now (mono); one that is not is
@@ -84,7 +85,7 @@ func (s *Store) giveUp(h *held) {
 		heap.Remove(&q.ready, h.idx)
 	}
 	q.mu.Unlock()
-	s.log.Warn("gave up a delivery: NATS confirmed no renewal of it within two thirds of the ack wait "+
+	s.log.Warn("gave up a delivery: NATS confirmed no renewal of it within three quarters of the ack wait "+
 		"(this replica was cut off, or stalled); the server hands it out again",
 		"sink", q.sink, "event_id", h.del.Event.ID, "held_for", time.Duration(s.mono()-h.renewed.Load()).Round(time.Millisecond))
 }
@@ -119,7 +120,7 @@ func (s *Store) keepalive() {
 	if err != nil {
 		// Without confirmations every hold lapses after holdFor: slow,
 		// never wrong.
-		s.log.Error("cannot receive renewal confirmations from NATS; deliveries will be given up after two thirds of the ack wait",
+		s.log.Error("cannot receive renewal confirmations from NATS; deliveries will be given up after three quarters of the ack wait",
 			"err", err)
 	} else {
 		defer func() {

@@ -66,8 +66,13 @@ type Options struct {
 	// wait), so AckWait only bounds how long a crashed replica's deliveries
 	// wait before another replica takes them.
 	AckWait time.Duration
-	// MaxBytes bounds the events stream (0: only the server's limits). Past
-	// it Append fails with relay.ErrFull and the receiver answers 503.
+	// MaxBytes bounds the events stream (store.max_size; 0, the default:
+	// no bound of its own, only the server's and the account's limits).
+	// Past it the oldest events make room: they leave Lookup, Recent and
+	// the dedupe window early, but no pending delivery or dead letter goes
+	// with them (each carries its own copy of the body). Appends are
+	// refused (relay.ErrFull, 503) only when the server or the account
+	// refuses to store more.
 	MaxBytes int64
 	// Backoff is how the store waits after its own failures: a pull that
 	// failed, a delivery it could not park in the dead letters (handed back
@@ -471,13 +476,15 @@ func (s *Store) setup(ctx context.Context) error {
 		Replicas:    o.Replicas,
 		MaxAge:      o.Retention,
 		MaxBytes:    maxBytes(o.MaxBytes),
-		Discard:     jetstream.DiscardNew,
+		// Past MaxBytes the oldest events go: they are history (lookups,
+		// dedupe), and what is pending is in the queue stream.
+		Discard:     jetstream.DiscardOld,
 		Duplicates:  o.DedupeWindow,
 		AllowDirect: true,
 		Metadata:    map[string]string{metaPartitions: strconv.Itoa(o.Partitions)},
 	})
 	if err != nil {
-		return err
+		return s.sizeRefused(err)
 	}
 	if err := s.checkPartitions(s.events.CachedInfo().Config.Metadata); err != nil {
 		return err
@@ -533,6 +540,39 @@ func (s *Store) setup(ctx context.Context) error {
 		TTL:         o.Retention,
 	})
 	return err
+}
+
+// sizeRefused names store.max_size in an error of setting up the events
+// stream when the server refused its size.
+func (s *Store) sizeRefused(err error) error {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return err
+	}
+	switch apiErr.ErrorCode {
+	case errStorageResources, errInsufficientResources, errMaxStreamBytes:
+		if s.opts.MaxBytes > 0 {
+			return fmt.Errorf("store.max_size: %s is more than the NATS server or account lets a stream reserve (%w); "+
+				"lower it, or leave it unset so that only the server's and the account's own limits apply", sizeText(s.opts.MaxBytes), err)
+		}
+	case errMaxBytesRequired:
+		return fmt.Errorf("store.max_size: the NATS account requires a size limit on every stream (%w); "+
+			"run chatrelay under an account without max_bytes_required", err)
+	}
+	return err
+}
+
+// sizeText writes n in the largest binary unit that divides it.
+func sizeText(n int64) string {
+	for _, u := range []struct {
+		name string
+		size int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.size && n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10) + " bytes"
 }
 
 func (s *Store) checkPartitions(meta map[string]string) error {
@@ -705,8 +745,7 @@ func (s *Store) Close() error {
 }
 
 // Ready reports whether an append would be accepted now: connected, the
-// events stream answers, (with MaxBytes) it has room, and JetStream takes
-// writes. The server's and the account's storage limits refuse a write
+// events stream answers, and JetStream takes writes. The server's and the account's storage limits refuse a write
 // without showing in the stream (and a server's own limit shows nowhere an
 // account can read), so the last word is the last write's outcome: an
 // Append's, or, when none came within readyFor, a probe's (a minRoom-byte
@@ -721,14 +760,10 @@ func (s *Store) Ready(ctx context.Context) error {
 	if ok, err := s.lastWrite(); ok {
 		return err
 	}
-	info, err := s.events.Info(ctx)
-	if err != nil {
+	if _, err := s.events.Info(ctx); err != nil {
 		return fmt.Errorf("events stream: %w", classify(err))
 	}
-	if s.opts.MaxBytes > 0 && int64(info.State.Bytes)+minRoom > s.opts.MaxBytes {
-		return fmt.Errorf("%w: events stream holds %d of %d bytes", relay.ErrFull, info.State.Bytes, s.opts.MaxBytes)
-	}
-	_, err = s.replicas.Put(ctx, probeKey(s.instance), make([]byte, minRoom))
+	_, err := s.replicas.Put(ctx, probeKey(s.instance), make([]byte, minRoom))
 	err = classify(err)
 	s.noteWrite(err)
 	if err != nil {
@@ -775,7 +810,8 @@ func maxBytes(n int64) int64 {
 	return n
 }
 
-// minRoom is the room Ready wants left under MaxBytes.
+// minRoom is the size of Ready's probe: an append of up to that much would
+// be taken.
 const minRoom = 64 << 10
 
 // classify maps a NATS error to the store's errors: relay.ErrClosed after
@@ -808,6 +844,8 @@ const (
 	errMemoryResources       jetstream.ErrorCode = 10028
 	errStorageResources      jetstream.ErrorCode = 10047
 	errStoreFailed           jetstream.ErrorCode = 10077 // includes "maximum bytes exceeded" with DiscardNew
+	errMaxBytesRequired      jetstream.ErrorCode = 10113 // the account requires MaxBytes on every stream
+	errMaxStreamBytes        jetstream.ErrorCode = 10122 // MaxBytes past the account's limit for one stream
 )
 
 // backoff waits before trying again after the failures-th error in a row
