@@ -58,7 +58,10 @@ func deadLetterOf(h natsgo.Header) relay.DeadLetter {
 	if len(meta.Sinks) > 0 {
 		sink = meta.Sinks[0]
 	}
-	attempts, _ := strconv.Atoi(h.Get(hdrAttempts))
+	attempts, err := strconv.Atoi(h.Get(hdrAttempts))
+	if err != nil {
+		attempts = 0 // written by chatrelay; a dead letter parked by hand may lack it
+	}
 	return relay.DeadLetter{
 		ID:             relay.DeadLetterID(meta.ID, sink),
 		EventID:        meta.ID,

@@ -602,3 +602,41 @@ func TestReadyWhenJetStreamRefuses(t *testing.T) {
 		})
 	}
 }
+
+// TestNakWithoutRecordStillSchedules (issue 18, finding 7): when only the
+// record of a failed attempt cannot be written, the retry is scheduled all
+// the same; Nak reports success (a warning says the history is short)
+// rather than a failure the dispatcher would log as "could not schedule".
+func TestNakWithoutRecordStillSchedules(t *testing.T) {
+	t.Parallel()
+	ns := startServer(t, "", 0)
+	opts := testOptions(ns.ClientURL())
+	logger, logs := relaytest.NewLogger()
+	opts.Logger = logger
+	s := open(t, opts)
+	defer s.Close()
+	ev := storetest.NewEvent(t, "A", 1)
+	mustAppend(t, s, ev, "s")
+	d := next(t, s, "s")
+
+	// The state bucket refuses writes from now on.
+	js := jetStreamClient(t, ns.ClientURL())
+	st, err := js.Stream(t.Context(), "KV_CHATRELAY_STATE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.Sealed = true
+	if _, err := js.UpdateStream(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Nak(t.Context(), 100*time.Millisecond, "HTTP 503"); err != nil {
+		t.Fatalf("Nak with the record refused: %v, want the retry scheduled", err)
+	}
+	if !strings.Contains(logs.String(), "attempt could not be recorded") {
+		t.Fatalf("no warning about the missing record:\n%s", logs.String())
+	}
+	if again := next(t, s, "s"); again.Event.ID != ev.ID {
+		t.Fatalf("after the nak: %s, want %s again", again.Event.ID, ev.ID)
+	}
+}

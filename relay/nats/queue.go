@@ -585,8 +585,13 @@ func (h *held) Nak(ctx context.Context, delay time.Duration, lastErr string) err
 	} else {
 		nerr = h.msg.Nak()
 	}
-	if err := errors.Join(perr, nerr); err != nil {
-		return fmt.Errorf("nak: %w", classify(err))
+	if nerr != nil {
+		return fmt.Errorf("nak: %w", classify(nerr))
+	}
+	if perr != nil {
+		// The retry is scheduled all the same; only its history is short.
+		s.log.Warn("retry scheduled, but its attempt could not be recorded; the delivery's attempt count and last error restart",
+			"sink", h.q.sink, "event_id", d.Event.ID, "err", perr)
 	}
 	return nil
 }

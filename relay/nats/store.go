@@ -248,8 +248,15 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		renewNow:   make(chan struct{}, 1),
 	}
 	s.instance = uuid.NewString()
-	s.hostname, _ = os.Hostname()
-	s.ownerValue, _ = json.Marshal(ownerRecord{Replica: s.instance, Host: s.hostname})
+	host, err := os.Hostname()
+	if err != nil {
+		host = "unknown"
+		s.log.Debug("no host name for this replica's records", "err", err)
+	}
+	s.hostname = host
+	if s.ownerValue, err = json.Marshal(ownerRecord{Replica: s.instance, Host: s.hostname}); err != nil {
+		return nil, fmt.Errorf("store.nats: %w", err)
+	}
 	s.opened = time.Now()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.epoch, s.endEpoch = context.WithCancel(s.ctx)
@@ -303,7 +310,8 @@ func (s *Store) server() string {
 }
 
 // redact returns err, or when its text shows a credential (a URL parse
-// error quotes the URL), the text with the credential blanked.
+// error quotes the URL), an error with that text blanked that still
+// answers errors.Is as err does.
 func (s *Store) redact(err error) error {
 	msg := err.Error()
 	secrets := []string{s.opts.Token.Reveal()}
@@ -328,8 +336,20 @@ func (s *Store) redact(err error) error {
 	if redacted == msg {
 		return err
 	}
-	return errors.New(redacted)
+	return &redactedError{msg: redacted, err: err}
 }
+
+// redactedError is an error whose text had a credential blanked. It
+// answers errors.Is through the original (context.DeadlineExceeded,
+// nats.ErrNoServers…) but does not unwrap to it: errors.As would hand out
+// the original, whose text shows the credential.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string        { return e.msg }
+func (e *redactedError) Is(target error) bool { return errors.Is(e.err, target) }
 
 func (s *Store) connect(ctx context.Context) error {
 	o := s.opts
@@ -735,7 +755,9 @@ func (s *Store) Close() error {
 		}
 		cancel()
 		if s.nc.IsConnected() {
-			_ = s.nc.FlushTimeout(s.opts.Timeout)
+			if err := s.nc.FlushTimeout(s.opts.Timeout); err != nil {
+				s.log.Debug("could not flush the last settlements before closing; NATS hands out what they settled again after the ack wait", "err", err)
+			}
 		}
 		s.nc.Close()
 		<-s.connClosed
