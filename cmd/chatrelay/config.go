@@ -68,13 +68,14 @@ type StoreConfig struct {
 
 // NATSConfig is store.nats.
 type NATSConfig struct {
-	URL        string    `mapstructure:"url"`
-	CredsFile  string    `mapstructure:"creds_file"`
-	Token      string    `mapstructure:"token"`
-	TokenFile  string    `mapstructure:"token_file"`
-	TLS        TLSConfig `mapstructure:"tls"`
-	Replicas   int       `mapstructure:"replicas"`
-	Partitions int       `mapstructure:"partitions"`
+	URL        string        `mapstructure:"url"`
+	CredsFile  string        `mapstructure:"creds_file"`
+	Token      string        `mapstructure:"token"`
+	TokenFile  string        `mapstructure:"token_file"`
+	TLS        TLSConfig     `mapstructure:"tls"`
+	Replicas   int           `mapstructure:"replicas"`
+	Partitions int           `mapstructure:"partitions"`
+	AckWait    time.Duration `mapstructure:"ack_wait"`
 }
 
 // TLSConfig is store.nats.tls.
@@ -209,6 +210,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("store.nats.tls.key_file", "")
 	v.SetDefault("store.nats.replicas", 1)
 	v.SetDefault("store.nats.partitions", 16)
+	v.SetDefault("store.nats.ack_wait", "30s")
 	v.SetDefault("retry.initial", "1s")
 	v.SetDefault("retry.max", "5m")
 	v.SetDefault("retry.max_age", "24h")
@@ -501,6 +503,9 @@ func (c *Config) Validate() error {
 		}
 		if c.Store.NATS.Partitions < 1 || c.Store.NATS.Partitions > 1024 {
 			bad("store.nats.partitions", "%d; use 1 to 1024 (default 16)", c.Store.NATS.Partitions)
+		}
+		if c.Store.NATS.AckWait < 300*time.Millisecond {
+			bad("store.nats.ack_wait", "%s is too short; use at least 300ms (default 30s)", c.Store.NATS.AckWait)
 		}
 		if c.Store.NATS.CredsFile != "" && c.Store.NATS.Token != "" {
 			bad("store.nats.token", "set together with store.nats.creds_file; keep only one")

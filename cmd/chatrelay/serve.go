@@ -233,7 +233,7 @@ func openStore(ctx context.Context, cfg *Config, logger *slog.Logger, clock cloc
 		s, err := natsstore.Open(octx, natsstore.Options{
 			URL: n.URL, CredsFile: n.CredsFile, Token: relay.Secret(n.Token),
 			TLS:      natsstore.TLS{CAFile: n.TLS.CAFile, CertFile: n.TLS.CertFile, KeyFile: n.TLS.KeyFile},
-			Replicas: n.Replicas, Partitions: n.Partitions,
+			Replicas: n.Replicas, Partitions: n.Partitions, AckWait: n.AckWait,
 			Retention: cfg.Store.Retention, DedupeWindow: cfg.Store.DedupeWindow, MaxBytes: int64(cfg.Store.MaxSize),
 			// Chat channels are paced per channel: one replica sends to each.
 			Exclusive: func(sink string) bool {

@@ -161,7 +161,7 @@ func (o *Options) defaults() error {
 			"an event cannot be recognised after it is gone, so lower the window or raise retention", o.DedupeWindow, o.Retention))
 	}
 	if o.AckWait < 300*time.Millisecond {
-		errs = append(errs, fmt.Errorf("ack wait %s is too short; use at least 300ms", o.AckWait))
+		errs = append(errs, fmt.Errorf("store.nats.ack_wait: %s is too short; use at least 300ms", o.AckWait))
 	}
 	if (o.TLS.CertFile == "") != (o.TLS.KeyFile == "") {
 		errs = append(errs, errors.New("store.nats.tls: cert_file and key_file go together; set both or neither"))
