@@ -108,7 +108,7 @@ func TestHalfAppendRetriedAfterRestartIsDeliveredOnce(t *testing.T) {
 	if st := lookupState(t, s, ev.ID, "s"); st.State != relay.StatePending {
 		t.Fatalf("Lookup of the half-written event: %s, want pending (it was never queued)", st.State)
 	}
-	ns = restartServer(t, ns, dir)
+	restartServer(t, ns, dir)
 	pollUntil(t, "the store reconnects", func() bool { return s.Ready(t.Context()) == nil })
 
 	retry := *ev
@@ -161,7 +161,7 @@ func TestRepeatAfterRestartIsNotDeliveredAgain(t *testing.T) {
 		t.Fatalf("Purge = %d, %v", n, err)
 	}
 
-	ns = restartServer(t, ns, dir)
+	restartServer(t, ns, dir)
 	pollUntil(t, "the store reconnects", func() bool { return s.Ready(t.Context()) == nil })
 	for _, ev := range []*relay.Event{delivered, parked, purged} {
 		again := *ev
