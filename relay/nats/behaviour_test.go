@@ -229,6 +229,11 @@ func TestLongDisconnectionGivesUpHeldDeliveries(t *testing.T) {
 	if err := held.Ack(t.Context()); !errors.Is(err, relay.ErrUnavailable) {
 		t.Fatalf("late Ack on the replica that was away: %v, want ErrUnavailable", err)
 	}
+	// s1 pulls again since it is back, and could take a2 (a live replica
+	// may): it closes, so that a2 is s2's to check.
+	if err := s1.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if err := taken.Ack(t.Context()); err != nil {
 		t.Fatal(err)
 	}
