@@ -258,15 +258,20 @@ func TestMentionOnlyOnEscalation(t *testing.T) {
 	}
 }
 
-// TestEscalationStandsOut: in bot mode, an escalation in a conversation
-// that has a thread is posted in the channel, not inside the thread, with a
-// link to the thread (SPEC §6); the conversation's later turns stay in the
-// thread. In a forum, and for an escalation that opens a conversation,
-// nothing changes.
+// TestEscalationStandsOut: in bot mode, an escalation or a lead in a
+// conversation that has a thread is posted in the channel, not inside the
+// thread, with a link to the thread (SPEC §6); the conversation's later
+// turns stay in the thread. In a forum, and for an escalation that opens a
+// conversation, nothing changes.
 func TestEscalationStandsOut(t *testing.T) {
 	t.Parallel()
 	escalation := func(n int, conv string) *relay.Event {
 		ev := withID(eventFile(t, "live-chat-escalation.json", relay.TopicEscalation), n)
+		ev.ConversationID = conv
+		return ev
+	}
+	lead := func(n int, conv string) *relay.Event {
+		ev := withID(eventFile(t, "lead-submission.json", relay.TopicLead), n)
 		ev.ConversationID = conv
 		return ev
 	}
@@ -280,6 +285,7 @@ func TestEscalationStandsOut(t *testing.T) {
 			escalation(2, "conv-a"),
 			chatEvent(t, 3, "conv-a", "Anyone?"),
 			escalation(4, "conv-b"),
+			lead(5, "conv-a"),
 		} {
 			if err := s.Send(t.Context(), ev); err != nil {
 				t.Fatalf("event %s: %v", ev.ID, err)
@@ -294,8 +300,12 @@ func TestEscalationStandsOut(t *testing.T) {
 			t.Errorf("conv-a's thread holds %v, want only turn 3", got)
 		}
 		channel := f.srv.Messages(f.channel)
-		if got := eventIDs(channel); !slices.Equal(got, []string{eventID(1), eventID(2), eventID(4)}) {
-			t.Fatalf("channel holds %v, want turns 1, 2 (the escalation) and 4", got)
+		if got := eventIDs(channel); !slices.Equal(got, []string{eventID(1), eventID(2), eventID(4), eventID(5)}) {
+			t.Fatalf("channel holds %v, want turns 1, 2 (the escalation), 4 and 5 (the lead)", got)
+		}
+		if l := channel[3]; !strings.Contains(l.Content, "New lead") || !strings.Contains(l.Content, "<#"+th+">") ||
+			len(l.AllowedMentions.Roles)+len(l.AllowedMentions.Users) != 0 {
+			t.Errorf("lead content %q, allowed mentions %+v: want a link to thread %s and no mention", l.Content, l.AllowedMentions, th)
 		}
 		esc := channel[1]
 		if !strings.HasPrefix(esc.Content, f.cfg.Mention) || !strings.Contains(esc.Content, "<#"+th+">") {

@@ -109,6 +109,15 @@ func TestGolden(t *testing.T) {
 				return ev
 			}(),
 			cfg: func(c *discord.Config) { c.Mention = "<@&987654321098765432>" }},
+		// A lead in a conversation that has a thread: posted in the
+		// channel, linking the thread, so that sales sees it.
+		{name: "lead-in-thread", bot: true,
+			before: withID(eventBody(t, chatBody("Can I get a quote for 40 seats?", "Sure, leave your details.", 0.8, "conv-lead"), relay.TopicChat), 7),
+			event: func() *relay.Event {
+				ev := eventFile(t, "lead-submission.json", relay.TopicLead)
+				ev.ConversationID = "conv-lead"
+				return ev
+			}()},
 		{name: "packed", packed: []*relay.Event{
 			withID(eventFile(t, "chat.json", relay.TopicChat), 1),
 			withID(eventBody(t, chatBody("Where is my order?", "It left the warehouse yesterday; track it at [tracking](https://example.com/track).", 0.55, "conv-2"), relay.TopicChat), 2),

@@ -314,61 +314,84 @@ func TestGolden(t *testing.T) {
 }
 
 // TestGoldenBot: what the Web API receives in bot mode, as JSON (slack-go
-// posts a form). escalation-in-thread is a live-chat escalation in a
-// conversation that already has a thread: it goes into the thread and is
-// broadcast to the channel (SPEC §6: an escalation stands out).
+// posts a form). Each case is an escalation or a lead in a conversation
+// that already has a thread: it goes into the thread and is broadcast to
+// the channel (SPEC §6: on-call and sales never miss one).
 func TestGoldenBot(t *testing.T) {
 	t.Parallel()
 	const mention = "<!subteam^S0123ABC>"
-	srv := slacktest.NewServer(t)
-	sink, err := slack.New(slack.Config{Name: sinkName, Token: relay.Secret(srv.Token), Channel: channel, APIURL: srv.APIURL(), Mention: mention},
-		relay.SinkDeps{UserAgent: "chatrelay/test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := turn(t, "g1", "conv-esc", "Let me check.")
-	esc := event(t, "live-chat-escalation.json", relay.TopicEscalation)
-	esc.ConversationID = first.ConversationID
-	for _, ev := range []*relay.Event{first, esc} {
-		if err := sink.Send(t.Context(), ev); err != nil {
-			t.Fatal(err)
-		}
-	}
-	reqs := srv.Requests()
-	r := reqs[len(reqs)-1]
-	form, err := url.ParseQuery(string(r.Body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc := map[string]any{}
-	for k, v := range form {
-		switch k {
-		case "token":
-			continue
-		case "blocks":
-			var blocks any
-			if err := json.Unmarshal([]byte(v[0]), &blocks); err != nil {
+	for _, tc := range []struct {
+		name, file, topic string
+	}{
+		{"escalation-in-thread", "live-chat-escalation.json", relay.TopicEscalation},
+		{"lead-in-thread", "lead-submission.json", relay.TopicLead},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := slacktest.NewServer(t)
+			sink, err := slack.New(slack.Config{Name: sinkName, Token: relay.Secret(srv.Token), Channel: channel, APIURL: srv.APIURL(), Mention: mention},
+				relay.SinkDeps{UserAgent: "chatrelay/test"})
+			if err != nil {
 				t.Fatal(err)
 			}
-			doc[k] = blocks
-		default:
-			doc[k] = v[0]
-		}
+			first := turn(t, "g1", "conv-esc", "Let me check.")
+			ev := event(t, tc.file, tc.topic)
+			ev.ConversationID = first.ConversationID
+			for _, ev := range []*relay.Event{first, ev} {
+				if err := sink.Send(t.Context(), ev); err != nil {
+					t.Fatal(err)
+				}
+			}
+			reqs := srv.Requests()
+			r := reqs[len(reqs)-1]
+			if r.ThreadTS == "" || r.ReplyBroadcast != "true" {
+				t.Errorf("thread_ts %q, reply_broadcast %q: want a reply broadcast to the channel", r.ThreadTS, r.ReplyBroadcast)
+			}
+			form, err := url.ParseQuery(string(r.Body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			doc := map[string]any{}
+			for k, v := range form {
+				switch k {
+				case "token":
+					continue
+				case "blocks":
+					var blocks any
+					if err := json.Unmarshal([]byte(v[0]), &blocks); err != nil {
+						t.Fatal(err)
+					}
+					doc[k] = blocks
+				default:
+					doc[k] = v[0]
+				}
+			}
+			body, _ := json.Marshal(doc)
+			allowed := mention
+			if tc.topic != relay.TopicEscalation {
+				allowed = ""
+			}
+			assertMentions(t, [][]byte{body}, allowed)
+			compareGolden(t, tc.name, canonical(t, [][]byte{body}))
+		})
 	}
-	body, _ := json.Marshal(doc)
-	assertMentions(t, [][]byte{body}, mention)
-	compareGolden(t, "escalation-in-thread", canonical(t, [][]byte{body}))
 }
 
-// TestEscalationStandsOut: in bot mode an escalation that goes into a
-// conversation's existing thread is broadcast to the channel as well; other
-// turns, and an escalation that opens a conversation, are not.
+// TestEscalationStandsOut: in bot mode an escalation or a lead that goes
+// into a conversation's existing thread is broadcast to the channel as
+// well; other turns, and an escalation or lead that opens a conversation,
+// are not.
 func TestEscalationStandsOut(t *testing.T) {
 	t.Parallel()
 	srv := slacktest.NewServer(t)
 	sink := newBot(t, srv, nil, relay.SinkDeps{})
 	escalation := func(id, conv string) *relay.Event {
 		ev := event(t, "live-chat-escalation.json", relay.TopicEscalation)
+		ev.ID, ev.ConversationID = id, conv
+		return ev
+	}
+	lead := func(id, conv string) *relay.Event {
+		ev := event(t, "lead-submission.json", relay.TopicLead)
 		ev.ID, ev.ConversationID = id, conv
 		return ev
 	}
@@ -382,7 +405,9 @@ func TestEscalationStandsOut(t *testing.T) {
 		{escalation("e1", "conv-a"), []bool{true}},
 		{turn(t, "a2", "conv-a", "after"), []bool{false}},
 		{escalation("e2", "conv-b"), []bool{false}}, // opens conv-b: at top level
-		{long, []bool{true, false, false}},          // only its first message
+		{lead("l1", "conv-a"), []bool{true}},
+		{lead("l2", "conv-c"), []bool{false}}, // opens conv-c: at top level
+		{long, []bool{true, false, false}},    // only its first message
 	}
 	for _, st := range steps {
 		before := len(srv.Messages())
