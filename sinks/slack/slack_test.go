@@ -239,7 +239,13 @@ func TestGolden(t *testing.T) {
 		{name: "hostile", files: []string{"chat-hostile.json"}, msgs: 1},
 		{name: "minimal", files: []string{"chat-minimal.json"}, msgs: 1},
 		{name: "string-fields", files: []string{"chat-string-fields.json"}, msgs: 1},
+		{name: "no-answer", files: []string{"chat-no-answer.json"}, msgs: 1},
+		{name: "low-score", files: []string{"chat-low-score.json"}, msgs: 1},
 		{name: "lead", files: []string{"lead-submission.json"}, topic: relay.TopicLead, msgs: 1},
+		{name: "lead-custom-fields", files: []string{"lead-custom-fields.json"}, topic: relay.TopicLead, msgs: 1},
+		{name: "escalation-history", files: []string{"live-chat-escalation-history.json"}, topic: relay.TopicEscalation, msgs: 1},
+		{name: "escalation-complaint", files: []string{"live-chat-escalation-complaint.json"}, topic: relay.TopicEscalation,
+			cfg: slack.Config{Mention: mention}, mention: mention, msgs: 1},
 		{name: "escalation", files: []string{"live-chat-escalation.json"}, topic: relay.TopicEscalation, msgs: 1},
 		{name: "escalation-mention", files: []string{"live-chat-escalation.json"}, topic: relay.TopicEscalation,
 			cfg: slack.Config{Mention: mention}, mention: mention, msgs: 1},
@@ -396,7 +402,7 @@ func TestEscalationStandsOut(t *testing.T) {
 		return ev
 	}
 	long := escalation("e-long", "conv-a")
-	long.Answer = &relay.Message{Role: "assistant", Content: longAnswer(20000)}
+	long.Lead = append(long.Lead, relay.Field{Key: "message", Value: longAnswer(20000)})
 	steps := []struct {
 		ev        *relay.Event
 		broadcast []bool // per message posted
@@ -1401,8 +1407,12 @@ func TestHugeLeadStaysWithinLimits(t *testing.T) {
 			if err := newWebhook(t, srv, slack.Config{}, relay.SinkDeps{}).Send(t.Context(), ev); err != nil {
 				t.Fatalf("Send: %v", err) // the fake enforces Slack's limits
 			}
+			// Short values are fields of the first message, long ones
+			// text that continues over up to four: what does not fit is
+			// cut, and the cut names the event.
 			msgs := srv.Messages()
-			if len(msgs) != 1 || !strings.Contains(string(msgs[0].Blocks), "Some fields do not fit: the whole event is "+ev.ID) {
+			last := string(msgs[len(msgs)-1].Blocks)
+			if len(msgs) > 4 || !strings.Contains(last, "the whole event is "+ev.ID) && !strings.Contains(last, "the whole turn is event "+ev.ID) {
 				t.Fatalf("%d messages; the cut is not noted", len(msgs))
 			}
 		})
