@@ -65,6 +65,9 @@ func chatBody(question, answer string, score float64, conversation string) []byt
 	return b
 }
 
+// userMarkup is a visitor's message full of Discord markup.
+const userMarkup = "# URGENT\n> [Reset your password](https://evil.example/login) **now** ||secret|| `code` ~~gone~~ _x_ -# small\n- item \\<@&123456789012345678>"
+
 func TestGolden(t *testing.T) {
 	t.Parallel()
 	hostile := "@everyone @here look: <@&123456789012345678> <@123456789012345678> <@!223456789012345678> <#323456789012345678>"
@@ -91,7 +94,20 @@ func TestGolden(t *testing.T) {
 		{name: "mentions", event: eventBody(t, chatBody(hostile, "Sure: "+hostile, 0.4, "conv-ping"), relay.TopicChat)},
 		{name: "minimal", event: eventBody(t, []byte(`{"messages":[{"role":"user","content":"Hi"}],"answer":{"content":"Hello! How can I help?"}}`), relay.TopicChat)},
 		{name: "string-fields", event: eventFile(t, "chat-string-fields.json", relay.TopicChat)},
+		{name: "no-answer", event: eventFile(t, "chat-no-answer.json", relay.TopicChat)},
+		{name: "low-score", event: eventFile(t, "chat-low-score.json", relay.TopicChat)},
+		// What the visitor typed is shown as typed: no masked link, no
+		// pill, no heading; the bot's answer keeps its Markdown.
+		{name: "user-markup", event: eventBody(t, chatBody(userMarkup, "Use **Settings → Security**, or [reset it here](https://example.com/reset).", 0.7, "conv-markup"), relay.TopicChat)},
 		{name: "lead", event: eventFile(t, "lead-submission.json", relay.TopicLead)},
+		{name: "lead-custom-fields", event: eventFile(t, "lead-custom-fields.json", relay.TopicLead)},
+		{name: "escalation-history", event: eventFile(t, "live-chat-escalation-history.json", relay.TopicEscalation)},
+		{name: "escalation-complaint", event: eventFile(t, "live-chat-escalation-complaint.json", relay.TopicEscalation),
+			cfg: func(c *discord.Config) { c.Mention = "<@&987654321098765432>" }},
+		// Bot mode: the thread a conversation opens is named after the
+		// visitor's words, else their name, never with mention syntax.
+		{name: "lead-opens-thread", bot: true, event: eventFile(t, "lead-custom-fields.json", relay.TopicLead)},
+		{name: "hostile-thread-name", bot: true, event: eventBody(t, chatBody(hostile+" <!channel> need help", "Happy to help.", 0.9, "conv-hostile"), relay.TopicChat)},
 		{name: "escalation", event: eventFile(t, "live-chat-escalation.json", relay.TopicEscalation)},
 		{name: "escalation-mention", event: eventFile(t, "live-chat-escalation.json", relay.TopicEscalation),
 			cfg: func(c *discord.Config) { c.Mention = "<@&987654321098765432>" }},
@@ -166,7 +182,7 @@ func TestGolden(t *testing.T) {
 				if tc.bot && r.Method == http.MethodGet {
 					continue // the channel's type
 				}
-				if r.Method != http.MethodPost || r.Status != http.StatusOK {
+				if r.Method != http.MethodPost || r.Status != http.StatusOK && r.Status != http.StatusCreated {
 					t.Fatalf("%s %s answered %d: %s", r.Method, r.Path, r.Status, r.Body)
 				}
 				if tc.bot {

@@ -499,14 +499,24 @@ func (s *Sink) threadPrefix() string {
 	return "Chat"
 }
 
-// threadName is prefix, then the user's question (or the topic), on one
-// line, within Discord's 100 characters.
+// threadName is prefix, then the visitor's words (their last question)
+// or, without any, their name, else what the event is; on one line,
+// stripped of mention syntax, within Discord's 100 characters.
 func threadName(prefix string, ev *relay.Event) string {
-	what := strings.TrimSpace(ev.Question())
+	what := plainName(ev.Question())
 	if what == "" {
-		what = ev.Topic
+		what = plainName(ev.LeadValue("name"))
 	}
-	what = strings.Join(strings.Fields(what), " ")
+	if what == "" {
+		switch ev.Topic {
+		case relay.TopicLead:
+			what = "New lead"
+		case relay.TopicEscalation:
+			what = "Live chat escalation"
+		default:
+			what = plainName(ev.Topic)
+		}
+	}
 	name := prefix
 	if what != "" {
 		name += " · " + what
