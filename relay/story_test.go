@@ -185,3 +185,18 @@ func TestScoreText(t *testing.T) {
 		}
 	}
 }
+
+func TestAlignTable(t *testing.T) {
+	t.Parallel()
+	got := relay.AlignTable([][]string{{"Item", "Window"}, {"Shoes", "30 days"}, {"配送", "2 日"}, {"🇨🇦 Sale", ""}})
+	want := []string{
+		"Item    | Window",
+		"--------+--------",
+		"Shoes   | 30 days",
+		"配送    | 2 日",
+		"🇨🇦 Sale |",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("AlignTable:\n got %q\nwant %q", got, want)
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"slices"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/yuin/goldmark"
 	"github.com/yuin/goldmark/ast"
@@ -181,42 +180,10 @@ func tableBlock(n *east.Table, src []byte) (edit, bool) {
 	if header := lineEnd(src, start); header < len(src) {
 		end = max(end, lineEnd(src, header+1))
 	}
-	widths := []int{}
-	for _, r := range rows {
-		for i, c := range r {
-			if i >= len(widths) {
-				widths = append(widths, 0)
-			}
-			widths[i] = max(widths[i], utf8.RuneCountInString(c))
-		}
-	}
 	var b strings.Builder
 	b.WriteString(fence + "\n")
-	line := func(cells []string) {
-		var l strings.Builder
-		for i, w := range widths {
-			c := ""
-			if i < len(cells) {
-				c = cells[i]
-			}
-			if i > 0 {
-				l.WriteString(" | ")
-			}
-			l.WriteString(c)
-			l.WriteString(strings.Repeat(" ", w-utf8.RuneCountInString(c)))
-		}
-		b.WriteString(strings.TrimRight(l.String(), " "))
-		b.WriteString("\n")
-	}
-	for i, r := range rows {
-		line(r)
-		if i == 0 {
-			var rule []string
-			for _, w := range widths {
-				rule = append(rule, strings.Repeat("-", max(w, 1)))
-			}
-			b.WriteString(strings.Join(rule, "-+-") + "\n")
-		}
+	for _, l := range relay.AlignTable(rows) {
+		b.WriteString(l + "\n")
 	}
 	b.WriteString(fence)
 	return edit{start: start, end: end, text: b.String()}, true

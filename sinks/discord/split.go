@@ -4,7 +4,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/rivo/uniseg"
+	"github.com/chatrelay/chatrelay/relay"
 )
 
 // A splitter cuts a long Markdown text into parts that each fit a limit.
@@ -102,7 +102,7 @@ func (sp *splitter) next(limit int) (p part) {
 // or a letter with its combining marks is never cut in two).
 func (sp *splitter) cut(avail int) int {
 	w, _ := prefix16(sp.rest, avail)
-	w = graphemeFloor(sp.rest, w)
+	w = relay.GraphemeFloor(sp.rest, w)
 	if w == 0 {
 		// One cluster longer than a part (hundreds of combining marks):
 		// cut it between runes, as the last resort.
@@ -280,26 +280,6 @@ func hardCut(win string) int {
 		return len(win)
 	}
 	return i
-}
-
-// graphemeFloor returns the largest grapheme cluster boundary of s that
-// is at most i (0 when the first cluster ends after i). It reads s up to
-// the cluster that holds i: linear in i.
-func graphemeFloor(s string, i int) int {
-	if i >= len(s) {
-		return len(s)
-	}
-	at, state := 0, -1
-	rest := s
-	for rest != "" {
-		var cluster string
-		cluster, rest, _, state = uniseg.FirstGraphemeClusterInString(rest, state)
-		if at+len(cluster) > i {
-			return at
-		}
-		at += len(cluster)
-	}
-	return at
 }
 
 // fenceState returns whether a text that starts inside a fenced block (or
