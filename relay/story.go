@@ -24,6 +24,8 @@ const (
 	NoLeadFields = "The lead carried no fields."
 	// NoConversation stands for an escalation that carried no message.
 	NoConversation = "The event carried no conversation."
+	// NoFields stands for an event that carried nothing to show.
+	NoFields = "The event carried no fields."
 )
 
 // Score thresholds: an answer scored at least ScoreGood is shown as

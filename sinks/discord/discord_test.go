@@ -567,10 +567,10 @@ func TestRootDeleted(t *testing.T) {
 				// where it starts the new thread, part 3 in it.
 				msgs := f.srv.Messages(f.channel)
 				th := f.srv.Threads(f.channel)
-				if len(th) != 1 || len(msgs) != 1 || th[0] != msgs[0].ID || !strings.HasSuffix(msgs[0].Embeds[len(msgs[0].Embeds)-1].Footer.Text, "part 2/3") {
+				if len(th) != 1 || len(msgs) != 1 || th[0] != msgs[0].ID || !strings.HasSuffix(msgs[0].Embeds[len(msgs[0].Embeds)-1].Footer.Text, "part 2 of 3") {
 					t.Fatalf("threads %v, channel %d messages: want part 2 in the channel with a new thread on it", th, len(msgs))
 				}
-				if got := f.srv.Messages(th[0]); len(got) != 1 || !strings.HasSuffix(got[0].Embeds[len(got[0].Embeds)-1].Footer.Text, "part 3/3") {
+				if got := f.srv.Messages(th[0]); len(got) != 1 || !strings.HasSuffix(got[0].Embeds[len(got[0].Embeds)-1].Footer.Text, "part 3 of 3") {
 					t.Fatalf("new thread holds %d messages, want part 3", len(got))
 				}
 				return
@@ -701,7 +701,7 @@ func TestRecordsOutliveTheSend(t *testing.T) {
 				for _, m := range f.srv.Messages(f.channel) {
 					footers = append(footers, m.Embeds[len(m.Embeds)-1].Footer.Text)
 				}
-				want := []string{"event " + first.ID + " · part 1/3", "event " + first.ID + " · part 2/3", "event " + first.ID + " · part 3/3", "event " + eventID(3)}
+				want := []string{"event " + first.ID + " · part 1 of 3", "event " + first.ID + " · part 2 of 3", "event " + first.ID + " · part 3 of 3", "event " + eventID(3)}
 				if !slices.Equal(footers, want) {
 					t.Errorf("posted %q, want each part once: %q", footers, want)
 				}
@@ -985,7 +985,7 @@ func TestPartsResume(t *testing.T) {
 		for _, m := range f.srv.Messages(f.channel) {
 			footers = append(footers, m.Embeds[len(m.Embeds)-1].Footer.Text)
 		}
-		want := []string{"event " + long.ID + " · part 1/3", "event " + long.ID + " · part 2/3", "event " + long.ID + " · part 3/3"}
+		want := []string{"event " + long.ID + " · part 1 of 3", "event " + long.ID + " · part 2 of 3", "event " + long.ID + " · part 3 of 3"}
 		if !slices.Equal(footers, want) {
 			t.Errorf("posted %q, want each part once: %q", footers, want)
 		}

@@ -213,7 +213,7 @@ func chatTurn(ev *relay.Event) turn {
 	if lead := leadLines(ev.Lead); lead != "" {
 		f.add("Lead", lead, false)
 	}
-	head := newHead("💬 Chat", scoreColor(ev))
+	head := newHead("💬 New chat message", scoreColor(ev))
 	head.Fields = f.list
 	return turn{head: head, text: f.withOverflow(b.String())}
 }
@@ -327,9 +327,9 @@ func genericTurn(ev *relay.Event) turn {
 	}
 	text := strings.Join(lines, "\n")
 	if text == "" {
-		text = "*(the event carried no fields)*"
+		text = "*" + relay.NoFields + "*"
 	}
-	return turn{head: newHead("📨 Event: "+topic, colorOther), text: text}
+	return turn{head: newHead("📨 Chat Data event: "+topic, colorOther), text: text}
 }
 
 // footer names the event, so that every message of a turn can be looked
@@ -339,7 +339,7 @@ func footer(id string, part, parts int) string {
 	if parts <= 1 {
 		return "event " + id
 	}
-	return fmt.Sprintf("event %s · part %d/%d", id, part, parts)
+	return fmt.Sprintf("event %s · part %d of %d", id, part, parts)
 }
 
 func timestamp(ev *relay.Event) string {

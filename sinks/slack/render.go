@@ -149,7 +149,7 @@ func (r *renderer) content(ev *relay.Event) content {
 			c.body = append(append(c.body, tok{kind: tPara, text: "\n\n"}), more...)
 		}
 	case relay.TopicLead:
-		c.title = ":bust_in_silhouette: New lead"
+		c.title = ":card_index: New lead"
 		c.fields, c.body = leadParts(ev.Lead)
 		if len(c.fields) == 0 && len(c.body) == 0 {
 			c.banner = "_" + relay.NoLeadFields + "_"
@@ -176,7 +176,7 @@ func (r *renderer) content(ev *relay.Event) content {
 		c.body = r.turn(ev)
 	}
 	if len(c.body) == 0 && len(c.fields) == 0 && c.banner == "" {
-		c.banner = "_The event carries no text._"
+		c.banner = "_" + relay.NoFields + "_"
 	}
 	return c
 }
@@ -446,7 +446,7 @@ func fieldLines(fields []relay.Field) []tok {
 // eventTitle is the header of an event of an unknown topic. The topic is
 // shown with letters, digits and a few marks only: it comes from outside.
 func eventTitle(topic string) string {
-	const prefix = ":inbox_tray: Chat Data event: "
+	const prefix = ":incoming_envelope: Chat Data event: "
 	t := strings.Map(func(r rune) rune {
 		switch {
 		case unicode.IsLetter(r), unicode.IsDigit(r), strings.ContainsRune("-_.:/ ", r):
