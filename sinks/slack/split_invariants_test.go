@@ -2,12 +2,16 @@ package slack
 
 import (
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strings"
 	"testing"
 	"unicode"
 
 	"github.com/rivo/uniseg"
+	slackapi "github.com/slack-go/slack"
+
+	"github.com/chatrelay/chatrelay/relay"
 )
 
 // essence is what a reader reads of mrkdwn: the text without white space,
@@ -124,4 +128,64 @@ func lastCluster(s string) string {
 		last, rest, _, state = uniseg.FirstGraphemeClusterInString(rest, state)
 	}
 	return last
+}
+
+// TestLayoutReadsAsOne: a turn over several messages shows its metadata
+// (the score, source and ids) exactly once, right under the first
+// message's header, never between parts of the text; one that fits a
+// message shows it once, after the text; every message names the event.
+func TestLayoutReadsAsOne(t *testing.T) {
+	t.Parallel()
+	r := &renderer{md: newMarkdown(), logger: slog.New(slog.DiscardHandler)}
+	para := "Standard delivery takes 5-7 business days; express takes 2-3. Customs duties are collected at the door. "
+	for _, tc := range []struct {
+		name     string
+		answer   string
+		messages int
+	}{
+		{"one message", "## Shipping\n\n" + strings.Repeat(para, 20), 1},
+		{"several messages", strings.Repeat("## Shipping\n\n"+strings.Repeat(para, 12)+"\n\n", 20), 3},
+		{"cut", strings.Repeat(para+"\n\n", 500), maxParts},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ev := &relay.Event{ID: "01900000-0000-7000-8000-00000000000a", Topic: relay.TopicChat, Source: "widget",
+				ConversationID: "c-1", Messages: []relay.Message{{Role: "user", Content: "Tell me everything."}},
+				Answer: &relay.Message{Role: "assistant", Content: tc.answer}}
+			msgs := r.render(ev)
+			if len(msgs) != tc.messages {
+				t.Fatalf("%d messages, want %d", len(msgs), tc.messages)
+			}
+			var seq []string // "meta", "text" in reading order
+			for i, m := range msgs {
+				named := false
+				for _, b := range m.blocks {
+					switch b := b.(type) {
+					case *slackapi.SectionBlock:
+						seq = append(seq, "text")
+					case *slackapi.ContextBlock:
+						for _, e := range b.ContextElements.Elements {
+							txt := e.(*slackapi.TextBlockObject).Text
+							named = named || strings.Contains(txt, "Event: "+ev.ID) || strings.Contains(txt, "event "+ev.ID)
+							if strings.HasPrefix(txt, "Source:") {
+								seq = append(seq, "meta")
+							}
+						}
+					}
+				}
+				if !named {
+					t.Errorf("message %d does not name the event", i)
+				}
+			}
+			n := strings.Count(strings.Join(seq, " "), "meta")
+			switch {
+			case n != 1:
+				t.Fatalf("metadata shows %d times: %v", n, seq)
+			case len(msgs) == 1 && seq[len(seq)-1] != "meta":
+				t.Errorf("one message: metadata not after the text: %v", seq)
+			case len(msgs) > 1 && seq[0] != "meta":
+				t.Errorf("several messages: metadata not before the text: %v", seq)
+			}
+		})
+	}
 }
