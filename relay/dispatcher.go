@@ -48,9 +48,19 @@ type DispatcherConfig struct {
 	Timeout      time.Duration // per send; default 10s
 	DrainTimeout time.Duration // how long in-flight sends may finish after shutdown begins; default 10s
 	Metrics      *Metrics
-	Logger       *slog.Logger
-	Clock        clockwork.Clock
-	Rand         func() float64 // jitter source; default math/rand/v2
+	// Stats, when set, gives the sink's pending count and oldest pending
+	// delivery for the outage log lines (the store).
+	Stats  StatsSource
+	Logger *slog.Logger
+	Clock  clockwork.Clock
+	Rand   func() float64 // jitter source; default math/rand/v2
+	// Accepting, shared with the receiver, holds a delivery until the
+	// receiver has logged its event's acceptance; nil: no wait.
+	Accepting *Accepting
+	// ReplayCommand is the command line that replays a dead letter when
+	// given its id, named in a parked delivery's log line; default
+	// "chatrelay dlq replay".
+	ReplayCommand string
 	// Scrub removes the configured secrets from every error text before
 	// it is stored (last_error, a dead letter's reason) or logged; nil
 	// scrubs nothing.
@@ -64,6 +74,7 @@ type Dispatcher struct {
 	cfg    DispatcherConfig
 	name   string
 	packer Packer // nil unless the sink packs several turns into one message
+	outage *outage
 
 	mu      sync.Mutex
 	lastErr string // last failure text, to log a retry at Warn only when it changes
@@ -103,7 +114,10 @@ func NewDispatcher(cfg DispatcherConfig) (*Dispatcher, error) {
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Float64
 	}
-	d := &Dispatcher{cfg: cfg, name: cfg.Sink.Name()}
+	if cfg.ReplayCommand == "" {
+		cfg.ReplayCommand = "chatrelay dlq replay"
+	}
+	d := &Dispatcher{cfg: cfg, name: cfg.Sink.Name(), outage: newOutage()}
 	if p, ok := cfg.Sink.(Packer); ok && p.MaxPack() > 1 && !cfg.NoPacking {
 		d.packer = p
 	}
@@ -139,6 +153,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	for range d.cfg.Concurrency {
 		g.Go(func() error { return d.work(ctx, hard) })
 	}
+	g.Go(func() error { return d.watch(ctx) })
 	return g.Wait()
 }
 
@@ -154,6 +169,7 @@ func (d *Dispatcher) work(ctx, hard context.Context) error {
 			}
 			return fmt.Errorf("sink %q: next delivery: %w", d.name, err)
 		}
+		d.cfg.Accepting.Wait(ctx, del.Event.ID)
 		tk, err := d.cfg.Pacer.Acquire(ctx)
 		if err == nil && ctx.Err() != nil {
 			// Shutting down: Next and Acquire still hand out what is due
@@ -232,6 +248,7 @@ func (d *Dispatcher) deliverPacked(soft, ctx context.Context, del *Delivery) {
 		if err != nil {
 			break
 		}
+		d.cfg.Accepting.Wait(ctx, more.Event.ID)
 		ev, err := Redact(more.Event, d.cfg.Redact)
 		if err != nil {
 			d.park(ctx, more, "could not redact the event: "+err.Error())
@@ -365,11 +382,10 @@ func (d *Dispatcher) send(soft, ctx context.Context, tk Ticket, post func(contex
 }
 
 func (d *Dispatcher) succeeded(ctx context.Context, dels []*Delivery, tk Ticket) {
-	if tk.Probe || d.cfg.Pacer.IsDown() {
-		d.up()
-	}
+	d.markUp(ctx) // the destination works (and the breaker's streak ends)
 	// Recorded even past the drain deadline: the send happened.
 	ctx = context.WithoutCancel(ctx)
+	acked := 0
 	for _, del := range dels {
 		if err := del.Ack(ctx); err != nil {
 			// Not recorded: the delivery will be sent again (at least once).
@@ -377,10 +393,12 @@ func (d *Dispatcher) succeeded(ctx context.Context, dels []*Delivery, tk Ticket)
 				"event_id", del.Event.ID, "conversation_id", del.Event.ConversationID, "err", err)
 			continue
 		}
+		acked++
 		d.cfg.Metrics.Deliveries.WithLabelValues(d.name, ResultDelivered).Inc()
 		d.cfg.Logger.Info("delivered", "event_id", del.Event.ID, "topic", del.Event.Topic,
 			"conversation_id", del.Event.ConversationID, "attempt", del.Attempts+1)
 	}
+	d.delivered(acked)
 	d.mu.Lock()
 	d.lastErr = ""
 	d.mu.Unlock()
@@ -403,23 +421,27 @@ func (d *Dispatcher) failed(ctx context.Context, dels []*Delivery, tk Ticket, er
 	reason := ReasonOf(err)
 	d.cfg.Metrics.DeliveryFailures.WithLabelValues(d.name, string(reason)).Inc()
 	now := d.cfg.Clock.Now()
+	d.noteError(now, err)
 	switch class {
 	case ClassPermanent:
-		if tk.Probe {
-			d.up() // the destination answered: it works, this event does not
-		}
+		// The destination answered: it works, this event does not.
+		d.answered(ctx, tk)
 		for _, del := range dels {
 			d.park(ctx, del, err.Error())
 		}
 	case ClassBroken:
-		d.down(now, err)
+		d.reachable()
+		delay := d.cfg.Retry.Max
+		if tk.Probe || d.downCause() != DownBroken {
+			// A send in flight when the sink went down leaves the probe
+			// alone: only a probe (or the first sign) sets the next one.
+			d.markDown(ctx, now, DownBroken, err, now.Add(delay))
+		}
 		for _, del := range dels {
-			d.retryLater(ctx, del, d.cfg.Retry.Max, err, ResultRetried)
+			d.retryLater(ctx, del, delay, err, ResultRetried)
 		}
 	case ClassRateLimited:
-		if tk.Probe {
-			d.up()
-		}
+		d.answered(ctx, tk)
 		d.cfg.Metrics.RateLimited.WithLabelValues(d.name).Inc()
 		if after <= 0 {
 			// "Retry-After: 0" (or a date in the past): no reason to
@@ -434,14 +456,27 @@ func (d *Dispatcher) failed(ctx context.Context, dels []*Delivery, tk Ticket, er
 			d.retryLater(ctx, del, after, err, ResultRateLimited)
 		}
 	default:
-		if tk.Probe {
+		unreachable := Unreachable(err)
+		var probeDelay time.Duration
+		switch {
+		case tk.Probe && (unreachable || d.downCause() == DownBroken):
 			// Still no sign of life: keep the sink down, probe again later.
-			d.cfg.Pacer.Down(now.Add(d.cfg.Retry.Max))
+			probeDelay = d.probeFailed(now)
+		case tk.Probe:
+			// The destination answered (a 5xx, say): it is reachable
+			// again, and this delivery backs off as any other.
+			d.answered(ctx, tk)
+		case unreachable:
+			if d.unreachable() {
+				d.markDown(ctx, now, DownUnreachable, err, now.Add(d.cfg.Retry.Backoff(1, d.cfg.Rand())))
+			}
+		default:
+			d.reachable()
 		}
 		for _, del := range dels {
 			delay := d.cfg.Retry.Backoff(del.Attempts+1, d.cfg.Rand())
-			if tk.Probe {
-				delay = d.cfg.Retry.Max
+			if probeDelay > 0 {
+				delay = probeDelay
 			}
 			d.retryLater(ctx, del, delay, err, ResultRetried)
 		}
@@ -484,24 +519,6 @@ func (d *Dispatcher) park(ctx context.Context, del *Delivery, reason string) {
 	}
 	d.cfg.Metrics.Deliveries.WithLabelValues(d.name, ResultDead).Inc()
 	d.cfg.Logger.Error("delivery parked in the dead letters", "event_id", del.Event.ID, "topic", del.Event.Topic,
-		"conversation_id", del.Event.ConversationID, "attempt", del.Attempts+1, "reason", reason)
-}
-
-func (d *Dispatcher) down(now time.Time, cause error) {
-	wasDown := d.cfg.Pacer.IsDown()
-	d.cfg.Pacer.Down(now.Add(d.cfg.Retry.Max))
-	d.cfg.Metrics.SinkUp.WithLabelValues(d.name).Set(0)
-	if !wasDown {
-		d.cfg.Logger.Error("sink marked down: its destination refuses our credentials or no longer exists; "+
-			"deliveries are held and retried every retry.max. Fix the sink's credentials or URL in the config and restart, "+
-			"or wait for the next probe", "reason", ReasonOf(cause), "err", cause, "probe_every", d.cfg.Retry.Max)
-	}
-}
-
-func (d *Dispatcher) up() {
-	if d.cfg.Pacer.IsDown() {
-		d.cfg.Logger.Info("sink is up again")
-	}
-	d.cfg.Pacer.Up()
-	d.cfg.Metrics.SinkUp.WithLabelValues(d.name).Set(1)
+		"conversation_id", del.Event.ConversationID, "attempt", del.Attempts+1, "reason", reason,
+		"replay", d.cfg.ReplayCommand+" "+DeadLetterID(del.Event.ID, d.name))
 }

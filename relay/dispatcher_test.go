@@ -90,6 +90,7 @@ type fixture struct {
 	metrics *relay.Metrics
 	logs    *relaytest.LogBuffer
 	pacer   *relay.Pacer
+	d       *relay.Dispatcher
 	cancel  context.CancelFunc
 	done    chan error
 }
@@ -109,13 +110,13 @@ func start(t *testing.T, dir string, sink relay.Sink, retry relay.RetryPolicy, c
 	d, err := relay.NewDispatcher(relay.DispatcherConfig{
 		Sink: sink, Queue: store.Queue(sink.Name()), Pacer: pacer, Retry: retry, Concurrency: concurrency,
 		Timeout: 5 * time.Second, DrainTimeout: 5 * time.Second, Metrics: m, Logger: logger, Clock: clock,
-		Rand: func() float64 { return 0.5 },
+		Rand: func() float64 { return 0.5 }, Stats: store,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &fixture{store: store, metrics: m, logs: logs, pacer: pacer, cancel: cancel, done: make(chan error, 1)}
+	f := &fixture{store: store, metrics: m, logs: logs, pacer: pacer, d: d, cancel: cancel, done: make(chan error, 1)}
 	go func() { f.done <- d.Run(ctx) }()
 	return f
 }

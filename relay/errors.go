@@ -2,6 +2,8 @@ package relay
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -130,6 +132,53 @@ func ReasonOf(err error) Reason {
 		return ReasonNetwork
 	}
 	return ReasonOther
+}
+
+// Unreachable reports whether err says the destination could not be reached
+// at all: the connection was refused or could not be made (host or network
+// unreachable), the name did not resolve, the TLS handshake failed, or no
+// answer came in time. Consecutive such failures mark a sink down (SPEC §9);
+// any answer from the destination, even an error status, is not one. This is
+// the one place that decides it.
+func Unreachable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var c *classified
+	if errors.As(err, &c) && (c.class == ClassPermanent || c.class == ClassBroken || c.class == ClassRateLimited) {
+		return false // the destination answered, and said what it thinks
+	}
+	var se *StatusError
+	if errors.As(err, &se) {
+		return false // an HTTP answer, even 408 or 5xx, came from the destination
+	}
+	if errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		return false // we gave up (shutdown), not the destination
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, http.ErrSchemeMismatch) {
+		return true // no answer in time; or https to a server without TLS
+	}
+	var (
+		dnsErr    *net.DNSError
+		opErr     *net.OpError
+		netErr    net.Error
+		verifyErr *tls.CertificateVerificationError
+		recordErr tls.RecordHeaderError
+		alertErr  tls.AlertError
+		authErr   x509.UnknownAuthorityError
+		hostErr   x509.HostnameError
+		certErr   x509.CertificateInvalidError
+	)
+	switch {
+	case errors.As(err, &dnsErr),
+		errors.As(err, &opErr) && opErr.Op == "dial",
+		errors.As(err, &verifyErr), errors.As(err, &recordErr), errors.As(err, &alertErr),
+		errors.As(err, &authErr), errors.As(err, &hostErr), errors.As(err, &certErr):
+		return true
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return true
+	}
+	return false
 }
 
 // maxErrorBody bounds how much of a response body enters an error.

@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -170,4 +174,90 @@ func FuzzRetryAfter(f *testing.F) {
 			t.Fatalf("ParseRetryAfter(%q) = %s but not ok", v, d)
 		}
 	})
+}
+
+// TestUnreachable: the errors that count towards marking a sink down are
+// those where nothing answered (refused, DNS, TLS, timeout); any answer of
+// the destination, even an error status or a cut response, is not one.
+func TestUnreachable(t *testing.T) {
+	t.Parallel()
+	closed := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		return "http://" + addr + "/in"
+	}()
+	tlsSrv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	tlsSrv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake is the point
+	tlsSrv.StartTLS()
+	defer tlsSrv.Close()
+	hang := make(chan struct{})
+	hangSrv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-hang:
+		}
+	}))
+	defer hangSrv.Close()
+	defer close(hang)
+	cut := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		conn, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("hijack: %v", err)
+			return
+		}
+		_, _ = buf.WriteString("HTTP/1.1 200 OK\r\nContent-Ty")
+		_ = buf.Flush()
+		_ = conn.Close()
+	}))
+	defer cut.Close()
+	plain := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer plain.Close()
+
+	post := func(url string, timeout time.Duration) error {
+		ctx, cancel := context.WithTimeout(t.Context(), timeout)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader("{}"))
+		resp, err := (&http.Client{}).Do(req)
+		if err != nil {
+			// As a sink reports it: URL redacted, wrapped, retryable.
+			return fmt.Errorf("webhook sink %q: post: %w", "x", relay.RedactURL(err))
+		}
+		relay.Drain(resp)
+		return nil
+	}
+	dnsErr := &url.Error{Op: "Post", URL: "[redacted]", Err: &net.OpError{Op: "dial", Net: "tcp",
+		Err: &net.DNSError{Err: "no such host", Name: "hooks.example.invalid", IsNotFound: true}}}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"connection refused", post(closed, 10*time.Second), true},
+		{"TLS: unknown authority", post(tlsSrv.URL, 10*time.Second), true},
+		{"TLS: not a TLS server", post(strings.Replace(plain.URL, "http:", "https:", 1), 10*time.Second), true},
+		{"no answer in time", post(hangSrv.URL, 100*time.Millisecond), true},
+		{"DNS", fmt.Errorf("slack sink %q: %w", "x", relay.Retryable(dnsErr, relay.ReasonNetwork)), true},
+		{"dispatcher's own timeout cause", fmt.Errorf("post: %w", fmt.Errorf("sink %q: no answer within 10s: %w", "x", context.DeadlineExceeded)), true},
+		{"cut mid-response", post(cut.URL, 10*time.Second), false},
+		{"HTTP 503", relay.Retryable(&relay.StatusError{Status: 503}, relay.ReasonServerError), false},
+		{"HTTP 408", relay.Retryable(&relay.StatusError{Status: 408}, relay.ReasonTimeout), false},
+		{"HTTP 410", relay.Broken(&relay.StatusError{Status: 410}, relay.ReasonGone), false},
+		{"rate limited", relay.RetryAfter(errors.New("429"), time.Second), false},
+		{"permanent", relay.Permanent(errors.New("invalid_blocks"), relay.ReasonClientError), false},
+		{"canceled (shutdown)", fmt.Errorf("post: %w", context.Canceled), false},
+		{"something else", errors.New("slack: ok:false internal_error"), false},
+		{"nil", nil, false},
+	} {
+		if tc.err == nil && tc.name != "nil" {
+			t.Errorf("%s: the request succeeded", tc.name)
+			continue
+		}
+		if got := relay.Unreachable(tc.err); got != tc.want {
+			t.Errorf("%s: Unreachable(%v) = %v, want %v", tc.name, tc.err, got, tc.want)
+		}
+	}
 }

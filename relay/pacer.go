@@ -84,6 +84,13 @@ func (p *Pacer) Held() bool {
 	return p.clock.Now().Before(p.holdUntil)
 }
 
+// HeldUntil returns the end of the current or last hold (HoldUntil).
+func (p *Pacer) HeldUntil() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.holdUntil
+}
+
 // IsDown reports whether the destination is marked broken.
 func (p *Pacer) IsDown() bool {
 	p.mu.Lock()

@@ -71,6 +71,9 @@ type ReceiverConfig struct {
 	Logger      *slog.Logger
 	Clock       clockwork.Clock
 	RetryAfter  time.Duration // what 503 answers tell the sender; default 5s
+	// Accepting, shared with the dispatchers, keeps an event's "accepted"
+	// line before its deliveries' lines; nil orders nothing.
+	Accepting *Accepting
 }
 
 // Receiver is the inbound side: POST /webhook, GET /healthz, GET /readyz.
@@ -248,6 +251,8 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request) {
 	ev.ID, ev.Topic, ev.ReceivedAt = id.String(), topic, now
 	sinks := r.cfg.Router.Route(ev)
 
+	logged := r.cfg.Accepting.Begin(ev.ID)
+	defer logged()
 	acc, err := r.cfg.Store.Append(req.Context(), ev, sinks)
 	if err != nil {
 		m.EventsReceived.WithLabelValues(TopicLabel(topic), ReceiveUnavailable).Inc()
@@ -272,6 +277,7 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request) {
 		r.cfg.Logger.Info("accepted event", "event_id", acc.ID, "topic", topic,
 			"conversation_id", ev.ConversationID, "sinks", strings.Join(sinks, ","))
 	}
+	logged()
 	writeJSON(w, http.StatusOK, answer{Status: "accepted", ID: acc.ID})
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -41,8 +42,10 @@ type Config struct {
 	// Source says where the config came from: a file path, or "" for the
 	// embedded defaults.
 	Source string `mapstructure:"-"`
-	// unsetEnv lists ${NAME} references whose variable was not set.
-	unsetEnv []string
+	// loadProblems are what LoadConfig found wrong (an unset ${NAME}, an
+	// unknown key, a value of the wrong type, an unreadable *_file);
+	// Validate reports them with its own.
+	loadProblems []error
 }
 
 // AdminConfig is the admin listener.
@@ -218,13 +221,42 @@ func setDefaults(v *viper.Viper) {
 	setTLSDefaults(v)
 }
 
-// DefaultConfigFile is read when --config is not given and it exists.
+// DefaultConfigFile is read when --config is not given and it exists;
+// else DefaultConfigFiles' other names, in order.
 const DefaultConfigFile = "chatrelay.yaml"
+
+// DefaultConfigFiles are the names looked for without --config.
+var DefaultConfigFiles = []string{DefaultConfigFile, "chatrelay.yml"}
+
+// defaultConfigPath returns the first of DefaultConfigFiles that exists
+// (DefaultConfigFile when none does, which then means embedded defaults).
+func defaultConfigPath() string {
+	for _, name := range DefaultConfigFiles {
+		if _, err := os.Stat(name); err == nil {
+			return name
+		}
+	}
+	return DefaultConfigFile
+}
 
 // LoadConfig reads the config: the file (or, with none, the embedded
 // defaults), ${ENV} expansion, CHATRELAY_* overrides, *_file secrets. It
-// does not validate; call Validate.
+// fails only when the file cannot be read or is not YAML; every other
+// problem is kept for Validate, which reports them all together.
 func LoadConfig(path string, explicit bool, getenv func(string) string) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		return parseConfig(path, raw, getenv, os.ReadFile)
+	case errors.Is(err, os.ErrNotExist) && !explicit:
+		return parseConfig("", nil, getenv, os.ReadFile) // embedded defaults
+	}
+	return nil, fmt.Errorf("--config %s: %w", path, err)
+}
+
+// parseConfig is LoadConfig on the file's bytes (source "" and no bytes:
+// the embedded defaults); readFile reads the *_file secrets.
+func parseConfig(source string, raw []byte, getenv func(string) string, readFile func(string) ([]byte, error)) (*Config, error) {
 	v := viper.New()
 	setDefaults(v)
 	v.SetConfigType("yaml")
@@ -232,65 +264,173 @@ func LoadConfig(path string, explicit bool, getenv func(string) string) (*Config
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
 
-	cfg := &Config{}
-	raw, err := os.ReadFile(path)
-	switch {
-	case err == nil:
-		cfg.Source = path
-		expanded, unset, err := expandEnv(raw, getenv)
+	cfg := &Config{Source: source}
+	var problems []error
+	if source != "" {
+		expanded, envProblems, err := expandEnv(raw, getenv)
 		if err != nil {
-			return nil, fmt.Errorf("%s: not valid YAML: %w", path, err)
+			return nil, fmt.Errorf("%s: not valid YAML: %w", source, err)
 		}
-		cfg.unsetEnv = unset
+		problems = append(problems, envProblems...)
 		var tree map[string]any
 		if err := yaml.Unmarshal(expanded, &tree); err != nil {
-			return nil, fmt.Errorf("%s: not valid YAML: %w", path, err)
+			return nil, fmt.Errorf("%s: not valid YAML: %w", source, err)
 		}
-		if problems := unknownKeys(tree); len(problems) > 0 {
-			return nil, fmt.Errorf("%s: %w", path, errors.Join(problems...))
-		}
+		// Unknown keys are found here, against the Config type, so that
+		// every one is named with a suggestion; the decoder below then
+		// ignores them (viper's UnmarshalExact would stop at the first
+		// problem of any kind).
+		problems = append(problems, unknownKeys(tree)...)
 		if err := v.ReadConfig(bytes.NewReader(expanded)); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, fmt.Errorf("%s: %w", source, err)
 		}
-	case errors.Is(err, os.ErrNotExist) && !explicit:
-		// Embedded defaults.
-	default:
-		return nil, fmt.Errorf("--config %s: %w", path, err)
 	}
-
 	hook := mapstructure.ComposeDecodeHookFunc(
-		bareNumberDuration,
+		durationHook,
 		mapstructure.TextUnmarshallerHookFunc(),
-		mapstructure.StringToTimeDurationHookFunc(),
 		mapstructure.StringToSliceHookFunc(","),
 	)
-	if err := v.UnmarshalExact(cfg, viper.DecodeHook(hook)); err != nil {
-		note := ""
-		if len(cfg.unsetEnv) > 0 {
-			note = "; note: the config names environment variables that are not set: " + strings.Join(cfg.unsetEnv, ", ")
-		}
-		return nil, fmt.Errorf("%s: %s; durations look like 500ms, 1s, 5m or 24h, sizes like 1MiB%s",
-			cfg.sourceName(), strings.Join(strings.Fields(err.Error()), " "), note)
+	if err := v.Unmarshal(cfg, viper.DecodeHook(hook)); err != nil {
+		problems = append(problems, decodeProblems(err)...)
 	}
-	if err := cfg.readSecretFiles(); err != nil {
-		return nil, err
-	}
+	problems = append(problems, cfg.readSecretFiles(readFile)...)
+	cfg.loadProblems = problems
 	return cfg, nil
 }
 
-// bareNumberDuration refuses a number where a duration goes: "timeout: 10"
-// would otherwise mean ten nanoseconds.
-func bareNumberDuration(from, to reflect.Type, data any) (any, error) {
+// durationHook reads a duration, naming the value and the way to write it
+// when it is not one. A bare number is refused: "timeout: 10" would
+// otherwise mean ten nanoseconds.
+func durationHook(from, to reflect.Type, data any) (any, error) {
 	if to != reflect.TypeFor[time.Duration]() {
 		return data, nil
 	}
 	switch from.Kind() {
+	case reflect.String:
+		text := data.(string)
+		d, err := time.ParseDuration(strings.TrimSpace(text))
+		if err != nil {
+			return nil, errors.New(durationProblem(text))
+		}
+		return d, nil
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
-		return nil, fmt.Errorf("%v is a bare number, not a duration; write it with a unit, like %vs", data, data)
+		return nil, fmt.Errorf("%v is a bare number, not a duration; write %vs", data, data)
 	}
 	return data, nil
 }
+
+// durationUnits maps the unit words people write to Go's.
+var durationUnits = map[string]struct {
+	unit string
+	mult float64
+}{
+	"ns": {"ns", 1}, "nanosecond": {"ns", 1}, "nanoseconds": {"ns", 1},
+	"us": {"us", 1}, "µs": {"us", 1}, "microsecond": {"us", 1}, "microseconds": {"us", 1},
+	"ms": {"ms", 1}, "msec": {"ms", 1}, "msecs": {"ms", 1}, "milli": {"ms", 1}, "millis": {"ms", 1},
+	"millisecond": {"ms", 1}, "milliseconds": {"ms", 1},
+	"s": {"s", 1}, "sec": {"s", 1}, "secs": {"s", 1}, "second": {"s", 1}, "seconds": {"s", 1},
+	"m": {"m", 1}, "min": {"m", 1}, "mins": {"m", 1}, "minute": {"m", 1}, "minutes": {"m", 1},
+	"h": {"h", 1}, "hr": {"h", 1}, "hrs": {"h", 1}, "hour": {"h", 1}, "hours": {"h", 1},
+	"d": {"h", 24}, "day": {"h", 24}, "days": {"h", 24},
+	"w": {"h", 168}, "wk": {"h", 168}, "week": {"h", 168}, "weeks": {"h", 168},
+}
+
+var durationTerm = regexp.MustCompile(`^([0-9]+(?:\.[0-9]+)?)\s*([a-zµ]*)$`)
+
+// durationProblem says that text is not a duration and how to write what
+// it most likely means: "5mins" → write 5m, "2 days" → write 48h.
+func durationProblem(text string) string {
+	msg := fmt.Sprintf("%q is not a duration; ", text)
+	t := strings.ToLower(strings.TrimSpace(text))
+	if d, err := time.ParseDuration(strings.Join(strings.Fields(t), "")); err == nil && t != "" {
+		return msg + "write " + d.String() // "1h 30m", "5M"
+	}
+	if m := durationTerm.FindStringSubmatch(t); m != nil {
+		n, _ := strconv.ParseFloat(m[1], 64)
+		if u, ok := durationUnits[m[2]]; ok || m[2] == "" {
+			if m[2] == "" {
+				u.unit, u.mult = "s", 1
+			}
+			return msg + "write " + strconv.FormatFloat(n*u.mult, 'f', -1, 64) + u.unit
+		}
+	}
+	return msg + "write it with a unit, like 500ms, 30s, 5m or 24h"
+}
+
+// decodeProblems turns the decoder's errors into one problem per key. A
+// value is echoed only where it cannot be a secret (a number or a word
+// that failed to parse).
+func decodeProblems(err error) []error {
+	var out []error
+	var walk func(error)
+	walk = func(e error) {
+		if joined, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, x := range joined.Unwrap() {
+				walk(x)
+			}
+			return
+		}
+		de, ok := e.(*mapstructure.DecodeError)
+		if !ok {
+			if inner := errors.Unwrap(e); inner != nil {
+				walk(inner) // "decoding failed due to the following error(s): %w"
+				return
+			}
+			out = append(out, problem{key: "config", msg: e.Error()})
+			return
+		}
+		inner := de.Unwrap()
+		if joined, ok := inner.(interface{ Unwrap() []error }); ok {
+			walk(joined.(error))
+			return
+		}
+		var ute *mapstructure.UnconvertibleTypeError
+		var pe *mapstructure.ParseError
+		msg := inner.Error()
+		switch {
+		case errors.As(inner, &ute):
+			msg = fmt.Sprintf("%s where %s goes", kindOf(reflect.TypeOf(ute.Value)), kindOf(ute.Expected.Type()))
+		case errors.As(inner, &pe):
+			v, _ := relay.Truncate(fmt.Sprint(pe.Value), 40)
+			msg = fmt.Sprintf("%q is not %s", v, kindOf(pe.Expected.Type()))
+		}
+		out = append(out, problem{key: de.Name(), msg: msg})
+	}
+	walk(err)
+	return out
+}
+
+// kindOf names a type as a config's reader knows it.
+func kindOf(t reflect.Type) string {
+	if t == nil {
+		return "nothing"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "text"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.Map, reflect.Struct:
+		return "a mapping of keys"
+	case reflect.Pointer:
+		return kindOf(t.Elem())
+	}
+	return t.String()
+}
+
+// problem is one thing wrong with the config, under its key
+// ("sinks[1].url").
+type problem struct{ key, msg string }
+
+func (p problem) Error() string { return p.key + ": " + p.msg }
 
 func (c *Config) sourceName() string {
 	if c.Source == "" {
@@ -302,7 +442,10 @@ func (c *Config) sourceName() string {
 // Embedded reports whether chatrelay runs on its embedded defaults.
 func (c *Config) Embedded() bool { return c.Source == "" }
 
-var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+// envRef is a reference to an environment variable: ${NAME}, or
+// ${NAME:-default} (the default, possibly empty, when NAME is unset or
+// empty).
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}`)
 
 // envSlot stands in for one ${NAME} reference while the file is parsed:
 // letters and digits only, so it is a valid plain scalar anywhere a
@@ -310,19 +453,30 @@ var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 var envSlot = regexp.MustCompile(`zzchatrelayenv([0-9]+)zz`)
 
 // expandEnv replaces ${NAME} in the file's values with the environment
-// variable's value and reports the names that are not set. The value goes
-// into the parsed document, not the text: a value holding "#", ": ",
-// quotes or a newline stays one string, whatever the YAML around the
-// reference. Only the braced form is expanded, so a "$" inside a secret
-// stays as written.
-func expandEnv(raw []byte, getenv func(string) string) ([]byte, []string, error) {
+// variable's value. A ${NAME} whose variable is unset (or empty) is a
+// problem naming the key and the variable: a secret left out must not
+// silently become "no secret" (an unsigned webhook). ${NAME:-} allows it
+// empty, ${NAME:-default} gives a default. The value goes into the parsed
+// document, not the text: a value holding "#", ": ", quotes or a newline
+// stays one string, whatever the YAML around the reference. Only the
+// braced form is expanded, so a "$" inside a secret stays as written.
+func expandEnv(raw []byte, getenv func(string) string) ([]byte, []error, error) {
 	if !envRef.Match(raw) {
 		return raw, nil, nil
 	}
-	var names, unset []string
+	type ref struct {
+		name, def string
+		hasDef    bool
+	}
+	var refs []ref
 	slotted := envRef.ReplaceAllFunc(raw, func(m []byte) []byte {
-		names = append(names, string(m[2:len(m)-1]))
-		return fmt.Appendf(nil, "zzchatrelayenv%dzz", len(names)-1)
+		sub := envRef.FindSubmatch(m)
+		r := ref{name: string(sub[1])}
+		if len(sub[2]) > 0 {
+			r.def, r.hasDef = string(sub[2][2:]), true
+		}
+		refs = append(refs, r)
+		return fmt.Appendf(nil, "zzchatrelayenv%dzz", len(refs)-1)
 	})
 	var doc yaml.Node
 	if err := yaml.Unmarshal(slotted, &doc); err != nil {
@@ -331,10 +485,31 @@ func expandEnv(raw []byte, getenv func(string) string) ([]byte, []string, error)
 	if doc.Kind == 0 {
 		return raw, nil, nil // references only in comments
 	}
-	var walk func(*yaml.Node)
-	walk = func(n *yaml.Node) {
-		for _, c := range n.Content {
-			walk(c)
+	var problems []error
+	var walk func(n *yaml.Node, key string)
+	walk = func(n *yaml.Node, key string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, key)
+			}
+			return
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k := keyName(n.Content[i].Value)
+				if key != "" {
+					k = key + "." + k
+				}
+				walk(n.Content[i], key)
+				walk(n.Content[i+1], k)
+			}
+			return
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				walk(c, fmt.Sprintf("%s[%d]", key, i))
+			}
+			return
+		case yaml.AliasNode, yaml.ScalarNode:
 		}
 		if n.Kind != yaml.ScalarNode || !envSlot.MatchString(n.Value) {
 			return
@@ -342,14 +517,25 @@ func expandEnv(raw []byte, getenv func(string) string) ([]byte, []string, error)
 		whole := n.Style == 0 && envSlot.FindString(n.Value) == n.Value
 		n.Value = envSlot.ReplaceAllStringFunc(n.Value, func(m string) string {
 			i, _ := strconv.Atoi(envSlot.FindStringSubmatch(m)[1])
-			val := getenv(names[i])
-			if val == "" && !slices.Contains(unset, names[i]) {
-				unset = append(unset, names[i])
+			r := refs[i]
+			val := getenv(r.name)
+			switch {
+			case val != "":
+			case r.hasDef:
+				val = r.def
+			default:
+				where := key
+				if where == "" {
+					where = "config"
+				}
+				problems = append(problems, problem{key: where, msg: fmt.Sprintf(
+					"${%s} is not set; set the environment variable %s, or write ${%s:-} to leave it empty on purpose",
+					r.name, r.name, r.name)})
 			}
 			return val
 		})
 		if whole && n.Value == "" {
-			// "key: ${UNSET}" is a key without a value, as if the line
+			// "key: ${NAME:-}" is a key without a value, as if the line
 			// said "key:": its default applies.
 			n.Tag, n.Style, n.Value = "!!null", 0, "null"
 			return
@@ -358,25 +544,25 @@ func expandEnv(raw []byte, getenv func(string) string) ([]byte, []string, error)
 		// boolean in it is read as from any quoted value.
 		n.Tag, n.Style = "!!str", yaml.DoubleQuotedStyle
 	}
-	walk(&doc)
+	walk(&doc, "")
 	out, err := yaml.Marshal(&doc)
-	return out, unset, err
+	return out, problems, err
 }
 
 // readSecretFiles resolves the *_file variants of secret keys.
-func (c *Config) readSecretFiles() error {
+func (c *Config) readSecretFiles(readFile func(string) ([]byte, error)) []error {
 	var errs []error
 	read := func(key, path string, dst *string) {
 		if path == "" {
 			return
 		}
 		if *dst != "" {
-			errs = append(errs, fmt.Errorf("%s: set together with %s; keep only one", key, strings.TrimSuffix(key, "_file")))
+			errs = append(errs, problem{key: key, msg: "set together with " + strings.TrimSuffix(key, "_file") + "; keep only one"})
 			return
 		}
-		b, err := os.ReadFile(path)
+		b, err := readFile(path)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w; point it at a readable file holding the secret", key, err))
+			errs = append(errs, problem{key: key, msg: err.Error() + "; point it at a readable file holding the secret"})
 			return
 		}
 		*dst = strings.TrimSpace(string(b))
@@ -384,9 +570,9 @@ func (c *Config) readSecretFiles() error {
 	read("admin.token_file", c.Admin.TokenFile, &c.Admin.Token)
 	read("store.nats.token_file", c.Store.NATS.TokenFile, &c.Store.NATS.Token)
 	if c.SigningSecretsFile != "" {
-		b, err := os.ReadFile(c.SigningSecretsFile)
+		b, err := readFile(c.SigningSecretsFile)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("signing_secrets_file: %w; point it at a file with one secret per line", err))
+			errs = append(errs, problem{key: "signing_secrets_file", msg: err.Error() + "; point it at a file with one secret per line"})
 		} else {
 			for _, line := range strings.Split(string(b), "\n") {
 				if s := strings.TrimSpace(line); s != "" && !strings.HasPrefix(s, "#") {
@@ -402,7 +588,7 @@ func (c *Config) readSecretFiles() error {
 		read(p+"token_file", s.TokenFile, &s.Token)
 		read(p+"secret_file", s.SecretFile, &s.Secret)
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // Secrets returns every secret value in the config, for the scrubber that
@@ -440,7 +626,7 @@ const minAdminToken = 16
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+		errs = append(errs, problem{key: key, msg: fmt.Sprintf(format, args...)})
 	}
 	if err := checkHostPort(c.Listen); err != nil {
 		bad("listen", "%v; set it to an address like 127.0.0.1:8080", err)
@@ -535,11 +721,78 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.validateRoutes(names)...)
 	errs = append(errs, c.TLS.validate()...)
-	if len(errs) > 0 && len(c.unsetEnv) > 0 {
-		errs = append(errs, fmt.Errorf("note: the config names environment variables that are not set: %s",
-			strings.Join(c.unsetEnv, ", ")))
+	return joinProblems(append(slices.Clone(c.loadProblems), errs...))
+}
+
+// joinProblems joins problems one per line, in key order, keeping the
+// first of several about the same key: a key that could not be loaded (an
+// unset ${NAME}, a value of the wrong type) is not also reported as
+// missing or out of range.
+func joinProblems(problems []error) error {
+	seen := map[string]bool{}
+	var out []error
+	for _, p := range problems {
+		k := keyOf(p)
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		out = append(out, p)
 	}
-	return errors.Join(errs...)
+	slices.SortStableFunc(out, func(a, b error) int { return compareKeys(keyOf(a), keyOf(b)) })
+	return errors.Join(out...)
+}
+
+// keyOf is the key a problem is about: what comes before its first ": ".
+func keyOf(err error) string {
+	var p problem
+	if errors.As(err, &p) {
+		return p.key
+	}
+	k, _, _ := strings.Cut(err.Error(), ": ")
+	return k
+}
+
+// compareKeys orders keys as they read, with indexes as numbers
+// (sinks[2] before sinks[10]).
+func compareKeys(a, b string) int {
+	for a != "" && b != "" {
+		ia, ib := strings.IndexAny(a, "0123456789"), strings.IndexAny(b, "0123456789")
+		if ia < 0 || ib < 0 || a[:ia] != b[:ib] {
+			return strings.Compare(a, b)
+		}
+		a, b = a[ia:], b[ib:]
+		ea, eb := len(a)-len(strings.TrimLeft(a, "0123456789")), len(b)-len(strings.TrimLeft(b, "0123456789"))
+		na, _ := strconv.Atoi(a[:ea])
+		nb, _ := strconv.Atoi(b[:eb])
+		if na != nb {
+			return na - nb
+		}
+		a, b = a[ea:], b[eb:]
+	}
+	return strings.Compare(a, b)
+}
+
+// Check is Validate plus each sink's own checks (what its constructor
+// refuses), all reported together, one line per key.
+func (c *Config) Check() error {
+	err := c.Validate()
+	var problems []error
+	if err != nil {
+		problems = err.(interface{ Unwrap() []error }).Unwrap()
+	}
+	for i, sc := range defaultSinks(c) {
+		switch sc.Type {
+		case TypeSlack, TypeDiscord, TypeWebhook, TypeConsole:
+		default:
+			continue // Validate named the type
+		}
+		_, _, err := newSink(sc, relay.SinkDeps{KV: relay.NewMemKV()}.WithDefaults(), io.Discard)
+		if err != nil {
+			problems = append(problems, sinkProblems(i, err)...)
+		}
+	}
+	return joinProblems(problems)
 }
 
 var sinkName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`)
@@ -548,7 +801,7 @@ func (s SinkConfig) validate(i int, names map[string]int) []error {
 	var errs []error
 	key := func(k string) string { return fmt.Sprintf("sinks[%d].%s", i, k) }
 	bad := func(k, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", key(k), fmt.Sprintf(format, args...)))
+		errs = append(errs, problem{key: key(k), msg: fmt.Sprintf(format, args...)})
 	}
 	switch {
 	case s.Name == "":
@@ -810,9 +1063,9 @@ func walkKeys(node any, t reflect.Type, path string, errs *[]error) {
 		}
 		for k, v := range m {
 			ft, ok := fields[k]
-			key := k
+			key := keyName(k)
 			if path != "" {
-				key = path + "." + k
+				key = path + "." + key
 			}
 			if !ok {
 				*errs = append(*errs, fmt.Errorf("%s: unknown key%s; see config.example.yaml for every key", key, suggest(k, fields)))
@@ -829,6 +1082,18 @@ func walkKeys(node any, t reflect.Type, path string, errs *[]error) {
 			walkKeys(it, t.Elem(), fmt.Sprintf("%s[%d]", path, i), errs)
 		}
 	}
+}
+
+// keyName is a key as written in a message: quoted when it holds anything
+// but letters, digits, "_" and "-" (a newline, ": "), so that every problem
+// stays one line that starts with its key.
+func keyName(k string) string {
+	if k != "" && strings.IndexFunc(k, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-')
+	}) < 0 {
+		return k
+	}
+	return strconv.Quote(k)
 }
 
 func suggest(k string, fields map[string]reflect.Type) string {

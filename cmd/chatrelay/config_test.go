@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -90,12 +92,12 @@ func TestValidateNamesKeyAndFix(t *testing.T) {
 		{"missing credentials", "signing_secrets: [abcdef1]\nsinks:\n  - name: s\n    type: slack\n", []string{"sinks[0].webhook_url: missing", "token + channel"}},
 		{"discord key on slack", "signing_secrets: [abcdef1]\nsinks:\n  - name: s\n    type: slack\n    token: xoxb-1\n    channel_id: C1\n",
 			[]string{"sinks[0].channel_id: not a key of slack sinks; did you mean channel?", "sinks[0].channel: missing"}},
-		{"bad duration", minimal + "retry:\n  initial: 5 minutes\n", []string{"retry.initial", "durations look like"}},
+		{"bad duration", minimal + "retry:\n  initial: 5 minutes\n", []string{`retry.initial: "5 minutes" is not a duration; write 5m`}},
 		{"bare number duration", minimal + "shutdown_timeout: 15\n", []string{"shutdown_timeout", "bare number, not a duration"}},
 		{"retry order", minimal + "retry:\n  initial: 1m\n  max: 10s\n", []string{"retry.max: 10s is below retry.initial 1m0s"}},
 		{"no secrets", "sinks:\n  - {name: c, type: console}\n", []string{"signing_secrets: none set"}},
 		{"unset env var named", "signing_secrets: [\"${NOPE_SECRET}\"]\nsinks:\n  - {name: c, type: console}\n",
-			[]string{"signing_secrets[0]: empty", "NOPE_SECRET"}},
+			[]string{"signing_secrets[0]: ${NOPE_SECRET} is not set"}},
 		{"admin token needed off loopback", minimal + "admin:\n  listen: 0.0.0.0:9090\n", []string{"admin.token: required because admin.listen"}},
 		{"duplicate sink", minimal + "  - name: hook\n    type: console\n", []string{`sinks[1].name: "hook" is already the name of sinks[0]`}},
 		{"unknown sink type", minimal + "  - name: x\n    type: teams\n", []string{`sinks[1].type: "teams" is not a sink type`}},
@@ -190,15 +192,19 @@ sinks:
 	if !slices.Equal(cfg.SigningSecrets, []string{awkward, "plain-secret"}) {
 		t.Errorf("signing_secrets = %q", cfg.SigningSecrets)
 	}
-	// An unset variable standing alone leaves its key to the default, as
-	// "key:" would; quoted, it is an empty string.
+	// ${NAME:-} of an unset variable standing alone leaves its key to the
+	// default, as "key:" would; quoted, it is an empty string.
 	unset, err := LoadConfig(writeConfig(t, `
-retry: {max: ${RETRY_MAX}}
+signing_secrets: [abcdef-123]
+retry: {max: ${RETRY_MAX:-}}
 sinks:
-  - {name: team, type: slack, webhook_url: "https://hooks.slack.com/services/T0/B0/x", pack: ${PACK}, mention: "${MENTION}"}
+  - {name: team, type: slack, webhook_url: "https://hooks.slack.com/services/T0/B0/x", pack: ${PACK:-}, mention: "${MENTION:-}"}
 `), true, env(nil))
+	if err == nil {
+		err = unset.Validate()
+	}
 	if err != nil {
-		t.Fatalf("unset variables: %v", err)
+		t.Fatalf("unset variables allowed empty: %v", err)
 	}
 	if unset.Retry.Max != 5*time.Minute || unset.Sinks[0].Pack != nil || unset.Sinks[0].Mention != "" {
 		t.Errorf("unset: retry.max %s, pack %v, mention %q; want the defaults", unset.Retry.Max, unset.Sinks[0].Pack, unset.Sinks[0].Mention)
@@ -390,5 +396,135 @@ func TestValidateAdminTokenLength(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestUnsetVariableIsAnError (issue 11, finding 4): "secret: ${CRM_SECRET}"
+// with the variable unset passed check-config, and the webhook sink then
+// posted unsigned. It is an error naming the key and the variable;
+// ${NAME:-} opts in to empty and ${NAME:-text} gives a default.
+func TestUnsetVariableIsAnError(t *testing.T) {
+	t.Parallel()
+	const base = "signing_secrets: [abc-secret-123]\nsinks:\n  - {name: crm, type: webhook, url: \"https://example.com/in\", secret: %s}\n"
+	for _, tc := range []struct {
+		value  string
+		env    map[string]string
+		secret string // what the sink gets; "" with want: an error
+		want   string
+	}{
+		{"${CRM_SECRET}", nil, "", "sinks[0].secret: ${CRM_SECRET} is not set; set the environment variable CRM_SECRET, or write ${CRM_SECRET:-}"},
+		{`"${CRM_SECRET}"`, map[string]string{"CRM_SECRET": ""}, "", "sinks[0].secret: ${CRM_SECRET} is not set"},
+		{"${CRM_SECRET}", map[string]string{"CRM_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", ""},
+		{"${CRM_SECRET:-}", nil, "", ""},
+		{"${CRM_SECRET:-whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw}", nil, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", ""},
+	} {
+		cfgPath := writeConfig(t, fmt.Sprintf(base, tc.value))
+		var out, errOut bytes.Buffer
+		code := run(t.Context(), []string{"check-config", "--config", cfgPath}, nil, &out, &errOut, env(tc.env))
+		if tc.want != "" {
+			if code != 2 || !strings.Contains(errOut.String(), tc.want) {
+				t.Errorf("secret: %s, env %v: exit %d, %q; want exit 2 saying %q", tc.value, tc.env, code, errOut.String(), tc.want)
+			}
+			continue
+		}
+		cfg, err := LoadConfig(cfgPath, true, env(tc.env))
+		if err == nil {
+			err = cfg.Check()
+		}
+		if code != 0 || err != nil || cfg.Sinks[0].Secret != tc.secret {
+			t.Errorf("secret: %s, env %v: exit %d %q, %v, secret %q; want %q", tc.value, tc.env, code, errOut.String(), err, cfg.Sinks[0].Secret, tc.secret)
+		}
+	}
+}
+
+// TestEveryProblemInOneRun: decoding, validation and each sink's own
+// checks are reported together, one line per key, in key order, each
+// "key: what is wrong; the fix".
+func TestEveryProblemInOneRun(t *testing.T) {
+	t.Parallel()
+	cfgPath := writeConfig(t, `
+signing_secrets: [abc-secret-123]
+listn: 127.0.0.1:8080
+retry: {max: 5mins}
+sinks:
+  - {name: crm, type: webhook, url: "https://example.com/in", secret: "${CRM_SECRET}", concurrency: many}
+  - {name: team, type: slack, token: xoxb-1-2, channel: general}
+  - {name: review, type: discord, webhook_url: "https://discord.com/api/webhooks/1/abc", thread_name: "{{.ConversationID}}"}
+  - {name: ops, type: webhook, url: "ftp://example.com/x", timeout: 10}
+`)
+	var out, errOut bytes.Buffer
+	code := run(t.Context(), []string{"check-config", "--config", cfgPath}, nil, &out, &errOut, env(nil))
+	want := []string{
+		`listn: unknown key (did you mean "listen"?)`,
+		`retry.max: "5mins" is not a duration; write 5m`,
+		`sinks[0].concurrency: "many" is not a whole number`,
+		`sinks[0].secret: ${CRM_SECRET} is not set`,
+		`sinks[1].channel: "general" is not a channel ID`,  // slack's own check
+		`sinks[2].thread_name: plain text, not a template`, // discord's own check
+		`sinks[3].timeout: 10 is a bare number, not a duration; write 10s`,
+		`sinks[3].url: scheme "ftp" is not http or https`,
+	}
+	if code != 2 {
+		t.Fatalf("exit %d, want 2:\n%s", code, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(errOut.String()), "\n")
+	if len(lines) != len(want)+1 { // + "chatrelay: <file> is not valid:"
+		t.Errorf("%d lines, want %d:\n%s", len(lines), len(want)+1, errOut.String())
+	}
+	for i, w := range want {
+		if i+1 >= len(lines) || !strings.HasPrefix(lines[i+1], w) {
+			t.Errorf("line %d: want %q first, got:\n%s", i+1, w, errOut.String())
+			break
+		}
+	}
+}
+
+// TestBadDurationNamesTheValue: a value that is not a duration is named,
+// with the duration it most likely means.
+func TestBadDurationNamesTheValue(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		`"5mins"`:     `retry.max: "5mins" is not a duration; write 5m`,
+		`10 seconds`:  `retry.max: "10 seconds" is not a duration; write 10s`,
+		`2 days`:      `retry.max: "2 days" is not a duration; write 48h`,
+		`1h 30m`:      `retry.max: "1h 30m" is not a duration; write 1h30m0s`,
+		`"15"`:        `retry.max: "15" is not a duration; write 15s`,
+		`15`:          `retry.max: 15 is a bare number, not a duration; write 15s`,
+		`1.5 hours`:   `retry.max: "1.5 hours" is not a duration; write 1.5h`,
+		`soon`:        `retry.max: "soon" is not a duration; write it with a unit, like 500ms, 30s, 5m or 24h`,
+		`[1m]`:        `retry.max: a list where`,
+		`{a: 1}`:      `retry.max: a mapping of keys where`,
+		`"5 minutos"`: `retry.max: "5 minutos" is not a duration; write it with a unit`,
+	} {
+		cfg, err := LoadConfig(writeConfig(t, minimal+"retry: {max: "+in+"}\n"), true, env(nil))
+		if err == nil {
+			err = cfg.Check()
+		}
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Count(err.Error(), "retry.max") != 1 {
+			t.Errorf("retry.max: %s: got %v; want one line %q", in, err, want)
+		}
+	}
+}
+
+// TestYmlIsFound: chatrelay.yml is read like chatrelay.yaml when --config
+// is not given. Not parallel: it changes the working directory.
+func TestYmlIsFound(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	if err := os.WriteFile(filepath.Join(dir, "chatrelay.yml"), []byte(minimal), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run(t.Context(), []string{"check-config"}, nil, &out, &errOut, env(nil)); code != 0 ||
+		!strings.HasPrefix(out.String(), "chatrelay.yml: OK") || !strings.Contains(out.String(), "hook (webhook)") {
+		t.Fatalf("exit %d: %s %s", code, out.String(), errOut.String())
+	}
+	// chatrelay.yaml wins when both exist.
+	if err := os.WriteFile(filepath.Join(dir, "chatrelay.yaml"), []byte(strings.Replace(minimal, "name: hook", "name: other", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if code := run(t.Context(), []string{"check-config"}, nil, &out, &errOut, env(nil)); code != 0 || !strings.HasPrefix(out.String(), "chatrelay.yaml: OK") {
+		t.Fatalf("both files: exit %d: %s %s", code, out.String(), errOut.String())
 	}
 }

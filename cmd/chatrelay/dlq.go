@@ -40,7 +40,7 @@ the config, the token admin.token (or CHATRELAY_ADMIN_TOKEN).`,
 				q += "&sink=" + sink
 			}
 			if err := a.adminCall(cmd, http.MethodGet, q, nil, &out); err != nil {
-				return err
+				return opFailed(err)
 			}
 			if asJSON {
 				enc := json.NewEncoder(a.stdout)
@@ -62,9 +62,11 @@ the config, the token admin.token (or CHATRELAY_ADMIN_TOKEN).`,
 				fmt.Fprintln(tw, "ID\tSINK\tCONVERSATION\tTOPIC\tATTEMPTS\tPARKED AT\tREASON")
 			}
 			for _, d := range out.DeadLetters {
-				reason, _ := relay.Truncate(strings.Join(strings.Fields(d.Reason), " "), 100)
+				// The reason is the last column and is never cut: its
+				// end says why (the last error after "retry.max_age
+				// exceeded after N attempts").
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", cell(d.ID), cell(d.Sink), cell(d.ConversationID), cell(d.Topic),
-					d.Attempts, d.ParkedAt.UTC().Format(time.RFC3339), reason)
+					d.Attempts, d.ParkedAt.UTC().Format(time.RFC3339), cell(d.Reason))
 			}
 			return tw.Flush()
 		},
@@ -79,7 +81,10 @@ the config, the token admin.token (or CHATRELAY_ADMIN_TOKEN).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var out json.RawMessage
 			if err := a.adminCall(cmd, http.MethodGet, "/api/v1/dlq/"+url.PathEscape(args[0]), nil, &out); err != nil {
-				return err
+				if isNotFound(err) {
+					return failed(fmt.Errorf("no dead letter with id %q; chatrelay dlq list shows them", args[0]))
+				}
+				return opFailed(err)
 			}
 			var pretty bytes.Buffer
 			_ = json.Indent(&pretty, out, "", "  ")
@@ -94,18 +99,45 @@ the config, the token admin.token (or CHATRELAY_ADMIN_TOKEN).`,
 		c := &cobra.Command{
 			Use:   use,
 			Short: short,
+			Args:  cobra.ArbitraryArgs,
 			RunE: func(cmd *cobra.Command, args []string) error {
 				if all == (len(args) > 0) {
-					return configError(errors.New("give dead-letter ids, or --all (optionally with --sink)"))
+					return usageError(cmd, errors.New("give dead-letter ids, or --all (optionally with --sink)"))
 				}
 				if sink != "" && !all {
-					return configError(errors.New("--sink goes with --all"))
+					return usageError(cmd, errors.New("--sink goes with --all"))
 				}
-				var out map[string]int
+				var out admin.SelectionResult
 				if err := a.adminCall(cmd, http.MethodPost, path, admin.Selection{IDs: args, All: all, Sink: sink}, &out); err != nil {
-					return err
+					if all && sink != "" && isNotFound(err) {
+						return failed(fmt.Errorf("--sink %s: no sink of that name is configured", sink))
+					}
+					return opFailed(err)
 				}
-				fmt.Fprintf(a.stdout, "%s %d deliver%s\n", verb, out[key], plural(out[key], "y", "ies"))
+				n := out.Requeued
+				if key == "purged" {
+					n = out.Purged
+				}
+				count := 0
+				if n != nil {
+					count = *n
+				}
+				fmt.Fprintf(a.stdout, "%s %d deliver%s\n", verb, count, plural(count, "y", "ies"))
+				var problems []error
+				if len(out.NotFound) > 0 {
+					problems = append(problems, fmt.Errorf("not a dead letter: %s (chatrelay dlq list shows them)", strings.Join(out.NotFound, ", ")))
+				}
+				if len(out.SinkRemoved) > 0 {
+					problems = append(problems, fmt.Errorf("the sink of %s is no longer configured, so nothing can send it; "+
+						"add the sink back to the config and restart, or purge it", strings.Join(out.SinkRemoved, ", ")))
+				}
+				if len(problems) == 0 && len(args) > 0 && count < len(args) {
+					problems = append(problems, fmt.Errorf("%d of %d dead letters could not be %s (their event is no longer stored)",
+						len(args)-count, len(args), verb))
+				}
+				if len(problems) > 0 {
+					return failed(errors.Join(problems...))
+				}
 				return nil
 			},
 		}
@@ -155,7 +187,7 @@ func (a *app) adminCall(cmd *cobra.Command, method, path string, in, out any) er
 	}
 	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach the admin API at %s (is chatrelay serve running? admin.listen says where): %w", base, err)
+		return &unreachableError{base: base, err: err}
 	}
 	defer relay.Drain(resp)
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
@@ -170,9 +202,46 @@ func (a *app) adminCall(cmd *cobra.Command, method, path string, in, out any) er
 		if e.Error == "" {
 			e.Error = resp.Status
 		}
-		return fmt.Errorf("admin API: %s", e.Error)
+		return &apiError{status: resp.StatusCode, msg: e.Error}
 	}
-	return json.Unmarshal(data, out)
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("admin API at %s: unexpected answer: %w", base, err)
+	}
+	return nil
+}
+
+// unreachableError is an admin API that did not answer.
+type unreachableError struct {
+	base string
+	err  error
+}
+
+func (e *unreachableError) Error() string {
+	return fmt.Sprintf("cannot reach the admin API at %s (is chatrelay serve running? admin.listen says where): %v", e.base, e.err)
+}
+func (e *unreachableError) Unwrap() error { return e.err }
+
+// apiError is an admin API that refused.
+type apiError struct {
+	status int
+	msg    string
+}
+
+func (e *apiError) Error() string { return "admin API: " + e.msg }
+
+func isNotFound(err error) bool {
+	var ae *apiError
+	return errors.As(err, &ae) && ae.status == http.StatusNotFound
+}
+
+// opFailed is a failed admin call as a command's error: exit 1, unless it
+// already carries an exit code (a config error).
+func opFailed(err error) error {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return err
+	}
+	return failed(err)
 }
 
 // cell is a value as one table cell: its whitespace (a newline or tab from

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -218,7 +219,9 @@ sinks:
 
 // TestEmbeddedDefaultsFirstStart runs serve with no config in an empty
 // directory: it generates a secret, prints a ready-to-paste send-test line
-// once, and the console shows the test event.
+// once (as chatrelay was started: here go run), and the console shows the
+// test event. A first start that cannot listen keeps no secret (it was
+// never shown); later starts say where the secret is kept.
 func TestEmbeddedDefaultsFirstStart(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -234,18 +237,34 @@ func TestEmbeddedDefaultsFirstStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	var stdout, stderr relaytest.LogBuffer
-	a := &app{stdout: &stdout, stderr: &stderr, getenv: os.Getenv}
+	const self = "go run ./cmd/chatrelay"
+
+	// The port is taken: serve fails, and keeps no secret it never showed.
+	taken, err := net.Listen("tcp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (&app{stdout: &stdout, stderr: &stderr, getenv: os.Getenv, self: self}).serve(t.Context(), cfg); err == nil {
+		t.Fatal("serve started on a taken port")
+	}
+	taken.Close()
+	if _, err := os.Stat(filepath.Join(cfg.Store.Path, secretFileName)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a failed first start kept a secret it never showed: %v", err)
+	}
+
+	a := &app{stdout: &stdout, stderr: &stderr, getenv: os.Getenv, self: self}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- a.serve(ctx, cfg) }()
-	waitFor(t, 30*time.Second, "the banner", func() bool { return strings.Contains(stdout.String(), "chatrelay send-test --url") })
+	waitFor(t, 30*time.Second, "the banner", func() bool { return strings.Contains(stdout.String(), "send-test --url") })
 	secret, err := os.ReadFile(filepath.Join(cfg.Store.Path, secretFileName))
 	if err != nil {
 		t.Fatal(err)
 	}
 	line := stdout.String()
-	if !strings.Contains(line, "--secret "+strings.TrimSpace(string(secret))) || !strings.Contains(line, "http://"+listen+"/webhook") {
-		t.Fatalf("banner:\n%s", line)
+	paste := self + " send-test --url http://" + listen + "/webhook --secret " + strings.TrimSpace(string(secret))
+	if !strings.Contains(line, "    "+paste+"\n") || !strings.Contains(line, "the signing secret Chat Data shows under Settings → Webhooks") {
+		t.Fatalf("banner lacks the line to paste (%s) or which secret Chat Data needs:\n%s", paste, line)
 	}
 	body := []byte(`{"messages":[{"role":"user","content":"Hello from the test"}],"answer":{"content":"Hi!","score":0.9},"conversation_id":"c1"}`)
 	req, _ := http.NewRequest("POST", "http://"+listen+"/webhook", bytes.NewReader(body))
@@ -265,7 +284,7 @@ func TestEmbeddedDefaultsFirstStart(t *testing.T) {
 	}
 	// Second start: the secret is not printed again.
 	stdout2 := &relaytest.LogBuffer{}
-	a2 := &app{stdout: stdout2, stderr: &stderr, getenv: os.Getenv}
+	a2 := &app{stdout: stdout2, stderr: &stderr, getenv: os.Getenv, self: self}
 	ctx2, cancel2 := context.WithCancel(t.Context())
 	done2 := make(chan error, 1)
 	go func() { done2 <- a2.serve(ctx2, cfg) }()
@@ -276,6 +295,10 @@ func TestEmbeddedDefaultsFirstStart(t *testing.T) {
 	}
 	if strings.Contains(stdout2.String(), strings.TrimSpace(string(secret))) {
 		t.Fatal("the secret was printed on the second start")
+	}
+	if want := "signing secret is kept in " + filepath.Join(cfg.Store.Path, secretFileName); !strings.Contains(stdout2.String(), want) ||
+		!strings.Contains(stdout2.String(), self+" send-test --url http://"+listen+"/webhook") {
+		t.Fatalf("second start does not say %q and how to send a test:\n%s", want, stdout2.String())
 	}
 }
 

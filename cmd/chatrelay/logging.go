@@ -27,7 +27,7 @@ func newLogger(w io.Writer, level, format string, scrub *relay.Scrubber) *slog.L
 	default:
 		lvl = slog.LevelInfo
 	}
-	opts := &slog.HandlerOptions{Level: lvl, ReplaceAttr: secretFilter(scrub)}
+	opts := &slog.HandlerOptions{Level: lvl, ReplaceAttr: replaceAttr(secretFilter(scrub))}
 	if format == "auto" {
 		format = "json"
 		if isTerminal(w) {
@@ -38,6 +38,21 @@ func newLogger(w io.Writer, level, format string, scrub *relay.Scrubber) *slog.L
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// replaceAttr writes durations as Go duration strings ("15s", as the text
+// handler and the config do) instead of JSON's integer nanoseconds, then
+// applies filter (nil: none).
+func replaceAttr(filter func([]string, slog.Attr) slog.Attr) func([]string, slog.Attr) slog.Attr {
+	return func(groups []string, a slog.Attr) slog.Attr {
+		if a.Value.Kind() == slog.KindDuration {
+			a.Value = slog.StringValue(a.Value.Duration().String())
+		}
+		if filter != nil {
+			a = filter(groups, a)
+		}
+		return a
+	}
 }
 
 func secretFilter(scrub *relay.Scrubber) func([]string, slog.Attr) slog.Attr {

@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/spf13/cobra"
 )
 
 // Set at build time with -ldflags "-X main.version=… -X main.commit=…".
@@ -27,6 +29,12 @@ func main() {
 	os.Exit(code)
 }
 
+// Exit codes (SPEC §9).
+const (
+	exitFailed = 1 // the operation failed: not found, refused, a sink down
+	exitUsage  = 2 // usage or config error; for status: the relay cannot be reached
+)
+
 // exitError carries a process exit code: 2 for a bad config or usage, 1 for
 // everything else.
 type exitError struct {
@@ -37,7 +45,16 @@ type exitError struct {
 func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
-func configError(err error) error { return &exitError{code: 2, err: err} }
+func configError(err error) error { return &exitError{code: exitUsage, err: err} }
+
+// failed is an operation that did not succeed (exit 1).
+func failed(err error) error { return &exitError{code: exitFailed, err: err} }
+
+// usageError is a command line that cobra or a command refused: an unknown
+// command or flag, a missing or extra argument (exit 2).
+func usageError(cmd *cobra.Command, err error) error {
+	return &exitError{code: exitUsage, err: fmt.Errorf("%w; run '%s --help' for usage", err, cmd.CommandPath())}
+}
 
 // run is main without the process: tests call it with their own streams.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {

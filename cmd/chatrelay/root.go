@@ -1,9 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -15,6 +17,23 @@ type app struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	configPath     string
+	// self is how a person runs this chatrelay again (see invocation);
+	// empty: found out from the process.
+	self string
+}
+
+// commandLine is the command line that runs this chatrelay with args and
+// the same --config, for a person to paste.
+func (a *app) commandLine(args ...string) string {
+	self := a.self
+	if self == "" {
+		self = selfInvocation()
+	}
+	parts := []string{self}
+	if a.configPath != "" {
+		parts = append(parts, "--config", shellQuote(a.configPath))
+	}
+	return strings.Join(append(parts, args...), " ")
 }
 
 func (a *app) rootCmd() *cobra.Command {
@@ -29,20 +48,61 @@ dead-letter list.
 Run "chatrelay serve" with no config file to try it on embedded defaults.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Runnable, so that an unknown command is refused as a usage error
+		// (strictUsage) instead of printing the help with exit 0.
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	root.PersistentFlags().StringVar(&a.configPath, "config", "",
-		"config file (default ./"+DefaultConfigFile+" if present, else embedded defaults)")
-	root.AddCommand(a.serveCmd(), a.sendTestCmd(), a.checkConfigCmd(), a.dlqCmd(), a.versionCmd(), a.healthcheckCmd())
+		"config file (default ./"+strings.Join(DefaultConfigFiles, " or ./")+" if present, else embedded defaults)")
+	root.AddCommand(a.serveCmd(), a.sendTestCmd(), a.checkConfigCmd(), a.dlqCmd(), a.statusCmd(), a.versionCmd(), a.healthcheckCmd())
+	strictUsage(root)
 	return root
 }
 
-// loadConfig loads and validates the config named by --config.
+// strictUsage makes every usage mistake an error with exit code 2: an
+// unknown flag, a missing or extra argument, and an unknown subcommand
+// (cobra would otherwise print the help of a command that only groups
+// others, and exit 0).
+func strictUsage(cmd *cobra.Command) {
+	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError(c, err) })
+	args := cmd.Args
+	if args == nil {
+		args = cobra.NoArgs
+	}
+	cmd.Args = func(c *cobra.Command, a []string) error {
+		if err := args(c, a); err != nil {
+			return usageError(c, err)
+		}
+		return nil
+	}
+	if cmd.HasSubCommands() && cmd.Run == nil && cmd.RunE == nil {
+		cmd.RunE = func(c *cobra.Command, _ []string) error {
+			return usageError(c, errors.New("missing subcommand: one of "+strings.Join(subcommands(c), ", ")))
+		}
+	}
+	for _, sub := range cmd.Commands() {
+		strictUsage(sub)
+	}
+}
+
+func subcommands(c *cobra.Command) []string {
+	var out []string
+	for _, sub := range c.Commands() {
+		if sub.IsAvailableCommand() {
+			out = append(out, sub.Name())
+		}
+	}
+	return out
+}
+
+// loadConfig loads and validates the config named by --config: every
+// problem at once, the sinks' own checks included.
 func (a *app) loadConfig() (*Config, error) {
 	cfg, err := a.loadConfigLenient()
 	if err != nil {
 		return nil, err
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.Check(); err != nil {
 		return nil, configError(fmt.Errorf("%s is not valid:\n%w", cfg.sourceName(), err))
 	}
 	return cfg, nil

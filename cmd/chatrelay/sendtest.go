@@ -103,7 +103,7 @@ a --file is sent byte for byte.`,
 func (a *app) loadConfigLenient() (*Config, error) {
 	path, explicit := a.configPath, a.configPath != ""
 	if !explicit {
-		path = DefaultConfigFile
+		path = defaultConfigPath()
 	}
 	cfg, err := LoadConfig(path, explicit, a.getenv)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -46,9 +47,11 @@ func (a *app) serveCmd() *cobra.Command {
 // secret, inside store.path.
 const secretFileName = "signing-secret"
 
-// embeddedSecret returns the signing secret of embedded-default mode,
-// generating and keeping it on first start.
-func embeddedSecret(dir string) (secret string, created bool, err error) {
+// embeddedSecret returns the signing secret of embedded-default mode: the
+// one kept in dir, or (fresh) a new one that writeEmbeddedSecret keeps once
+// the relay is listening, so that a first start that fails (the port is
+// taken) does not leave a secret that was never shown.
+func embeddedSecret(dir string) (secret string, fresh bool, err error) {
 	path := filepath.Join(dir, secretFileName)
 	b, err := os.ReadFile(path)
 	if err == nil && strings.TrimSpace(string(b)) != "" {
@@ -57,18 +60,23 @@ func embeddedSecret(dir string) (secret string, created bool, err error) {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return "", false, fmt.Errorf("read %s: %w", path, err)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", false, fmt.Errorf("store.path %s: %w", dir, err)
-	}
 	raw := make([]byte, 24)
 	if _, err := rand.Read(raw); err != nil {
 		return "", false, err
 	}
-	secret = base64.RawURLEncoding.EncodeToString(raw)
-	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
-		return "", false, fmt.Errorf("write %s: %w", path, err)
+	return base64.RawURLEncoding.EncodeToString(raw), true, nil
+}
+
+// writeEmbeddedSecret keeps a fresh embedded-default secret in dir.
+func writeEmbeddedSecret(dir, secret string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("store.path %s: %w", dir, err)
 	}
-	return secret, true, nil
+	path := filepath.Join(dir, secretFileName)
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }
 
 func (a *app) serve(ctx context.Context, cfg *Config) error {
@@ -107,10 +115,8 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		return configError(err)
 	}
 	names := make([]string, len(sinks))
-	states := map[string]admin.SinkState{}
 	for i, s := range sinks {
 		names[i] = s.sink.Name()
-		states[names[i]] = s.pacer
 	}
 	if moved, err := store.Reconcile(ctx, names); err != nil {
 		return fmt.Errorf("reconcile the store with the configured sinks: %w", err)
@@ -126,10 +132,11 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	for i, s := range secrets {
 		signing[i] = relay.Secret(s)
 	}
+	accepting := relay.NewAccepting() // an event's "accepted" line before its deliveries'
 	receiver, err := relay.NewReceiver(relay.ReceiverConfig{
 		Secrets: signing, MaxBody: int64(cfg.MaxBodyBytes), MaxInflight: int64(cfg.MaxInflightBytes), Store: store,
 		Router: relay.NewRouter(names, routes), Metrics: metrics,
-		Logger: logger.With("component", "receiver"), Clock: clock,
+		Logger: logger.With("component", "receiver"), Clock: clock, Accepting: accepting,
 	})
 	if err != nil {
 		return err
@@ -140,6 +147,25 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		return err
 	}
 	defer front.close()
+
+	dispatchers := make([]*relay.Dispatcher, len(sinks))
+	states := map[string]admin.SinkState{}
+	for i, s := range sinks {
+		d, err := relay.NewDispatcher(relay.DispatcherConfig{
+			Sink: s.sink, Queue: store.Queue(names[i]), Pacer: s.pacer,
+			Retry:       relay.RetryPolicy{Initial: cfg.Retry.Initial, Max: cfg.Retry.Max, MaxAge: cfg.Retry.MaxAge},
+			Concurrency: s.concurrency, Timeout: s.timeout, DrainTimeout: cfg.ShutdownTimeout,
+			Redact: s.conf.Redact, NoPacking: s.conf.Pack != nil && !*s.conf.Pack,
+			Metrics: metrics, Stats: store, Logger: s.logger, Clock: clock, Accepting: accepting, Scrub: scrub,
+			ReplayCommand: a.commandLine("dlq", "replay"),
+		})
+		if err != nil {
+			return err
+		}
+		dispatchers[i] = d
+		states[names[i]] = d
+	}
+
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w; set listen to a free address", err)
@@ -149,6 +175,15 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("admin.listen: %w; set admin.listen to a free address", err)
+	}
+	if firstStart {
+		// Only now, with both listeners up, is the generated secret kept
+		// (and shown once, by the banner below).
+		if err := writeEmbeddedSecret(cfg.Store.Path, secrets[0]); err != nil {
+			ln.Close()
+			adminLn.Close()
+			return err
+		}
 	}
 	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
 	srv := &http.Server{
@@ -164,6 +199,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		Handler: admin.Handler(admin.Config{
 			Store: store, Gatherer: reg, Metrics: metrics, Token: relay.Secret(cfg.Admin.Token),
 			Sinks: names, States: states, Logger: logger.With("component", "admin"), Now: clock.Now, Scrub: scrub,
+			Version: version, StoreInfo: func(context.Context) admin.StoreInfo { return storeInfo(cfg) },
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -171,21 +207,6 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10, // as the public listener: the default is 1 MiB
 		ErrorLog:          errLog,
-	}
-
-	dispatchers := make([]*relay.Dispatcher, len(sinks))
-	for i, s := range sinks {
-		d, err := relay.NewDispatcher(relay.DispatcherConfig{
-			Sink: s.sink, Queue: store.Queue(names[i]), Pacer: s.pacer,
-			Retry:       relay.RetryPolicy{Initial: cfg.Retry.Initial, Max: cfg.Retry.Max, MaxAge: cfg.Retry.MaxAge},
-			Concurrency: s.concurrency, Timeout: s.timeout, DrainTimeout: cfg.ShutdownTimeout,
-			Redact: s.conf.Redact, NoPacking: s.conf.Pack != nil && !*s.conf.Pack,
-			Metrics: metrics, Logger: s.logger, Clock: clock, Scrub: scrub,
-		})
-		if err != nil {
-			return err
-		}
-		dispatchers[i] = d
 	}
 
 	if cfg.Embedded() {
@@ -230,6 +251,30 @@ func storeDescription(cfg *Config) string {
 	return "bolt:" + cfg.Store.Path
 }
 
+// storeInfo describes the store for chatrelay status: the bolt file and
+// its size, or the NATS servers (without credentials).
+func storeInfo(cfg *Config) admin.StoreInfo {
+	if cfg.Store.Driver == "nats" {
+		var hosts []string
+		for _, one := range strings.Split(cfg.Store.NATS.URL, ",") {
+			if u, err := url.Parse(strings.TrimSpace(one)); err == nil && u.Host != "" {
+				hosts = append(hosts, u.Scheme+"://"+u.Host)
+			}
+		}
+		return admin.StoreInfo{Driver: "nats", Path: strings.Join(hosts, ",")}
+	}
+	path := filepath.Join(cfg.Store.Path, bolt.FileName)
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	info := admin.StoreInfo{Driver: "bolt", Path: path}
+	if fi, err := os.Stat(path); err == nil {
+		size := fi.Size()
+		info.SizeBytes = &size
+	}
+	return info
+}
+
 // natsStartTimeout bounds how long serve waits for NATS at start.
 const natsStartTimeout = 30 * time.Second
 
@@ -270,23 +315,32 @@ func openStore(ctx context.Context, cfg *Config, logger *slog.Logger, clock cloc
 	return nil, configError(fmt.Errorf("store.driver: %q is not a store; use bolt or nats", cfg.Store.Driver))
 }
 
-// banner tells a new user on embedded defaults how to try it.
+// banner tells a new user on embedded defaults how to try it: on the first
+// start with the generated secret in a send-test line ready to paste (as
+// this chatrelay was started: go run, or the binary), on later ones where
+// that secret is kept. The generated secret is for trying chatrelay
+// locally; Chat Data signs with its own, which goes in a config.
 func (a *app) banner(cfg *Config, addr, secret string, first bool) {
 	url := "http://" + clientAddr(addr) + "/webhook"
+	secretPath := filepath.Join(cfg.Store.Path, secretFileName)
 	if first {
 		fmt.Fprintf(a.stdout, `chatrelay is running on its embedded defaults: events are stored in %s and printed here.
-A signing secret was generated and kept in %s (shown this once).
+It generated a signing secret to try it locally, kept in %s (shown this once).
 Send a signed test event from another terminal:
 
-    chatrelay send-test --url %s --secret %s
+    %s
 
-To receive real events, give Chat Data this endpoint and secret (Settings → Webhooks),
-or write a chatrelay.yaml with your Slack, Discord or webhook sinks (see config.example.yaml).
+To receive real events, write a chatrelay.yaml with your Slack, Discord or webhook sinks and, under
+signing_secrets, the signing secret Chat Data shows under Settings → Webhooks (see config.example.yaml);
+then give Chat Data your https://<host>/webhook as its webhook URL.
 
-`, cfg.Store.Path, filepath.Join(cfg.Store.Path, secretFileName), url, secret)
+`, cfg.Store.Path, secretPath, a.commandLine("send-test", "--url", url, "--secret", secret))
 		return
 	}
-	fmt.Fprintf(a.stdout, "chatrelay is running on its embedded defaults; events print here. Try: chatrelay send-test --url %s\n\n", url)
+	fmt.Fprintf(a.stdout, `chatrelay is running on its embedded defaults; events print here. Its signing secret is kept in %s.
+Try: %s
+
+`, secretPath, a.commandLine("send-test", "--url", url))
 }
 
 // clientAddr turns a listen address into one a client on this machine can

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"text/template"
 	"time"
 
@@ -67,7 +68,7 @@ func buildSinks(cfg *Config, env sinkEnv) ([]builtSink, error) {
 			Clock: env.clock, UserAgent: userAgent(), Transport: newTransport(concurrency)}
 		sink, requests, err := newSink(sc, deps, env.stdout)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("sinks[%d] (%s): %w", i, sc.Name, err))
+			errs = append(errs, sinkProblems(i, err)...)
 			continue
 		}
 		if p, ok := sink.(relay.Paced); ok {
@@ -90,6 +91,31 @@ func buildSinks(cfg *Config, env sinkEnv) ([]builtSink, error) {
 			timeout: timeout, logger: logger})
 	}
 	return out, errors.Join(errs...)
+}
+
+// sinkProblems puts a sink constructor's problems under the sink's keys:
+// each line of its error starts with the sink's own key ("url: …"), which
+// becomes "sinks[1].url: …".
+func sinkProblems(i int, err error) []error {
+	var lines []error
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		lines = joined.Unwrap()
+	} else {
+		lines = []error{err}
+	}
+	out := make([]error, 0, len(lines))
+	for _, l := range lines {
+		k, msg, ok := strings.Cut(l.Error(), ": ")
+		if !ok || strings.ContainsAny(k, " \"") {
+			k, msg = "", l.Error() // not keyed: the sink as a whole
+		}
+		key := fmt.Sprintf("sinks[%d]", i)
+		if k != "" {
+			key += "." + k
+		}
+		out = append(out, problem{key: key, msg: msg})
+	}
+	return out
 }
 
 // defaultConcurrency is how many conversations a sink of a type has in

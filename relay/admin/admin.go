@@ -31,9 +31,19 @@ type Store interface {
 	Ready(ctx context.Context) error
 }
 
-// SinkState reports whether a sink's destination is up.
+// SinkState reports how a sink's destination is doing (its dispatcher).
 type SinkState interface {
-	IsDown() bool
+	Health() relay.SinkHealth
+}
+
+// StoreInfo describes the store for chatrelay status.
+type StoreInfo struct {
+	Driver string `json:"driver"`
+	// Path is where the data is: the bolt file, or the NATS server(s)
+	// without credentials.
+	Path string `json:"path"`
+	// SizeBytes is the store's size on disk; nil when unknown.
+	SizeBytes *int64 `json:"size_bytes,omitempty"`
 }
 
 // Config configures the admin API.
@@ -51,8 +61,12 @@ type Config struct {
 	// pacers (for up/down state).
 	Sinks  []string
 	States map[string]SinkState
-	Logger *slog.Logger
-	Now    func() time.Time
+	// Version is chatrelay's version, for /api/v1/status.
+	Version string
+	// Store describes the store, for /api/v1/status; nil: not shown.
+	StoreInfo func(ctx context.Context) StoreInfo
+	Logger    *slog.Logger
+	Now       func() time.Time
 	// Scrub removes configured secrets from the error text the API
 	// serves (dead-letter reasons, last errors), also from text stored
 	// before it was scrubbed on its way in; nil scrubs nothing.
@@ -82,6 +96,7 @@ func Handler(cfg Config) http.Handler {
 	api.HandleFunc("GET /api/v1/events/{id}", a.showEvent)
 	api.HandleFunc("GET /api/v1/sinks", a.sinks)
 	api.HandleFunc("GET /api/v1/ready", a.ready)
+	api.HandleFunc("GET /api/v1/status", a.status)
 	mux.Handle("/api/", a.auth(api))
 	// Profiles for diagnosing a live process, behind the same token.
 	prof := http.NewServeMux()
@@ -187,13 +202,50 @@ func (a *api) selection(w http.ResponseWriter, r *http.Request) (Selection, bool
 	return sel, true
 }
 
+// SelectionResult is the answer of replay and purge. For a selection by
+// ids, NotFound lists the ids that are no dead letter, and SinkRemoved
+// (replay only) those whose sink is no longer configured, so nothing can
+// send them.
+type SelectionResult struct {
+	Requeued    *int     `json:"requeued,omitempty"`
+	Purged      *int     `json:"purged,omitempty"`
+	NotFound    []string `json:"not_found,omitempty"`
+	SinkRemoved []string `json:"sink_removed,omitempty"`
+}
+
+// sortIDs splits ids into those that are dead letters of a configured sink
+// (by sink, in order), those that are no dead letter, and (when
+// needSink) those of a sink no longer configured.
+func (a *api) sortIDs(ctx context.Context, ids []string, needSink bool) (bySink map[string][]string, sinks, notFound, removed []string, err error) {
+	bySink = map[string][]string{}
+	for _, id := range ids {
+		dl, _, err := a.cfg.Store.GetDead(ctx, id)
+		switch {
+		case errors.Is(err, relay.ErrNotFound):
+			notFound = append(notFound, id)
+			continue
+		case err != nil:
+			return nil, nil, nil, nil, err
+		case needSink && !slices.Contains(a.cfg.Sinks, dl.Sink):
+			removed = append(removed, id)
+			continue
+		}
+		if _, seen := bySink[dl.Sink]; !seen {
+			sinks = append(sinks, dl.Sink)
+		}
+		bySink[dl.Sink] = append(bySink[dl.Sink], id)
+	}
+	return bySink, sinks, notFound, removed, nil
+}
+
 func (a *api) replay(w http.ResponseWriter, r *http.Request) {
 	sel, ok := a.selection(w, r)
 	if !ok {
 		return
 	}
 	// Count per sink, for chatrelay_deliveries_total{result="replayed"}.
-	bySink := map[string][]string{}
+	var res SelectionResult
+	var bySink map[string][]string
 	var sinks []string
 	if sel.All {
 		sinks = a.cfg.Sinks
@@ -201,12 +253,11 @@ func (a *api) replay(w http.ResponseWriter, r *http.Request) {
 			sinks = []string{sel.Sink}
 		}
 	} else {
-		for _, id := range sel.IDs {
-			_, sink, _ := strings.Cut(id, ".")
-			if _, seen := bySink[sink]; !seen {
-				sinks = append(sinks, sink)
-			}
-			bySink[sink] = append(bySink[sink], id)
+		var err error
+		bySink, sinks, res.NotFound, res.SinkRemoved, err = a.sortIDs(r.Context(), sel.IDs, true)
+		if err != nil {
+			a.fail(w, err)
+			return
 		}
 	}
 	total := 0
@@ -227,8 +278,10 @@ func (a *api) replay(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	a.cfg.Logger.Info("dead letters replayed", "count", total, "sink", sel.Sink)
-	writeJSON(w, http.StatusOK, map[string]int{"requeued": total})
+	a.cfg.Logger.Info("dead letters replayed", "count", total, "sink", sel.Sink,
+		"not_found", len(res.NotFound), "sink_removed", len(res.SinkRemoved))
+	res.Requeued = &total
+	writeJSON(w, http.StatusOK, res)
 }
 
 func (a *api) purge(w http.ResponseWriter, r *http.Request) {
@@ -236,19 +289,30 @@ func (a *api) purge(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	var res SelectionResult
 	var n int
 	var err error
 	if sel.All {
 		n, err = a.cfg.Store.PurgeAll(r.Context(), sel.Sink)
 	} else {
-		n, err = a.cfg.Store.Purge(r.Context(), sel.IDs)
+		var bySink map[string][]string
+		var sinks []string
+		bySink, sinks, res.NotFound, _, err = a.sortIDs(r.Context(), sel.IDs, false)
+		var ids []string
+		for _, sink := range sinks {
+			ids = append(ids, bySink[sink]...)
+		}
+		if err == nil && len(ids) > 0 {
+			n, err = a.cfg.Store.Purge(r.Context(), ids)
+		}
 	}
 	if err != nil {
 		a.fail(w, err)
 		return
 	}
-	a.cfg.Logger.Info("dead letters purged", "count", n, "sink", sel.Sink)
-	writeJSON(w, http.StatusOK, map[string]int{"purged": n})
+	a.cfg.Logger.Info("dead letters purged", "count", n, "sink", sel.Sink, "not_found", len(res.NotFound))
+	res.Purged = &n
+	writeJSON(w, http.StatusOK, res)
 }
 
 func (a *api) listEvents(w http.ResponseWriter, r *http.Request) {
@@ -279,25 +343,43 @@ func (a *api) showEvent(w http.ResponseWriter, r *http.Request) {
 
 // SinkView is one sink's status.
 type SinkView struct {
-	Name                 string  `json:"name"`
-	Up                   bool    `json:"up"`
-	Depth                int     `json:"queue_depth"`
-	OldestPendingSeconds float64 `json:"oldest_pending_seconds"`
-	DeadLetters          int     `json:"dead_letters"`
+	Name string `json:"name"`
+	Up   bool   `json:"up"`
+	// DownSince and DownCause ("unreachable" or "broken") are set while
+	// the sink is down.
+	DownSince            *time.Time `json:"down_since,omitempty"`
+	DownCause            string     `json:"down_cause,omitempty"`
+	Depth                int        `json:"queue_depth"`
+	OldestPendingSeconds float64    `json:"oldest_pending_seconds"`
+	DeadLetters          int        `json:"dead_letters"`
+	// RateLimitedUntil is set while a rate-limit hold (429) pauses the
+	// sink.
+	RateLimitedUntil *time.Time `json:"rate_limited_until,omitempty"`
+	LastError        string     `json:"last_error,omitempty"`
+	LastErrorAt      *time.Time `json:"last_error_at,omitempty"`
 }
 
-func (a *api) sinks(w http.ResponseWriter, r *http.Request) {
-	stats, err := a.cfg.Store.Stats(r.Context())
+// sinkViews is every configured sink's status, in config order.
+func (a *api) sinkViews(ctx context.Context) ([]SinkView, error) {
+	stats, err := a.cfg.Store.Stats(ctx)
 	if err != nil {
-		a.fail(w, err)
-		return
+		return nil, err
 	}
 	now := a.cfg.Now()
+	when := func(t time.Time) *time.Time {
+		if t.IsZero() {
+			return nil
+		}
+		t = t.UTC()
+		return &t
+	}
 	out := make([]SinkView, 0, len(a.cfg.Sinks))
 	for _, name := range a.cfg.Sinks {
 		v := SinkView{Name: name, Up: true}
 		if st, ok := a.cfg.States[name]; ok {
-			v.Up = !st.IsDown()
+			h := st.Health()
+			v.Up, v.DownSince, v.DownCause = h.Up, when(h.DownSince), h.DownCause
+			v.RateLimitedUntil, v.LastError, v.LastErrorAt = when(h.HeldUntil), h.LastError, when(h.LastErrorAt)
 		}
 		for _, s := range stats {
 			if s.Sink == name {
@@ -308,6 +390,15 @@ func (a *api) sinks(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		out = append(out, v)
+	}
+	return out, nil
+}
+
+func (a *api) sinks(w http.ResponseWriter, r *http.Request) {
+	out, err := a.sinkViews(r.Context())
+	if err != nil {
+		a.fail(w, err)
+		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"sinks": out})
 }
@@ -328,6 +419,27 @@ func (a *api) ready(w http.ResponseWriter, r *http.Request) {
 		v = ReadyView{Reason: relay.ReadyReason(err), Error: err.Error()}
 	}
 	writeJSON(w, http.StatusOK, v)
+}
+
+// Status is the answer of GET /api/v1/status: what chatrelay status shows.
+type Status struct {
+	Version string     `json:"version"`
+	Store   *StoreInfo `json:"store,omitempty"`
+	Sinks   []SinkView `json:"sinks"`
+}
+
+func (a *api) status(w http.ResponseWriter, r *http.Request) {
+	out, err := a.sinkViews(r.Context())
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	st := Status{Version: a.cfg.Version, Sinks: out}
+	if a.cfg.StoreInfo != nil {
+		info := a.cfg.StoreInfo(r.Context())
+		st.Store = &info
+	}
+	writeJSON(w, http.StatusOK, st)
 }
 
 func (a *api) fail(w http.ResponseWriter, err error) {

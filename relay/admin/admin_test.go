@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -364,5 +365,60 @@ func TestTokenAdminSkipsBrowserChecks(t *testing.T) {
 	}
 	if code, _ := request(t, f, "POST", "/api/v1/dlq/purge", "", map[string]string{"Content-Type": "text/plain", "Origin": "http://attacker.example"}, `{"all":true}`); code != 401 {
 		t.Fatalf("a page's POST without the token: %d, want 401", code)
+	}
+}
+
+type health relay.SinkHealth
+
+func (h health) Health() relay.SinkHealth { return relay.SinkHealth(h) }
+
+// TestStatus: /api/v1/status gives each sink's state (up or down since
+// when and why, pending, oldest, rate-limit hold, last error), the store
+// and the version, for chatrelay status.
+func TestStatus(t *testing.T) {
+	t.Parallel()
+	store, err := bolt.Open(t.TempDir(), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	for i := range 3 {
+		if _, err := store.Append(t.Context(), storetest.NewEvent(t, "c", i), []string{"a"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now().UTC().Add(time.Hour).Truncate(time.Second) // an hour after the events
+	size := int64(4096)
+	states := map[string]admin.SinkState{
+		"a": health{Up: false, DownSince: now.Add(-10 * time.Minute), DownCause: relay.DownUnreachable,
+			LastError: "dial tcp 127.0.0.1:9: connect: connection refused", LastErrorAt: now.Add(-time.Second)},
+		"b": health{Up: true, HeldUntil: now.Add(30 * time.Second)},
+	}
+	reg := prometheus.NewRegistry()
+	srv := httptest.NewServer(admin.Handler(admin.Config{Store: store, Gatherer: reg, Metrics: relay.NewMetrics(reg),
+		Sinks: []string{"a", "b"}, States: states, Version: "1.2.3", Now: func() time.Time { return now },
+		StoreInfo: func(context.Context) admin.StoreInfo {
+			return admin.StoreInfo{Driver: "bolt", Path: "/data/chatrelay.db", SizeBytes: &size}
+		}}))
+	t.Cleanup(srv.Close)
+	resp, err := http.Get(srv.URL + "/api/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st admin.Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("status %d: %v", resp.StatusCode, err)
+	}
+	if st.Version != "1.2.3" || st.Store == nil || st.Store.Path != "/data/chatrelay.db" || *st.Store.SizeBytes != 4096 || len(st.Sinks) != 2 {
+		t.Fatalf("status = %+v", st)
+	}
+	a, b := st.Sinks[0], st.Sinks[1]
+	if a.Name != "a" || a.Up || a.DownCause != "unreachable" || a.DownSince == nil || !a.DownSince.Equal(now.Add(-10*time.Minute)) ||
+		a.Depth != 3 || a.OldestPendingSeconds <= 0 || !strings.Contains(a.LastError, "connection refused") || a.LastErrorAt == nil {
+		t.Errorf("sink a = %+v", a)
+	}
+	if b.Name != "b" || !b.Up || b.DownSince != nil || b.RateLimitedUntil == nil || !b.RateLimitedUntil.Equal(now.Add(30*time.Second)) || b.Depth != 0 {
+		t.Errorf("sink b = %+v", b)
 	}
 }

@@ -144,6 +144,10 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 		if strings.TrimSpace(cfg.ThreadName) == "" || len16(cfg.ThreadName) > maxThreadName/2 {
 			errs = append(errs, fmt.Errorf("thread_name: must be 1 to %d characters", maxThreadName/2))
 		}
+		if strings.Contains(cfg.ThreadName, "{{") {
+			errs = append(errs, errors.New(`thread_name: plain text, not a template ("{{" would show as written); `+
+				`write a word like Support: each thread is titled "Support · <the user's question>"`))
+		}
 	}
 	m, err := parseMention(cfg.Mention)
 	if err != nil {

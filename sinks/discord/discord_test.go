@@ -169,6 +169,7 @@ func TestNewRejects(t *testing.T) {
 		{"mention everyone", discord.Config{WebhookURL: hook, Mention: "@everyone"}, "mention"},
 		{"mention name", discord.Config{WebhookURL: hook, Mention: "<@&support>"}, "mention"},
 		{"thread name too long", discord.Config{WebhookURL: hook, ThreadName: strings.Repeat("x", 60)}, "thread_name"},
+		{"thread name as a template", discord.Config{WebhookURL: hook, ThreadName: "{{.ConversationID}}"}, "thread_name"},
 		{"negative timeout", discord.Config{WebhookURL: hook, Timeout: -time.Second}, "timeout"},
 	}
 	for _, tc := range cases {
