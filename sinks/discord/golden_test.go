@@ -134,6 +134,13 @@ func TestGolden(t *testing.T) {
 				ev.ConversationID = "conv-lead"
 				return ev
 			}()},
+		// The same turns from a bot, opening their conversation's thread.
+		{name: "bot-escalation-complaint", bot: true, event: eventFile(t, "live-chat-escalation-complaint.json", relay.TopicEscalation),
+			cfg: func(c *discord.Config) { c.Mention = "<@&987654321098765432>" }},
+		{name: "bot-no-answer", bot: true, event: eventFile(t, "chat-no-answer.json", relay.TopicChat)},
+		{name: "bot-low-score", bot: true, event: eventFile(t, "chat-low-score.json", relay.TopicChat)},
+		{name: "bot-user-markup", bot: true, event: eventBody(t, chatBody(userMarkup, "Use **Settings → Security**.", 0.7, "conv-markup"), relay.TopicChat)},
+		{name: "bot-long", bot: true, event: eventBody(t, chatBody("Tell me everything about shipping to Canada.", longAnswer(), 0.9, "conv-long"), relay.TopicChat), minMsgs: 3},
 		{name: "packed", packed: []*relay.Event{
 			withID(eventFile(t, "chat.json", relay.TopicChat), 1),
 			withID(eventBody(t, chatBody("Where is my order?", "It left the warehouse yesterday; track it at [tracking](https://example.com/track).", 0.55, "conv-2"), relay.TopicChat), 2),

@@ -320,17 +320,25 @@ func TestGolden(t *testing.T) {
 }
 
 // TestGoldenBot: what the Web API receives in bot mode, as JSON (slack-go
-// posts a form). Each case is an escalation or a lead in a conversation
-// that already has a thread: it goes into the thread and is broadcast to
-// the channel (SPEC §6: on-call and sales never miss one).
+// posts a form), every request of the event. The "-in-thread" cases are an
+// escalation or a lead in a conversation that already has a thread: it
+// goes into the thread and is broadcast to the channel (SPEC §6: on-call
+// and sales never miss one). The others open their conversation's thread.
 func TestGoldenBot(t *testing.T) {
 	t.Parallel()
 	const mention = "<!subteam^S0123ABC>"
 	for _, tc := range []struct {
 		name, file, topic string
+		inThread          bool
+		msgs              int
 	}{
-		{"escalation-in-thread", "live-chat-escalation.json", relay.TopicEscalation},
-		{"lead-in-thread", "lead-submission.json", relay.TopicLead},
+		{"escalation-in-thread", "live-chat-escalation.json", relay.TopicEscalation, true, 1},
+		{"lead-in-thread", "lead-submission.json", relay.TopicLead, true, 1},
+		{"bot-escalation-complaint", "live-chat-escalation-complaint.json", relay.TopicEscalation, false, 1},
+		{"bot-lead-custom-fields", "lead-custom-fields.json", relay.TopicLead, false, 1},
+		{"bot-no-answer", "chat-no-answer.json", relay.TopicChat, false, 1},
+		{"bot-low-score", "chat-low-score.json", relay.TopicChat, false, 1},
+		{"bot-long", "chat-long.json", relay.TopicChat, false, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -340,45 +348,55 @@ func TestGoldenBot(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			first := turn(t, "g1", "conv-esc", "Let me check.")
 			ev := event(t, tc.file, tc.topic)
-			ev.ConversationID = first.ConversationID
-			for _, ev := range []*relay.Event{first, ev} {
-				if err := sink.Send(t.Context(), ev); err != nil {
+			if tc.inThread {
+				first := turn(t, "g1", "conv-esc", "Let me check.")
+				ev.ConversationID = first.ConversationID
+				if err := sink.Send(t.Context(), first); err != nil {
 					t.Fatal(err)
 				}
 			}
-			reqs := srv.Requests()
-			r := reqs[len(reqs)-1]
-			if r.ThreadTS == "" || r.ReplyBroadcast != "true" {
-				t.Errorf("thread_ts %q, reply_broadcast %q: want a reply broadcast to the channel", r.ThreadTS, r.ReplyBroadcast)
-			}
-			form, err := url.ParseQuery(string(r.Body))
-			if err != nil {
+			skip := len(srv.Requests())
+			if err := sink.Send(t.Context(), ev); err != nil {
 				t.Fatal(err)
 			}
-			doc := map[string]any{}
-			for k, v := range form {
-				switch k {
-				case "token":
-					continue
-				case "blocks":
-					var blocks any
-					if err := json.Unmarshal([]byte(v[0]), &blocks); err != nil {
-						t.Fatal(err)
-					}
-					doc[k] = blocks
-				default:
-					doc[k] = v[0]
-				}
+			reqs := srv.Requests()[skip:]
+			if len(reqs) != tc.msgs {
+				t.Fatalf("%d requests, want %d", len(reqs), tc.msgs)
 			}
-			body, _ := json.Marshal(doc)
+			var bodies [][]byte
+			for i, r := range reqs {
+				if broadcast := tc.inThread && i == 0; (r.ReplyBroadcast == "true") != broadcast || (r.ThreadTS != "") != (tc.inThread || i > 0) {
+					t.Errorf("request %d: thread_ts %q, reply_broadcast %q", i, r.ThreadTS, r.ReplyBroadcast)
+				}
+				form, err := url.ParseQuery(string(r.Body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				doc := map[string]any{}
+				for k, v := range form {
+					switch k {
+					case "token":
+						continue
+					case "blocks":
+						var blocks any
+						if err := json.Unmarshal([]byte(v[0]), &blocks); err != nil {
+							t.Fatal(err)
+						}
+						doc[k] = blocks
+					default:
+						doc[k] = v[0]
+					}
+				}
+				body, _ := json.Marshal(doc)
+				bodies = append(bodies, body)
+			}
 			allowed := mention
 			if tc.topic != relay.TopicEscalation {
 				allowed = ""
 			}
-			assertMentions(t, [][]byte{body}, allowed)
-			compareGolden(t, tc.name, canonical(t, [][]byte{body}))
+			assertMentions(t, bodies, allowed)
+			compareGolden(t, tc.name, canonical(t, bodies))
 		})
 	}
 }
