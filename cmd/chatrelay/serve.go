@@ -46,8 +46,10 @@ func (a *app) serveCmd() *cobra.Command {
 // secret, inside store.path.
 const secretFileName = "signing-secret"
 
-// embeddedSecret returns the signing secret of embedded-default mode,
-// generating and keeping it on first start.
+// embeddedSecret returns the signing secret of embedded-default mode: the
+// one kept in dir, or (created) a new one that keepSecret writes once the
+// store is open (a store file missing from a directory that holds anything
+// else is refused as lost, so the secret may not be there before it).
 func embeddedSecret(dir string) (secret string, created bool, err error) {
 	path := filepath.Join(dir, secretFileName)
 	b, err := os.ReadFile(path)
@@ -57,18 +59,23 @@ func embeddedSecret(dir string) (secret string, created bool, err error) {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return "", false, fmt.Errorf("read %s: %w", path, err)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", false, fmt.Errorf("store.path %s: %w", dir, err)
-	}
 	raw := make([]byte, 24)
 	if _, err := rand.Read(raw); err != nil {
 		return "", false, err
 	}
-	secret = base64.RawURLEncoding.EncodeToString(raw)
-	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
-		return "", false, fmt.Errorf("write %s: %w", path, err)
+	return base64.RawURLEncoding.EncodeToString(raw), true, nil
+}
+
+// keepSecret writes a signing secret embeddedSecret created.
+func keepSecret(dir, secret string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("store.path %s: %w", dir, err)
 	}
-	return secret, true, nil
+	path := filepath.Join(dir, secretFileName)
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }
 
 func (a *app) serve(ctx context.Context, cfg *Config) error {
@@ -93,6 +100,11 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 			logger.Error("closing the store", "err", err)
 		}
 	}()
+	if firstStart {
+		if err := keepSecret(cfg.Store.Path, secrets[0]); err != nil {
+			return err
+		}
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

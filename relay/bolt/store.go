@@ -8,10 +8,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -105,26 +109,43 @@ var _ relay.Store = (*Store)(nil)
 
 // Open opens (or creates) the store in directory dir and starts its writer.
 // A second process on the same directory gets a clear error instead of
-// blocking.
+// blocking. A damaged store file, or one that is empty or missing while the
+// directory shows a store was kept there, is refused with an error that
+// wraps ErrDamaged and says what to do (see vet); Open never panics on what
+// it reads.
 func Open(dir string, opts Options) (*Store, error) {
 	opts.defaults()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("store.path %s: %w", dir, err)
 	}
 	path := filepath.Join(dir, FileName)
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
-		Timeout:      opts.LockTimeout,
-		MaxSize:      int(opts.MaxSize),
-		FreelistType: bbolt.FreelistMapType,
-		// The freelist is rebuilt at open instead of written on every
-		// commit (as etcd does): fewer pages per fsync. Durability is
-		// unchanged.
-		NoFreelistSync: true,
+	inUse := fmt.Errorf("store.path %s: the store is in use by another chatrelay process "+
+		"(its file lock is held); stop that process, or give this one another store.path", dir)
+	if err := vet(dir, path, opts); err != nil {
+		if errors.Is(err, errLocked) {
+			return nil, inUse
+		}
+		return nil, fmt.Errorf("store.path %s: %w", dir, err)
+	}
+	var db *bbolt.DB
+	err := guard(path, func() (err error) {
+		db, err = bbolt.Open(path, 0o600, &bbolt.Options{
+			Timeout:      opts.LockTimeout,
+			MaxSize:      int(opts.MaxSize),
+			FreelistType: bbolt.FreelistMapType,
+			// The freelist is rebuilt at open instead of written on every
+			// commit (as etcd does): fewer pages per fsync. Durability is
+			// unchanged.
+			NoFreelistSync: true,
+		})
+		return err
 	})
 	if err != nil {
-		if errors.Is(err, bberrors.ErrTimeout) {
-			return nil, fmt.Errorf("store.path %s: the store is in use by another chatrelay process "+
-				"(its file lock is held); stop that process, or give this one another store.path", dir)
+		switch {
+		case errors.Is(err, bberrors.ErrTimeout):
+			return nil, inUse
+		case errors.Is(err, bberrors.ErrInvalid), errors.Is(err, bberrors.ErrChecksum):
+			err = damaged(path, "is damaged: "+err.Error())
 		}
 		return nil, fmt.Errorf("store.path %s: open %s: %w", dir, FileName, err)
 	}
@@ -140,8 +161,11 @@ func Open(dir string, opts Options) (*Store, error) {
 		dedupe:  newDedupeIndex(),
 		recent:  newRecentEvents(),
 	}
-	if err := s.init(); err != nil {
+	if err := guard(path, s.init); err != nil {
 		_ = db.Close()
+		if errors.Is(err, errUnreadable) {
+			err = damaged(path, "is damaged: "+err.Error())
+		}
 		return nil, fmt.Errorf("store.path %s: %w", dir, err)
 	}
 	s.releaseMapped() // the rebuild read every pending delivery
@@ -149,16 +173,106 @@ func Open(dir string, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// vet checks the store file before bbolt sees it, under the file's lock:
+//   - a file with content must pass checkFile;
+//   - an empty (zero-length) file is refused: bbolt writes its first pages
+//     as it creates the file, so only a first start killed within that
+//     instant leaves one, and a store lost to a truncation looks the same;
+//   - a missing file starts an empty store in an empty directory; in one
+//     that holds other files (a store was kept here: the embedded mode's
+//     signing secret, a store file moved aside) it is refused, unless the
+//     operator moved the old file aside (FileName.<anything>), which is how
+//     the way out of a damaged file reads.
+func vet(dir, path string, opts Options) error {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		others, aside, err := dirEntries(dir)
+		switch {
+		case err != nil:
+			return err
+		case len(others) == 0:
+			return nil
+		case len(aside) > 0:
+			opts.Logger.Warn("starting with an empty store: the previous store file was moved aside",
+				"file", path, "moved_aside", strings.Join(aside, ","))
+			return nil
+		}
+		return &damageError{path: path,
+			what: fmt.Sprintf("is missing, but %s holds other files (%s): a store was kept here", dir, strings.Join(others, ", ")),
+			fix: fmt.Sprintf("restore it from a backup; or, if it was removed on purpose, say so with "+
+				"touch %s.removed and start again with an empty store", path)}
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close() // releases the lock
+	if err := lockFile(f, opts.LockTimeout); err != nil {
+		return err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if st.Size() == 0 {
+		return damaged(path, "is empty (0 bytes): the store that was kept here is lost")
+	}
+	return checkFile(f, path)
+}
+
+// dirEntries lists the names in dir other than the store file, and those
+// of them that are the store file moved aside (FileName.<suffix>).
+func dirEntries(dir string) (others, aside []string, err error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if name == FileName {
+			continue
+		}
+		others = append(others, name)
+		if strings.HasPrefix(name, FileName+".") && e.Type().IsRegular() {
+			aside = append(aside, name)
+		}
+	}
+	return others, aside, nil
+}
+
+// guard runs fn and turns a panic, or a memory fault on the file's mapping,
+// into a damageError: the last line of defence behind checkFile for the
+// goroutine that opens the store (bbolt's own goroutines are out of its
+// reach, which is why checkFile runs first). bbolt may leave its file
+// descriptor open after such a panic; the caller is about to exit.
+func guard(path string, fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			err = damaged(path, fmt.Sprintf("is damaged: bbolt: %v", p))
+		}
+	}()
+	return fn()
+}
+
+// errUnreadable marks a record the rebuild at open could not decode.
+var errUnreadable = errors.New("unreadable record")
+
 // init creates the buckets and rebuilds every sink's scheduler from disk.
 func (s *Store) init() error {
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		for _, name := range []string{bMeta, bEvents, bDeliv, bQueues, bDead, bKV} {
 			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
+				if errors.Is(err, bberrors.ErrIncompatibleValue) { // a plain value where a bucket belongs
+					return fmt.Errorf("%w: bucket %s: %w", errUnreadable, name, err)
+				}
 				return err
 			}
 		}
 		meta := tx.Bucket([]byte(bMeta))
 		if v := meta.Get([]byte("schema")); v != nil && string(v) != fmt.Sprint(schemaVersion) {
+			if _, err := strconv.Atoi(string(v)); err != nil {
+				return fmt.Errorf("%w: schema version %q", errUnreadable, v)
+			}
 			return fmt.Errorf("store schema %s is not %d: this chatrelay cannot read it", v, schemaVersion)
 		}
 		return meta.Put([]byte("schema"), []byte(fmt.Sprint(schemaVersion)))
@@ -179,11 +293,11 @@ func (s *Store) init() error {
 			err := qs.Bucket(name).ForEach(func(k, v []byte) error {
 				var e queueEntry
 				if err := json.Unmarshal(v, &e); err != nil {
-					return fmt.Errorf("queue %s: %w", name, err)
+					return fmt.Errorf("%w: queue %s: %w", errUnreadable, name, err)
 				}
 				id, err := uuid.Parse(e.EventID)
 				if err != nil {
-					return fmt.Errorf("queue %s: event id %q: %w", name, e.EventID, err)
+					return fmt.Errorf("%w: queue %s: event id %q: %w", errUnreadable, name, e.EventID, err)
 				}
 				it := &item{seq: beU64(k), id: id, received: e.Received, since: e.Since, due: e.Since}
 				r, tried, err := getDeliv(deliv, e.EventID, q.sink)
