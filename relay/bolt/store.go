@@ -17,7 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -82,27 +82,44 @@ func (o *Options) defaults() {
 	}
 }
 
-// Store implements relay.Store on a bbolt file.
+// Store implements relay.Store on a bbolt file with an intake log in front
+// of it (see writer.go and intake.go).
 type Store struct {
 	db    *bbolt.DB
 	opts  Options
 	clock clockwork.Clock
 	log   *slog.Logger
 
-	ops     chan *op
+	intake  *intakeLog    // logger goroutine only (and Open, Close)
+	entries chan *entry   // writes, to the logger
+	applyCh chan []logged // durable records, logger to applier
 	quit    chan struct{}
-	stopped chan struct{}
+	stopped chan struct{} // the applier (and so the logger) has stopped
 	closeMu sync.Once
+
+	durable atomic.Uint64 // sequence number of the last durable record
+	applied atomic.Uint64 // sequence number of the last record the database holds
 
 	mu         sync.Mutex
 	queues     map[string]*queue
 	configured map[string]bool // set by Reconcile; nil until then
-	health     error           // last write outcome
-	pruneFrom  []byte          // where the retention scan resumes; writer goroutine only
-	dedupeFrom []byte          // where the dedupe-expiry scan resumes; writer goroutine only
-	dedupe     *dedupeIndex    // writer goroutine only (and init)
+	logErr     error           // last log write outcome
+	applyErr   error           // last database commit outcome
+	appliedCh  chan struct{}   // closed and replaced when applied or applyErr changes
+	kvPending  map[string]kvValue
+	pruneFrom  []byte            // where the retention scan resumes; applier goroutine only
+	dedupeFrom []byte            // where the dedupe-expiry scan resumes; applier goroutine only
+	seqs       map[string]uint64 // last queue sequence number per sink; logger goroutine only (and Open)
+	dedupe     *dedupeIndex
 	recent     *recentEvents
-	unrecorded []*op // acks and dead letters whose commit failed, retried by the writer; writer goroutine only
+	unrecorded []*entry   // acks and dead letters whose write failed, retried by the logger; logger goroutine only
+	adminMu    sync.Mutex // one dead-letter replay or purge at a time
+}
+
+// kvValue is a key/value entry durable in the log and not yet applied.
+type kvValue struct {
+	v   []byte
+	seq uint64
 }
 
 var _ relay.Store = (*Store)(nil)
@@ -150,18 +167,22 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store.path %s: open %s: %w", dir, FileName, err)
 	}
 	s := &Store{
-		db:      db,
-		opts:    opts,
-		clock:   opts.Clock,
-		log:     opts.Logger,
-		ops:     make(chan *op, 4*opts.MaxBatch),
-		quit:    make(chan struct{}),
-		stopped: make(chan struct{}),
-		queues:  make(map[string]*queue),
-		dedupe:  newDedupeIndex(),
-		recent:  newRecentEvents(),
+		db:        db,
+		opts:      opts,
+		clock:     opts.Clock,
+		log:       opts.Logger,
+		entries:   make(chan *entry, 4*opts.MaxBatch),
+		applyCh:   make(chan []logged, 64),
+		quit:      make(chan struct{}),
+		stopped:   make(chan struct{}),
+		queues:    make(map[string]*queue),
+		appliedCh: make(chan struct{}),
+		kvPending: make(map[string]kvValue),
+		seqs:      make(map[string]uint64),
+		dedupe:    newDedupeIndex(),
+		recent:    newRecentEvents(),
 	}
-	if err := guard(path, s.init); err != nil {
+	if err := guard(path, func() error { return s.init(dir) }); err != nil {
 		_ = db.Close()
 		if errors.Is(err, errUnreadable) {
 			err = damaged(path, "is damaged: "+err.Error())
@@ -169,7 +190,8 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store.path %s: %w", dir, err)
 	}
 	s.releaseMapped() // the rebuild read every pending delivery
-	go s.writer()
+	go s.logger()
+	go s.applier()
 	return s, nil
 }
 
@@ -257,10 +279,13 @@ func guard(path string, fn func() error) (err error) {
 // errUnreadable marks a record the rebuild at open could not decode.
 var errUnreadable = errors.New("unreadable record")
 
-// init creates the buckets and rebuilds every sink's scheduler from disk.
-func (s *Store) init() error {
+// init creates the buckets, applies the intake log's records that the
+// database does not hold yet, and rebuilds every sink's scheduler from
+// disk.
+func (s *Store) init(dir string) error {
+	fresh := false
 	err := s.db.Update(func(tx *bbolt.Tx) error {
-		for _, name := range []string{bMeta, bEvents, bDeliv, bQueues, bDead, bKV} {
+		for _, name := range bucketNames {
 			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
 				if errors.Is(err, bberrors.ErrIncompatibleValue) { // a plain value where a bucket belongs
 					return fmt.Errorf("%w: bucket %s: %w", errUnreadable, name, err)
@@ -269,18 +294,90 @@ func (s *Store) init() error {
 			}
 		}
 		meta := tx.Bucket([]byte(bMeta))
-		if v := meta.Get([]byte("schema")); v != nil && string(v) != fmt.Sprint(schemaVersion) {
+		v := meta.Get([]byte("schema"))
+		if v != nil && string(v) != fmt.Sprint(schemaVersion) {
 			if _, err := strconv.Atoi(string(v)); err != nil {
 				return fmt.Errorf("%w: schema version %q", errUnreadable, v)
 			}
 			return fmt.Errorf("store schema %s is not %d: this chatrelay cannot read it", v, schemaVersion)
 		}
+		fresh = v == nil
 		return meta.Put([]byte("schema"), []byte(fmt.Sprint(schemaVersion)))
 	})
 	if err != nil {
 		return err
 	}
-	return s.db.View(func(tx *bbolt.Tx) error {
+	logDir := filepath.Join(dir, intakeDirName)
+	if fresh {
+		if err := s.setAsideOldLog(logDir); err != nil {
+			return err
+		}
+	}
+	var applied uint64
+	if err := s.db.View(func(tx *bbolt.Tx) error {
+		applied = beU64(tx.Bucket([]byte(bMeta)).Get([]byte(keyApplied)))
+		return nil
+	}); err != nil {
+		return err
+	}
+	s.applied.Store(applied)
+	var batch []logged
+	var batchBytes int
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := s.commitRecords(batch)
+		var re *recordError
+		if err != nil && errors.As(err, &re) && !resourceError(re.err) {
+			err = nil
+			for _, r := range batch {
+				if err = s.commitRecords([]logged{r}); err != nil && errors.As(err, &re) && !resourceError(re.err) {
+					s.log.Error("intake log: a record cannot be applied to the database; skipping it", "record", r.seq, "err", re.err)
+					err = s.commitRecords([]logged{{seq: r.seq}})
+				}
+				if err != nil {
+					break
+				}
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("applying the intake log's records to the database: %w; "+
+				"if the store is full, raise store.max_size or free disk space", classifyWriteError(err))
+		}
+		batch, batchBytes = batch[:0], 0
+		return nil
+	}
+	replayed := 0
+	l, torn, err := openIntake(logDir, applied, func(seq uint64, rec []byte) error {
+		batch = append(batch, logged{seq: seq, rec: rec})
+		batchBytes += len(rec)
+		replayed++
+		if len(batch) >= 1024 || batchBytes >= 4<<20 {
+			return flush()
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.intake = l
+	if err := flush(); err != nil {
+		_ = l.close()
+		return err
+	}
+	if torn > 0 {
+		s.log.Warn("intake log: dropped a record whose write did not complete (a stop between write and sync); "+
+			"it was never answered", "bytes", torn)
+	}
+	if replayed > 0 {
+		s.log.Info("intake log: applied the records the database did not hold yet", "records", replayed)
+	}
+	s.durable.Store(s.intake.next - 1)
+	if err := s.intake.roll(s.applied.Load()); err != nil {
+		s.log.Warn("intake log: could not delete applied segments", "err", err)
+	}
+	err = s.db.View(func(tx *bbolt.Tx) error {
 		from, err := s.dedupe.load(tx, s.clock.Now(), s.opts.DedupeWindow)
 		if err != nil {
 			return err
@@ -290,7 +387,12 @@ func (s *Store) init() error {
 		deliv := tx.Bucket([]byte(bDeliv))
 		err = qs.ForEachBucket(func(name []byte) error {
 			q := s.newQueue(string(name))
-			err := qs.Bucket(name).ForEach(func(k, v []byte) error {
+			qb := qs.Bucket(name)
+			s.seqs[q.sink] = qb.Sequence()
+			if k, _ := qb.Cursor().Last(); k != nil {
+				s.seqs[q.sink] = max(s.seqs[q.sink], beU64(k))
+			}
+			err := qb.ForEach(func(k, v []byte) error {
 				var e queueEntry
 				if err := json.Unmarshal(v, &e); err != nil {
 					return fmt.Errorf("%w: queue %s: %w", errUnreadable, name, err)
@@ -327,10 +429,34 @@ func (s *Store) init() error {
 			return nil
 		})
 	})
+	if err != nil {
+		_ = s.intake.close()
+	}
+	return err
 }
 
-// Close stops the writer (after it has committed what was queued), wakes
-// every waiting Next with ErrClosed and closes the file.
+// setAsideOldLog moves an intake log away from a database that was just
+// created: it belongs to a store file that was moved aside or removed, and
+// its records mean nothing to a new one.
+func (s *Store) setAsideOldLog(logDir string) error {
+	segs, err := listSegments(logDir)
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && len(segs) == 0) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	aside := fmt.Sprintf("%s.aside-%d", logDir, s.clock.Now().Unix())
+	if err := os.Rename(logDir, aside); err != nil {
+		return err
+	}
+	s.log.Warn("intake log: the store file is new, so the intake log of the previous one was set aside", "moved_to", aside)
+	return nil
+}
+
+// Close stops the logger (after it has written what was queued) and the
+// applier (after it has applied what was written), wakes every waiting Next
+// with ErrClosed and closes the files.
 func (s *Store) Close() error {
 	s.closeMu.Do(func() { close(s.quit) })
 	<-s.stopped
@@ -339,258 +465,17 @@ func (s *Store) Close() error {
 		q.close()
 	}
 	s.mu.Unlock()
-	return s.db.Close()
-}
-
-// op is one write: fn runs inside the shared transaction (and may run more
-// than once, so it must set its results afresh each time); after runs once,
-// in commit order, when the transaction is durable.
-type op struct {
-	fn     func(tx *bbolt.Tx) error
-	after  func()
-	failed func(error) // for writes nobody waits for: runs when the commit fails
-	err    error
-	done   chan struct{}
-}
-
-// write submits fn to the writer and waits until it is durable.
-func (s *Store) write(ctx context.Context, fn func(*bbolt.Tx) error, after func()) error {
-	return s.submit(ctx, &op{fn: fn, after: after, done: make(chan struct{})})
-}
-
-// writeOrRecordLater is write for a record that must land: if its commit
-// fails, the writer keeps it and commits it again later (recordLater), and
-// deferred is true.
-func (s *Store) writeOrRecordLater(ctx context.Context, fn func(*bbolt.Tx) error, after func()) (deferred bool, err error) {
-	o := &op{fn: fn, after: after, done: make(chan struct{})}
-	o.failed = func(error) {
-		deferred = true // written before done is closed, read after
-		s.recordLater(fn, after)
+	if err := s.intake.roll(s.applied.Load()); err != nil {
+		s.log.Warn("intake log: could not delete applied segments", "err", err)
 	}
-	err = s.submit(ctx, o)
-	return deferred && err != nil, err
+	err := s.intake.close()
+	return errors.Join(s.db.Close(), err)
 }
 
-// submit hands o to the writer and waits until it is durable or failed.
-func (s *Store) submit(ctx context.Context, o *op) error {
-	select {
-	case s.ops <- o:
-	case <-s.quit:
-		return relay.ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case <-o.done:
-		return o.err
-	case <-s.stopped:
-		select {
-		case <-o.done:
-			return o.err
-		default:
-			return relay.ErrClosed
-		}
-	}
-}
-
-// writeAsync submits fn without waiting for it: after runs once it is
-// durable, failed if it cannot be written. It returns an error only if the
-// write could not be submitted.
-func (s *Store) writeAsync(ctx context.Context, fn func(*bbolt.Tx) error, after func(), failed func(error)) error {
-	o := &op{fn: fn, after: after, failed: failed, done: make(chan struct{})}
-	select {
-	case s.ops <- o:
-		return nil
-	case <-s.quit:
-		return relay.ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// recordLater keeps a write that could not be committed (an ack: the
-// delivery was made; a dead letter: the destination refused it) and commits
-// it again at the writer's next probe tick, until it lands. Meanwhile its
-// delivery stays in flight, so that a store that cannot write makes nobody
-// send the same event again and again; if the process stops first, the
-// delivery is sent once more at the next start. It runs on the writer
-// goroutine (from a failed commit).
-func (s *Store) recordLater(fn func(*bbolt.Tx) error, after func()) {
-	s.unrecorded = append(s.unrecorded, &op{fn: fn, after: after, done: make(chan struct{}),
-		failed: func(error) { s.recordLater(fn, after) }})
-}
-
-// writer owns every write transaction. It takes whatever writes are queued,
-// applies them in one transaction, commits (one fsync for all), then
-// answers each. Under load batches grow by themselves; idle, a lone write
-// commits at once.
-func (s *Store) writer() {
-	defer close(s.stopped)
-	prune := s.clock.NewTicker(s.opts.PruneEvery)
-	defer prune.Stop()
-	probe := s.clock.NewTicker(2 * time.Second)
-	defer probe.Stop()
-	release := s.clock.NewTicker(10 * time.Second)
-	defer release.Stop()
-	batch := make([]*op, 0, s.opts.MaxBatch)
-	for {
-		select {
-		case o := <-s.ops:
-			batch = append(batch[:0], o)
-		fill:
-			for len(batch) < s.opts.MaxBatch {
-				select {
-				case o := <-s.ops:
-					batch = append(batch, o)
-				default:
-					break fill
-				}
-			}
-			s.commit(batch)
-		case <-prune.Chan():
-			s.prune()
-		case <-release.Chan():
-			s.releaseMapped()
-		case <-probe.Chan():
-			if s.healthErr() != nil {
-				s.commit([]*op{{fn: func(tx *bbolt.Tx) error {
-					return tx.Bucket([]byte(bMeta)).Put([]byte("probe"), u64(uint64(s.clock.Now().UnixNano())))
-				}, done: make(chan struct{})}})
-			}
-			if len(s.unrecorded) > 0 {
-				retry := s.unrecorded
-				s.unrecorded = nil
-				s.commit(retry)
-			}
-		case <-s.quit:
-			for {
-				select {
-				case o := <-s.ops:
-					s.commit([]*op{o})
-				default:
-					return
-				}
-			}
-		}
-	}
-}
-
-type opError struct {
-	op  *op
-	err error
-}
-
-func (e *opError) Error() string { return e.err.Error() }
-func (e *opError) Unwrap() error { return e.err }
-
-func (s *Store) commit(batch []*op) {
-	s.dedupe.begin()
-	err := s.db.Update(func(tx *bbolt.Tx) error {
-		for _, o := range batch {
-			if err := o.fn(tx); err != nil {
-				return &opError{op: o, err: err}
-			}
-		}
-		return nil
-	})
-	var oe *opError
-	if err != nil && errors.As(err, &oe) && len(batch) > 1 {
-		s.dedupe.rollback()
-		// One write failed on its own: run each alone so the others land.
-		for _, o := range batch {
-			s.commit([]*op{o})
-		}
-		return
-	}
-	if err != nil {
-		s.dedupe.rollback()
-		if errors.As(err, &oe) {
-			// This one write is wrong, not the store: it fails alone, and
-			// the store stays ready.
-			err = fmt.Errorf("%w: %w", relay.ErrUnavailable, oe.err)
-		} else {
-			err = classifyWriteError(err)
-			s.setHealth(err)
-		}
-		for _, o := range batch {
-			o.err = err
-			if o.failed != nil {
-				o.failed(err)
-			}
-			close(o.done)
-		}
-		return
-	}
-	s.dedupe.commit()
-	s.setHealth(nil)
-	for _, o := range batch {
-		if o.after != nil {
-			o.after()
-		}
-		close(o.done)
-	}
-}
-
-// classifyWriteError maps a failed commit to relay.ErrFull (size bound or
-// disk full) or relay.ErrUnavailable.
-func classifyWriteError(err error) error {
-	if errors.Is(err, bberrors.ErrMaxSizeReached) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
-		return fmt.Errorf("%w: %w", relay.ErrFull, err)
-	}
-	return fmt.Errorf("%w: %w", relay.ErrUnavailable, err)
-}
-
-func (s *Store) setHealth(err error) {
-	s.mu.Lock()
-	prev := s.health
-	s.health = err
-	s.mu.Unlock()
-	switch {
-	case err != nil && prev == nil:
-		s.log.Error("store cannot write; the receiver answers 503 until it can", "err", err)
-	case err == nil && prev != nil:
-		s.log.Info("store writes again")
-	}
-}
-
-// Ready reports the outcome of the last write: nil, or why the store cannot
-// write (relay.ErrFull, relay.ErrUnavailable).
-func (s *Store) Ready(context.Context) error {
-	select {
-	case <-s.quit:
-		return relay.ErrClosed
-	default:
-	}
-	return s.healthErr()
-}
-
-func (s *Store) healthErr() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.health
-}
-
-// wait blocks for d (d < 0: no timeout), until changed is closed, or ctx
-// ends.
-func (s *Store) wait(ctx context.Context, d time.Duration, changed <-chan struct{}) error {
-	var timeout <-chan time.Time
-	if d >= 0 {
-		t := s.clock.NewTimer(d)
-		defer t.Stop()
-		timeout = t.Chan()
-	}
-	select {
-	case <-timeout:
-	case <-changed:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	return nil
-}
-
-// Append implements relay.Store. One event costs a write for the event
-// and one queue entry per sink; the dedupe index is in memory (see
-// dedupeIndex), and everything is encoded before it reaches the writer.
+// Append implements relay.Store. One event is one record of the intake log:
+// the event and one queue entry per sink. The dedupe index is in memory
+// (see dedupeIndex), and everything is encoded before it reaches the
+// logger, which only decides duplicates and numbers the queue entries.
 func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (relay.Accepted, error) {
 	id, err := uuid.Parse(ev.ID)
 	if err != nil {
@@ -611,35 +496,23 @@ func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (re
 	}
 	var acc relay.Accepted
 	var items []queued
-	err = s.write(ctx, func(tx *bbolt.Tx) error {
-		acc, items = relay.Accepted{ID: ev.ID}, items[:0]
+	var o ops
+	err = s.write(ctx, func() ([]byte, bool) {
+		acc, items, o.b = relay.Accepted{ID: ev.ID}, items[:0], o.b[:0]
 		if e, ok := s.dedupe.lookup(key); ok && time.Duration(now-e.at) < s.opts.DedupeWindow {
 			acc = relay.Accepted{ID: e.id.String(), Duplicate: true}
-			return nil
+			return nil, false
 		}
-		events := tx.Bucket([]byte(bEvents))
-		events.FillPercent = 0.9
-		if err := events.Put([]byte(ev.ID), rec); err != nil {
-			return err
-		}
+		o.put(bEvents, "", []byte(ev.ID), rec)
 		for _, sink := range sinks {
-			qb, err := tx.Bucket([]byte(bQueues)).CreateBucketIfNotExists([]byte(sink))
-			if err != nil {
-				return err
-			}
-			qb.FillPercent = 0.9
-			seq, err := qb.NextSequence()
-			if err != nil {
-				return err
-			}
-			if err := qb.Put(u64(seq), entry); err != nil {
-				return err
-			}
+			s.seqs[sink]++
+			seq := s.seqs[sink]
+			o.putQueue(sink, seq, entry)
 			items = append(items, queued{sink: sink, key: ordering, it: &item{seq: seq, id: id,
 				received: received, since: now, due: now}})
 		}
-		s.dedupe.pending[key] = dedupeEntry{at: now, id: id}
-		return nil
+		s.dedupe.add(key, dedupeEntry{at: now, id: id})
+		return o.b, true
 	}, func() {
 		if len(items) > 0 {
 			s.recent.put(id, ev)
@@ -695,7 +568,10 @@ func (s *Store) Reconcile(ctx context.Context, sinks []string) (int, error) {
 }
 
 // Lookup implements relay.Store.
-func (s *Store) Lookup(_ context.Context, id string) (*relay.EventRecord, error) {
+func (s *Store) Lookup(ctx context.Context, id string) (*relay.EventRecord, error) {
+	if err := s.caughtUp(ctx); err != nil {
+		return nil, err
+	}
 	var rec *relay.EventRecord
 	err := s.db.View(func(tx *bbolt.Tx) error {
 		v := tx.Bucket([]byte(bEvents)).Get([]byte(id))
@@ -727,7 +603,10 @@ func (s *Store) Lookup(_ context.Context, id string) (*relay.EventRecord, error)
 }
 
 // Recent implements relay.Store.
-func (s *Store) Recent(_ context.Context, before string, limit int) ([]relay.EventSummary, error) {
+func (s *Store) Recent(ctx context.Context, before string, limit int) ([]relay.EventSummary, error) {
+	if err := s.caughtUp(ctx); err != nil {
+		return nil, err
+	}
 	if limit <= 0 {
 		limit = 50
 	}
@@ -793,12 +672,20 @@ type kv struct {
 func (k *kv) key(key string) []byte { return []byte(k.ns + "\x00" + key) }
 
 // A KV value is stored after the 8-byte time of its last Put, so that
-// entries nobody wrote for Options.KVRetention can be pruned.
+// entries nobody wrote for Options.KVRetention can be pruned. A value that
+// is durable but not yet applied is answered from memory.
 func (k *kv) Get(_ context.Context, key string) (string, bool, error) {
+	full := k.key(key)
+	k.s.mu.Lock()
+	p, pending := k.s.kvPending[string(full)]
+	k.s.mu.Unlock()
+	if pending {
+		return string(p.v[8:]), true, nil
+	}
 	var val string
 	var ok bool
 	err := k.s.db.View(func(tx *bbolt.Tx) error {
-		v := tx.Bucket([]byte(bKV)).Get(k.key(key))
+		v := tx.Bucket([]byte(bKV)).Get(full)
 		if len(v) >= 8 {
 			val, ok = string(v[8:]), true
 		}
@@ -808,10 +695,15 @@ func (k *kv) Get(_ context.Context, key string) (string, bool, error) {
 }
 
 func (k *kv) Put(ctx context.Context, key, value string) error {
+	full := k.key(key)
 	v := append(u64(uint64(k.s.clock.Now().UnixNano())), value...)
-	return k.s.write(ctx, func(tx *bbolt.Tx) error {
-		return tx.Bucket([]byte(bKV)).Put(k.key(key), v)
-	}, nil)
+	var o ops
+	o.put(bKV, "", full, v)
+	return k.s.write(ctx, record(&o), func() {
+		k.s.mu.Lock()
+		k.s.kvPending[string(full)] = kvValue{v: v, seq: k.s.intake.next - 1}
+		k.s.mu.Unlock()
+	})
 }
 
 func beU64(b []byte) uint64 {
