@@ -67,6 +67,8 @@ type intakeLog struct {
 	f    *os.File  // the last segment
 	off  int64     // end of its last synced record
 	next uint64    // sequence number of the next record
+
+	afterWrite func() // tests: between write and sync
 }
 
 func segmentName(first uint64) string { return fmt.Sprintf("%020d%s", first, segmentExt) }
@@ -158,7 +160,7 @@ func openIntake(dir string, applied uint64, replay func(seq uint64, payload []by
 				}
 			}
 			if bad != "" {
-				if !last {
+				if !last || syncedAfter(b, off, applied) {
 					return nil, 0, logDamage(dir, fmt.Sprintf("segment %s has %s at byte %d", filepath.Base(sg.path), bad, off))
 				}
 				// The last write did not complete (a crash between write and
@@ -215,6 +217,25 @@ func openIntake(dir string, applied uint64, replay func(seq uint64, payload []by
 	return l, torn, nil
 }
 
+// syncedAfter says whether a whole record the database already holds (so
+// it was synced) follows the bad bytes at off: then they are damage, not
+// the tail of a write that a crash cut short.
+func syncedAfter(b []byte, off int, applied uint64) bool {
+	for i := off + 1; i+frameHeader <= len(b); i++ {
+		h := b[i : i+frameHeader]
+		n := int(binary.LittleEndian.Uint32(h[0:]))
+		seq := binary.LittleEndian.Uint64(h[8:])
+		if seq == 0 || seq > applied || n > len(b)-i-frameHeader {
+			continue
+		}
+		crc := crc32.Update(crc32.Checksum(h[8:16], castagnoli), castagnoli, b[i+frameHeader:i+frameHeader+n])
+		if crc == binary.LittleEndian.Uint32(h[4:]) {
+			return true
+		}
+	}
+	return false
+}
+
 func truncateSync(path string, size int64) error {
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
@@ -244,6 +265,9 @@ func syncDir(dir string) error {
 func (l *intakeLog) write(buf []byte, n int) error {
 	if _, err := l.f.WriteAt(buf, l.off); err != nil {
 		return l.undo(err)
+	}
+	if l.afterWrite != nil {
+		l.afterWrite()
 	}
 	if err := fdatasync(l.f); err != nil {
 		return l.undo(err)

@@ -53,6 +53,14 @@ type Options struct {
 	LockTimeout time.Duration
 	Clock       clockwork.Clock
 	Logger      *slog.Logger
+
+	hooks *hooks // tests only
+}
+
+// hooks let the crash tests stop the process at chosen points.
+type hooks struct {
+	afterLogWrite func() // the group is written, not yet synced
+	beforeApply   func() // the group is synced, not yet applied
 }
 
 func (o *Options) defaults() {
@@ -362,6 +370,9 @@ func (s *Store) init(dir string) error {
 		return err
 	}
 	s.intake = l
+	if s.opts.hooks != nil {
+		l.afterWrite = s.opts.hooks.afterLogWrite
+	}
 	if err := flush(); err != nil {
 		_ = l.close()
 		return err

@@ -313,6 +313,9 @@ func (e *recordError) Unwrap() error { return e.err }
 // I/O error; retried at the probe tick). A record that can never be applied
 // (it does not fit the database's shape) is skipped with an error log.
 func (s *Store) apply(recs []logged) []logged {
+	if s.opts.hooks != nil && s.opts.hooks.beforeApply != nil {
+		s.opts.hooks.beforeApply()
+	}
 	err := s.commitRecords(recs)
 	var re *recordError
 	if err != nil && errors.As(err, &re) && !resourceError(re.err) {
