@@ -55,7 +55,10 @@ YAML
   relay=$!
   wait_ready http://127.0.0.1:18080/readyz
   load "$1" "$2" http://127.0.0.1:18080/webhook
-  kill $relay; wait $relay 2>/dev/null || true
+  if ! kill $relay 2>/dev/null || [ "$(echo "$res" | python3 -c 'import json,sys; print(json.load(sys.stdin)["non_2xx"])')" != 0 ]; then
+    echo "  $1: the relay failed; its log:" >&2; tail -c 2000 "$work/relay.log" >&2
+  fi
+  wait $relay 2>/dev/null || true
 }
 
 "$work/sinkd" -listen 127.0.0.1:18091 -status 410 2>/dev/null &

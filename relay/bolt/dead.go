@@ -231,6 +231,7 @@ func (s *Store) reviveOrPurge(ctx context.Context, ids []string, revive bool) (i
 				q.mu.Unlock()
 			}
 			for _, q := range items {
+				q.it.written = s.intake.next - 1
 				s.queue(q.sink).add(q.key, q.it)
 			}
 		})

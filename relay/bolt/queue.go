@@ -15,7 +15,7 @@ import (
 	"github.com/chatrelay/chatrelay/relay"
 )
 
-// item is one pending delivery, in memory: 56 bytes. The event body stays
+// item is one pending delivery, in memory: 64 bytes. The event body stays
 // on disk until the delivery is handed out, and the conversation's key is
 // kept once per conversation, so a large backlog costs little memory.
 type item struct {
@@ -25,6 +25,7 @@ type item struct {
 	since    int64
 	due      int64
 	attempts int
+	written  uint64 // intake record of its last change (0: applied before the start)
 }
 
 // queued is an item on its way from a commit to its sink's queue.
@@ -166,8 +167,25 @@ func (q *queue) load(ctx context.Context, c *conv, it *item) (*relay.Delivery, e
 				Settler: &settle{q: q, c: c, it: it}}, nil
 		}
 	}
-	_ = q.s.caughtUp(context.WithoutCancel(ctx))
-	caughtUp := q.s.applied.Load() >= q.s.durable.Load()
+	// The database must hold the last record about this delivery (its
+	// append, its last nak); older ones it holds already.
+	q.mu.Lock()
+	written := it.written
+	q.mu.Unlock()
+	for q.s.applied.Load() < written && q.s.applyHealth() == nil {
+		q.s.mu.Lock()
+		changed := q.s.appliedCh
+		q.s.mu.Unlock()
+		if q.s.applied.Load() >= written {
+			break
+		}
+		q.s.nudge()
+		select {
+		case <-changed:
+		case <-q.s.stopped:
+		}
+	}
+	caughtUp := q.s.applied.Load() >= written
 	var del *relay.Delivery
 	err := q.s.db.View(func(tx *bbolt.Tx) error {
 		id := it.id.String()
@@ -258,11 +276,15 @@ func (st *settle) Nak(ctx context.Context, delay time.Duration, lastErr string) 
 		Since: it.since, Due: due, LastErr: lastErr, Updated: now})
 	var o ops
 	o.put(bDeliv, "", delivKey(it.id.String(), q.sink), r)
-	err := q.s.write(ctx, record(&o), nil)
+	var written uint64
+	err := q.s.write(ctx, record(&o), func() { written = q.s.intake.next - 1 })
 	// Even when the record could not be written, wait in memory: a store
 	// that cannot write must not turn a backoff into a busy loop.
 	q.mu.Lock()
 	it.attempts, it.due = attempts, due
+	if err == nil {
+		it.written = written
+	}
 	q.mu.Unlock()
 	q.requeue(st.c)
 	return err

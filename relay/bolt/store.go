@@ -1,6 +1,8 @@
-// Package bolt is chatrelay's embedded store: one bbolt file, written by a
-// single group-commit writer so that concurrent requests share one fsync,
-// with an in-memory scheduler per sink rebuilt from disk at start.
+// Package bolt is chatrelay's embedded store: an intake log, where a write
+// becomes durable with one sequential append and one fdatasync per group of
+// concurrent writes, in front of one bbolt file that applies the log's
+// records in the background; with an in-memory scheduler per sink rebuilt
+// from disk at start.
 package bolt
 
 import (
@@ -46,8 +48,12 @@ type Options struct {
 	KVRetention time.Duration
 	// PruneEvery is how often retention and dedupe pruning run (default 1m).
 	PruneEvery time.Duration
-	// MaxBatch bounds how many writes share one transaction (default 1024).
+	// MaxBatch bounds how many writes share one write and sync of the intake
+	// log (default 1024).
 	MaxBatch int
+	// ApplyEvery is how often at most the database commits the records of
+	// the intake log (default 50ms; sooner when a read waits for them).
+	ApplyEvery time.Duration
 	// LockTimeout is how long Open waits for another process's file lock
 	// (default 1s).
 	LockTimeout time.Duration
@@ -79,6 +85,9 @@ func (o *Options) defaults() {
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 1024
 	}
+	if o.ApplyEvery <= 0 {
+		o.ApplyEvery = 50 * time.Millisecond
+	}
 	if o.LockTimeout <= 0 {
 		o.LockTimeout = time.Second
 	}
@@ -98,12 +107,13 @@ type Store struct {
 	clock clockwork.Clock
 	log   *slog.Logger
 
-	intake  *intakeLog    // logger goroutine only (and Open, Close)
-	entries chan *entry   // writes, to the logger
-	applyCh chan []logged // durable records, logger to applier
-	quit    chan struct{}
-	stopped chan struct{} // the applier (and so the logger) has stopped
-	closeMu sync.Once
+	intake    *intakeLog    // logger goroutine only (and Open, Close)
+	entries   chan *entry   // writes, to the logger
+	applyCh   chan []logged // durable records, logger to applier
+	wantApply chan struct{} // a reader waits for the applier
+	quit      chan struct{}
+	stopped   chan struct{} // the applier (and so the logger) has stopped
+	closeMu   sync.Once
 
 	durable atomic.Uint64 // sequence number of the last durable record
 	applied atomic.Uint64 // sequence number of the last record the database holds
@@ -180,7 +190,8 @@ func Open(dir string, opts Options) (*Store, error) {
 		clock:     opts.Clock,
 		log:       opts.Logger,
 		entries:   make(chan *entry, 4*opts.MaxBatch),
-		applyCh:   make(chan []logged, 64),
+		applyCh:   make(chan []logged, 8), // backpressure: a slow database slows the log down
+		wantApply: make(chan struct{}, 1),
 		quit:      make(chan struct{}),
 		stopped:   make(chan struct{}),
 		queues:    make(map[string]*queue),
@@ -529,6 +540,7 @@ func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (re
 			s.recent.put(id, ev)
 		}
 		for _, q := range items {
+			q.it.written = s.intake.next - 1
 			s.queue(q.sink).add(q.key, q.it)
 		}
 	})

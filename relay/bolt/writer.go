@@ -244,6 +244,28 @@ func (s *Store) applier() {
 	release := s.clock.NewTicker(10 * time.Second)
 	defer release.Stop()
 	var pending []logged
+	// The database commits at most every ApplyEvery or 4 MiB of records
+	// (bbolt syncs twice per commit, and those syncs share the disk with the
+	// log's), sooner when a reader waits for it (wantApply). This pacing is
+	// I/O batching, on the real clock, like bbolt's own batch delay.
+	var due <-chan time.Time
+	var dueTimer *time.Timer
+	var pendingBytes int
+	last := time.Now()
+	commit := func() {
+		if dueTimer != nil {
+			dueTimer.Stop()
+			dueTimer, due = nil, nil
+		}
+		if len(pending) > 0 && s.applyHealth() == nil {
+			pending = s.apply(pending)
+		}
+		pendingBytes = 0
+		for _, r := range pending {
+			pendingBytes += len(r.rec)
+		}
+		last = time.Now()
+	}
 	for {
 		select {
 		case recs, ok := <-s.applyCh:
@@ -254,24 +276,47 @@ func (s *Store) applier() {
 				return
 			}
 			pending = append(pending, recs...)
-		fill:
-			for len(pending) < 8*s.opts.MaxBatch {
+			for _, r := range recs {
+				pendingBytes += len(r.rec)
+			}
+			switch wait := s.opts.ApplyEvery - time.Since(last); {
+			case wait <= 0 || len(pending) >= 8*s.opts.MaxBatch || pendingBytes >= 4<<20:
+				commit()
+			case due == nil:
+				dueTimer = time.NewTimer(wait)
+				due = dueTimer.C
+			}
+		case <-due:
+			dueTimer, due = nil, nil
+			commit()
+		case <-s.wantApply:
+		drainWanted:
+			for {
 				select {
 				case recs, ok := <-s.applyCh:
 					if !ok {
-						break fill // seen again at the top
+						break drainWanted // seen again at the top
 					}
 					pending = append(pending, recs...)
 				default:
-					break fill
+					break drainWanted
 				}
 			}
-			if s.applyHealth() == nil {
-				pending = s.apply(pending)
-			}
+			commit()
 		case <-probe.Chan():
-			if len(pending) > 0 {
+			switch {
+			case len(pending) > 0:
 				pending = s.apply(pending)
+			case s.applyHealth() != nil:
+				// Nothing waits (a pruning failed): see whether the database
+				// takes a write again.
+				err := s.db.Update(func(tx *bbolt.Tx) error {
+					return tx.Bucket([]byte(bMeta)).Put([]byte("probe"), u64(uint64(s.clock.Now().UnixNano())))
+				})
+				if err != nil {
+					err = classifyWriteError(err)
+				}
+				s.setApplyHealth(err)
 			}
 		case <-prune.Chan():
 			// Apply what is durable first: pruning judges what the
@@ -393,6 +438,7 @@ func (s *Store) caughtUp(ctx context.Context) error {
 		if s.applied.Load() >= target || stuck {
 			return nil
 		}
+		s.nudge()
 		select {
 		case <-changed:
 		case <-s.stopped:
@@ -400,6 +446,14 @@ func (s *Store) caughtUp(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+}
+
+// nudge asks the applier to commit what it holds now.
+func (s *Store) nudge() {
+	select {
+	case s.wantApply <- struct{}{}:
+	default:
 	}
 }
 
