@@ -52,7 +52,8 @@ type Options struct {
 	// log (default 1024).
 	MaxBatch int
 	// ApplyEvery is how often at most the database commits the records of
-	// the intake log (default 50ms; sooner when a read waits for them).
+	// the intake log (default 250ms, or every 8 MiB of records; sooner when
+	// a read waits for them).
 	ApplyEvery time.Duration
 	// LockTimeout is how long Open waits for another process's file lock
 	// (default 1s).
@@ -86,7 +87,7 @@ func (o *Options) defaults() {
 		o.MaxBatch = 1024
 	}
 	if o.ApplyEvery <= 0 {
-		o.ApplyEvery = 50 * time.Millisecond
+		o.ApplyEvery = 250 * time.Millisecond
 	}
 	if o.LockTimeout <= 0 {
 		o.LockTimeout = time.Second
@@ -115,8 +116,9 @@ type Store struct {
 	stopped   chan struct{} // the applier (and so the logger) has stopped
 	closeMu   sync.Once
 
-	durable atomic.Uint64 // sequence number of the last durable record
-	applied atomic.Uint64 // sequence number of the last record the database holds
+	durable   atomic.Uint64 // sequence number of the last durable record
+	applied   atomic.Uint64 // sequence number of the last record the database holds
+	unapplied atomic.Int64  // bytes of durable records handed to the applier and not applied yet
 
 	mu         sync.Mutex
 	queues     map[string]*queue
@@ -190,7 +192,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		clock:     opts.Clock,
 		log:       opts.Logger,
 		entries:   make(chan *entry, 4*opts.MaxBatch),
-		applyCh:   make(chan []logged, 8), // backpressure: a slow database slows the log down
+		applyCh:   make(chan []logged, 64), // and at most maxUnapplied bytes
 		wantApply: make(chan struct{}, 1),
 		quit:      make(chan struct{}),
 		stopped:   make(chan struct{}),
@@ -396,6 +398,7 @@ func (s *Store) init(dir string) error {
 		s.log.Info("intake log: applied the records the database did not hold yet", "records", replayed)
 	}
 	s.durable.Store(s.intake.next - 1)
+	s.unapplied.Store(0) // the replay applied records it never counted
 	if err := s.intake.roll(s.applied.Load()); err != nil {
 		s.log.Warn("intake log: could not delete applied segments", "err", err)
 	}

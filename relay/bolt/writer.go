@@ -206,20 +206,45 @@ func (s *Store) logBatch(batch []*entry, buf []byte) []byte {
 		}
 		s.dedupe.commit()
 		s.setLogHealth(nil)
-		if len(recs) > 0 {
-			s.applyCh <- recs
-		}
 		for i, e := range group {
 			if written[i] && e.after != nil {
 				e.after()
 			}
 			close(e.done)
 		}
+		if len(recs) > 0 {
+			s.handOff(recs)
+		}
 		if err := s.intake.roll(s.applied.Load()); err != nil {
 			s.log.Warn("intake log: could not start a new segment; writing on in the current one", "err", err)
 		}
 	}
 	return buf
+}
+
+// maxUnapplied bounds the bytes of durable records the database has not
+// applied yet (they are held in memory until it has): past it, the logger
+// waits for the applier, and so do the callers.
+const maxUnapplied = 16 << 20
+
+// handOff passes durable records on to the applier.
+func (s *Store) handOff(recs []logged) {
+	n := 0
+	for _, r := range recs {
+		n += len(r.rec)
+	}
+	for s.unapplied.Load() > maxUnapplied {
+		s.mu.Lock()
+		changed, stuck := s.appliedCh, s.applyErr != nil
+		s.mu.Unlock()
+		if stuck || s.unapplied.Load() <= maxUnapplied {
+			break
+		}
+		s.nudge()
+		<-changed
+	}
+	s.unapplied.Add(int64(n))
+	s.applyCh <- recs
 }
 
 func (s *Store) fail(batch []*entry, err error) {
@@ -244,7 +269,7 @@ func (s *Store) applier() {
 	release := s.clock.NewTicker(10 * time.Second)
 	defer release.Stop()
 	var pending []logged
-	// The database commits at most every ApplyEvery or 4 MiB of records
+	// The database commits at most every ApplyEvery or 8 MiB of records
 	// (bbolt syncs twice per commit, and those syncs share the disk with the
 	// log's), sooner when a reader waits for it (wantApply). This pacing is
 	// I/O batching, on the real clock, like bbolt's own batch delay.
@@ -280,7 +305,7 @@ func (s *Store) applier() {
 				pendingBytes += len(r.rec)
 			}
 			switch wait := s.opts.ApplyEvery - time.Since(last); {
-			case wait <= 0 || len(pending) >= 8*s.opts.MaxBatch || pendingBytes >= 4<<20:
+			case wait <= 0 || len(pending) >= 8*s.opts.MaxBatch || pendingBytes >= 8<<20:
 				commit()
 			case due == nil:
 				dueTimer = time.NewTimer(wait)
@@ -367,7 +392,9 @@ func (s *Store) apply(recs []logged) []logged {
 		for _, r := range recs {
 			if err = s.commitRecords([]logged{r}); err != nil && errors.As(err, &re) && !resourceError(re.err) {
 				s.log.Error("intake log: a record cannot be applied to the database; skipping it", "record", r.seq, "err", re.err)
-				err = s.commitRecords([]logged{{seq: r.seq}})
+				if err = s.commitRecords([]logged{{seq: r.seq}}); err == nil {
+					s.unapplied.Add(-int64(len(r.rec)))
+				}
 			}
 			if err != nil {
 				break
@@ -402,6 +429,11 @@ func (s *Store) commitRecords(recs []logged) error {
 		return err
 	}
 	s.applied.Store(last)
+	n := 0
+	for _, r := range recs {
+		n += len(r.rec)
+	}
+	s.unapplied.Add(-int64(n))
 	s.mu.Lock()
 	for k, v := range s.kvPending {
 		if v.seq <= last {
