@@ -424,3 +424,52 @@ func TestFullDisk(t *testing.T) {
 	}
 	t.Logf("%d events stored, one refused with ErrFull and not stored", len(stored))
 }
+
+// TestIntakeLogStaysSmall: the log keeps only what the database does not
+// hold yet: once a segment is full and applied, it is deleted, so the
+// log's disk use stays at about two segments however much goes through.
+func TestIntakeLogStaysSmall(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := bolt.Open(dir, bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	pad := strings.Repeat("x", 4000)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 1200 { // 8 × 1,200 × 4 KB: about 40 MB, 2.5 segments
+				ev := storetest.NewEvent(t, fmt.Sprint("c", g), i)
+				ev.Body = append(ev.Body[:len(ev.Body)-1], []byte(`,"pad":"`+pad+`"}`)...)
+				if _, err := s.Append(t.Context(), ev, nil); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	// Reading waits until the database holds everything; the next write
+	// deletes what it holds.
+	if _, err := s.Recent(t.Context(), "", 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(t.Context(), storetest.NewEvent(t, "last", 1), nil); err != nil {
+		t.Fatal(err)
+	}
+	var size int64
+	segs, _ := filepath.Glob(filepath.Join(dir, "intake", "*.log"))
+	for _, sg := range segs {
+		st, err := os.Stat(sg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		size += st.Size()
+	}
+	t.Logf("about 40 MB went through the log; %d segments of %d bytes in all are left", len(segs), size)
+	if len(segs) > 2 || size > 2*16<<20 {
+		t.Errorf("the log keeps %d segments, %d bytes: applied segments are not deleted", len(segs), size)
+	}
+}
