@@ -206,14 +206,17 @@ func (s *Store) logBatch(batch []*entry, buf []byte) []byte {
 		}
 		s.dedupe.commit()
 		s.setLogHealth(nil)
+		// Handed on before the callers hear back, so that whatever a caller
+		// does next (a read, a pruning it waits for) finds the record at
+		// the applier.
+		if len(recs) > 0 {
+			s.handOff(recs)
+		}
 		for i, e := range group {
 			if written[i] && e.after != nil {
 				e.after()
 			}
 			close(e.done)
-		}
-		if len(recs) > 0 {
-			s.handOff(recs)
 		}
 		if err := s.intake.roll(s.applied.Load()); err != nil {
 			s.log.Warn("intake log: could not start a new segment; writing on in the current one", "err", err)
