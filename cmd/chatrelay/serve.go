@@ -105,7 +105,6 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 			logger.Error("closing the store", "err", err)
 		}
 	}()
-
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := relay.NewMetrics(reg)
