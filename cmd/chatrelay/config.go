@@ -73,13 +73,14 @@ type StoreConfig struct {
 
 // NATSConfig is store.nats.
 type NATSConfig struct {
-	URL        string    `mapstructure:"url"`
-	CredsFile  string    `mapstructure:"creds_file"`
-	Token      string    `mapstructure:"token"`
-	TokenFile  string    `mapstructure:"token_file"`
-	TLS        TLSConfig `mapstructure:"tls"`
-	Replicas   int       `mapstructure:"replicas"`
-	Partitions int       `mapstructure:"partitions"`
+	URL        string        `mapstructure:"url"`
+	CredsFile  string        `mapstructure:"creds_file"`
+	Token      string        `mapstructure:"token"`
+	TokenFile  string        `mapstructure:"token_file"`
+	TLS        TLSConfig     `mapstructure:"tls"`
+	Replicas   int           `mapstructure:"replicas"`
+	Partitions int           `mapstructure:"partitions"`
+	AckWait    time.Duration `mapstructure:"ack_wait"`
 }
 
 // TLSConfig is store.nats.tls.
@@ -203,7 +204,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("log.format", "auto")
 	v.SetDefault("store.driver", "bolt")
 	v.SetDefault("store.path", "./chatrelay-data")
-	v.SetDefault("store.max_size", "1GiB")
+	v.SetDefault("store.max_size", "0") // the driver's default: defaultBoltMaxSize, none on nats
 	v.SetDefault("store.retention", "168h")
 	v.SetDefault("store.dedupe_window", "24h")
 	v.SetDefault("store.nats.url", "nats://127.0.0.1:4222")
@@ -215,11 +216,16 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("store.nats.tls.key_file", "")
 	v.SetDefault("store.nats.replicas", 1)
 	v.SetDefault("store.nats.partitions", 16)
+	v.SetDefault("store.nats.ack_wait", "30s")
 	v.SetDefault("retry.initial", "1s")
 	v.SetDefault("retry.max", "5m")
 	v.SetDefault("retry.max_age", "24h")
 	setTLSDefaults(v)
 }
+
+// defaultBoltMaxSize is store.max_size on bolt when it is not set. On nats
+// an unset max_size leaves the events stream without a limit of its own.
+const defaultBoltMaxSize ByteSize = 1 << 30
 
 // DefaultConfigFile is read when --config is not given and it exists;
 // else DefaultConfigFiles' other names, in order.
@@ -670,7 +676,7 @@ func (c *Config) Validate() error {
 		if strings.TrimSpace(c.Store.Path) == "" {
 			bad("store.path", "empty; set it to a directory, like ./chatrelay-data")
 		}
-		if c.Store.MaxSize < 1<<20 {
+		if c.Store.MaxSize != 0 && c.Store.MaxSize < 1<<20 {
 			bad("store.max_size", "%d bytes is too small; use at least 1MiB (default 1GiB)", c.Store.MaxSize)
 		}
 	case "nats":
@@ -686,6 +692,9 @@ func (c *Config) Validate() error {
 		}
 		if c.Store.NATS.Partitions < 1 || c.Store.NATS.Partitions > 1024 {
 			bad("store.nats.partitions", "%d; use 1 to 1024 (default 16)", c.Store.NATS.Partitions)
+		}
+		if c.Store.NATS.AckWait < 300*time.Millisecond {
+			bad("store.nats.ack_wait", "%s is too short; use at least 300ms (default 30s)", c.Store.NATS.AckWait)
 		}
 		if c.Store.NATS.CredsFile != "" && c.Store.NATS.Token != "" {
 			bad("store.nats.token", "set together with store.nats.creds_file; keep only one")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -104,7 +105,6 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 			logger.Error("closing the store", "err", err)
 		}
 	}()
-
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := relay.NewMetrics(reg)
@@ -295,7 +295,7 @@ func openStore(ctx context.Context, cfg *Config, logger *slog.Logger, clock cloc
 		s, err := natsstore.Open(octx, natsstore.Options{
 			URL: n.URL, CredsFile: n.CredsFile, Token: relay.Secret(n.Token),
 			TLS:      natsstore.TLS{CAFile: n.TLS.CAFile, CertFile: n.TLS.CertFile, KeyFile: n.TLS.KeyFile},
-			Replicas: n.Replicas, Partitions: n.Partitions,
+			Replicas: n.Replicas, Partitions: n.Partitions, AckWait: n.AckWait,
 			Retention: cfg.Store.Retention, DedupeWindow: cfg.Store.DedupeWindow, MaxBytes: int64(cfg.Store.MaxSize),
 			// Chat channels are paced per channel: one replica sends to each.
 			Exclusive: func(sink string) bool {
@@ -311,7 +311,7 @@ func openStore(ctx context.Context, cfg *Config, logger *slog.Logger, clock cloc
 		return s, nil
 	case "bolt":
 		s, err := bolt.Open(cfg.Store.Path, bolt.Options{
-			MaxSize: int64(cfg.Store.MaxSize), Retention: cfg.Store.Retention, DedupeWindow: cfg.Store.DedupeWindow,
+			MaxSize: int64(cmp.Or(cfg.Store.MaxSize, defaultBoltMaxSize)), Retention: cfg.Store.Retention, DedupeWindow: cfg.Store.DedupeWindow,
 			Clock: clock, Logger: logger.With("component", "store"),
 		})
 		if err != nil {

@@ -14,9 +14,10 @@ import (
 	"github.com/chatrelay/chatrelay/relay"
 )
 
-// The operator's queries (relay.History). Each reads in short read
-// transactions of scanChunk records: a long one would hold bbolt's mmap
-// lock and stall the writer when the file has to grow.
+// The operator's queries (relay.History). Each first waits until the
+// database holds every record that is durable (caughtUp), then reads in
+// short read transactions of scanChunk records: a long one would hold
+// bbolt's mmap lock and stall the writer when the file has to grow.
 
 var _ relay.History = (*Store)(nil)
 
@@ -97,6 +98,9 @@ func (s *Store) Conversation(ctx context.Context, id string, limit int) ([]relay
 	if id == "" {
 		return nil, 0, nil
 	}
+	if err := s.caughtUp(ctx); err != nil {
+		return nil, 0, err
+	}
 	quoted, err := json.Marshal(id)
 	if err != nil {
 		return nil, 0, err
@@ -140,6 +144,9 @@ func (s *Store) Conversation(ctx context.Context, id string, limit int) ([]relay
 // FindDead implements relay.History: each sink's dead letters are keyed by
 // when they were parked, so a time bound is a seek.
 func (s *Store) FindDead(ctx context.Context, f relay.DeadFilter, offset, limit int) (relay.DeadPage, error) {
+	if err := s.caughtUp(ctx); err != nil {
+		return relay.DeadPage{}, err
+	}
 	var matched []relay.DeadLetter
 	err := s.historyView(func(tx *bbolt.Tx) error {
 		dead := tx.Bucket([]byte(bDead))
@@ -188,6 +195,9 @@ func (s *Store) FindDead(ctx context.Context, f relay.DeadFilter, offset, limit 
 // receivedSlack before since (UUIDv7 ids begin with their time in
 // milliseconds) and skips what was received earlier.
 func (s *Store) Received(ctx context.Context, since time.Time, fn func(*relay.Event) (bool, error)) error {
+	if err := s.caughtUp(ctx); err != nil {
+		return err
+	}
 	var from []byte
 	if !since.IsZero() {
 		from = uuidV7Prefix(since.Add(-receivedSlack))
