@@ -44,7 +44,7 @@ type fixture struct {
 	con     *console.Console
 }
 
-func setup(t *testing.T, tok string) *fixture {
+func setup(t *testing.T, tok string, opts ...func(*console.Config)) *fixture {
 	t.Helper()
 	clock := clockwork.NewFakeClockAt(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	store, err := bolt.Open(t.TempDir(), bolt.Options{Clock: clock})
@@ -59,10 +59,14 @@ func setup(t *testing.T, tok string) *fixture {
 	reg := prometheus.NewRegistry()
 	m := relay.NewMetrics(reg)
 	cfg := admin.Config{Store: store, Gatherer: reg, Metrics: m, Token: relay.Secret(tok), Sinks: sinks, Now: clock.Now}
-	con, err := console.New(console.Config{
+	ccfg := console.Config{
 		Store: store, Ops: admin.NewOps(cfg), Token: cfg.Token, Gatherer: reg, Clock: clock,
 		SessionTTL: sessionTTL, IdleTTL: idleTTL, Version: "test",
-	})
+	}
+	for _, o := range opts {
+		o(&ccfg)
+	}
+	con, err := console.New(ccfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -624,6 +628,30 @@ func TestLiveOverview(t *testing.T) {
 	for e := next(); e != "expired"; e = next() {
 		if e != "overview" {
 			t.Fatalf("event %q, want overview or expired", e)
+		}
+	}
+}
+
+// TestNeverShowsASecret: text stored before it was scrubbed (a reason, a
+// last error, a body) is scrubbed again on its way to the page.
+func TestNeverShowsASecret(t *testing.T) {
+	t.Parallel()
+	const secret = "hooks-secret-path-123"
+	scrub := relay.NewScrubber(secret)
+	f := setup(t, token, func(c *console.Config) { c.Scrub = scrub.Scrub })
+	dead := f.park(t, "a", "conv-s", 1, "POST https://example.com/"+secret+": HTTP 404")
+	ev := storetest.NewEvent(t, "conv-s", 2)
+	ev.Body = []byte(`{"conversation_id":"conv-s","note":"` + secret + `"}`)
+	if _, err := f.store.Append(t.Context(), ev, []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	c := f.browser(t)
+	f.login(t, c)
+	eventID, _, _ := strings.Cut(dead, ".")
+	for _, path := range []string{"/dlq", "/events/" + eventID, "/events/" + ev.ID, "/conversations/conv-s"} {
+		a := f.get(t, c, path)
+		if a.code != http.StatusOK || strings.Contains(a.body, secret) {
+			t.Errorf("GET %s: %d, shows the secret: %v", path, a.code, strings.Contains(a.body, secret))
 		}
 	}
 }
