@@ -150,6 +150,63 @@ func TestHalfAppendRetriedAfterRestartIsDeliveredOnce(t *testing.T) {
 	}
 }
 
+// TestHalfAppendToTwoSinks (issue 18, findings 1 and 2, every routed
+// sink): an event routed to two sinks is queued for one and refused for
+// the other, so the sender gets an error. The queued delivery is made;
+// NATS restarts (the queue stream's duplicate window, in the server's
+// memory, is gone); the sender retries. The retry must queue the delivery
+// that was never queued, once, and not the one already made.
+func TestHalfAppendToTwoSinks(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ns := startServer(t, dir, 0)
+	s := open(t, testOptions(ns.ClientURL()))
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	first := storetest.NewEvent(t, "B", 1) // the sinks' consumers exist
+	mustAppend(t, s, first, "a", "b")
+
+	js := jetStreamClient(t, ns.ClientURL())
+	setQueueSubjects(t, js, "chatrelay.q.a.>")
+	ev := storetest.NewEvent(t, "A", 1)
+	if _, err := s.Append(ctx, ev, []string{"a", "b"}); !errors.Is(err, relay.ErrUnavailable) {
+		t.Fatalf("Append with sink b's queue refusing: %v, want ErrUnavailable", err)
+	}
+	setQueueSubjects(t, js, "chatrelay.q.>")
+	for _, want := range []string{first.ID, ev.ID} {
+		if d := next(t, s, "a"); d.Event.ID != want {
+			t.Fatalf("sink a: %s, want %s", d.Event.ID, want)
+		} else {
+			ack(t, d)
+		}
+	}
+	ack(t, next(t, s, "b")) // first's
+	if st := lookupState(t, s, ev.ID, "b"); st.State != relay.StatePending {
+		t.Fatalf("Lookup of the delivery never queued: %s, want pending", st.State)
+	}
+
+	restartServer(t, ns, dir)
+	pollUntil(t, "the store reconnects", func() bool { return s.Ready(t.Context()) == nil })
+	retry := *ev
+	retry.ID = storetest.NewEvent(t, "A", 1).ID
+	if acc := appendAsSender(t, s, &retry, "a", "b"); !acc.Duplicate || acc.ID != ev.ID {
+		t.Fatalf("retry answered %+v, want duplicate of %s", acc, ev.ID)
+	}
+	if d := next(t, s, "b"); d.Event.ID != ev.ID {
+		t.Fatalf("sink b: %s, want %s", d.Event.ID, ev.ID)
+	} else {
+		ack(t, d)
+	}
+	nothingDue(t, s, "a", time.Second)
+	nothingDue(t, s, "b", 100*time.Millisecond)
+	for _, sink := range []string{"a", "b"} {
+		if st := lookupState(t, s, ev.ID, sink); st.State != relay.StateDelivered || st.Attempts != 1 {
+			t.Errorf("Lookup of %s's delivery: %+v, want delivered after 1 attempt", sink, st)
+		}
+	}
+}
+
 // TestRepeatAfterRestartIsNotDeliveredAgain (issue 18, finding 2a): an
 // event delivered (and settled every way a delivery can be), NATS
 // restarted gracefully, the same bodies posted again: each is answered
