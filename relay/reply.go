@@ -103,6 +103,18 @@ func (e *Event) AgentReply() *Reply {
 	return e.Reply
 }
 
+// Replied says who answered the visitor, in the words every platform
+// shows above an agent reply routed to it: "Agent Dana replied:", or "An
+// agent replied:" without a name. The name is as the platform gave it:
+// each sink makes it literal.
+func (r *Reply) Replied() string {
+	name := strings.Join(strings.Fields(r.AgentName), " ")
+	if name == "" {
+		return "An agent replied:"
+	}
+	return "Agent " + name + " replied:"
+}
+
 // validAvatar reports whether u can be shown as an avatar: an absolute
 // http(s) URL.
 func validAvatar(u string) bool {

@@ -354,3 +354,17 @@ func TestReceiverRefusesAgentReplies(t *testing.T) {
 		t.Fatal("a chat event carries no agent reply and is keyed by its body")
 	}
 }
+
+func TestReplied(t *testing.T) {
+	t.Parallel()
+	for name, want := range map[string]string{
+		"Dana":            "Agent Dana replied:",
+		"  Dana \n Smith": "Agent Dana Smith replied:",
+		"":                "An agent replied:",
+		" \t":             "An agent replied:",
+	} {
+		if got := (&relay.Reply{AgentName: name}).Replied(); got != want {
+			t.Errorf("Replied(%q) = %q, want %q", name, got, want)
+		}
+	}
+}

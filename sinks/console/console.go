@@ -58,6 +58,8 @@ func Render(ev *relay.Event) string {
 		title = "new lead"
 	case relay.TopicEscalation:
 		title = "LIVE CHAT ESCALATION: " + relay.EscalationLine
+	case relay.TopicAgentReply:
+		title = "agent reply"
 	}
 	head := []string{title, ev.ReceivedAt.UTC().Format(time.DateTime) + " UTC"}
 	if ev.Source != "" {
@@ -95,6 +97,13 @@ func Render(ev *relay.Event) string {
 		if len(ev.Lead) == 0 {
 			fields(&b, ev.Fields, false)
 		}
+	case relay.TopicAgentReply:
+		if r := ev.AgentReply(); r != nil {
+			fmt.Fprintf(&b, "│ %s\n", r.Replied())
+			block(&b, "agnt", r.Text)
+			break
+		}
+		fields(&b, ev.Fields, false)
 	default:
 		fields(&b, ev.Fields, false)
 	}
