@@ -55,6 +55,8 @@ type Metrics struct {
 	InflightBodyBytes prometheus.Gauge
 	// AgentReplies counts thread messages of two-way sinks by outcome.
 	AgentReplies *prometheus.CounterVec
+	// Usage counts what accepted events say about the chatbots' use.
+	Usage *UsageMetrics
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -102,6 +104,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Thread messages of two-way sinks by result: accepted (on its way to the visitor), duplicate, ignored, rejected_signature, unavailable.",
 		}, []string{"sink", "result"}),
 	}
+	m.Usage = NewUsageMetrics(reg)
 	reg.MustRegister(m.EventsReceived, m.Deliveries, m.DeliveryAttempts, m.DeliveryFailures,
 		m.DeliveryDuration, m.RateLimited, m.SinkUp, m.PackedEvents, m.InflightBodyBytes, m.AgentReplies)
 	for _, topic := range []string{TopicChat, TopicLead, TopicEscalation, "other"} {

@@ -70,6 +70,7 @@ type Store interface {
 	Reconcile(ctx context.Context, sinks []string) (moved int, err error)
 
 	DeadLetters
+	History
 	// Lookup returns an event and where each of its deliveries stands.
 	Lookup(ctx context.Context, id string) (*EventRecord, error)
 	// Recent lists the most recent events, newest first, up to limit, older
