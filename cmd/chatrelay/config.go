@@ -39,6 +39,9 @@ type Config struct {
 	Routes             []RouteConfig `mapstructure:"routes"`
 	TLS                HTTPSConfig   `mapstructure:"tls"`
 
+	// ChatData is the destination of agent replies (SPEC §10).
+	ChatData ChatDataConfig `mapstructure:"chatdata"`
+
 	// Source says where the config came from: a file path, or "" for the
 	// embedded defaults.
 	Source string `mapstructure:"-"`
@@ -221,6 +224,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("retry.max", "5m")
 	v.SetDefault("retry.max_age", "24h")
 	setTLSDefaults(v)
+	setChatDataDefaults(v)
 }
 
 // defaultBoltMaxSize is store.max_size on bolt when it is not set. On nats
@@ -582,6 +586,7 @@ func (c *Config) readSecretFiles(readFile func(string) ([]byte, error)) []error 
 	}
 	read("admin.token_file", c.Admin.TokenFile, &c.Admin.Token)
 	read("store.nats.token_file", c.Store.NATS.TokenFile, &c.Store.NATS.Token)
+	read("chatdata.api_key_file", c.ChatData.APIKeyFile, &c.ChatData.APIKey)
 	if c.SigningSecretsFile != "" {
 		b, err := readFile(c.SigningSecretsFile)
 		if err != nil {
@@ -610,7 +615,7 @@ func (c *Config) readSecretFiles(readFile func(string) ([]byte, error)) []error 
 // header's name says too little about what its value is).
 func (c *Config) Secrets() []string {
 	out := slices.Clone(c.SigningSecrets)
-	out = append(out, c.Admin.Token, c.Store.NATS.Token)
+	out = append(out, c.Admin.Token, c.Store.NATS.Token, c.ChatData.APIKey)
 	for _, one := range strings.Split(c.Store.NATS.URL, ",") {
 		if u, err := url.Parse(strings.TrimSpace(one)); err == nil && u.User != nil {
 			out = append(out, u.User.String(), u.User.Username())
@@ -735,6 +740,7 @@ func (c *Config) Validate() error {
 	for i, s := range c.Sinks {
 		errs = append(errs, s.validate(i, names)...)
 	}
+	errs = append(errs, c.validateChatData()...)
 	errs = append(errs, c.validateRoutes(names)...)
 	errs = append(errs, c.TLS.validate()...)
 	return joinProblems(append(slices.Clone(c.loadProblems), errs...))

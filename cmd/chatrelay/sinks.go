@@ -90,6 +90,11 @@ func buildSinks(cfg *Config, env sinkEnv) ([]builtSink, error) {
 		out = append(out, builtSink{sink: sink, pacer: pacer, conf: sc, concurrency: concurrency,
 			timeout: timeout, logger: logger})
 	}
+	if b, err := buildChatData(cfg, env); err != nil {
+		errs = append(errs, err)
+	} else if b != nil {
+		out = append(out, *b)
+	}
 	return out, errors.Join(errs...)
 }
 
