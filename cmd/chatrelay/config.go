@@ -576,6 +576,13 @@ func (c *Config) readSecretFiles(readFile func(string) ([]byte, error)) []error 
 			return
 		}
 		*dst = strings.TrimSpace(string(b))
+		if *dst == "" {
+			// As an unset ${NAME}: an empty secret would quietly mean
+			// none (a webhook posted unsigned, an admin API without a
+			// token).
+			errs = append(errs, problem{key: key, msg: path + " is empty; put the secret in it, or remove " +
+				key[strings.LastIndex(key, ".")+1:] + " if this one is to have none"})
+		}
 	}
 	read("admin.token_file", c.Admin.TokenFile, &c.Admin.Token)
 	read("store.nats.token_file", c.Store.NATS.TokenFile, &c.Store.NATS.Token)
