@@ -45,7 +45,7 @@ type DispatcherConfig struct {
 	Concurrency  int           // conversations in flight at once; default 4
 	Redact       []string      // fields removed before the sink sees an event (see Redact)
 	NoPacking    bool          // send every turn alone even if the sink can pack
-	Timeout      time.Duration // per send; default 10s
+	Timeout      time.Duration // per send; default the sink's SendTimeout (Budgeted), else DefaultTimeout
 	DrainTimeout time.Duration // how long in-flight sends may finish after shutdown begins; default 10s
 	Metrics      *Metrics
 	// Stats, when set, gives the sink's pending count and oldest pending
@@ -97,7 +97,10 @@ func NewDispatcher(cfg DispatcherConfig) (*Dispatcher, error) {
 		cfg.Concurrency = 4
 	}
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = 10 * time.Second
+		cfg.Timeout = DefaultTimeout
+		if b, ok := cfg.Sink.(Budgeted); ok {
+			cfg.Timeout = b.SendTimeout()
+		}
 	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 10 * time.Second

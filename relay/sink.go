@@ -52,6 +52,15 @@ type Paced interface {
 	Pace() (every time.Duration, burst int)
 }
 
+// Budgeted is implemented by sinks one of whose sends may take several
+// requests (a long turn continues in follow-up messages; a thread is
+// started), each bounded by the sink's own timeout: SendTimeout is the
+// deadline the dispatcher gives one send. Without it a send gets
+// DefaultTimeout.
+type Budgeted interface {
+	SendTimeout() time.Duration
+}
+
 // Throttle is how a sink reports what a platform's rate-limit headers said
 // on a successful answer (X-RateLimit-Remaining 0, Reset-After 1.5): the
 // dispatcher sends nothing more to the sink before t.

@@ -182,8 +182,8 @@ func (a *app) adminCall(cmd *cobra.Command, method, path string, in, out any) er
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if cfg.Admin.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+cfg.Admin.Token)
+	if !cfg.Admin.Token.IsZero() {
+		req.Header.Set("Authorization", "Bearer "+cfg.Admin.Token.Reveal())
 	}
 	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
 	if err != nil {

@@ -118,7 +118,7 @@ func defaultSecret(cfg *Config) (string, error) {
 	dir := "./chatrelay-data"
 	if cfg != nil {
 		if len(cfg.SigningSecrets) > 0 {
-			return cfg.SigningSecrets[0], nil
+			return cfg.SigningSecrets[0].Reveal(), nil
 		}
 		dir = cfg.Store.Path
 	}

@@ -344,8 +344,8 @@ func natsCertStorage(ctx context.Context, cfg *Config, logger *slog.Logger) (*na
 	if n.CredsFile != "" {
 		opts = append(opts, natsgo.UserCredentials(n.CredsFile))
 	}
-	if n.Token != "" {
-		opts = append(opts, natsgo.Token(n.Token))
+	if !n.Token.IsZero() {
+		opts = append(opts, natsgo.Token(n.Token.Reveal()))
 	}
 	if n.TLS.CAFile != "" {
 		opts = append(opts, natsgo.RootCAs(n.TLS.CAFile))

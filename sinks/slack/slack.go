@@ -4,52 +4,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"path"
-	"regexp"
 	"slices"
 	"strings"
-	"text/template"
 	"time"
 
 	slackapi "github.com/slack-go/slack"
 
 	"github.com/chatrelay/chatrelay/relay"
 )
-
-// Config is one Slack sink's configuration. Exactly one mode is set:
-// WebhookURL (incoming webhook), or Token and Channel (bot).
-type Config struct {
-	// Name is the sink's configured name: the metric label.
-	Name string
-	// WebhookURL is an incoming webhook's URL (the URL is the credential).
-	// It is posted to exactly as configured.
-	WebhookURL relay.Secret
-	// Token is a bot token (xoxb-…) with chat:write; Channel the ID of the
-	// channel to post in (C…). Bot mode threads each conversation.
-	Token   relay.Secret
-	Channel string
-	// APIURL is the Web API's base URL in bot mode (default
-	// https://slack.com/api/). A missing trailing "/" is added.
-	APIURL string
-	// Mention is raw Slack syntax (<!subteam^S0123>, <@U0123>, <!here>)
-	// put at the top of live-chat escalations, and nowhere else.
-	Mention string
-	// Template, if set, renders the message text (mrkdwn) in place of the
-	// built-in text; header and context stay. Build it with
-	// relay.ParseTemplate. Values it prints from the event arrive escaped.
-	Template *template.Template
-	// Timeout bounds one HTTP request (default 10s).
-	Timeout time.Duration
-}
-
-// defaultTimeout bounds one request when the config sets no timeout.
-const defaultTimeout = 10 * time.Second
 
 // pace keeps under chat.postMessage's limit of about one message per
 // second per channel, which incoming webhooks share
@@ -90,23 +57,14 @@ var (
 	_ relay.Paced  = (*Sink)(nil)
 )
 
-// mentionSyntax is what a configured mention may be: one or more user,
-// user group or special mentions, separated by spaces.
-var mentionSyntax = regexp.MustCompile(`^<(@[UW][A-Z0-9]+|!subteam\^S[A-Z0-9]+|!here|!channel|!everyone)(\|[^<>|]*)?>( <(@[UW][A-Z0-9]+|!subteam\^S[A-Z0-9]+|!here|!channel|!everyone)(\|[^<>|]*)?>)*$`)
-
-// channelID is the form of a Slack conversation ID.
-var channelID = regexp.MustCompile(`^[CGD][A-Z0-9]{2,}$`)
-
 // New checks cfg and returns the sink. Its error joins one error per
 // problem (errors.Join), each "key: problem; fix", never repeating a
 // credential. It starts no goroutine.
 func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 	deps = deps.WithDefaults()
-	if err := validate(&cfg); err != nil {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
-	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = defaultTimeout
 	}
 	s := &Sink{
 		cfg:  cfg,
@@ -140,13 +98,12 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 			if seg := path.Base(u.Path); len(seg) >= minSecretSegment {
 				s.secrets = append(s.secrets, seg)
 			}
-			if u.Scheme == "http" && !loopback(u.Hostname()) {
-				deps.Logger.Warn("webhook_url uses plain http to a host that is not loopback: the URL, which is the credential, travels unencrypted")
-			}
 		}
+		relay.WarnPlainHTTP(deps.Logger, "webhook_url", raw)
 		return s, nil
 	}
 	s.secrets = []string{cfg.Token.Reveal()}
+	relay.WarnPlainHTTP(deps.Logger, "api_url", cfg.APIURL)
 	apiURL := cfg.APIURL
 	if apiURL == "" {
 		apiURL = slackapi.APIURL
@@ -158,81 +115,14 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 	return s, nil
 }
 
-// validate checks cfg. It joins one error per problem, each starting with
-// the config key (so the wiring can prefix "sinks[1].") and ending with the
-// fix; none repeats a credential.
-func validate(cfg *Config) error {
-	var errs []error
-	if cfg.Name == "" {
-		errs = append(errs, errors.New("name: missing; give the sink a name"))
-	}
-	webhook := !cfg.WebhookURL.IsZero()
-	bot := !cfg.Token.IsZero() || cfg.Channel != ""
-	switch {
-	case webhook && bot:
-		errs = append(errs, errors.New("webhook_url: set together with token/channel; set webhook_url (incoming webhook) or token and channel (bot), not both"))
-	case !webhook && !bot:
-		errs = append(errs, errors.New("webhook_url: no credentials; set webhook_url to an incoming webhook's URL, or token and channel for a bot"))
-	case webhook:
-		if err := checkURL(cfg.WebhookURL.Reveal()); err != nil {
-			errs = append(errs, fmt.Errorf("webhook_url: %w; set it to the URL Slack shows for the incoming webhook", err))
-		}
-		if cfg.APIURL != "" {
-			errs = append(errs, errors.New("api_url: only used in bot mode (token and channel); remove it"))
-		}
-	default:
-		if cfg.Token.IsZero() {
-			errs = append(errs, errors.New("token: missing; set it to the app's Bot User OAuth Token (xoxb-…)"))
-		} else if !strings.HasPrefix(cfg.Token.Reveal(), "xox") {
-			errs = append(errs, errors.New("token: not a Slack token; set it to the app's Bot User OAuth Token (xoxb-…)"))
-		}
-		switch {
-		case cfg.Channel == "":
-			errs = append(errs, errors.New("channel: missing; set it to the channel's ID (C…, shown in the channel's details)"))
-		case !channelID.MatchString(cfg.Channel):
-			errs = append(errs, fmt.Errorf("channel: %q is not a channel ID; set it to the channel's ID (C…, shown in the channel's details), not its name", cfg.Channel))
-		}
-		if cfg.APIURL != "" {
-			if err := checkURL(cfg.APIURL); err != nil {
-				errs = append(errs, fmt.Errorf("api_url: %w; set it to the Web API's base URL, like https://slack.com/api/", err))
-			}
-		}
-	}
-	if cfg.Mention != "" && (len(cfg.Mention) > maxMention || !mentionSyntax.MatchString(cfg.Mention)) {
-		errs = append(errs, fmt.Errorf("mention: %q is not Slack mention syntax; use <!subteam^S…> for a user group, <@U…> for a user, or <!here>", cfg.Mention))
-	}
-	if cfg.Timeout < 0 {
-		errs = append(errs, fmt.Errorf("timeout: %s is negative; set a positive duration like 10s", cfg.Timeout))
-	}
-	return errors.Join(errs...)
-}
-
-// checkURL accepts any absolute http or https URL; errors never echo it.
-func checkURL(raw string) error {
-	u, err := url.Parse(raw)
-	switch {
-	case err != nil:
-		return errors.New("not a URL")
-	case u.Scheme != "http" && u.Scheme != "https":
-		return errors.New("not an http or https URL")
-	case u.Host == "":
-		return errors.New("URL has no host")
-	}
-	return nil
-}
-
-func loopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
 func (s *Sink) webhook() bool { return !s.cfg.WebhookURL.IsZero() }
 
 // Name implements relay.Sink.
 func (s *Sink) Name() string { return s.cfg.Name }
+
+// SendTimeout implements relay.Budgeted: a send may take maxRequests
+// requests, each within the sink's timeout.
+func (s *Sink) SendTimeout() time.Duration { return maxRequests * s.cfg.Timeout }
 
 // Pace implements relay.Paced: about one message per second.
 func (s *Sink) Pace() (every time.Duration, burst int) { return paceEvery, paceBurst }
@@ -410,7 +300,7 @@ func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) 
 // any send when it is revoked, removed or its channel archived.
 func (s *Sink) Probe(ctx context.Context) error {
 	if s.webhook() {
-		if err := checkURL(s.cfg.WebhookURL.Reveal()); err != nil {
+		if err := relay.CheckURL(s.cfg.WebhookURL.Reveal()); err != nil {
 			return relay.Broken(fmt.Errorf("slack sink %q: webhook_url: %w", s.cfg.Name, err), relay.ReasonGone)
 		}
 		return s.probeWebhook(ctx)
