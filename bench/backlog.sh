@@ -53,7 +53,8 @@ rss_kb=$(awk '/^VmRSS/ {print $2}' /proc/$relay/status)
 hwm_kb=$(awk '/^VmHWM/ {print $2}' /proc/$relay/status)
 fds=$(ls /proc/$relay/fd | wc -l)
 dbsize=$(du -k "$work/data/chatrelay.db" | cut -f1)
-echo "backlog: queue depth $depth; RSS $((rss_kb/1024)) MiB (peak $((hwm_kb/1024)) MiB); $fds open fds; store file $((dbsize/1024)) MiB"
+dirsize=$(du -sk "$work/data" | cut -f1)
+echo "backlog: queue depth $depth; RSS $((rss_kb/1024)) MiB (peak $((hwm_kb/1024)) MiB); $fds open fds; store file $((dbsize/1024)) MiB, store directory (with the intake log) $((dirsize/1024)) MiB"
 
 echo "ingest latency with the backlog (8 connections, 5s):"
 full=$(lat 5s); echo "  $full"

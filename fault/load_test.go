@@ -25,6 +25,9 @@ type load struct {
 	secret string
 	source func(conv int) string
 	gap    time.Duration // between two turns of one conversation
+	// pick chooses the replica for one attempt to send a turn (nil: r),
+	// as a load balancer in front of several would.
+	pick func(tu turn, attempt int) *relayProc
 
 	mu          sync.Mutex
 	accepted    []accepted
@@ -66,12 +69,16 @@ func (l *load) run(conv int, stop <-chan struct{}) {
 func (l *load) send(tu turn) bool {
 	body := chatBody(tu, l.source(tu.conv), 0)
 	giveUp := time.Now().Add(30 * time.Second)
-	for {
+	for attempt := 0; ; attempt++ {
 		if time.Now().After(giveUp) {
 			l.t.Errorf("turn %s got no 2xx within 30s", tu)
 			return false
 		}
-		addr, up := l.r.addr()
+		r := l.r
+		if l.pick != nil {
+			r = l.pick(tu, attempt)
+		}
+		addr, up := r.addr()
 		rep, a, err := l.c.postSigned(addr, l.secret, body)
 		switch {
 		case err == nil && rep.Code == http.StatusOK && (a.Status == "accepted" || a.Status == "duplicate") && a.ID != "":

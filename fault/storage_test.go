@@ -1,6 +1,7 @@
 package fault
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	bbolt "go.etcd.io/bbolt"
 )
 
 // storeFault makes one relay's store unable to write, and gives the space
@@ -364,5 +367,167 @@ func fillDisk(path string) (int64, error) {
 		if w < len(chunk) {
 			chunk = chunk[w:]
 		}
+	}
+}
+
+// TestFaultDamagedStore damages the store file of a relay that holds
+// pending events, the ways the audit did, and starts it again: it exits
+// non-zero at once with a message that names the file and the way out
+// (never a panic, a fault or a crash loop, never a silent empty start), at
+// every start; moving the file aside as the message says gets it going
+// with an empty store.
+func TestFaultDamagedStore(t *testing.T) {
+	t.Parallel()
+	garbage := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i*7919 + i>>8)
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, path string)
+		says   string
+	}{
+		{"truncated", func(t *testing.T, path string) {
+			st, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(path, st.Size()/2); err != nil {
+				t.Fatal(err)
+			}
+		}, "is truncated"},
+		{"garbage over the data pages", func(t *testing.T, path string) {
+			ps, _ := storePages(t, path)
+			st, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			overwrite(t, path, int64(2*ps), garbage(int(st.Size())-2*ps))
+		}, "is damaged"},
+		{"zeroed page", func(t *testing.T, path string) {
+			ps, root := storePages(t, path)
+			overwrite(t, path, root*int64(ps), make([]byte, ps))
+		}, "is damaged"},
+		{"zero-length", func(t *testing.T, path string) {
+			if err := os.Truncate(path, 0); err != nil {
+				t.Fatal(err)
+			}
+		}, "is empty (0 bytes)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			damagedStore(t, tc.damage, tc.says)
+		})
+	}
+}
+
+func damagedStore(t *testing.T, damage func(t *testing.T, path string), says string) {
+	const secret = "damage-signing-secret"
+	dir := filepath.Join(t.TempDir(), "data")
+	// A destination that is gone (410): every event stays pending.
+	gone := newHookServer(t, func(_ int, w http.ResponseWriter, _ *http.Request) bool {
+		w.WriteHeader(http.StatusGone)
+		return true
+	})
+	r := newRelay(t, relayConfig{Secret: secret, AdminToken: "damage-admin-token", Extra: fmt.Sprintf(`
+store: {path: %q}
+sinks:
+  - {name: crm, type: webhook, url: %q}
+`, dir, gone.srv.URL)})
+	c := newClient(t, "damage-admin-token")
+	r.start()
+	for i := range 200 {
+		rep, _, err := c.postSigned(mustAddr(r), secret, chatBody(turn{i % 10, i / 10}, "widget", 1500))
+		if err != nil || rep.Code != http.StatusOK {
+			t.Fatalf("event %d: %v %d %s", i, err, rep.Code, rep.Body)
+		}
+	}
+	r.stop(15 * time.Second)
+	path := filepath.Join(dir, "chatrelay.db")
+	damage(t, path)
+	for start := range 2 {
+		out, code := r.startFails(30 * time.Second)
+		t.Logf("start %d: exit %d:\n%s", start+1, code, tail(out, 2<<10))
+		if code <= 0 {
+			t.Fatalf("start %d on a damaged store: exit %d, want an exit with a code > 0", start+1, code)
+		}
+		for _, bad := range []string{"panic", "goroutine ", "SIGSEGV", "SIGBUS", "fatal error"} {
+			if strings.Contains(out, bad) {
+				t.Errorf("start %d: the output has %q: a crash, not a message", start+1, bad)
+			}
+		}
+		for _, want := range []string{path, says, "backup", "mv " + path + " " + path + ".damaged"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("start %d: the output does not say %q", start+1, want)
+			}
+		}
+	}
+	// The way out the message gives: move the file aside.
+	if err := os.Rename(path, path+".damaged"); err != nil {
+		t.Fatal(err)
+	}
+	r.start()
+	if n := r.logs.count("starting with an empty store: the previous store file was moved aside"); n != 1 {
+		t.Errorf("%d warnings that the store starts empty, want 1", n)
+	}
+	rep, a, err := c.postSigned(mustAddr(r), secret, chatBody(turn{99, 0}, "widget", 10))
+	if err != nil || rep.Code != http.StatusOK || a.Status != "accepted" {
+		t.Fatalf("after moving the damaged store aside: %v %d %s", err, rep.Code, rep.Body)
+	}
+	r.stop(15 * time.Second)
+}
+
+// startFails runs serve and expects it to exit by itself within d; it
+// returns what it printed and its exit code (-1 if it was still running).
+func (r *relayProc) startFails(d time.Duration) (string, int) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(r.t.Context(), d)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, r.bin, "serve", "--config", r.cfg)
+	cmd.Env = childEnv()
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		return string(out), -1
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return string(out), ee.ExitCode()
+	}
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return string(out), 0
+}
+
+// storePages returns the page size of the store file at path and the root
+// page of its events bucket (a page in use).
+func storePages(t *testing.T, path string) (pageSize int, eventsRoot int64) {
+	t.Helper()
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.View(func(tx *bbolt.Tx) error {
+		eventsRoot = int64(tx.Bucket([]byte("events")).Root())
+		return nil
+	}); err != nil || eventsRoot == 0 {
+		t.Fatalf("events bucket root %d: %v", eventsRoot, err)
+	}
+	return db.Info().PageSize, eventsRoot
+}
+
+func overwrite(t *testing.T, path string, off int64, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -215,7 +215,7 @@ func (d *Dispatcher) deliver(soft, ctx context.Context, del *Delivery, tk Ticket
 		d.park(ctx, del, "could not redact the event: "+err.Error())
 		return
 	}
-	err = d.send(soft, ctx, tk, func(ctx context.Context) error {
+	err = d.send(soft, ctx, tk, []*Delivery{del}, func(ctx context.Context) error {
 		return d.guard(func() error { return d.cfg.Sink.Send(ctx, ev) }, ev)
 	})
 	if err == nil {
@@ -270,11 +270,11 @@ func (d *Dispatcher) deliverPacked(soft, ctx context.Context, del *Delivery) {
 	}
 	sent := 1
 	if len(batch) == 1 {
-		err = d.send(soft, ctx, Ticket{}, func(ctx context.Context) error {
+		err = d.send(soft, ctx, Ticket{}, batch, func(ctx context.Context) error {
 			return d.guard(func() error { return d.cfg.Sink.Send(ctx, first) }, first)
 		})
 	} else {
-		err = d.send(soft, ctx, Ticket{}, func(ctx context.Context) error {
+		err = d.send(soft, ctx, Ticket{}, batch, func(ctx context.Context) error {
 			return d.guard(func() error {
 				var err error
 				sent, err = d.packer.SendPacked(ctx, evs)
@@ -362,8 +362,8 @@ func (d *Dispatcher) guard(call func() error, evs ...*Event) (err error) {
 // errNotSent reports a send that did not start because shutdown began.
 var errNotSent = errors.New("shutdown began before the send started")
 
-// send makes one attempt with the sink's timeout.
-func (d *Dispatcher) send(soft, ctx context.Context, tk Ticket, post func(context.Context) error) error {
+// send makes one attempt for dels with the sink's timeout.
+func (d *Dispatcher) send(soft, ctx context.Context, tk Ticket, dels []*Delivery, post func(context.Context) error) error {
 	if !tk.Probe && d.cfg.Pacer.Held() {
 		// Another send's 429 was read between this send's ticket and now
 		// (packing reads the store in between): the whole sink waits, this
@@ -372,16 +372,51 @@ func (d *Dispatcher) send(soft, ctx context.Context, tk Ticket, post func(contex
 			return errNotSent
 		}
 	}
+	// Right before posting, not at Next: a wait for the pace, a hold or a
+	// stalled process may have outlasted a store's hold on the delivery.
+	ctx, unhold, err := hold(ctx, dels)
+	if err != nil {
+		return err
+	}
+	defer unhold()
 	// The cause wraps context.DeadlineExceeded: HTTP clients report the
 	// cause, and it must still read as a timeout (reason "timeout").
 	sendCtx, cancel := context.WithTimeoutCause(ctx, d.cfg.Timeout,
 		fmt.Errorf("sink %q: no answer within %s: %w", d.name, d.cfg.Timeout, context.DeadlineExceeded))
 	defer cancel()
 	start := d.cfg.Clock.Now()
-	err := post(sendCtx)
+	err = post(sendCtx)
 	d.cfg.Metrics.DeliveryAttempts.WithLabelValues(d.name).Inc()
 	d.cfg.Metrics.DeliveryDuration.WithLabelValues(d.name).Observe(d.cfg.Clock.Since(start).Seconds())
+	if cause := context.Cause(ctx); err != nil && errors.Is(cause, ErrNotHeld) {
+		// Cut short because the store gave a delivery up mid-send.
+		err = fmt.Errorf("%w: %w", cause, err)
+	}
 	return err
+}
+
+// hold takes the store's hold (Holder) on each delivery for one send: the
+// context ends when the store gives one up. An error wraps ErrNotHeld.
+func hold(ctx context.Context, dels []*Delivery) (context.Context, func(), error) {
+	var cancels []context.CancelFunc
+	unhold := func() {
+		for _, c := range cancels {
+			c()
+		}
+	}
+	for _, del := range dels {
+		h, ok := del.Settler.(Holder)
+		if !ok {
+			continue
+		}
+		hctx, cancel, err := h.Hold(ctx)
+		if err != nil {
+			unhold()
+			return nil, nil, err
+		}
+		ctx, cancels = hctx, append(cancels, cancel)
+	}
+	return ctx, unhold, nil
 }
 
 func (d *Dispatcher) succeeded(ctx context.Context, dels []*Delivery, tk Ticket) {
@@ -411,6 +446,20 @@ func (d *Dispatcher) succeeded(ctx context.Context, dels []*Delivery, tk Ticket)
 // batch) by the error's class; what concerns the whole sink (down, a
 // rate-limit hold) is done once.
 func (d *Dispatcher) failed(ctx context.Context, dels []*Delivery, tk Ticket, err error) {
+	if errors.Is(err, ErrNotHeld) {
+		// The store gave a delivery up before or during the send (it may
+		// be another consumer's by now): nothing was sent, or what was is
+		// not ours to record. Those still held go back untried.
+		d.cfg.Pacer.ReturnProbe(tk)
+		d.cfg.Logger.Warn("not sent: the store no longer holds the delivery; it goes out again from the store",
+			"event_id", dels[0].Event.ID, "events", len(dels), "err", err)
+		for _, del := range dels {
+			if err := del.Release(context.WithoutCancel(ctx)); err != nil && !errors.Is(err, ErrNotHeld) && !errors.Is(err, ErrClosed) {
+				d.cfg.Logger.Warn("could not hand back delivery", "event_id", del.Event.ID, "err", err)
+			}
+		}
+		return
+	}
 	if ctx.Err() != nil || errors.Is(err, errNotSent) {
 		// Shutdown's drain budget ran out mid-send, or shutdown began
 		// before it started: not the destination's fault, so no attempt

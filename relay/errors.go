@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/rivo/uniseg"
 )
 
 // Class says what the dispatcher does after a failed send (SPEC §5).
@@ -363,8 +365,9 @@ func RedactURL(err error) error {
 	return &url.Error{Op: ue.Op, URL: redacted, Err: ue.Err}
 }
 
-// Truncate cuts s to at most limit runes, ending in "…" when cut, and cuts
-// between words when a word boundary lies in the last fifth. It reports
+// Truncate cuts s to at most limit runes, ending in "…" when cut, between
+// grapheme clusters, and between words when a word boundary lies in the
+// last fifth. It reports
 // whether s was cut.
 func Truncate(s string, limit int) (string, bool) {
 	if limit <= 0 {
@@ -376,14 +379,17 @@ func Truncate(s string, limit int) (string, bool) {
 	if limit == 1 {
 		return "…", true
 	}
-	// Byte offset of the (limit-1)th rune.
-	cut, n := 0, 0
-	for i := range s {
-		if n == limit-1 {
-			cut = i
+	// Byte offset just after the last whole grapheme cluster (a flag, a
+	// ZWJ emoji, a letter with its marks) within limit-1 runes.
+	cut, n, state := 0, 0, -1
+	for rest := s; rest != ""; {
+		var cluster string
+		cluster, rest, _, state = uniseg.FirstGraphemeClusterInString(rest, state)
+		k := utf8.RuneCountInString(cluster)
+		if n+k > limit-1 {
 			break
 		}
-		n++
+		cut, n = cut+len(cluster), n+k
 	}
 	head := s[:cut]
 	if sp := strings.LastIndexAny(head, " \n\t"); sp > 0 && utf8.RuneCountInString(head[sp:]) <= limit/5 {

@@ -126,6 +126,8 @@ func TestTruncate(t *testing.T) {
 		{"ünïcödé text here", 8, "ünïcödé…", true},
 		{"abcdefghijklmnop", 5, "abcd…", true},
 		{"ab", 1, "…", true},
+		{"family 👩‍👩‍👧‍👦👩‍👩‍👧‍👦", 15, "family 👩‍👩‍👧‍👦…", true}, // never half an emoji
+		{"flags 🇨🇦🇫🇷", 9, "flags 🇨🇦…", true},
 		{"", 0, "", false},
 	} {
 		got, cut := relay.Truncate(tc.in, tc.limit)

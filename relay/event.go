@@ -58,10 +58,19 @@ type Message struct {
 }
 
 // Field is one named value, rendered as text. Nested objects and arrays are
-// compact JSON.
+// compact JSON, and Nested is set: Readable shows them as "label: value"
+// lines.
 type Field struct {
-	Key   string
-	Value string
+	Key    string
+	Value  string
+	Nested bool // Value is a JSON object or array
+}
+
+// field makes the Field of a member as sent.
+func field(key string, raw json.RawMessage) Field {
+	raw = bytes.TrimSpace(raw)
+	nested := len(raw) > 0 && (raw[0] == '{' || raw[0] == '[')
+	return Field{Key: key, Value: textOf(raw), Nested: nested}
 }
 
 // Score returns the answer's score, if the event carries one.
@@ -133,7 +142,7 @@ func DecodeEvent(body []byte) (*Event, error) {
 	}
 	ev := &Event{Body: body, Fields: make([]Field, 0, len(fields))}
 	for _, f := range fields {
-		ev.Fields = append(ev.Fields, Field{Key: f.key, Value: textOf(f.raw)})
+		ev.Fields = append(ev.Fields, field(f.key, f.raw))
 		switch f.key {
 		case "event":
 			ev.Topic = strings.TrimSpace(scalarString(f.raw))
@@ -464,13 +473,13 @@ func decodeLead(raw json.RawMessage) []Field {
 	for _, key := range first {
 		for _, f := range fields {
 			if f.key == key {
-				out = append(out, Field{Key: f.key, Value: textOf(f.raw)})
+				out = append(out, field(f.key, f.raw))
 			}
 		}
 	}
 	for _, f := range fields {
 		if !slices.Contains(first, f.key) {
-			out = append(out, Field{Key: f.key, Value: textOf(f.raw)})
+			out = append(out, field(f.key, f.raw))
 		}
 	}
 	return out

@@ -3,6 +3,8 @@ package relay
 import (
 	"strings"
 	"unicode/utf8"
+
+	"github.com/rivo/uniseg"
 )
 
 // Markdown parsers (goldmark among them) do work that grows faster than the
@@ -41,6 +43,7 @@ const (
 func BoundMarkdown(src string, maxRunes int) (string, bool) {
 	cut := false
 	if end := runeOffset(src, maxRunes); end < len(src) {
+		end = GraphemeFloor(src, end)
 		// At a line end in the last tenth, if there is one.
 		if nl := strings.LastIndexByte(src[:end], '\n'); nl >= 0 && nl >= end-end/10 {
 			end = nl
@@ -132,9 +135,32 @@ func breakLine(line string) int {
 		k--
 	}
 	if k == 0 {
-		k = MarkdownMaxLine // not UTF-8: any byte boundary
+		return MarkdownMaxLine // not UTF-8: any byte boundary
+	}
+	if g := GraphemeFloor(line, k); g > 0 {
+		k = g // a flag or a ZWJ emoji stays on one line
 	}
 	return k
+}
+
+// GraphemeFloor returns the largest offset of s, at most i, at which a
+// grapheme cluster starts (0 when the first cluster ends after i, len(s)
+// when i is past it): a cut there leaves every flag, ZWJ emoji and letter
+// with its combining marks whole. It reads s up to i: linear in i.
+func GraphemeFloor(s string, i int) int {
+	if i >= len(s) {
+		return len(s)
+	}
+	at, state := 0, -1
+	for rest := s; rest != ""; {
+		var cluster string
+		cluster, rest, _, state = uniseg.FirstGraphemeClusterInString(rest, state)
+		if at+len(cluster) > i {
+			return at
+		}
+		at += len(cluster)
+	}
+	return at
 }
 
 // runeOffset returns the byte offset just after the first n runes of s, or

@@ -42,6 +42,8 @@ type Metrics struct {
 	// InflightBodyBytes is what the receiver holds for request bodies now
 	// (bounded by max_inflight_bytes).
 	InflightBodyBytes prometheus.Gauge
+	// Usage counts what accepted events say about the chatbots' use.
+	Usage *UsageMetrics
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -85,6 +87,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Bytes held for webhook request bodies being read or handled (bounded by max_inflight_bytes).",
 		}),
 	}
+	m.Usage = NewUsageMetrics(reg)
 	reg.MustRegister(m.EventsReceived, m.Deliveries, m.DeliveryAttempts, m.DeliveryFailures,
 		m.DeliveryDuration, m.RateLimited, m.SinkUp, m.PackedEvents, m.InflightBodyBytes)
 	for _, topic := range []string{TopicChat, TopicLead, TopicEscalation, "other"} {

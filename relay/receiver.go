@@ -271,9 +271,11 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request) {
 		return
 	case len(sinks) == 0:
 		m.EventsReceived.WithLabelValues(TopicLabel(topic), ReceiveUnrouted).Inc()
+		m.Usage.Observe(ev)
 		r.cfg.Logger.Info("accepted event matches no route", "event_id", acc.ID, "topic", topic, "conversation_id", ev.ConversationID)
 	default:
 		m.EventsReceived.WithLabelValues(TopicLabel(topic), ReceiveAccepted).Inc()
+		m.Usage.Observe(ev)
 		r.cfg.Logger.Info("accepted event", "event_id", acc.ID, "topic", topic,
 			"conversation_id", ev.ConversationID, "sinks", strings.Join(sinks, ","))
 	}

@@ -13,6 +13,9 @@ var (
 	ErrFull        = errors.New("store full")
 	ErrClosed      = errors.New("store closed")
 	ErrNotFound    = errors.New("not found")
+	// ErrNotHeld: the store gave a delivery up (see Holder); nothing may
+	// be sent for it, and its settlement is refused.
+	ErrNotHeld = errors.New("delivery no longer held")
 )
 
 // Reason codes of a store that is not ready, as /readyz answers them.
@@ -66,6 +69,7 @@ type Store interface {
 	Reconcile(ctx context.Context, sinks []string) (moved int, err error)
 
 	DeadLetters
+	History
 	// Lookup returns an event and where each of its deliveries stands.
 	Lookup(ctx context.Context, id string) (*EventRecord, error)
 	// Recent lists the most recent events, newest first, up to limit, older
@@ -116,6 +120,18 @@ type Settler interface {
 	// Release hands the delivery back untried (shutdown, or a wait that was
 	// interrupted): it stays due and no attempt is counted.
 	Release(ctx context.Context) error
+}
+
+// Holder is an optional capability of a Settler, for a store that hands a
+// delivery out for a limited time and may hand it to another consumer once
+// that time lapses without news (relay/nats: another replica, after its ack
+// wait). The dispatcher calls Hold right before each send. The context it
+// returns ends when the store gives the delivery up (the send is then cut
+// short); an error wrapping ErrNotHeld means it is given up already:
+// nothing is sent, and the store refuses to settle it (it goes out again
+// from the store, to whoever holds it next).
+type Holder interface {
+	Hold(ctx context.Context) (context.Context, context.CancelFunc, error)
 }
 
 // DeadLetter is a delivery that was parked: a permanent error, or

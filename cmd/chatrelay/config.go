@@ -64,12 +64,13 @@ type StoreConfig struct {
 
 // NATSConfig is store.nats.
 type NATSConfig struct {
-	URL        string       `mapstructure:"url"`
-	CredsFile  string       `mapstructure:"creds_file"`
-	Token      relay.Secret `mapstructure:"token"` // or token_file
-	TLS        TLSConfig    `mapstructure:"tls"`
-	Replicas   int          `mapstructure:"replicas"`
-	Partitions int          `mapstructure:"partitions"`
+	URL        string        `mapstructure:"url"`
+	CredsFile  string        `mapstructure:"creds_file"`
+	Token      relay.Secret  `mapstructure:"token"` // or token_file
+	TLS        TLSConfig     `mapstructure:"tls"`
+	Replicas   int           `mapstructure:"replicas"`
+	Partitions int           `mapstructure:"partitions"`
+	AckWait    time.Duration `mapstructure:"ack_wait"`
 }
 
 // TLSConfig is store.nats.tls.
@@ -161,7 +162,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("log.format", "auto")
 	v.SetDefault("store.driver", "bolt")
 	v.SetDefault("store.path", "./chatrelay-data")
-	v.SetDefault("store.max_size", "1GiB")
+	v.SetDefault("store.max_size", "0") // the driver's default: defaultBoltMaxSize, none on nats
 	v.SetDefault("store.retention", "168h")
 	v.SetDefault("store.dedupe_window", "24h")
 	v.SetDefault("store.nats.url", "nats://127.0.0.1:4222")
@@ -173,11 +174,16 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("store.nats.tls.key_file", "")
 	v.SetDefault("store.nats.replicas", 1)
 	v.SetDefault("store.nats.partitions", 16)
+	v.SetDefault("store.nats.ack_wait", "30s")
 	v.SetDefault("retry.initial", "1s")
 	v.SetDefault("retry.max", "5m")
 	v.SetDefault("retry.max_age", "24h")
 	setTLSDefaults(v)
 }
+
+// defaultBoltMaxSize is store.max_size on bolt when it is not set. On nats
+// an unset max_size leaves the events stream without a limit of its own.
+const defaultBoltMaxSize ByteSize = 1 << 30
 
 // DefaultConfigFile is read when --config is not given and it exists;
 // else DefaultConfigFiles' other names, in order.

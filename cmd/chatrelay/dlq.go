@@ -25,22 +25,25 @@ func (a *app) dlqCmd() *cobra.Command {
 		Long: `dlq talks to the admin API of a running chatrelay: the address is admin.listen from
 the config, the token admin.token (or CHATRELAY_ADMIN_TOKEN).`,
 	}
-	var sink string
+	var listFilter admin.FilterParams
 	var asJSON bool
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "One line per dead letter: id, sink, conversation, topic, attempts, parked at, reason",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var out struct {
-				DeadLetters []relay.DeadLetter `json:"dead_letters"`
+			var out relay.DeadPage
+			q := url.Values{"limit": {"100000"}}
+			for k, v := range map[string]string{"sink": listFilter.Sink, "reason": listFilter.Reason, "since": listFilter.Since, "until": listFilter.Until} {
+				if v != "" {
+					q.Set(k, v)
+				}
 			}
-			q := "/api/v1/dlq?limit=100000"
-			if sink != "" {
-				q += "&sink=" + sink
-			}
-			if err := a.adminCall(cmd, http.MethodGet, q, nil, &out); err != nil {
+			if err := a.adminCall(cmd, http.MethodGet, "/api/v1/dlq?"+q.Encode(), nil, &out); err != nil {
 				return opFailed(err)
+			}
+			if out.Total > len(out.DeadLetters) {
+				fmt.Fprintf(a.stderr, "showing the first %d of %d dead letters\n", len(out.DeadLetters), out.Total)
 			}
 			if asJSON {
 				enc := json.NewEncoder(a.stdout)
@@ -71,7 +74,7 @@ the config, the token admin.token (or CHATRELAY_ADMIN_TOKEN).`,
 			return tw.Flush()
 		},
 	}
-	list.Flags().StringVar(&sink, "sink", "", "only this sink's dead letters")
+	filterFlags(list, &listFilter)
 	list.Flags().BoolVar(&asJSON, "json", false, "JSON lines instead of a table")
 
 	show := &cobra.Command{
@@ -95,22 +98,26 @@ the config, the token admin.token (or CHATRELAY_ADMIN_TOKEN).`,
 
 	selection := func(use, short, path, verb, key string) *cobra.Command {
 		var all bool
-		var sink string
+		var f admin.FilterParams
 		c := &cobra.Command{
 			Use:   use,
 			Short: short,
 			Args:  cobra.ArbitraryArgs,
 			RunE: func(cmd *cobra.Command, args []string) error {
-				if all == (len(args) > 0) {
-					return usageError(cmd, errors.New("give dead-letter ids, or --all (optionally with --sink)"))
+				// A filter selects every dead letter it matches, as --all does.
+				byFilter := all || !f.IsZero()
+				if byFilter && len(args) > 0 {
+					return usageError(cmd, errors.New("give dead-letter ids, or a selection (--all, --sink, --reason, --since, --until), not both: "+
+						"--sink and the other filters select every dead letter they match"))
 				}
-				if sink != "" && !all {
-					return usageError(cmd, errors.New("--sink goes with --all"))
+				if !byFilter && len(args) == 0 {
+					return usageError(cmd, errors.New("give dead-letter ids, or --all, or a filter (--sink, --reason, --since, --until)"))
 				}
 				var out admin.SelectionResult
-				if err := a.adminCall(cmd, http.MethodPost, path, admin.Selection{IDs: args, All: all, Sink: sink}, &out); err != nil {
-					if all && sink != "" && isNotFound(err) {
-						return failed(fmt.Errorf("--sink %s: no sink of that name is configured", sink))
+				sel := admin.Selection{IDs: args, All: byFilter, Sink: f.Sink, Reason: f.Reason, Since: f.Since, Until: f.Until}
+				if err := a.adminCall(cmd, http.MethodPost, path, sel, &out); err != nil {
+					if f.Sink != "" && isNotFound(err) {
+						return failed(fmt.Errorf("--sink %s: no sink of that name is configured", f.Sink))
 					}
 					return opFailed(err)
 				}
@@ -141,15 +148,26 @@ the config, the token admin.token (or CHATRELAY_ADMIN_TOKEN).`,
 				return nil
 			},
 		}
-		c.Flags().BoolVar(&all, "all", false, "every dead letter (of --sink, or of all sinks)")
-		c.Flags().StringVar(&sink, "sink", "", "with --all: only this sink's dead letters")
+		c.Flags().BoolVar(&all, "all", false, "every dead letter (or every one the filter flags match)")
+		filterFlags(c, &f)
 		return c
 	}
 	cmd.AddCommand(list, show,
-		selection("replay ID... | --all [--sink S]", "Requeue dead letters with a fresh retry.max_age", "/api/v1/dlq/replay", "requeued", "requeued"),
-		selection("purge ID... | --all [--sink S]", "Delete dead letters for good", "/api/v1/dlq/purge", "purged", "purged"),
+		selection("replay ID... | --all | [--sink S] [--reason R] [--since 2h] [--until T]",
+			"Requeue dead letters (by id, or all a filter matches) with a fresh retry.max_age", "/api/v1/dlq/replay", "requeued", "requeued"),
+		selection("purge ID... | --all | [--sink S] [--reason R] [--since 2h] [--until T]",
+			"Delete dead letters (by id, or all a filter matches) for good", "/api/v1/dlq/purge", "purged", "purged"),
 	)
 	return cmd
+}
+
+// filterFlags are the dead-letter filter's flags, as the API and the
+// console's filter take them.
+func filterFlags(c *cobra.Command, f *admin.FilterParams) {
+	c.Flags().StringVar(&f.Sink, "sink", "", "only this sink's dead letters")
+	c.Flags().StringVar(&f.Reason, "reason", "", "only those whose reason contains this text (any case): 404, max_age, \"sink removed\"")
+	c.Flags().StringVar(&f.Since, "since", "", "only those parked since: a duration before now (2h, 30m, 7d) or a time (RFC 3339)")
+	c.Flags().StringVar(&f.Until, "until", "", "only those parked before: a duration before now or a time (RFC 3339)")
 }
 
 func plural(n int, one, many string) string {

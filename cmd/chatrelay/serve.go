@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -107,7 +108,6 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 			logger.Error("closing the store", "err", err)
 		}
 	}()
-
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := relay.NewMetrics(reg)
@@ -195,12 +195,18 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          front.serverLog(logger, errLog),
 	}
+	adminH, con, err := adminHandler(admin.Config{
+		Store: store, Gatherer: reg, Metrics: metrics, Token: cfg.Admin.Token,
+		Sinks: names, States: states, Logger: logger.With("component", "admin"), Now: clock.Now, Scrub: scrub,
+		Version: version, StoreInfo: func(context.Context) admin.StoreInfo { return storeInfo(cfg) },
+	}, store, clock, logger)
+	if err != nil {
+		ln.Close()
+		adminLn.Close()
+		return err
+	}
 	adminSrv := &http.Server{
-		Handler: admin.Handler(admin.Config{
-			Store: store, Gatherer: reg, Metrics: metrics, Token: cfg.Admin.Token,
-			Sinks: names, States: states, Logger: logger.With("component", "admin"), Now: clock.Now, Scrub: scrub,
-			Version: version, StoreInfo: func(context.Context) admin.StoreInfo { return storeInfo(cfg) },
-		}),
+		Handler:           adminH,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -210,7 +216,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	}
 
 	if cfg.Embedded() {
-		a.banner(cfg, ln.Addr().String(), secrets[0].Reveal(), firstStart)
+		a.banner(cfg, ln.Addr().String(), adminLn.Addr().String(), secrets[0].Reveal(), firstStart)
 	}
 	logger.Info("chatrelay started", "version", readBuildInfo().Version, "listen", ln.Addr().String(), "admin", adminLn.Addr().String(),
 		"store", storeDescription(cfg), "sinks", strings.Join(names, ","), "config", cfg.sourceName())
@@ -219,6 +225,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	g.Go(func() error { return serveHTTP(srv, ln) })
 	g.Go(func() error { return front.run(gctx) })
 	g.Go(func() error { return serveHTTP(adminSrv, adminLn) })
+	g.Go(func() error { return con.Run(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		logger.Info("shutting down: finishing in-flight requests and deliveries", "timeout", cfg.ShutdownTimeout)
@@ -304,7 +311,7 @@ func openStore(ctx context.Context, cfg *Config, logger *slog.Logger, clock cloc
 		s, err := natsstore.Open(octx, natsstore.Options{
 			URL: n.URL, CredsFile: n.CredsFile, Token: n.Token,
 			TLS:      natsstore.TLS{CAFile: n.TLS.CAFile, CertFile: n.TLS.CertFile, KeyFile: n.TLS.KeyFile},
-			Replicas: n.Replicas, Partitions: n.Partitions,
+			Replicas: n.Replicas, Partitions: n.Partitions, AckWait: n.AckWait,
 			Retention: cfg.Store.Retention, DedupeWindow: cfg.Store.DedupeWindow, MaxBytes: int64(cfg.Store.MaxSize),
 			// Chat channels are paced per channel: one replica sends to each.
 			Exclusive: exclusive,
@@ -316,7 +323,7 @@ func openStore(ctx context.Context, cfg *Config, logger *slog.Logger, clock cloc
 		return s, nil
 	case "bolt":
 		s, err := bolt.Open(cfg.Store.Path, bolt.Options{
-			MaxSize: int64(cfg.Store.MaxSize), Retention: cfg.Store.Retention, DedupeWindow: cfg.Store.DedupeWindow,
+			MaxSize: int64(cmp.Or(cfg.Store.MaxSize, defaultBoltMaxSize)), Retention: cfg.Store.Retention, DedupeWindow: cfg.Store.DedupeWindow,
 			Clock: clock, Logger: logger.With("component", "store"),
 		})
 		if err != nil {
@@ -332,8 +339,9 @@ func openStore(ctx context.Context, cfg *Config, logger *slog.Logger, clock cloc
 // this chatrelay was started: go run, or the binary), on later ones where
 // that secret is kept. The generated secret is for trying chatrelay
 // locally; Chat Data signs with its own, which goes in a config.
-func (a *app) banner(cfg *Config, addr, secret string, first bool) {
+func (a *app) banner(cfg *Config, addr, adminAddr, secret string, first bool) {
 	url := "http://" + clientAddr(addr) + "/webhook"
+	console := "http://" + clientAddr(adminAddr) + "/"
 	secretPath := filepath.Join(cfg.Store.Path, secretFileName)
 	if first {
 		fmt.Fprintf(a.stdout, `chatrelay is running on its embedded defaults: events are stored in %s and printed here.
@@ -342,17 +350,20 @@ Send a signed test event from another terminal:
 
     %s
 
+Then open %s in a browser: the web console shows it.
+
 To receive real events, write a chatrelay.yaml with your Slack, Discord or webhook sinks and, under
 signing_secrets, the signing secret Chat Data shows under Settings → Webhooks (see config.example.yaml);
 then give Chat Data your https://<host>/webhook as its webhook URL.
 
-`, cfg.Store.Path, secretPath, a.commandLine("send-test", "--url", url, "--secret", secret))
+`, cfg.Store.Path, secretPath, a.commandLine("send-test", "--url", url, "--secret", secret), console)
 		return
 	}
 	fmt.Fprintf(a.stdout, `chatrelay is running on its embedded defaults; events print here. Its signing secret is kept in %s.
 Try: %s
+The web console: %s
 
-`, secretPath, a.commandLine("send-test", "--url", url))
+`, secretPath, a.commandLine("send-test", "--url", url), console)
 }
 
 // clientAddr turns a listen address into one a client on this machine can

@@ -70,7 +70,7 @@ func (c *Config) Validate() error {
 		if strings.TrimSpace(c.Store.Path) == "" {
 			bad("store.path", "empty; set it to a directory, like ./chatrelay-data")
 		}
-		if c.Store.MaxSize < 1<<20 {
+		if c.Store.MaxSize != 0 && c.Store.MaxSize < 1<<20 {
 			bad("store.max_size", "%d bytes is too small; use at least 1MiB (default 1GiB)", c.Store.MaxSize)
 		}
 	case "nats":
@@ -86,6 +86,9 @@ func (c *Config) Validate() error {
 		}
 		if c.Store.NATS.Partitions < 1 || c.Store.NATS.Partitions > 1024 {
 			bad("store.nats.partitions", "%d; use 1 to 1024 (default 16)", c.Store.NATS.Partitions)
+		}
+		if c.Store.NATS.AckWait < 300*time.Millisecond {
+			bad("store.nats.ack_wait", "%s is too short; use at least 300ms (default 30s)", c.Store.NATS.AckWait)
 		}
 		if c.Store.NATS.CredsFile != "" && !c.Store.NATS.Token.IsZero() {
 			bad("store.nats.token", "set together with store.nats.creds_file; keep only one")

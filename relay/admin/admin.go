@@ -25,6 +25,8 @@ import (
 // Store is what the admin API reads and changes.
 type Store interface {
 	relay.DeadLetters
+	FindDead(ctx context.Context, f relay.DeadFilter, offset, limit int) (relay.DeadPage, error)
+	Conversation(ctx context.Context, id string, limit int) ([]relay.EventRecord, int, error)
 	Lookup(ctx context.Context, id string) (*relay.EventRecord, error)
 	Recent(ctx context.Context, before string, limit int) ([]relay.EventSummary, error)
 	Stats(ctx context.Context) ([]relay.QueueStats, error)
@@ -71,6 +73,9 @@ type Config struct {
 	// serves (dead-letter reasons, last errors), also from text stored
 	// before it was scrubbed on its way in; nil scrubs nothing.
 	Scrub *relay.Scrubber
+	// Console, when set, serves every path the API does not: the web
+	// console (relay/console), behind the same guard without a token.
+	Console http.Handler
 }
 
 // Handler returns the admin HTTP handler.
@@ -94,6 +99,7 @@ func Handler(cfg Config) http.Handler {
 	api.HandleFunc("POST /api/v1/dlq/purge", a.purge)
 	api.HandleFunc("GET /api/v1/events", a.listEvents)
 	api.HandleFunc("GET /api/v1/events/{id}", a.showEvent)
+	api.HandleFunc("GET /api/v1/conversations/{id}", a.conversation)
 	api.HandleFunc("GET /api/v1/sinks", a.sinks)
 	api.HandleFunc("GET /api/v1/ready", a.ready)
 	api.HandleFunc("GET /api/v1/status", a.status)
@@ -106,6 +112,9 @@ func Handler(cfg Config) http.Handler {
 	prof.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	prof.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.Handle("/debug/pprof/", a.auth(prof))
+	if cfg.Console != nil {
+		mux.Handle("/", cfg.Console)
+	}
 	if cfg.Token.IsZero() {
 		// No token (loopback only): the browser-facing checks of SPEC §9
 		// stand in for it, on every path. See guard.
@@ -134,19 +143,22 @@ func (a *api) auth(next http.Handler) http.Handler {
 }
 
 func (a *api) listDead(w http.ResponseWriter, r *http.Request) {
-	limit := intParam(r, "limit", 1000)
-	dead, err := a.cfg.Store.ListDead(r.Context(), r.URL.Query().Get("sink"), limit)
+	q := r.URL.Query()
+	f, err := FilterParams{Sink: q.Get("sink"), Reason: q.Get("reason"), Since: q.Get("since"), Until: q.Get("until")}.Filter(a.cfg.Now())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	page, err := a.cfg.Store.FindDead(r.Context(), f, intParam(r, "offset", 0), intParam(r, "limit", 1000))
 	if err != nil {
 		a.fail(w, err)
 		return
 	}
-	if dead == nil {
-		dead = []relay.DeadLetter{}
+	for i := range page.DeadLetters {
+		page.DeadLetters[i].Reason = a.cfg.Scrub.Scrub(page.DeadLetters[i].Reason)
 	}
-	for i := range dead {
-		dead[i].Reason = a.cfg.Scrub.Scrub(dead[i].Reason)
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"dead_letters": dead})
+	// total: how many match the filter, on every page.
+	writeJSON(w, http.StatusOK, page)
 }
 
 // EventView is an event as the API shows it.
@@ -181,6 +193,12 @@ type Selection struct {
 	IDs  []string `json:"ids,omitempty"`
 	All  bool     `json:"all,omitempty"`
 	Sink string   `json:"sink,omitempty"`
+	// With All: only the dead letters whose reason contains Reason
+	// (ignoring case) and that were parked since Since and before Until
+	// (each a duration before now, "2h", or an RFC 3339 time).
+	Reason string `json:"reason,omitempty"`
+	Since  string `json:"since,omitempty"`
+	Until  string `json:"until,omitempty"`
 }
 
 func (a *api) selection(w http.ResponseWriter, r *http.Request) (Selection, bool) {
@@ -243,6 +261,10 @@ func (a *api) replay(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if sel.filtered() {
+		a.byFilter(w, r, sel, true)
+		return
+	}
 	// Count per sink, for chatrelay_deliveries_total{result="replayed"}.
 	var res SelectionResult
 	var bySink map[string][]string
@@ -287,6 +309,10 @@ func (a *api) replay(w http.ResponseWriter, r *http.Request) {
 func (a *api) purge(w http.ResponseWriter, r *http.Request) {
 	sel, ok := a.selection(w, r)
 	if !ok {
+		return
+	}
+	if sel.filtered() {
+		a.byFilter(w, r, sel, false)
 		return
 	}
 	var res SelectionResult

@@ -22,9 +22,12 @@ import (
 //     header other than the listener's own, or Sec-Fetch-Site other than
 //     same-origin or none (reads too: a profile or trace under
 //     /debug/pprof costs CPU even when nobody reads it);
-//   - state changes (any method but GET, HEAD, OPTIONS) whose body is not
-//     declared application/json, which a page cannot send cross-origin
-//     without a CORS preflight the listener never grants.
+//   - state changes (any method but GET, HEAD, OPTIONS) of the API whose
+//     body is not declared application/json, which a page cannot send
+//     cross-origin without a CORS preflight the listener never grants.
+//     The web console's own forms are exempt from this one: each carries
+//     the CSRF token of the operator's session, which no other page can
+//     read, and the Host and Origin rules apply to them as to the API.
 //
 // With a token, none of this applies: a browser never adds the bearer token
 // to a request on its own, so a page cannot act with it, and a
@@ -57,7 +60,9 @@ func (g *guard) wrap(next http.Handler) http.Handler {
 				"pages, the chatrelay CLI and scripts")
 			return
 		}
-		if stateChange(r.Method) && !isJSON(r.Header.Get("Content-Type")) {
+		// The console's forms are not JSON: its state changes carry a
+		// CSRF token of the operator's session instead (relay/console).
+		if stateChange(r.Method) && !isJSON(r.Header.Get("Content-Type")) && !consolePath(r.URL.Path) {
 			g.refuse(w, r, "content_type", "state changes take a JSON body with Content-Type: application/json")
 			return
 		}
@@ -86,6 +91,12 @@ func (g *guard) refuse(w http.ResponseWriter, r *http.Request, check, msg string
 		g.logger.Warn("admin request refused: possible cross-site or DNS-rebinding request; set admin.token if this client is legitimate", args...)
 	}
 	writeError(w, http.StatusForbidden, "request refused: "+msg)
+}
+
+// consolePath reports whether path is the web console's rather than the
+// API's or the profiler's.
+func consolePath(path string) bool {
+	return !strings.HasPrefix(path, "/api/") && !strings.HasPrefix(path, "/debug/") && path != "/metrics" && path != "/healthz"
 }
 
 func stateChange(method string) bool {

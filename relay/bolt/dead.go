@@ -15,7 +15,10 @@ import (
 )
 
 // ListDead implements relay.DeadLetters.
-func (s *Store) ListDead(_ context.Context, sink string, limit int) ([]relay.DeadLetter, error) {
+func (s *Store) ListDead(ctx context.Context, sink string, limit int) ([]relay.DeadLetter, error) {
+	if err := s.caughtUp(ctx); err != nil {
+		return nil, err
+	}
 	var out []relay.DeadLetter
 	err := s.db.View(func(tx *bbolt.Tx) error {
 		dead := tx.Bucket([]byte(bDead))
@@ -62,7 +65,10 @@ func (s *Store) deadLetter(tx *bbolt.Tx, eventID, sink string) (relay.DeadLetter
 }
 
 // GetDead implements relay.DeadLetters.
-func (s *Store) GetDead(_ context.Context, id string) (relay.DeadLetter, *relay.Event, error) {
+func (s *Store) GetDead(ctx context.Context, id string) (relay.DeadLetter, *relay.Event, error) {
+	if err := s.caughtUp(ctx); err != nil {
+		return relay.DeadLetter{}, nil, err
+	}
 	eventID, sink, ok := splitDeadID(id)
 	if !ok {
 		return relay.DeadLetter{}, nil, relay.ErrNotFound
@@ -96,6 +102,9 @@ func (s *Store) Purge(ctx context.Context, ids []string) (int, error) {
 
 // RequeueAll implements relay.DeadLetters.
 func (s *Store) RequeueAll(ctx context.Context, sink string) (int, error) {
+	if err := s.caughtUp(ctx); err != nil {
+		return 0, err
+	}
 	ids, err := s.deadIDs(sink)
 	if err != nil {
 		return 0, err
@@ -105,6 +114,9 @@ func (s *Store) RequeueAll(ctx context.Context, sink string) (int, error) {
 
 // PurgeAll implements relay.DeadLetters.
 func (s *Store) PurgeAll(ctx context.Context, sink string) (int, error) {
+	if err := s.caughtUp(ctx); err != nil {
+		return 0, err
+	}
 	ids, err := s.deadIDs(sink)
 	if err != nil {
 		return 0, err
@@ -130,18 +142,28 @@ func (s *Store) deadIDs(sink string) ([]string, error) {
 }
 
 // reviveOrPurge requeues (revive) or deletes dead letters, in chunks so that
-// one transaction stays small. Replayed deliveries go to the end of their
-// conversation's queue with a fresh retry.max_age.
+// one record stays small. Replayed deliveries go to the end of their
+// conversation's queue with a fresh retry.max_age. The dead letters are read
+// once the database holds every durable record, and one replay or purge
+// runs at a time, so that nothing changes them between the read and the
+// record.
 func (s *Store) reviveOrPurge(ctx context.Context, ids []string, revive bool) (int, error) {
+	s.adminMu.Lock()
+	defer s.adminMu.Unlock()
+	if err := s.caughtUp(ctx); err != nil {
+		return 0, err
+	}
 	const chunk = 1000
 	total := 0
 	for start := 0; start < len(ids); start += chunk {
 		part := ids[start:min(start+chunk, len(ids))]
-		var items []queued
-		var sinks []string // the sink of each dead letter revived or purged
-		err := s.write(ctx, func(tx *bbolt.Tx) error {
-			items, sinks = items[:0], sinks[:0]
-			now := s.clock.Now().UnixNano()
+		type found struct {
+			eventID, sink string
+			r             deliveryRecord
+			m             eventMeta
+		}
+		var dls []found
+		err := s.db.View(func(tx *bbolt.Tx) error {
 			deliv := tx.Bucket([]byte(bDeliv))
 			for _, id := range part {
 				eventID, sink, ok := splitDeadID(id)
@@ -158,68 +180,65 @@ func (s *Store) reviveOrPurge(ctx context.Context, ids []string, revive bool) (i
 				if !ok || r.State != relay.StateDead {
 					continue
 				}
-				if revive && tx.Bucket([]byte(bEvents)).Get([]byte(eventID)) == nil {
-					continue // nothing to send any more; it stays listed, and purge removes it
-				}
-				if db := tx.Bucket([]byte(bDead)).Bucket([]byte(sink)); db != nil {
-					if err := db.Delete(timeKey(r.Parked, []byte(eventID))); err != nil {
+				f := found{eventID: eventID, sink: sink, r: r}
+				if revive {
+					v := tx.Bucket([]byte(bEvents)).Get([]byte(eventID))
+					if v == nil {
+						continue // nothing to send any more; it stays listed, and purge removes it
+					}
+					if f.m, _, err = decodeEventMeta(v); err != nil {
 						return err
 					}
 				}
-				if !revive {
-					rec, _ := json.Marshal(deliveryRecord{State: relay.StatePurged, Attempts: r.Attempts,
-						Since: r.Since, LastErr: r.LastErr, Updated: now})
-					if err := deliv.Put(delivKey(eventID, sink), rec); err != nil {
-						return err
-					}
-					sinks = append(sinks, sink)
-					continue
-				}
-				v := tx.Bucket([]byte(bEvents)).Get([]byte(eventID))
-				if v == nil {
-					continue
-				}
-				m, _, err := decodeEventMeta(v)
-				if err != nil {
-					return err
-				}
-				qb, err := tx.Bucket([]byte(bQueues)).CreateBucketIfNotExists([]byte(sink))
-				if err != nil {
-					return err
-				}
-				seq, err := qb.NextSequence()
-				if err != nil {
-					return err
-				}
-				entry, _ := json.Marshal(queueEntry{EventID: eventID, Key: m.Key, Received: m.Received, Since: now})
-				if err := qb.Put(u64(seq), entry); err != nil {
-					return err
-				}
-				rec, _ := json.Marshal(deliveryRecord{State: relay.StatePending, Since: now, Due: now,
-					LastErr: "replayed; before: " + r.LastErr, Updated: now})
-				if err := deliv.Put(delivKey(eventID, sink), rec); err != nil {
-					return err
-				}
-				items = append(items, queued{sink: sink, key: m.Key, it: &item{seq: seq, id: uuid.MustParse(eventID),
-					received: m.Received, since: now, due: now}})
-				sinks = append(sinks, sink)
+				dls = append(dls, f)
 			}
 			return nil
+		})
+		if err != nil {
+			return total, fmt.Errorf("dead letters: %w", err)
+		}
+		if len(dls) == 0 {
+			continue
+		}
+		now := s.clock.Now().UnixNano()
+		var items []queued
+		var o ops
+		err = s.write(ctx, func() ([]byte, bool) {
+			items, o.b = items[:0], o.b[:0]
+			for _, f := range dls {
+				o.del(bDead, f.sink, timeKey(f.r.Parked, []byte(f.eventID)))
+				if !revive {
+					rec, _ := json.Marshal(deliveryRecord{State: relay.StatePurged, Attempts: f.r.Attempts,
+						Since: f.r.Since, LastErr: f.r.LastErr, Updated: now})
+					o.put(bDeliv, "", delivKey(f.eventID, f.sink), rec)
+					continue
+				}
+				s.seqs[f.sink]++
+				seq := s.seqs[f.sink]
+				entry, _ := json.Marshal(queueEntry{EventID: f.eventID, Key: f.m.Key, Received: f.m.Received, Since: now})
+				rec, _ := json.Marshal(deliveryRecord{State: relay.StatePending, Since: now, Due: now,
+					LastErr: "replayed; before: " + f.r.LastErr, Updated: now})
+				o.putQueue(f.sink, seq, entry).put(bDeliv, "", delivKey(f.eventID, f.sink), rec)
+				items = append(items, queued{sink: f.sink, key: f.m.Key, it: &item{seq: seq, id: uuid.MustParse(f.eventID),
+					received: f.m.Received, since: now, due: now}})
+			}
+			return o.b, true
 		}, func() {
-			for _, sink := range sinks {
-				q := s.queue(sink)
+			for _, f := range dls {
+				q := s.queue(f.sink)
 				q.mu.Lock()
 				q.dead--
 				q.mu.Unlock()
 			}
 			for _, q := range items {
+				q.it.written = s.intake.next - 1
 				s.queue(q.sink).add(q.key, q.it)
 			}
 		})
 		if err != nil {
 			return total, fmt.Errorf("dead letters: %w", err)
 		}
-		total += len(sinks)
+		total += len(dls)
 	}
 	return total, nil
 }
@@ -336,10 +355,10 @@ func (s *Store) prune() {
 		return nil
 	})
 	if err != nil {
-		s.setHealth(classifyWriteError(err))
+		s.setApplyHealth(classifyWriteError(err))
 		return
 	}
-	s.pruneFrom, s.dedupeFrom = next, dnext // only the writer goroutine reads or writes them
+	s.pruneFrom, s.dedupeFrom = next, dnext // only the applier goroutine reads or writes them
 	dedupes := 0
 	for _, f := range forgets {
 		if s.dedupe.forget(f.k, f.id, f.cut) {

@@ -1,6 +1,7 @@
 package bolt
 
 import (
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -13,10 +14,12 @@ import (
 // scatters every append over random pages and doubled the cost of each
 // commit. An entry takes about 60 bytes (a million events a day: ~60 MB).
 //
-// Only the writer goroutine touches it. Entries added while a transaction
-// is open stay pending until it commits, so a rolled-back append never
-// answers a later request "duplicate".
+// The logger decides duplicates (lookup, add, and the group's begin, commit
+// or rollback); the applier's pruning forgets expired entries. Entries
+// added for a group stay pending until its write is durable, so an append
+// that failed never answers a later request "duplicate".
 type dedupeIndex struct {
+	mu        sync.Mutex
 	committed map[dedupeKey]dedupeEntry
 	pending   map[dedupeKey]dedupeEntry
 }
@@ -40,6 +43,8 @@ func keyOf(hash []byte) dedupeKey {
 
 // lookup finds a key added by this transaction or an earlier one.
 func (d *dedupeIndex) lookup(k dedupeKey) (dedupeEntry, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if e, ok := d.pending[k]; ok {
 		return e, true
 	}
@@ -47,9 +52,22 @@ func (d *dedupeIndex) lookup(k dedupeKey) (dedupeEntry, bool) {
 	return e, ok
 }
 
-func (d *dedupeIndex) begin()    { clear(d.pending) }
-func (d *dedupeIndex) rollback() { clear(d.pending) }
+// add records k for the group being written.
+func (d *dedupeIndex) add(k dedupeKey, e dedupeEntry) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.pending[k] = e
+}
+
+func (d *dedupeIndex) begin() { d.rollback() }
+func (d *dedupeIndex) rollback() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	clear(d.pending)
+}
 func (d *dedupeIndex) commit() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	for k, e := range d.pending {
 		d.committed[k] = e
 	}
@@ -59,6 +77,8 @@ func (d *dedupeIndex) commit() {
 // forget drops k if it still belongs to event id and was accepted before
 // cut (cut 0: whenever).
 func (d *dedupeIndex) forget(k dedupeKey, id uuid.UUID, cut int64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if e, ok := d.committed[k]; ok && e.id == id && (cut == 0 || e.at < cut) {
 		delete(d.committed, k)
 		return true
@@ -86,7 +106,9 @@ func (d *dedupeIndex) load(tx *bbolt.Tx, now time.Time, window time.Duration) ([
 		if first == nil {
 			first = append([]byte(nil), k...)
 		}
+		d.mu.Lock()
 		d.committed[keyOf(m.Hash)] = dedupeEntry{at: m.Received, id: id}
+		d.mu.Unlock()
 	}
 	return first, nil
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/chatrelay/chatrelay/relay"
 )
 
-// item is one pending delivery, in memory: 56 bytes. The event body stays
+// item is one pending delivery, in memory: 64 bytes. The event body stays
 // on disk until the delivery is handed out, and the conversation's key is
 // kept once per conversation, so a large backlog costs little memory.
 type item struct {
@@ -25,6 +25,7 @@ type item struct {
 	since    int64
 	due      int64
 	attempts int
+	written  uint64 // intake record of its last change (0: applied before the start)
 }
 
 // queued is an item on its way from a commit to its sink's queue.
@@ -116,7 +117,22 @@ func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) {
 				heap.Pop(&q.ready)
 				c.inflight = true
 				q.mu.Unlock()
-				del, err := q.load(c, it)
+				del, err := q.load(ctx, c, it)
+				if errors.Is(err, errNotApplied) {
+					// Durable in the log, and the database cannot take it yet
+					// (it is full): try again once it has applied more.
+					q.s.mu.Lock()
+					applied := q.s.appliedCh
+					q.s.mu.Unlock()
+					q.requeue(c)
+					select {
+					case <-applied:
+					case <-q.s.stopped:
+					case <-ctx.Done():
+						return nil, ctx.Err()
+					}
+					continue
+				}
 				if err != nil {
 					q.s.log.Error("pending delivery has no readable event; parking it", "sink", q.sink, "event_id", it.id.String(), "err", err)
 					st := &settle{q: q, c: c, it: it}
@@ -138,20 +154,46 @@ func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) {
 	}
 }
 
+// errNotApplied: the event is durable, and not in the database yet.
+var errNotApplied = errors.New("event not applied to the database yet")
+
 // load reads the event and the delivery's last error for a head handed out.
-// A first attempt at a recent event needs no read at all.
-func (q *queue) load(c *conv, it *item) (*relay.Delivery, error) {
+// A first attempt at a recent event needs no read at all; a read waits
+// until the database holds what is durable.
+func (q *queue) load(ctx context.Context, c *conv, it *item) (*relay.Delivery, error) {
 	if it.attempts == 0 {
 		if ev, ok := q.s.recent.get(it.id); ok {
 			return &relay.Delivery{Event: ev, Sink: q.sink, Since: time.Unix(0, it.since),
 				Settler: &settle{q: q, c: c, it: it}}, nil
 		}
 	}
+	// The database must hold the last record about this delivery (its
+	// append, its last nak); older ones it holds already.
+	q.mu.Lock()
+	written := it.written
+	q.mu.Unlock()
+	for q.s.applied.Load() < written && q.s.applyHealth() == nil {
+		q.s.mu.Lock()
+		changed := q.s.appliedCh
+		q.s.mu.Unlock()
+		if q.s.applied.Load() >= written {
+			break
+		}
+		q.s.nudge()
+		select {
+		case <-changed:
+		case <-q.s.stopped:
+		}
+	}
+	caughtUp := q.s.applied.Load() >= written
 	var del *relay.Delivery
 	err := q.s.db.View(func(tx *bbolt.Tx) error {
 		id := it.id.String()
 		v := tx.Bucket([]byte(bEvents)).Get([]byte(id))
 		if v == nil {
+			if !caughtUp {
+				return errNotApplied
+			}
 			return errors.New("event not found")
 		}
 		ev, _, err := decodeEvent(id, v)
@@ -205,19 +247,15 @@ func (st *settle) Ack(ctx context.Context) error {
 	}
 	q, it := st.q, st.it
 	now := q.s.clock.Now().UnixNano()
-	record := func(tx *bbolt.Tx) error {
-		if err := tx.Bucket([]byte(bQueues)).Bucket([]byte(q.sink)).Delete(u64(it.seq)); err != nil {
-			return err
-		}
-		r, _ := json.Marshal(deliveryRecord{State: relay.StateDelivered, Attempts: it.attempts + 1,
-			Since: it.since, Updated: now})
-		return tx.Bucket([]byte(bDeliv)).Put(delivKey(it.id.String(), q.sink), r)
-	}
+	r, _ := json.Marshal(deliveryRecord{State: relay.StateDelivered, Attempts: it.attempts + 1,
+		Since: it.since, Updated: now})
+	var o ops
+	o.del(bQueues, q.sink, u64(it.seq)).put(bDeliv, "", delivKey(it.id.String(), q.sink), r)
 	advance := func() { q.advance(st.c) }
-	err := q.s.writeAsync(ctx, record, advance, func(err error) {
+	err := q.s.writeAsync(ctx, record(&o), advance, func(err error) {
 		q.s.log.Error("could not record a delivery as done; retrying the record (the conversation waits for it)",
 			"sink", q.sink, "event_id", it.id.String(), "err", err)
-		q.s.recordLater(record, advance)
+		q.s.recordLater(record(&o), advance)
 	})
 	if err != nil {
 		q.requeue(st.c)
@@ -234,15 +272,19 @@ func (st *settle) Nak(ctx context.Context, delay time.Duration, lastErr string) 
 	now := q.s.clock.Now().UnixNano()
 	due := now + int64(delay)
 	attempts := it.attempts + 1
-	err := q.s.write(ctx, func(tx *bbolt.Tx) error {
-		r, _ := json.Marshal(deliveryRecord{State: relay.StatePending, Attempts: attempts,
-			Since: it.since, Due: due, LastErr: lastErr, Updated: now})
-		return tx.Bucket([]byte(bDeliv)).Put(delivKey(it.id.String(), q.sink), r)
-	}, nil)
+	r, _ := json.Marshal(deliveryRecord{State: relay.StatePending, Attempts: attempts,
+		Since: it.since, Due: due, LastErr: lastErr, Updated: now})
+	var o ops
+	o.put(bDeliv, "", delivKey(it.id.String(), q.sink), r)
+	var written uint64
+	err := q.s.write(ctx, record(&o), func() { written = q.s.intake.next - 1 })
 	// Even when the record could not be written, wait in memory: a store
 	// that cannot write must not turn a backoff into a busy loop.
 	q.mu.Lock()
 	it.attempts, it.due = attempts, due
+	if err == nil {
+		it.written = written
+	}
 	q.mu.Unlock()
 	q.requeue(st.c)
 	return err
@@ -257,9 +299,9 @@ func (st *settle) Term(ctx context.Context, reason string) error {
 	}
 	q, it := st.q, st.it
 	now := q.s.clock.Now().UnixNano()
-	deferred, err := q.s.writeOrRecordLater(ctx, func(tx *bbolt.Tx) error {
-		return q.park(tx, it, it.attempts+1, reason, now)
-	}, func() {
+	var o ops
+	q.park(&o, it, it.attempts+1, reason, now)
+	deferred, err := q.s.writeOrRecordLater(ctx, record(&o), func() {
 		q.mu.Lock()
 		q.dead++
 		q.mu.Unlock()
@@ -285,23 +327,13 @@ func (st *settle) Release(context.Context) error {
 	return nil
 }
 
-// park writes it to the dead letters inside tx.
-func (q *queue) park(tx *bbolt.Tx, it *item, attempts int, reason string, now int64) error {
-	if qb := tx.Bucket([]byte(bQueues)).Bucket([]byte(q.sink)); qb != nil {
-		if err := qb.Delete(u64(it.seq)); err != nil {
-			return err
-		}
-	}
-	db, err := tx.Bucket([]byte(bDead)).CreateBucketIfNotExists([]byte(q.sink))
-	if err != nil {
-		return err
-	}
-	if err := db.Put(timeKey(now, []byte(it.id.String())), nil); err != nil {
-		return err
-	}
+// park adds the operations that move it to the dead letters to o.
+func (q *queue) park(o *ops, it *item, attempts int, reason string, now int64) {
 	r, _ := json.Marshal(deliveryRecord{State: relay.StateDead, Attempts: attempts, Since: it.since,
 		LastErr: reason, Updated: now, Parked: now})
-	return tx.Bucket([]byte(bDeliv)).Put(delivKey(it.id.String(), q.sink), r)
+	o.del(bQueues, q.sink, u64(it.seq)).
+		put(bDead, q.sink, timeKey(now, []byte(it.id.String())), nil).
+		put(bDeliv, "", delivKey(it.id.String(), q.sink), r)
 }
 
 // advance drops the settled head and lets the conversation's next go.
@@ -349,16 +381,13 @@ func (q *queue) parkAll(ctx context.Context, reason string) (int, error) {
 		return 0, nil
 	}
 	now := q.s.clock.Now().UnixNano()
-	err := q.s.write(ctx, func(tx *bbolt.Tx) error {
-		for _, c := range convs {
-			for _, it := range c.items {
-				if err := q.park(tx, it, it.attempts, reason, now); err != nil {
-					return err
-				}
-			}
+	var o ops
+	for _, c := range convs {
+		for _, it := range c.items {
+			q.park(&o, it, it.attempts, reason, now)
 		}
-		return nil
-	}, func() {
+	}
+	err := q.s.write(ctx, record(&o), func() {
 		q.mu.Lock()
 		defer q.mu.Unlock()
 		for _, c := range convs {

@@ -108,7 +108,7 @@ func getDeliv(b bucketGetter, eventID, sink string) (deliveryRecord, bool, error
 		return r, false, nil
 	}
 	if err := json.Unmarshal(v, &r); err != nil {
-		return r, false, fmt.Errorf("delivery %s/%s: %w", eventID, sink, err)
+		return r, false, fmt.Errorf("%w: delivery %s/%s: %w", errUnreadable, eventID, sink, err)
 	}
 	return r, true, nil
 }

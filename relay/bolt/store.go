@@ -1,6 +1,8 @@
-// Package bolt is chatrelay's embedded store: one bbolt file, written by a
-// single group-commit writer so that concurrent requests share one fsync,
-// with an in-memory scheduler per sink rebuilt from disk at start.
+// Package bolt is chatrelay's embedded store: an intake log, where a write
+// becomes durable with one sequential append and one fdatasync per group of
+// concurrent writes, in front of one bbolt file that applies the log's
+// records in the background; with an in-memory scheduler per sink rebuilt
+// from disk at start.
 package bolt
 
 import (
@@ -8,12 +10,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
-	"syscall"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -42,13 +48,26 @@ type Options struct {
 	KVRetention time.Duration
 	// PruneEvery is how often retention and dedupe pruning run (default 1m).
 	PruneEvery time.Duration
-	// MaxBatch bounds how many writes share one transaction (default 1024).
+	// MaxBatch bounds how many writes share one write and sync of the intake
+	// log (default 1024).
 	MaxBatch int
+	// ApplyEvery is how often at most the database commits the records of
+	// the intake log (default 250ms, or every 8 MiB of records; sooner when
+	// a read waits for them).
+	ApplyEvery time.Duration
 	// LockTimeout is how long Open waits for another process's file lock
 	// (default 1s).
 	LockTimeout time.Duration
 	Clock       clockwork.Clock
 	Logger      *slog.Logger
+
+	hooks *hooks // tests only
+}
+
+// hooks let the crash tests stop the process at chosen points.
+type hooks struct {
+	afterLogWrite func() // the group is written, not yet synced
+	beforeApply   func() // the group is synced, not yet applied
 }
 
 func (o *Options) defaults() {
@@ -67,6 +86,9 @@ func (o *Options) defaults() {
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 1024
 	}
+	if o.ApplyEvery <= 0 {
+		o.ApplyEvery = 250 * time.Millisecond
+	}
 	if o.LockTimeout <= 0 {
 		o.LockTimeout = time.Second
 	}
@@ -78,95 +100,309 @@ func (o *Options) defaults() {
 	}
 }
 
-// Store implements relay.Store on a bbolt file.
+// Store implements relay.Store on a bbolt file with an intake log in front
+// of it (see writer.go and intake.go).
 type Store struct {
 	db    *bbolt.DB
 	opts  Options
 	clock clockwork.Clock
 	log   *slog.Logger
 
-	ops     chan *op
-	quit    chan struct{}
-	stopped chan struct{}
-	closeMu sync.Once
+	intake    *intakeLog    // logger goroutine only (and Open, Close)
+	entries   chan *entry   // writes, to the logger
+	applyCh   chan []logged // durable records, logger to applier
+	wantApply chan struct{} // a reader waits for the applier
+	quit      chan struct{}
+	stopped   chan struct{} // the applier (and so the logger) has stopped
+	closeMu   sync.Once
+
+	durable   atomic.Uint64 // sequence number of the last durable record
+	applied   atomic.Uint64 // sequence number of the last record the database holds
+	unapplied atomic.Int64  // bytes of durable records handed to the applier and not applied yet
 
 	mu         sync.Mutex
 	queues     map[string]*queue
 	configured map[string]bool // set by Reconcile; nil until then
-	health     error           // last write outcome
-	pruneFrom  []byte          // where the retention scan resumes; writer goroutine only
-	dedupeFrom []byte          // where the dedupe-expiry scan resumes; writer goroutine only
-	dedupe     *dedupeIndex    // writer goroutine only (and init)
+	logErr     error           // last log write outcome
+	applyErr   error           // last database commit outcome
+	appliedCh  chan struct{}   // closed and replaced when applied or applyErr changes
+	kvPending  map[string]kvValue
+	pruneFrom  []byte            // where the retention scan resumes; applier goroutine only
+	dedupeFrom []byte            // where the dedupe-expiry scan resumes; applier goroutine only
+	seqs       map[string]uint64 // last queue sequence number per sink; logger goroutine only (and Open)
+	dedupe     *dedupeIndex
 	recent     *recentEvents
-	unrecorded []*op // acks and dead letters whose commit failed, retried by the writer; writer goroutine only
+	unrecorded []*entry   // acks and dead letters whose write failed, retried by the logger; logger goroutine only
+	adminMu    sync.Mutex // one dead-letter replay or purge at a time
+}
+
+// kvValue is a key/value entry durable in the log and not yet applied.
+type kvValue struct {
+	v   []byte
+	seq uint64
 }
 
 var _ relay.Store = (*Store)(nil)
 
 // Open opens (or creates) the store in directory dir and starts its writer.
 // A second process on the same directory gets a clear error instead of
-// blocking.
+// blocking. A damaged store file, or one that is empty or missing while the
+// directory shows a store was kept there, is refused with an error that
+// wraps ErrDamaged and says what to do (see vet); Open never panics on what
+// it reads.
 func Open(dir string, opts Options) (*Store, error) {
 	opts.defaults()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("store.path %s: %w", dir, err)
 	}
 	path := filepath.Join(dir, FileName)
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
-		Timeout:      opts.LockTimeout,
-		MaxSize:      int(opts.MaxSize),
-		FreelistType: bbolt.FreelistMapType,
-		// The freelist is rebuilt at open instead of written on every
-		// commit (as etcd does): fewer pages per fsync. Durability is
-		// unchanged.
-		NoFreelistSync: true,
+	inUse := fmt.Errorf("store.path %s: the store is in use by another chatrelay process "+
+		"(its file lock is held); stop that process, or give this one another store.path", dir)
+	if err := vet(dir, path, opts); err != nil {
+		if errors.Is(err, errLocked) {
+			return nil, inUse
+		}
+		return nil, fmt.Errorf("store.path %s: %w", dir, err)
+	}
+	var db *bbolt.DB
+	err := guard(path, func() (err error) {
+		db, err = bbolt.Open(path, 0o600, &bbolt.Options{
+			Timeout:      opts.LockTimeout,
+			MaxSize:      int(opts.MaxSize),
+			FreelistType: bbolt.FreelistMapType,
+			// The freelist is rebuilt at open instead of written on every
+			// commit (as etcd does): fewer pages per fsync. Durability is
+			// unchanged.
+			NoFreelistSync: true,
+		})
+		return err
 	})
 	if err != nil {
-		if errors.Is(err, bberrors.ErrTimeout) {
-			return nil, fmt.Errorf("store.path %s: the store is in use by another chatrelay process "+
-				"(its file lock is held); stop that process, or give this one another store.path", dir)
+		switch {
+		case errors.Is(err, bberrors.ErrTimeout):
+			return nil, inUse
+		case errors.Is(err, bberrors.ErrInvalid), errors.Is(err, bberrors.ErrChecksum):
+			err = damaged(path, "is damaged: "+err.Error())
 		}
 		return nil, fmt.Errorf("store.path %s: open %s: %w", dir, FileName, err)
 	}
 	s := &Store{
-		db:      db,
-		opts:    opts,
-		clock:   opts.Clock,
-		log:     opts.Logger,
-		ops:     make(chan *op, 4*opts.MaxBatch),
-		quit:    make(chan struct{}),
-		stopped: make(chan struct{}),
-		queues:  make(map[string]*queue),
-		dedupe:  newDedupeIndex(),
-		recent:  newRecentEvents(),
+		db:        db,
+		opts:      opts,
+		clock:     opts.Clock,
+		log:       opts.Logger,
+		entries:   make(chan *entry, 4*opts.MaxBatch),
+		applyCh:   make(chan []logged, 64), // and at most maxUnapplied bytes
+		wantApply: make(chan struct{}, 1),
+		quit:      make(chan struct{}),
+		stopped:   make(chan struct{}),
+		queues:    make(map[string]*queue),
+		appliedCh: make(chan struct{}),
+		kvPending: make(map[string]kvValue),
+		seqs:      make(map[string]uint64),
+		dedupe:    newDedupeIndex(),
+		recent:    newRecentEvents(),
 	}
-	if err := s.init(); err != nil {
+	if err := guard(path, func() error { return s.init(dir) }); err != nil {
 		_ = db.Close()
+		if errors.Is(err, errUnreadable) {
+			err = damaged(path, "is damaged: "+err.Error())
+		}
 		return nil, fmt.Errorf("store.path %s: %w", dir, err)
 	}
 	s.releaseMapped() // the rebuild read every pending delivery
-	go s.writer()
+	go s.logger()
+	go s.applier()
 	return s, nil
 }
 
-// init creates the buckets and rebuilds every sink's scheduler from disk.
-func (s *Store) init() error {
+// vet checks the store file before bbolt sees it, under the file's lock:
+//   - a file with content must pass checkFile;
+//   - an empty (zero-length) file is refused: bbolt writes its first pages
+//     as it creates the file, so only a first start killed within that
+//     instant leaves one, and a store lost to a truncation looks the same;
+//   - a missing file starts an empty store in an empty directory; in one
+//     that holds other files (a store was kept here: the embedded mode's
+//     signing secret, a store file moved aside) it is refused, unless the
+//     operator moved the old file aside (FileName.<anything>), which is how
+//     the way out of a damaged file reads.
+func vet(dir, path string, opts Options) error {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		others, aside, err := dirEntries(dir)
+		switch {
+		case err != nil:
+			return err
+		case len(others) == 0:
+			return nil
+		case len(aside) > 0:
+			opts.Logger.Warn("starting with an empty store: the previous store file was moved aside",
+				"file", path, "moved_aside", strings.Join(aside, ","))
+			return nil
+		}
+		return &damageError{path: path,
+			what: fmt.Sprintf("is missing, but %s holds other files (%s): a store was kept here", dir, strings.Join(others, ", ")),
+			fix: fmt.Sprintf("restore it from a backup; or, if it was removed on purpose, say so with "+
+				"touch %s.removed and start again with an empty store", path)}
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close() // releases the lock
+	if err := lockFile(f, opts.LockTimeout); err != nil {
+		return err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if st.Size() == 0 {
+		return damaged(path, "is empty (0 bytes): the store that was kept here is lost")
+	}
+	return checkFile(f, path)
+}
+
+// dirEntries lists the names in dir other than the store file, and those
+// of them that are the store file moved aside (FileName.<suffix>).
+func dirEntries(dir string) (others, aside []string, err error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if name == FileName {
+			continue
+		}
+		others = append(others, name)
+		if strings.HasPrefix(name, FileName+".") && e.Type().IsRegular() {
+			aside = append(aside, name)
+		}
+	}
+	return others, aside, nil
+}
+
+// guard runs fn and turns a panic, or a memory fault on the file's mapping,
+// into a damageError: the last line of defence behind checkFile for the
+// goroutine that opens the store (bbolt's own goroutines are out of its
+// reach, which is why checkFile runs first). bbolt may leave its file
+// descriptor open after such a panic; the caller is about to exit.
+func guard(path string, fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			err = damaged(path, fmt.Sprintf("is damaged: bbolt: %v", p))
+		}
+	}()
+	return fn()
+}
+
+// errUnreadable marks a record the rebuild at open could not decode.
+var errUnreadable = errors.New("unreadable record")
+
+// init creates the buckets, applies the intake log's records that the
+// database does not hold yet, and rebuilds every sink's scheduler from
+// disk.
+func (s *Store) init(dir string) error {
+	fresh := false
 	err := s.db.Update(func(tx *bbolt.Tx) error {
-		for _, name := range []string{bMeta, bEvents, bDeliv, bQueues, bDead, bKV} {
+		for _, name := range bucketNames {
 			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
+				if errors.Is(err, bberrors.ErrIncompatibleValue) { // a plain value where a bucket belongs
+					return fmt.Errorf("%w: bucket %s: %w", errUnreadable, name, err)
+				}
 				return err
 			}
 		}
 		meta := tx.Bucket([]byte(bMeta))
-		if v := meta.Get([]byte("schema")); v != nil && string(v) != fmt.Sprint(schemaVersion) {
+		v := meta.Get([]byte("schema"))
+		if v != nil && string(v) != fmt.Sprint(schemaVersion) {
+			if _, err := strconv.Atoi(string(v)); err != nil {
+				return fmt.Errorf("%w: schema version %q", errUnreadable, v)
+			}
 			return fmt.Errorf("store schema %s is not %d: this chatrelay cannot read it", v, schemaVersion)
 		}
+		fresh = v == nil
 		return meta.Put([]byte("schema"), []byte(fmt.Sprint(schemaVersion)))
 	})
 	if err != nil {
 		return err
 	}
-	return s.db.View(func(tx *bbolt.Tx) error {
+	logDir := filepath.Join(dir, intakeDirName)
+	if fresh {
+		if err := s.setAsideOldLog(logDir); err != nil {
+			return err
+		}
+	}
+	var applied uint64
+	if err := s.db.View(func(tx *bbolt.Tx) error {
+		applied = beU64(tx.Bucket([]byte(bMeta)).Get([]byte(keyApplied)))
+		return nil
+	}); err != nil {
+		return err
+	}
+	s.applied.Store(applied)
+	var batch []logged
+	var batchBytes int
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := s.commitRecords(batch)
+		var re *recordError
+		if err != nil && errors.As(err, &re) && !resourceError(re.err) {
+			err = nil
+			for _, r := range batch {
+				if err = s.commitRecords([]logged{r}); err != nil && errors.As(err, &re) && !resourceError(re.err) {
+					s.log.Error("intake log: a record cannot be applied to the database; skipping it", "record", r.seq, "err", re.err)
+					err = s.commitRecords([]logged{{seq: r.seq}})
+				}
+				if err != nil {
+					break
+				}
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("applying the intake log's records to the database: %w; "+
+				"if the store is full, raise store.max_size or free disk space", classifyWriteError(err))
+		}
+		batch, batchBytes = batch[:0], 0
+		return nil
+	}
+	replayed := 0
+	l, torn, err := openIntake(logDir, applied, func(seq uint64, rec []byte) error {
+		batch = append(batch, logged{seq: seq, rec: rec})
+		batchBytes += len(rec)
+		replayed++
+		if len(batch) >= 1024 || batchBytes >= 4<<20 {
+			return flush()
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.intake = l
+	if s.opts.hooks != nil {
+		l.afterWrite = s.opts.hooks.afterLogWrite
+	}
+	if err := flush(); err != nil {
+		_ = l.close()
+		return err
+	}
+	if torn > 0 {
+		s.log.Warn("intake log: dropped a record whose write did not complete (a stop between write and sync); "+
+			"it was never answered", "bytes", torn)
+	}
+	if replayed > 0 {
+		s.log.Info("intake log: applied the records the database did not hold yet", "records", replayed)
+	}
+	s.durable.Store(s.intake.next - 1)
+	s.unapplied.Store(0) // the replay applied records it never counted
+	if err := s.intake.roll(s.applied.Load()); err != nil {
+		s.log.Warn("intake log: could not delete applied segments", "err", err)
+	}
+	err = s.db.View(func(tx *bbolt.Tx) error {
 		from, err := s.dedupe.load(tx, s.clock.Now(), s.opts.DedupeWindow)
 		if err != nil {
 			return err
@@ -176,14 +412,19 @@ func (s *Store) init() error {
 		deliv := tx.Bucket([]byte(bDeliv))
 		err = qs.ForEachBucket(func(name []byte) error {
 			q := s.newQueue(string(name))
-			err := qs.Bucket(name).ForEach(func(k, v []byte) error {
+			qb := qs.Bucket(name)
+			s.seqs[q.sink] = qb.Sequence()
+			if k, _ := qb.Cursor().Last(); k != nil {
+				s.seqs[q.sink] = max(s.seqs[q.sink], beU64(k))
+			}
+			err := qb.ForEach(func(k, v []byte) error {
 				var e queueEntry
 				if err := json.Unmarshal(v, &e); err != nil {
-					return fmt.Errorf("queue %s: %w", name, err)
+					return fmt.Errorf("%w: queue %s: %w", errUnreadable, name, err)
 				}
 				id, err := uuid.Parse(e.EventID)
 				if err != nil {
-					return fmt.Errorf("queue %s: event id %q: %w", name, e.EventID, err)
+					return fmt.Errorf("%w: queue %s: event id %q: %w", errUnreadable, name, e.EventID, err)
 				}
 				it := &item{seq: beU64(k), id: id, received: e.Received, since: e.Since, due: e.Since}
 				r, tried, err := getDeliv(deliv, e.EventID, q.sink)
@@ -213,10 +454,34 @@ func (s *Store) init() error {
 			return nil
 		})
 	})
+	if err != nil {
+		_ = s.intake.close()
+	}
+	return err
 }
 
-// Close stops the writer (after it has committed what was queued), wakes
-// every waiting Next with ErrClosed and closes the file.
+// setAsideOldLog moves an intake log away from a database that was just
+// created: it belongs to a store file that was moved aside or removed, and
+// its records mean nothing to a new one.
+func (s *Store) setAsideOldLog(logDir string) error {
+	segs, err := listSegments(logDir)
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && len(segs) == 0) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	aside := fmt.Sprintf("%s.aside-%d", logDir, s.clock.Now().Unix())
+	if err := os.Rename(logDir, aside); err != nil {
+		return err
+	}
+	s.log.Warn("intake log: the store file is new, so the intake log of the previous one was set aside", "moved_to", aside)
+	return nil
+}
+
+// Close stops the logger (after it has written what was queued) and the
+// applier (after it has applied what was written), wakes every waiting Next
+// with ErrClosed and closes the files.
 func (s *Store) Close() error {
 	s.closeMu.Do(func() { close(s.quit) })
 	<-s.stopped
@@ -225,258 +490,17 @@ func (s *Store) Close() error {
 		q.close()
 	}
 	s.mu.Unlock()
-	return s.db.Close()
-}
-
-// op is one write: fn runs inside the shared transaction (and may run more
-// than once, so it must set its results afresh each time); after runs once,
-// in commit order, when the transaction is durable.
-type op struct {
-	fn     func(tx *bbolt.Tx) error
-	after  func()
-	failed func(error) // for writes nobody waits for: runs when the commit fails
-	err    error
-	done   chan struct{}
-}
-
-// write submits fn to the writer and waits until it is durable.
-func (s *Store) write(ctx context.Context, fn func(*bbolt.Tx) error, after func()) error {
-	return s.submit(ctx, &op{fn: fn, after: after, done: make(chan struct{})})
-}
-
-// writeOrRecordLater is write for a record that must land: if its commit
-// fails, the writer keeps it and commits it again later (recordLater), and
-// deferred is true.
-func (s *Store) writeOrRecordLater(ctx context.Context, fn func(*bbolt.Tx) error, after func()) (deferred bool, err error) {
-	o := &op{fn: fn, after: after, done: make(chan struct{})}
-	o.failed = func(error) {
-		deferred = true // written before done is closed, read after
-		s.recordLater(fn, after)
+	if err := s.intake.roll(s.applied.Load()); err != nil {
+		s.log.Warn("intake log: could not delete applied segments", "err", err)
 	}
-	err = s.submit(ctx, o)
-	return deferred && err != nil, err
+	err := s.intake.close()
+	return errors.Join(s.db.Close(), err)
 }
 
-// submit hands o to the writer and waits until it is durable or failed.
-func (s *Store) submit(ctx context.Context, o *op) error {
-	select {
-	case s.ops <- o:
-	case <-s.quit:
-		return relay.ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case <-o.done:
-		return o.err
-	case <-s.stopped:
-		select {
-		case <-o.done:
-			return o.err
-		default:
-			return relay.ErrClosed
-		}
-	}
-}
-
-// writeAsync submits fn without waiting for it: after runs once it is
-// durable, failed if it cannot be written. It returns an error only if the
-// write could not be submitted.
-func (s *Store) writeAsync(ctx context.Context, fn func(*bbolt.Tx) error, after func(), failed func(error)) error {
-	o := &op{fn: fn, after: after, failed: failed, done: make(chan struct{})}
-	select {
-	case s.ops <- o:
-		return nil
-	case <-s.quit:
-		return relay.ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// recordLater keeps a write that could not be committed (an ack: the
-// delivery was made; a dead letter: the destination refused it) and commits
-// it again at the writer's next probe tick, until it lands. Meanwhile its
-// delivery stays in flight, so that a store that cannot write makes nobody
-// send the same event again and again; if the process stops first, the
-// delivery is sent once more at the next start. It runs on the writer
-// goroutine (from a failed commit).
-func (s *Store) recordLater(fn func(*bbolt.Tx) error, after func()) {
-	s.unrecorded = append(s.unrecorded, &op{fn: fn, after: after, done: make(chan struct{}),
-		failed: func(error) { s.recordLater(fn, after) }})
-}
-
-// writer owns every write transaction. It takes whatever writes are queued,
-// applies them in one transaction, commits (one fsync for all), then
-// answers each. Under load batches grow by themselves; idle, a lone write
-// commits at once.
-func (s *Store) writer() {
-	defer close(s.stopped)
-	prune := s.clock.NewTicker(s.opts.PruneEvery)
-	defer prune.Stop()
-	probe := s.clock.NewTicker(2 * time.Second)
-	defer probe.Stop()
-	release := s.clock.NewTicker(10 * time.Second)
-	defer release.Stop()
-	batch := make([]*op, 0, s.opts.MaxBatch)
-	for {
-		select {
-		case o := <-s.ops:
-			batch = append(batch[:0], o)
-		fill:
-			for len(batch) < s.opts.MaxBatch {
-				select {
-				case o := <-s.ops:
-					batch = append(batch, o)
-				default:
-					break fill
-				}
-			}
-			s.commit(batch)
-		case <-prune.Chan():
-			s.prune()
-		case <-release.Chan():
-			s.releaseMapped()
-		case <-probe.Chan():
-			if s.healthErr() != nil {
-				s.commit([]*op{{fn: func(tx *bbolt.Tx) error {
-					return tx.Bucket([]byte(bMeta)).Put([]byte("probe"), u64(uint64(s.clock.Now().UnixNano())))
-				}, done: make(chan struct{})}})
-			}
-			if len(s.unrecorded) > 0 {
-				retry := s.unrecorded
-				s.unrecorded = nil
-				s.commit(retry)
-			}
-		case <-s.quit:
-			for {
-				select {
-				case o := <-s.ops:
-					s.commit([]*op{o})
-				default:
-					return
-				}
-			}
-		}
-	}
-}
-
-type opError struct {
-	op  *op
-	err error
-}
-
-func (e *opError) Error() string { return e.err.Error() }
-func (e *opError) Unwrap() error { return e.err }
-
-func (s *Store) commit(batch []*op) {
-	s.dedupe.begin()
-	err := s.db.Update(func(tx *bbolt.Tx) error {
-		for _, o := range batch {
-			if err := o.fn(tx); err != nil {
-				return &opError{op: o, err: err}
-			}
-		}
-		return nil
-	})
-	var oe *opError
-	if err != nil && errors.As(err, &oe) && len(batch) > 1 {
-		s.dedupe.rollback()
-		// One write failed on its own: run each alone so the others land.
-		for _, o := range batch {
-			s.commit([]*op{o})
-		}
-		return
-	}
-	if err != nil {
-		s.dedupe.rollback()
-		if errors.As(err, &oe) {
-			// This one write is wrong, not the store: it fails alone, and
-			// the store stays ready.
-			err = fmt.Errorf("%w: %w", relay.ErrUnavailable, oe.err)
-		} else {
-			err = classifyWriteError(err)
-			s.setHealth(err)
-		}
-		for _, o := range batch {
-			o.err = err
-			if o.failed != nil {
-				o.failed(err)
-			}
-			close(o.done)
-		}
-		return
-	}
-	s.dedupe.commit()
-	s.setHealth(nil)
-	for _, o := range batch {
-		if o.after != nil {
-			o.after()
-		}
-		close(o.done)
-	}
-}
-
-// classifyWriteError maps a failed commit to relay.ErrFull (size bound or
-// disk full) or relay.ErrUnavailable.
-func classifyWriteError(err error) error {
-	if errors.Is(err, bberrors.ErrMaxSizeReached) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
-		return fmt.Errorf("%w: %w", relay.ErrFull, err)
-	}
-	return fmt.Errorf("%w: %w", relay.ErrUnavailable, err)
-}
-
-func (s *Store) setHealth(err error) {
-	s.mu.Lock()
-	prev := s.health
-	s.health = err
-	s.mu.Unlock()
-	switch {
-	case err != nil && prev == nil:
-		s.log.Error("store cannot write; the receiver answers 503 until it can", "err", err)
-	case err == nil && prev != nil:
-		s.log.Info("store writes again")
-	}
-}
-
-// Ready reports the outcome of the last write: nil, or why the store cannot
-// write (relay.ErrFull, relay.ErrUnavailable).
-func (s *Store) Ready(context.Context) error {
-	select {
-	case <-s.quit:
-		return relay.ErrClosed
-	default:
-	}
-	return s.healthErr()
-}
-
-func (s *Store) healthErr() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.health
-}
-
-// wait blocks for d (d < 0: no timeout), until changed is closed, or ctx
-// ends.
-func (s *Store) wait(ctx context.Context, d time.Duration, changed <-chan struct{}) error {
-	var timeout <-chan time.Time
-	if d >= 0 {
-		t := s.clock.NewTimer(d)
-		defer t.Stop()
-		timeout = t.Chan()
-	}
-	select {
-	case <-timeout:
-	case <-changed:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	return nil
-}
-
-// Append implements relay.Store. One event costs a write for the event
-// and one queue entry per sink; the dedupe index is in memory (see
-// dedupeIndex), and everything is encoded before it reaches the writer.
+// Append implements relay.Store. One event is one record of the intake log:
+// the event and one queue entry per sink. The dedupe index is in memory
+// (see dedupeIndex), and everything is encoded before it reaches the
+// logger, which only decides duplicates and numbers the queue entries.
 func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (relay.Accepted, error) {
 	id, err := uuid.Parse(ev.ID)
 	if err != nil {
@@ -497,40 +521,29 @@ func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (re
 	}
 	var acc relay.Accepted
 	var items []queued
-	err = s.write(ctx, func(tx *bbolt.Tx) error {
-		acc, items = relay.Accepted{ID: ev.ID}, items[:0]
+	var o ops
+	err = s.write(ctx, func() ([]byte, bool) {
+		acc, items, o.b = relay.Accepted{ID: ev.ID}, items[:0], o.b[:0]
 		if e, ok := s.dedupe.lookup(key); ok && time.Duration(now-e.at) < s.opts.DedupeWindow {
 			acc = relay.Accepted{ID: e.id.String(), Duplicate: true}
-			return nil
+			return nil, false
 		}
-		events := tx.Bucket([]byte(bEvents))
-		events.FillPercent = 0.9
-		if err := events.Put([]byte(ev.ID), rec); err != nil {
-			return err
-		}
+		o.put(bEvents, "", []byte(ev.ID), rec)
 		for _, sink := range sinks {
-			qb, err := tx.Bucket([]byte(bQueues)).CreateBucketIfNotExists([]byte(sink))
-			if err != nil {
-				return err
-			}
-			qb.FillPercent = 0.9
-			seq, err := qb.NextSequence()
-			if err != nil {
-				return err
-			}
-			if err := qb.Put(u64(seq), entry); err != nil {
-				return err
-			}
+			s.seqs[sink]++
+			seq := s.seqs[sink]
+			o.putQueue(sink, seq, entry)
 			items = append(items, queued{sink: sink, key: ordering, it: &item{seq: seq, id: id,
 				received: received, since: now, due: now}})
 		}
-		s.dedupe.pending[key] = dedupeEntry{at: now, id: id}
-		return nil
+		s.dedupe.add(key, dedupeEntry{at: now, id: id})
+		return o.b, true
 	}, func() {
 		if len(items) > 0 {
 			s.recent.put(id, ev)
 		}
 		for _, q := range items {
+			q.it.written = s.intake.next - 1
 			s.queue(q.sink).add(q.key, q.it)
 		}
 	})
@@ -581,7 +594,10 @@ func (s *Store) Reconcile(ctx context.Context, sinks []string) (int, error) {
 }
 
 // Lookup implements relay.Store.
-func (s *Store) Lookup(_ context.Context, id string) (*relay.EventRecord, error) {
+func (s *Store) Lookup(ctx context.Context, id string) (*relay.EventRecord, error) {
+	if err := s.caughtUp(ctx); err != nil {
+		return nil, err
+	}
 	var rec *relay.EventRecord
 	err := s.db.View(func(tx *bbolt.Tx) error {
 		v := tx.Bucket([]byte(bEvents)).Get([]byte(id))
@@ -613,7 +629,10 @@ func (s *Store) Lookup(_ context.Context, id string) (*relay.EventRecord, error)
 }
 
 // Recent implements relay.Store.
-func (s *Store) Recent(_ context.Context, before string, limit int) ([]relay.EventSummary, error) {
+func (s *Store) Recent(ctx context.Context, before string, limit int) ([]relay.EventSummary, error) {
+	if err := s.caughtUp(ctx); err != nil {
+		return nil, err
+	}
 	if limit <= 0 {
 		limit = 50
 	}
@@ -679,12 +698,20 @@ type kv struct {
 func (k *kv) key(key string) []byte { return []byte(k.ns + "\x00" + key) }
 
 // A KV value is stored after the 8-byte time of its last Put, so that
-// entries nobody wrote for Options.KVRetention can be pruned.
+// entries nobody wrote for Options.KVRetention can be pruned. A value that
+// is durable but not yet applied is answered from memory.
 func (k *kv) Get(_ context.Context, key string) (string, bool, error) {
+	full := k.key(key)
+	k.s.mu.Lock()
+	p, pending := k.s.kvPending[string(full)]
+	k.s.mu.Unlock()
+	if pending {
+		return string(p.v[8:]), true, nil
+	}
 	var val string
 	var ok bool
 	err := k.s.db.View(func(tx *bbolt.Tx) error {
-		v := tx.Bucket([]byte(bKV)).Get(k.key(key))
+		v := tx.Bucket([]byte(bKV)).Get(full)
 		if len(v) >= 8 {
 			val, ok = string(v[8:]), true
 		}
@@ -694,10 +721,15 @@ func (k *kv) Get(_ context.Context, key string) (string, bool, error) {
 }
 
 func (k *kv) Put(ctx context.Context, key, value string) error {
+	full := k.key(key)
 	v := append(u64(uint64(k.s.clock.Now().UnixNano())), value...)
-	return k.s.write(ctx, func(tx *bbolt.Tx) error {
-		return tx.Bucket([]byte(bKV)).Put(k.key(key), v)
-	}, nil)
+	var o ops
+	o.put(bKV, "", full, v)
+	return k.s.write(ctx, record(&o), func() {
+		k.s.mu.Lock()
+		k.s.kvPending[string(full)] = kvValue{v: v, seq: k.s.intake.next - 1}
+		k.s.mu.Unlock()
+	})
 }
 
 func beU64(b []byte) uint64 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +18,12 @@ import (
 	"github.com/chatrelay/chatrelay/relay/storetest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(crashChildEnv); dir != "" {
+		crashChild(dir, os.Getenv(crashModeEnv)) // never returns: killed by the parent
+	}
+	goleak.VerifyTestMain(m)
+}
 
 func open(t *testing.T, dir string, clock *clockwork.FakeClock) *bolt.Store {
 	t.Helper()

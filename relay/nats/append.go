@@ -32,13 +32,16 @@ const queueDupWindow = 10 * time.Minute
 //     "<event id>.<sink>".
 //
 // When step 2 fails the caller gets an error (503) and the sender retries:
-// the retry is a duplicate, and Append queues the original's deliveries
-// again (the queue stream drops those already there). When the process
-// dies between the steps and the sender never retries, another replica
-// finds the event through the dead replica's lease (lease.go) and queues
-// it. Because a request's deliveries are queued before it is answered, a
-// conversation's events accepted one after the other queue in that order,
-// whichever replica took them.
+// the retry is a duplicate, and Append queues each delivery of the
+// original that was never queued (queuedBefore: not in the queue, no
+// record, no dead letter), however long after. A delivery queued again
+// this way carries hdrRepeat, and is dropped when it comes out if its
+// record says it was settled meanwhile (queue.applyState). When the
+// process dies between the steps and the sender never retries, another
+// replica finds the event through the dead replica's lease (lease.go) and
+// queues it the same way. Because a request's deliveries are queued
+// before it is answered, a conversation's events accepted one after the
+// other queue in that order, whichever replica took them.
 func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (relay.Accepted, error) {
 	if s.ctx.Err() != nil {
 		return relay.Accepted{}, relay.ErrClosed
@@ -69,22 +72,25 @@ func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (re
 	key := relay.DedupeKey(ev.Body)
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(hex.EncodeToString(key[:])),
 		jetstream.WithExpectStream(s.l.events))
+	err = classify(err)
+	s.noteWrite(err)
 	if err != nil {
-		return relay.Accepted{}, fmt.Errorf("append: %w", classify(err))
+		return relay.Accepted{}, fmt.Errorf("append: %w", err)
 	}
 	if ack.Duplicate {
 		return s.duplicate(ctx, ack.Sequence)
 	}
 	meta := metaOf(msg.Header)
 	if err := s.enqueueAll(ctx, p, meta, ev.Body); err != nil {
+		s.noteWrite(err)
 		return relay.Accepted{}, fmt.Errorf("append: queue deliveries: %w", err)
 	}
 	return relay.Accepted{ID: ev.ID}, nil
 }
 
 // duplicate answers a repeated event: the first event's id, after making
-// sure its deliveries are queued (a first attempt may have failed between
-// the two steps of Append).
+// sure each of its deliveries was queued (a first attempt may have failed
+// between the two steps of Append).
 func (s *Store) duplicate(ctx context.Context, seq uint64) (relay.Accepted, error) {
 	first, err := s.events.GetMsg(ctx, seq)
 	if err != nil {
@@ -95,10 +101,9 @@ func (s *Store) duplicate(ctx context.Context, seq uint64) (relay.Accepted, erro
 		return relay.Accepted{}, fmt.Errorf("append: read the original of a duplicate: %w", classify(err))
 	}
 	meta := metaOf(first.Header)
-	if p, ok := s.l.eventPartition(first.Subject); ok && time.Since(first.Time) < queueDupWindow/2 {
-		if err := s.enqueueAll(ctx, p, meta, first.Data); err != nil {
-			return relay.Accepted{}, fmt.Errorf("append: queue the deliveries of a duplicate: %w", err)
-		}
+	if _, err := s.queueMissing(ctx, stored{Seq: first.Sequence, Subject: first.Subject, Time: first.Time,
+		Header: first.Header, Data: first.Data}); err != nil {
+		return relay.Accepted{}, fmt.Errorf("append: queue the deliveries of a duplicate: %w", err)
 	}
 	return relay.Accepted{ID: meta.ID, Duplicate: true}, nil
 }
@@ -106,27 +111,32 @@ func (s *Store) duplicate(ctx context.Context, seq uint64) (relay.Accepted, erro
 // enqueueAll queues the event's delivery to each of its sinks, the sinks in
 // parallel.
 func (s *Store) enqueueAll(ctx context.Context, p int, meta eventMeta, body []byte) error {
+	first := func(ctx context.Context, sink string) error {
+		_, err := s.enqueue(ctx, sink, p, meta, body, meta.Received, "", meta.ID+"."+encodeSink(sink), false)
+		return err
+	}
 	if len(meta.Sinks) == 1 {
-		return s.enqueue(ctx, meta.Sinks[0], p, meta, body, meta.Received, "", meta.ID+"."+encodeSink(meta.Sinks[0]))
+		return first(ctx, meta.Sinks[0])
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	for _, sink := range meta.Sinks {
-		g.Go(func() error {
-			return s.enqueue(gctx, sink, p, meta, body, meta.Received, "", meta.ID+"."+encodeSink(sink))
-		})
+		g.Go(func() error { return first(gctx, sink) })
 	}
 	return g.Wait()
 }
 
 // enqueue stores one pending delivery at the end of its partition of the
-// sink's queue. since starts its retry.max_age; lastErr is what a replay
-// says about its past. msgID makes a repeat within queueDupWindow a no-op.
-func (s *Store) enqueue(ctx context.Context, sink string, p int, meta eventMeta, body []byte, since time.Time, lastErr, msgID string) error {
+// sink's queue, and reports whether it was stored (false: the queue stream
+// dropped it as a repeat of msgID within queueDupWindow). since starts its
+// retry.max_age; lastErr is what a replay says about its past. repeat
+// marks a delivery that may have been queued, and settled, before
+// (hdrRepeat).
+func (s *Store) enqueue(ctx context.Context, sink string, p int, meta eventMeta, body []byte, since time.Time, lastErr, msgID string, repeat bool) (bool, error) {
 	enc := encodeSink(sink)
 	// The consumers exist before the first delivery, so Stats sees the sink
 	// even when no replica consumes it yet.
 	if _, err := s.queueConsumers(ctx, enc); err != nil {
-		return err
+		return false, classify(err)
 	}
 	qm := natsgo.NewMsg(s.l.queueSubject(enc, p, meta.ID))
 	qm.Data = body
@@ -141,15 +151,23 @@ func (s *Store) enqueue(ctx context.Context, sink string, p int, meta eventMeta,
 	if lastErr != "" {
 		qm.Header.Set(hdrLastErr, escape(lastErr))
 	}
-	_, err := s.js.PublishMsg(ctx, qm, jetstream.WithExpectStream(s.l.queue), jetstream.WithMsgID(msgID))
-	return classify(err)
+	if repeat {
+		qm.Header.Set(hdrRepeat, "1")
+	}
+	ack, err := s.js.PublishMsg(ctx, qm, jetstream.WithExpectStream(s.l.queue), jetstream.WithMsgID(msgID))
+	if err != nil {
+		return false, classify(err)
+	}
+	return !ack.Duplicate, nil
 }
 
-// requeueAppend queues again the deliveries of an event whose Append may
-// have died between its two steps. Within the queue stream's duplicate
-// window a repeat is dropped by its message id; past it, a delivery is
-// queued only if it was never queued, delivered or parked.
-func (s *Store) requeueAppend(ctx context.Context, m stored) (int, error) {
+// queueMissing queues each delivery of a stored event that was never
+// queued: the repair of an Append that stopped between its two steps (a
+// sender's retry, or a dead replica's lease). It returns how many it
+// queued. Whatever is queued here is marked as a repeat, so that if the
+// delivery was queued after all (a race with the first attempt), the copy
+// is dropped once its record shows the first settled.
+func (s *Store) queueMissing(ctx context.Context, m stored) (int, error) {
 	meta := metaOf(m.Header)
 	p, ok := s.l.eventPartition(m.Subject)
 	if !ok || !validID(meta.ID) {
@@ -157,25 +175,30 @@ func (s *Store) requeueAppend(ctx context.Context, m stored) (int, error) {
 	}
 	n := 0
 	for _, sink := range meta.Sinks {
-		if time.Since(m.Time) > queueDupWindow/2 {
-			done, err := s.queuedBefore(ctx, sink, p, meta.ID)
-			if err != nil {
-				return n, err
-			}
-			if done {
-				continue
-			}
-		}
-		if err := s.enqueue(ctx, sink, p, meta, m.Data, meta.Received, "", meta.ID+"."+encodeSink(sink)); err != nil {
+		done, err := s.queuedBefore(ctx, sink, p, meta.ID)
+		if err != nil {
 			return n, err
 		}
-		n++
+		if done {
+			continue
+		}
+		queued, err := s.enqueue(ctx, sink, p, meta, m.Data, meta.Received, "", meta.ID+"."+encodeSink(sink), true)
+		if err != nil {
+			return n, err
+		}
+		if queued {
+			n++
+		}
 	}
 	return n, nil
 }
 
 // queuedBefore reports whether a delivery was ever queued: it is in the
-// queue, has a record (attempted, delivered, purged) or a dead letter.
+// queue, has a record (attempted, delivered, parked, purged, replayed) or a
+// dead letter. In that order, so that no settlement slips between the
+// looks: Ack records before it removes the message, Term and Reconcile
+// park before they remove it, Purge records before it deletes the dead
+// letter, Requeue records before it queues.
 func (s *Store) queuedBefore(ctx context.Context, sink string, p int, id string) (bool, error) {
 	enc := encodeSink(sink)
 	if _, err := s.queue.GetMsg(ctx, 0, jetstream.WithGetMsgSubject(s.l.queueSubject(enc, p, id))); err == nil {
@@ -186,75 +209,15 @@ func (s *Store) queuedBefore(ctx context.Context, sink string, p int, id string)
 	if _, ok, err := s.getState(ctx, enc, id); err != nil || ok {
 		return ok, err
 	}
+	return s.hasDeadLetter(ctx, enc, id)
+}
+
+// hasDeadLetter reports whether a delivery has a dead letter.
+func (s *Store) hasDeadLetter(ctx context.Context, enc, id string) (bool, error) {
 	if _, err := s.dead.GetLastMsgForSubject(ctx, s.l.deadSubject(enc, id)); err == nil {
 		return true, nil
 	} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
 		return false, classify(err)
 	}
 	return false, nil
-}
-
-// pullNoWait takes what the consumer has for us right now, if anything.
-func (s *Store) pullNoWait(c jetstream.Consumer, handle func(jetstream.Msg)) {
-	if !s.nc.IsConnected() {
-		return
-	}
-	res, err := c.FetchNoWait(1)
-	if err != nil {
-		return
-	}
-	for m := range res.Messages() {
-		handle(m)
-	}
-}
-
-// pull asks a consumer for up to batch messages and hands each to handle
-// as it arrives, until the pull request expires, the connection comes back
-// from an outage (the request may be gone with the old server), ctx ends
-// (the queue's term) or the store closes. With until set the request
-// expires then on the server too, so a replica whose ownership of a sink
-// lapses has no request left there to receive the sink's messages. handle
-// runs on the calling goroutine.
-func (s *Store) pull(ctx context.Context, until time.Time, c jetstream.Consumer, batch int, handle func(jetstream.Msg)) error {
-	epoch := s.currentEpoch()
-	if !s.nc.IsConnected() {
-		// Nothing can arrive; wait for the reconnect (which ends the epoch).
-		t := time.NewTimer(pullWait)
-		defer t.Stop()
-		select {
-		case <-epoch.Done():
-		case <-ctx.Done():
-		case <-t.C:
-		}
-		return nil
-	}
-	deadline := time.Now().Add(pullWait)
-	if !until.IsZero() && until.Before(deadline) {
-		deadline = until
-	}
-	fctx, cancel := context.WithDeadline(epoch, deadline)
-	defer cancel()
-	defer context.AfterFunc(ctx, cancel)()
-	left := time.Until(deadline)
-	if left < minPull {
-		// The term ends now unless renewed meanwhile: wait and see.
-		<-fctx.Done()
-		return nil
-	}
-	opts := []jetstream.FetchOpt{jetstream.FetchContext(fctx)}
-	if left >= 4*pullHeartbeat {
-		opts = append(opts, jetstream.FetchHeartbeat(pullHeartbeat))
-	}
-	res, err := c.Fetch(batch, opts...)
-	if err != nil {
-		return err
-	}
-	for m := range res.Messages() {
-		handle(m)
-	}
-	err = res.Error()
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return nil
-	}
-	return err
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
 	"testing"
@@ -124,19 +125,47 @@ func TestDeadReplicasAppendsAreRequeued(t *testing.T) {
 	if _, err := js.PublishMsg(t.Context(), m); err != nil {
 		t.Fatal(err)
 	}
-	d := next(t, s, "s")
-	if d.Event.ID != ev.ID {
-		t.Fatalf("delivered %s, want the dead replica's %s", d.Event.ID, ev.ID)
+	// A second event of the dead replica got through both steps: its
+	// delivery is queued, and the repair must leave it (and not count it).
+	ev2 := storetest.NewEvent(t, "B", 1)
+	p2 := fmt.Sprintf("%03d", fnv32a("c:B")%4)
+	for _, subj := range []string{"chatrelay.ev." + p2 + "." + ev2.ID, "chatrelay.q.s." + p2 + "." + ev2.ID} {
+		m := natsgo.NewMsg(subj)
+		m.Data = ev2.Body
+		m.Header.Set("Chatrelay-Id", ev2.ID)
+		m.Header.Set("Chatrelay-Topic", ev2.Topic)
+		m.Header.Set("Chatrelay-Received", strconv.FormatInt(ev2.ReceivedAt.UnixNano(), 10))
+		m.Header.Set("Chatrelay-Conversation", "B")
+		m.Header.Set("Chatrelay-Replica", "ghost")
+		m.Header.Add("Chatrelay-Sink", "s")
+		if _, err := js.PublishMsg(t.Context(), m); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := d.Ack(t.Context()); err != nil {
-		t.Fatal(err)
+	got := map[string]int{}
+	for range 2 {
+		d := next(t, s, "s")
+		got[d.Event.ID]++
+		if err := d.Ack(t.Context()); err != nil {
+			t.Fatal(err)
+		}
 	}
+	if got[ev.ID] != 1 || got[ev2.ID] != 1 {
+		t.Fatalf("delivered %v, want each of the dead replica's events once", got)
+	}
+	nothingDue(t, s, "s", 3*opts.AckWait)
 	if _, err := leases.Get(t.Context(), "ghost"); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Fatalf("the dead replica's lease: %v, want it reaped", err)
 	}
 	// The repair is logged once its scan returns, which may be after the
-	// delivery was handed out.
-	pollUntil(t, "the repair's log line", func() bool { return strings.Contains(logs.String(), "re-queued") })
+	// delivery was handed out. It names the replica (its lease key) and
+	// its host, and counts what it queued (issue 18, finding 7).
+	pollUntil(t, "the repair's log line", func() bool {
+		return strings.Contains(logs.String(), "queued the deliveries its last appends had not")
+	})
+	if line := logs.String(); !strings.Contains(line, "replica=ghost host=ghost-host") || !strings.Contains(line, "queued=1") {
+		t.Fatalf("repair log: %s; want the replica, its host and queued=1", line)
+	}
 }
 
 // TestHeldDeliveryIsRenewed holds a delivery on one replica for three
@@ -146,6 +175,13 @@ func TestHeldDeliveryIsRenewed(t *testing.T) {
 	ns := startServer(t, "", 0)
 	opts := testOptions(ns.ClientURL())
 	opts.AckWait = 1500 * time.Millisecond
+	logger, logs := relaytest.NewLogger()
+	opts.Logger = logger
+	defer func() {
+		if t.Failed() {
+			t.Log(logs.String())
+		}
+	}()
 	s1, s2 := open(t, opts), open(t, opts)
 	defer s1.Close()
 	defer s2.Close()
@@ -192,6 +228,11 @@ func TestLongDisconnectionGivesUpHeldDeliveries(t *testing.T) {
 	pollUntil(t, "s1 reconnects", func() bool { return s1.Ready(t.Context()) == nil })
 	if err := held.Ack(t.Context()); !errors.Is(err, relay.ErrUnavailable) {
 		t.Fatalf("late Ack on the replica that was away: %v, want ErrUnavailable", err)
+	}
+	// s1 pulls again since it is back, and could take a2 (a live replica
+	// may): it closes, so that a2 is s2's to check.
+	if err := s1.Close(); err != nil {
+		t.Fatal(err)
 	}
 	if err := taken.Ack(t.Context()); err != nil {
 		t.Fatal(err)
@@ -412,4 +453,11 @@ func TestCredentialsNeverLogged(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fnv32a is FNV-1a, the store's partition hash.
+func fnv32a(s string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(s))
+	return h.Sum32()
 }

@@ -2,6 +2,8 @@ package nats_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"runtime"
 	"strconv"
@@ -11,6 +13,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats-server/v2/server"
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/chatrelay/chatrelay/relay"
 	"github.com/chatrelay/chatrelay/relay/bolt"
@@ -103,5 +107,119 @@ func BenchmarkAppend(b *testing.B) {
 			defer s.Close()
 			run(b, s)
 		})
+	}
+}
+
+// BenchmarkAppendShape measures the two shapes an append could take on
+// JetStream (issue 12, step 6), raw, without the store around them: the
+// store's two publishes (the event, then its delivery, each awaiting the
+// stream's ack) against one atomic batch of both into one stream
+// (AllowAtomicPublish, nats-server 2.12+), which would make an append
+// all-or-nothing:
+//
+//	go test -run '^$' -bench AppendShape -benchtime 3s ./relay/nats/
+//
+// Measured 2026-12-06 on the 2-core development VM while other jobs kept
+// its load average near 10 (nats-server 2.15.2 in-process, replicas 1,
+// file storage), two runs of -benchtime 2-3s. One appender: two publishes
+// 69-75µs per append, atomic batch 7.7-19.3ms; 16 appenders: 42-108µs
+// against 10.6-15.0ms. The atomic batch is 110 to 260 times slower: with
+// replicas 1 on file storage the server stages every batch in a file store
+// of its own, created, fsynced and deleted per batch. The store keeps the
+// two publishes.
+func BenchmarkAppendShape(b *testing.B) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: b.TempDir(),
+		NoLog: true, NoSigs: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ns.Start()
+	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		b.Fatal("nats not ready")
+	}
+	nc, err := natsgo.Connect(ns.ClientURL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, cfg := range []jetstream.StreamConfig{
+		{Name: "EV", Subjects: []string{"e.>"}, Duplicates: time.Hour},
+		{Name: "Q", Subjects: []string{"q.>"}, Retention: jetstream.WorkQueuePolicy, Duplicates: 10 * time.Minute},
+		{Name: "ATOMIC", Subjects: []string{"a.>"}, Retention: jetstream.WorkQueuePolicy, AllowAtomicPublish: true,
+			Duplicates: time.Hour},
+	} {
+		if _, err := js.CreateStream(ctx, cfg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	body := []byte(`{"conversation_id":"c","chatbot_id":"bot","messages":[{"role":"user","content":"question"}],"answer":{"content":"answer","score":0.8}}`)
+	var n atomic.Int64
+	shapes := []struct {
+		name   string
+		append func(i string) error
+	}{
+		{"two-publishes", func(i string) error {
+			m := natsgo.NewMsg("e.1." + i)
+			m.Data = body
+			if _, err := js.PublishMsg(ctx, m, jetstream.WithMsgID("e"+i)); err != nil {
+				return err
+			}
+			q := natsgo.NewMsg("q.s.1." + i)
+			q.Data = body
+			_, err := js.PublishMsg(ctx, q, jetstream.WithMsgID("q"+i))
+			return err
+		}},
+		{"atomic-batch", func(i string) error {
+			m := natsgo.NewMsg("a.ev.1." + i)
+			m.Data = body
+			m.Header.Set("Nats-Msg-Id", "e"+i)
+			m.Header.Set("Nats-Batch-Id", "b"+i)
+			m.Header.Set("Nats-Batch-Sequence", "1")
+			if err := nc.PublishMsg(m); err != nil {
+				return err
+			}
+			q := natsgo.NewMsg("a.q.s.1." + i)
+			q.Data = body
+			q.Header.Set("Nats-Batch-Id", "b"+i)
+			q.Header.Set("Nats-Batch-Sequence", "2")
+			q.Header.Set("Nats-Batch-Commit", "1")
+			r, err := nc.RequestMsg(q, 10*time.Second)
+			if err != nil {
+				return err
+			}
+			var ack struct {
+				Error *struct {
+					Description string `json:"description"`
+				} `json:"error"`
+			}
+			if err := json.Unmarshal(r.Data, &ack); err != nil {
+				return err
+			}
+			if ack.Error != nil {
+				return errors.New(ack.Error.Description)
+			}
+			return nil
+		}},
+	}
+	for _, appenders := range []int{1, 16} {
+		for _, shape := range shapes {
+			b.Run(fmt.Sprintf("%s-%d", shape.name, appenders), func(b *testing.B) {
+				b.SetParallelism(max(1, appenders/runtime.GOMAXPROCS(0)))
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if err := shape.append(strconv.FormatInt(n.Add(1), 10)); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			})
+		}
 	}
 }

@@ -21,19 +21,34 @@ const maxReason = 4 << 10
 
 // park writes the dead letter of ev on sink: a copy of the event with why,
 // when and after how many attempts, on the dead-letter stream. A later
-// park of the same delivery replaces it (MaxMsgsPerSubject 1).
+// park of the same delivery replaces it (MaxMsgsPerSubject 1). Then it
+// records the delivery as dead, so that a copy of it that comes out of the
+// queue later (a repeat, or the message itself when terminating it
+// failed) is dropped without being sent; the dead letter is what Lookup
+// and queuedBefore read, so a record that cannot be written is only
+// logged.
 func (s *Store) park(ctx context.Context, sink string, p int, ev *relay.Event, attempts int, since time.Time, reason string) error {
-	m := natsgo.NewMsg(s.l.deadSubject(encodeSink(sink), ev.ID))
+	enc := encodeSink(sink)
+	m := natsgo.NewMsg(s.l.deadSubject(enc, ev.ID))
 	m.Data = ev.Body
 	eventHeaders(m.Header, ev, ev.ReceivedAt)
 	m.Header.Set(hdrSink, escape(sink))
 	m.Header.Set(hdrPart, strconv.Itoa(p))
 	m.Header.Set(hdrAttempts, strconv.Itoa(attempts))
 	m.Header.Set(hdrSince, nanos(since))
-	m.Header.Set(hdrParked, nanos(time.Now()))
-	m.Header.Set(hdrReason, escape(truncate(reason, maxReason)))
-	_, err := s.js.PublishMsg(ctx, m, jetstream.WithExpectStream(s.l.dead))
-	return classify(err)
+	now := time.Now()
+	m.Header.Set(hdrParked, nanos(now))
+	reason = truncate(reason, maxReason)
+	m.Header.Set(hdrReason, escape(reason))
+	if _, err := s.js.PublishMsg(ctx, m, jetstream.WithExpectStream(s.l.dead)); err != nil {
+		return classify(err)
+	}
+	if err := s.putState(ctx, enc, ev.ID, deliveryState{State: relay.StateDead, Attempts: attempts,
+		Since: since.UnixNano(), LastErr: reason, Updated: now.UnixNano()}); err != nil {
+		s.log.Warn("parked, but could not record it; a repeat of this delivery would not be recognised",
+			"sink", sink, "event_id", ev.ID, "err", err)
+	}
+	return nil
 }
 
 // deadLetterOf reads a dead letter's headers.
@@ -43,7 +58,10 @@ func deadLetterOf(h natsgo.Header) relay.DeadLetter {
 	if len(meta.Sinks) > 0 {
 		sink = meta.Sinks[0]
 	}
-	attempts, _ := strconv.Atoi(h.Get(hdrAttempts))
+	attempts, err := strconv.Atoi(h.Get(hdrAttempts))
+	if err != nil {
+		attempts = 0 // written by chatrelay; a dead letter parked by hand may lack it
+	}
 	return relay.DeadLetter{
 		ID:             relay.DeadLetterID(meta.ID, sink),
 		EventID:        meta.ID,
@@ -149,7 +167,7 @@ func (s *Store) requeue(ctx context.Context, id string) (bool, error) {
 	p := s.l.partitionHeader(m.Header, ev)
 	// The id names this dead letter, so requeueing it twice queues it once.
 	msgID := "rq." + ev.ID + "." + enc + "." + strconv.FormatUint(m.Sequence, 10)
-	if err := s.enqueue(ctx, sink, p, meta, m.Data, now, lastErr, msgID); err != nil {
+	if _, err := s.enqueue(ctx, sink, p, meta, m.Data, now, lastErr, msgID, false); err != nil {
 		return false, err
 	}
 	if err := s.dead.DeleteMsg(ctx, m.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -158,7 +176,9 @@ func (s *Store) requeue(ctx context.Context, id string) (bool, error) {
 	return true, nil
 }
 
-// Purge implements relay.DeadLetters.
+// Purge implements relay.DeadLetters. The record comes first: a dead
+// letter gone without one would look like a delivery never queued
+// (queuedBefore) to the repair of a half-done Append.
 func (s *Store) Purge(ctx context.Context, ids []string) (int, error) {
 	n := 0
 	for _, id := range ids {
@@ -169,17 +189,17 @@ func (s *Store) Purge(ctx context.Context, ids []string) (int, error) {
 		if err != nil {
 			return n, fmt.Errorf("purge %s: %w", id, err)
 		}
+		dl := deadLetterOf(m.Header)
+		now := time.Now()
+		if err := s.putState(ctx, encodeSink(sink), dl.EventID, deliveryState{State: relay.StatePurged,
+			Attempts: dl.Attempts, LastErr: dl.Reason, Updated: now.UnixNano()}); err != nil {
+			return n, fmt.Errorf("purge %s: record it: %w", id, err)
+		}
 		if err := s.dead.DeleteMsg(ctx, m.Sequence); err != nil {
 			if errors.Is(err, jetstream.ErrMsgNotFound) {
 				continue
 			}
 			return n, fmt.Errorf("purge %s: %w", id, classify(err))
-		}
-		dl := deadLetterOf(m.Header)
-		now := time.Now()
-		if err := s.putState(ctx, encodeSink(sink), dl.EventID, deliveryState{State: relay.StatePurged,
-			Attempts: dl.Attempts, LastErr: dl.Reason, Updated: now.UnixNano()}); err != nil {
-			s.log.Debug("purged, but could not record it for lookups", "sink", sink, "event_id", dl.EventID, "err", err)
 		}
 		n++
 	}

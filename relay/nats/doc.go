@@ -13,6 +13,9 @@
 //     conversation and routed sinks in Chatrelay-* headers. Limits retention
 //     with MaxAge = store.retention: events are kept that long whether
 //     delivered or not, for Lookup and Recent. Duplicates = store.dedupe_window.
+//     With Options.MaxBytes (store.max_size; none by default) the oldest
+//     events make room (discard old): the stream is history, and nothing
+//     pending depends on it.
 //   - Stream CHATRELAY_QUEUE, subjects chatrelay.q.<sink>.<partition>.<event id>:
 //     pending deliveries, each with its own copy of the body. Work-queue
 //     retention: a delivery is removed when acked or terminated, so what the
@@ -22,12 +25,16 @@
 //     (MaxMsgsPerSubject 1), kept until purged.
 //   - Key/value bucket CHATRELAY_STATE: per delivery, what JetStream does not
 //     know in chatrelay's terms: failed attempts, the start of
-//     retry.max_age, the last error, the outcome. TTL store.retention.
+//     retry.max_age, the last error, the outcome (delivered, dead, purged).
+//     TTL store.retention. It is the durable record that a delivery was
+//     made: the queue stream forgets a delivery once it is acked, and its
+//     duplicate window lives in the server's memory.
 //   - Key/value bucket CHATRELAY_KV: the sinks' relay.KV (conversation →
 //     Slack thread ts or Discord thread), shared by every replica.
 //   - Key/value bucket CHATRELAY_REPLICAS: one lease per running replica
 //     (its instance id), and one per exclusive sink (sink.<sink>), held by
-//     the replica that sends to that sink.
+//     the replica that sends to that sink; and each replica's readiness
+//     probe (probe.<instance id>).
 //   - Durable pull consumers q_<sink>_<partition> on the queue stream, one
 //     per sink and partition, MaxAckPending 1.
 //
@@ -35,6 +42,41 @@
 // '-', else as '_' and their hex. The partition of a conversation is
 // FNV-1a of relay.Event.OrderingKey modulo Options.Partitions (default 16);
 // the count is recorded on the events stream and cannot change later.
+//
+// # Invariants, and what enforces each
+//
+//   - An event answered 2xx is stored and each of its deliveries queued:
+//     Append answers only after both steps (below). An Append that stopped
+//     between them answered no 2xx; the sender's retry (a duplicate), or
+//     for a dead replica its lease's repair, queues each delivery that was
+//     never queued, however late: "never queued" is read from the queue,
+//     the state bucket and the dead letters (queuedBefore), never from a
+//     time window or the server's in-memory duplicate window.
+//   - A delivery made is not made again: Ack records it in the state bucket
+//     before it acks, park records a dead letter, Purge records before it
+//     deletes. A copy that comes out of the queue again (a redelivery, or a
+//     repair's copy marked Chatrelay-Repeat) is checked against that record
+//     and dropped if it was settled. A repeated body is answered duplicate
+//     by the events stream's window, which the server rebuilds from the
+//     events it keeps (they outlive the window unless store.max_size pushed
+//     them out).
+//   - A conversation's deliveries to a sink go one at a time, in the order
+//     they were queued: each partition's consumer has MaxAckPending 1, so
+//     the next is handed out only once the head is acked or terminated, by
+//     whichever replica.
+//   - An older turn never goes out after a newer one: only the holder of a
+//     delivery sends and settles it, and a replica holds it only while NATS
+//     confirms its renewals (see "Holding a delivery"): a replica cut off
+//     or frozen past the ack wait neither sends the old head nor lets its
+//     late ack, nak or term land on the head another replica took since.
+//   - Nothing pending expires or is dropped for room: the queue and
+//     dead-letter streams have no limits of their own; only the events
+//     stream (history) may drop its oldest events, and deliveries carry
+//     their own copy of the body.
+//   - The store never spins: a failed pull and a delivery that cannot be
+//     parked (JetStream full) come back after Options.Backoff
+//     (relay.RetryPolicy), growing with each failure.
+//   - Ready says what an append would get (see "Append").
 //
 // # Append
 //
@@ -47,8 +89,10 @@
 // that Chat Data sends one after the other are queued in that order,
 // whichever replica took each. If Append fails in between, the receiver
 // answers 503 and the sender retries: the retry is a duplicate, and Append
-// queues the original's deliveries again (the queue stream drops repeats
-// within its 10-minute duplicate window). For a process that dies between
+// queues each delivery of the original that was never queued (not in the
+// queue, no record in the state bucket, no dead letter), however much
+// later; such a copy is marked as a repeat and dropped when it comes out
+// if its record shows it settled meanwhile. For a process that dies between
 // the steps, with a sender that never retries, replicas hold leases: each
 // rewrites its key in the replicas bucket every AckWait/3 (at most 5s) and
 // tags the events it appends with its instance id. When a lease goes
@@ -61,13 +105,18 @@
 // A lost connection fails Append at once (no reconnect buffer) with
 // relay.ErrUnavailable; a full stream (Options.MaxBytes, account or server
 // limits) fails it with relay.ErrFull. The receiver answers 503 with
-// Retry-After either way, and Ready reports the same.
+// Retry-After either way, and Ready reports the same: an account's or a
+// server's storage limit shows in no stream's state (a server's in nothing
+// an account can read), so Ready answers with the outcome of the last
+// write, an Append's or, when none came within the last second, that of a
+// probe (a 64 KiB value it writes into the replicas bucket).
 //
 // # Delivery and order
 //
 // Queue(sink) starts one puller per partition on this replica; each keeps a
-// pull request open on the partition's durable consumer (for an exclusive
-// sink, only while this replica owns it: see below). The consumers are
+// pull request open on the partition's durable consumer, renewing it every
+// AckWait/4 (for an exclusive sink, only while this replica owns it: see
+// below). The consumers are
 // shared by all replicas and have MaxAckPending 1, so the server hands a
 // partition's head to one replica at a time and the next one only after
 // the head is acked or terminated: conversation order holds across
@@ -78,25 +127,49 @@
 // present at start go out in queue order. A replica may hold up to one head
 // per partition that its dispatcher has not taken yet.
 //
-// Settling maps onto JetStream: Ack is a confirmed ack (DoubleAck), then
-// the outcome is recorded; Nak records the failed attempt and last error in
-// the state bucket, then NakWithDelay(delay), for backoff and rate-limit
-// waits alike; Term writes the dead letter first, then TermWithReason (if
-// the dead letter cannot be written the message is handed back instead);
-// Release is a plain Nak, with nothing recorded. JetStream's own delivery
+// Settling maps onto JetStream: Ack records the outcome, then acks and
+// waits for the server to confirm (DoubleAck); Nak records the failed
+// attempt and last error in the state bucket, then NakWithDelay(delay),
+// for backoff and rate-limit waits alike (a record that cannot be written
+// is only warned about: the retry is scheduled); Term writes the dead
+// letter and records it, then TermWithReason (if the dead letter cannot be
+// written, on a full server, the message is handed back after a delay from
+// Options.Backoff that grows with each time it came back, so the sink is
+// not asked again at once); Release is a plain Nak, with nothing recorded. JetStream's own delivery
 // count and MaxDeliver play no part (MaxDeliver is unlimited): the
 // dispatcher's retry.max_age decides when to give up, from the Since the
 // store reports. A delivery whose record says it is due later than it came
 // back (its replica died between the record and the nak) is put back for
 // the rest of its delay.
 //
+// # Holding a delivery
+//
 // While a replica holds a delivery (waiting in its ready set, waiting for
-// the sink's pace or a rate-limit hold, or being sent) it renews it with
-// InProgress every AckWait/3. A replica that dies stops renewing; after
-// AckWait (default 30s) the server hands its deliveries to another replica.
-// So after a crash at most the one delivery in flight per partition and sink
+// the sink's pace or a rate-limit hold, or being sent) it renews it every
+// AckWait/8 with a progress ack sent as a request, whose reply confirms
+// the server has it. A replica that dies stops renewing; after AckWait
+// (default 30s) the server hands its deliveries to another replica. So
+// after a crash at most the one delivery in flight per partition and sink
 // is sent twice, and never after a newer one. Close hands back everything
 // the replica holds (Nak) so others take it at once.
+//
+// The server does not fence a replica that was away past AckWait (cut off,
+// or frozen: SIGSTOP, a paused VM): it takes an ack, nak or renewal naming
+// the message's stream sequence from anyone, also while another replica
+// holds the message. So each replica fences itself (hold.go): a delivery is
+// its own for 3/4 AckWait after its anchor, the send time of the last
+// renewal the server confirmed (at first, the send time of the pull request
+// it came on; pull requests live AckWait/4 at most). The server stamped it
+// no earlier, so no one else can have it before the anchor plus AckWait; the
+// last quarter is the margin for a settlement's way to the server. Past that
+// the delivery is given up: Next skips it, the dispatcher's check right
+// before each send (relay.Holder) fails and a send under way is cut short,
+// and every settlement of it is refused with relay.ErrNotHeld (an Ack still
+// records the delivery, so the copy the server hands out again is dropped if
+// it comes out after). A replica that receives again a delivery it holds
+// gives the old one up. The one window left: a replica frozen between that
+// last check and the first byte of its request can still post an old turn
+// after a newer one.
 //
 // # Exclusive sinks
 //
@@ -162,7 +235,8 @@
 //
 // Lookup finds an event by id (a direct get on chatrelay.ev.*.<id>) and,
 // per routed sink, reports pending while the delivery is in the queue, dead
-// while it has a dead letter, else the recorded outcome. Recent reads the
+// while it has a dead letter, else the recorded outcome, else pending (not
+// queued yet: a delivery is reported made only when a record says so). Recent reads the
 // events stream backwards. Stats covers every sink that has consumers (every
 // sink that ever had a delivery), plus those this replica consumes or has
 // configured; per sink it counts the queue's messages (depth, including
@@ -176,11 +250,9 @@
 // jitter. While disconnected, Append and Ready fail at once, settlements
 // fail (the deliveries come back after AckWait), and pullers wait. On
 // reconnect every pull request is renewed at once (they may have gone with
-// the old server), and so is every delivery the replica holds, if it was
-// away less than AckWait/2. After a longer absence the server may have
-// handed those deliveries to another replica, and settling them here could
-// let a conversation's next turn overtake the other replica's send: they
-// are given up, and their settlement fails with relay.ErrUnavailable.
+// the old server), and so is every delivery the replica still holds; those
+// whose hold lapsed meanwhile were given up (see "Holding a delivery"), and
+// their settlement fails with relay.ErrUnavailable and relay.ErrNotHeld.
 // Credentials (token, creds file, a password or token in the URL) never
 // appear in logs or errors the store writes.
 //
@@ -203,4 +275,34 @@
 // Requirements: nats-server 2.11 or later (batched direct gets), JetStream
 // enabled, and an account allowed six streams (three of them key/value
 // buckets) and 16 consumers per sink with the default partitions.
+//
+// # What the server's own coordination was tried for (issue 12, step 6)
+//
+// Measured 2026-12-06 with nats-server 2.15.2 (in-process) and nats.go
+// 1.55.0 on the 2-core development VM; neither was adopted.
+//
+//   - Pinned consumers (PriorityPolicyPinned, PinnedTTL) to replace own.go's
+//     ownership leases: the server pins each consumer to whichever client
+//     asks first, and a sink has one consumer per partition (MaxAckPending
+//     1 each, for order). Two replicas pulling a sink's 4 partitions ended
+//     pinned on two each (A: 0 and 2, B: 1 and 3), so both would pace the
+//     same channel, which is what exclusive sinks exist to prevent; one
+//     consumer per sink would lose per-partition order. Nor do pins fence:
+//     a replica that held partition 0's head past AckWait and PinnedTTL
+//     acked it late, after the other replica had been handed it again, and
+//     the server took the ack (the other's hold was gone, its own ack also
+//     answered OK): the server acks by stream sequence alone
+//     (consumer.go, processAckMsg). Hence the fencing in hold.go.
+//   - A single-publish append (atomic batch publish, AllowAtomicPublish,
+//     nats-server 2.12+) of the event and its deliveries into one stream,
+//     to remove lease.go's repair: correct, but with replicas 1 on file
+//     storage the server stages every batch in a file store of its own,
+//     created, fsynced and deleted per batch (jetstream_batching.go,
+//     newBatchStore). BenchmarkAppendShape, two runs: 110 to 260 times
+//     slower than the two publishes (one appender 7.7-19.3ms against
+//     69-75µs per append; 16 appenders 10.6-15.0ms against 42-108µs). It
+//     also limits a stream to 50
+//     batches in flight and answers a duplicate without the original's
+//     sequence. The two-step append stays, made safe by the durable
+//     records above.
 package nats

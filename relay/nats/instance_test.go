@@ -238,6 +238,7 @@ type proxy struct {
 	mu     sync.Mutex
 	conns  []net.Conn
 	paused bool
+	stuck  chan struct{} // non-nil while frozen: forwarding waits for it to close
 }
 
 func newProxy(t *testing.T, target string) *proxy {
@@ -275,8 +276,52 @@ func (p *proxy) serve() {
 		p.mu.Lock()
 		p.conns = append(p.conns, c, s)
 		p.mu.Unlock()
-		p.wg.Go(func() { _, _ = io.Copy(s, c); s.Close() })
-		p.wg.Go(func() { _, _ = io.Copy(c, s); c.Close() })
+		p.wg.Go(func() { p.forward(s, c); s.Close() })
+		p.wg.Go(func() { p.forward(c, s); c.Close() })
+	}
+}
+
+// forward copies from src to dst, holding each chunk while the proxy is
+// frozen.
+func (p *proxy) forward(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			stuck := p.stuck
+			p.mu.Unlock()
+			if stuck != nil {
+				<-stuck
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// freeze stops forwarding without closing anything: to either side the
+// other looks alive but says nothing, as a frozen process or a
+// half-open link does.
+func (p *proxy) freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stuck == nil {
+		p.stuck = make(chan struct{})
+	}
+}
+
+// thaw forwards again what was held and what follows.
+func (p *proxy) thaw() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stuck != nil {
+		close(p.stuck)
+		p.stuck = nil
 	}
 }
 
@@ -301,6 +346,7 @@ func (p *proxy) resume() {
 func (p *proxy) cut() {
 	p.ln.Close()
 	p.pause()
+	p.thaw()
 	p.wg.Wait()
 }
 

@@ -101,11 +101,11 @@ func (s *Store) reapLeases(ctx context.Context) {
 		n, err := s.repairAppends(ctx, id, e.Time)
 		if err != nil {
 			s.log.Error("a replica stopped without closing; could not re-queue its last appends",
-				"replica", string(e.Data), "err", err)
+				"replica", id, "host", string(e.Data), "err", err)
 			continue
 		}
-		s.log.Warn("a replica stopped without closing; re-queued what its last appends had not",
-			"replica", string(e.Data), "last_seen", e.Time, "requeued", n)
+		s.log.Warn("a replica stopped without closing; queued the deliveries its last appends had not",
+			"replica", id, "host", string(e.Data), "last_seen", e.Time, "queued", n)
 	}
 }
 
@@ -122,7 +122,7 @@ func (s *Store) repairAppends(ctx context.Context, replica string, lastSeen time
 		if m.Header.Get(hdrReplica) != replica {
 			return true, nil
 		}
-		k, err := s.requeueAppend(ctx, m)
+		k, err := s.queueMissing(ctx, m)
 		n += k
 		return err == nil, err
 	})

@@ -30,8 +30,8 @@ func (s *Store) findEvent(ctx context.Context, id string) (*jetstream.RawStreamM
 
 // Lookup implements relay.Store. Each routed sink's delivery is, in this
 // order: pending while it is in the sink's queue; dead while it has a dead
-// letter; what the state bucket recorded (delivered or purged); pending
-// while its Append may still be under way; else delivered.
+// letter; what the state bucket recorded (delivered, purged); else pending
+// (not queued yet: see deliveryStatus).
 func (s *Store) Lookup(ctx context.Context, id string) (*relay.EventRecord, error) {
 	m, err := s.findEvent(ctx, id)
 	if err != nil {
@@ -86,18 +86,14 @@ func (s *Store) deliveryStatus(ctx context.Context, sink string, p int, id strin
 	case !errors.Is(err, jetstream.ErrMsgNotFound):
 		return ds, classify(err)
 	}
-	if hasState && (st.State == relay.StateDelivered || st.State == relay.StatePurged) {
+	if hasState && st.State != relay.StatePending {
 		ds.State = st.State
 		return ds, nil
 	}
-	if time.Since(appended) < 2*s.opts.Timeout {
-		// Its Append may still be queueing it.
-		return pendingFrom(time.Time{}), nil
-	}
-	// Gone from the queue without a dead letter: delivered, though the
-	// record of it was not written.
-	ds.State = relay.StateDelivered
-	return ds, nil
+	// Neither queued nor settled: its Append is under way, or stopped
+	// between its two steps (the sender's retry, or a repair, queues it).
+	// Only a record says a delivery was made, never its absence.
+	return pendingFrom(appended.UTC()), nil
 }
 
 // Recent implements relay.Store: the events stream read backwards from the

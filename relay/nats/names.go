@@ -164,6 +164,7 @@ const (
 	hdrLastErr  = "Chatrelay-Last-Error" // a replayed delivery's history
 	hdrPart     = "Chatrelay-Partition"
 	hdrReplica  = "Chatrelay-Replica" // the instance that appended the event
+	hdrRepeat   = "Chatrelay-Repeat"  // a delivery queued again by a repair: it may have been settled before
 )
 
 func escape(s string) string { return url.QueryEscape(s) }

@@ -58,7 +58,11 @@ func (s *Store) owners() {
 	// the stream refused) costs at most a tick.
 	hints := make(chan *natsgo.Msg, 256)
 	if sub, err := s.nc.ChanSubscribe(kvPrefix(s.l.replicas)+ownerKeyPrefix+">", hints); err == nil {
-		defer func() { _ = sub.Unsubscribe() }()
+		defer func() {
+			if err := sub.Unsubscribe(); err != nil && s.nc.IsConnected() {
+				s.log.Debug("could not stop watching sink ownership", "err", err)
+			}
+		}()
 	} else {
 		s.log.Debug("cannot watch sink ownership; claiming once per renewal only", "err", err)
 	}
@@ -143,9 +147,11 @@ func (s *Store) claimStep(q *queue) {
 		return
 	}
 	var prev ownerRecord
-	_ = json.Unmarshal(e.Value(), &prev)
+	if err := json.Unmarshal(e.Value(), &prev); err != nil {
+		prev = ownerRecord{Replica: "unknown (unreadable ownership record)"}
+	}
 	s.log.Warn("took the sink over from a replica that stopped renewing its ownership",
-		"sink", q.sink, "replica", prev.Host, "unchanged_for", now.Sub(c.seenAt).Round(time.Millisecond))
+		"sink", q.sink, "replica", prev.Replica, "host", prev.Host, "unchanged_for", now.Sub(c.seenAt).Round(time.Millisecond))
 }
 
 // releaseOwnership deletes the ownership leases this replica holds, so

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,6 +75,7 @@ type queue struct {
 	ready   readyHeap
 	changed chan struct{}      // closed and replaced when ready gains a head or the term changes
 	held    map[*held]struct{} // received and not settled: in ready or handed out
+	bySeq   map[uint64]*held   // held, by queue-stream sequence
 }
 
 // term is a span in which this replica pulls and hands out a sink's
@@ -133,6 +135,7 @@ func (s *Store) Queue(sink string) relay.Queue {
 		enc:     encodeSink(sink),
 		changed: make(chan struct{}),
 		held:    make(map[*held]struct{}),
+		bySeq:   make(map[uint64]*held),
 	}
 	if s.opts.Exclusive != nil && s.opts.Exclusive(sink) {
 		q.claim = &claim{key: ownerKey(q.enc)}
@@ -170,6 +173,9 @@ func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) {
 			} else if len(q.ready) > 0 {
 				h := heap.Pop(&q.ready).(*held)
 				q.mu.Unlock()
+				if !h.valid(q.s.mono()) {
+					continue // given up: its hold lapsed while it waited
+				}
 				return h.del, nil
 			}
 		}
@@ -246,7 +252,11 @@ func (q *queue) puller(p int) {
 			return
 		}
 		if primed != t {
-			q.s.pullNoWait(c, q.receive)
+			if err := q.s.pullNoWait(c, q.receive); err != nil {
+				// Only the first look of the term; the pulls that follow
+				// report and retry.
+				q.s.log.Debug("could not look for the sink's deliveries", "sink", q.sink, "partition", p, "err", err)
+			}
 			t.prime()
 			primed = t
 			continue
@@ -280,10 +290,12 @@ func consumerGone(err error) bool {
 		errors.Is(err, natsgo.ErrNoResponders)
 }
 
-// receive turns one message into a delivery and puts it in ready.
-func (q *queue) receive(m jetstream.Msg) {
+// receive turns one message, which came on a pull request sent at pulled
+// (mono), into a delivery and puts it in ready.
+func (q *queue) receive(m jetstream.Msg, pulled int64) {
 	h := &held{q: q, msg: m, idx: -1}
-	q.track(h)
+	h.renewed.Store(pulled)
+	h.life, h.end = context.WithCancelCause(context.Background())
 	ev, meta := eventOf(m.Headers(), m.Data())
 	h.del = &relay.Delivery{Event: ev, Sink: q.sink, Since: parseNanos(m.Headers().Get(hdrSince)),
 		LastError: unescape(m.Headers().Get(hdrLastErr)), Settler: h}
@@ -296,16 +308,30 @@ func (q *queue) receive(m jetstream.Msg) {
 		q.drop(h, func() error { return m.NakWithDelay(time.Second) })
 		return
 	}
-	h.seq = md.Sequence.Stream
-	if md.NumDelivered > 1 {
-		// Tried before (or handed back): its record says how often, why
-		// it failed and when it is due.
-		if !q.applyState(h, meta.ID) {
+	h.seq, h.delivered = md.Sequence.Stream, md.NumDelivered
+	if old := q.track(h); old != nil {
+		// The server handed out again a delivery this replica still
+		// counted as held: it took the old hold for lapsed, so that one
+		// is void (its send, if under way, is cut short).
+		q.s.giveUp(old)
+	}
+	if !h.valid(q.s.mono()) {
+		return // it came too late: the server may have handed it to another replica since
+	}
+	repeat := m.Headers().Get(hdrRepeat) != ""
+	if md.NumDelivered > 1 || repeat {
+		// Tried before (or handed back), or queued again by a repair: its
+		// record says how often, why it failed, when it is due, or that
+		// it was settled already.
+		if !q.applyState(h, meta.ID, repeat) {
 			return
 		}
 	}
+	if !h.valid(q.s.mono()) {
+		return // its record took too long to read
+	}
 	q.mu.Lock()
-	if h.settled.Load() { // given up meanwhile (reclaimHeld)
+	if h.settled.Load() { // given up meanwhile
 		q.mu.Unlock()
 		return
 	}
@@ -328,13 +354,22 @@ func (q *queue) notifyLocked() {
 }
 
 // applyState updates a delivery from its record, or settles the message
-// and reports false when it is not to be handed out now.
-func (q *queue) applyState(h *held, eventID string) bool {
+// and reports false when it is not to be handed out now. A repeat (queued
+// again by a repair) whose delivery has a dead letter but no record of it
+// is dropped too.
+func (q *queue) applyState(h *held, eventID string, repeat bool) bool {
 	ctx, cancel := q.s.opCtx()
+	defer cancel()
 	st, ok, err := q.s.getState(ctx, q.enc, eventID)
-	cancel()
+	if err == nil && !ok && repeat {
+		var dead bool
+		if dead, err = q.s.hasDeadLetter(ctx, q.enc, eventID); err == nil && dead {
+			st, ok = deliveryState{State: relay.StateDead}, true
+		}
+	}
 	if err != nil {
-		// Without its record the attempt count would restart: try later.
+		// Without its record the attempt count would restart, or a
+		// settled delivery go out again: try later.
 		q.s.log.Warn("cannot read delivery state; handing the delivery back", "sink", q.sink, "event_id", eventID, "err", err)
 		q.drop(h, func() error { return h.msg.NakWithDelay(time.Second) })
 		return false
@@ -343,9 +378,11 @@ func (q *queue) applyState(h *held, eventID string) bool {
 		return true
 	}
 	switch st.State {
-	case relay.StateDelivered:
-		// Recorded as delivered: this is a repeat (a dead replica's
-		// append queued again); do not send it again.
+	case relay.StateDelivered, relay.StateDead, relay.StatePurged:
+		// Settled already: this is a repeat (a repair queued it again,
+		// or terminating the message failed after it was parked); it is
+		// not sent again.
+		q.s.log.Debug("dropped a repeat of a settled delivery", "sink", q.sink, "event_id", eventID, "state", st.State)
 		q.drop(h, h.msg.Ack)
 		return false
 	case relay.StatePending:
@@ -363,24 +400,37 @@ func (q *queue) applyState(h *held, eventID string) bool {
 	return true
 }
 
-func (q *queue) track(h *held) {
+// track counts h as held, and returns the delivery of the same message
+// held before, if any.
+func (q *queue) track(h *held) *held {
 	q.mu.Lock()
+	defer q.mu.Unlock()
 	q.held[h] = struct{}{}
-	q.mu.Unlock()
+	old := q.bySeq[h.seq]
+	q.bySeq[h.seq] = h
+	return old
 }
 
-// drop settles a message that is not handed out.
+// drop settles a message that is not handed out, if it is still held (a
+// settlement of a lapsed one would land on another replica's hold).
 func (q *queue) drop(h *held, settle func() error) {
-	if h.settled.CompareAndSwap(false, true) {
-		_ = settle()
+	if h.valid(q.s.mono()) && h.settled.CompareAndSwap(false, true) {
+		if err := settle(); err != nil {
+			q.s.log.Warn("could not settle a delivery that is not handed out; NATS hands it out again after the ack wait",
+				"sink", q.sink, "event_id", h.del.Event.ID, "err", err)
+		}
 	}
 	q.untrack(h)
 }
 
 // untrack forgets a settled delivery.
 func (q *queue) untrack(h *held) {
+	h.end(errSettled)
 	q.mu.Lock()
 	delete(q.held, h)
+	if q.bySeq[h.seq] == h {
+		delete(q.bySeq, h.seq)
+	}
 	if h.idx >= 0 {
 		heap.Remove(&q.ready, h.idx)
 	}
@@ -401,76 +451,6 @@ func (q *queue) handBack() {
 	}
 }
 
-// keepalive tells the server, every AckWait/3, that deliveries this
-// replica holds are still being worked on: waiting in ready, waiting for
-// the sink's pace, or being sent. A replica that dies stops renewing, and
-// its deliveries go to another replica after AckWait.
-func (s *Store) keepalive() {
-	defer s.wg.Done()
-	t := time.NewTicker(s.opts.AckWait / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-t.C:
-			s.eachHeld(func(h *held) { _ = h.msg.InProgress() })
-		}
-	}
-}
-
-// giveUpIfAwayLong gives up everything held when this replica is, or was
-// until a moment ago, cut off from NATS long enough for the server to hand
-// it out again. The reconnect handler does the same, but nats.go runs it
-// later, on its callback goroutine: a settlement in between must not go
-// through.
-func (s *Store) giveUpIfAwayLong() {
-	if away := s.awaySince(s.disconnectedAt.Load()); away >= s.opts.AckWait/2 {
-		s.reclaimHeld(away)
-	}
-}
-
-// awaySince is how long ago disconnectedAt value at was, or 0 for
-// "connected".
-func (s *Store) awaySince(at int64) time.Duration {
-	if at == 0 {
-		return 0
-	}
-	return time.Since(s.opened) - time.Duration(at-1)
-}
-
-// reclaimHeld runs on reconnecting after being away for away. A short
-// absence is bridged by renewing everything held at once. After a long
-// one the server may have handed what this replica held to another
-// replica: settling it here could then let the conversation's next turn
-// overtake the other replica's send, so it is given up, and its settlement
-// fails with relay.ErrUnavailable.
-func (s *Store) reclaimHeld(away time.Duration) {
-	if away < s.opts.AckWait/2 {
-		s.eachHeld(func(h *held) { _ = h.msg.InProgress() })
-		return
-	}
-	n := 0
-	for _, q := range s.queueList() {
-		q.mu.Lock()
-		for h := range q.held {
-			h.lost.Store(true)
-			if h.settled.CompareAndSwap(false, true) {
-				n++
-			}
-			delete(q.held, h)
-			if h.idx >= 0 {
-				heap.Remove(&q.ready, h.idx)
-			}
-		}
-		q.mu.Unlock()
-	}
-	if n > 0 {
-		s.log.Warn("deliveries held across a long disconnection are left to NATS to hand out again",
-			"count", n, "away", away.Round(time.Millisecond))
-	}
-}
-
 // queueList returns the queues this replica consumes.
 func (s *Store) queueList() []*queue {
 	s.mu.Lock()
@@ -482,30 +462,23 @@ func (s *Store) queueList() []*queue {
 	return qs
 }
 
-// eachHeld calls fn for every delivery held and not settled; fn must not
-// block.
-func (s *Store) eachHeld(fn func(*held)) {
-	for _, q := range s.queueList() {
-		q.mu.Lock()
-		for h := range q.held {
-			if !h.settled.Load() {
-				fn(h)
-			}
-		}
-		q.mu.Unlock()
-	}
-}
-
 // held is one delivery this replica received; it is the delivery's
 // relay.Settler.
 type held struct {
-	q       *queue
-	msg     jetstream.Msg
-	seq     uint64 // position in the queue stream
-	idx     int    // position in ready, -1 when not in it
-	del     *relay.Delivery
-	settled atomic.Bool
-	lost    atomic.Bool // given up after a long disconnection
+	q         *queue
+	msg       jetstream.Msg
+	seq       uint64 // position in the queue stream
+	delivered uint64 // how often the server handed it out, this time included
+	idx       int    // position in ready, -1 when not in it
+	del       *relay.Delivery
+	settled   atomic.Bool
+	lost      atomic.Bool  // given up: its hold lapsed (hold.go)
+	renewed   atomic.Int64 // its anchor: when the last renewal NATS confirmed was sent (Store.mono)
+
+	// life ends when the delivery is settled or given up, with the
+	// reason; a send under its hold (Hold) ends with it.
+	life context.Context
+	end  context.CancelCauseFunc
 }
 
 // readyHeap orders received heads by their position in the queue stream:
@@ -539,14 +512,12 @@ func (s *Store) settleCtx(ctx context.Context) (context.Context, context.CancelF
 	return context.WithTimeout(context.WithoutCancel(ctx), s.opts.Timeout)
 }
 
-var (
-	errSettled = errors.New("delivery already settled")
-	errLost    = fmt.Errorf("%w: delivery given up after a long disconnection from NATS; "+
-		"the server hands it out again", relay.ErrUnavailable)
-)
+var errSettled = errors.New("delivery already settled")
 
 func (h *held) once() error {
-	h.q.s.giveUpIfAwayLong()
+	if !h.valid(h.q.s.mono()) {
+		return errLost
+	}
 	if !h.settled.CompareAndSwap(false, true) {
 		if h.lost.Load() {
 			return errLost
@@ -556,24 +527,38 @@ func (h *held) once() error {
 	return nil
 }
 
-// Ack waits for the server to confirm (the partition's next delivery may
-// go only then), then records the outcome for Lookup.
+// Ack records the delivery as delivered, then acks and waits for the
+// server to confirm (the partition's next delivery may go only then). The
+// record comes first: once the message is gone, a repeat of it may come
+// out of the queue at once, and the record is what drops it. A record that
+// cannot be written does not hold the ack back (on a full server the ack
+// is what frees room); it is logged.
 func (h *held) Ack(ctx context.Context) error {
-	if err := h.once(); err != nil {
+	err := h.once()
+	if err != nil && !errors.Is(err, errLost) {
 		return err
 	}
 	defer h.q.untrack(h)
 	ctx, cancel := h.q.s.settleCtx(ctx)
 	defer cancel()
-	if err := h.msg.DoubleAck(ctx); err != nil {
-		return fmt.Errorf("ack: %w", classify(err))
-	}
 	d, s := h.del, h.q.s
 	now := time.Now()
+	// Recorded even when the hold lapsed meanwhile: the send was made, and
+	// the record drops the copy the server hands out again, if it comes
+	// out after this.
 	if err := s.putState(ctx, h.q.enc, d.Event.ID, deliveryState{State: relay.StateDelivered, Attempts: d.Attempts + 1,
 		Since: d.Since.UnixNano(), Updated: now.UnixNano()}); err != nil {
-		// Delivered all the same; only Lookup's detail is missing.
-		s.log.Debug("delivered, but could not record it for lookups", "sink", h.q.sink, "event_id", d.Event.ID, "err", err)
+		s.log.Warn("delivered, but could not record it; a repeat of this delivery would not be recognised",
+			"sink", h.q.sink, "event_id", d.Event.ID, "err", err)
+	}
+	if err != nil {
+		return err // the ack would land on another replica's hold
+	}
+	if !h.still() {
+		return errLost
+	}
+	if err := h.msg.DoubleAck(ctx); err != nil {
+		return fmt.Errorf("ack: %w", classify(err))
 	}
 	return nil
 }
@@ -591,21 +576,32 @@ func (h *held) Nak(ctx context.Context, delay time.Duration, lastErr string) err
 	now := time.Now()
 	perr := s.putState(ctx, h.q.enc, d.Event.ID, deliveryState{State: relay.StatePending, Attempts: d.Attempts + 1,
 		Since: d.Since.UnixNano(), Due: now.Add(delay).UnixNano(), LastErr: lastErr, Updated: now.UnixNano()})
+	if !h.still() {
+		return errLost
+	}
 	var nerr error
 	if delay > 0 {
 		nerr = h.msg.NakWithDelay(delay)
 	} else {
 		nerr = h.msg.Nak()
 	}
-	if err := errors.Join(perr, nerr); err != nil {
-		return fmt.Errorf("nak: %w", classify(err))
+	if nerr != nil {
+		return fmt.Errorf("nak: %w", classify(nerr))
+	}
+	if perr != nil {
+		// The retry is scheduled all the same; only its history is short.
+		s.log.Warn("retry scheduled, but its attempt could not be recorded; the delivery's attempt count and last error restart",
+			"sink", h.q.sink, "event_id", d.Event.ID, "err", perr)
 	}
 	return nil
 }
 
-// Term writes the dead letter first, then terminates the message; if the
-// dead letter cannot be written the delivery is handed back instead, so
-// nothing is lost.
+// Term writes the dead letter first, then terminates the message. If the
+// dead letter cannot be written (a full server) the delivery is handed
+// back instead, so nothing is lost, after a delay growing with each time
+// it came back (Options.Backoff): it will be sent again before it can be
+// parked, and a sink refusing it must not see it a thousand times a
+// second.
 func (h *held) Term(ctx context.Context, reason string) error {
 	if err := h.once(); err != nil {
 		return err
@@ -616,8 +612,19 @@ func (h *held) Term(ctx context.Context, reason string) error {
 	defer cancel()
 	p := s.l.partitionHeader(h.msg.Headers(), d.Event)
 	if err := s.park(ctx, h.q.sink, p, d.Event, d.Attempts, d.Since, reason); err != nil {
-		_ = h.msg.Nak()
+		if h.still() {
+			delay := s.opts.Backoff.Backoff(int(h.delivered), rand.Float64())
+			if nerr := h.msg.NakWithDelay(delay); nerr != nil {
+				s.log.Warn("could not hand back a delivery that could not be parked; NATS hands it out again after the ack wait",
+					"sink", h.q.sink, "event_id", d.Event.ID, "err", nerr)
+			}
+		}
 		return fmt.Errorf("term: write dead letter: %w", err)
+	}
+	if !h.still() {
+		// Parked; the server hands the message out again and its record
+		// (dead) drops it.
+		return nil
 	}
 	if err := h.msg.TermWithReason(truncate(reason, 256)); err != nil {
 		// Parked all the same; the message comes back after AckWait and
@@ -640,6 +647,11 @@ func (h *held) Release(context.Context) error {
 	return nil
 }
 
+// still reports whether h is still held, right before a settlement goes to
+// the server: one that lapsed would land on another replica's hold (the
+// server takes acks, naks and terms by stream sequence alone).
+func (h *held) still() bool { return h.valid(h.q.s.mono()) }
+
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
@@ -648,4 +660,77 @@ func truncate(s string, n int) string {
 		n--
 	}
 	return s[:n] + "…"
+}
+
+// pullWait is one pull request's life: at most AckWait/4, so that a
+// delivery arriving on one has most of its hold left (hold.go).
+func (s *Store) pullWait() time.Duration { return min(maxPullWait, s.opts.AckWait/4) }
+
+// pullNoWait takes what the consumer has for us right now, if anything.
+// handle gets each message with the time the request was sent (mono).
+func (s *Store) pullNoWait(c jetstream.Consumer, handle func(jetstream.Msg, int64)) error {
+	if !s.nc.IsConnected() {
+		return nil
+	}
+	sent := s.mono()
+	res, err := c.FetchNoWait(1)
+	if err != nil {
+		return err
+	}
+	for m := range res.Messages() {
+		handle(m, sent)
+	}
+	return res.Error()
+}
+
+// pull asks a consumer for up to batch messages and hands each to handle
+// as it arrives, until the pull request expires, the connection comes back
+// from an outage (the request may be gone with the old server), ctx ends
+// (the queue's term) or the store closes. With until set the request
+// expires then on the server too, so a replica whose ownership of a sink
+// lapses has no request left there to receive the sink's messages. handle
+// runs on the calling goroutine.
+func (s *Store) pull(ctx context.Context, until time.Time, c jetstream.Consumer, batch int, handle func(jetstream.Msg, int64)) error {
+	epoch := s.currentEpoch()
+	if !s.nc.IsConnected() {
+		// Nothing can arrive; wait for the reconnect (which ends the epoch).
+		t := time.NewTimer(s.pullWait())
+		defer t.Stop()
+		select {
+		case <-epoch.Done():
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		return nil
+	}
+	deadline := time.Now().Add(s.pullWait())
+	if !until.IsZero() && until.Before(deadline) {
+		deadline = until
+	}
+	fctx, cancel := context.WithDeadline(epoch, deadline)
+	defer cancel()
+	defer context.AfterFunc(ctx, cancel)()
+	left := time.Until(deadline)
+	if left < minPull {
+		// The term ends now unless renewed meanwhile: wait and see.
+		<-fctx.Done()
+		return nil
+	}
+	opts := []jetstream.FetchOpt{jetstream.FetchContext(fctx)}
+	if left >= 4*pullHeartbeat {
+		opts = append(opts, jetstream.FetchHeartbeat(pullHeartbeat))
+	}
+	sent := s.mono()
+	res, err := c.Fetch(batch, opts...)
+	if err != nil {
+		return err
+	}
+	for m := range res.Messages() {
+		handle(m, sent)
+	}
+	err = res.Error()
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return nil
+	}
+	return err
 }

@@ -65,7 +65,11 @@ func (s *Store) direct(ctx context.Context, stream string, r directGetRequest) (
 	if err != nil {
 		return nil, 0, classify(err)
 	}
-	defer func() { _ = sub.Unsubscribe() }()
+	defer func() {
+		if err := sub.Unsubscribe(); err != nil && s.nc.IsConnected() {
+			s.log.Debug("could not unsubscribe a direct get's inbox", "err", err)
+		}
+	}()
 	if err := s.nc.PublishRequest("$JS.API.DIRECT.GET."+stream, inbox, req); err != nil {
 		return nil, 0, classify(err)
 	}
@@ -80,7 +84,11 @@ func (s *Store) direct(ctx context.Context, stream string, r directGetRequest) (
 		case "404": // nothing (more) matches
 			return out, 0, nil
 		case "204": // end of batch
-			left, _ := strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
+			left, err := strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
+			if err != nil {
+				// Without the count a scan could stop short, unnoticed.
+				return nil, 0, fmt.Errorf("direct get from %s: end of batch without a pending count: %w", stream, err)
+			}
 			return out, left, nil
 		case "503":
 			return nil, 0, classify(natsgo.ErrNoResponders)
@@ -91,7 +99,10 @@ func (s *Store) direct(ctx context.Context, stream string, r directGetRequest) (
 		if err != nil {
 			return nil, 0, errors.New("direct get: reply without a sequence")
 		}
-		at, _ := time.Parse(time.RFC3339Nano, m.Header.Get("Nats-Time-Stamp"))
+		at, err := time.Parse(time.RFC3339Nano, m.Header.Get("Nats-Time-Stamp"))
+		if err != nil {
+			return nil, 0, fmt.Errorf("direct get from %s: reply without a time stamp: %w", stream, err)
+		}
 		out = append(out, stored{Seq: sq, Subject: m.Header.Get("Nats-Subject"), Time: at, Header: m.Header, Data: m.Data})
 	}
 }

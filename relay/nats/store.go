@@ -66,9 +66,19 @@ type Options struct {
 	// wait), so AckWait only bounds how long a crashed replica's deliveries
 	// wait before another replica takes them.
 	AckWait time.Duration
-	// MaxBytes bounds the events stream (0: only the server's limits). Past
-	// it Append fails with relay.ErrFull and the receiver answers 503.
+	// MaxBytes bounds the events stream (store.max_size; 0, the default:
+	// no bound of its own, only the server's and the account's limits).
+	// Past it the oldest events make room: they leave Lookup, Recent and
+	// the dedupe window early, but no pending delivery or dead letter goes
+	// with them (each carries its own copy of the body). Appends are
+	// refused (relay.ErrFull, 503) only when the server or the account
+	// refuses to store more.
 	MaxBytes int64
+	// Backoff is how the store waits after its own failures: a pull that
+	// failed, a delivery it could not park in the dead letters (handed back
+	// for later rather than at once: on a full server it would otherwise be
+	// sent again and again). Zero: 100ms doubling to 5s, with jitter.
+	Backoff relay.RetryPolicy
 	// Timeout bounds each request to NATS that has no deadline of its own,
 	// such as an Append from a request without one (default 5s).
 	Timeout time.Duration
@@ -91,7 +101,7 @@ const (
 	defaultName       = "CHATRELAY"
 	defaultPartitions = 16
 	maxPartitions     = 1000
-	pullWait          = 30 * time.Second // one pull request's life
+	maxPullWait       = 30 * time.Second // one pull request's life, at most (Store.pullWait)
 	pullHeartbeat     = 5 * time.Second  // a lost pull request shows within 2 heartbeats
 	minPull           = 20 * time.Millisecond
 	metaPartitions    = "chatrelay_partitions"
@@ -124,6 +134,12 @@ func (o *Options) defaults() error {
 	if o.ReconnectWait <= 0 {
 		o.ReconnectWait = 250 * time.Millisecond
 	}
+	if o.Backoff.Initial <= 0 {
+		o.Backoff.Initial = 100 * time.Millisecond
+	}
+	if o.Backoff.Max < o.Backoff.Initial {
+		o.Backoff.Max = max(5*time.Second, o.Backoff.Initial)
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -145,7 +161,7 @@ func (o *Options) defaults() error {
 			"an event cannot be recognised after it is gone, so lower the window or raise retention", o.DedupeWindow, o.Retention))
 	}
 	if o.AckWait < 300*time.Millisecond {
-		errs = append(errs, fmt.Errorf("ack wait %s is too short; use at least 300ms", o.AckWait))
+		errs = append(errs, fmt.Errorf("store.nats.ack_wait: %s is too short; use at least 300ms", o.AckWait))
 	}
 	if (o.TLS.CertFile == "") != (o.TLS.KeyFile == "") {
 		errs = append(errs, errors.New("store.nats.tls: cert_file and key_file go together; set both or neither"))
@@ -177,12 +193,12 @@ type Store struct {
 	// the exclusive sinks it owns (own.go).
 	ownerValue []byte
 
-	// disconnectedAt is when the connection was lost, in monotonic
-	// nanoseconds since opened (+1, so that 0 means connected): a clock
-	// step cannot make a short absence look long.
+	// disconnectedAt is when the connection was lost, on the store's
+	// monotonic clock (mono, +1 so that 0 means connected).
 	disconnectedAt atomic.Int64
-	opened         time.Time
-	connectedAt    atomic.Int64 // unix nanoseconds of the last (re)connect
+	opened         time.Time     // the origin of mono
+	connectedAt    atomic.Int64  // unix nanoseconds of the last (re)connect
+	renewNow       chan struct{} // wakes the keepalive loop: renew everything held now
 
 	// ctx ends when Close begins; every goroutine the store starts stops
 	// with it and is counted in wg.
@@ -194,6 +210,12 @@ type Store struct {
 
 	creating chan struct{} // a one-slot lock, held while creating a sink's consumers
 	claimNow chan struct{} // wakes the owners loop: an exclusive queue was opened
+
+	// The last write's outcome, for Ready: when (mono; 0: none yet) and
+	// nil or a relay.ErrFull.
+	writeMu  sync.Mutex
+	writeAt  int64
+	writeErr error
 
 	mu         sync.Mutex
 	closing    bool
@@ -223,10 +245,18 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		consumers:  make(map[string][]jetstream.Consumer),
 		creating:   make(chan struct{}, 1),
 		claimNow:   make(chan struct{}, 1),
+		renewNow:   make(chan struct{}, 1),
 	}
 	s.instance = uuid.NewString()
-	s.hostname, _ = os.Hostname()
-	s.ownerValue, _ = json.Marshal(ownerRecord{Replica: s.instance, Host: s.hostname})
+	host, err := os.Hostname()
+	if err != nil {
+		host = "unknown"
+		s.log.Debug("no host name for this replica's records", "err", err)
+	}
+	s.hostname = host
+	if s.ownerValue, err = json.Marshal(ownerRecord{Replica: s.instance, Host: s.hostname}); err != nil {
+		return nil, fmt.Errorf("store.nats: %w", err)
+	}
 	s.opened = time.Now()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.epoch, s.endEpoch = context.WithCancel(s.ctx)
@@ -280,7 +310,8 @@ func (s *Store) server() string {
 }
 
 // redact returns err, or when its text shows a credential (a URL parse
-// error quotes the URL), the text with the credential blanked.
+// error quotes the URL), an error with that text blanked that still
+// answers errors.Is as err does.
 func (s *Store) redact(err error) error {
 	msg := err.Error()
 	secrets := []string{s.opts.Token.Reveal()}
@@ -305,8 +336,20 @@ func (s *Store) redact(err error) error {
 	if redacted == msg {
 		return err
 	}
-	return errors.New(redacted)
+	return &redactedError{msg: redacted, err: err}
 }
+
+// redactedError is an error whose text had a credential blanked. It
+// answers errors.Is through the original (context.DeadlineExceeded,
+// nats.ErrNoServers…) but does not unwrap to it: errors.As would hand out
+// the original, whose text shows the credential.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string        { return e.msg }
+func (e *redactedError) Is(target error) bool { return errors.Is(e.err, target) }
 
 func (s *Store) connect(ctx context.Context) error {
 	o := s.opts
@@ -327,20 +370,24 @@ func (s *Store) connect(ctx context.Context) error {
 		natsgo.PingInterval(20 * time.Second),
 		natsgo.MaxPingsOutstanding(3),
 		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
-			s.disconnectedAt.CompareAndSwap(0, int64(time.Since(s.opened))+1)
+			s.disconnectedAt.CompareAndSwap(0, s.mono()+1)
 			if s.ctx.Err() == nil {
 				s.log.Warn("lost the connection to NATS; appends answer 503 until it is back", "err", err)
 			}
 		}),
 		natsgo.ReconnectHandler(func(nc *natsgo.Conn) {
-			at := s.disconnectedAt.Load()
-			away := s.awaySince(at)
+			var away time.Duration
+			if at := s.disconnectedAt.Swap(0); at != 0 {
+				away = time.Duration(s.mono() - (at - 1))
+			}
 			s.log.Info("reconnected to NATS", "server", nc.ConnectedAddr(), "away", away.Round(time.Millisecond))
 			s.connectedAt.Store(time.Now().UnixNano())
-			// Given up before "away" is cleared: a settlement racing this
-			// handler sees one or the other (giveUpIfAwayLong).
-			s.reclaimHeld(away)
-			s.disconnectedAt.CompareAndSwap(at, 0)
+			// What is still held (away less than holdFor) is renewed at
+			// once; the rest was given up (hold.go).
+			select {
+			case s.renewNow <- struct{}{}:
+			default:
+			}
 			s.newEpoch()
 		}),
 		natsgo.ConnectHandler(func(*natsgo.Conn) {
@@ -449,13 +496,15 @@ func (s *Store) setup(ctx context.Context) error {
 		Replicas:    o.Replicas,
 		MaxAge:      o.Retention,
 		MaxBytes:    maxBytes(o.MaxBytes),
-		Discard:     jetstream.DiscardNew,
+		// Past MaxBytes the oldest events go: they are history (lookups,
+		// dedupe), and what is pending is in the queue stream.
+		Discard:     jetstream.DiscardOld,
 		Duplicates:  o.DedupeWindow,
 		AllowDirect: true,
 		Metadata:    map[string]string{metaPartitions: strconv.Itoa(o.Partitions)},
 	})
 	if err != nil {
-		return err
+		return s.sizeRefused(err)
 	}
 	if err := s.checkPartitions(s.events.CachedInfo().Config.Metadata); err != nil {
 		return err
@@ -511,6 +560,39 @@ func (s *Store) setup(ctx context.Context) error {
 		TTL:         o.Retention,
 	})
 	return err
+}
+
+// sizeRefused names store.max_size in an error of setting up the events
+// stream when the server refused its size.
+func (s *Store) sizeRefused(err error) error {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return err
+	}
+	switch apiErr.ErrorCode {
+	case errStorageResources, errInsufficientResources, errMaxStreamBytes:
+		if s.opts.MaxBytes > 0 {
+			return fmt.Errorf("store.max_size: %s is more than the NATS server or account lets a stream reserve (%w); "+
+				"lower it, or leave it unset so that only the server's and the account's own limits apply", sizeText(s.opts.MaxBytes), err)
+		}
+	case errMaxBytesRequired:
+		return fmt.Errorf("store.max_size: the NATS account requires a size limit on every stream (%w); "+
+			"run chatrelay under an account without max_bytes_required", err)
+	}
+	return err
+}
+
+// sizeText writes n in the largest binary unit that divides it.
+func sizeText(n int64) string {
+	for _, u := range []struct {
+		name string
+		size int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.size && n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10) + " bytes"
 }
 
 func (s *Store) checkPartitions(meta map[string]string) error {
@@ -668,9 +750,14 @@ func (s *Store) Close() error {
 		if err := s.replicas.Delete(ctx, s.instance); err != nil {
 			s.log.Debug("could not delete this replica's lease; another replica will reap it", "err", err)
 		}
+		if err := s.replicas.Purge(ctx, probeKey(s.instance)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			s.log.Debug("could not delete this replica's readiness probe; it expires with store.retention", "err", err)
+		}
 		cancel()
 		if s.nc.IsConnected() {
-			_ = s.nc.FlushTimeout(s.opts.Timeout)
+			if err := s.nc.FlushTimeout(s.opts.Timeout); err != nil {
+				s.log.Debug("could not flush the last settlements before closing; NATS hands out what they settled again after the ack wait", "err", err)
+			}
 		}
 		s.nc.Close()
 		<-s.connClosed
@@ -680,7 +767,11 @@ func (s *Store) Close() error {
 }
 
 // Ready reports whether an append would be accepted now: connected, the
-// events stream answers, and (with MaxBytes) it has room.
+// events stream answers, and JetStream takes writes. The server's and the account's storage limits refuse a write
+// without showing in the stream (and a server's own limit shows nowhere an
+// account can read), so the last word is the last write's outcome: an
+// Append's, or, when none came within readyFor, a probe's (a minRoom-byte
+// value in the replicas bucket, replaced each time).
 func (s *Store) Ready(ctx context.Context) error {
 	if s.ctx.Err() != nil {
 		return relay.ErrClosed
@@ -688,15 +779,51 @@ func (s *Store) Ready(ctx context.Context) error {
 	if !s.nc.IsConnected() {
 		return fmt.Errorf("%w: not connected to NATS (%s)", relay.ErrUnavailable, strings.ToLower(s.nc.Status().String()))
 	}
-	info, err := s.events.Info(ctx)
-	if err != nil {
+	if ok, err := s.lastWrite(); ok {
+		return err
+	}
+	if _, err := s.events.Info(ctx); err != nil {
 		return fmt.Errorf("events stream: %w", classify(err))
 	}
-	if s.opts.MaxBytes > 0 && int64(info.State.Bytes)+minRoom > s.opts.MaxBytes {
-		return fmt.Errorf("%w: events stream holds %d of %d bytes", relay.ErrFull, info.State.Bytes, s.opts.MaxBytes)
+	_, err := s.replicas.Put(ctx, probeKey(s.instance), make([]byte, minRoom))
+	err = classify(err)
+	s.noteWrite(err)
+	if err != nil {
+		return fmt.Errorf("JetStream refuses a write: %w", err)
 	}
 	return nil
 }
+
+// readyFor is how long a write's outcome answers Ready.
+const readyFor = time.Second
+
+// noteWrite records whether JetStream took a write (nil) or refused it
+// for want of room (relay.ErrFull); other outcomes say nothing about room.
+func (s *Store) noteWrite(err error) {
+	if err != nil && !errors.Is(err, relay.ErrFull) {
+		return
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	s.writeAt, s.writeErr = s.mono(), err
+}
+
+// lastWrite returns the outcome of the last write, if it is recent.
+func (s *Store) lastWrite() (bool, error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if s.writeAt == 0 || time.Duration(s.mono()-s.writeAt) >= readyFor {
+		return false, nil
+	}
+	if s.writeErr != nil {
+		return true, fmt.Errorf("JetStream refuses writes: %w", s.writeErr)
+	}
+	return true, nil
+}
+
+// probeKey is this replica's readiness probe in the replicas bucket (two
+// tokens: neither a replica lease nor an ownership key).
+func probeKey(instance string) string { return "probe." + instance }
 
 func maxBytes(n int64) int64 {
 	if n <= 0 {
@@ -705,7 +832,8 @@ func maxBytes(n int64) int64 {
 	return n
 }
 
-// minRoom is the room Ready wants left under MaxBytes.
+// minRoom is the size of Ready's probe: an append of up to that much would
+// be taken.
 const minRoom = 64 << 10
 
 // classify maps a NATS error to the store's errors: relay.ErrClosed after
@@ -738,13 +866,14 @@ const (
 	errMemoryResources       jetstream.ErrorCode = 10028
 	errStorageResources      jetstream.ErrorCode = 10047
 	errStoreFailed           jetstream.ErrorCode = 10077 // includes "maximum bytes exceeded" with DiscardNew
+	errMaxBytesRequired      jetstream.ErrorCode = 10113 // the account requires MaxBytes on every stream
+	errMaxStreamBytes        jetstream.ErrorCode = 10122 // MaxBytes past the account's limit for one stream
 )
 
-// backoff waits before trying again after an error: growing from 100ms
-// to 5s, or until the store closes.
+// backoff waits before trying again after the failures-th error in a row
+// (Options.Backoff), or until the store closes.
 func (s *Store) backoff(failures int) {
-	d := min(100*time.Millisecond<<min(failures, 6), 5*time.Second)
-	t := time.NewTimer(d/2 + rand.N(d/2+1))
+	t := time.NewTimer(s.opts.Backoff.Backoff(failures, rand.Float64()))
 	defer t.Stop()
 	select {
 	case <-t.C:

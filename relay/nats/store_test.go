@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -191,22 +192,82 @@ func TestPartitionsAreFixed(t *testing.T) {
 	}
 }
 
+// TestAppendFullAnswersErrFull: when the server refuses to store more,
+// Append answers relay.ErrFull (503 + Retry-After) and Ready says so too.
 func TestAppendFullAnswersErrFull(t *testing.T) {
 	t.Parallel()
-	ns := startServer(t, "", 0)
-	opts := testOptions(ns.ClientURL())
-	opts.MaxBytes = 8 << 10
-	s := open(t, opts)
+	ns := fullServer(t, 256<<10)
+	s := open(t, testOptions(ns.ClientURL()))
 	defer s.Close()
 	var err error
-	for i := 0; i < 100 && err == nil; i++ {
+	for i := 0; i < 1000 && err == nil; i++ {
 		_, err = s.Append(t.Context(), storetest.NewEvent(t, "A", i), []string{"s"})
 	}
 	if !errors.Is(err, relay.ErrFull) {
-		t.Fatalf("Append past MaxBytes: %v, want ErrFull", err)
+		t.Fatalf("Append on a full server: %v, want ErrFull", err)
 	}
 	if err := s.Ready(t.Context()); !errors.Is(err, relay.ErrFull) {
 		t.Fatalf("Ready when full: %v, want ErrFull", err)
+	}
+}
+
+// TestMaxBytesDropsOldestEvents (issue 18, finding 6): store.max_size bounds
+// the events stream, the history that lookups and dedupe read. Past it the
+// oldest events make room instead of every append being refused until they
+// age out: appends go on, and no pending delivery is lost with its event.
+func TestMaxBytesDropsOldestEvents(t *testing.T) {
+	t.Parallel()
+	ns := startServer(t, "", 0)
+	opts := testOptions(ns.ClientURL())
+	opts.MaxBytes = 16 << 10
+	s := open(t, opts)
+	defer s.Close()
+	const n = 100 // about 30 KiB of events
+	var ids []string
+	for i := range n {
+		ev := storetest.NewEvent(t, "A", i)
+		mustAppend(t, s, ev, "s")
+		ids = append(ids, ev.ID)
+	}
+	if err := s.Ready(t.Context()); err != nil {
+		t.Fatalf("Ready past max_size: %v", err)
+	}
+	if _, err := s.Lookup(t.Context(), ids[0]); !errors.Is(err, relay.ErrNotFound) {
+		t.Fatalf("Lookup of the oldest event: %v, want it dropped (ErrNotFound)", err)
+	}
+	if _, err := s.Lookup(t.Context(), ids[n-1]); err != nil {
+		t.Fatalf("Lookup of the newest event: %v", err)
+	}
+	for i, id := range ids {
+		d := next(t, s, "s")
+		if d.Event.ID != id {
+			t.Fatalf("delivery %d: %s, want %s", i, d.Event.ID, id)
+		}
+		if err := d.Ack(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestMaxSizeTooLargeNamesTheKey (issue 18, finding 6): a store.max_size the
+// server cannot reserve fails Open with an error that names the key.
+func TestMaxSizeTooLargeNamesTheKey(t *testing.T) {
+	t.Parallel()
+	ns := fullServer(t, 8<<20)
+	opts := testOptions(ns.ClientURL())
+	opts.MaxBytes = 1 << 30
+	s, err := nats.Open(t.Context(), opts)
+	if err == nil {
+		_ = s.Close()
+		t.Fatal("Open with a max_size larger than the server's storage succeeded")
+	}
+	if !strings.Contains(err.Error(), "store.max_size: 1GiB") {
+		t.Fatalf("Open: %v; want an error naming store.max_size", err)
+	}
+	// Unset, the server's own limit governs, and Open works.
+	opts.MaxBytes = 0
+	if err := open(t, opts).Close(); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -42,7 +42,12 @@ func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 	return nil
 }
 
-// Render returns the text the console shows for ev.
+// transcriptTurns is how many of the conversation's latest messages an
+// escalation shows; earlier ones are counted.
+const transcriptTurns = 6
+
+// Render returns the text the console shows for ev: the same story, in
+// the same words, as Slack and Discord show (SPEC §6).
 func Render(ev *relay.Event) string {
 	var b strings.Builder
 	title := ev.Topic
@@ -50,37 +55,48 @@ func Render(ev *relay.Event) string {
 	case relay.TopicChat:
 		title = "chat"
 	case relay.TopicLead:
-		title = "lead submission"
+		title = "new lead"
 	case relay.TopicEscalation:
-		title = "LIVE CHAT ESCALATION: a user asks for a human"
+		title = "LIVE CHAT ESCALATION: " + relay.EscalationLine
 	}
 	head := []string{title, ev.ReceivedAt.UTC().Format(time.DateTime) + " UTC"}
 	if ev.Source != "" {
 		head = append(head, ev.Source)
 	}
-	if s, ok := ev.Score(); ok {
-		head = append(head, fmt.Sprintf("score %.2f", s))
+	if s := ev.ScoreText(); s != "" {
+		head = append(head, "score "+s)
 	}
 	fmt.Fprintf(&b, "┌─ %s\n", strings.Join(head, " · "))
 
 	switch ev.Topic {
-	case relay.TopicChat, relay.TopicEscalation:
+	case relay.TopicChat:
 		if q := ev.Question(); q != "" {
 			block(&b, "user", q)
 		}
-		if ev.Answer != nil && ev.Answer.Content != "" {
-			block(&b, "bot ", ev.Answer.Content)
+		if a := strings.TrimSpace(ev.AnswerText()); a != "" {
+			block(&b, "bot ", a)
+		} else {
+			block(&b, "bot ", "("+strings.TrimSuffix(strings.ToLower(relay.NoAnswer[:1])+relay.NoAnswer[1:], ".")+")")
 		}
-		if ev.Question() == "" && (ev.Answer == nil || ev.Answer.Content == "") {
-			fields(&b, ev.Fields)
+	case relay.TopicEscalation:
+		fields(&b, relay.ReadingOrder(ev.Lead), true)
+		earlier, turns := ev.Transcript(transcriptTurns)
+		if earlier > 0 {
+			fmt.Fprintf(&b, "│ (%s)\n", relay.EarlierMessages(earlier))
+		}
+		for _, m := range turns {
+			block(&b, speaker(m.Role), m.Content)
+		}
+		if len(turns) == 0 {
+			fmt.Fprintf(&b, "│ (%s)\n", strings.TrimSuffix(strings.ToLower(relay.NoConversation[:1])+relay.NoConversation[1:], "."))
 		}
 	case relay.TopicLead:
-		fields(&b, ev.Lead)
+		fields(&b, relay.ReadingOrder(ev.Lead), false)
 		if len(ev.Lead) == 0 {
-			fields(&b, ev.Fields)
+			fields(&b, ev.Fields, false)
 		}
 	default:
-		fields(&b, ev.Fields)
+		fields(&b, ev.Fields, false)
 	}
 
 	var foot []string
@@ -100,6 +116,19 @@ func Render(ev *relay.Event) string {
 	return b.String()
 }
 
+// speaker is the four-character column label of a message's author.
+func speaker(role string) string {
+	switch relay.Speaker(role) {
+	case "Visitor":
+		return "user"
+	case "Bot":
+		return "bot "
+	case "Agent":
+		return "agnt"
+	}
+	return "    "
+}
+
 // block prints a labelled, possibly multi-line text, indented under the
 // label.
 func block(b *strings.Builder, label, text string) {
@@ -113,13 +142,27 @@ func block(b *strings.Builder, label, text string) {
 	}
 }
 
-func fields(b *strings.Builder, fs []relay.Field) {
+// fields prints fields as aligned "key  value" lines, a nested value as
+// indented "label: value" lines; skipUUID leaves the lead's uuid to the
+// footer.
+func fields(b *strings.Builder, fs []relay.Field, skipUUID bool) {
 	width := 0
 	for _, f := range fs {
 		width = max(width, len(f.Key))
 	}
 	for _, f := range fs {
-		fmt.Fprintf(b, "│ %-*s  %s\n", width, f.Key, strings.ReplaceAll(f.Value, "\n", " "))
+		if skipUUID && f.Key == "uuid" {
+			continue
+		}
+		lines := relay.Readable(f)
+		if !f.Nested || len(lines) == 1 && lines[0].Key == "" {
+			fmt.Fprintf(b, "│ %-*s  %s\n", width, f.Key, strings.ReplaceAll(relay.JoinedValue(f), "\n", " "))
+			continue
+		}
+		fmt.Fprintf(b, "│ %s\n", f.Key)
+		for _, l := range lines {
+			fmt.Fprintf(b, "│   %s: %s\n", l.Key, strings.ReplaceAll(l.Value, "\n", " "))
+		}
 	}
 }
 

@@ -36,6 +36,11 @@ func TestRenderGolden(t *testing.T) {
 		{"chat-string-fields", "chat-string-fields.json", relay.TopicChat},
 		{"lead-submission", "lead-submission.json", relay.TopicLead},
 		{"live-chat-escalation", "live-chat-escalation.json", relay.TopicEscalation},
+		{"escalation-history", "live-chat-escalation-history.json", relay.TopicEscalation},
+		{"escalation-complaint", "live-chat-escalation-complaint.json", relay.TopicEscalation},
+		{"lead-custom-fields", "lead-custom-fields.json", relay.TopicLead},
+		{"no-answer", "chat-no-answer.json", relay.TopicChat},
+		{"low-score", "chat-low-score.json", relay.TopicChat},
 		{"unknown-topic", "lead-submission.json", "survey-completed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

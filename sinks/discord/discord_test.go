@@ -259,15 +259,20 @@ func TestMentionOnlyOnEscalation(t *testing.T) {
 	}
 }
 
-// TestEscalationStandsOut: in bot mode, an escalation in a conversation
-// that has a thread is posted in the channel, not inside the thread, with a
-// link to the thread (SPEC §6); the conversation's later turns stay in the
-// thread. In a forum, and for an escalation that opens a conversation,
-// nothing changes.
+// TestEscalationStandsOut: in bot mode, an escalation or a lead in a
+// conversation that has a thread is posted in the channel, not inside the
+// thread, with a link to the thread (SPEC §6); the conversation's later
+// turns stay in the thread. In a forum, and for an escalation that opens a
+// conversation, nothing changes.
 func TestEscalationStandsOut(t *testing.T) {
 	t.Parallel()
 	escalation := func(n int, conv string) *relay.Event {
 		ev := withID(eventFile(t, "live-chat-escalation.json", relay.TopicEscalation), n)
+		ev.ConversationID = conv
+		return ev
+	}
+	lead := func(n int, conv string) *relay.Event {
+		ev := withID(eventFile(t, "lead-submission.json", relay.TopicLead), n)
 		ev.ConversationID = conv
 		return ev
 	}
@@ -281,6 +286,7 @@ func TestEscalationStandsOut(t *testing.T) {
 			escalation(2, "conv-a"),
 			chatEvent(t, 3, "conv-a", "Anyone?"),
 			escalation(4, "conv-b"),
+			lead(5, "conv-a"),
 		} {
 			if err := s.Send(t.Context(), ev); err != nil {
 				t.Fatalf("event %s: %v", ev.ID, err)
@@ -295,8 +301,12 @@ func TestEscalationStandsOut(t *testing.T) {
 			t.Errorf("conv-a's thread holds %v, want only turn 3", got)
 		}
 		channel := f.srv.Messages(f.channel)
-		if got := eventIDs(channel); !slices.Equal(got, []string{eventID(1), eventID(2), eventID(4)}) {
-			t.Fatalf("channel holds %v, want turns 1, 2 (the escalation) and 4", got)
+		if got := eventIDs(channel); !slices.Equal(got, []string{eventID(1), eventID(2), eventID(4), eventID(5)}) {
+			t.Fatalf("channel holds %v, want turns 1, 2 (the escalation), 4 and 5 (the lead)", got)
+		}
+		if l := channel[3]; !strings.Contains(l.Content, "New lead") || !strings.Contains(l.Content, "<#"+th+">") ||
+			len(l.AllowedMentions.Roles)+len(l.AllowedMentions.Users) != 0 {
+			t.Errorf("lead content %q, allowed mentions %+v: want a link to thread %s and no mention", l.Content, l.AllowedMentions, th)
 		}
 		esc := channel[1]
 		if !strings.HasPrefix(esc.Content, f.cfg.Mention) || !strings.Contains(esc.Content, "<#"+th+">") {
@@ -558,10 +568,10 @@ func TestRootDeleted(t *testing.T) {
 				// where it starts the new thread, part 3 in it.
 				msgs := f.srv.Messages(f.channel)
 				th := f.srv.Threads(f.channel)
-				if len(th) != 1 || len(msgs) != 1 || th[0] != msgs[0].ID || !strings.HasSuffix(msgs[0].Embeds[len(msgs[0].Embeds)-1].Footer.Text, "part 2/3") {
+				if len(th) != 1 || len(msgs) != 1 || th[0] != msgs[0].ID || !strings.HasSuffix(msgs[0].Embeds[len(msgs[0].Embeds)-1].Footer.Text, "part 2 of 3") {
 					t.Fatalf("threads %v, channel %d messages: want part 2 in the channel with a new thread on it", th, len(msgs))
 				}
-				if got := f.srv.Messages(th[0]); len(got) != 1 || !strings.HasSuffix(got[0].Embeds[len(got[0].Embeds)-1].Footer.Text, "part 3/3") {
+				if got := f.srv.Messages(th[0]); len(got) != 1 || !strings.HasSuffix(got[0].Embeds[len(got[0].Embeds)-1].Footer.Text, "part 3 of 3") {
 					t.Fatalf("new thread holds %d messages, want part 3", len(got))
 				}
 				return
@@ -692,7 +702,7 @@ func TestRecordsOutliveTheSend(t *testing.T) {
 				for _, m := range f.srv.Messages(f.channel) {
 					footers = append(footers, m.Embeds[len(m.Embeds)-1].Footer.Text)
 				}
-				want := []string{"event " + first.ID + " · part 1/3", "event " + first.ID + " · part 2/3", "event " + first.ID + " · part 3/3", "event " + eventID(3)}
+				want := []string{"event " + first.ID + " · part 1 of 3", "event " + first.ID + " · part 2 of 3", "event " + first.ID + " · part 3 of 3", "event " + eventID(3)}
 				if !slices.Equal(footers, want) {
 					t.Errorf("posted %q, want each part once: %q", footers, want)
 				}
@@ -976,7 +986,7 @@ func TestPartsResume(t *testing.T) {
 		for _, m := range f.srv.Messages(f.channel) {
 			footers = append(footers, m.Embeds[len(m.Embeds)-1].Footer.Text)
 		}
-		want := []string{"event " + long.ID + " · part 1/3", "event " + long.ID + " · part 2/3", "event " + long.ID + " · part 3/3"}
+		want := []string{"event " + long.ID + " · part 1 of 3", "event " + long.ID + " · part 2 of 3", "event " + long.ID + " · part 3 of 3"}
 		if !slices.Equal(footers, want) {
 			t.Errorf("posted %q, want each part once: %q", footers, want)
 		}

@@ -29,9 +29,10 @@
 // rendering that outlasts the send's deadline is permanent. When the
 // channel falls behind, turns of different conversations are packed into
 // one message (relay.Packer: one embed each, up to 10, as many as fit
-// whole). In bot mode, a live-chat escalation in a conversation that
-// already has a thread is posted in the channel, linking the thread, so
-// that it stands out (in a forum it stays in the conversation's post).
+// whole). In bot mode, a live-chat escalation or a lead in a conversation
+// that already has a thread is posted in the channel, linking the thread,
+// so that on-call and sales see it (in a forum it stays in the
+// conversation's post).
 //
 // State lives in the relay's KV store (SinkDeps.KV; in memory without one):
 //

@@ -65,6 +65,9 @@ func chatBody(question, answer string, score float64, conversation string) []byt
 	return b
 }
 
+// userMarkup is a visitor's message full of Discord markup.
+const userMarkup = "# URGENT\n> [Reset your password](https://evil.example/login) **now** ||secret|| `code` ~~gone~~ _x_ -# small\n- item \\<@&123456789012345678>"
+
 func TestGolden(t *testing.T) {
 	t.Parallel()
 	hostile := "@everyone @here look: <@&123456789012345678> <@123456789012345678> <@!223456789012345678> <#323456789012345678>"
@@ -91,7 +94,20 @@ func TestGolden(t *testing.T) {
 		{name: "mentions", event: eventBody(t, chatBody(hostile, "Sure: "+hostile, 0.4, "conv-ping"), relay.TopicChat)},
 		{name: "minimal", event: eventBody(t, []byte(`{"messages":[{"role":"user","content":"Hi"}],"answer":{"content":"Hello! How can I help?"}}`), relay.TopicChat)},
 		{name: "string-fields", event: eventFile(t, "chat-string-fields.json", relay.TopicChat)},
+		{name: "no-answer", event: eventFile(t, "chat-no-answer.json", relay.TopicChat)},
+		{name: "low-score", event: eventFile(t, "chat-low-score.json", relay.TopicChat)},
+		// What the visitor typed is shown as typed: no masked link, no
+		// pill, no heading; the bot's answer keeps its Markdown.
+		{name: "user-markup", event: eventBody(t, chatBody(userMarkup, "Use **Settings → Security**, or [reset it here](https://example.com/reset).", 0.7, "conv-markup"), relay.TopicChat)},
 		{name: "lead", event: eventFile(t, "lead-submission.json", relay.TopicLead)},
+		{name: "lead-custom-fields", event: eventFile(t, "lead-custom-fields.json", relay.TopicLead)},
+		{name: "escalation-history", event: eventFile(t, "live-chat-escalation-history.json", relay.TopicEscalation)},
+		{name: "escalation-complaint", event: eventFile(t, "live-chat-escalation-complaint.json", relay.TopicEscalation),
+			cfg: func(c *discord.Config) { c.Mention = "<@&987654321098765432>" }},
+		// Bot mode: the thread a conversation opens is named after the
+		// visitor's words, else their name, never with mention syntax.
+		{name: "lead-opens-thread", bot: true, event: eventFile(t, "lead-custom-fields.json", relay.TopicLead)},
+		{name: "hostile-thread-name", bot: true, event: eventBody(t, chatBody(hostile+" <!channel> need help", "Happy to help.", 0.9, "conv-hostile"), relay.TopicChat)},
 		{name: "escalation", event: eventFile(t, "live-chat-escalation.json", relay.TopicEscalation)},
 		{name: "escalation-mention", event: eventFile(t, "live-chat-escalation.json", relay.TopicEscalation),
 			cfg: func(c *discord.Config) { c.Mention = "<@&987654321098765432>" }},
@@ -109,6 +125,22 @@ func TestGolden(t *testing.T) {
 				return ev
 			}(),
 			cfg: func(c *discord.Config) { c.Mention = "<@&987654321098765432>" }},
+		// A lead in a conversation that has a thread: posted in the
+		// channel, linking the thread, so that sales sees it.
+		{name: "lead-in-thread", bot: true,
+			before: withID(eventBody(t, chatBody("Can I get a quote for 40 seats?", "Sure, leave your details.", 0.8, "conv-lead"), relay.TopicChat), 7),
+			event: func() *relay.Event {
+				ev := eventFile(t, "lead-submission.json", relay.TopicLead)
+				ev.ConversationID = "conv-lead"
+				return ev
+			}()},
+		// The same turns from a bot, opening their conversation's thread.
+		{name: "bot-escalation-complaint", bot: true, event: eventFile(t, "live-chat-escalation-complaint.json", relay.TopicEscalation),
+			cfg: func(c *discord.Config) { c.Mention = "<@&987654321098765432>" }},
+		{name: "bot-no-answer", bot: true, event: eventFile(t, "chat-no-answer.json", relay.TopicChat)},
+		{name: "bot-low-score", bot: true, event: eventFile(t, "chat-low-score.json", relay.TopicChat)},
+		{name: "bot-user-markup", bot: true, event: eventBody(t, chatBody(userMarkup, "Use **Settings → Security**.", 0.7, "conv-markup"), relay.TopicChat)},
+		{name: "bot-long", bot: true, event: eventBody(t, chatBody("Tell me everything about shipping to Canada.", longAnswer(), 0.9, "conv-long"), relay.TopicChat), minMsgs: 3},
 		{name: "packed", packed: []*relay.Event{
 			withID(eventFile(t, "chat.json", relay.TopicChat), 1),
 			withID(eventBody(t, chatBody("Where is my order?", "It left the warehouse yesterday; track it at [tracking](https://example.com/track).", 0.55, "conv-2"), relay.TopicChat), 2),
@@ -157,7 +189,7 @@ func TestGolden(t *testing.T) {
 				if tc.bot && r.Method == http.MethodGet {
 					continue // the channel's type
 				}
-				if r.Method != http.MethodPost || r.Status != http.StatusOK {
+				if r.Method != http.MethodPost || r.Status != http.StatusOK && r.Status != http.StatusCreated {
 					t.Fatalf("%s %s answered %d: %s", r.Method, r.Path, r.Status, r.Body)
 				}
 				if tc.bot {

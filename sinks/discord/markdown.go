@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"slices"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/yuin/goldmark"
 	"github.com/yuin/goldmark/ast"
@@ -43,7 +42,8 @@ type edit struct {
 // "…"), a line break in a line of over 4 KiB, a blank line in a block of
 // over 16 KiB.
 func forDiscord(md string) string {
-	if !strings.Contains(md, "|") && !strings.Contains(md, "![") && !strings.Contains(md, "@") {
+	if !strings.Contains(md, "|") && !strings.Contains(md, "![") && !strings.Contains(md, "@") &&
+		!strings.Contains(md, "<#") && !strings.Contains(md, "</") {
 		return md // nothing to find: no parse
 	}
 	md, cut := relay.BoundMarkdown(md, maxAnswerRunes)
@@ -53,11 +53,24 @@ func forDiscord(md string) string {
 	src := []byte(md)
 	doc := markdownParser.Parse(text.NewReader(src))
 	var edits []edit
+	var code [][2]int // byte ranges of code spans and blocks, in order
 	_ = ast.Walk(doc, func(n ast.Node, entering bool) (ast.WalkStatus, error) {
 		if !entering {
 			return ast.WalkContinue, nil
 		}
 		switch n := n.(type) {
+		case *ast.CodeBlock, *ast.FencedCodeBlock:
+			if lines := n.Lines(); lines.Len() > 0 {
+				code = append(code, [2]int{lines.At(0).Start, lines.At(lines.Len() - 1).Stop})
+			}
+			return ast.WalkSkipChildren, nil
+		case *ast.CodeSpan:
+			if first, ok := n.FirstChild().(*ast.Text); ok {
+				if last, ok := n.LastChild().(*ast.Text); ok {
+					code = append(code, [2]int{first.Segment.Start, last.Segment.Stop})
+				}
+			}
+			return ast.WalkSkipChildren, nil
 		case *east.Table:
 			if n.Parent() == doc { // not inside a list or quote, whose prefixes it would lose
 				if e, ok := tableBlock(n, src); ok {
@@ -82,11 +95,12 @@ func forDiscord(md string) string {
 					edits = append(edits, edit{start: start - 1, end: stop + 1, text: string(label)})
 				}
 			}
-		case *ast.CodeBlock, *ast.FencedCodeBlock, *ast.CodeSpan, *ast.HTMLBlock, *ast.RawHTML:
+		case *ast.HTMLBlock, *ast.RawHTML:
 			return ast.WalkSkipChildren, nil
 		}
 		return ast.WalkContinue, nil
 	})
+	edits = append(edits, inertMentions(src, code)...)
 	if len(edits) == 0 {
 		return md
 	}
@@ -103,6 +117,31 @@ func forDiscord(md string) string {
 	}
 	b.Write(src[last:])
 	return b.String()
+}
+
+// inertMentions returns the edits that make the mention syntax in src
+// (outside the code ranges, which show it as text already) show as
+// typed: a backslash before "<@…>", "<#…>" or "</…>", a zero-width space
+// after the "@" of @everyone and @here. Nothing would ping anyway
+// (allowed_mentions), but a role or channel would show as a live pill in
+// the bot's answer.
+func inertMentions(src []byte, code [][2]int) []edit {
+	var edits []edit
+	k := 0
+	for _, m := range mentionSyntax.FindAllIndex(src, -1) {
+		for k < len(code) && code[k][1] <= m[0] {
+			k++
+		}
+		if k < len(code) && code[k][0] < m[1] {
+			continue // inside code
+		}
+		if src[m[0]] == '<' {
+			edits = append(edits, edit{start: m[0], end: m[0], text: "\\"})
+		} else {
+			edits = append(edits, edit{start: m[0] + 1, end: m[0] + 1, text: zwsp})
+		}
+	}
+	return edits
 }
 
 // tableBlock returns the edit that turns table n into a code block with
@@ -141,42 +180,10 @@ func tableBlock(n *east.Table, src []byte) (edit, bool) {
 	if header := lineEnd(src, start); header < len(src) {
 		end = max(end, lineEnd(src, header+1))
 	}
-	widths := []int{}
-	for _, r := range rows {
-		for i, c := range r {
-			if i >= len(widths) {
-				widths = append(widths, 0)
-			}
-			widths[i] = max(widths[i], utf8.RuneCountInString(c))
-		}
-	}
 	var b strings.Builder
 	b.WriteString(fence + "\n")
-	line := func(cells []string) {
-		var l strings.Builder
-		for i, w := range widths {
-			c := ""
-			if i < len(cells) {
-				c = cells[i]
-			}
-			if i > 0 {
-				l.WriteString(" | ")
-			}
-			l.WriteString(c)
-			l.WriteString(strings.Repeat(" ", w-utf8.RuneCountInString(c)))
-		}
-		b.WriteString(strings.TrimRight(l.String(), " "))
-		b.WriteString("\n")
-	}
-	for i, r := range rows {
-		line(r)
-		if i == 0 {
-			var rule []string
-			for _, w := range widths {
-				rule = append(rule, strings.Repeat("-", max(w, 1)))
-			}
-			b.WriteString(strings.Join(rule, "-+-") + "\n")
-		}
+	for _, l := range relay.AlignTable(rows) {
+		b.WriteString(l + "\n")
 	}
 	b.WriteString(fence)
 	return edit{start: start, end: end, text: b.String()}, true

@@ -22,7 +22,7 @@ func TestForDiscord(t *testing.T) {
 		{"cells keep links, URLs and code", "| Plan | Link |\n|---|---|\n| Pro | https://example.com/pro |\n| Docs | [guide](https://g.example) `x` |",
 			"```\nPlan | Link\n-----+-------------------------------\nPro  | https://example.com/pro\nDocs | [guide](https://g.example) `x`\n```"},
 		{"header only", "| a | b |\n|---|---|\n\nafter", "```\na | b\n--+--\n```\n\nafter"},
-		{"a fence in a cell", "| a |\n|---|\n| ```x``` |\n\nafter", "```\na\n-----------\n`\u200b`\u200b`x`\u200b`\u200b`\n```\n\nafter"},
+		{"a fence in a cell", "| a |\n|---|\n| ```x``` |\n\nafter", "```\na\n-------\n`\u200b`\u200b`x`\u200b`\u200b`\n```\n\nafter"}, // zero-width spaces take no column
 		{"email loses its brackets", "Write to <support@example.com> or ada@example.com; see <https://x.example>.",
 			"Write to support@example.com or ada@example.com; see <https://x.example>."},
 		{"email in code kept", "`<a@b.example>`", "`<a@b.example>`"},

@@ -3,11 +3,8 @@ package discord
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/bwmarrin/discordgo"
 
@@ -48,17 +45,28 @@ type message struct {
 	mention bool // allow the configured mention to ping
 }
 
+// Transcript bounds: how many of the conversation's latest messages an
+// escalation shows, and how much of each; the rest is summarised as "N
+// earlier messages" or cut with "…" (the whole turn is in the event).
+const (
+	maxTranscriptTurns = 6
+	maxTranscriptRunes = 700
+)
+
+// maxShortField is the longest value shown as an inline field; a longer
+// one, a multi-line one, or what the visitor said, takes the full width.
+const maxShortField = 40
+
 // turn renders ev by its topic; unknown topics render generically.
 func (s *Sink) turn(ctx context.Context, ev *relay.Event) turn {
 	var t turn
 	switch ev.Topic {
 	case relay.TopicChat:
-		t = chatTurn(ev, "💬 Chat", scoreColor(ev))
+		t = chatTurn(ev)
 	case relay.TopicEscalation:
-		t = chatTurn(ev, "🚨 Live chat escalation", colorEscalation)
-		t.text = "**The user asked to talk to a human.**\n\n" + t.text
+		t = escalationTurn(ev)
 		if s.mention.raw != "" {
-			t.content = s.mention.raw + " 🚨 Live chat escalation: a user asked to talk to a human"
+			t.content = s.mention.raw + " 🚨 Live chat escalation: " + relay.EscalationLine
 			t.mention = true
 		}
 	case relay.TopicLead:
@@ -78,16 +86,15 @@ func (s *Sink) turn(ctx context.Context, ev *relay.Event) turn {
 }
 
 func scoreColor(ev *relay.Event) int {
-	v, ok := ev.Score()
-	switch {
-	case !ok:
-		return colorNoScore
-	case v >= 0.8:
+	switch ev.Confidence() {
+	case relay.ConfidenceGood:
 		return colorGood
-	case v >= 0.5:
+	case relay.ConfidenceFair:
 		return colorFair
+	case relay.ConfidenceLow:
+		return colorPoor
 	}
-	return colorPoor
+	return colorNoScore
 }
 
 // fields builds an embed's fields within the limits; what does not fit
@@ -98,6 +105,8 @@ type fields struct {
 	overflow []string
 }
 
+// add adds a field; name and value are Discord Markdown (text from the
+// event made literal by the caller).
 func (f *fields) add(name, value string, inline bool) {
 	name, value = strings.TrimSpace(name), strings.TrimSpace(value)
 	if name == "" || value == "" {
@@ -114,11 +123,45 @@ func (f *fields) add(name, value string, inline bool) {
 	f.size += size
 }
 
-// addContext adds the fields every topic shows about the conversation.
+// addContext adds the fields every topic shows about the conversation:
+// where it came from, then its ids.
 func (f *fields) addContext(ev *relay.Event) {
+	f.add("Source", literal(ev.Source), true)
 	f.add("Conversation", code(ev.ConversationID), true)
 	f.add("Chatbot", code(ev.ChatbotID), true)
-	f.add("Source", ev.Source, true)
+}
+
+// addLead adds the lead's fields in reading order (who, how to reach,
+// what they said, the rest, ids): short values inline, what the visitor
+// said, long values and nested ones ("label: value" lines) full width.
+// With contactsOnly, only who the visitor is and how to reach them.
+func (f *fields) addLead(lead []relay.Field, contactsOnly bool) {
+	for _, l := range relay.ReadingOrder(lead) {
+		kind := relay.LeadFieldKind(l.Key)
+		if contactsOnly && kind != relay.KindWho && kind != relay.KindContact {
+			continue
+		}
+		name := literal(relay.Label(l.Key))
+		if l.Nested {
+			var lines []string
+			for _, r := range relay.Readable(l) {
+				line := literal(r.Value)
+				if r.Key != "" {
+					line = literal(r.Key) + ": " + line
+				}
+				lines = append(lines, line)
+			}
+			f.add(name, strings.Join(lines, "\n"), false)
+			continue
+		}
+		v := strings.TrimSpace(l.Value)
+		if kind == relay.KindID {
+			f.add(name, code(v), true)
+			continue
+		}
+		short := kind != relay.KindSaid && !strings.Contains(v, "\n") && len16(v) <= maxShortField
+		f.add(name, literal(v), short)
+	}
 }
 
 // withOverflow appends the fields that did not fit to text.
@@ -133,11 +176,12 @@ func (f *fields) withOverflow(text string) string {
 	return text + "\n\n" + lines
 }
 
-// code shows an id as inline code (plain when it holds a backtick).
+// code shows an id as inline code (literal text when it holds a
+// backtick).
 func code(s string) string {
 	s = strings.TrimSpace(s)
-	if s == "" || strings.Contains(s, "`") {
-		return s
+	if s == "" || strings.Contains(s, "`") || strings.Contains(s, "\n") {
+		return literal(s)
 	}
 	return "`" + s + "`"
 }
@@ -147,32 +191,88 @@ func newHead(title string, color int) *discordgo.MessageEmbed {
 	return &discordgo.MessageEmbed{Type: discordgo.EmbedTypeRich, Title: title, Color: color}
 }
 
-// chatTurn shows the user's question and the bot's answer, its Markdown
-// kept as is where Discord renders it (forDiscord), with the score, source, chatbot, conversation and lead.
-func chatTurn(ev *relay.Event, title string, color int) turn {
+// chatTurn shows the visitor's question (as typed) and the bot's answer
+// (its Markdown kept where Discord renders it: forDiscord), or the words
+// that say there is none, with the score, source, ids and lead.
+func chatTurn(ev *relay.Event) turn {
 	var b strings.Builder
 	if q := strings.TrimSpace(ev.Question()); q != "" {
 		b.WriteString("**Question**\n")
-		b.WriteString(quote(q))
+		b.WriteString(quote(literal(q)))
 		b.WriteString("\n\n")
 	}
 	b.WriteString("**Answer**\n")
-	if ev.Answer != nil && strings.TrimSpace(ev.Answer.Content) != "" {
-		b.WriteString(forDiscord(strings.TrimSpace(ev.Answer.Content)))
+	if a := strings.TrimSpace(ev.AnswerText()); a != "" {
+		b.WriteString(forDiscord(a))
 	} else {
-		b.WriteString("*(no answer)*")
+		b.WriteString("*" + relay.NoAnswer + "*")
 	}
 	var f fields
-	if v, ok := ev.Score(); ok {
-		f.add("Score", strconv.FormatFloat(v, 'f', 2, 64), true)
-	}
+	f.add("Score", ev.ScoreText(), true)
 	f.addContext(ev)
 	if lead := leadLines(ev.Lead); lead != "" {
 		f.add("Lead", lead, false)
 	}
-	head := newHead(title, color)
+	head := newHead("💬 New chat message", scoreColor(ev))
 	head.Fields = f.list
 	return turn{head: head, text: f.withOverflow(b.String())}
+}
+
+// escalationTurn shows who asked for a person (the lead's name and
+// contacts first), and the conversation so far, newest last: the
+// visitor's messages as typed, the bot's and agents' in Markdown; older
+// ones summarised. It never says the bot gave no answer: an escalation
+// needs none.
+func escalationTurn(ev *relay.Event) turn {
+	text := "**" + relay.EscalationLine + "**\n\n" + transcript(ev)
+	var f fields
+	f.addLead(ev.Lead, true)
+	f.add("Score", ev.ScoreText(), true)
+	f.addContext(ev)
+	f.add("Lead", code(ev.LeadValue("uuid")), true)
+	head := newHead("🚨 Live chat escalation", colorEscalation)
+	head.Fields = f.list
+	return turn{head: head, text: f.withOverflow(text)}
+}
+
+// transcript is the conversation so far, as escalationTurn shows it.
+func transcript(ev *relay.Event) string {
+	earlier, turns := ev.Transcript(maxTranscriptTurns)
+	var parts []string
+	if earlier > 0 {
+		parts = append(parts, "*"+relay.EarlierMessages(earlier)+"*")
+	}
+	for _, m := range turns {
+		text, _ := relay.Truncate(strings.TrimSpace(m.Content), maxTranscriptRunes)
+		if relay.UserTyped(m.Role) {
+			text = literal(text)
+		} else {
+			text = forDiscord(text)
+		}
+		label := "**" + literal(relay.Speaker(m.Role)) + ":**"
+		if startsBlock(text) {
+			parts = append(parts, label+"\n"+text)
+		} else {
+			parts = append(parts, label+" "+text)
+		}
+	}
+	if len(parts) == 0 {
+		return "*" + relay.NoConversation + "*"
+	}
+	return strings.Join(parts, "\n\n")
+}
+
+// startsBlock reports whether Markdown text starts with a block that must
+// start its line: a heading, quote, list or code block.
+func startsBlock(text string) bool {
+	t := strings.TrimLeft(text, " ")
+	for _, p := range []string{"#", ">", "- ", "* ", "+ ", "```", "|"} {
+		if strings.HasPrefix(t, p) {
+			return true
+		}
+	}
+	i := strings.IndexFunc(t, func(r rune) bool { return r < '0' || r > '9' })
+	return i > 0 && (strings.HasPrefix(t[i:], ". ") || strings.HasPrefix(t[i:], ") "))
 }
 
 // quote makes text a Markdown block quote, line by line.
@@ -184,46 +284,26 @@ func quote(text string) string {
 	return strings.Join(lines, "\n")
 }
 
+// leadLines is the lead in one field of a chat turn: "Label: value" lines,
+// as typed.
 func leadLines(lead []relay.Field) string {
 	var lines []string
-	for _, f := range lead {
-		if strings.TrimSpace(f.Value) != "" {
-			lines = append(lines, label(f.Key)+": "+f.Value)
+	for _, f := range relay.ReadingOrder(lead) {
+		if v := strings.TrimSpace(relay.JoinedValue(f)); v != "" {
+			lines = append(lines, literal(relay.Label(f.Key))+": "+literal(v))
 		}
 	}
 	return strings.Join(lines, "\n")
 }
 
-// acronyms are field keys shown in capitals.
-var acronyms = map[string]string{"id": "ID", "uuid": "UUID", "ip": "IP", "url": "URL"}
-
-// label turns a field key into a label: "first_name" → "First name",
-// "uuid" → "UUID", "chatbot_id" → "Chatbot ID".
-func label(key string) string {
-	words := strings.Fields(strings.ReplaceAll(key, "_", " "))
-	for i, w := range words {
-		if a, ok := acronyms[strings.ToLower(w)]; ok {
-			words[i] = a
-		}
-	}
-	key = strings.Join(words, " ")
-	r, size := utf8.DecodeRuneInString(key)
-	if size == 0 {
-		return key
-	}
-	return string(unicode.ToUpper(r)) + key[size:]
-}
-
-// leadTurn shows the lead's fields, in the event's stable order, with the
-// conversation they came from.
+// leadTurn shows the lead as a card for the reader: who, how to reach
+// them, what they said, the rest, then the ids.
 func leadTurn(ev *relay.Event) turn {
 	var f fields
-	for _, l := range ev.Lead {
-		f.add(label(l.Key), l.Value, true)
-	}
+	f.addLead(ev.Lead, false)
 	text := ""
 	if len(f.list) == 0 && len(f.overflow) == 0 {
-		text = "*(the lead carried no fields)*"
+		text = "*" + relay.NoLeadFields + "*"
 	}
 	f.addContext(ev)
 	head := newHead("📇 New lead", colorLead)
@@ -232,33 +312,34 @@ func leadTurn(ev *relay.Event) turn {
 }
 
 // genericTurn shows every top-level field of an event of a topic chatrelay
-// does not know, so that nothing is dropped; except client_ip, which no
-// topic shows in a channel.
+// does not know, as sent, so that nothing is dropped; except client_ip,
+// which no topic shows in a channel.
 func genericTurn(ev *relay.Event) turn {
-	topic := strings.TrimSpace(ev.Topic)
+	topic := plainName(ev.Topic)
 	if topic == "" {
 		topic = "(no topic)"
 	}
 	var lines []string
 	for _, f := range ev.Fields {
-		if f.Key != "client_ip" && strings.TrimSpace(f.Value) != "" {
-			lines = append(lines, "**"+label(f.Key)+"**: "+f.Value)
+		if v := strings.TrimSpace(relay.JoinedValue(f)); f.Key != "client_ip" && v != "" {
+			lines = append(lines, "**"+literal(relay.Label(f.Key))+"**: "+literal(v))
 		}
 	}
 	text := strings.Join(lines, "\n")
 	if text == "" {
-		text = "*(the event carried no fields)*"
+		text = "*" + relay.NoFields + "*"
 	}
-	return turn{head: newHead("📨 Event: "+topic, colorOther), text: text}
+	return turn{head: newHead("📨 Chat Data event: "+topic, colorOther), text: text}
 }
 
-// footer names the event, so that a cut or split turn can be looked up.
+// footer names the event, so that every message of a turn can be looked
+// up.
 func footer(id string, part, parts int) string {
 	id, _ = truncate(id, 64)
 	if parts <= 1 {
 		return "event " + id
 	}
-	return fmt.Sprintf("event %s · part %d/%d", id, part, parts)
+	return fmt.Sprintf("event %s · part %d of %d", id, part, parts)
 }
 
 func timestamp(ev *relay.Event) string {
@@ -274,35 +355,48 @@ func cutNotice(id string) string {
 	return fmt.Sprintf("\n\n… *(cut after %d messages; the whole turn is event `%s`)*", maxMessagesPerTurn, id)
 }
 
-// layout lays a turn out into at most maxMessagesPerTurn messages: the text
-// continues from embed to embed and message to message, split on paragraph,
-// line, sentence or word boundaries with code fences closed and reopened.
-// Only past the last message is it cut, with "…" and the event id. It
-// reports whether it cut.
+// layout lays a turn out into messages so that it reads as one: the text
+// in order, and the metadata (the head's fields) once. A turn that fits
+// one message shows its title, its text (over several embeds if needed)
+// and then the fields, as a card. A longer one opens with the card's
+// title and fields (where the channel sees them), and the text follows,
+// continuing from embed to embed and message to message, split before a
+// heading, else on paragraph, line, sentence or word boundaries, with
+// code fences closed and reopened. Only past maxMessagesPerTurn messages
+// is it cut, with "…" and the event id. Every message's footer names the
+// event. It reports whether it cut.
 func layout(t turn, ev *relay.Event) ([]message, bool) {
+	if msg, ok := oneMessage(t, ev); ok {
+		return []message{msg}, false
+	}
 	sp := newSplitter(t.text)
 	notice := cutNotice(ev.ID)
 	footerRoom := len16(footer(ev.ID, maxMessagesPerTurn, maxMessagesPerTurn))
+	// The card stands alone when it has fields; else its title heads
+	// the text.
+	card := len(t.head.Fields) > 0
 	var msgs []message
 	cut := false
 	for m := 0; m < maxMessagesPerTurn; m++ {
 		var msg message
 		budget := maxEmbedsTotal - footerRoom
 		if m == 0 {
-			head := *t.head
-			msg = message{content: t.content, mention: t.mention, embeds: []*discordgo.MessageEmbed{&head}}
+			msg = message{content: t.content, mention: t.mention}
 			msg.content, _ = truncate(msg.content, maxContent)
-			budget -= embedSize(&head)
+			if card {
+				head := *t.head
+				msg.embeds = []*discordgo.MessageEmbed{&head}
+				budget -= embedSize(&head)
+			}
 		}
 		lastMessage := m == maxMessagesPerTurn-1
-		for slot := 0; !sp.done() && budget >= minPiece && slot < maxEmbeds; slot++ {
-			var e *discordgo.MessageEmbed
+		for slot := len(msg.embeds); !sp.done() && budget >= minPiece && slot < maxEmbeds; slot++ {
+			e := &discordgo.MessageEmbed{Type: discordgo.EmbedTypeRich, Color: t.head.Color}
 			if m == 0 && slot == 0 {
-				e = msg.embeds[0]
-			} else {
-				e = &discordgo.MessageEmbed{Type: discordgo.EmbedTypeRich, Color: t.head.Color}
-				msg.embeds = append(msg.embeds, e)
+				e.Title = t.head.Title
+				budget -= len16(e.Title)
 			}
+			msg.embeds = append(msg.embeds, e)
 			limit := min(maxDescription, budget)
 			lastSlot := budget-limit < minPiece || slot == maxEmbeds-1
 			if lastMessage && lastSlot && sp.remaining() > limit {
@@ -325,6 +419,40 @@ func layout(t turn, ev *relay.Event) ([]message, bool) {
 		last.Timestamp = timestamp(ev)
 	}
 	return msgs, cut
+}
+
+// oneMessage lays the turn out in one message, if it fits: the title on
+// the first embed, the text over as many embeds as it needs, and the
+// fields and footer on the last, after the text.
+func oneMessage(t turn, ev *relay.Event) (message, bool) {
+	foot := footer(ev.ID, 1, 1)
+	fixed := embedSize(t.head) + len16(foot)
+	if len16(t.text) > 2*(maxEmbedsTotal-fixed) {
+		return message{}, false // far too long: not split to find out
+	}
+	sp := newSplitter(t.text)
+	var embeds []*discordgo.MessageEmbed
+	total := fixed
+	for first := true; first || !sp.done(); first = false {
+		e := &discordgo.MessageEmbed{Type: discordgo.EmbedTypeRich, Color: t.head.Color}
+		if first {
+			e.Title = t.head.Title
+		}
+		if !sp.done() {
+			e.Description = sp.next(maxDescription).String()
+		}
+		total += len16(e.Description)
+		embeds = append(embeds, e)
+		if len(embeds) > maxEmbeds || total > maxEmbedsTotal {
+			return message{}, false
+		}
+	}
+	last := embeds[len(embeds)-1]
+	last.Fields = t.head.Fields
+	last.Footer = &discordgo.MessageEmbedFooter{Text: foot}
+	last.Timestamp = timestamp(ev)
+	content, _ := truncate(t.content, maxContent)
+	return message{content: content, mention: t.mention, embeds: embeds}, true
 }
 
 // turnOf is ev rendered once: taken from the memo when CanPack rendered it

@@ -45,7 +45,7 @@ func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 		d.thread = prog.Thread // a thread of an event without conversation
 	}
 	if d.alongside != "" {
-		msgs[0].content = withThreadLink(msgs[0].content, d.alongside)
+		msgs[0].content = withThreadLink(msgs[0].content, msgs[0].embeds[0].Title, d.alongside)
 	}
 	saved := prog.Posted > 0 || prog.Root != ""
 	save := func() error {
@@ -237,9 +237,10 @@ type destination struct {
 	key      string // KV key of the conversation's thread; "" for none
 	name     string // the name of a new thread
 	noThread bool   // Discord named no thread: post the rest flat
-	// alongside is set for an escalation in a conversation that has a
-	// thread, in bot mode outside a forum: it is posted in the channel,
-	// where it stands out (SPEC §6), linking the thread it names.
+	// alongside is set for an escalation or a lead in a conversation
+	// that has a thread, in bot mode outside a forum: it is posted in the
+	// channel, where on-call and sales see it (SPEC §6), linking the
+	// thread it names.
 	alongside string
 }
 
@@ -254,18 +255,23 @@ func (d *destination) remember(ctx context.Context, s *Sink, thread string) erro
 	return nil
 }
 
-// withThreadLink is the content of an escalation posted in the channel
-// instead of its conversation's thread: the configured mention's line, if
-// any, and a link to the thread. <#id> shows as a link to the thread and
-// notifies no one; allowed_mentions still lets only the configured
-// mention ping.
-func withThreadLink(content, thread string) string {
+// withThreadLink is the content of an escalation or a lead posted in the
+// channel instead of its conversation's thread: the configured mention's
+// line (else the card's title), and a link to the thread. <#id> shows as
+// a link to the thread and notifies no one; allowed_mentions still lets
+// only the configured mention ping.
+func withThreadLink(content, title, thread string) string {
 	link := "conversation thread: <#" + thread + ">"
 	if content == "" {
-		return "🚨 Live chat escalation · " + link
+		return title + " · " + link
 	}
 	return content + " · " + link
 }
+
+// standsOut reports whether events of topic are shown in the channel even
+// when their conversation has a thread: escalations and leads, so that
+// on-call and sales watching the channel never miss one (SPEC §6).
+func standsOut(topic string) bool { return topic == relay.TopicEscalation || topic == relay.TopicLead }
 
 // threaded reports whether conversations get threads: always in bot mode,
 // in webhook mode with thread_name (forum channels).
@@ -291,7 +297,7 @@ func (s *Sink) destination(ctx context.Context, ev *relay.Event) (*destination, 
 		if ok && snowflake.MatchString(th) {
 			d.thread = th
 		}
-		if s.bot() && !forum && ev.Topic == relay.TopicEscalation && d.thread != "" {
+		if s.bot() && !forum && standsOut(ev.Topic) && d.thread != "" {
 			d.alongside = d.thread
 		}
 	case forum:
@@ -493,14 +499,24 @@ func (s *Sink) threadPrefix() string {
 	return "Chat"
 }
 
-// threadName is prefix, then the user's question (or the topic), on one
-// line, within Discord's 100 characters.
+// threadName is prefix, then the visitor's words (their last question)
+// or, without any, their name, else what the event is; on one line,
+// stripped of mention syntax, within Discord's 100 characters.
 func threadName(prefix string, ev *relay.Event) string {
-	what := strings.TrimSpace(ev.Question())
+	what := plainName(ev.Question())
 	if what == "" {
-		what = ev.Topic
+		what = plainName(ev.LeadValue("name"))
 	}
-	what = strings.Join(strings.Fields(what), " ")
+	if what == "" {
+		switch ev.Topic {
+		case relay.TopicLead:
+			what = "New lead"
+		case relay.TopicEscalation:
+			what = "Live chat escalation"
+		default:
+			what = plainName(ev.Topic)
+		}
+	}
 	name := prefix
 	if what != "" {
 		name += " · " + what

@@ -3,6 +3,8 @@ package discord
 import (
 	"strings"
 	"unicode/utf8"
+
+	"github.com/chatrelay/chatrelay/relay"
 )
 
 // A splitter cuts a long Markdown text into parts that each fit a limit.
@@ -32,6 +34,11 @@ type part struct {
 	open  string // a fence reopened at the start ("```go\n"), or ""
 	body  string // a piece of the original text, whitespace at the cuts trimmed
 	close string // a fence closed at the end ("\n```"), or ""
+	// gap is the original text between body and the next part's body:
+	// the white space trimmed at the cut, and a block's own closing fence
+	// when close stands for it. The bodies and gaps of all parts, in
+	// order, are the text.
+	gap string
 }
 
 func (p part) String() string { return p.open + p.body + p.close }
@@ -56,15 +63,17 @@ func (sp *splitter) remaining() int { return len16(sp.openFence()) + len16(sp.re
 
 // next returns the next part, at most limit UTF-16 units long (limits below
 // minSplitLimit are raised to it). It always makes progress.
-func (sp *splitter) next(limit int) part {
+func (sp *splitter) next(limit int) (p part) {
 	limit = max(limit, minSplitLimit)
-	p := part{open: sp.openFence()}
+	p = part{open: sp.openFence()}
 	avail := limit - len16(p.open)
 	if w, _ := prefix16(sp.rest, avail); w == len(sp.rest) {
 		// The end of the text: a fence the author left open stays open.
 		p.body, sp.rest = sp.rest, ""
 		return p
 	}
+	before := sp.rest
+	defer func() { p.gap = before[len(p.body) : len(before)-len(sp.rest)] }()
 	cut := sp.cut(avail - len16(fenceClose))
 	head, rest := sp.rest[:cut], sp.rest[cut:]
 	inFence, info := fenceState(sp.inFence, sp.info, head)
@@ -89,25 +98,83 @@ func (sp *splitter) next(limit int) part {
 }
 
 // cut returns where to cut rest so that the head is at most avail units:
-// a byte offset > 0.
+// a byte offset > 0, on a grapheme cluster boundary (a flag, a ZWJ emoji
+// or a letter with its combining marks is never cut in two).
 func (sp *splitter) cut(avail int) int {
 	w, _ := prefix16(sp.rest, avail)
+	w = relay.GraphemeFloor(sp.rest, w)
+	if w == 0 {
+		// One cluster longer than a part (hundreds of combining marks):
+		// cut it between runes, as the last resort.
+		w, _ = prefix16(sp.rest, avail)
+		return max(w, 1)
+	}
 	win := sp.rest[:w]
+	usable := func(i int) bool { return i > 0 && strings.TrimSpace(win[:i]) != "" }
+	// A new section is the best place for a new part: before a heading
+	// in the last two thirds.
+	if i := sp.lastHeading(win); i >= w/3 && usable(i) {
+		return i
+	}
 	// Boundaries from the best kind to the worst.
 	found := [...]int{lastParagraph(win), lastLine(win), lastSentence(win), lastWord(win)}
-	usable := func(i int) bool { return i > 0 && strings.TrimSpace(win[:i]) != "" }
 	for _, i := range found {
 		if i >= w/2 && usable(i) {
-			return sp.keepHeading(win, i)
+			return sp.outsideFence(win, sp.keepHeading(win, i))
 		}
 	}
 	// No boundary in the second half: the best one anywhere.
 	for _, i := range found {
 		if usable(i) {
-			return sp.keepHeading(win, i)
+			return sp.outsideFence(win, sp.keepHeading(win, i))
 		}
 	}
 	return hardCut(win)
+}
+
+// lastHeading returns the offset of the start of the last heading line in
+// win outside a code block, or -1.
+func (sp *splitter) lastHeading(win string) int {
+	best := -1
+	inFence := sp.inFence
+	at := 0
+	for line := range strings.Lines(win) {
+		if !inFence && at > 0 && isHeading(strings.TrimRight(line, "\n")) && strings.HasSuffix(line, "\n") {
+			best = at
+		}
+		if strings.Count(line, fence)%2 == 1 {
+			inFence = !inFence
+		}
+		at += len(line)
+	}
+	return best
+}
+
+// outsideFence moves a cut at i that falls inside a code block to just
+// before the block's opening fence, when the block starts in the second
+// half of the part: a block that fits a part is never split; only one
+// longer than what is left of the part is (closed and reopened).
+func (sp *splitter) outsideFence(win string, i int) int {
+	if inFence, _ := fenceState(sp.inFence, sp.info, win[:i]); !inFence {
+		return i
+	}
+	// The last fence line before i opened the block the cut is in.
+	open := -1
+	at := 0
+	state := sp.inFence
+	for line := range strings.Lines(win[:i]) {
+		if strings.Count(line, fence)%2 == 1 {
+			if !state {
+				open = at
+			}
+			state = !state
+		}
+		at += len(line)
+	}
+	if open >= len(win)/2 && strings.TrimSpace(win[:open]) != "" {
+		return open
+	}
+	return i
 }
 
 // keepHeading moves a cut at i before a heading that would otherwise end
@@ -202,8 +269,8 @@ func insideSpan(s string) bool {
 	return strings.LastIndex(line, "](") > strings.LastIndexByte(line, ')')
 }
 
-// hardCut cuts at the end of win (a rune boundary), but not inside a run of
-// backticks, which would break a fence or a code span in two.
+// hardCut cuts at the end of win (a grapheme boundary), but not inside a
+// run of backticks, which would break a fence or a code span in two.
 func hardCut(win string) int {
 	i := len(win)
 	for i > 0 && win[i-1] == '`' {

@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/bwmarrin/discordgo"
+	"github.com/rivo/uniseg"
 
 	"github.com/chatrelay/chatrelay/relay"
 )
@@ -48,6 +49,24 @@ func checkParts(t *testing.T, text string, limit int) []part {
 		}
 		parts = append(parts, sp.next(limit))
 	}
+	// The bodies and gaps, in order, are the text; every cut is on a
+	// grapheme cluster boundary.
+	norm := strings.TrimSpace(strings.ReplaceAll(strings.ToValidUTF8(text, "\uFFFD"), "\r\n", "\n"))
+	bounds := graphemeBounds(norm)
+	var whole strings.Builder
+	for i, p := range parts {
+		whole.WriteString(p.body)
+		if i < len(parts)-1 && !bounds[whole.Len()] {
+			t.Fatalf("part %d ends inside a grapheme cluster: %q", i, p.body)
+		}
+		whole.WriteString(p.gap)
+		if i < len(parts)-1 && !bounds[whole.Len()] {
+			t.Fatalf("part %d starts inside a grapheme cluster", i+1)
+		}
+	}
+	if whole.String() != norm {
+		t.Fatalf("bodies and gaps are not the text:\n got %q\nwant %q", whole.String(), norm)
+	}
 	var bodies strings.Builder
 	for i, p := range parts {
 		s := p.String()
@@ -72,6 +91,21 @@ func checkParts(t *testing.T, text string, limit int) []part {
 	return parts
 }
 
+// graphemeBounds returns, for each byte offset of s (and len(s)), whether
+// a grapheme cluster starts there.
+func graphemeBounds(s string) []bool {
+	b := make([]bool, len(s)+1)
+	b[0], b[len(s)] = true, true
+	at, state := 0, -1
+	for rest := s; rest != ""; {
+		var c string
+		c, rest, _, state = uniseg.FirstGraphemeClusterInString(rest, state)
+		at += len(c)
+		b[at] = true
+	}
+	return b
+}
+
 func FuzzSplit(f *testing.F) {
 	for _, name := range []string{"chat.json", "chat-string-fields.json", "live-chat-escalation.json"} {
 		body, err := os.ReadFile(filepath.Join("testdata", name))
@@ -94,6 +128,8 @@ func FuzzSplit(f *testing.F) {
 	f.Add("```\n\n\n\n    \n\n\n```", 32)
 	f.Add("\xff\xfe invalid \xc3 bytes "+strings.Repeat("x ", 30), 32)
 	f.Add("a\r\n\r\nb\r\n"+strings.Repeat("line\r\n", 40), 40)
+	f.Add(strings.Repeat("🇪🇬👩‍👩‍👧‍👦", 30), 33)
+	f.Add(strings.Repeat("e\u0301\u0302", 60), 32)
 	f.Fuzz(func(t *testing.T, text string, limit int) {
 		if limit < 0 {
 			limit = -limit

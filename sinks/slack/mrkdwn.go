@@ -384,32 +384,44 @@ func (c *converter) code(lines *text.Segments) {
 // verbatim adds code text: whitespace runs kept as they are.
 func (c *converter) verbatim(s string) { c.split(s, true) }
 
-// table renders a table best-effort as text: one line per row, cells
-// separated by " | ", the header row in bold.
+// table renders a table as a code block with aligned columns (header, a
+// rule, the rows), as Discord shows it: mrkdwn has no tables, and rows of
+// "a | b" in a proportional font do not line up. Each cell is shown as
+// written.
 func (c *converter) table(n *east.Table) {
-	c.startBlock()
-	first := true
+	var rows [][]string
 	for row := n.FirstChild(); row != nil; row = row.NextSibling() {
-		if !first {
-			c.newline()
-		}
-		first = false
-		_, header := row.(*east.TableHeader)
-		cell0 := true
+		var cells []string
 		for cell := row.FirstChild(); cell != nil; cell = cell.NextSibling() {
-			if !cell0 {
-				c.add(tSpace, " ")
-				c.add(tWord, "|")
-				c.add(tSpace, " ")
+			lines := cell.Lines()
+			if lines.Len() == 0 {
+				cells = append(cells, "")
+				continue
 			}
-			cell0 = false
-			if header {
-				c.styled('*', cell)
-			} else {
-				c.inlines(cell)
-			}
+			first, last := lines.At(0), lines.At(lines.Len()-1)
+			v := strings.TrimSpace(strings.ReplaceAll(string(c.src[first.Start:last.Stop]), "\\|", "|"))
+			// A fence in a cell would end the code block early.
+			cells = append(cells, strings.ReplaceAll(v, "```", "`\u200b`\u200b`"))
 		}
+		rows = append(rows, cells)
 	}
+	if len(rows) == 0 {
+		return
+	}
+	c.sep()
+	if c.bullet != "" { // a list item that starts with a table
+		c.prefix()
+		c.toks = append(c.toks, tok{kind: tLine, text: "\n"})
+	}
+	saved := c.style
+	c.style = "F"
+	for i, line := range relay.AlignTable(rows) {
+		if i > 0 {
+			c.add(tLine, "\n")
+		}
+		c.verbatim(line)
+	}
+	c.style = saved
 }
 
 func (c *converter) inlines(parent ast.Node) {
@@ -704,8 +716,11 @@ func plainTokens(s string) []tok {
 // neutralised) into tokens: <…> entities whole, words, spaces, lines and
 // blank lines.
 func mrkdwnTokens(s string) []tok {
-	var toks []tok
-	for pi, para := range strings.Split(clean(s), "\n\n") {
+	s = clean(s)
+	// About two tokens per word: allocated once, not grown (growing a
+	// large slice copies it and loads the GC with garbage).
+	toks := make([]tok, 0, 2*(strings.Count(s, " ")+strings.Count(s, "<")+strings.Count(s, "\n"))+1)
+	for pi, para := range strings.Split(s, "\n\n") {
 		if pi > 0 {
 			toks = append(toks, tok{kind: tPara, text: "\n\n"})
 		}

@@ -81,8 +81,7 @@ type content struct {
 	banner string   // a first section before the body (mrkdwn), or ""
 	body   []tok    // the main text, split over sections and messages
 	fields []string // section fields (lead-submission), mrkdwn
-	meta   []string // context elements, mrkdwn
-	convo  string   // the conversation's context element, for follow-ups
+	meta   []string // context elements, mrkdwn; the last is the event id
 }
 
 // renderer turns events into messages.
@@ -120,12 +119,17 @@ func (r *renderer) render(ev *relay.Event) []message {
 	return msgs
 }
 
+// Transcript bounds: how many of the conversation's latest messages an
+// escalation shows, and how much of each; the rest is summarised as "N
+// earlier messages" or cut with "…" (the whole turn is in the event).
+const (
+	maxTranscriptTurns = 6
+	maxTranscriptRunes = 700
+)
+
 // content renders ev's parts by topic.
 func (r *renderer) content(ev *relay.Event) content {
 	c := content{meta: meta(ev)}
-	if ev.ConversationID != "" {
-		c.convo = "Conversation: " + contextItem(ev.ConversationID)
-	}
 	turn := false // the body is the question and the answer
 	switch ev.Topic {
 	case relay.TopicChat:
@@ -133,18 +137,22 @@ func (r *renderer) content(ev *relay.Event) content {
 		turn = true
 	case relay.TopicEscalation:
 		c.title = ":rotating_light: Live chat escalation"
-		c.banner = "*A visitor asked to talk to a person.*"
+		c.banner = "*" + relay.EscalationLine + "*"
 		if r.mention != "" {
 			c.banner = r.mention + " " + c.banner
 		}
 		// Who to get back to, first: the lead's name, email, phone.
-		c.fields = leadFields(ev.Lead)
-		turn = true
+		var more []tok
+		c.fields, more = leadParts(ev.Lead)
+		c.body = r.transcript(ev)
+		if len(more) > 0 {
+			c.body = append(append(c.body, tok{kind: tPara, text: "\n\n"}), more...)
+		}
 	case relay.TopicLead:
-		c.title = ":bust_in_silhouette: New lead"
-		c.fields = leadFields(ev.Lead)
-		if len(c.fields) == 0 {
-			c.banner = "_The event carries no lead fields._"
+		c.title = ":card_index: New lead"
+		c.fields, c.body = leadParts(ev.Lead)
+		if len(c.fields) == 0 && len(c.body) == 0 {
+			c.banner = "_" + relay.NoLeadFields + "_"
 		}
 	default:
 		c.title = eventTitle(ev.Topic)
@@ -168,23 +176,75 @@ func (r *renderer) content(ev *relay.Event) content {
 		c.body = r.turn(ev)
 	}
 	if len(c.body) == 0 && len(c.fields) == 0 && c.banner == "" {
-		c.banner = "_The event carries no text._"
+		c.banner = "_" + relay.NoFields + "_"
 	}
 	return c
 }
 
 // turn renders a chat turn: the user's last question and the answer
-// converted from Markdown.
+// converted from Markdown, or the words that say there is none.
 func (r *renderer) turn(ev *relay.Event) []tok {
 	var toks []tok
 	if q := ev.Question(); strings.TrimSpace(q) != "" {
 		toks = append(toks, titled("Question", plainTokens(q))...)
+		toks = append(toks, tok{kind: tPara, text: "\n\n"})
 	}
-	if ev.Answer != nil && strings.TrimSpace(ev.Answer.Content) != "" {
+	answer := r.md.convert(ev.AnswerText())
+	if len(answer) == 0 {
+		answer = styledTokens(relay.NoAnswer, "_")
+	}
+	return append(toks, titled("Answer", answer)...)
+}
+
+// transcript renders an escalation's conversation so far, newest last:
+// each message after its speaker, the visitor's as typed, the bot's and
+// agents' converted from Markdown; older ones summarised.
+func (r *renderer) transcript(ev *relay.Event) []tok {
+	earlier, turns := ev.Transcript(maxTranscriptTurns)
+	var toks []tok
+	if earlier > 0 {
+		toks = append(toks, styledTokens(relay.EarlierMessages(earlier), "_")...)
+	}
+	for _, m := range turns {
 		if len(toks) > 0 {
 			toks = append(toks, tok{kind: tPara, text: "\n\n"})
 		}
-		toks = append(toks, titled("Answer", r.md.convert(ev.Answer.Content))...)
+		text, _ := relay.Truncate(m.Content, maxTranscriptRunes)
+		var body []tok
+		if relay.UserTyped(m.Role) {
+			body = plainTokens(text)
+		} else {
+			body = r.md.convert(text)
+		}
+		toks = append(toks, tok{kind: tWord, text: escape(relay.Speaker(m.Role)) + ":", style: "*"})
+		if len(body) > 0 && (strings.IndexByte(body[0].style, 'F') >= 0 || startsLine(body[0])) {
+			toks = append(toks, tok{kind: tLine, text: "\n"}) // a list, quote or code block starts on its own line
+		} else {
+			toks = append(toks, tok{kind: tSpace, text: " "})
+		}
+		toks = append(toks, body...)
+	}
+	if len(toks) == 0 {
+		toks = styledTokens(relay.NoConversation, "_")
+	}
+	return toks
+}
+
+// startsLine reports whether t is a line prefix (a quote marker or a list
+// bullet), which must start its line.
+func startsLine(t tok) bool {
+	return t.kind == tAtom && (strings.HasPrefix(t.text, "> ") || strings.HasPrefix(strings.TrimLeft(t.text, " "), "•") ||
+		strings.HasPrefix(strings.TrimLeft(t.text, " "), "◦") || strings.HasPrefix(strings.TrimLeft(t.text, " "), "▪") ||
+		strings.HasSuffix(strings.TrimSpace(t.text), "."))
+}
+
+// styledTokens renders plain text in style ("_" for italics).
+func styledTokens(s, style string) []tok {
+	toks := plainTokens(s)
+	for i := range toks {
+		if !toks[i].kind.separator() || toks[i].kind == tSpace {
+			toks[i].style = style
+		}
 	}
 	return toks
 }
@@ -199,8 +259,16 @@ func titled(title string, toks []tok) []tok {
 	return append(out, toks...)
 }
 
-// meta is the context line of a turn: source, score, chatbot,
-// conversation and lead.
+// scoreMarks show an answer's confidence at a glance, in the colours
+// Discord's embeds use.
+var scoreMarks = map[relay.Confidence]string{
+	relay.ConfidenceGood: ":large_green_circle:",
+	relay.ConfidenceFair: ":large_yellow_circle:",
+	relay.ConfidenceLow:  ":red_circle:",
+}
+
+// meta is the context line of a turn: score (with its mark), source,
+// chatbot, conversation, lead and the event id.
 func meta(ev *relay.Event) []string {
 	var m []string
 	add := func(label, v string) {
@@ -208,33 +276,37 @@ func meta(ev *relay.Event) []string {
 			m = append(m, label+": "+contextItem(v))
 		}
 	}
-	add("Source", ev.Source)
-	if s, ok := ev.Score(); ok {
-		add("Score", fmt.Sprintf("%.2f", s))
+	if s := ev.ScoreText(); s != "" {
+		m = append(m, scoreMarks[ev.Confidence()]+" Score: "+s)
 	}
+	add("Source", ev.Source)
 	add("Chatbot", ev.ChatbotID)
 	add("Conversation", ev.ConversationID)
 	if ev.Topic == relay.TopicChat {
-		add("Lead", leadSummary(ev.Lead))
+		if l := leadSummary(ev.Lead); l != "" {
+			m = append(m, "Lead: "+l)
+		}
 	} else {
 		add("Lead", ev.LeadValue("uuid")) // its fields, if any, are shown above
 	}
+	add("Event", ev.ID)
 	return m
 }
 
 // leadSummary is the lead in one context element: its contact values
-// (name, email, phone, in the event's order), then its uuid.
+// (name, email, phone, in the event's order; an address linked), then its
+// uuid; mrkdwn.
 func leadSummary(lead []relay.Field) string {
 	var vals []string
 	var uuid string
 	for _, f := range lead {
-		v := strings.TrimSpace(f.Value)
+		v := strings.TrimSpace(relay.JoinedValue(f))
 		switch {
 		case v == "":
 		case f.Key == "uuid":
-			uuid = v
+			uuid = contextItem(v)
 		case len(vals) < 3:
-			vals = append(vals, v)
+			vals = append(vals, linked(f.Key, v, maxContextItem))
 		}
 	}
 	if uuid != "" {
@@ -253,42 +325,101 @@ func contextItem(v string) string {
 	return headOf(v, maxContextItem-size(ellipsis)) + ellipsis
 }
 
-// leadFields renders the lead's fields ("*Email*\nada@example.com"), the
-// uuid aside: it is in the context line.
-func leadFields(lead []relay.Field) []string {
-	var out []string
-	for _, f := range lead {
+// linked is a field's value as mrkdwn within room: an e-mail address, a
+// phone number or a web address as a link that opens it
+// (<mailto:…|…>, <tel:…|…>, <https://…|…>), anything else escaped.
+// Nothing in it is a mention: a link's target is checked plain ASCII
+// (relay.ContactOf) and its label escaped.
+func linked(key, v string, room int) string {
+	if kind, href := relay.ContactOf(key, v); kind != relay.NotContact {
+		label := escape(strings.TrimSpace(v))
+		entity := "<" + escape(href) + "|" + label + ">"
+		if kind == relay.ContactURL && label == escape(href) {
+			entity = "<" + escape(href) + ">"
+		}
+		if size(entity) <= min(room, maxAtom) {
+			return entity
+		}
+	}
+	v = escape(clean(v))
+	if size(v) > room {
+		v = headOf(v, room-size(ellipsis)) + ellipsis
+	}
+	return v
+}
+
+// maxShortField is the longest value shown as a section field (two
+// columns); a longer one, a multi-line one, or what the visitor said, gets
+// a section of its own, full width.
+const maxShortField = 80
+
+// leadParts renders the lead in reading order (who, how to reach, what
+// they said, the rest): short values as section fields ("*Email*\n<mailto:…>"),
+// long ones, what the visitor said and nested ones ("label: value" lines)
+// as titled text. The uuid is left to the context line.
+func leadParts(lead []relay.Field) (fields []string, body []tok) {
+	for _, f := range relay.ReadingOrder(lead) {
 		if f.Key == "uuid" {
 			continue
 		}
-		label := "*" + escape(humanize(f.Key)) + "*\n"
-		v := escape(clean(f.Value))
-		if strings.TrimSpace(v) == "" {
-			v = "—"
+		label := escape(relay.Label(clean(f.Key)))
+		v := strings.TrimSpace(f.Value)
+		if !f.Nested && relay.LeadFieldKind(f.Key) != relay.KindSaid && !strings.Contains(v, "\n") && size(v) <= maxShortField {
+			if v == "" {
+				v = "—"
+			}
+			head := "*" + label + "*\n"
+			fields = append(fields, head+linked(f.Key, v, maxFieldText-size(head)))
+			continue
 		}
-		if room := maxFieldText - size(label); size(v) > room {
-			v = headOf(v, room-size(ellipsis)) + ellipsis
+		var toks []tok
+		if lines := relay.Readable(f); f.Nested {
+			for i, l := range lines {
+				if i > 0 {
+					toks = append(toks, tok{kind: tLine, text: "\n"})
+				}
+				if l.Key != "" {
+					toks = append(toks, tok{kind: tWord, text: escape(l.Key) + ":"}, tok{kind: tSpace, text: " "})
+				}
+				toks = append(toks, valueTokens(f.Key, l.Key, l.Value)...)
+			}
+		} else {
+			toks = plainTokens(v)
 		}
-		out = append(out, label+v)
+		if len(toks) == 0 {
+			continue
+		}
+		if len(body) > 0 {
+			body = append(body, tok{kind: tPara, text: "\n\n"})
+		}
+		body = append(body, titled(label, toks)...)
 	}
-	return out
+	return fields, body
+}
+
+// valueTokens renders one value of a nested field on its line: linked
+// when it is an address.
+func valueTokens(key, sub, v string) []tok {
+	if k, _ := relay.ContactOf(sub, v); k == relay.NotContact {
+		if k, _ = relay.ContactOf(key, v); k == relay.NotContact {
+			var toks []tok
+			for _, t := range plainTokens(v) {
+				if t.kind == tLine {
+					t = tok{kind: tSpace, text: " "}
+				}
+				toks = append(toks, t)
+			}
+			return toks
+		}
+	}
+	return []tok{{kind: tAtom, text: linked(sub, v, maxAtom)}}
 }
 
 // humanize turns a field key into a label: "phone_number" → "Phone number".
-func humanize(key string) string {
-	key = strings.Join(strings.FieldsFunc(clean(key), func(r rune) bool {
-		return r == '_' || r == '-' || unicode.IsSpace(r)
-	}), " ")
-	if key == "" {
-		return "(unnamed)"
-	}
-	rs := []rune(key)
-	rs[0] = unicode.ToUpper(rs[0])
-	return headOf(string(rs), 100)
-}
+func humanize(key string) string { return relay.Label(clean(key)) }
 
 // fieldLines renders an event of an unknown topic: one line per top-level
-// field, "• *key*: value".
+// field, "• *key*: value" (a nested value as "label: value" pairs).
 func fieldLines(fields []relay.Field) []tok {
 	var toks []tok
 	for _, f := range fields {
@@ -298,7 +429,7 @@ func fieldLines(fields []relay.Field) []tok {
 		toks = append(toks, tok{kind: tAtom, text: "• "},
 			tok{kind: tWord, text: escape(humanize(f.Key)), style: "*"},
 			tok{kind: tWord, text: ":"}, tok{kind: tSpace, text: " "})
-		v := plainTokens(f.Value)
+		v := plainTokens(relay.JoinedValue(f))
 		if len(v) == 0 {
 			v = []tok{{kind: tWord, text: "—"}}
 		}
@@ -315,7 +446,7 @@ func fieldLines(fields []relay.Field) []tok {
 // eventTitle is the header of an event of an unknown topic. The topic is
 // shown with letters, digits and a few marks only: it comes from outside.
 func eventTitle(topic string) string {
-	const prefix = ":inbox_tray: Chat Data event: "
+	const prefix = ":incoming_envelope: Chat Data event: "
 	t := strings.Map(func(r rune) rune {
 		switch {
 		case unicode.IsLetter(r), unicode.IsDigit(r), strings.ContainsRune("-_.:/ ", r):
@@ -413,6 +544,18 @@ func (d *draft) context(elems []string) {
 	d.blocks = append(d.blocks, slackapi.NewContextBlock("", objs...))
 }
 
+// contextAfterHeader puts the context block right after the message's
+// header (its first block).
+func (d *draft) contextAfterHeader(elems []string) {
+	d.context(elems)
+	if len(d.blocks) < 3 {
+		return
+	}
+	ctx := d.blocks[len(d.blocks)-1]
+	copy(d.blocks[2:], d.blocks[1:len(d.blocks)-1])
+	d.blocks[1] = ctx
+}
+
 // room is the text left for sections when reserve is kept for context.
 func (d *draft) room(reserve int) int {
 	if len(d.blocks) >= maxBlocks-2 { // keep a block for the context
@@ -432,7 +575,7 @@ func cutNote(id string) string {
 // within every limit, at most maxParts messages. It reports whether
 // anything had to be left out.
 func layout(c content, eventID string) ([]message, bool) {
-	reserve := size(partNote(maxParts, maxParts)) + size(cutNote(eventID)) + size(c.convo)
+	reserve := size(partNote(maxParts, maxParts)) + size(cutNote(eventID))
 	for _, m := range c.meta {
 		reserve += size(m)
 	}
@@ -488,6 +631,10 @@ func layout(c content, eventID string) ([]message, bool) {
 	}
 	drafts = append(drafts, d)
 
+	// The metadata shows once per turn: at the end of a turn that fits in
+	// one message; at the start of the first of several (right under the
+	// header, where the channel sees it), never between parts of the
+	// text. Every message names the event.
 	n := len(drafts)
 	msgs := make([]message, n)
 	for i, d := range drafts {
@@ -495,8 +642,8 @@ func layout(c content, eventID string) ([]message, bool) {
 		prefix := c.title
 		if i == 0 {
 			elems = append(elems, c.meta...)
-		} else if c.convo != "" {
-			elems = append(elems, c.convo)
+		} else {
+			elems = append(elems, "Event: "+contextItem(eventID))
 		}
 		if n > 1 {
 			elems = append(elems, partNote(i+1, n))
@@ -508,7 +655,11 @@ func layout(c content, eventID string) ([]message, bool) {
 		if cut && i == n-1 {
 			elems = append(elems, cutNote(eventID))
 		}
-		d.context(elems)
+		if i == 0 && n > 1 {
+			d.contextAfterHeader(elems)
+		} else {
+			d.context(elems)
+		}
 		msgs[i] = message{text: fallback(prefix, d.sections), blocks: d.blocks}
 	}
 	return msgs, cut || fieldsCut

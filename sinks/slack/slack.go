@@ -176,10 +176,11 @@ func (s *Sink) deliver(ctx context.Context, ev *relay.Event, msgs []message) err
 			if parent == "" && i > 0 {
 				parent = prog.Root
 			}
-			// An escalation into a conversation's thread is shown in the
-			// channel too: it must stand out (SPEC §6). Its first message
-			// only; the rest of a long one stays in the thread.
-			broadcast := ev.Topic == relay.TopicEscalation && thread != "" && i == 0
+			// An escalation or a lead into a conversation's thread is
+			// shown in the channel too, so that on-call and sales never
+			// miss one (SPEC §6). Its first message only; the rest of a
+			// long one stays in the thread.
+			broadcast := (ev.Topic == relay.TopicEscalation || ev.Topic == relay.TopicLead) && thread != "" && i == 0
 			ts, threaded, err := s.postAPI(ctx, msgs[i], parent, broadcast)
 			if parent != "" && threadGone(err) && !rootGone {
 				// Slack refused the reply: the thread's first message was

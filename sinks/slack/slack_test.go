@@ -239,7 +239,13 @@ func TestGolden(t *testing.T) {
 		{name: "hostile", files: []string{"chat-hostile.json"}, msgs: 1},
 		{name: "minimal", files: []string{"chat-minimal.json"}, msgs: 1},
 		{name: "string-fields", files: []string{"chat-string-fields.json"}, msgs: 1},
+		{name: "no-answer", files: []string{"chat-no-answer.json"}, msgs: 1},
+		{name: "low-score", files: []string{"chat-low-score.json"}, msgs: 1},
 		{name: "lead", files: []string{"lead-submission.json"}, topic: relay.TopicLead, msgs: 1},
+		{name: "lead-custom-fields", files: []string{"lead-custom-fields.json"}, topic: relay.TopicLead, msgs: 1},
+		{name: "escalation-history", files: []string{"live-chat-escalation-history.json"}, topic: relay.TopicEscalation, msgs: 1},
+		{name: "escalation-complaint", files: []string{"live-chat-escalation-complaint.json"}, topic: relay.TopicEscalation,
+			cfg: slack.Config{Mention: mention}, mention: mention, msgs: 1},
 		{name: "escalation", files: []string{"live-chat-escalation.json"}, topic: relay.TopicEscalation, msgs: 1},
 		{name: "escalation-mention", files: []string{"live-chat-escalation.json"}, topic: relay.TopicEscalation,
 			cfg: slack.Config{Mention: mention}, mention: mention, msgs: 1},
@@ -314,55 +320,91 @@ func TestGolden(t *testing.T) {
 }
 
 // TestGoldenBot: what the Web API receives in bot mode, as JSON (slack-go
-// posts a form). escalation-in-thread is a live-chat escalation in a
-// conversation that already has a thread: it goes into the thread and is
-// broadcast to the channel (SPEC §6: an escalation stands out).
+// posts a form), every request of the event. The "-in-thread" cases are an
+// escalation or a lead in a conversation that already has a thread: it
+// goes into the thread and is broadcast to the channel (SPEC §6: on-call
+// and sales never miss one). The others open their conversation's thread.
 func TestGoldenBot(t *testing.T) {
 	t.Parallel()
 	const mention = "<!subteam^S0123ABC>"
-	srv := slacktest.NewServer(t)
-	sink, err := slack.New(slack.Config{Name: sinkName, Token: relay.Secret(srv.Token), Channel: channel, APIURL: srv.APIURL(), Mention: mention},
-		relay.SinkDeps{UserAgent: "chatrelay/test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := turn(t, "g1", "conv-esc", "Let me check.")
-	esc := event(t, "live-chat-escalation.json", relay.TopicEscalation)
-	esc.ConversationID = first.ConversationID
-	for _, ev := range []*relay.Event{first, esc} {
-		if err := sink.Send(t.Context(), ev); err != nil {
-			t.Fatal(err)
-		}
-	}
-	reqs := srv.Requests()
-	r := reqs[len(reqs)-1]
-	form, err := url.ParseQuery(string(r.Body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc := map[string]any{}
-	for k, v := range form {
-		switch k {
-		case "token":
-			continue
-		case "blocks":
-			var blocks any
-			if err := json.Unmarshal([]byte(v[0]), &blocks); err != nil {
+	for _, tc := range []struct {
+		name, file, topic string
+		inThread          bool
+		msgs              int
+	}{
+		{"escalation-in-thread", "live-chat-escalation.json", relay.TopicEscalation, true, 1},
+		{"lead-in-thread", "lead-submission.json", relay.TopicLead, true, 1},
+		{"bot-escalation-complaint", "live-chat-escalation-complaint.json", relay.TopicEscalation, false, 1},
+		{"bot-lead-custom-fields", "lead-custom-fields.json", relay.TopicLead, false, 1},
+		{"bot-no-answer", "chat-no-answer.json", relay.TopicChat, false, 1},
+		{"bot-low-score", "chat-low-score.json", relay.TopicChat, false, 1},
+		{"bot-long", "chat-long.json", relay.TopicChat, false, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := slacktest.NewServer(t)
+			sink, err := slack.New(slack.Config{Name: sinkName, Token: relay.Secret(srv.Token), Channel: channel, APIURL: srv.APIURL(), Mention: mention},
+				relay.SinkDeps{UserAgent: "chatrelay/test"})
+			if err != nil {
 				t.Fatal(err)
 			}
-			doc[k] = blocks
-		default:
-			doc[k] = v[0]
-		}
+			ev := event(t, tc.file, tc.topic)
+			if tc.inThread {
+				first := turn(t, "g1", "conv-esc", "Let me check.")
+				ev.ConversationID = first.ConversationID
+				if err := sink.Send(t.Context(), first); err != nil {
+					t.Fatal(err)
+				}
+			}
+			skip := len(srv.Requests())
+			if err := sink.Send(t.Context(), ev); err != nil {
+				t.Fatal(err)
+			}
+			reqs := srv.Requests()[skip:]
+			if len(reqs) != tc.msgs {
+				t.Fatalf("%d requests, want %d", len(reqs), tc.msgs)
+			}
+			var bodies [][]byte
+			for i, r := range reqs {
+				if broadcast := tc.inThread && i == 0; (r.ReplyBroadcast == "true") != broadcast || (r.ThreadTS != "") != (tc.inThread || i > 0) {
+					t.Errorf("request %d: thread_ts %q, reply_broadcast %q", i, r.ThreadTS, r.ReplyBroadcast)
+				}
+				form, err := url.ParseQuery(string(r.Body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				doc := map[string]any{}
+				for k, v := range form {
+					switch k {
+					case "token":
+						continue
+					case "blocks":
+						var blocks any
+						if err := json.Unmarshal([]byte(v[0]), &blocks); err != nil {
+							t.Fatal(err)
+						}
+						doc[k] = blocks
+					default:
+						doc[k] = v[0]
+					}
+				}
+				body, _ := json.Marshal(doc)
+				bodies = append(bodies, body)
+			}
+			allowed := mention
+			if tc.topic != relay.TopicEscalation {
+				allowed = ""
+			}
+			assertMentions(t, bodies, allowed)
+			compareGolden(t, tc.name, canonical(t, bodies))
+		})
 	}
-	body, _ := json.Marshal(doc)
-	assertMentions(t, [][]byte{body}, mention)
-	compareGolden(t, "escalation-in-thread", canonical(t, [][]byte{body}))
 }
 
-// TestEscalationStandsOut: in bot mode an escalation that goes into a
-// conversation's existing thread is broadcast to the channel as well; other
-// turns, and an escalation that opens a conversation, are not.
+// TestEscalationStandsOut: in bot mode an escalation or a lead that goes
+// into a conversation's existing thread is broadcast to the channel as
+// well; other turns, and an escalation or lead that opens a conversation,
+// are not.
 func TestEscalationStandsOut(t *testing.T) {
 	t.Parallel()
 	srv := slacktest.NewServer(t)
@@ -372,8 +414,13 @@ func TestEscalationStandsOut(t *testing.T) {
 		ev.ID, ev.ConversationID = id, conv
 		return ev
 	}
+	lead := func(id, conv string) *relay.Event {
+		ev := event(t, "lead-submission.json", relay.TopicLead)
+		ev.ID, ev.ConversationID = id, conv
+		return ev
+	}
 	long := escalation("e-long", "conv-a")
-	long.Answer = &relay.Message{Role: "assistant", Content: longAnswer(20000)}
+	long.Lead = append(long.Lead, relay.Field{Key: "message", Value: longAnswer(20000)})
 	steps := []struct {
 		ev        *relay.Event
 		broadcast []bool // per message posted
@@ -382,7 +429,9 @@ func TestEscalationStandsOut(t *testing.T) {
 		{escalation("e1", "conv-a"), []bool{true}},
 		{turn(t, "a2", "conv-a", "after"), []bool{false}},
 		{escalation("e2", "conv-b"), []bool{false}}, // opens conv-b: at top level
-		{long, []bool{true, false, false}},          // only its first message
+		{lead("l1", "conv-a"), []bool{true}},
+		{lead("l2", "conv-c"), []bool{false}}, // opens conv-c: at top level
+		{long, []bool{true, false, false}},    // only its first message
 	}
 	for _, st := range steps {
 		before := len(srv.Messages())
@@ -1376,8 +1425,12 @@ func TestHugeLeadStaysWithinLimits(t *testing.T) {
 			if err := newWebhook(t, srv, slack.Config{}, relay.SinkDeps{}).Send(t.Context(), ev); err != nil {
 				t.Fatalf("Send: %v", err) // the fake enforces Slack's limits
 			}
+			// Short values are fields of the first message, long ones
+			// text that continues over up to four: what does not fit is
+			// cut, and the cut names the event.
 			msgs := srv.Messages()
-			if len(msgs) != 1 || !strings.Contains(string(msgs[0].Blocks), "Some fields do not fit: the whole event is "+ev.ID) {
+			last := string(msgs[len(msgs)-1].Blocks)
+			if len(msgs) > 4 || !strings.Contains(last, "the whole event is "+ev.ID) && !strings.Contains(last, "the whole turn is event "+ev.ID) {
 				t.Fatalf("%d messages; the cut is not noted", len(msgs))
 			}
 		})

@@ -3,6 +3,8 @@ package slack
 import (
 	"strings"
 	"unicode/utf8"
+
+	"github.com/rivo/uniseg"
 )
 
 // splitter cuts a token list into parts of bounded size. A part ends where
@@ -67,7 +69,8 @@ func (sp *splitter) next(budget int) string {
 	}
 	start := used
 	cur := ""
-	var best [tPara + 1]cut // by kind; at 0 when there is none
+	var best [tPara + 1]cut // by kind, outside inline code; at 0 when there is none
+	var inSpan, outside cut // the latest break inside inline code; the latest outside a code block
 	for j := sp.i; j < len(sp.toks); j++ {
 		t := sp.toks[j]
 		txt := t.text
@@ -76,7 +79,16 @@ func (sp *splitter) next(budget int) string {
 		}
 		if t.kind.separator() && used > start {
 			if used+size(transition(cur, "")) <= limit {
-				best[t.kind] = cut{at: j, out: len(out), used: used, cur: cur}
+				c := cut{at: j, out: len(out), used: used, cur: cur}
+				switch {
+				case strings.IndexByte(t.style, '`') >= 0:
+					inSpan = c // a break there would split the span
+				default:
+					best[t.kind] = c
+					if strings.IndexByte(t.style, 'F') < 0 {
+						outside = c
+					}
+				}
 			}
 		}
 		tr := transition(cur, t.style)
@@ -88,8 +100,17 @@ func (sp *splitter) next(budget int) string {
 			cur = t.style
 			continue
 		}
-		// t does not fit: end the part at the best cut so far.
-		if c, ok := choose(best, limit); ok {
+		// t does not fit: end the part at the best cut so far; a code
+		// block that starts in the second half goes whole to the next
+		// part, and inline code is cut only when nothing else is left.
+		c, ok := choose(best, limit)
+		if ok && strings.IndexByte(sp.toks[c.at].style, 'F') >= 0 && outside.at > 0 && outside.used >= limit/2 {
+			c = outside
+		}
+		if !ok && inSpan.at > 0 {
+			c, ok = inSpan, true
+		}
+		if ok {
 			out = append(out[:c.out], transition(c.cur, "")...)
 			sp.i, sp.rest, sp.mid = c.at+1, "", sp.toks[c.at].kind == tSpace
 			return string(out)
@@ -188,7 +209,9 @@ func headOf(s string, room int) string {
 	return s[:end]
 }
 
-// firstUnit returns s's first unit: one character reference or one rune.
+// firstUnit returns s's first unit: one character reference, or one
+// grapheme cluster (a flag, a ZWJ emoji, a letter with its marks), so
+// that no cut splits what reads as one character.
 func firstUnit(s string) string {
 	if s == "" {
 		return ""
@@ -198,6 +221,12 @@ func firstUnit(s string) string {
 			return s[:k+1]
 		}
 	}
-	_, n := utf8.DecodeRuneInString(s)
-	return s[:n]
+	c, _, _, _ := uniseg.FirstGraphemeClusterInString(s, -1)
+	if c == "" || strings.IndexByte(c, '&') > 0 {
+		// A cluster that runs into a character reference (a combining
+		// mark never follows "&"): one rune.
+		_, n := utf8.DecodeRuneInString(s)
+		return s[:n]
+	}
+	return c
 }

@@ -1,0 +1,317 @@
+package bolt
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// The intake log is where a write becomes durable: every store operation is
+// appended to it as one framed record, and a group of records waiting
+// together is written with one write and synced with one fdatasync. The
+// database then applies the records in log order, off the request's path,
+// committing with its own syncs at its own pace (bbolt's commit writes
+// pages at scattered offsets and syncs twice; the log's is one sequential
+// append). The database keeps the sequence number of the last record it
+// applied, in the same transaction; at start, the records past it are
+// applied again (replay).
+//
+// A record: payload length (u32), CRC-32C of the rest (u32), sequence
+// number (u64), payload (the operations, see ops.go). Sequence numbers
+// follow each other without gaps across segments. Segments are files
+// named after the sequence number of their first record; once the
+// database has applied (and synced) every record of a segment that is not
+// the last, the segment is deleted.
+
+const (
+	intakeDirName = "intake"
+	segmentExt    = ".log"
+	frameHeader   = 16
+	// segmentBytes is where a segment ends and the next one starts.
+	segmentBytes = 16 << 20
+	// maxRecordBytes bounds one record (an event of max_body_bytes and its
+	// meta fit many times over): a length beyond it is damage.
+	maxRecordBytes = 64 << 20
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// frame appends the framed record seq, payload to b.
+func frame(b []byte, seq uint64, payload []byte) []byte {
+	var h [frameHeader]byte
+	binary.LittleEndian.PutUint32(h[0:], uint32(len(payload)))
+	binary.LittleEndian.PutUint64(h[8:], seq)
+	crc := crc32.Update(crc32.Checksum(h[8:16], castagnoli), castagnoli, payload)
+	binary.LittleEndian.PutUint32(h[4:], crc)
+	b = append(b, h[:]...)
+	return append(b, payload...)
+}
+
+type segment struct {
+	first uint64 // sequence number of its first record
+	path  string
+}
+
+// intakeLog is the log's files. Only the logger goroutine uses it once the
+// store is open.
+type intakeLog struct {
+	dir  string
+	segs []segment // oldest first; the last is the one written
+	f    *os.File  // the last segment
+	off  int64     // end of its last synced record
+	next uint64    // sequence number of the next record
+
+	afterWrite func() // tests: between write and sync
+}
+
+func segmentName(first uint64) string { return fmt.Sprintf("%020d%s", first, segmentExt) }
+
+// listSegments returns the segments in dir, oldest first.
+func listSegments(dir string) ([]segment, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var segs []segment
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasSuffix(name, segmentExt) {
+			continue
+		}
+		first, err := strconv.ParseUint(strings.TrimSuffix(name, segmentExt), 10, 64)
+		if err != nil {
+			continue
+		}
+		segs = append(segs, segment{first: first, path: filepath.Join(dir, name)})
+	}
+	slices.SortFunc(segs, func(a, b segment) int {
+		switch {
+		case a.first < b.first:
+			return -1
+		case a.first > b.first:
+			return 1
+		}
+		return 0
+	})
+	return segs, nil
+}
+
+// logDamage is the error for a damaged intake log.
+func logDamage(dir, what string) error {
+	return &damageError{path: dir, what: "(the intake log) " + what, fix: fmt.Sprintf(
+		"restore the store directory from a backup, or move the log aside (mv %s %s.damaged) to start "+
+			"from what the database holds; the events it accepted last, if not yet in the database, are then lost", dir, dir)}
+}
+
+// openIntake opens the log in dir (creating it), calls replay for every
+// record after applied in order, truncates a torn last record, and leaves
+// the log ready to append. A damaged log (a bad record before the last
+// one, records missing between the database and the log) is a damageError.
+func openIntake(dir string, applied uint64, replay func(seq uint64, payload []byte) error) (_ *intakeLog, torn int64, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, 0, err
+	}
+	segs, err := listSegments(dir)
+	if err != nil {
+		return nil, 0, err
+	}
+	l := &intakeLog{dir: dir, next: applied + 1}
+	prev := uint64(0) // sequence number of the last record read
+	for i, sg := range segs {
+		last := i == len(segs)-1
+		if prev != 0 && sg.first != prev+1 {
+			return nil, 0, logDamage(dir, fmt.Sprintf("segment %s starts at record %d, after record %d", filepath.Base(sg.path), sg.first, prev))
+		}
+		b, err := os.ReadFile(sg.path)
+		if err != nil {
+			return nil, 0, err
+		}
+		off := 0
+		expect := sg.first
+		for off < len(b) {
+			bad := ""
+			var seq uint64
+			var payload []byte
+			switch {
+			case len(b)-off < frameHeader:
+				bad = "a cut-off record header"
+			default:
+				h := b[off : off+frameHeader]
+				n := uint64(binary.LittleEndian.Uint32(h[0:]))
+				seq = binary.LittleEndian.Uint64(h[8:])
+				switch {
+				case n > maxRecordBytes || n > uint64(len(b)-off-frameHeader):
+					bad = "a cut-off record"
+				default:
+					payload = b[off+frameHeader : off+frameHeader+int(n)]
+					crc := crc32.Update(crc32.Checksum(h[8:16], castagnoli), castagnoli, payload)
+					if crc != binary.LittleEndian.Uint32(h[4:]) {
+						bad = "a record whose checksum does not match"
+					} else if seq != expect {
+						bad = fmt.Sprintf("record %d where record %d belongs", seq, expect)
+					}
+				}
+			}
+			if bad != "" {
+				if !last || syncedAfter(b, off, applied) {
+					return nil, 0, logDamage(dir, fmt.Sprintf("segment %s has %s at byte %d", filepath.Base(sg.path), bad, off))
+				}
+				// The last write did not complete (a crash between write and
+				// sync, a full disk): nothing after it was ever answered.
+				torn = int64(len(b) - off)
+				if err := truncateSync(sg.path, int64(off)); err != nil {
+					return nil, 0, err
+				}
+				b = b[:off]
+				break
+			}
+			if seq > applied {
+				if prev < applied && seq != applied+1 {
+					return nil, 0, logDamage(dir, fmt.Sprintf("records %d to %d are missing", applied+1, seq-1))
+				}
+				if err := replay(seq, payload); err != nil {
+					return nil, 0, err
+				}
+			}
+			prev, expect = seq, seq+1
+			off += frameHeader + len(payload)
+		}
+		if last {
+			l.off = int64(len(b))
+		}
+	}
+	if prev > applied {
+		l.next = prev + 1
+	} else if prev != 0 && prev < applied {
+		// The database is ahead of the log: the log's last records were
+		// applied and synced, then the log lost them (it was restored from
+		// an older copy). Start a new segment past what the database holds.
+		segs = append(segs, segment{first: applied + 1, path: filepath.Join(dir, segmentName(applied+1))})
+		l.off = 0
+	} else if len(segs) > 0 && prev == 0 && segs[len(segs)-1].first != applied+1 {
+		// Only empty segments, named for another position.
+		segs = append(segs, segment{first: applied + 1, path: filepath.Join(dir, segmentName(applied+1))})
+		l.off = 0
+	}
+	if len(segs) == 0 {
+		segs = append(segs, segment{first: applied + 1, path: filepath.Join(dir, segmentName(applied+1))})
+	}
+	l.segs = segs
+	active := segs[len(segs)-1]
+	f, err := os.OpenFile(active.path, os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, 0, err
+	}
+	l.f = f
+	if err := syncDir(dir); err != nil {
+		_ = f.Close()
+		return nil, 0, err
+	}
+	return l, torn, nil
+}
+
+// syncedAfter says whether a whole record the database already holds (so
+// it was synced) follows the bad bytes at off: then they are damage, not
+// the tail of a write that a crash cut short.
+func syncedAfter(b []byte, off int, applied uint64) bool {
+	for i := off + 1; i+frameHeader <= len(b); i++ {
+		h := b[i : i+frameHeader]
+		n := int(binary.LittleEndian.Uint32(h[0:]))
+		seq := binary.LittleEndian.Uint64(h[8:])
+		if seq == 0 || seq > applied || n > len(b)-i-frameHeader {
+			continue
+		}
+		crc := crc32.Update(crc32.Checksum(h[8:16], castagnoli), castagnoli, b[i+frameHeader:i+frameHeader+n])
+		if crc == binary.LittleEndian.Uint32(h[4:]) {
+			return true
+		}
+	}
+	return false
+}
+
+func truncateSync(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// write appends buf (framed records starting at l.next, n of them) and syncs
+// it. On failure the segment is cut back to its last synced record, so that
+// nothing of a write the callers were told failed can come back at a
+// replay; if even that fails, the error says so and the log is not written
+// again until a later write (the probe) finds it whole.
+func (l *intakeLog) write(buf []byte, n int) error {
+	if _, err := l.f.WriteAt(buf, l.off); err != nil {
+		return l.undo(err)
+	}
+	if l.afterWrite != nil {
+		l.afterWrite()
+	}
+	if err := fdatasync(l.f); err != nil {
+		return l.undo(err)
+	}
+	l.off += int64(len(buf))
+	l.next += uint64(n)
+	return nil
+}
+
+func (l *intakeLog) undo(cause error) error {
+	if err := l.f.Truncate(l.off); err != nil {
+		return fmt.Errorf("%w (and cutting the log back failed: %w)", cause, err)
+	}
+	return cause
+}
+
+// roll starts a new segment once the current one is full, and deletes the
+// segments whose records the database has all applied and synced.
+func (l *intakeLog) roll(applied uint64) error {
+	if l.off >= segmentBytes {
+		sg := segment{first: l.next, path: filepath.Join(l.dir, segmentName(l.next))}
+		f, err := os.OpenFile(sg.path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if err != nil {
+			return err
+		}
+		if err := syncDir(l.dir); err != nil {
+			_ = f.Close()
+			_ = os.Remove(sg.path)
+			return err
+		}
+		_ = l.f.Close()
+		l.f, l.off = f, 0
+		l.segs = append(l.segs, sg)
+	}
+	// Segment i holds records up to segs[i+1].first-1.
+	drop := 0
+	for drop < len(l.segs)-1 && l.segs[drop+1].first-1 <= applied {
+		if err := os.Remove(l.segs[drop].path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		drop++
+	}
+	l.segs = l.segs[drop:]
+	return nil
+}
+
+func (l *intakeLog) close() error { return l.f.Close() }
