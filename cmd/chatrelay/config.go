@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"net/url"
 	"os"
 	"reflect"
@@ -9,10 +8,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dustin/go-humanize"
 	"github.com/spf13/viper"
 
 	"github.com/chatrelay/chatrelay/relay"
+	"github.com/chatrelay/chatrelay/relay/bolt"
+	natsstore "github.com/chatrelay/chatrelay/relay/nats"
 )
 
 // Config is chatrelay's configuration (SPEC §3). Keys are the YAML keys;
@@ -21,8 +21,8 @@ type Config struct {
 	Listen           string         `mapstructure:"listen"`
 	Admin            AdminConfig    `mapstructure:"admin"`
 	SigningSecrets   []relay.Secret `mapstructure:"signing_secrets"` // or signing_secrets_file: one per line
-	MaxBodyBytes     ByteSize       `mapstructure:"max_body_bytes"`
-	MaxInflightBytes ByteSize       `mapstructure:"max_inflight_bytes"`
+	MaxBodyBytes     relay.ByteSize `mapstructure:"max_body_bytes"`
+	MaxInflightBytes relay.ByteSize `mapstructure:"max_inflight_bytes"`
 	ShutdownTimeout  time.Duration  `mapstructure:"shutdown_timeout"`
 	Log              LogConfig      `mapstructure:"log"`
 	Store            StoreConfig    `mapstructure:"store"`
@@ -52,32 +52,14 @@ type LogConfig struct {
 	Format string `mapstructure:"format"`
 }
 
-// StoreConfig selects and configures the store.
+// StoreConfig selects and configures the store. Each driver decodes the
+// store section as it reads it (both take max_size, retention and
+// dedupe_window; bolt takes path, nats its own section nats), and checks
+// it.
 type StoreConfig struct {
-	Driver       string        `mapstructure:"driver"`
-	Path         string        `mapstructure:"path"`
-	MaxSize      ByteSize      `mapstructure:"max_size"`
-	Retention    time.Duration `mapstructure:"retention"`
-	DedupeWindow time.Duration `mapstructure:"dedupe_window"`
-	NATS         NATSConfig    `mapstructure:"nats"`
-}
-
-// NATSConfig is store.nats.
-type NATSConfig struct {
-	URL        string        `mapstructure:"url"`
-	CredsFile  string        `mapstructure:"creds_file"`
-	Token      relay.Secret  `mapstructure:"token"` // or token_file
-	TLS        TLSConfig     `mapstructure:"tls"`
-	Replicas   int           `mapstructure:"replicas"`
-	Partitions int           `mapstructure:"partitions"`
-	AckWait    time.Duration `mapstructure:"ack_wait"`
-}
-
-// TLSConfig is store.nats.tls.
-type TLSConfig struct {
-	CAFile   string `mapstructure:"ca_file"`
-	CertFile string `mapstructure:"cert_file"`
-	KeyFile  string `mapstructure:"key_file"`
+	Driver string           `mapstructure:"driver"` // bolt | nats
+	Bolt   bolt.Config      `mapstructure:",squash"`
+	NATS   natsstore.Config `mapstructure:",squash"`
 }
 
 // RetryConfig is the retry policy.
@@ -123,21 +105,6 @@ type MatchConfig struct {
 	MaxScore  *float64 `mapstructure:"max_score"`
 }
 
-// ByteSize is a size in bytes written as 1048576, 512KiB, 1GiB or 10MB
-// (go-humanize's ParseBytes: binary and decimal units, case and spaces
-// aside).
-type ByteSize int64
-
-// UnmarshalText implements encoding.TextUnmarshaler.
-func (b *ByteSize) UnmarshalText(text []byte) error {
-	n, err := humanize.ParseBytes(string(text))
-	if err != nil || n > 1<<62 {
-		return fmt.Errorf("not a size: %q; write it like 1048576, 512KiB or 1GiB", string(text))
-	}
-	*b = ByteSize(n)
-	return nil
-}
-
 // Sink types, as "type:" names them (see sinkTypes).
 const (
 	TypeSlack   = "slack"
@@ -146,44 +113,54 @@ const (
 	TypeConsole = "console"
 )
 
-// defaults are the values of every key not set; they are also what
-// embedded-default mode runs on.
-func setDefaults(v *viper.Viper) {
-	v.SetDefault("listen", "127.0.0.1:8080")
-	v.SetDefault("admin.listen", "127.0.0.1:9090")
-	v.SetDefault("admin.token", "")
-	v.SetDefault("admin.token_file", "")
-	v.SetDefault("signing_secrets", []string{})
-	v.SetDefault("signing_secrets_file", "")
-	v.SetDefault("max_body_bytes", "1MiB")
-	v.SetDefault("max_inflight_bytes", "64MiB")
-	v.SetDefault("shutdown_timeout", "15s")
-	v.SetDefault("log.level", "info")
-	v.SetDefault("log.format", "auto")
-	v.SetDefault("store.driver", "bolt")
-	v.SetDefault("store.path", "./chatrelay-data")
-	v.SetDefault("store.max_size", "0") // the driver's default: defaultBoltMaxSize, none on nats
-	v.SetDefault("store.retention", "168h")
-	v.SetDefault("store.dedupe_window", "24h")
-	v.SetDefault("store.nats.url", "nats://127.0.0.1:4222")
-	v.SetDefault("store.nats.creds_file", "")
-	v.SetDefault("store.nats.token", "")
-	v.SetDefault("store.nats.token_file", "")
-	v.SetDefault("store.nats.tls.ca_file", "")
-	v.SetDefault("store.nats.tls.cert_file", "")
-	v.SetDefault("store.nats.tls.key_file", "")
-	v.SetDefault("store.nats.replicas", 1)
-	v.SetDefault("store.nats.partitions", 16)
-	v.SetDefault("store.nats.ack_wait", "30s")
-	v.SetDefault("retry.initial", "1s")
-	v.SetDefault("retry.max", "5m")
-	v.SetDefault("retry.max_age", "24h")
-	setTLSDefaults(v)
+// defaultConfig is the value of every key a config does not set, and
+// what embedded-default mode runs on. The stores' defaults are their
+// drivers'; a sink's are its package's.
+func defaultConfig() *Config {
+	return &Config{
+		Listen:           "127.0.0.1:8080",
+		Admin:            AdminConfig{Listen: "127.0.0.1:9090"},
+		MaxBodyBytes:     1 << 20,
+		MaxInflightBytes: 64 << 20,
+		ShutdownTimeout:  15 * time.Second,
+		Log:              LogConfig{Level: "info", Format: "auto"},
+		Store:            StoreConfig{Driver: "bolt", Bolt: bolt.DefaultConfig(), NATS: natsstore.DefaultConfig()},
+		Retry:            RetryConfig{Initial: time.Second, Max: 5 * time.Minute, MaxAge: 24 * time.Hour},
+	}
 }
 
-// defaultBoltMaxSize is store.max_size on bolt when it is not set. On nats
-// an unset max_size leaves the events stream without a limit of its own.
-const defaultBoltMaxSize ByteSize = 1 << 30
+// bindEnv lets CHATRELAY_<KEY> (dots become _) set every key of t that
+// holds a value or a list of values, and the *_file variant of each secret.
+func bindEnv(v *viper.Viper, t reflect.Type, prefix string) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("mapstructure")
+		name, opts, _ := strings.Cut(tag, ",")
+		if tag == "-" || !f.IsExported() {
+			continue
+		}
+		if opts == "squash" {
+			bindEnv(v, f.Type, prefix)
+			continue
+		}
+		if name == "" {
+			continue // the sinks' own keys (",remain")
+		}
+		key := prefix + name
+		ft := f.Type
+		switch {
+		case ft.Kind() == reflect.Struct:
+			bindEnv(v, ft, key+".")
+			continue
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct,
+			ft.Kind() == reflect.Map, ft.Kind() == reflect.Interface:
+			continue // lists of sections (sinks, routes): no variable can set those
+		case ft == reflect.TypeFor[relay.Secret](), ft == reflect.TypeFor[[]relay.Secret]():
+			v.MustBindEnv(key + "_file")
+		}
+		v.MustBindEnv(key)
+	}
+}
 
 // DefaultConfigFile is read when --config is not given and it exists;
 // else DefaultConfigFiles' other names, in order.
@@ -225,7 +202,7 @@ func (c *Config) Embedded() bool { return c.Source == "" }
 // header's name says too little about what its value is).
 func (c *Config) Secrets() []string {
 	out := secretsIn(reflect.ValueOf(c))
-	for _, one := range strings.Split(c.Store.NATS.URL, ",") {
+	for one := range strings.SplitSeq(c.Store.NATS.URL, ",") {
 		if u, err := url.Parse(strings.TrimSpace(one)); err == nil && u.User != nil {
 			out = append(out, u.User.String(), u.User.Username())
 			if p, ok := u.User.Password(); ok {

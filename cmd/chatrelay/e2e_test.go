@@ -232,7 +232,7 @@ func TestEmbeddedDefaultsFirstStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Listen, cfg.Admin.Listen, cfg.Store.Path = listen, adminAddr, filepath.Join(dir, "chatrelay-data")
+	cfg.Listen, cfg.Admin.Listen, cfg.Store.Bolt.Path = listen, adminAddr, filepath.Join(dir, "chatrelay-data")
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func TestEmbeddedDefaultsFirstStart(t *testing.T) {
 		t.Fatal("serve started on a taken port")
 	}
 	taken.Close()
-	if _, err := os.Stat(filepath.Join(cfg.Store.Path, secretFileName)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(cfg.Store.Bolt.Path, secretFileName)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a failed first start kept a secret it never showed: %v", err)
 	}
 
@@ -257,7 +257,7 @@ func TestEmbeddedDefaultsFirstStart(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- a.serve(ctx, cfg) }()
 	waitFor(t, 30*time.Second, "the banner", func() bool { return strings.Contains(stdout.String(), "send-test --url") })
-	secret, err := os.ReadFile(filepath.Join(cfg.Store.Path, secretFileName))
+	secret, err := os.ReadFile(filepath.Join(cfg.Store.Bolt.Path, secretFileName))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +296,7 @@ func TestEmbeddedDefaultsFirstStart(t *testing.T) {
 	if strings.Contains(stdout2.String(), strings.TrimSpace(string(secret))) {
 		t.Fatal("the secret was printed on the second start")
 	}
-	if want := "signing secret is kept in " + filepath.Join(cfg.Store.Path, secretFileName); !strings.Contains(stdout2.String(), want) ||
+	if want := "signing secret is kept in " + filepath.Join(cfg.Store.Bolt.Path, secretFileName); !strings.Contains(stdout2.String(), want) ||
 		!strings.Contains(stdout2.String(), self+" send-test --url http://"+listen+"/webhook") {
 		t.Fatalf("second start does not say %q and how to send a test:\n%s", want, stdout2.String())
 	}

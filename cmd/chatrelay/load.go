@@ -38,13 +38,13 @@ func LoadConfig(path string, explicit bool, getenv func(string) string) (*Config
 // the embedded defaults); readFile reads the *_file secrets.
 func parseConfig(source string, raw []byte, getenv func(string) string, readFile func(string) ([]byte, error)) (*Config, error) {
 	v := viper.New()
-	setDefaults(v)
 	v.SetConfigType("yaml")
 	v.SetEnvPrefix("CHATRELAY")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
-	v.AutomaticEnv()
+	bindEnv(v, reflect.TypeFor[Config](), "")
 
-	cfg := &Config{Source: source}
+	cfg := defaultConfig() // what the file and the environment leave unset
+	cfg.Source = source
 	var problems []error
 	if source != "" {
 		expanded, envProblems, err := expandEnv(raw, getenv)
@@ -60,7 +60,7 @@ func parseConfig(source string, raw []byte, getenv func(string) string, readFile
 			return nil, fmt.Errorf("%s: %w", source, err)
 		}
 	}
-	// The file, its defaults and the CHATRELAY_* overrides, merged.
+	// The file and the CHATRELAY_* overrides, merged.
 	settings := v.AllSettings()
 	problems = append(problems, secretFiles(settings, reflect.TypeFor[Config](), "", readFile)...)
 	problems = append(problems, decode(settings, cfg, "", func(path, k string) string {
@@ -311,7 +311,8 @@ func suggest(k string, keys []string) string {
 	return fmt.Sprintf(" (did you mean %q?)", best)
 }
 
-// keysOf lists the keys a config struct takes (its mapstructure tags).
+// keysOf lists the keys a config struct takes (its mapstructure tags,
+// those of squashed structs included).
 func keysOf(t reflect.Type) []string {
 	for t != nil && t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -321,7 +322,10 @@ func keysOf(t reflect.Type) []string {
 	}
 	var keys []string
 	for i := range t.NumField() {
-		if tag := t.Field(i).Tag.Get("mapstructure"); tag != "" && tag != "-" && !strings.HasPrefix(tag, ",") {
+		switch tag := t.Field(i).Tag.Get("mapstructure"); {
+		case tag == ",squash":
+			keys = append(keys, keysOf(t.Field(i).Type)...)
+		case tag != "" && tag != "-" && !strings.HasPrefix(tag, ","):
 			keys = append(keys, tag)
 		}
 	}
@@ -345,7 +349,8 @@ func typeAt(root reflect.Type, path string) reflect.Type {
 	return t
 }
 
-// fieldType is the type of the field of struct t tagged key, or nil.
+// fieldType is the type of the field of struct t (or of a struct it
+// squashes) tagged key, or nil.
 func fieldType(t reflect.Type, key string) reflect.Type {
 	for t != nil && t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -354,31 +359,16 @@ func fieldType(t reflect.Type, key string) reflect.Type {
 		return nil
 	}
 	for i := range t.NumField() {
-		if t.Field(i).Tag.Get("mapstructure") == key {
+		switch tag := t.Field(i).Tag.Get("mapstructure"); {
+		case tag == key:
 			return t.Field(i).Type
+		case tag == ",squash":
+			if ft := fieldType(t.Field(i).Type, key); ft != nil {
+				return ft
+			}
 		}
 	}
 	return nil
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
 }
 
 // secretFiles reads the *_file variant of every secret key: in m, decoded
@@ -470,4 +460,23 @@ func isEmpty(v any) bool {
 		return strings.TrimSpace(v) == ""
 	}
 	return false
+}
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }

@@ -241,6 +241,17 @@ func buildSinks(cfg *Config, env sinkEnv) ([]builtSink, error) {
 // line of its error starts with the sink's own key ("url: …"), which
 // becomes "sinks[1].url: …".
 func sinkProblems(i int, err error) []error {
+	return under(fmt.Sprintf("sinks[%d].", i), err)
+}
+
+// under puts a package's problems (errors.Join of "key: problem; fix",
+// keys relative to its section) under the section's prefix: "url: …"
+// becomes "sinks[1].url: …". A line that starts with no key is about the
+// section as a whole.
+func under(prefix string, err error) []error {
+	if err == nil {
+		return nil
+	}
 	var lines []error
 	if joined, ok := err.(interface{ Unwrap() []error }); ok {
 		lines = joined.Unwrap()
@@ -251,11 +262,11 @@ func sinkProblems(i int, err error) []error {
 	for _, l := range lines {
 		k, msg, ok := strings.Cut(l.Error(), ": ")
 		if !ok || strings.ContainsAny(k, " \"") {
-			k, msg = "", l.Error() // not keyed: the sink as a whole
+			k, msg = "", l.Error() // not keyed: the section as a whole
 		}
-		key := fmt.Sprintf("sinks[%d]", i)
+		key := strings.TrimSuffix(prefix, ".")
 		if k != "" {
-			key += "." + k
+			key = prefix + k
 		}
 		out = append(out, problem{key: key, msg: msg})
 	}

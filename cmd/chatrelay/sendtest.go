@@ -120,7 +120,7 @@ func defaultSecret(cfg *Config) (string, error) {
 		if len(cfg.SigningSecrets) > 0 {
 			return cfg.SigningSecrets[0].Reveal(), nil
 		}
-		dir = cfg.Store.Path
+		dir = cfg.Store.Bolt.Path
 	}
 	b, err := os.ReadFile(filepath.Join(dir, secretFileName))
 	if err != nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -83,7 +82,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	secrets := cfg.SigningSecrets
 	var firstStart bool
 	if cfg.Embedded() && len(secrets) == 0 {
-		s, created, err := embeddedSecret(cfg.Store.Path)
+		s, created, err := embeddedSecret(cfg.Store.Bolt.Path)
 		if err != nil {
 			return err
 		}
@@ -179,7 +178,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	if firstStart {
 		// Only now, with both listeners up, is the generated secret kept
 		// (and shown once, by the banner below).
-		if err := writeEmbeddedSecret(cfg.Store.Path, secrets[0].Reveal()); err != nil {
+		if err := writeEmbeddedSecret(cfg.Store.Bolt.Path, secrets[0].Reveal()); err != nil {
 			ln.Close()
 			adminLn.Close()
 			return err
@@ -255,7 +254,7 @@ func storeDescription(cfg *Config) string {
 	if cfg.Store.Driver == "nats" {
 		return fmt.Sprintf("nats (%d partitions, %d replicas)", cfg.Store.NATS.Partitions, cfg.Store.NATS.Replicas)
 	}
-	return "bolt:" + cfg.Store.Path
+	return "bolt:" + cfg.Store.Bolt.Path
 }
 
 // storeInfo describes the store for chatrelay status: the bolt file and
@@ -270,7 +269,7 @@ func storeInfo(cfg *Config) admin.StoreInfo {
 		}
 		return admin.StoreInfo{Driver: "nats", Path: strings.Join(hosts, ",")}
 	}
-	path := filepath.Join(cfg.Store.Path, bolt.FileName)
+	path := filepath.Join(cfg.Store.Bolt.Path, bolt.FileName)
 	if abs, err := filepath.Abs(path); err == nil {
 		path = abs
 	}
@@ -305,27 +304,20 @@ func (p pacedSinks) has(sink string) bool { return p[sink] }
 func openStore(ctx context.Context, cfg *Config, logger *slog.Logger, clock clockwork.Clock, exclusive func(sink string) bool) (relay.Store, error) {
 	switch cfg.Store.Driver {
 	case "nats":
-		n := cfg.Store.NATS
 		octx, cancel := context.WithTimeout(ctx, natsStartTimeout)
 		defer cancel()
-		s, err := natsstore.Open(octx, natsstore.Options{
-			URL: n.URL, CredsFile: n.CredsFile, Token: n.Token,
-			TLS:      natsstore.TLS{CAFile: n.TLS.CAFile, CertFile: n.TLS.CertFile, KeyFile: n.TLS.KeyFile},
-			Replicas: n.Replicas, Partitions: n.Partitions, AckWait: n.AckWait,
-			Retention: cfg.Store.Retention, DedupeWindow: cfg.Store.DedupeWindow, MaxBytes: int64(cfg.Store.MaxSize),
-			// Chat channels are paced per channel: one replica sends to each.
-			Exclusive: exclusive,
-			Logger:    logger.With("component", "store"),
-		})
+		opts := cfg.Store.NATS.Options()
+		// Chat channels are paced per channel: one replica sends to each.
+		opts.Exclusive, opts.Logger = exclusive, logger.With("component", "store")
+		s, err := natsstore.Open(octx, opts)
 		if err != nil {
 			return nil, err // names store.nats and what to check
 		}
 		return s, nil
 	case "bolt":
-		s, err := bolt.Open(cfg.Store.Path, bolt.Options{
-			MaxSize: int64(cmp.Or(cfg.Store.MaxSize, defaultBoltMaxSize)), Retention: cfg.Store.Retention, DedupeWindow: cfg.Store.DedupeWindow,
-			Clock: clock, Logger: logger.With("component", "store"),
-		})
+		opts := cfg.Store.Bolt.Options()
+		opts.Clock, opts.Logger = clock, logger.With("component", "store")
+		s, err := bolt.Open(cfg.Store.Bolt.Path, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -342,7 +334,7 @@ func openStore(ctx context.Context, cfg *Config, logger *slog.Logger, clock cloc
 func (a *app) banner(cfg *Config, addr, adminAddr, secret string, first bool) {
 	url := "http://" + clientAddr(addr) + "/webhook"
 	console := "http://" + clientAddr(adminAddr) + "/"
-	secretPath := filepath.Join(cfg.Store.Path, secretFileName)
+	secretPath := filepath.Join(cfg.Store.Bolt.Path, secretFileName)
 	if first {
 		fmt.Fprintf(a.stdout, `chatrelay is running on its embedded defaults: events are stored in %s and printed here.
 It generated a signing secret to try it locally, kept in %s (shown this once).
@@ -356,7 +348,7 @@ To receive real events, write a chatrelay.yaml with your Slack, Discord or webho
 signing_secrets, the signing secret Chat Data shows under Settings → Webhooks (see config.example.yaml);
 then give Chat Data your https://<host>/webhook as its webhook URL.
 
-`, cfg.Store.Path, secretPath, a.commandLine("send-test", "--url", url, "--secret", secret), console)
+`, cfg.Store.Bolt.Path, secretPath, a.commandLine("send-test", "--url", url, "--secret", secret), console)
 		return
 	}
 	fmt.Fprintf(a.stdout, `chatrelay is running on its embedded defaults; events print here. Its signing secret is kept in %s.

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -67,44 +66,11 @@ func (c *Config) Validate() error {
 	}
 	switch c.Store.Driver {
 	case "bolt":
-		if strings.TrimSpace(c.Store.Path) == "" {
-			bad("store.path", "empty; set it to a directory, like ./chatrelay-data")
-		}
-		if c.Store.MaxSize != 0 && c.Store.MaxSize < 1<<20 {
-			bad("store.max_size", "%d bytes is too small; use at least 1MiB (default 1GiB)", c.Store.MaxSize)
-		}
+		errs = append(errs, under("store.", c.Store.Bolt.Validate())...)
 	case "nats":
-		for _, one := range strings.Split(c.Store.NATS.URL, ",") {
-			if u, err := url.Parse(strings.TrimSpace(one)); err != nil || u.Host == "" {
-				bad("store.nats.url", "not a NATS URL (value hidden: it may carry credentials); set it like nats://127.0.0.1:4222, "+
-					"comma-separating several servers")
-				break
-			}
-		}
-		if c.Store.NATS.Replicas < 1 || c.Store.NATS.Replicas > 5 {
-			bad("store.nats.replicas", "%d; use 1 (single server) to 5, typically 3 on a cluster", c.Store.NATS.Replicas)
-		}
-		if c.Store.NATS.Partitions < 1 || c.Store.NATS.Partitions > 1024 {
-			bad("store.nats.partitions", "%d; use 1 to 1024 (default 16)", c.Store.NATS.Partitions)
-		}
-		if c.Store.NATS.AckWait < 300*time.Millisecond {
-			bad("store.nats.ack_wait", "%s is too short; use at least 300ms (default 30s)", c.Store.NATS.AckWait)
-		}
-		if c.Store.NATS.CredsFile != "" && !c.Store.NATS.Token.IsZero() {
-			bad("store.nats.token", "set together with store.nats.creds_file; keep only one")
-		}
-		tls := c.Store.NATS.TLS
-		if (tls.CertFile == "") != (tls.KeyFile == "") {
-			bad("store.nats.tls", "cert_file and key_file go together; set both or neither")
-		}
+		errs = append(errs, under("store.", c.Store.NATS.Validate())...)
 	default:
 		bad("store.driver", "%q is not a store; use bolt (embedded, the default) or nats (JetStream, for several replicas)", c.Store.Driver)
-	}
-	if c.Store.Retention <= 0 {
-		bad("store.retention", "must be positive, like 168h")
-	}
-	if c.Store.DedupeWindow <= 0 {
-		bad("store.dedupe_window", "must be positive, like 24h")
 	}
 	if c.Retry.Initial <= 0 {
 		bad("retry.initial", "must be positive, like 1s")
