@@ -45,6 +45,7 @@ func Run(t *testing.T, open Factory) {
 	t.Run("NextWithDoneContextDoesNotWait", func(t *testing.T) { t.Parallel(); testNextDone(t, open) })
 	t.Run("Restart", func(t *testing.T) { t.Parallel(); testRestart(t, open) })
 	t.Run("KV", func(t *testing.T) { t.Parallel(); testKV(t, open) })
+	t.Run("ThreadsBothWays", func(t *testing.T) { t.Parallel(); testThreads(t, open) })
 	t.Run("Reconcile", func(t *testing.T) { t.Parallel(); testReconcile(t, open) })
 	t.Run("LookupAndStats", func(t *testing.T) { t.Parallel(); testLookup(t, open) })
 	t.Run("ConcurrentAppendsKeepOrder", func(t *testing.T) { t.Parallel(); testConcurrent(t, open) })
@@ -404,6 +405,45 @@ func testKV(t *testing.T, open Factory) {
 	v, ok, err := s.KV("slack-1").Get(t.Context(), "conv")
 	if err != nil || !ok || v != "1700000000.000100" {
 		t.Fatalf("after restart Get = %q, %v, %v", v, ok, err)
+	}
+}
+
+// testThreads: the relay's books (relay.Books) keep a conversation's
+// thread both ways through the store's key/value facility, across a
+// restart: conversation → thread for the next turn, thread → sink and
+// conversation for a reply posted in it. A thread a sink recorded before
+// the relay kept the books is read and then found both ways too.
+func testThreads(t *testing.T, open Factory) {
+	h := open(t, clockwork.NewFakeClock())
+	ctx := t.Context()
+	books := relay.NewBooks(h.Store.KV("slack-1"), "slack-1", nil)
+	if err := books.SetThread(ctx, "C0123", "conv-a", "1700000000.000100"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Store.KV("discord-1").Put(ctx, "thread:42:conv-b", "1234567890"); err != nil { // as the Discord sink wrote it
+		t.Fatal(err)
+	}
+	s := h.Reopen(t)
+	books = relay.NewBooks(s.KV("slack-1"), "slack-1", nil)
+	if th, err := books.Thread(ctx, "C0123", "conv-a"); err != nil || th != "1700000000.000100" {
+		t.Fatalf("after restart Thread = %q, %v", th, err)
+	}
+	ref, ok, err := books.Lookup(ctx, "C0123", "1700000000.000100")
+	if err != nil || !ok || ref != (relay.ThreadRef{Sink: "slack-1", Conversation: "conv-a"}) {
+		t.Fatalf("after restart Lookup = %+v, %v, %v", ref, ok, err)
+	}
+	if _, ok, err := books.Lookup(ctx, "C0999", "1700000000.000100"); ok || err != nil {
+		t.Fatalf("a thread of another channel: %v, %v", ok, err)
+	}
+	other := relay.NewBooks(s.KV("discord-1"), "discord-1", nil)
+	if _, ok, _ := other.Lookup(ctx, "C0123", "1700000000.000100"); ok {
+		t.Fatal("another sink's books hold the thread")
+	}
+	if th, err := other.Thread(ctx, "42", "conv-b"); err != nil || th != "1234567890" {
+		t.Fatalf("the earlier record: Thread = %q, %v", th, err)
+	}
+	if ref, ok, err := other.Lookup(ctx, "42", "1234567890"); err != nil || !ok || ref.Conversation != "conv-b" {
+		t.Fatalf("the earlier record, looked up: %+v, %v, %v", ref, ok, err)
 	}
 }
 

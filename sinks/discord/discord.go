@@ -23,7 +23,7 @@ type Sink struct {
 	cfg      Config
 	log      *slog.Logger
 	clock    clockwork.Clock
-	kv       relay.KV
+	books    *relay.Books
 	throttle relay.Throttle
 	client   *http.Client
 	ua       string
@@ -65,7 +65,6 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 		cfg:       cfg,
 		log:       deps.Logger,
 		clock:     deps.Clock,
-		kv:        deps.KV,
 		throttle:  deps.Throttle,
 		ua:        userAgent(deps.UserAgent),
 		memo:      relay.NewRenderMemo[turn](memoSize),
@@ -83,10 +82,12 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
 	}
-	if s.kv == nil {
+	kv := deps.KV
+	if kv == nil {
 		// Thread mappings and progress then last as long as the process.
-		s.kv = relay.NewMemKV()
+		kv = relay.NewMemKV()
 	}
+	s.books = relay.NewBooks(kv, cfg.Name, deps.Logger)
 	if s.bot() {
 		relay.WarnPlainHTTP(deps.Logger, "api_url", cfg.APIURL)
 	} else {

@@ -2,13 +2,11 @@ package discord
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/bwmarrin/discordgo"
 
@@ -20,10 +18,10 @@ import (
 // within the week.
 const threadArchiveMinutes = 10080
 
-// Send implements relay.Sink. A turn that needs several messages (or a
-// message and then a thread) records its progress in the KV store after
-// each step, so that a retry resumes where the last attempt stopped instead
-// of posting parts again.
+// Send implements relay.Sink: it renders ev and posts its messages in
+// order, into the conversation's thread when conversations get threads
+// (opening it with the first message); the relay's books say where the
+// thread is and what an earlier attempt posted already.
 func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 	msgs := s.render(ctx, ev)
 	if err := relay.Rendered(ctx); err != nil {
@@ -33,121 +31,53 @@ func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 	if err != nil {
 		return err
 	}
-	pk := s.progressKey(ev)
-	prog, err := s.loadProgress(ctx, pk)
-	if err != nil {
-		return err
-	}
-	if prog.Posted >= len(msgs) && prog.Root == "" {
-		return nil // every part was posted by an earlier attempt
-	}
-	if d.thread == "" && d.threads {
-		d.thread = prog.Thread // a thread of an event without conversation
-	}
-	if d.alongside != "" {
-		msgs[0].content = withThreadLink(msgs[0].content, msgs[0].embeds[0].Title, d.alongside)
-	}
-	saved := prog.Posted > 0 || prog.Root != ""
-	save := func() error {
-		saved, prog.Thread = true, d.thread
-		return s.saveProgress(ctx, pk, prog)
-	}
+	_, err = s.books.Deliver(ctx, s.posting(ev, d, msgs))
+	return err
+}
 
-	if prog.Root != "" {
-		// The last attempt posted the thread's first message but did not
-		// start the thread: start it on that message now.
-		if err := s.startOnRoot(ctx, ev, d, &prog); err != nil {
-			return err
-		}
-		if err := save(); err != nil {
-			return err
-		}
-	}
-
-	restarted := false
-	for i := prog.Posted; i < len(msgs); i++ {
-		m := msgs[i]
-		more := i+1 < len(msgs)
-		switch {
-		case !d.threads || d.noThread || d.alongside != "":
-			if err := s.post(ctx, "", m); err != nil {
-				return err
-			}
-		case d.thread != "":
-			err := s.post(ctx, d.thread, m)
-			if threadGone(err) && !restarted {
-				// Archived and locked, or deleted: the conversation
-				// continues in a new thread.
-				s.log.InfoContext(ctx, "conversation's thread is gone; starting a new one", "event_id", ev.ID,
-					"conversation_id", ev.ConversationID, "err", err)
-				restarted, d.thread = true, ""
-				i--
-				continue
-			}
-			if err != nil {
-				return err
-			}
-		default:
-			th, root, err := s.openThread(ctx, d.name, m)
-			if err != nil {
-				return err
-			}
+// posting is how msgs, ev's messages, are posted to d.
+func (s *Sink) posting(ev *relay.Event, d *destination, msgs []message) relay.Turn {
+	return relay.Turn{Event: ev, Dest: s.destID(), Parts: len(msgs), Threads: s.threaded(),
+		Post: func(ctx context.Context, i int, thread string) (relay.Placed, error) {
+			thread = validID(thread)
+			// An escalation or a lead in a conversation that has a
+			// thread is posted in the channel, where on-call and sales
+			// see it (SPEC §6), linking the thread (bot mode outside a
+			// forum).
+			alongside := s.bot() && !d.forum && standsOut(ev.Topic) && ev.ConversationID != "" && thread != ""
+			m := msgs[i]
 			switch {
-			case th != "":
-				if err := d.remember(ctx, s, th); err != nil {
-					return err
+			case !d.threads || d.noThread || alongside:
+				if alongside && i == 0 {
+					m.content = withThreadLink(m.content, m.embeds[0].Title, thread)
 				}
-				d.thread = th
-			case root != "":
-				// Posted; the thread starts from this message next.
-				prog.Posted, prog.Root = i+1, root
-				if err := save(); err != nil {
-					return err
+				return relay.Placed{Thread: thread}, s.post(ctx, "", m)
+			case thread != "":
+				err := s.post(ctx, thread, m)
+				if threadGone(err) {
+					return relay.Placed{}, relay.ThreadGone(err) // archived and locked, or deleted
 				}
-				if err := s.startOnRoot(ctx, ev, d, &prog); err != nil {
-					return err
-				}
-			default:
+				return relay.Placed{Thread: thread}, err
+			}
+			th, root, err := s.openThread(ctx, d.name, m)
+			if err == nil && th == "" && root == "" {
 				s.log.WarnContext(ctx, "Discord's answer named no message or thread; the conversation continues without a thread",
 					"event_id", ev.ID, "conversation_id", ev.ConversationID)
 				d.noThread = true
 			}
-		}
-		prog.Posted = i + 1
-		// Record progress when a later step could fail, and once done
-		// when progress was recorded, so that no attempt repeats a part.
-		if more || saved {
-			if err := save(); err != nil {
-				return err
+			return relay.Placed{Thread: th, Root: root}, err
+		},
+		// When the message a thread was to start on was deleted meanwhile
+		// (Unknown Message), no thread can start on it, and posting it
+		// again would undo the deletion: the turn's next message, or the
+		// conversation's next turn, opens a new thread instead.
+		Start: func(ctx context.Context, root string) (string, error) {
+			th, err := s.startThread(ctx, root, d.name)
+			if codeOf(err) == discordgo.ErrCodeUnknownMessage {
+				return "", relay.ThreadGone(err)
 			}
-		}
-	}
-	return nil
-}
-
-// startOnRoot starts the conversation's thread on prog.Root, the message
-// this attempt or an earlier one posted to open it, and clears prog.Root;
-// the caller saves prog. When that message was deleted meanwhile (Unknown
-// Message), no thread can start on it, and posting it again would undo
-// the deletion: the turn's next message, or the conversation's next turn,
-// opens a new thread instead.
-func (s *Sink) startOnRoot(ctx context.Context, ev *relay.Event, d *destination, prog *progress) error {
-	th, err := s.startThread(ctx, prog.Root, d.name)
-	switch {
-	case codeOf(err) == discordgo.ErrCodeUnknownMessage:
-		s.log.InfoContext(ctx, "the message the conversation's thread was to start on was deleted; the next message opens a new thread",
-			"event_id", ev.ID, "conversation_id", ev.ConversationID)
-		d.thread = ""
-	case err != nil:
-		return err
-	default:
-		if err := d.remember(ctx, s, th); err != nil {
-			return err
-		}
-		d.thread = th
-	}
-	prog.Root = ""
-	return nil
+			return th, err
+		}}
 }
 
 // CanPack implements relay.Packer: an event may share a message unless its
@@ -155,11 +85,11 @@ func (s *Sink) startOnRoot(ctx context.Context, ev *relay.Event, d *destination,
 // earlier attempt posted part of it (then it resumes alone).
 func (s *Sink) CanPack(ctx context.Context, ev *relay.Event) bool {
 	if ev.ConversationID != "" && s.threaded() {
-		if _, ok, err := s.kv.Get(ctx, s.threadKey(ev.ConversationID)); err != nil || ok {
+		if th, err := s.books.Thread(ctx, s.destID(), ev.ConversationID); err != nil || th != "" {
 			return false
 		}
 	}
-	if _, ok, err := s.kv.Get(ctx, s.progressKey(ev)); err != nil || ok {
+	if started, err := s.books.Started(ctx, s.destID(), ev.ID); err != nil || started {
 		return false
 	}
 	if len(ev.Question())+len(ev.AnswerText()) > packSource {
@@ -222,7 +152,7 @@ func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) 
 		if ev.ConversationID == "" {
 			continue
 		}
-		if err := s.record(ctx, s.threadKey(ev.ConversationID), th); err != nil {
+		if err := s.books.SetThread(ctx, s.destID(), ev.ConversationID, th); err != nil {
 			s.log.WarnContext(ctx, "packed message posted, but its thread could not be recorded",
 				"event_id", ev.ID, "conversation_id", ev.ConversationID, "err", err)
 		}
@@ -233,26 +163,9 @@ func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) 
 // destination is where one event's messages go.
 type destination struct {
 	threads  bool   // the event belongs in a thread
-	thread   string // its thread, when it has one already
-	key      string // KV key of the conversation's thread; "" for none
+	forum    bool   // the channel is a forum (or media) channel: every thread is a post
 	name     string // the name of a new thread
 	noThread bool   // Discord named no thread: post the rest flat
-	// alongside is set for an escalation or a lead in a conversation
-	// that has a thread, in bot mode outside a forum: it is posted in the
-	// channel, where on-call and sales see it (SPEC §6), linking the
-	// thread it names.
-	alongside string
-}
-
-// remember records the conversation's new thread.
-func (d *destination) remember(ctx context.Context, s *Sink, thread string) error {
-	if d.key == "" {
-		return nil
-	}
-	if err := s.record(ctx, d.key, thread); err != nil {
-		return s.errorf("posted, but could not record the conversation's thread (a retry may open another): %w", err)
-	}
-	return nil
 }
 
 // withThreadLink is the content of an escalation or a lead posted in the
@@ -278,93 +191,28 @@ func standsOut(topic string) bool { return topic == relay.TopicEscalation || top
 func (s *Sink) threaded() bool { return s.bot() || s.cfg.ThreadName != "" }
 
 func (s *Sink) destination(ctx context.Context, ev *relay.Event) (*destination, error) {
-	d := &destination{name: threadName(s.threadPrefix(), ev)}
-	forum := s.cfg.ThreadName != ""
+	d := &destination{name: threadName(s.threadPrefix(), ev), forum: s.cfg.ThreadName != ""}
 	if s.bot() {
 		typ, err := s.channelType(ctx)
 		if err != nil {
 			return nil, err
 		}
-		forum = typ == discordgo.ChannelTypeGuildForum || typ == discordgo.ChannelTypeGuildMedia
+		d.forum = typ == discordgo.ChannelTypeGuildForum || typ == discordgo.ChannelTypeGuildMedia
 	}
-	switch {
-	case ev.ConversationID != "" && s.threaded():
-		d.threads, d.key = true, s.threadKey(ev.ConversationID)
-		th, ok, err := s.kv.Get(ctx, d.key)
-		if err != nil {
-			return nil, s.errorf("read the conversation's thread: %w", err)
-		}
-		if ok && snowflake.MatchString(th) {
-			d.thread = th
-		}
-		if s.bot() && !forum && standsOut(ev.Topic) && d.thread != "" {
-			d.alongside = d.thread
-		}
-	case forum:
-		// Without a conversation, a forum still needs a post per event.
-		d.threads = true
-	}
+	// A conversation has a thread; without one, a forum still needs a
+	// post per event.
+	d.threads = ev.ConversationID != "" && s.threaded() || d.forum
 	return d, nil
 }
 
-// threadKey is the KV key of a conversation's thread, per channel or
-// webhook, so that pointing the sink elsewhere starts new threads.
-func (s *Sink) threadKey(conversation string) string {
-	return "thread:" + s.destID() + ":" + conversation
-}
-
-// progressKey is the KV key of an event's progress.
-func (s *Sink) progressKey(ev *relay.Event) string {
-	return "part:" + s.destID() + ":" + ev.ID
-}
-
+// destID names where the sink posts, for the relay's books: the bot's
+// channel, or the webhook's id, so that pointing the sink elsewhere starts
+// new threads.
 func (s *Sink) destID() string {
 	if s.bot() {
 		return s.cfg.ChannelID
 	}
 	return s.webhookID
-}
-
-// progress is how far an event's delivery got.
-type progress struct {
-	Posted int    `json:"posted"`           // messages of the turn posted
-	Root   string `json:"root,omitempty"`   // posted message the conversation's thread is still to start from
-	Thread string `json:"thread,omitempty"` // the thread the turn's parts go to
-}
-
-func (s *Sink) loadProgress(ctx context.Context, key string) (progress, error) {
-	var p progress
-	v, ok, err := s.kv.Get(ctx, key)
-	if err != nil {
-		return p, s.errorf("read delivery progress: %w", err)
-	}
-	if ok && json.Unmarshal([]byte(v), &p) != nil {
-		s.log.WarnContext(ctx, "unreadable delivery progress ignored", "key", key)
-		p = progress{}
-	}
-	p.Root, p.Thread = validID(p.Root), validID(p.Thread)
-	return p, nil
-}
-
-func (s *Sink) saveProgress(ctx context.Context, key string, p progress) error {
-	b, _ := json.Marshal(p)
-	if err := s.record(ctx, key, string(b)); err != nil {
-		return s.errorf("posted, but could not record delivery progress (a retry may post it again): %w", err)
-	}
-	return nil
-}
-
-// recordTimeout bounds the store writes that record what was posted.
-const recordTimeout = 5 * time.Second
-
-// record writes what was just posted (a conversation's thread, a turn's
-// progress). It runs on a context that outlives the send's by
-// recordTimeout: the message is out, so the record must be too, or a retry
-// would post it again and open a second thread.
-func (s *Sink) record(ctx context.Context, key, value string) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
-	defer cancel()
-	return s.kv.Put(ctx, key, value)
 }
 
 // threadGone reports whether posting into a thread failed because the

@@ -1,6 +1,8 @@
 package slack
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
@@ -109,4 +111,16 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("timeout: %s is negative; set a positive duration like 10s", c.Timeout))
 	}
 	return errors.Join(errs...)
+}
+
+// destination names where the sink posts, for the relay's books: the
+// channel, or a hash of the webhook URL (never the URL: it is the
+// credential), so that a turn resumed after the sink was pointed elsewhere
+// starts from its first message there.
+func destination(cfg Config) string {
+	if cfg.WebhookURL.IsZero() {
+		return cfg.Channel
+	}
+	sum := sha256.Sum256([]byte(cfg.WebhookURL.Reveal()))
+	return "webhook-" + hex.EncodeToString(sum[:8])
 }

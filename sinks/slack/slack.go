@@ -32,11 +32,6 @@ const (
 // is scrubbed on its own; Slack's are 24 characters.
 const minSecretSegment = 8
 
-// recordTimeout bounds the store writes that record what was posted; they
-// run even when the send's context has just ended, so that a retry does
-// not post the same message again.
-const recordTimeout = 5 * time.Second
-
 // Sink posts events to one Slack channel, through an incoming webhook or
 // as a bot. It implements relay.Sink, relay.Packer, relay.Prober and
 // relay.Paced.
@@ -45,7 +40,7 @@ type Sink struct {
 	deps    relay.SinkDeps
 	client  *http.Client
 	api     *slackapi.Client // bot mode; nil with a webhook
-	kv      relay.KV
+	books   *relay.Books
 	dest    string // the channel, or a hash of the webhook URL: part of state keys
 	render  renderer
 	secrets []string // what must never appear in an error: scrubbed from answers
@@ -69,7 +64,6 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 	s := &Sink{
 		cfg:  cfg,
 		deps: deps,
-		kv:   deps.KV,
 		dest: destination(cfg),
 		client: &http.Client{
 			Transport: deps.Transport,
@@ -80,10 +74,12 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 		render: renderer{md: newMarkdown(), mention: cfg.Mention, tmpl: cfg.Template, logger: deps.Logger,
 			memo: relay.NewRenderMemo[content](memoSize)},
 	}
-	if s.kv == nil {
+	kv := deps.KV
+	if kv == nil {
 		deps.Logger.Warn("no key/value store: conversation threads and multi-part progress will not survive a restart")
-		s.kv = relay.NewMemKV()
+		kv = relay.NewMemKV()
 	}
+	s.books = relay.NewBooks(kv, cfg.Name, deps.Logger)
 	if s.webhook() {
 		raw := cfg.WebhookURL.Reveal()
 		s.secrets = []string{raw}
@@ -130,105 +126,47 @@ func (s *Sink) Pace() (every time.Duration, burst int) { return paceEvery, paceB
 // MaxPack implements relay.Packer.
 func (s *Sink) MaxPack() int { return maxPack }
 
-// Send implements relay.Sink. A turn too long for one message goes out in
-// several, in order; if a later one fails, the retry resumes after the
-// last one posted.
+// Send implements relay.Sink: it renders ev and posts its messages in
+// order, in bot mode into the conversation's thread (or starting it); the
+// relay's books say where the thread is and what an earlier attempt
+// posted already.
 func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 	msgs := s.render.render(ev)
 	if err := relay.Rendered(ctx); err != nil {
 		return fmt.Errorf("slack sink %q: %w", s.cfg.Name, err)
 	}
-	return s.deliver(ctx, ev, msgs)
+	posted, err := s.books.Deliver(ctx, s.turn(ev, msgs))
+	s.hold(posted)
+	return err
 }
 
-// deliver posts msgs for ev. In bot mode the first goes into the
-// conversation's thread, or starts it; the others follow in that thread
-// (or in the first message's thread when there is no conversation).
-func (s *Sink) deliver(ctx context.Context, ev *relay.Event, msgs []message) error {
-	multi := len(msgs) > 1
-	var prog progress
-	if multi {
-		p, err := s.progress(ctx, ev.ID)
-		if err != nil {
-			return fmt.Errorf("slack sink %q: read progress: %w", s.cfg.Name, err)
-		}
-		prog = p
-	}
-	conv := ev.ConversationID
-	thread := ""
-	if !s.webhook() && conv != "" {
-		t, err := s.thread(ctx, conv)
-		if err != nil {
-			return fmt.Errorf("slack sink %q: read thread: %w", s.cfg.Name, err)
-		}
-		thread = t
-	}
-	posted := 0
-	defer func() { s.hold(posted) }()
-	rootGone := false
-	for i := prog.Posted; i < len(msgs); i++ {
-		if s.webhook() {
-			if err := s.postWebhook(ctx, msgs[i]); err != nil {
-				return err
-			}
-		} else {
-			parent := thread
-			if parent == "" && i > 0 {
-				parent = prog.Root
+// turn is how msgs, ev's messages, are posted. In bot mode each message
+// goes into the thread it is given, or starts one at top level.
+func (s *Sink) turn(ev *relay.Event, msgs []message) relay.Turn {
+	return relay.Turn{Event: ev, Dest: s.dest, Parts: len(msgs), Threads: !s.webhook(),
+		Post: func(ctx context.Context, i int, thread string) (relay.Placed, error) {
+			if s.webhook() {
+				return relay.Placed{}, s.postWebhook(ctx, msgs[i])
 			}
 			// An escalation or a lead into a conversation's thread is
 			// shown in the channel too, so that on-call and sales never
 			// miss one (SPEC §6). Its first message only; the rest of a
 			// long one stays in the thread.
 			broadcast := (ev.Topic == relay.TopicEscalation || ev.Topic == relay.TopicLead) && thread != "" && i == 0
-			ts, threaded, err := s.postAPI(ctx, msgs[i], parent, broadcast)
-			if parent != "" && threadGone(err) && !rootGone {
-				// Slack refused the reply: the thread's first message was
-				// deleted. Drop the thread and post this message at top
-				// level, once; it becomes the new root.
-				s.deps.Logger.InfoContext(ctx, "the conversation's thread is gone; posting at top level, as a new thread",
-					"event_id", ev.ID, "conversation_id", conv, "err", err)
-				rootGone, thread, prog.Root, parent = true, "", "", ""
-				ts, threaded, err = s.postAPI(ctx, msgs[i], "", false)
-			}
-			if err != nil {
-				return err
-			}
+			ts, threaded, err := s.postAPI(ctx, msgs[i], thread, broadcast)
 			switch {
-			case parent == "":
-				// A new top-level message: the root of this turn's
-				// parts, and of the conversation's thread.
-				prog.Root = ts
-				if conv != "" {
-					thread = ts
-					if err := s.setThread(ctx, conv, ts); err != nil {
-						return err
-					}
-				}
-			case !threaded:
-				// Slack posted it at top level: the thread's first
-				// message was deleted (Slack also answers
-				// thread_not_found; see above). This message is the new
-				// root.
-				prog.Root = ts
-				if thread != "" {
-					thread = ts
-					if err := s.setThread(ctx, conv, ts); err != nil {
-						return err
-					}
-				}
+			case err != nil && thread != "" && threadGone(err):
+				return relay.Placed{}, relay.ThreadGone(err)
+			case err != nil:
+				return relay.Placed{}, err
+			case thread == "" || !threaded:
+				// A new top-level message (when given a thread, Slack
+				// posted it at top level because the thread's first
+				// message was deleted): the thread from now on.
+				return relay.Placed{Thread: ts}, nil
 			}
-		}
-		posted++
-		s.deps.Logger.Debug("posted", "event_id", ev.ID, "part", i+1, "parts", len(msgs))
-		if multi {
-			prog.Posted = i + 1
-			if err := s.setProgress(ctx, ev.ID, prog); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+			return relay.Placed{Thread: thread}, nil
+		}}
 }
 
 // hold tells the dispatcher to wait after a send that posted several
@@ -248,7 +186,7 @@ func (s *Sink) CanPack(ctx context.Context, ev *relay.Event) bool {
 	if s.webhook() || ev.ConversationID == "" {
 		return true
 	}
-	ts, err := s.thread(ctx, ev.ConversationID)
+	ts, err := s.books.Thread(ctx, s.dest, ev.ConversationID)
 	return err == nil && ts == ""
 }
 
@@ -287,7 +225,7 @@ func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) 
 		if ev.ConversationID == "" {
 			continue
 		}
-		if err := s.setThread(ctx, ev.ConversationID, ts); err != nil {
+		if err := s.books.SetThread(ctx, s.dest, ev.ConversationID, ts); err != nil {
 			s.deps.Logger.WarnContext(ctx, "packed message posted, but its thread could not be recorded",
 				"event_id", ev.ID, "conversation_id", ev.ConversationID, "err", err)
 		}
