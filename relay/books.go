@@ -213,6 +213,7 @@ func (e *threadGoneError) Is(target error) bool { return target == ErrThreadGone
 // into the conversation's thread on the sink's destination. The sink
 // renders and posts (Post, Start); the relay keeps the books (Deliver).
 type Turn struct {
+	Books *Books // the sink's
 	Event *Event
 	Dest  string // where the sink posts: the books are kept per destination
 	Parts int    // messages, at least one
@@ -228,6 +229,20 @@ type Turn struct {
 	// returns the thread; ThreadGone when root was deleted meanwhile. nil
 	// for a sink whose posts are threads by themselves (Slack).
 	Start func(ctx context.Context, root string) (thread string, err error)
+	// Report, if set, gathers what the destination's answers to Post and
+	// Start said of its rate limits (Report.Hold).
+	Report *Report
+}
+
+// Deliver posts t through its books (Books.Deliver) and reports how many
+// messages it posted and what the destination said of its rate limits.
+func (t *Turn) Deliver(ctx context.Context) (Report, error) {
+	posted, err := t.Books.Deliver(ctx, *t)
+	rep := Report{Posts: posted}
+	if t.Report != nil {
+		rep.HoldUntil = t.Report.HoldUntil
+	}
+	return rep, err
 }
 
 // Placed is where a post put the turn.

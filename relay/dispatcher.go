@@ -216,7 +216,7 @@ func (d *Dispatcher) deliver(soft, ctx context.Context, del *Delivery, tk Ticket
 		return
 	}
 	err = d.send(soft, ctx, tk, []*Delivery{del}, func(ctx context.Context) error {
-		return d.guard(func() error { return d.cfg.Sink.Send(ctx, ev) }, ev)
+		return d.guard(func() error { return d.post(ctx, ev) }, ev)
 	})
 	if err == nil {
 		d.succeeded(ctx, []*Delivery{del}, tk)
@@ -271,13 +271,15 @@ func (d *Dispatcher) deliverPacked(soft, ctx context.Context, del *Delivery) {
 	sent := 1
 	if len(batch) == 1 {
 		err = d.send(soft, ctx, Ticket{}, batch, func(ctx context.Context) error {
-			return d.guard(func() error { return d.cfg.Sink.Send(ctx, first) }, first)
+			return d.guard(func() error { return d.post(ctx, first) }, first)
 		})
 	} else {
 		err = d.send(soft, ctx, Ticket{}, batch, func(ctx context.Context) error {
 			return d.guard(func() error {
+				var rep Report
 				var err error
-				sent, err = d.packer.SendPacked(ctx, evs)
+				sent, rep, err = d.packer.SendPacked(ctx, evs)
+				d.paced(rep)
 				return err
 			}, evs...)
 		})
@@ -314,6 +316,28 @@ func (d *Dispatcher) deliverPacked(soft, ctx context.Context, del *Delivery) {
 		d.cfg.Logger.Debug("packed several turns into one message", "events", sent)
 	}
 	d.succeeded(ctx, batch[:sent], Ticket{})
+}
+
+// post sends ev: through the sink's books when it is a Poster, whose
+// report then paces the sink.
+func (d *Dispatcher) post(ctx context.Context, ev *Event) error {
+	p, ok := d.cfg.Sink.(Poster)
+	if !ok {
+		return d.cfg.Sink.Send(ctx, ev)
+	}
+	rep, err := Post(ctx, p, ev)
+	d.paced(rep)
+	return err
+}
+
+// paced applies what a send reported to the sink's pace: a hold its
+// destination asked for, and a slot of the pace for each message after
+// the first, so that the channel's pace holds on average.
+func (d *Dispatcher) paced(rep Report) {
+	if !rep.HoldUntil.IsZero() {
+		d.cfg.Pacer.HoldUntil(rep.HoldUntil)
+	}
+	d.cfg.Pacer.Charge(rep.Posts - 1)
 }
 
 // canPack asks the sink whether ev may share a message, under guard.

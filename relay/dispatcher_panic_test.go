@@ -46,7 +46,9 @@ func (s *panicky) Send(ctx context.Context, ev *relay.Event) error {
 	return s.packSink.Send(ctx, ev)
 }
 
-func (s *panicky) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) {
+var _ relay.Packer = (*panicky)(nil)
+
+func (s *panicky) SendPacked(ctx context.Context, evs []*relay.Event) (int, relay.Report, error) {
 	for _, ev := range evs {
 		if s.where == "sendpacked" && boom(ev) {
 			s.panics.Add(1)

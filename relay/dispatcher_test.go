@@ -685,6 +685,8 @@ type packSink struct {
 	threaded map[string]bool // conversations that cannot pack (have a thread)
 }
 
+var _ relay.Packer = (*packSink)(nil)
+
 func (s *packSink) MaxPack() int { return 10 }
 func (s *packSink) CanPack(_ context.Context, ev *relay.Event) bool {
 	s.mu2.Lock()
@@ -692,12 +694,12 @@ func (s *packSink) CanPack(_ context.Context, ev *relay.Event) bool {
 	return !s.threaded[ev.ConversationID]
 }
 func (s *packSink) Send(ctx context.Context, ev *relay.Event) error {
-	_, err := s.SendPacked(ctx, []*relay.Event{ev})
+	_, _, err := s.SendPacked(ctx, []*relay.Event{ev})
 	return err
 }
 
 // SendPacked posts at most 7 turns, as if no more fit one message.
-func (s *packSink) SendPacked(_ context.Context, evs []*relay.Event) (int, error) {
+func (s *packSink) SendPacked(_ context.Context, evs []*relay.Event) (int, relay.Report, error) {
 	evs = evs[:min(len(evs), 7)]
 	s.mu2.Lock()
 	var ids []string
@@ -710,7 +712,7 @@ func (s *packSink) SendPacked(_ context.Context, evs []*relay.Event) (int, error
 	for _, id := range ids {
 		s.sent <- id
 	}
-	return len(evs), nil
+	return len(evs), relay.Report{Posts: 1}, nil
 }
 
 func TestPackingKeepsUpWithAPacedChannel(t *testing.T) {
@@ -879,10 +881,12 @@ func (s *refusingPacker) Send(ctx context.Context, ev *relay.Event) error {
 	return s.packSink.Send(ctx, ev)
 }
 
-func (s *refusingPacker) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) {
+var _ relay.Packer = (*refusingPacker)(nil)
+
+func (s *refusingPacker) SendPacked(ctx context.Context, evs []*relay.Event) (int, relay.Report, error) {
 	for _, ev := range evs {
 		if strings.Contains(string(ev.Body), `"q2"`) {
-			return 0, relay.Permanent(errors.New("invalid_blocks"), relay.ReasonClientError)
+			return 0, relay.Report{}, relay.Permanent(errors.New("invalid_blocks"), relay.ReasonClientError)
 		}
 	}
 	return s.packSink.SendPacked(ctx, evs)
@@ -961,4 +965,88 @@ func (s *holdRaceSink) Send(ctx context.Context, ev *relay.Event) error {
 		return err
 	}
 	return s.packSink.Send(ctx, ev)
+}
+
+// postSink is a fake relay.Poster: each turn takes parts messages, and
+// the first turn's send reports a rate-limit hold of hold.
+type postSink struct {
+	*fakeSink
+	parts int
+	hold  time.Duration
+	books *relay.Books
+
+	mu2   sync.Mutex
+	posts []time.Time
+	turns int
+}
+
+var _ relay.Poster = (*postSink)(nil)
+
+func (s *postSink) Send(ctx context.Context, ev *relay.Event) error {
+	_, err := relay.Post(ctx, s, ev)
+	return err
+}
+
+func (s *postSink) Turn(_ context.Context, ev *relay.Event) (*relay.Turn, error) {
+	s.mu2.Lock()
+	s.turns++
+	first := s.turns == 1
+	s.mu2.Unlock()
+	rep := &relay.Report{}
+	return &relay.Turn{Books: s.books, Event: ev, Dest: "C1", Parts: s.parts, Report: rep,
+		Post: func(context.Context, int, string) (relay.Placed, error) {
+			s.mu2.Lock()
+			s.posts = append(s.posts, time.Now())
+			s.mu2.Unlock()
+			if first && s.hold > 0 {
+				rep.Hold(time.Now().Add(s.hold))
+			}
+			return relay.Placed{}, nil
+		}}, nil
+}
+
+// TestSeveralPostsTakeSeveralSlots: what a send reports paces the sink: a
+// send that posted three messages takes three slots of the pace, and a
+// hold the destination's rate-limit headers asked for holds every send.
+func TestSeveralPostsTakeSeveralSlots(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		parts int
+		hold  time.Duration
+		gap   time.Duration // between the first post of the first send and that of the second
+	}{
+		{"one message", 1, 0, time.Second},
+		{"three messages", 3, 0, 3 * time.Second},
+		{"a hold", 1, 10 * time.Second, 10 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			synctest.Test(t, func(t *testing.T) {
+				sink := &postSink{fakeSink: newFakeSink(nil), parts: tc.parts, hold: tc.hold,
+					books: relay.NewBooks(relay.NewMemKV(), "fake", nil)}
+				f := start(t, dir, sink, policy, 2)
+				defer f.stop(t)
+				f.pacer.SetPace(time.Second, 1)
+				f.append(t, "conv-a", 1)
+				f.append(t, "conv-b", 2)
+				for {
+					synctest.Wait()
+					sink.mu2.Lock()
+					n := len(sink.posts)
+					sink.mu2.Unlock()
+					if n == 2*tc.parts {
+						break
+					}
+					time.Sleep(100 * time.Millisecond) // fake time, in the bubble
+				}
+				sink.mu2.Lock()
+				defer sink.mu2.Unlock()
+				if gap := sink.posts[tc.parts].Sub(sink.posts[0]); gap != tc.gap {
+					t.Errorf("second send %s after the first, want %s", gap, tc.gap)
+				}
+			})
+		})
+	}
 }

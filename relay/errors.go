@@ -237,43 +237,38 @@ func WebhookPolicy() HTTPPolicy {
 	return HTTPPolicy{Broken: []int{http.StatusGone}}
 }
 
-// Check classifies an HTTP answer: nil for 2xx; otherwise a classified
-// *StatusError carrying up to 1 KiB of the body. It reads the body but does
-// not close it.
+// Classify classifies an HTTP answer from its status, its header and (at
+// most 1 KiB of) its body, as read: nil for 2xx; otherwise a classified
+// *StatusError carrying the body.
 //
 //   - 429: rate-limited for Retry-After (retryable with backoff when the
 //     header is missing or garbled);
 //   - 408, 5xx: retryable (rate-limited when a Retry-After is given);
 //   - statuses listed in Broken: broken (auth for 401/403, gone otherwise);
 //   - any other status: permanent for this event.
-func (p HTTPPolicy) Check(resp *http.Response, now time.Time) error {
-	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+func (p HTTPPolicy) Classify(status int, h http.Header, body string, now time.Time) error {
+	if status >= 200 && status < 300 {
 		return nil
 	}
-	se := &StatusError{Status: resp.StatusCode, Body: ReadErrorBody(resp.Body)}
-	return p.classify(se, resp.Header.Get("Retry-After"), now)
-}
-
-func (p HTTPPolicy) classify(se *StatusError, retryAfter string, now time.Time) error {
-	code := se.Status
+	se := &StatusError{Status: status, Body: body}
 	switch {
-	case code == http.StatusTooManyRequests:
-		if d, ok := ParseRetryAfter(retryAfter, now); ok {
+	case status == http.StatusTooManyRequests:
+		if d, ok := ParseRetryAfter(h.Get("Retry-After"), now); ok {
 			return RetryAfter(se, d)
 		}
 		return Retryable(se, ReasonRateLimited)
-	case code == http.StatusRequestTimeout:
+	case status == http.StatusRequestTimeout:
 		return Retryable(se, ReasonTimeout)
-	case code >= 500:
-		if d, ok := ParseRetryAfter(retryAfter, now); ok {
+	case status >= 500:
+		if d, ok := ParseRetryAfter(h.Get("Retry-After"), now); ok {
 			return RetryAfter(se, d)
 		}
 		return Retryable(se, ReasonServerError)
 	}
 	for _, b := range p.Broken {
-		if code == b {
+		if status == b {
 			reason := ReasonGone
-			if code == http.StatusUnauthorized || code == http.StatusForbidden {
+			if status == http.StatusUnauthorized || status == http.StatusForbidden {
 				reason = ReasonAuth
 			}
 			return Broken(se, reason)

@@ -18,7 +18,7 @@ import (
 	"github.com/chatrelay/chatrelay/relay"
 )
 
-func TestHTTPPolicyCheck(t *testing.T) {
+func TestHTTPPolicyClassify(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 	tests := []struct {
@@ -53,20 +53,20 @@ func TestHTTPPolicyCheck(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(fmt.Sprintf("%d_%s_%v", tc.status, tc.retryAfter, tc.policy.Broken), func(t *testing.T) {
 			t.Parallel()
-			resp := &http.Response{StatusCode: tc.status, Header: http.Header{}, Body: http.NoBody}
+			h := http.Header{}
 			if tc.retryAfter != "" {
-				resp.Header.Set("Retry-After", tc.retryAfter)
+				h.Set("Retry-After", tc.retryAfter)
 			}
-			err := tc.policy.Check(resp, now)
+			err := tc.policy.Classify(tc.status, h, "", now)
 			if tc.ok {
 				if err != nil {
-					t.Fatalf("Check = %v, want nil", err)
+					t.Fatalf("Classify = %v, want nil", err)
 				}
 				return
 			}
 			class, after := relay.Classify(err)
 			if class != tc.class || after != tc.after || relay.ReasonOf(err) != tc.reason {
-				t.Fatalf("Check = %v: class %s after %s reason %s; want %s %s %s", err, class, after, relay.ReasonOf(err), tc.class, tc.after, tc.reason)
+				t.Fatalf("Classify = %v: class %s after %s reason %s; want %s %s %s", err, class, after, relay.ReasonOf(err), tc.class, tc.after, tc.reason)
 			}
 			var se *relay.StatusError
 			if !errors.As(err, &se) || se.Status != tc.status {

@@ -46,6 +46,20 @@ func (p *Pacer) SetPace(every time.Duration, burst int) {
 	p.notifyLocked()
 }
 
+// Charge takes n more slots of the pace, as if n more sends had gone: a
+// send that posted several messages keeps the platform's pace on average.
+func (p *Pacer) Charge(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.limiter == nil {
+		return
+	}
+	now := p.clock.Now()
+	for range n {
+		p.limiter.ReserveN(now, 1)
+	}
+}
+
 // HoldUntil stops every send until t (a 429's Retry-After, or rate-limit
 // headers that say the bucket is empty). An earlier t than the current hold
 // changes nothing.

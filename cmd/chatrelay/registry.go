@@ -214,7 +214,7 @@ func buildSinks(cfg *Config, env sinkEnv) ([]builtSink, error) {
 		if sc.Concurrency > 0 {
 			concurrency = sc.Concurrency
 		}
-		deps := relay.SinkDeps{Logger: logger, KV: env.store.KV(sc.Name), Throttle: pacer,
+		deps := relay.SinkDeps{Logger: logger, KV: env.store.KV(sc.Name),
 			Clock: env.clock, UserAgent: userAgent(), Transport: newTransport(concurrency)}
 		sink, err := typ.build(sc.Name, sc.Spec, deps, env.stdout)
 		if err != nil {

@@ -20,13 +20,12 @@ import (
 // a bot. It implements relay.Sink, relay.Packer, relay.Prober and
 // relay.Paced, and is safe for concurrent use.
 type Sink struct {
-	cfg      Config
-	log      *slog.Logger
-	clock    clockwork.Clock
-	books    *relay.Books
-	throttle relay.Throttle
-	client   *http.Client
-	ua       string
+	cfg    Config
+	log    *slog.Logger
+	clock  clockwork.Clock
+	books  *relay.Books
+	client *http.Client
+	ua     string
 
 	// Webhook mode.
 	webhook   *url.URL
@@ -36,7 +35,7 @@ type Sink struct {
 	token string
 
 	mention mention
-	secrets []string // removed from every text that enters an error or a log line
+	scrub   *relay.Scrubber // the token, or the webhook URL and its token: removed from every text that enters an error or a log line
 
 	mu       sync.Mutex
 	chanType *discordgo.ChannelType // bot mode: the channel's type, once known
@@ -46,7 +45,7 @@ type Sink struct {
 }
 
 var (
-	_ relay.Sink   = (*Sink)(nil)
+	_ relay.Poster = (*Sink)(nil)
 	_ relay.Packer = (*Sink)(nil)
 	_ relay.Prober = (*Sink)(nil)
 	_ relay.Paced  = (*Sink)(nil)
@@ -65,7 +64,6 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 		cfg:       cfg,
 		log:       deps.Logger,
 		clock:     deps.Clock,
-		throttle:  deps.Throttle,
 		ua:        userAgent(deps.UserAgent),
 		memo:      relay.NewRenderMemo[turn](memoSize),
 		webhook:   ep.webhook,
@@ -73,7 +71,7 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 		api:       ep.api,
 		token:     ep.token,
 		mention:   ep.mention,
-		secrets:   ep.secrets,
+		scrub:     relay.NewScrubber(ep.secrets...),
 		client: &http.Client{
 			Transport: deps.Transport,
 			Timeout:   cfg.Timeout,
@@ -140,14 +138,14 @@ func (s *Sink) Probe(ctx context.Context) error {
 		probe := *s.webhook
 		probe.RawQuery = ""
 		var wh discordgo.Webhook
-		return s.do(ctx, call{op: "get webhook", method: http.MethodGet, url: &probe}, &wh)
+		return s.do(ctx, nil, call{op: "get webhook", method: http.MethodGet, url: &probe}, &wh)
 	}
-	_, err := s.channelType(ctx)
+	_, err := s.channelType(ctx, nil)
 	return err
 }
 
 // channelType returns the type of the bot's channel, asking Discord once.
-func (s *Sink) channelType(ctx context.Context) (discordgo.ChannelType, error) {
+func (s *Sink) channelType(ctx context.Context, rep *relay.Report) (discordgo.ChannelType, error) {
 	s.mu.Lock()
 	known := s.chanType
 	s.mu.Unlock()
@@ -155,7 +153,7 @@ func (s *Sink) channelType(ctx context.Context) (discordgo.ChannelType, error) {
 		return *known, nil
 	}
 	var ch discordgo.Channel
-	if err := s.do(ctx, call{op: "get channel", method: http.MethodGet, url: s.route("channels", s.cfg.ChannelID)}, &ch); err != nil {
+	if err := s.do(ctx, rep, call{op: "get channel", method: http.MethodGet, url: s.route("channels", s.cfg.ChannelID)}, &ch); err != nil {
 		return 0, err
 	}
 	switch ch.Type {

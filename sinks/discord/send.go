@@ -18,26 +18,32 @@ import (
 // within the week.
 const threadArchiveMinutes = 10080
 
-// Send implements relay.Sink: it renders ev and posts its messages in
-// order, into the conversation's thread when conversations get threads
-// (opening it with the first message); the relay's books say where the
-// thread is and what an earlier attempt posted already.
+// Send implements relay.Sink: relay.Post, which the dispatcher calls.
 func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
-	msgs := s.render(ctx, ev)
-	if err := relay.Rendered(ctx); err != nil {
-		return s.errorf("%w", err)
-	}
-	d, err := s.destination(ctx, ev)
-	if err != nil {
-		return err
-	}
-	_, err = s.books.Deliver(ctx, s.posting(ev, d, msgs))
+	_, err := relay.Post(ctx, s, ev)
 	return err
 }
 
-// posting is how msgs, ev's messages, are posted to d.
-func (s *Sink) posting(ev *relay.Event, d *destination, msgs []message) relay.Turn {
-	return relay.Turn{Event: ev, Dest: s.destID(), Parts: len(msgs), Threads: s.threaded(),
+// Turn implements relay.Poster: it renders ev; its messages go into the
+// conversation's thread when conversations get threads (the first message
+// opening it), else into the channel.
+func (s *Sink) Turn(ctx context.Context, ev *relay.Event) (*relay.Turn, error) {
+	msgs := s.render(ctx, ev)
+	if err := relay.Rendered(ctx); err != nil {
+		return nil, s.errorf("%w", err)
+	}
+	rep := &relay.Report{}
+	d, err := s.destination(ctx, rep, ev)
+	if err != nil {
+		return nil, err
+	}
+	return s.posting(ev, d, msgs, rep), nil
+}
+
+// posting is how msgs, ev's messages, are posted to d; what Discord says
+// of its rate limits goes into rep.
+func (s *Sink) posting(ev *relay.Event, d *destination, msgs []message, rep *relay.Report) *relay.Turn {
+	return &relay.Turn{Books: s.books, Event: ev, Dest: s.destID(), Parts: len(msgs), Threads: s.threaded(), Report: rep,
 		Post: func(ctx context.Context, i int, thread string) (relay.Placed, error) {
 			thread = validID(thread)
 			// An escalation or a lead in a conversation that has a
@@ -51,15 +57,15 @@ func (s *Sink) posting(ev *relay.Event, d *destination, msgs []message) relay.Tu
 				if alongside && i == 0 {
 					m.content = withThreadLink(m.content, m.embeds[0].Title, thread)
 				}
-				return relay.Placed{Thread: thread}, s.post(ctx, "", m)
+				return relay.Placed{Thread: thread}, s.post(ctx, rep, "", m)
 			case thread != "":
-				err := s.post(ctx, thread, m)
+				err := s.post(ctx, rep, thread, m)
 				if threadGone(err) {
 					return relay.Placed{}, relay.ThreadGone(err) // archived and locked, or deleted
 				}
 				return relay.Placed{Thread: thread}, err
 			}
-			th, root, err := s.openThread(ctx, d.name, m)
+			th, root, err := s.openThread(ctx, rep, d.name, m)
 			if err == nil && th == "" && root == "" {
 				s.log.WarnContext(ctx, "Discord's answer named no message or thread; the conversation continues without a thread",
 					"event_id", ev.ID, "conversation_id", ev.ConversationID)
@@ -72,7 +78,7 @@ func (s *Sink) posting(ev *relay.Event, d *destination, msgs []message) relay.Tu
 		// again would undo the deletion: the turn's next message, or the
 		// conversation's next turn, opens a new thread instead.
 		Start: func(ctx context.Context, root string) (string, error) {
-			th, err := s.startThread(ctx, root, d.name)
+			th, err := s.startThread(ctx, rep, root, d.name)
 			if codeOf(err) == discordgo.ErrCodeUnknownMessage {
 				return "", relay.ThreadGone(err)
 			}
@@ -105,13 +111,14 @@ func (s *Sink) CanPack(ctx context.Context, ev *relay.Event) bool {
 // thread that becomes the thread of every conversation in it. Once the
 // message is posted the call succeeds: a thread that cannot be started is
 // logged, not retried, so that the message is not posted twice.
-func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) {
+func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, relay.Report, error) {
+	var rep relay.Report
 	if len(evs) == 0 {
-		return 0, nil
+		return 0, rep, nil
 	}
 	msg, n := s.pack(ctx, evs)
 	if err := relay.Rendered(ctx); err != nil {
-		return 0, s.errorf("%w", err)
+		return 0, rep, s.errorf("%w", err)
 	}
 	evs = evs[:n]
 	// The message needs a thread if any of its conversations does.
@@ -119,34 +126,36 @@ func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) 
 	if i := slices.IndexFunc(evs, func(ev *relay.Event) bool { return ev.ConversationID != "" }); i >= 0 {
 		first = evs[i]
 	}
-	d, err := s.destination(ctx, first)
+	d, err := s.destination(ctx, &rep, first)
 	if err != nil {
-		return 0, err
+		return 0, rep, err
 	}
 	if !d.threads {
-		if err := s.post(ctx, "", msg); err != nil {
-			return 0, err
+		if err := s.post(ctx, &rep, "", msg); err != nil {
+			return 0, rep, err
 		}
-		return n, nil
+		rep.Posts = 1
+		return n, rep, nil
 	}
 	name := packName(s.threadPrefix(), len(evs))
-	th, root, err := s.openThread(ctx, name, msg)
+	th, root, err := s.openThread(ctx, &rep, name, msg)
 	if err != nil {
-		return 0, err
+		return 0, rep, err
 	}
+	rep.Posts = 1
 	if th == "" && root != "" {
-		if th, err = s.startThread(ctx, root, name); err != nil {
+		if th, err = s.startThread(ctx, &rep, root, name); err != nil {
 			// Failing now would post the message again: the turns are
 			// out; their conversations start threads of their own later.
 			s.log.WarnContext(ctx, "packed message posted, but its thread could not be started", "events", len(evs), "err", err)
 			if class, after := relay.Classify(err); class == relay.ClassRateLimited {
-				s.throttle.HoldUntil(s.clock.Now().Add(after))
+				rep.Hold(s.clock.Now().Add(after))
 			}
-			return n, nil
+			return n, rep, nil
 		}
 	}
 	if th == "" {
-		return n, nil
+		return n, rep, nil
 	}
 	for _, ev := range evs {
 		if ev.ConversationID == "" {
@@ -157,7 +166,7 @@ func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) 
 				"event_id", ev.ID, "conversation_id", ev.ConversationID, "err", err)
 		}
 	}
-	return n, nil
+	return n, rep, nil
 }
 
 // destination is where one event's messages go.
@@ -190,10 +199,10 @@ func standsOut(topic string) bool { return topic == relay.TopicEscalation || top
 // in webhook mode with thread_name (forum channels).
 func (s *Sink) threaded() bool { return s.bot() || s.cfg.ThreadName != "" }
 
-func (s *Sink) destination(ctx context.Context, ev *relay.Event) (*destination, error) {
+func (s *Sink) destination(ctx context.Context, rep *relay.Report, ev *relay.Event) (*destination, error) {
 	d := &destination{name: threadName(s.threadPrefix(), ev), forum: s.cfg.ThreadName != ""}
 	if s.bot() {
-		typ, err := s.channelType(ctx)
+		typ, err := s.channelType(ctx, rep)
 		if err != nil {
 			return nil, err
 		}
@@ -226,20 +235,20 @@ func threadGone(err error) bool {
 }
 
 // post posts m into thread (or, with thread "", the channel or webhook).
-func (s *Sink) post(ctx context.Context, thread string, m message) error {
+func (s *Sink) post(ctx context.Context, rep *relay.Report, thread string, m message) error {
 	in := ""
 	if thread != "" {
 		in = inThread
 	}
 	if !s.bot() {
-		return s.do(ctx, call{op: "execute webhook", method: http.MethodPost, url: s.executeURL(thread),
+		return s.do(ctx, rep, call{op: "execute webhook", method: http.MethodPost, url: s.executeURL(thread),
 			payload: s.webhookParams(m, ""), in: in}, nil)
 	}
 	channel := s.cfg.ChannelID
 	if thread != "" {
 		channel = thread
 	}
-	return s.do(ctx, call{op: "post message", method: http.MethodPost,
+	return s.do(ctx, rep, call{op: "post message", method: http.MethodPost,
 		url: s.route("channels", channel, "messages"), payload: s.messageSend(m), in: in}, nil)
 }
 
@@ -248,17 +257,17 @@ func (s *Sink) post(ctx context.Context, thread string, m message) error {
 // request makes the post and its thread: it returns the thread. In a text
 // channel it returns the posted message (root), from which the caller
 // starts the thread.
-func (s *Sink) openThread(ctx context.Context, name string, m message) (thread, root string, err error) {
+func (s *Sink) openThread(ctx context.Context, rep *relay.Report, name string, m message) (thread, root string, err error) {
 	var out discordgo.Message
 	if !s.bot() {
-		err := s.do(ctx, call{op: "execute webhook", method: http.MethodPost, url: s.executeURL(""),
+		err := s.do(ctx, rep, call{op: "execute webhook", method: http.MethodPost, url: s.executeURL(""),
 			payload: s.webhookParams(m, name)}, &out)
 		if err != nil {
 			return "", "", err
 		}
 		return validID(out.ChannelID), "", nil
 	}
-	typ, err := s.channelType(ctx)
+	typ, err := s.channelType(ctx, rep)
 	if err != nil {
 		return "", "", err
 	}
@@ -268,14 +277,14 @@ func (s *Sink) openThread(ctx context.Context, name string, m message) (thread, 
 			*discordgo.ThreadStart
 			Message *discordgo.MessageSend `json:"message"`
 		}{&discordgo.ThreadStart{Name: name, AutoArchiveDuration: threadArchiveMinutes}, s.messageSend(m)}
-		err := s.do(ctx, call{op: "start forum post", method: http.MethodPost,
+		err := s.do(ctx, rep, call{op: "start forum post", method: http.MethodPost,
 			url: s.route("channels", s.cfg.ChannelID, "threads"), payload: payload}, &ch)
 		if err != nil {
 			return "", "", err
 		}
 		return validID(ch.ID), "", nil
 	}
-	if err := s.do(ctx, call{op: "post message", method: http.MethodPost,
+	if err := s.do(ctx, rep, call{op: "post message", method: http.MethodPost,
 		url: s.route("channels", s.cfg.ChannelID, "messages"), payload: s.messageSend(m)}, &out); err != nil {
 		return "", "", err
 	}
@@ -284,9 +293,9 @@ func (s *Sink) openThread(ctx context.Context, name string, m message) (thread, 
 
 // startThread starts a public thread on message root; the thread has the
 // message's id.
-func (s *Sink) startThread(ctx context.Context, root, name string) (string, error) {
+func (s *Sink) startThread(ctx context.Context, rep *relay.Report, root, name string) (string, error) {
 	var ch discordgo.Channel
-	err := s.do(ctx, call{op: "start thread", method: http.MethodPost,
+	err := s.do(ctx, rep, call{op: "start thread", method: http.MethodPost,
 		url:     s.route("channels", s.cfg.ChannelID, "messages", root, "threads"),
 		payload: &discordgo.ThreadStart{Name: name, AutoArchiveDuration: threadArchiveMinutes}, in: inMessage}, &ch)
 	if codeOf(err) == discordgo.ErrCodeThreadAlreadyCreatedForThisMessage {

@@ -46,7 +46,7 @@ func TestSendPackedOneFits(t *testing.T) {
 			s := mk(srv)
 			s.render.packLimit = 1 // room for the first turn only
 			a, b := turn(1), turn(2)
-			n, err := s.SendPacked(t.Context(), []*relay.Event{a, b})
+			n, _, err := s.SendPacked(t.Context(), []*relay.Event{a, b})
 			if err != nil || n != 1 {
 				t.Fatalf("SendPacked = %d, %v; want 1, nil", n, err)
 			}

@@ -1,11 +1,8 @@
 package slack
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"path"
@@ -36,17 +33,18 @@ const minSecretSegment = 8
 // as a bot. It implements relay.Sink, relay.Packer, relay.Prober and
 // relay.Paced.
 type Sink struct {
-	cfg     Config
-	deps    relay.SinkDeps
-	client  *http.Client
-	api     *slackapi.Client // bot mode; nil with a webhook
-	books   *relay.Books
-	dest    string // the channel, or a hash of the webhook URL: part of state keys
-	render  renderer
-	secrets []string // what must never appear in an error: scrubbed from answers
+	cfg    Config
+	deps   relay.SinkDeps
+	client *http.Client
+	apiURL string // bot mode: the Web API's base URL, ending in "/"
+	books  *relay.Books
+	dest   string // the channel, or a hash of the webhook URL: where the books are kept
+	render renderer
+	scrub  *relay.Scrubber // the token, or the webhook URL and its parts: scrubbed from answers
 }
 
 var (
+	_ relay.Poster = (*Sink)(nil)
 	_ relay.Packer = (*Sink)(nil)
 	_ relay.Prober = (*Sink)(nil)
 	_ relay.Paced  = (*Sink)(nil)
@@ -82,32 +80,32 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 	s.books = relay.NewBooks(kv, cfg.Name, deps.Logger)
 	if s.webhook() {
 		raw := cfg.WebhookURL.Reveal()
-		s.secrets = []string{raw}
+		secrets := []string{raw}
 		if u, err := url.Parse(raw); err == nil {
 			if len(u.Path) > 1 {
-				s.secrets = append(s.secrets, u.Path)
+				secrets = append(secrets, u.Path)
 			}
 			// The last segment is the webhook's secret token
 			// (/services/T…/B…/<secret>): an answer may echo it alone.
 			// A short one ("/hook") is no secret, and scrubbing it would
 			// garble error text.
 			if seg := path.Base(u.Path); len(seg) >= minSecretSegment {
-				s.secrets = append(s.secrets, seg)
+				secrets = append(secrets, seg)
 			}
 		}
+		s.scrub = relay.NewScrubber(secrets...)
 		relay.WarnPlainHTTP(deps.Logger, "webhook_url", raw)
 		return s, nil
 	}
-	s.secrets = []string{cfg.Token.Reveal()}
+	s.scrub = relay.NewScrubber(cfg.Token.Reveal())
 	relay.WarnPlainHTTP(deps.Logger, "api_url", cfg.APIURL)
-	apiURL := cfg.APIURL
-	if apiURL == "" {
-		apiURL = slackapi.APIURL
+	s.apiURL = cfg.APIURL
+	if s.apiURL == "" {
+		s.apiURL = slackapi.APIURL
 	}
-	if !strings.HasSuffix(apiURL, "/") {
-		apiURL += "/" // slack-go appends the method name
+	if !strings.HasSuffix(s.apiURL, "/") {
+		s.apiURL += "/" // the method name follows
 	}
-	s.api = slackapi.New(cfg.Token.Reveal(), slackapi.OptionHTTPClient(apiDoer{s}), slackapi.OptionAPIURL(apiURL))
 	return s, nil
 }
 
@@ -126,24 +124,20 @@ func (s *Sink) Pace() (every time.Duration, burst int) { return paceEvery, paceB
 // MaxPack implements relay.Packer.
 func (s *Sink) MaxPack() int { return maxPack }
 
-// Send implements relay.Sink: it renders ev and posts its messages in
-// order, in bot mode into the conversation's thread (or starting it); the
-// relay's books say where the thread is and what an earlier attempt
-// posted already.
+// Send implements relay.Sink: relay.Post, which the dispatcher calls.
 func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
-	msgs := s.render.render(ev)
-	if err := relay.Rendered(ctx); err != nil {
-		return fmt.Errorf("slack sink %q: %w", s.cfg.Name, err)
-	}
-	posted, err := s.books.Deliver(ctx, s.turn(ev, msgs))
-	s.hold(posted)
+	_, err := relay.Post(ctx, s, ev)
 	return err
 }
 
-// turn is how msgs, ev's messages, are posted. In bot mode each message
-// goes into the thread it is given, or starts one at top level.
-func (s *Sink) turn(ev *relay.Event, msgs []message) relay.Turn {
-	return relay.Turn{Event: ev, Dest: s.dest, Parts: len(msgs), Threads: !s.webhook(),
+// Turn implements relay.Poster: it renders ev; each message goes, in bot
+// mode, into the thread it is given, or starts one at top level.
+func (s *Sink) Turn(ctx context.Context, ev *relay.Event) (*relay.Turn, error) {
+	msgs := s.render.render(ev)
+	if err := relay.Rendered(ctx); err != nil {
+		return nil, fmt.Errorf("slack sink %q: %w", s.cfg.Name, err)
+	}
+	return &relay.Turn{Books: s.books, Event: ev, Dest: s.dest, Parts: len(msgs), Threads: !s.webhook(),
 		Post: func(ctx context.Context, i int, thread string) (relay.Placed, error) {
 			if s.webhook() {
 				return relay.Placed{}, s.postWebhook(ctx, msgs[i])
@@ -166,15 +160,7 @@ func (s *Sink) turn(ev *relay.Event, msgs []message) relay.Turn {
 				return relay.Placed{Thread: ts}, nil
 			}
 			return relay.Placed{Thread: thread}, nil
-		}}
-}
-
-// hold tells the dispatcher to wait after a send that posted several
-// messages, so that the channel's pace holds on average.
-func (s *Sink) hold(posted int) {
-	if posted > 1 {
-		s.deps.Throttle.HoldUntil(s.deps.Clock.Now().Add(time.Duration(posted-1) * paceEvery))
-	}
+		}}, nil
 }
 
 // CanPack implements relay.Packer: short chat turns can share a message;
@@ -196,30 +182,32 @@ func (s *Sink) CanPack(ctx context.Context, ev *relay.Event) bool {
 // post it. Once the message is posted the call succeeds: a thread mapping
 // that cannot be recorded is logged, not retried, so that the message is
 // not posted twice.
-func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) {
+func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, relay.Report, error) {
 	if len(evs) == 0 {
-		return 0, nil
+		return 0, relay.Report{}, nil
 	}
 	m, n := s.render.renderPacked(evs)
 	if err := relay.Rendered(ctx); err != nil {
-		return 0, fmt.Errorf("slack sink %q: %w", s.cfg.Name, err)
+		return 0, relay.Report{}, fmt.Errorf("slack sink %q: %w", s.cfg.Name, err)
 	}
 	if n == 1 {
 		// Not "1 new chat messages": the turn's own layout.
-		if err := s.Send(ctx, evs[0]); err != nil {
-			return 0, err
+		rep, err := relay.Post(ctx, s, evs[0])
+		if err != nil {
+			return 0, rep, err
 		}
-		return 1, nil
+		return 1, rep, nil
 	}
+	posted := relay.Report{Posts: 1}
 	if s.webhook() {
 		if err := s.postWebhook(ctx, m); err != nil {
-			return 0, err
+			return 0, relay.Report{}, err
 		}
-		return n, nil
+		return n, posted, nil
 	}
 	ts, _, err := s.postAPI(ctx, m, "", false)
 	if err != nil {
-		return 0, err
+		return 0, relay.Report{}, err
 	}
 	for _, ev := range evs[:n] {
 		if ev.ConversationID == "" {
@@ -230,7 +218,7 @@ func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) 
 				"event_id", ev.ID, "conversation_id", ev.ConversationID, "err", err)
 		}
 	}
-	return n, nil
+	return n, posted, nil
 }
 
 // Probe implements relay.Prober: auth.test in bot mode. An incoming webhook
@@ -244,12 +232,7 @@ func (s *Sink) Probe(ctx context.Context) error {
 		}
 		return s.probeWebhook(ctx)
 	}
-	var header http.Header
-	_, err := s.api.AuthTestContext(context.WithValue(ctx, headerKey{}, &header))
-	if err != nil {
-		return fmt.Errorf("slack sink %q: auth.test: %w", s.cfg.Name, s.apiError(err, header))
-	}
-	return nil
+	return s.call(ctx, "auth.test", url.Values{}, &authTestAnswer{})
 }
 
 // emptyMessageCodes are Slack's answers to an empty message: the webhook
@@ -278,130 +261,8 @@ func (s *Sink) probeWebhook(ctx context.Context) error {
 	if resp.StatusCode == http.StatusBadRequest && slices.Contains(emptyMessageCodes, body) {
 		return nil
 	}
-	resp.Body = io.NopCloser(strings.NewReader(body))
-	if err := s.checkResponse(resp); err != nil {
+	if err := s.classify(resp.StatusCode, resp.Header, body); err != nil {
 		return fmt.Errorf("slack sink %q: probe webhook: %w", s.cfg.Name, err)
 	}
 	return nil // a 2xx: whatever answered takes messages
-}
-
-// postWebhook posts m to the incoming webhook with the sink's own client:
-// slack-go's helper drops the error body that tells no_service from
-// invalid_payload.
-func (s *Sink) postWebhook(ctx context.Context, m message) error {
-	no := false
-	body, err := json.Marshal(slackapi.WebhookMessage{
-		Text:        m.text,
-		Blocks:      &slackapi.Blocks{BlockSet: m.blocks},
-		Parse:       "none", // no @name or #channel typed as text becomes a link or a mention
-		UnfurlLinks: &no,
-		UnfurlMedia: &no,
-	})
-	if err != nil {
-		return relay.Permanent(fmt.Errorf("slack sink %q: encode message: %w", s.cfg.Name, err), relay.ReasonOther)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.WebhookURL.Reveal(), bytes.NewReader(body))
-	if err != nil {
-		return relay.Broken(fmt.Errorf("slack sink %q: webhook request: %w", s.cfg.Name, relay.RedactURL(err)), relay.ReasonGone)
-	}
-	req.Header.Set("Content-Type", "application/json; charset=utf-8")
-	req.Header.Set("User-Agent", s.deps.UserAgent)
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("slack sink %q: post webhook: %w", s.cfg.Name, relay.RedactURL(err))
-	}
-	defer relay.Drain(resp)
-	if err := s.checkResponse(resp); err != nil {
-		return fmt.Errorf("slack sink %q: webhook: %w", s.cfg.Name, err)
-	}
-	return nil
-}
-
-// postAPI posts m with chat.postMessage, into thread parent if set (and
-// then, with broadcast, shown in the channel as well). It returns the
-// message's ts and whether Slack put it in the thread.
-func (s *Sink) postAPI(ctx context.Context, m message, parent string, broadcast bool) (ts string, threaded bool, err error) {
-	opts := []slackapi.MsgOption{
-		slackapi.MsgOptionText(m.text, false), // escaped already
-		slackapi.MsgOptionBlocks(m.blocks...),
-		slackapi.MsgOptionParse(false),     // parse=none: no @name or #channel typed as text becomes a mention
-		slackapi.MsgOptionLinkNames(false), // link_names=false
-		slackapi.MsgOptionDisableLinkUnfurl(),
-		slackapi.MsgOptionDisableMediaUnfurl(),
-	}
-	if parent != "" {
-		opts = append(opts, slackapi.MsgOptionTS(parent))
-		if broadcast {
-			opts = append(opts, slackapi.MsgOptionBroadcast()) // reply_broadcast=true
-		}
-	}
-	var header http.Header
-	_, ts, msg, err := s.api.PostMessageWithResponseContext(context.WithValue(ctx, headerKey{}, &header), s.cfg.Channel, opts...)
-	if err != nil {
-		return "", false, fmt.Errorf("slack sink %q: chat.postMessage: %w", s.cfg.Name, s.apiError(err, header))
-	}
-	return ts, msg.ThreadTimestamp != "", nil
-}
-
-// headerKey carries, in a request's context, where apiDoer stores the
-// answer's headers (for the Retry-After of an "ok":false answer).
-type headerKey struct{}
-
-// apiDoer is the HTTP client slack-go uses: the sink's client, with its
-// User-Agent, every body drained, and every answer but 200 classified here
-// (slack-go drops the body and reads only integer Retry-After values). It
-// returns a response, or an error; never neither.
-type apiDoer struct{ s *Sink }
-
-// maxAPIBody bounds what slack-go may read of an answer.
-const maxAPIBody = 1 << 20
-
-func (d apiDoer) Do(req *http.Request) (*http.Response, error) {
-	req.Header.Set("User-Agent", d.s.deps.UserAgent)
-	resp, err := d.s.client.Do(req)
-	if err != nil {
-		return nil, relay.RedactURL(err)
-	}
-	if h, ok := req.Context().Value(headerKey{}).(*http.Header); ok {
-		*h = resp.Header
-	}
-	if resp.StatusCode != http.StatusOK {
-		defer relay.Drain(resp)
-		if err := d.s.checkResponse(resp); err != nil {
-			return nil, err
-		}
-		// Another 2xx: the Web API answers 200 or an error, so this is
-		// not Slack's answer (a proxy's, say) and says nothing of the
-		// message. Never (nil, nil): slack-go would dereference the
-		// missing response.
-		return nil, relay.Retryable(fmt.Errorf("unexpected HTTP %d from the Web API (it answers 200)", resp.StatusCode), relay.ReasonOther)
-	}
-	resp.Body = &drainingBody{r: io.LimitReader(resp.Body, maxAPIBody), c: resp.Body}
-	return resp, nil
-}
-
-// drainingBody reads what is left on Close, so that the connection can be
-// reused whatever the decoder read.
-type drainingBody struct {
-	r io.Reader
-	c io.ReadCloser
-}
-
-func (b *drainingBody) Read(p []byte) (int, error) { return b.r.Read(p) }
-
-func (b *drainingBody) Close() error {
-	_, _ = io.Copy(io.Discard, io.LimitReader(b.c, 64<<10))
-	return b.c.Close()
-}
-
-// scrub removes the sink's credentials from text taken from an answer: the
-// token, or the webhook URL, its path and its secret last segment. The
-// longest go first, so that a shorter one inside them leaves no piece.
-func (s *Sink) scrub(text string) string {
-	for _, secret := range s.secrets {
-		if secret != "" {
-			text = strings.ReplaceAll(text, secret, "[redacted]")
-		}
-	}
-	return text
 }

@@ -11,7 +11,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -107,12 +106,12 @@ func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 		return fmt.Errorf("webhook sink %q: post: %w", s.cfg.Name, relay.RedactURL(err))
 	}
 	defer relay.Drain(resp)
-	checked := *resp
+	answer := ""
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		// What enters the error is the answer without the URL's secrets.
-		checked.Body = io.NopCloser(strings.NewReader(s.scrub.Scrub(relay.ReadErrorBody(resp.Body))))
+		answer = s.scrub.Scrub(relay.ReadErrorBody(resp.Body))
 	}
-	if err := relay.WebhookPolicy().Check(&checked, s.deps.Clock.Now()); err != nil {
+	if err := relay.WebhookPolicy().Classify(resp.StatusCode, resp.Header, answer, s.deps.Clock.Now()); err != nil {
 		return fmt.Errorf("webhook sink %q: %w", s.cfg.Name, err)
 	}
 	return nil
