@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/chatrelay/chatrelay/relay"
+	"github.com/chatrelay/chatrelay/relay/relaytest"
 	"github.com/chatrelay/chatrelay/sinks/slack/slacktest"
 )
 
@@ -280,7 +281,7 @@ sinks:
 		answers.add("receiver answer to a good event", rep.Body)
 		good = append(good, tu)
 	}
-	eventually(t, 20*time.Second, "the good events delivered, or parked for leaky", func() bool {
+	relaytest.Eventually(t, 20*time.Second, "the good events delivered, or parked for leaky", func() bool {
 		m := c.metrics(r)
 		return m.get(t, "chatrelay_deliveries_total", "sink", "crm", "result", "delivered") == 3 &&
 			m.get(t, "chatrelay_deliveries_total", "sink", "team", "result", "delivered") == 3 &&

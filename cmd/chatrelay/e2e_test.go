@@ -76,18 +76,6 @@ func (h *hookReceiver) received() []string {
 	return append([]string(nil), h.ids...)
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func httpGet(t testing.TB, url, token string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest("GET", url, nil)
@@ -128,7 +116,7 @@ sinks:
 	var stdout, stderr relaytest.LogBuffer
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, []string{"serve", "--config", cfgPath}, nil, &stdout, &stderr, os.Getenv) }()
-	waitFor(t, 30*time.Second, "the receiver", func() bool {
+	relaytest.Eventually(t, 30*time.Second, "the receiver", func() bool {
 		resp, err := http.Get("http://" + listen + "/readyz")
 		if err == nil {
 			resp.Body.Close()
@@ -171,7 +159,7 @@ sinks:
 	}
 	var code int
 	var metrics string
-	waitFor(t, 30*time.Second, "the delivery to be recorded", func() bool {
+	relaytest.Eventually(t, 30*time.Second, "the delivery to be recorded", func() bool {
 		code, metrics = httpGet(t, "http://"+adminAddr+"/metrics", "")
 		return strings.Contains(metrics, `chatrelay_deliveries_total{result="delivered",sink="crm"} 1`) &&
 			strings.Contains(metrics, `chatrelay_queue_depth{sink="crm"} 0`)
@@ -256,7 +244,7 @@ func TestEmbeddedDefaultsFirstStart(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- a.serve(ctx, cfg) }()
-	waitFor(t, 30*time.Second, "the banner", func() bool { return strings.Contains(stdout.String(), "send-test --url") })
+	relaytest.Eventually(t, 30*time.Second, "the banner", func() bool { return strings.Contains(stdout.String(), "send-test --url") })
 	secret, err := os.ReadFile(filepath.Join(cfg.Store.Bolt.Path, secretFileName))
 	if err != nil {
 		t.Fatal(err)
@@ -274,7 +262,7 @@ func TestEmbeddedDefaultsFirstStart(t *testing.T) {
 		t.Fatalf("POST: %v %v", resp, err)
 	}
 	resp.Body.Close()
-	waitFor(t, 30*time.Second, "the console output", func() bool { return strings.Contains(stdout.String(), "Hello from the test") })
+	relaytest.Eventually(t, 30*time.Second, "the console output", func() bool { return strings.Contains(stdout.String(), "Hello from the test") })
 	if strings.Contains(stderr.String(), strings.TrimSpace(string(secret))) {
 		t.Error("the generated secret reached the log")
 	}
@@ -288,7 +276,7 @@ func TestEmbeddedDefaultsFirstStart(t *testing.T) {
 	ctx2, cancel2 := context.WithCancel(t.Context())
 	done2 := make(chan error, 1)
 	go func() { done2 <- a2.serve(ctx2, cfg) }()
-	waitFor(t, 30*time.Second, "the second banner", func() bool { return strings.Contains(stdout2.String(), "embedded defaults") })
+	relaytest.Eventually(t, 30*time.Second, "the second banner", func() bool { return strings.Contains(stdout2.String(), "embedded defaults") })
 	cancel2()
 	if err := <-done2; err != nil {
 		t.Fatal(err)
@@ -344,7 +332,7 @@ sinks:
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 30*time.Second, "the relay", func() bool {
+		relaytest.Eventually(t, 30*time.Second, "the relay", func() bool {
 			resp, err := http.Get("http://" + listen + "/readyz")
 			if err == nil {
 				resp.Body.Close()
@@ -404,7 +392,7 @@ sinks:
 		s := strings.TrimPrefix(webhookID, "msg_")
 		return strings.TrimSuffix(s, "_crm")
 	}
-	waitFor(t, 60*time.Second, "every accepted event at the destination", func() bool {
+	relaytest.Eventually(t, 60*time.Second, "every accepted event at the destination", func() bool {
 		seen := map[string]bool{}
 		for _, w := range hook.received() {
 			seen[idOf(w)] = true
@@ -497,7 +485,7 @@ sinks:
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 30*time.Second, "the relay", func() bool {
+		relaytest.Eventually(t, 30*time.Second, "the relay", func() bool {
 			resp, err := http.Get("http://" + listen + "/readyz")
 			if err == nil {
 				resp.Body.Close()

@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jonboulle/clockwork"
 
@@ -182,10 +183,13 @@ type sinkEnv struct {
 // builtSink is a configured sink with what its dispatcher needs.
 type builtSink struct {
 	sink        relay.Sink
-	pacer       *relay.Pacer
 	conf        SinkConfig
 	concurrency int
-	logger      *slog.Logger
+	// paceEvery and paceBurst are the config's rate, which overrides the
+	// sink's own pace (relay.Paced); zero: the sink's.
+	paceEvery time.Duration
+	paceBurst int
+	logger    *slog.Logger
 }
 
 // defaultSinks is what embedded-default mode delivers to.
@@ -209,7 +213,6 @@ func buildSinks(cfg *Config, env sinkEnv) ([]builtSink, error) {
 			continue
 		}
 		logger := env.logger.With("sink", sc.Name, "kind", sc.Type)
-		pacer := relay.NewPacer(env.clock)
 		concurrency := typ.concurrency
 		if sc.Concurrency > 0 {
 			concurrency = sc.Concurrency
@@ -224,15 +227,13 @@ func buildSinks(cfg *Config, env sinkEnv) ([]builtSink, error) {
 		if _, packs := sink.(relay.Packer); sc.Pack != nil && !packs {
 			errs = append(errs, problem{key: fmt.Sprintf("sinks[%d].pack", i), msg: fmt.Sprintf("not a key of %s sinks: they send every turn alone", sc.Type)})
 		}
-		if p, ok := sink.(relay.Paced); ok {
-			pacer.SetPace(p.Pace())
-		}
+		b := builtSink{sink: sink, conf: sc, concurrency: concurrency, logger: logger}
 		if sc.Rate != "" {
 			if every, burst, err := ParseRate(sc.Rate); err == nil { // else Validate said so
-				pacer.SetPace(every, burst)
+				b.paceEvery, b.paceBurst = every, burst
 			}
 		}
-		out = append(out, builtSink{sink: sink, pacer: pacer, conf: sc, concurrency: concurrency, logger: logger})
+		out = append(out, b)
 	}
 	return out, errors.Join(errs...)
 }

@@ -151,7 +151,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	states := map[string]admin.SinkState{}
 	for i, s := range sinks {
 		d, err := relay.NewDispatcher(relay.DispatcherConfig{
-			Sink: s.sink, Queue: store.Queue(names[i]), Pacer: s.pacer,
+			Sink: s.sink, Queue: store.Queue(names[i]), PaceEvery: s.paceEvery, PaceBurst: s.paceBurst,
 			Retry:       relay.RetryPolicy{Initial: cfg.Retry.Initial, Max: cfg.Retry.Max, MaxAge: cfg.Retry.MaxAge},
 			Concurrency: s.concurrency, DrainTimeout: cfg.ShutdownTimeout,
 			Redact: s.conf.Redact, NoPacking: s.conf.Pack != nil && !*s.conf.Pack,

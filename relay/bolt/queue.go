@@ -101,14 +101,20 @@ func (q *queue) close() {
 }
 
 // Next implements relay.Queue.
-func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) {
+func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) { return q.next(ctx, true) }
+
+// TryNext implements relay.Queue.
+func (q *queue) TryNext(ctx context.Context) (*relay.Delivery, error) { return q.next(ctx, false) }
+
+// next hands out the first due head; with wait, it waits for one.
+func (q *queue) next(ctx context.Context, wait bool) (*relay.Delivery, error) {
 	for {
 		q.mu.Lock()
 		if q.closed {
 			q.mu.Unlock()
 			return nil, relay.ErrClosed
 		}
-		wait := time.Duration(-1)
+		until := time.Duration(-1)
 		if len(q.ready) > 0 {
 			c := q.ready[0]
 			it := c.items[0]
@@ -125,6 +131,9 @@ func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) {
 					applied := q.s.appliedCh
 					q.s.mu.Unlock()
 					q.requeue(c)
+					if !wait {
+						return nil, nil
+					}
 					select {
 					case <-applied:
 					case <-q.s.stopped:
@@ -143,12 +152,14 @@ func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) {
 				}
 				return del, nil
 			}
-			wait = time.Duration(it.due - now)
+			until = time.Duration(it.due - now)
 		}
 		changed := q.changed
 		q.mu.Unlock()
-
-		if err := q.s.wait(ctx, wait, changed); err != nil {
+		if !wait {
+			return nil, nil
+		}
+		if err := q.s.wait(ctx, until, changed); err != nil {
 			return nil, err
 		}
 	}

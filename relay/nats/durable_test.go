@@ -56,7 +56,7 @@ func appendAsSender(t *testing.T, s relay.Store, ev *relay.Event, sinks ...strin
 	t.Helper()
 	var acc relay.Accepted
 	var err error
-	pollUntil(t, "an append accepted", func() bool {
+	relaytest.Eventually(t, 20*time.Second, "an append accepted", func() bool {
 		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 		defer cancel()
 		acc, err = s.Append(ctx, ev, sinks)
@@ -127,7 +127,7 @@ func TestHalfAppendRetriedAfterRestartIsDeliveredOnce(t *testing.T) {
 		t.Fatalf("Lookup of the half-written event: %s, want pending (it was never queued)", st.State)
 	}
 	restartServer(t, ns, dir)
-	pollUntil(t, "the store reconnects", func() bool { return s.Ready(t.Context()) == nil })
+	relaytest.Eventually(t, 20*time.Second, "the store reconnects", func() bool { return s.Ready(t.Context()) == nil })
 
 	retry := *ev
 	retry.ID = storetest.NewEvent(t, "A", 1).ID
@@ -180,7 +180,7 @@ func TestRepeatAfterRestartIsNotDeliveredAgain(t *testing.T) {
 	}
 
 	restartServer(t, ns, dir)
-	pollUntil(t, "the store reconnects", func() bool { return s.Ready(t.Context()) == nil })
+	relaytest.Eventually(t, 20*time.Second, "the store reconnects", func() bool { return s.Ready(t.Context()) == nil })
 	for _, ev := range []*relay.Event{delivered, parked, purged} {
 		again := *ev
 		again.ID = storetest.NewEvent(t, "X", 0).ID
@@ -300,7 +300,7 @@ func TestReplicaKilledAfterNATSRestart(t *testing.T) {
 	}
 	time.Sleep(time.Second)
 	restartServer(t, ns, dir)
-	pollUntil(t, "both replicas reconnect", func() bool {
+	relaytest.Eventually(t, 20*time.Second, "both replicas reconnect", func() bool {
 		return a.store.Ready(t.Context()) == nil && b.store.Ready(t.Context()) == nil
 	})
 	time.Sleep(300 * time.Millisecond)
@@ -530,7 +530,7 @@ func TestFullServerNoRequestStorm(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pollUntil(t, "the delivery parked once there is room", func() bool {
+	relaytest.Eventually(t, 20*time.Second, "the delivery parked once there is room", func() bool {
 		dead, err := s.ListDead(t.Context(), "s", 0)
 		return err == nil && len(dead) == 1 && dead[0].EventID == ev.ID
 	})
@@ -615,7 +615,7 @@ func TestReadyWhenJetStreamRefuses(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			pollUntil(t, "Ready once there is room", func() bool { return s.Ready(t.Context()) == nil })
+			relaytest.Eventually(t, 20*time.Second, "Ready once there is room", func() bool { return s.Ready(t.Context()) == nil })
 			mustAppend(t, s, storetest.NewEvent(t, "A", 1), "s")
 		})
 	}

@@ -158,7 +158,13 @@ func (s *Store) Queue(sink string) relay.Queue {
 
 // Next implements relay.Queue. It hands out only during a term, and waits
 // for one.
-func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) {
+func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) { return q.next(ctx, true) }
+
+// TryNext implements relay.Queue.
+func (q *queue) TryNext(ctx context.Context) (*relay.Delivery, error) { return q.next(ctx, false) }
+
+// next hands out the first ready delivery; with wait, it waits for one.
+func (q *queue) next(ctx context.Context, wait bool) (*relay.Delivery, error) {
 	for {
 		if q.s.ctx.Err() != nil {
 			return nil, relay.ErrClosed
@@ -167,8 +173,9 @@ func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) {
 		t, changed := q.term, q.changed
 		var primed <-chan struct{}
 		if t != nil && t.live(time.Now()) {
-			// Once ctx is done, what is ready goes out without waiting.
-			if !t.isPrimed() && ctx.Err() == nil {
+			// Once ctx is done, or asked not to wait, what is ready goes
+			// out without waiting for the term's first pulls.
+			if !t.isPrimed() && ctx.Err() == nil && wait {
 				primed = t.primed
 			} else if len(q.ready) > 0 {
 				h := heap.Pop(&q.ready).(*held)
@@ -182,6 +189,9 @@ func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) {
 		q.mu.Unlock()
 		if err := ctx.Err(); err != nil {
 			return nil, err
+		}
+		if !wait {
+			return nil, nil
 		}
 		select {
 		case <-changed:

@@ -888,15 +888,26 @@ func TestRateLimitHeadersHold(t *testing.T) {
 	})
 }
 
-// acquire waits for a send ticket from p, moving the fake clock on in
-// small steps whenever p is waiting on it.
-func acquire(t *testing.T, clock *clockwork.FakeClock, p *relay.Pacer) {
+// admission waits as the dispatcher does before a send: past the sink's
+// hold, then for a slot of its pace.
+type admission struct {
+	pace *relay.Pace
+	hold *relay.Hold
+}
+
+func (a admission) wait(ctx context.Context) error {
+	if err := a.hold.Wait(ctx); err != nil {
+		return err
+	}
+	return a.pace.Wait(ctx)
+}
+
+// acquire waits until a may send, moving the fake clock on in small steps
+// whenever a is waiting on it.
+func acquire(t *testing.T, clock *clockwork.FakeClock, a admission) {
 	t.Helper()
 	done := make(chan error, 1)
-	go func() {
-		_, err := p.Acquire(t.Context())
-		done <- err
-	}()
+	go func() { done <- a.wait(t.Context()) }()
 	for {
 		waiting := make(chan error, 1)
 		ctx, cancel := context.WithCancel(t.Context())
@@ -939,14 +950,15 @@ func TestPacingAvoids429(t *testing.T) {
 			for _, bot := range []bool{false, true} {
 				clock := clockwork.NewFakeClockAt(time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC))
 				f := newFixture(t, bot, discordgo.ChannelTypeGuildText, discordtest.WithClock(clock))
-				pacer := relay.NewPacer(clock)
 				s := f.sink(t, relay.SinkDeps{Clock: clock})
+				gate := admission{pace: relay.NewPace(clock, 0, 0), hold: relay.NewHold(clock)}
 				if tc.pace {
-					pacer.SetPace(s.Pace())
+					every, burst := s.Pace()
+					gate.pace = relay.NewPace(clock, every, burst)
 				}
 				var errs []error
 				for n := 1; n <= sends; n++ {
-					acquire(t, clock, pacer)
+					acquire(t, clock, gate)
 					// Bot mode: one conversation, so every turn after the
 					// first goes to the same thread's bucket.
 					rep, err := relay.Post(t.Context(), s, chatEvent(t, n, "conv-steady", "Hi"))
@@ -954,7 +966,7 @@ func TestPacingAvoids429(t *testing.T) {
 						errs = append(errs, err)
 					}
 					if tc.throttle && !rep.HoldUntil.IsZero() {
-						pacer.HoldUntil(rep.HoldUntil) // as the dispatcher does
+						gate.hold.Until(rep.HoldUntil) // as the dispatcher does
 					}
 				}
 				got429 := f.srv.RateLimited() > 0

@@ -1370,11 +1370,10 @@ func TestPaceAvoidsRateLimit(t *testing.T) {
 
 	// Paced as the sink asks: no 429 at all.
 	every, burst := sink.Pace()
-	pacer := relay.NewPacer(clock)
-	pacer.SetPace(every, burst)
+	pace := relay.NewPace(clock, every, burst)
 	for i := range 5 {
 		acquired := make(chan error, 1)
-		go func() { _, err := pacer.Acquire(t.Context()); acquired <- err }()
+		go func() { acquired <- pace.Wait(t.Context()) }()
 		if i > 0 { // the first goes at once; the others wait for the pace
 			if err := clock.BlockUntilContext(t.Context(), 1); err != nil {
 				t.Fatal(err)
