@@ -271,7 +271,6 @@ sinks:
 	}
 
 	// Real traffic, including a destination whose errors echo its URL.
-	var good []turn
 	for n := range 3 {
 		tu := turn{n, 0}
 		rep, a, err := c.postSigned(mustAddr(r), signing, chatBody(tu, "widget", 0))
@@ -279,7 +278,6 @@ sinks:
 			t.Fatalf("turn %s: %v %d %s", tu, err, rep.Code, rep.Body)
 		}
 		answers.add("receiver answer to a good event", rep.Body)
-		good = append(good, tu)
 	}
 	relaytest.Eventually(t, 20*time.Second, "the good events delivered, or parked for leaky", func() bool {
 		m := c.metrics(r)

@@ -13,9 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
-
-	"github.com/rivo/uniseg"
 )
 
 // Class says what the dispatcher does after a failed send (SPEC §5).
@@ -199,11 +196,15 @@ func (e *StatusError) Error() string {
 }
 
 // ReadErrorBody reads at most 1 KiB of an error response body as one line of
-// valid UTF-8, for error messages.
+// valid UTF-8, for error messages. An answer cut short by a read error
+// says so after what was read.
 func ReadErrorBody(r io.Reader) string {
-	b, _ := io.ReadAll(io.LimitReader(r, maxErrorBody))
+	b, err := io.ReadAll(io.LimitReader(r, maxErrorBody))
 	s := strings.ToValidUTF8(string(b), "")
 	s = strings.Join(strings.Fields(s), " ")
+	if err != nil {
+		s += " (answer cut short)"
+	}
 	return s
 }
 
@@ -358,37 +359,4 @@ func RedactURL(err error) error {
 		return err
 	}
 	return &url.Error{Op: ue.Op, URL: redacted, Err: ue.Err}
-}
-
-// Truncate cuts s to at most limit runes, ending in "…" when cut, between
-// grapheme clusters, and between words when a word boundary lies in the
-// last fifth. It reports
-// whether s was cut.
-func Truncate(s string, limit int) (string, bool) {
-	if limit <= 0 {
-		return "", s != ""
-	}
-	if utf8.RuneCountInString(s) <= limit {
-		return s, false
-	}
-	if limit == 1 {
-		return "…", true
-	}
-	// Byte offset just after the last whole grapheme cluster (a flag, a
-	// ZWJ emoji, a letter with its marks) within limit-1 runes.
-	cut, n, state := 0, 0, -1
-	for rest := s; rest != ""; {
-		var cluster string
-		cluster, rest, _, state = uniseg.FirstGraphemeClusterInString(rest, state)
-		k := utf8.RuneCountInString(cluster)
-		if n+k > limit-1 {
-			break
-		}
-		cut, n = cut+len(cluster), n+k
-	}
-	head := s[:cut]
-	if sp := strings.LastIndexAny(head, " \n\t"); sp > 0 && utf8.RuneCountInString(head[sp:]) <= limit/5 {
-		head = head[:sp]
-	}
-	return strings.TrimRight(head, " \n\t") + "…", true
 }

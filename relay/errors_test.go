@@ -261,3 +261,28 @@ func TestUnreachable(t *testing.T) {
 		}
 	}
 }
+
+// FuzzTruncateBytes: a byte-bounded cut is valid UTF-8 within the limit,
+// ends in "…" when it cut, and is a prefix of s otherwise.
+func FuzzTruncateBytes(f *testing.F) {
+	for _, seed := range []string{"", "abcdef", "a😀", "ab€", "€€", "Ünïcödé with 👨‍👩‍👧 family", strings.Repeat("x", 300)} {
+		for _, limit := range []int{0, 2, 3, 4, 5, 8, 256} {
+			f.Add(seed, limit)
+		}
+	}
+	f.Fuzz(func(t *testing.T, s string, limit int) {
+		if limit < 0 || limit > 1<<16 || !utf8.ValidString(s) {
+			return
+		}
+		got, cut := relay.TruncateBytes(s, limit)
+		if len(got) > limit || !utf8.ValidString(got) {
+			t.Fatalf("TruncateBytes(%q, %d) = %q: %d bytes", s, limit, got, len(got))
+		}
+		if !cut && got != s {
+			t.Fatalf("TruncateBytes(%q, %d) = %q without cutting", s, limit, got)
+		}
+		if cut && limit >= len("…") && !strings.HasSuffix(got, "…") {
+			t.Fatalf("TruncateBytes(%q, %d) = %q: cut without …", s, limit, got)
+		}
+	})
+}

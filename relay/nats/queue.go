@@ -636,7 +636,7 @@ func (h *held) Term(ctx context.Context, reason string) error {
 		// (dead) drops it.
 		return nil
 	}
-	if err := h.msg.TermWithReason(truncate(reason, 256)); err != nil {
+	if err := h.msg.TermWithReason(termReason(reason)); err != nil {
 		// Parked all the same; the message comes back after AckWait and
 		// its new dead letter replaces this one.
 		s.log.Warn("parked, but could not terminate the message", "sink", h.q.sink, "event_id", d.Event.ID, "err", err)
@@ -662,14 +662,11 @@ func (h *held) Release(context.Context) error {
 // server takes acks, naks and terms by stream sequence alone).
 func (h *held) still() bool { return h.valid(h.q.s.mono()) }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && s[n]&0xC0 == 0x80 {
-		n--
-	}
-	return s[:n] + "…"
+// termReason is a dead letter's reason as a Term carries it: at most 256
+// bytes.
+func termReason(reason string) string {
+	r, _ := relay.TruncateBytes(reason, 256)
+	return r
 }
 
 // pullWait is one pull request's life: at most AckWait/4, so that a

@@ -121,7 +121,11 @@ func (s *Sink) do(ctx context.Context, rep *relay.Report, c call, out any) error
 		}
 		return nil
 	}
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	if err != nil {
+		// Classified by its status and what was read.
+		s.log.DebugContext(ctx, "discord error answer cut short", "op", c.op, "status", resp.StatusCode, "err", err)
+	}
 	return s.classify(c, resp.StatusCode, resp.Header, raw, now)
 }
 
