@@ -1,7 +1,6 @@
 package nats
 
 import (
-	"container/heap"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/chatrelay/chatrelay/relay"
+	"github.com/chatrelay/chatrelay/relay/internal/ready"
 )
 
 // deliveryState is one delivery's record in the state bucket: what
@@ -71,8 +71,8 @@ type queue struct {
 	claim *claim // an exclusive sink's ownership lease; nil for a shared sink
 
 	mu      sync.Mutex
-	term    *term // nil while this replica does not own the (exclusive) sink
-	ready   readyHeap
+	term    *term              // nil while this replica does not own the (exclusive) sink
+	ready   *ready.Heap[*held] // by position in the queue stream: the order they were queued in
 	changed chan struct{}      // closed and replaced when ready gains a head or the term changes
 	held    map[*held]struct{} // received and not settled: in ready or handed out
 	bySeq   map[uint64]*held   // held, by queue-stream sequence
@@ -133,6 +133,7 @@ func (s *Store) Queue(sink string) relay.Queue {
 		s:       s,
 		sink:    sink,
 		enc:     encodeSink(sink),
+		ready:   ready.New(func(a, b *held) bool { return a.seq < b.seq }),
 		changed: make(chan struct{}),
 		held:    make(map[*held]struct{}),
 		bySeq:   make(map[uint64]*held),
@@ -177,8 +178,8 @@ func (q *queue) next(ctx context.Context, wait bool) (*relay.Delivery, error) {
 			// out without waiting for the term's first pulls.
 			if !t.isPrimed() && ctx.Err() == nil && wait {
 				primed = t.primed
-			} else if len(q.ready) > 0 {
-				h := heap.Pop(&q.ready).(*held)
+			} else if q.ready.Len() > 0 {
+				h := q.ready.Pop()
 				q.mu.Unlock()
 				if !h.valid(q.s.mono()) {
 					continue // given up: its hold lapsed while it waited
@@ -303,7 +304,7 @@ func consumerGone(err error) bool {
 // receive turns one message, which came on a pull request sent at pulled
 // (mono), into a delivery and puts it in ready.
 func (q *queue) receive(m jetstream.Msg, pulled int64) {
-	h := &held{q: q, msg: m, idx: -1}
+	h := &held{q: q, msg: m}
 	h.renewed.Store(pulled)
 	h.life, h.end = context.WithCancelCause(context.Background())
 	ev, meta := eventOf(m.Headers(), m.Data())
@@ -352,7 +353,7 @@ func (q *queue) receive(m jetstream.Msg, pulled int64) {
 		q.drop(h, h.msg.Nak)
 		return
 	}
-	heap.Push(&q.ready, h)
+	q.ready.Push(h)
 	q.notifyLocked()
 	q.mu.Unlock()
 }
@@ -441,9 +442,7 @@ func (q *queue) untrack(h *held) {
 	if q.bySeq[h.seq] == h {
 		delete(q.bySeq, h.seq)
 	}
-	if h.idx >= 0 {
-		heap.Remove(&q.ready, h.idx)
-	}
+	q.ready.Remove(h)
 	q.mu.Unlock()
 }
 
@@ -475,44 +474,20 @@ func (s *Store) queueList() []*queue {
 // held is one delivery this replica received; it is the delivery's
 // relay.Settler.
 type held struct {
-	q         *queue
-	msg       jetstream.Msg
-	seq       uint64 // position in the queue stream
-	delivered uint64 // how often the server handed it out, this time included
-	idx       int    // position in ready, -1 when not in it
-	del       *relay.Delivery
-	settled   atomic.Bool
-	lost      atomic.Bool  // given up: its hold lapsed (hold.go)
-	renewed   atomic.Int64 // its anchor: when the last renewal NATS confirmed was sent (Store.mono)
+	q          *queue
+	msg        jetstream.Msg
+	seq        uint64 // position in the queue stream
+	delivered  uint64 // how often the server handed it out, this time included
+	ready.Slot        // its place in ready
+	del        *relay.Delivery
+	settled    atomic.Bool
+	lost       atomic.Bool  // given up: its hold lapsed (hold.go)
+	renewed    atomic.Int64 // its anchor: when the last renewal NATS confirmed was sent (Store.mono)
 
 	// life ends when the delivery is settled or given up, with the
 	// reason; a send under its hold (Hold) ends with it.
 	life context.Context
 	end  context.CancelCauseFunc
-}
-
-// readyHeap orders received heads by their position in the queue stream:
-// the order they were queued in.
-type readyHeap []*held
-
-func (r readyHeap) Len() int           { return len(r) }
-func (r readyHeap) Less(i, j int) bool { return r[i].seq < r[j].seq }
-func (r readyHeap) Swap(i, j int) {
-	r[i], r[j] = r[j], r[i]
-	r[i].idx, r[j].idx = i, j
-}
-func (r *readyHeap) Push(x any) {
-	h := x.(*held)
-	h.idx = len(*r)
-	*r = append(*r, h)
-}
-func (r *readyHeap) Pop() any {
-	old := *r
-	h := old[len(old)-1]
-	old[len(old)-1] = nil
-	*r = old[:len(old)-1]
-	h.idx = -1
-	return h
 }
 
 // settleCtx bounds a settlement. A settlement finishes even when the
