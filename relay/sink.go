@@ -123,6 +123,17 @@ type SinkDeps struct {
 	Transport http.RoundTripper
 }
 
+// Client returns a sink's HTTP client: its Transport, timeout bounding each
+// request, and redirects never followed (a destination is posted to exactly
+// as configured; a redirect is an answer).
+func (d SinkDeps) Client(timeout time.Duration) *http.Client {
+	return &http.Client{
+		Transport:     d.Transport,
+		Timeout:       timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
 // WithDefaults fills what the caller left empty with working defaults.
 func (d SinkDeps) WithDefaults() SinkDeps {
 	if d.Logger == nil {

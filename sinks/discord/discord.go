@@ -72,13 +72,7 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 		token:     ep.token,
 		mention:   ep.mention,
 		scrub:     relay.NewScrubber(ep.secrets...),
-		client: &http.Client{
-			Transport: deps.Transport,
-			Timeout:   cfg.Timeout,
-			// A destination is posted to exactly as configured; a redirect
-			// is an answer, never followed.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
+		client:    deps.Client(cfg.Timeout),
 	}
 	kv := deps.KV
 	if kv == nil {

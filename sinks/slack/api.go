@@ -32,25 +32,35 @@ func (s *Sink) postWebhook(ctx context.Context, m message) error {
 	if err != nil {
 		return relay.Permanent(fmt.Errorf("slack sink %q: encode message: %w", s.cfg.Name, err), relay.ReasonOther)
 	}
+	status, h, answer, err := s.postToWebhook(ctx, body, "post webhook")
+	if err != nil {
+		return err
+	}
+	if err := s.classify(status, h, answer); err != nil {
+		return fmt.Errorf("slack sink %q: webhook: %w", s.cfg.Name, err)
+	}
+	return nil
+}
+
+// postToWebhook POSTs body to the incoming webhook (op names it in an
+// error) and returns the answer's status, header and, unless it is a 2xx,
+// at most 1 KiB of its body.
+func (s *Sink) postToWebhook(ctx context.Context, body []byte, op string) (status int, h http.Header, answer string, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.WebhookURL.Reveal(), bytes.NewReader(body))
 	if err != nil {
-		return relay.Broken(fmt.Errorf("slack sink %q: webhook request: %w", s.cfg.Name, relay.RedactURL(err)), relay.ReasonGone)
+		return 0, nil, "", relay.Broken(fmt.Errorf("slack sink %q: webhook request: %w", s.cfg.Name, relay.RedactURL(err)), relay.ReasonGone)
 	}
 	req.Header.Set("Content-Type", "application/json; charset=utf-8")
 	req.Header.Set("User-Agent", s.deps.UserAgent)
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("slack sink %q: post webhook: %w", s.cfg.Name, relay.RedactURL(err))
+		return 0, nil, "", fmt.Errorf("slack sink %q: %s: %w", s.cfg.Name, op, relay.RedactURL(err))
 	}
 	defer relay.Drain(resp)
-	answer := ""
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		answer = relay.ReadErrorBody(resp.Body)
 	}
-	if err := s.classify(resp.StatusCode, resp.Header, answer); err != nil {
-		return fmt.Errorf("slack sink %q: webhook: %w", s.cfg.Name, err)
-	}
-	return nil
+	return resp.StatusCode, resp.Header, answer, nil
 }
 
 // postAPI posts m with chat.postMessage, into thread parent if set (and

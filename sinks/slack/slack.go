@@ -60,15 +60,10 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 		return nil, err
 	}
 	s := &Sink{
-		cfg:  cfg,
-		deps: deps,
-		dest: destination(cfg),
-		client: &http.Client{
-			Transport: deps.Transport,
-			Timeout:   cfg.Timeout,
-			// Posted to exactly as configured: a redirect is an answer.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
+		cfg:    cfg,
+		deps:   deps,
+		dest:   destination(cfg),
+		client: deps.Client(cfg.Timeout),
 		render: renderer{md: newMarkdown(), mention: cfg.Mention, tmpl: cfg.Template, logger: deps.Logger,
 			memo: relay.NewRenderMemo[content](memoSize)},
 	}
@@ -246,22 +241,14 @@ func (s *Sink) probeWebhook(ctx context.Context) error {
 		// something there, so only the URL's form was checked.
 		return nil
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.WebhookURL.Reveal(), strings.NewReader("{}"))
+	status, h, answer, err := s.postToWebhook(ctx, []byte("{}"), "probe webhook")
 	if err != nil {
-		return relay.Broken(fmt.Errorf("slack sink %q: webhook request: %w", s.cfg.Name, relay.RedactURL(err)), relay.ReasonGone)
+		return err
 	}
-	req.Header.Set("Content-Type", "application/json; charset=utf-8")
-	req.Header.Set("User-Agent", s.deps.UserAgent)
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("slack sink %q: probe webhook: %w", s.cfg.Name, relay.RedactURL(err))
-	}
-	defer relay.Drain(resp)
-	body := relay.ReadErrorBody(resp.Body)
-	if resp.StatusCode == http.StatusBadRequest && slices.Contains(emptyMessageCodes, body) {
+	if status == http.StatusBadRequest && slices.Contains(emptyMessageCodes, answer) {
 		return nil
 	}
-	if err := s.classify(resp.StatusCode, resp.Header, body); err != nil {
+	if err := s.classify(status, h, answer); err != nil {
 		return fmt.Errorf("slack sink %q: probe webhook: %w", s.cfg.Name, err)
 	}
 	return nil // a 2xx: whatever answered takes messages

@@ -49,17 +49,11 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 		secrets = append(secrets, v.Reveal())
 	}
 	return &Sink{
-		cfg:   cfg,
-		key:   key,
-		deps:  deps,
-		scrub: relay.NewScrubber(secrets...),
-		client: &http.Client{
-			Transport: deps.Transport,
-			Timeout:   cfg.Timeout,
-			// A destination is posted to exactly as configured; a redirect
-			// is an answer, never followed.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
+		cfg:    cfg,
+		key:    key,
+		deps:   deps,
+		scrub:  relay.NewScrubber(secrets...),
+		client: deps.Client(cfg.Timeout),
 	}, nil
 }
 
