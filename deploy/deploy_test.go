@@ -265,6 +265,33 @@ func TestSystemdUnit(t *testing.T) {
 	}
 }
 
+// TestConfigInstalledReadable: the install steps (the unit's header, the
+// README) leave the config readable by the unit's dynamic user, which
+// systemd makes up at start and no file can be owned by or grouped with:
+// a config installed 0640 root:root stops the service at its first start
+// ("permission denied").
+func TestConfigInstalledReadable(t *testing.T) {
+	t.Parallel()
+	install := regexp.MustCompile(`install\s+(?:-\S+\s+)*-m\s*(0?[0-7]{3})\s+(?:-\S+\s+)*chatrelay\.yaml\b`)
+	found := 0
+	for _, path := range []string{"chatrelay.service", "../README.md"} {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range install.FindAllStringSubmatch(string(b), -1) {
+			found++
+			mode, err := strconv.ParseUint(m[1], 8, 32)
+			if err != nil || mode&0o004 == 0 {
+				t.Errorf("%s: %q leaves the config unreadable by the service's dynamic user", path, m[0])
+			}
+		}
+	}
+	if found < 2 {
+		t.Fatalf("found %d config install steps; want the unit's and the README's", found)
+	}
+}
+
 // parseUnit reads a systemd unit file into "Section.Key" → values.
 func parseUnit(t *testing.T, path string) map[string][]string {
 	t.Helper()

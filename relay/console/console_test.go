@@ -655,3 +655,70 @@ func TestNeverShowsASecret(t *testing.T) {
 		}
 	}
 }
+
+// TestTurnsTellTheStory: a conversation page shows an escalation as the
+// channels do (SPEC §6): who asked and how to reach them, the conversation
+// so far in order with older messages counted, never "no answer"; and a
+// lead's fields labelled, in reading order, nested ones as "label: value"
+// lines, never JSON.
+func TestTurnsTellTheStory(t *testing.T) {
+	t.Parallel()
+	f := setup(t, token)
+	var msgs []string
+	for i := range 20 {
+		msgs = append(msgs, fmt.Sprintf(`{"role":"user","content":"filler question %d"}`, i),
+			fmt.Sprintf(`{"role":"assistant","content":"filler answer %d"}`, i))
+	}
+	msgs = append(msgs,
+		`{"role":"user","content":"I was charged twice for order #4412!"}`,
+		`{"role":"assistant","content":"I'm sorry about that. Billing will confirm the refund."}`,
+		`{"role":"user","content":"Please hurry, this is urgent."}`)
+	escalation := `{"conversation_id":"conv-story","chatbot_id":"bot","messages":[` + strings.Join(msgs, ",") + `],` +
+		`"lead":{"uuid":"4f6a2b1c-9d8e-4f7a-8b6c-5d4e3f2a1b0c","name":"Jordan Reyes","email":"jordan@example.com","phone":"+1 415 555 0142"}}`
+	lead := `{"conversation_id":"conv-story","chatbot_id":"bot","lead":{"uuid":"0e3f7a52-8c1d-4b6e-9f20-7a5d3c1b9e84",` +
+		`"custom_fields":{"company":"Northwind Ltd","seats":40,"interests":["SSO","audit log"]},` +
+		`"message":"Interested in the team plan.","email":"priya@example.net","name":"Priya Natarajan"}}`
+	for _, e := range []struct{ topic, body string }{{relay.TopicEscalation, escalation}, {relay.TopicLead, lead}} {
+		ev, err := relay.DecodeEvent([]byte(e.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev.ID, ev.Topic, ev.ReceivedAt = storetest.NewEvent(t, "x", 0).ID, e.topic, f.clock.Now()
+		if _, err := f.store.Append(t.Context(), ev, []string{"a"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := f.browser(t)
+	f.login(t, c)
+	a := f.get(t, c, "/conversations/conv-story")
+	if a.code != http.StatusOK {
+		t.Fatalf("conversation: %d", a.code)
+	}
+	inOrder := func(what string, parts ...string) {
+		t.Helper()
+		at := 0
+		for _, p := range parts {
+			i := strings.Index(a.body[at:], p)
+			if i < 0 {
+				t.Errorf("%s: %q missing, or not after the parts before it", what, p)
+				return
+			}
+			at += i + len(p)
+		}
+	}
+	inOrder("the escalation", relay.EscalationLine, "Jordan Reyes", "jordan@example.com", "415 555 0142",
+		relay.EarlierMessages(23), "filler answer 11", "filler question 12", "I was charged twice for order #4412!",
+		"Billing will confirm the refund.", "Please hurry, this is urgent.")
+	// 43 messages: the latest 20 are shown, the 23 before them counted.
+	if strings.Contains(a.body, "filler question 11<") {
+		t.Error("a message counted as earlier is shown")
+	}
+	inOrder("the lead", "New lead", "Name", "Priya Natarajan", "Email", "priya@example.net", "Message",
+		"Interested in the team plan.", "Custom fields", "Company: Northwind Ltd\nSeats: 40\nInterests: SSO, audit log",
+		"UUID", "0e3f7a52-8c1d-4b6e-9f20-7a5d3c1b9e84")
+	for _, never := range []string{relay.NoAnswer, "&#34;company&#34;", "custom_fields", "4f6a2b1c-9d8e"} {
+		if strings.Contains(a.body, never) {
+			t.Errorf("the conversation page shows %q", never)
+		}
+	}
+}

@@ -28,9 +28,10 @@ const (
 )
 
 // turnView is one event as a turn of a transcript. Kind says how it
-// reads: a chat turn (question and answer), an escalation, a lead, or
-// another topic's fields. Two-way live chat (SPEC §10) adds its agent
-// replies here as their own kind.
+// reads: a chat turn (question and answer), an escalation (the
+// conversation so far, as the channel shows it), a lead, or another
+// topic's fields. Two-way live chat (SPEC §10) adds its agent replies
+// here as their own kind.
 type turnView struct {
 	ID         string
 	Topic      string
@@ -41,9 +42,31 @@ type turnView struct {
 	HasScore   bool
 	Score      float64
 	Low        bool
+	// Note says what the turn is, and Empty what stands for a missing
+	// answer or conversation, in the words the channels use.
+	Note, Empty string
+	// Earlier is the line standing for an escalation's messages before
+	// Transcript ("3 earlier messages"), or "".
+	Earlier string
+	// Transcript is an escalation's conversation so far, newest last.
+	Transcript []messageView
+	// Fields are a lead's fields (for an escalation, who asked and how to
+	// reach them), labelled and in reading order; another topic's fields.
 	Fields     []relay.Field
 	Deliveries []deliveryView
 }
+
+// messageView is one message of an escalation's transcript.
+type messageView struct {
+	Who     string // Visitor, Bot, Agent
+	Text    string
+	Visitor bool // typed by the chatbot's visitor
+	Answer  bool // the event's answer: the turn's score is its score
+}
+
+// transcriptMax is how many of an escalation's latest messages a turn
+// shows; the event's body, on its page, holds them all.
+const transcriptMax = 20
 
 type deliveryView struct {
 	relay.DeliveryStatus
@@ -53,19 +76,31 @@ type deliveryView struct {
 func (c *Console) turnOf(rec relay.EventRecord) turnView {
 	ev := rec.Event
 	t := turnView{ID: ev.ID, Topic: ev.Topic, ReceivedAt: ev.ReceivedAt}
+	if s, ok := ev.Score(); ok {
+		t.HasScore, t.Score, t.Low = true, s, s < relay.LowScore
+	}
 	switch ev.Topic {
-	case relay.TopicChat, relay.TopicEscalation:
-		t.Kind = "chat"
-		if ev.Topic == relay.TopicEscalation {
-			t.Kind = "escalation"
-		}
+	case relay.TopicChat:
+		t.Kind, t.Empty = "chat", relay.NoAnswer
 		t.Question, t.Answer = c.text(ev.Question()), c.text(ev.AnswerText())
-		if s, ok := ev.Score(); ok {
-			t.HasScore, t.Score, t.Low = true, s, s < relay.LowScore
+	case relay.TopicEscalation:
+		// The story, as Slack and Discord show it (SPEC §6): who asked,
+		// how to reach them, the conversation so far; never "no answer".
+		t.Kind, t.Note, t.Empty = "escalation", relay.EscalationLine, relay.NoConversation
+		t.Fields = c.leadFields(ev.Lead, true)
+		earlier, msgs := ev.Transcript(transcriptMax)
+		if earlier > 0 {
+			t.Earlier = relay.EarlierMessages(earlier)
+		}
+		for i, m := range msgs {
+			t.Transcript = append(t.Transcript, messageView{
+				Who: relay.Speaker(m.Role), Text: c.text(strings.TrimSpace(m.Content)), Visitor: relay.UserTyped(m.Role),
+				Answer: i == len(msgs)-1 && ev.Answer != nil && strings.TrimSpace(ev.Answer.Content) != "",
+			})
 		}
 	case relay.TopicLead:
-		t.Kind = "lead"
-		t.Fields = c.fields(ev.Lead)
+		t.Kind, t.Note = "lead", "New lead"
+		t.Fields = c.leadFields(ev.Lead, false)
 	default:
 		t.Kind = "other"
 		t.Fields = c.fields(ev.Fields)
@@ -86,12 +121,43 @@ func (c *Console) text(s string) string {
 	return c.cfg.Scrub(s)
 }
 
+// fields shows fields as the channels do: each key as a label, a nested
+// value (custom fields, objects, arrays) as "label: value" lines, never
+// JSON.
 func (c *Console) fields(fs []relay.Field) []relay.Field {
 	out := make([]relay.Field, 0, len(fs))
 	for _, f := range fs {
-		out = append(out, relay.Field{Key: f.Key, Value: c.text(f.Value)})
+		v := f.Value
+		if f.Nested {
+			var lines []string
+			for _, l := range relay.Readable(f) {
+				if l.Key == "" {
+					lines = append(lines, l.Value)
+				} else {
+					lines = append(lines, l.Key+": "+l.Value)
+				}
+			}
+			v = strings.Join(lines, "\n")
+		}
+		if strings.TrimSpace(v) == "" {
+			continue
+		}
+		out = append(out, relay.Field{Key: relay.Label(f.Key), Value: c.text(v)})
 	}
 	return out
+}
+
+// leadFields are a lead's fields in the order a reader wants them: who,
+// how to reach them, what they said, the rest, ids; with contactsOnly,
+// who and how to reach them only.
+func (c *Console) leadFields(lead []relay.Field, contactsOnly bool) []relay.Field {
+	var keep []relay.Field
+	for _, f := range relay.ReadingOrder(lead) {
+		if k := relay.LeadFieldKind(f.Key); !contactsOnly || k == relay.KindWho || k == relay.KindContact {
+			keep = append(keep, f)
+		}
+	}
+	return c.fields(keep)
 }
 
 type eventsView struct {

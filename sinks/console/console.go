@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/chatrelay/chatrelay/relay"
 )
@@ -50,14 +51,16 @@ const transcriptTurns = 6
 // the same words, as Slack and Discord show (SPEC §6).
 func Render(ev *relay.Event) string {
 	var b strings.Builder
-	title := ev.Topic
+	var title string
 	switch ev.Topic {
 	case relay.TopicChat:
-		title = "chat"
+		title = "New chat message"
 	case relay.TopicLead:
-		title = "new lead"
+		title = "New lead"
 	case relay.TopicEscalation:
 		title = "LIVE CHAT ESCALATION: " + relay.EscalationLine
+	default:
+		title = "Chat Data event: " + ev.Topic
 	}
 	head := []string{title, ev.ReceivedAt.UTC().Format(time.DateTime) + " UTC"}
 	if ev.Source != "" {
@@ -71,15 +74,21 @@ func Render(ev *relay.Event) string {
 	switch ev.Topic {
 	case relay.TopicChat:
 		if q := ev.Question(); q != "" {
-			block(&b, "user", q)
+			block(&b, speaker("user"), q)
 		}
 		if a := strings.TrimSpace(ev.AnswerText()); a != "" {
-			block(&b, "bot ", a)
+			block(&b, speaker("assistant"), a)
 		} else {
-			block(&b, "bot ", "("+strings.TrimSuffix(strings.ToLower(relay.NoAnswer[:1])+relay.NoAnswer[1:], ".")+")")
+			block(&b, speaker("assistant"), relay.NoAnswer)
 		}
 	case relay.TopicEscalation:
-		fields(&b, relay.ReadingOrder(ev.Lead), true)
+		var who []relay.Field
+		for _, f := range relay.ReadingOrder(ev.Lead) {
+			if k := relay.LeadFieldKind(f.Key); k == relay.KindWho || k == relay.KindContact {
+				who = append(who, f)
+			}
+		}
+		fields(&b, who)
 		earlier, turns := ev.Transcript(transcriptTurns)
 		if earlier > 0 {
 			fmt.Fprintf(&b, "│ (%s)\n", relay.EarlierMessages(earlier))
@@ -88,15 +97,24 @@ func Render(ev *relay.Event) string {
 			block(&b, speaker(m.Role), m.Content)
 		}
 		if len(turns) == 0 {
-			fmt.Fprintf(&b, "│ (%s)\n", strings.TrimSuffix(strings.ToLower(relay.NoConversation[:1])+relay.NoConversation[1:], "."))
+			fmt.Fprintf(&b, "│ %s\n", relay.NoConversation)
 		}
 	case relay.TopicLead:
-		fields(&b, relay.ReadingOrder(ev.Lead), false)
+		fields(&b, relay.ReadingOrder(ev.Lead))
 		if len(ev.Lead) == 0 {
-			fields(&b, ev.Fields, false)
+			fmt.Fprintf(&b, "│ %s\n", relay.NoLeadFields)
 		}
 	default:
-		fields(&b, ev.Fields, false)
+		var shown []relay.Field
+		for _, f := range ev.Fields {
+			if f.Key != "client_ip" { // no topic shows it in a channel
+				shown = append(shown, f)
+			}
+		}
+		fields(&b, shown)
+		if len(shown) == 0 {
+			fmt.Fprintf(&b, "│ %s\n", relay.NoFields)
+		}
 	}
 
 	var foot []string
@@ -116,50 +134,51 @@ func Render(ev *relay.Event) string {
 	return b.String()
 }
 
-// speaker is the four-character column label of a message's author.
+// speakerWidth is the width of the column naming who wrote a message.
+const speakerWidth = len("Visitor")
+
+// speaker names who wrote a message with role, as Slack and Discord do
+// (Visitor, Bot, Agent), padded to the column.
 func speaker(role string) string {
-	switch relay.Speaker(role) {
-	case "Visitor":
-		return "user"
-	case "Bot":
-		return "bot "
-	case "Agent":
-		return "agnt"
+	who := relay.Speaker(role)
+	if n := utf8.RuneCountInString(who); n > speakerWidth {
+		who = string([]rune(who)[:speakerWidth])
 	}
-	return "    "
+	return who + strings.Repeat(" ", speakerWidth-utf8.RuneCountInString(who))
 }
 
 // block prints a labelled, possibly multi-line text, indented under the
 // label.
 func block(b *strings.Builder, label, text string) {
 	lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
+	pad := strings.Repeat(" ", speakerWidth)
 	for i, line := range lines {
 		if i == 0 {
 			fmt.Fprintf(b, "│ %s │ %s\n", label, line)
 			continue
 		}
-		fmt.Fprintf(b, "│      │ %s\n", line)
+		fmt.Fprintf(b, "│ %s │ %s\n", pad, line)
 	}
 }
 
-// fields prints fields as aligned "key  value" lines, a nested value as
-// indented "label: value" lines; skipUUID leaves the lead's uuid to the
-// footer.
-func fields(b *strings.Builder, fs []relay.Field, skipUUID bool) {
+// fields prints fields as aligned "Label  value" lines (labels as Slack
+// and Discord show them), a nested value as indented "label: value" lines
+// under its label.
+func fields(b *strings.Builder, fs []relay.Field) {
+	labels := make([]string, len(fs))
 	width := 0
-	for _, f := range fs {
-		width = max(width, len(f.Key))
+	for i, f := range fs {
+		labels[i] = relay.Label(f.Key)
+		width = max(width, utf8.RuneCountInString(labels[i]))
 	}
-	for _, f := range fs {
-		if skipUUID && f.Key == "uuid" {
-			continue
-		}
+	for i, f := range fs {
 		lines := relay.Readable(f)
+		pad := strings.Repeat(" ", width-utf8.RuneCountInString(labels[i]))
 		if !f.Nested || len(lines) == 1 && lines[0].Key == "" {
-			fmt.Fprintf(b, "│ %-*s  %s\n", width, f.Key, strings.ReplaceAll(relay.JoinedValue(f), "\n", " "))
+			fmt.Fprintf(b, "│ %s%s  %s\n", labels[i], pad, strings.ReplaceAll(relay.JoinedValue(f), "\n", " "))
 			continue
 		}
-		fmt.Fprintf(b, "│ %s\n", f.Key)
+		fmt.Fprintf(b, "│ %s\n", labels[i])
 		for _, l := range lines {
 			fmt.Fprintf(b, "│   %s: %s\n", l.Key, strings.ReplaceAll(l.Value, "\n", " "))
 		}

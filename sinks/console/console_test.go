@@ -95,3 +95,34 @@ func TestCanceledContext(t *testing.T) {
 		t.Fatalf("Send on a canceled context: err %v, wrote %d bytes", err, out.Len())
 	}
 }
+
+// TestSameWordsAsTheChannels: the terminal tells the story in the words
+// Slack and Discord use: the same titles, speakers and labels, the same
+// sentence for an empty answer, no developer keys (custom_fields, uuid).
+func TestSameWordsAsTheChannels(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		file, topic string
+		want        []string
+	}{
+		{"chat.json", relay.TopicChat, []string{"New chat message", relay.Speaker("user") + " │", relay.Speaker("assistant") + "     │"}},
+		{"chat-no-answer.json", relay.TopicChat, []string{relay.NoAnswer}},
+		{"live-chat-escalation-complaint.json", relay.TopicEscalation, []string{relay.EscalationLine, "Name ", relay.EarlierMessages(2)}},
+		{"lead-custom-fields.json", relay.TopicLead, []string{"New lead", "Custom fields", "  Company: Northwind Ltd", "UUID "}},
+	} {
+		var out bytes.Buffer
+		if err := console.New("console", &out).Send(t.Context(), load(t, tc.file, tc.topic)); err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range tc.want {
+			if !bytes.Contains(out.Bytes(), []byte(w)) {
+				t.Errorf("%s: no %q in\n%s", tc.file, w, out.Bytes())
+			}
+		}
+		for _, never := range []string{"custom_fields", "│ uuid", "│ user ", "(the bot gave no answer)"} {
+			if bytes.Contains(out.Bytes(), []byte(never)) {
+				t.Errorf("%s: %q in\n%s", tc.file, never, out.Bytes())
+			}
+		}
+	}
+}

@@ -148,17 +148,15 @@ func inertMentions(src []byte, code [][2]int) []edit {
 }
 
 // tableBlock returns the edit that turns table n into a code block with
-// aligned columns: header, a rule, then the rows. Each cell is shown as
-// written (its Markdown, links with their URLs), nothing left out.
+// aligned columns: header, a rule, then the rows. Each cell shows its text
+// as a reader reads it (relay.TableRows: no raw emphasis markers, links
+// with their URLs), nothing left out.
 func tableBlock(n *east.Table, src []byte) (edit, bool) {
-	var rows [][]string
 	start, end := -1, -1
 	for row := n.FirstChild(); row != nil; row = row.NextSibling() {
-		var cells []string
 		for cell := row.FirstChild(); cell != nil; cell = cell.NextSibling() {
 			lines := cell.Lines()
 			if lines.Len() == 0 {
-				cells = append(cells, "")
 				continue
 			}
 			first, last := lines.At(0), lines.At(lines.Len()-1)
@@ -166,13 +164,9 @@ func tableBlock(n *east.Table, src []byte) (edit, bool) {
 				start = first.Start
 			}
 			end = max(end, last.Stop)
-			c := strings.TrimSpace(strings.ReplaceAll(string(src[first.Start:last.Stop]), "\\|", "|"))
-			// A fence in a cell would end the code block early.
-			c = strings.ReplaceAll(c, "```", "`\u200b`\u200b`")
-			cells = append(cells, c)
 		}
-		rows = append(rows, cells)
 	}
+	rows := relay.TableRows(n, src)
 	if start < 0 || len(rows) == 0 {
 		return edit{}, false
 	}

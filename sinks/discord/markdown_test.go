@@ -16,13 +16,14 @@ func TestForDiscord(t *testing.T) {
 		{"image in code kept", "`![a](b)` and\n\n```\n![a](b)\n```", "`![a](b)` and\n\n```\n![a](b)\n```"},
 		{"table becomes an aligned code block",
 			"Plans:\n\n| Plan | Resets per day |\n|------|---|\n| Free | 3 |\n| **Pro** | unlimited |\n\nThat's all.",
-			"Plans:\n\n```\nPlan    | Resets per day\n--------+---------------\nFree    | 3\n**Pro** | unlimited\n```\n\nThat's all."},
+			"Plans:\n\n```\nPlan | Resets per day\n-----+---------------\nFree | 3\nPro  | unlimited\n```\n\nThat's all."},
 		{"table at the end, cells missing", "| a | b |\n|---|---|\n| 1 |", "```\na | b\n--+--\n1 |\n```"},
 		{"pipes that are no table", "a | b | c", "a | b | c"},
-		{"cells keep links, URLs and code", "| Plan | Link |\n|---|---|\n| Pro | https://example.com/pro |\n| Docs | [guide](https://g.example) `x` |",
-			"```\nPlan | Link\n-----+-------------------------------\nPro  | https://example.com/pro\nDocs | [guide](https://g.example) `x`\n```"},
+		{"cells keep links, URLs and code, as read", "| Plan | Link |\n|---|---|\n| Pro | https://example.com/pro |\n| Docs | [guide](https://g.example) `x` |\n| Raw | [https://r.example](https://r.example) ![](https://i.example/a.png) \\| ~~old~~ |",
+			"```\nPlan | Link\n-----+------------------------------------------------\nPro  | https://example.com/pro\nDocs | guide (https://g.example) x\nRaw  | https://r.example https://i.example/a.png | old\n```"},
 		{"header only", "| a | b |\n|---|---|\n\nafter", "```\na | b\n--+--\n```\n\nafter"},
-		{"a fence in a cell", "| a |\n|---|\n| ```x``` |\n\nafter", "```\na\n-------\n`\u200b`\u200b`x`\u200b`\u200b`\n```\n\nafter"}, // zero-width spaces take no column
+		{"a fence in a cell", "| a |\n|---|\n| ```x |\n\nafter", "```\na\n----\n`\u200b`\u200b`x\n```\n\nafter"}, // zero-width spaces take no column
+		{"a code span of backticks in a cell", "| a |\n|---|\n| ```x``` |\n\nafter", "```\na\n-\nx\n```\n\nafter"},
 		{"email loses its brackets", "Write to <support@example.com> or ada@example.com; see <https://x.example>.",
 			"Write to support@example.com or ada@example.com; see <https://x.example>."},
 		{"email in code kept", "`<a@b.example>`", "`<a@b.example>`"},

@@ -386,25 +386,10 @@ func (c *converter) verbatim(s string) { c.split(s, true) }
 
 // table renders a table as a code block with aligned columns (header, a
 // rule, the rows), as Discord shows it: mrkdwn has no tables, and rows of
-// "a | b" in a proportional font do not line up. Each cell is shown as
-// written.
+// "a | b" in a proportional font do not line up. Each cell shows its text
+// as a reader reads it (relay.TableRows), nothing left out.
 func (c *converter) table(n *east.Table) {
-	var rows [][]string
-	for row := n.FirstChild(); row != nil; row = row.NextSibling() {
-		var cells []string
-		for cell := row.FirstChild(); cell != nil; cell = cell.NextSibling() {
-			lines := cell.Lines()
-			if lines.Len() == 0 {
-				cells = append(cells, "")
-				continue
-			}
-			first, last := lines.At(0), lines.At(lines.Len()-1)
-			v := strings.TrimSpace(strings.ReplaceAll(string(c.src[first.Start:last.Stop]), "\\|", "|"))
-			// A fence in a cell would end the code block early.
-			cells = append(cells, strings.ReplaceAll(v, "```", "`\u200b`\u200b`"))
-		}
-		rows = append(rows, cells)
-	}
+	rows := relay.TableRows(n, c.src)
 	if len(rows) == 0 {
 		return
 	}

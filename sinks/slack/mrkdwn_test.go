@@ -52,6 +52,8 @@ func TestConvert(t *testing.T) {
 		{"table", "| a | b |\n|---|---|\n| 1 | 2 |", "```\na | b\n--+--\n1 | 2\n```"},
 		{"wide table", "| Item | Window |\n|---|---|\n| 配送 | 2 日 |\n| Shoes & bags | 30 days |",
 			"```\nItem         | Window\n-------------+--------\n配送         | 2 日\nShoes &amp; bags | 30 days\n```"},
+		{"table cells as read", "| Plan | Link |\n|---|---|\n| **Pro** | [guide](https://g.example) `x` |\n| <!here> | ~~old~~ \\| new |",
+			"```\nPlan    | Link\n--------+----------------------------\nPro     | guide (https://g.example) x\n&lt;!here&gt; | old | new\n```"},
 		{"tasks", "- [x] done\n- [ ] todo", "• ☑ done\n• ☐ todo"},
 		{"escapes", "5 < 6 & 7 > 3", "5 &lt; 6 &amp; 7 &gt; 3"},
 		{"entity reference", "&amp; &lt;b&gt; &#60;", "&amp; &lt;b&gt; &lt;"},
