@@ -48,6 +48,7 @@ type Event struct {
 	Answer         *Message  // the bot's answer (chat, live-chat-escalation)
 	Lead           []Field   // the lead's fields in a stable order (name, email, phone, then as sent)
 	Fields         []Field   // every top-level field as sent, for generic rendering
+	Reply          *Reply    // the answer of an agent-reply body; read it through AgentReply
 }
 
 // Message is one turn of the conversation.
@@ -141,6 +142,7 @@ func DecodeEvent(body []byte) (*Event, error) {
 		return nil, err
 	}
 	ev := &Event{Body: body, Fields: make([]Field, 0, len(fields))}
+	var reply json.RawMessage
 	for _, f := range fields {
 		ev.Fields = append(ev.Fields, field(f.key, f.raw))
 		switch f.key {
@@ -160,7 +162,12 @@ func DecodeEvent(body []byte) (*Event, error) {
 			ev.Answer = decodeAnswer(f.raw)
 		case "lead":
 			ev.Lead = decodeLead(unwrapString(f.raw))
+		case "reply":
+			reply = f.raw
 		}
+	}
+	if ev.Topic == TopicAgentReply {
+		ev.Reply = decodeReply(reply)
 	}
 	return ev, nil
 }

@@ -27,6 +27,17 @@ const (
 	ReceiveUnavailable       = "unavailable"
 )
 
+// Agent reply results, the values of chatrelay_agent_replies_total's result
+// label: what became of a thread message an inbound adapter handed over
+// (SPEC §10).
+const (
+	ReplyAccepted          = "accepted"           // stored, on its way to the visitor
+	ReplyDuplicate         = "duplicate"          // the same message again (a platform's retry)
+	ReplyIgnored           = "ignored"            // a note, a bot's or an edit, not in a relay thread
+	ReplyRejectedSignature = "rejected_signature" // a request whose signature did not hold
+	ReplyUnavailable       = "unavailable"        // the store could not take it; the platform retries
+)
+
 // Metrics are chatrelay's Prometheus metrics (SPEC §7). Labels are bounded:
 // sink names from the config, fixed results and reasons, topics folded to
 // the three known ones plus "other".
@@ -42,6 +53,8 @@ type Metrics struct {
 	// InflightBodyBytes is what the receiver holds for request bodies now
 	// (bounded by max_inflight_bytes).
 	InflightBodyBytes prometheus.Gauge
+	// AgentReplies counts thread messages of two-way sinks by outcome.
+	AgentReplies *prometheus.CounterVec
 	// Usage counts what accepted events say about the chatbots' use.
 	Usage *UsageMetrics
 }
@@ -86,10 +99,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "chatrelay_inflight_body_bytes",
 			Help: "Bytes held for webhook request bodies being read or handled (bounded by max_inflight_bytes).",
 		}),
+		AgentReplies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatrelay_agent_replies_total",
+			Help: "Thread messages of two-way sinks by result: accepted (on its way to the visitor), duplicate, ignored, rejected_signature, unavailable.",
+		}, []string{"sink", "result"}),
 	}
 	m.Usage = NewUsageMetrics(reg)
 	reg.MustRegister(m.EventsReceived, m.Deliveries, m.DeliveryAttempts, m.DeliveryFailures,
-		m.DeliveryDuration, m.RateLimited, m.SinkUp, m.PackedEvents, m.InflightBodyBytes)
+		m.DeliveryDuration, m.RateLimited, m.SinkUp, m.PackedEvents, m.InflightBodyBytes, m.AgentReplies)
 	for _, topic := range []string{TopicChat, TopicLead, TopicEscalation, "other"} {
 		for _, r := range []string{ReceiveAccepted, ReceiveDuplicate, ReceiveUnrouted,
 			ReceiveRejectedSignature, ReceiveRejectedBody, ReceiveUnavailable} {
@@ -114,6 +131,14 @@ func (m *Metrics) InitSink(sink string) {
 	m.RateLimited.WithLabelValues(sink)
 	m.PackedEvents.WithLabelValues(sink)
 	m.SinkUp.WithLabelValues(sink).Set(1)
+}
+
+// InitReplies creates the agent-reply series of a sink that takes replies,
+// so rates work from zero.
+func (m *Metrics) InitReplies(sink string) {
+	for _, r := range []string{ReplyAccepted, ReplyDuplicate, ReplyIgnored, ReplyRejectedSignature, ReplyUnavailable} {
+		m.AgentReplies.WithLabelValues(sink, r)
+	}
 }
 
 // StatsSource is what the queue collector reads at each scrape.

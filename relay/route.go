@@ -54,32 +54,69 @@ type Route struct {
 // with routes, the union of the sinks of every matching route, in the order
 // the sinks are configured. An event no route matches goes nowhere (it is
 // stored and counted as unrouted).
+//
+// Agent replies (TopicAgentReply) are routed apart: see ReplyDestinations.
 type Router struct {
-	sinks  []string
-	routes []Route
+	sinks   []string
+	routes  []Route
+	replies []string // sinks that take agent replies, and only them
+}
+
+// RouterOption configures a Router.
+type RouterOption func(*Router)
+
+// ReplyDestinations names the sinks that deliver agent replies to the
+// visitor (the chatdata destination). Every agent-reply event goes to them
+// and no other event does, whatever the routes say. Other sinks get an
+// agent reply only from a route that names the topic (match: {topic:
+// [agent-reply]}), so that a route written for Chat Data's events (match:
+// {chatbot_id: […]}) does not echo the agents' answers back into the
+// threads they were written in.
+func ReplyDestinations(names ...string) RouterOption {
+	return func(r *Router) { r.replies = slices.Clone(names) }
 }
 
 // NewRouter returns a router over the configured sinks (in config order).
-func NewRouter(sinks []string, routes []Route) *Router {
-	return &Router{sinks: slices.Clone(sinks), routes: slices.Clone(routes)}
+func NewRouter(sinks []string, routes []Route, opts ...RouterOption) *Router {
+	r := &Router{sinks: slices.Clone(sinks), routes: slices.Clone(routes)}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
 }
 
 // Route returns the sinks ev goes to.
 func (r *Router) Route(ev *Event) []string {
-	if len(r.routes) == 0 {
-		return slices.Clone(r.sinks)
-	}
+	reply := ev.Topic == TopicAgentReply
 	want := make(map[string]bool, len(r.sinks))
-	for _, rt := range r.routes {
-		if rt.Match.Matches(ev) {
-			for _, s := range rt.Sinks {
-				want[s] = true
+	switch {
+	case reply:
+		for _, s := range r.replies {
+			want[s] = true
+		}
+		for _, rt := range r.routes {
+			if slices.Contains(rt.Match.Topic, TopicAgentReply) && rt.Match.Matches(ev) {
+				for _, s := range rt.Sinks {
+					want[s] = true
+				}
+			}
+		}
+	case len(r.routes) == 0:
+		for _, s := range r.sinks {
+			want[s] = true
+		}
+	default:
+		for _, rt := range r.routes {
+			if rt.Match.Matches(ev) {
+				for _, s := range rt.Sinks {
+					want[s] = true
+				}
 			}
 		}
 	}
 	var out []string
 	for _, s := range r.sinks {
-		if want[s] {
+		if want[s] && (reply || !slices.Contains(r.replies, s)) {
 			out = append(out, s)
 		}
 	}

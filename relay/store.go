@@ -57,9 +57,10 @@ type Accepted struct {
 // Term (dead letter, with a reason).
 type Store interface {
 	// Append makes ev durable together with one pending delivery per sink,
-	// or finds that the same body (relay.DedupeKey: the body alone, whatever
-	// the topic) was accepted within the dedupe window. It returns only
-	// after the write is durable.
+	// or finds that the same event (Event.DedupeKey: the body alone,
+	// whatever the topic; an agent reply's platform message id) was
+	// accepted within the dedupe window. It returns only after the write
+	// is durable.
 	Append(ctx context.Context, ev *Event, sinks []string) (Accepted, error)
 	// Queue returns the delivery queue of one sink.
 	Queue(sink string) Queue

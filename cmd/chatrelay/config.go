@@ -13,6 +13,7 @@ import (
 	"github.com/chatrelay/chatrelay/relay"
 	"github.com/chatrelay/chatrelay/relay/bolt"
 	natsstore "github.com/chatrelay/chatrelay/relay/nats"
+	"github.com/chatrelay/chatrelay/sinks/chatdata"
 )
 
 // Config is chatrelay's configuration (SPEC §3). Keys are the YAML keys;
@@ -30,6 +31,9 @@ type Config struct {
 	Sinks            []SinkConfig   `mapstructure:"sinks"`
 	Routes           []RouteConfig  `mapstructure:"routes"`
 	TLS              HTTPSConfig    `mapstructure:"tls"`
+	// ChatData is the destination of agent replies (SPEC §10); its
+	// package owns its keys.
+	ChatData chatdata.Config `mapstructure:"chatdata"`
 
 	// Source says where the config came from: a file path, or "" for the
 	// embedded defaults.

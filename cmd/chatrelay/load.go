@@ -405,7 +405,7 @@ func secretFiles(m map[string]any, t reflect.Type, path string, readFile func(st
 			continue // unset (its default)
 		}
 		if ft == secret && !isEmpty(m[base]) {
-			errs = append(errs, problem{key: at(k), msg: "set together with " + base + "; keep only one"})
+			errs = append(errs, problem{key: at(k), msg: "set together with " + at(base) + "; keep only one"})
 			continue
 		}
 		b, err := readFile(file)

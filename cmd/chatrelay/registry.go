@@ -235,6 +235,11 @@ func buildSinks(cfg *Config, env sinkEnv) ([]builtSink, error) {
 		}
 		out = append(out, b)
 	}
+	if b, err := buildChatData(cfg, env); err != nil {
+		errs = append(errs, err)
+	} else if b != nil {
+		out = append(out, *b)
+	}
 	return out, errors.Join(errs...)
 }
 

@@ -54,7 +54,8 @@ Run "chatrelay serve" with no config file to try it on embedded defaults.`,
 	}
 	root.PersistentFlags().StringVar(&a.configPath, "config", "",
 		"config file (default ./"+strings.Join(DefaultConfigFiles, " or ./")+" if present, else embedded defaults)")
-	root.AddCommand(a.serveCmd(), a.sendTestCmd(), a.checkConfigCmd(), a.dlqCmd(), a.statusCmd(), a.versionCmd(), a.healthcheckCmd())
+	root.AddCommand(a.serveCmd(), a.sendTestCmd(), a.checkConfigCmd(), a.dlqCmd(), a.statusCmd(), a.versionCmd(), a.healthcheckCmd(),
+		a.slackManifestCmd())
 	strictUsage(root)
 	return root
 }

@@ -134,7 +134,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	accepting := relay.NewAccepting() // an event's "accepted" line before its deliveries'
 	receiver, err := relay.NewReceiver(relay.ReceiverConfig{
 		Secrets: secrets, MaxBody: int64(cfg.MaxBodyBytes), MaxInflight: int64(cfg.MaxInflightBytes), Store: store,
-		Router: relay.NewRouter(names, routes), Metrics: metrics,
+		Router: relay.NewRouter(names, routes, replyDestinations(cfg)...), Metrics: metrics,
 		Logger: logger.With("component", "receiver"), Clock: clock, Accepting: accepting,
 	})
 	if err != nil {

@@ -89,6 +89,7 @@ func (c *Config) Validate() error {
 	for i, s := range c.Sinks {
 		errs = append(errs, s.validate(i, names, types)...)
 	}
+	errs = append(errs, c.validateChatData()...)
 	errs = append(errs, c.validateRoutes(names)...)
 	errs = append(errs, c.TLS.validate()...)
 	return joinProblems(append(slices.Clone(c.loadProblems), errs...))

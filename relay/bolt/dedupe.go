@@ -24,7 +24,7 @@ type dedupeIndex struct {
 	pending   map[dedupeKey]dedupeEntry
 }
 
-type dedupeKey [16]byte // the first half of relay.DedupeKey: SHA-256 of the body
+type dedupeKey [16]byte // the first half of Event.DedupeKey (SHA-256 of the body, or of an agent reply's identity)
 
 type dedupeEntry struct {
 	at int64     // acceptance, unix nanoseconds

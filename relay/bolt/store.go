@@ -507,7 +507,7 @@ func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (re
 	if err != nil {
 		return relay.Accepted{}, fmt.Errorf("event id %q is not a UUID: %w", ev.ID, err)
 	}
-	hash := relay.DedupeKey(ev.Body)
+	hash := ev.DedupeKey()
 	key := keyOf(hash[:])
 	rec, err := encodeEvent(ev, sinks, hash[:])
 	if err != nil {

@@ -23,7 +23,7 @@ const queueDupWindow = 10 * time.Minute
 // Append implements relay.Store in two steps, and answers only after both:
 //
 //  1. Publish the event to the events stream, with Nats-Msg-Id = the hex
-//     of relay.DedupeKey. The stream answers once it has stored the event
+//     of Event.DedupeKey. The stream answers once it has stored the event
 //     (on a quorum of its replicas); a repeat within DedupeWindow is
 //     answered "duplicate" with the original's sequence, from which the
 //     first event's id is read back.
@@ -69,7 +69,7 @@ func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (re
 	for _, sink := range sinks {
 		msg.Header.Add(hdrSink, escape(sink))
 	}
-	key := relay.DedupeKey(ev.Body)
+	key := ev.DedupeKey()
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(hex.EncodeToString(key[:])),
 		jetstream.WithExpectStream(s.l.events))
 	err = classify(err)

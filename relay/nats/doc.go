@@ -80,7 +80,7 @@
 //
 // # Append
 //
-// Append publishes the event with Nats-Msg-Id = hex(relay.DedupeKey) and
+// Append publishes the event with Nats-Msg-Id = hex(Event.DedupeKey) and
 // waits for the stream's ack (the event is stored, on a quorum of replicas).
 // A duplicate within the window is answered with the original's sequence;
 // the store reads the original back and answers its id. Append then

@@ -51,6 +51,7 @@ func Run(t *testing.T, open Factory) {
 	t.Run("Reconcile", func(t *testing.T) { t.Parallel(); testReconcile(t, open) })
 	t.Run("LookupAndStats", func(t *testing.T) { t.Parallel(); testLookup(t, open) })
 	t.Run("ConcurrentAppendsKeepOrder", func(t *testing.T) { t.Parallel(); testConcurrent(t, open) })
+	t.Run("AgentReplies", func(t *testing.T) { t.Parallel(); testAgentReplies(t, open) })
 }
 
 // NewEvent builds a chat event of conversation conv whose body is unique by

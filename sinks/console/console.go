@@ -59,6 +59,8 @@ func Render(ev *relay.Event) string {
 		title = "New lead"
 	case relay.TopicEscalation:
 		title = "LIVE CHAT ESCALATION: " + relay.EscalationLine
+	case relay.TopicAgentReply:
+		title = "Agent reply"
 	default:
 		title = "Chat Data event: " + ev.Topic
 	}
@@ -104,6 +106,13 @@ func Render(ev *relay.Event) string {
 		if len(ev.Lead) == 0 {
 			fmt.Fprintf(&b, "│ %s\n", relay.NoLeadFields)
 		}
+	case relay.TopicAgentReply:
+		if r := ev.AgentReply(); r != nil {
+			fmt.Fprintf(&b, "│ %s\n", r.Replied())
+			block(&b, speaker("agent"), r.Text)
+			break
+		}
+		fields(&b, ev.Fields)
 	default:
 		var shown []relay.Field
 		for _, f := range ev.Fields {

@@ -42,6 +42,7 @@ func TestRenderGolden(t *testing.T) {
 		{"no-answer", "chat-no-answer.json", relay.TopicChat},
 		{"low-score", "chat-low-score.json", relay.TopicChat},
 		{"unknown-topic", "lead-submission.json", "survey-completed"},
+		{"agent-reply", "agent-reply.json", relay.TopicAgentReply},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

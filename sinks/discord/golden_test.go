@@ -113,6 +113,7 @@ func TestGolden(t *testing.T) {
 			cfg: func(c *discord.Config) { c.Mention = "<@&987654321098765432>" }},
 		{name: "chat-with-mention-configured", event: eventBody(t, chatBody(hostile, "No ping here.", 0.9, "conv-quiet"), relay.TopicChat),
 			cfg: func(c *discord.Config) { c.Mention = "<@987654321098765432>" }},
+		{name: "agent-reply", event: eventFile(t, "agent-reply.json", relay.TopicAgentReply)},
 		{name: "unknown-topic", event: eventBody(t, []byte(`{"event":"order-created","order":{"id":1234,"total":"49.90 CAD"},"chatbot_id":"654aee418bc9a33b0e50d0ad","client_ip":"203.0.113.7","note":"first order"}`), "order-created")},
 		{name: "template", event: eventFile(t, "chat.json", relay.TopicChat), cfg: func(c *discord.Config) { c.Template = tmpl }},
 		// An escalation in a conversation that has a thread: posted in the

@@ -71,6 +71,8 @@ func (s *Sink) turn(ctx context.Context, ev *relay.Event) turn {
 		}
 	case relay.TopicLead:
 		t = leadTurn(ev)
+	case relay.TopicAgentReply:
+		t = replyTurn(ev)
 	default:
 		t = genericTurn(ev)
 	}

@@ -154,6 +154,8 @@ func (r *renderer) content(ev *relay.Event) content {
 		if len(c.fields) == 0 && len(c.body) == 0 {
 			c.banner = "_" + relay.NoLeadFields + "_"
 		}
+	case relay.TopicAgentReply:
+		c.title, c.body = replyContent(ev)
 	default:
 		c.title = eventTitle(ev.Topic)
 		c.body = fieldLines(ev.Fields)

@@ -252,6 +252,7 @@ func TestGolden(t *testing.T) {
 		{name: "lead-mention-unused", files: []string{"lead-submission.json"}, topic: relay.TopicLead,
 			cfg: slack.Config{Mention: mention}, msgs: 1},
 		{name: "unknown-topic", files: []string{"unknown-topic.json"}, topic: "conversation-ended", msgs: 1},
+		{name: "agent-reply", files: []string{"agent-reply.json"}, topic: relay.TopicAgentReply, msgs: 1},
 		{name: "template", files: []string{"chat.json"}, cfg: slack.Config{Template: tmpl}, msgs: 1},
 		{name: "template-hostile", files: []string{"chat-hostile.json"}, cfg: slack.Config{Template: tmpl}, msgs: 1},
 		{name: "packed", files: []string{"chat.json", "chat-string-fields.json", "chat-minimal.json", "chat-hostile.json"}, msgs: 1},
