@@ -15,13 +15,14 @@ import (
 // (KV, namespaced to the sink), so that every replica and every restart
 // sees them:
 //
-//	thread:<dest>:<conversation>  {"thread":"…"}   the conversation's thread
-//	conversation:<dest>:<thread>  <conversation>   and back, for replies from the thread
-//	part:<dest>:<event id>        {"posted":2,…}   how far a turn of several messages got
+//	thread:<dest>:<conversation>  {"thread":"…"}                            the conversation's thread
+//	conversation:<thread>         {"conversation":"…","chatbot":"…","dest":"…"}  and back, for replies
+//	part:<dest>:<event id>        {"posted":2,…}                            how far a turn of several messages got
 //
 // <dest> names where the sink posts (a channel's ID; for a webhook an id or
 // a hash of its URL, never the URL), so that a sink pointed elsewhere
-// starts afresh there.
+// starts afresh there. A thread's id (a Slack ts, a Discord id) is the
+// sink's alone, whatever its channel, so the way back needs no <dest>.
 //
 // Before the relay kept them, each sink wrote its own; those records are
 // still read, and a thread found there is recorded anew (both ways) on
@@ -51,18 +52,32 @@ func NewBooks(kv KV, sink string, logger *slog.Logger) *Books {
 // thread).
 const recordTimeout = 5 * time.Second
 
-func threadKey(dest, conv string) string         { return "thread:" + dest + ":" + conv }
-func conversationKey(dest, thread string) string { return "conversation:" + dest + ":" + thread }
-func partKey(dest, eventID string) string        { return "part:" + dest + ":" + eventID }
+func threadKey(dest, conv string) string   { return "thread:" + dest + ":" + conv }
+func conversationKey(thread string) string { return "conversation:" + thread }
+func partKey(dest, eventID string) string  { return "part:" + dest + ":" + eventID }
+
+// conversationRecord is the value under conversation:<thread>.
+type conversationRecord struct {
+	Conversation string `json:"conversation"`
+	Chatbot      string `json:"chatbot,omitempty"`
+	Dest         string `json:"dest"`
+}
+
+// ConversationOf is the conversation ev belongs to.
+func ConversationOf(ev *Event) ThreadConversation {
+	return ThreadConversation{ConversationID: ev.ConversationID, ChatbotID: ev.ChatbotID}
+}
 
 // threadRecord is the value under thread:<dest>:<conversation>.
 type threadRecord struct {
 	Thread string `json:"thread"`
 }
 
-// Thread returns the thread of conversation conv on dest, or "".
-func (b *Books) Thread(ctx context.Context, dest, conv string) (string, error) {
-	v, ok, err := b.kv.Get(ctx, threadKey(dest, conv))
+// Thread returns the thread of conversation conv on dest, or "". A thread
+// recorded before the relay kept the books is recorded anew, with conv's
+// chatbot.
+func (b *Books) Thread(ctx context.Context, dest string, conv ThreadConversation) (string, error) {
+	v, ok, err := b.kv.Get(ctx, threadKey(dest, conv.ConversationID))
 	if err != nil {
 		return "", fmt.Errorf("sink %q: read the conversation's thread: %w", b.sink, err)
 	}
@@ -70,7 +85,7 @@ func (b *Books) Thread(ctx context.Context, dest, conv string) (string, error) {
 		var rec threadRecord
 		if strings.HasPrefix(v, "{") {
 			if err := json.Unmarshal([]byte(v), &rec); err != nil {
-				b.log.WarnContext(ctx, "unreadable thread record; the conversation gets a new thread", "conversation_id", conv)
+				b.log.WarnContext(ctx, "unreadable thread record; the conversation gets a new thread", "conversation_id", conv.ConversationID)
 			}
 			return rec.Thread, nil
 		}
@@ -79,7 +94,7 @@ func (b *Books) Thread(ctx context.Context, dest, conv string) (string, error) {
 		}
 		return v, nil
 	}
-	v, ok, err = b.kv.Get(ctx, "thread:"+conv)
+	v, ok, err = b.kv.Get(ctx, "thread:"+conv.ConversationID)
 	if err != nil || !ok {
 		return "", err
 	}
@@ -97,17 +112,21 @@ func (b *Books) Thread(ctx context.Context, dest, conv string) (string, error) {
 // adopt records a thread found in a record of chatrelay before the relay
 // kept the books, both ways. It is best effort: the thread is used
 // either way, and a failure is tried again on the next read.
-func (b *Books) adopt(ctx context.Context, dest, conv, thread string) {
+func (b *Books) adopt(ctx context.Context, dest string, conv ThreadConversation, thread string) {
 	if err := b.SetThread(ctx, dest, conv, thread); err != nil {
-		b.log.WarnContext(ctx, "could not record an earlier thread anew", "conversation_id", conv, "err", err)
+		b.log.WarnContext(ctx, "could not record an earlier thread anew", "conversation_id", conv.ConversationID, "err", err)
 	}
 }
 
 // SetThread records that conversation conv continues in thread on dest,
 // and that thread belongs to conv. It is called right after a post and
 // writes even when ctx has just ended (within recordTimeout).
-func (b *Books) SetThread(ctx context.Context, dest, conv, thread string) error {
+func (b *Books) SetThread(ctx context.Context, dest string, conv ThreadConversation, thread string) error {
 	v, err := json.Marshal(threadRecord{Thread: thread})
+	if err != nil {
+		return fmt.Errorf("sink %q: record the conversation's thread: %w", b.sink, err)
+	}
+	back, err := json.Marshal(conversationRecord{Conversation: conv.ConversationID, Chatbot: conv.ChatbotID, Dest: dest})
 	if err != nil {
 		return fmt.Errorf("sink %q: record the conversation's thread: %w", b.sink, err)
 	}
@@ -115,33 +134,41 @@ func (b *Books) SetThread(ctx context.Context, dest, conv, thread string) error 
 	defer cancel()
 	// The way back first: a thread is never found for a conversation
 	// whose replies could not be traced back to it.
-	if err := b.kv.Put(ctx, conversationKey(dest, thread), conv); err != nil {
+	if err := b.kv.Put(ctx, conversationKey(thread), string(back)); err != nil {
 		return fmt.Errorf("sink %q: posted, but could not record the conversation's thread (a retry may open another): %w", b.sink, err)
 	}
-	if err := b.kv.Put(ctx, threadKey(dest, conv), string(v)); err != nil {
+	if err := b.kv.Put(ctx, threadKey(dest, conv.ConversationID), string(v)); err != nil {
 		return fmt.Errorf("sink %q: posted, but could not record the conversation's thread (a retry may open another): %w", b.sink, err)
 	}
 	return nil
 }
 
-// ThreadRef is what a platform thread the relay opened belongs to.
-type ThreadRef struct {
-	Sink         string
-	Conversation string
+// Lookup returns the conversation that thread, a thread this sink's posts
+// opened, belongs to: the way back from a reply posted in a thread to the
+// conversation it answers. ok is false for a thread the relay did not open.
+func (b *Books) Lookup(ctx context.Context, thread string) (conv ThreadConversation, ok bool, err error) {
+	v, ok, err := b.kv.Get(ctx, conversationKey(thread))
+	if err != nil {
+		return ThreadConversation{}, false, fmt.Errorf("sink %q: look up a thread: %w", b.sink, err)
+	}
+	var rec conversationRecord
+	if !ok || json.Unmarshal([]byte(v), &rec) != nil || rec.Conversation == "" {
+		return ThreadConversation{}, false, nil
+	}
+	return ThreadConversation{ConversationID: rec.Conversation, ChatbotID: rec.Chatbot}, true, nil
 }
 
-// Lookup returns the sink and conversation that thread on dest belongs
-// to: the way back from a reply posted in a thread to the conversation it
-// answers. ok is false for a thread the relay did not open.
-func (b *Books) Lookup(ctx context.Context, dest, thread string) (ref ThreadRef, ok bool, err error) {
-	conv, ok, err := b.kv.Get(ctx, conversationKey(dest, thread))
-	if err != nil {
-		return ThreadRef{}, false, fmt.Errorf("sink %q: look up a thread: %w", b.sink, err)
-	}
-	if !ok || conv == "" {
-		return ThreadRef{}, false, nil
-	}
-	return ThreadRef{Sink: b.sink, Conversation: conv}, true, nil
+// StoreThreads is the ThreadIndex of the sinks whose books are in a
+// store: each sink's KV namespace (Store.KV) holds its threads' way back.
+type StoreThreads struct {
+	KV func(sink string) KV
+}
+
+var _ ThreadIndex = StoreThreads{}
+
+// ThreadConversation implements ThreadIndex.
+func (t StoreThreads) ThreadConversation(ctx context.Context, sink, thread string) (ThreadConversation, bool, error) {
+	return NewBooks(t.KV(sink), sink, nil).Lookup(ctx, thread)
 }
 
 // Progress is how far the delivery of a turn that takes several messages
@@ -262,9 +289,9 @@ type Placed struct {
 // level. It returns how many messages this attempt posted.
 func (b *Books) Deliver(ctx context.Context, t Turn) (posted int, err error) {
 	ev := t.Event
-	conv := ""
+	var conv ThreadConversation
 	if t.Threads {
-		conv = ev.ConversationID
+		conv = ConversationOf(ev)
 	}
 	var prog Progress
 	saved := false
@@ -281,7 +308,7 @@ func (b *Books) Deliver(ctx context.Context, t Turn) (posted int, err error) {
 		return 0, nil // every message was posted by an earlier attempt
 	}
 	thread := ""
-	if conv != "" {
+	if conv.ConversationID != "" {
 		if thread, err = b.Thread(ctx, t.Dest, conv); err != nil {
 			return 0, err
 		}
@@ -299,7 +326,7 @@ func (b *Books) Deliver(ctx context.Context, t Turn) (posted int, err error) {
 			return nil
 		}
 		thread = th
-		if conv == "" {
+		if conv.ConversationID == "" {
 			return nil
 		}
 		return b.SetThread(ctx, t.Dest, conv, th)

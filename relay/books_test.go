@@ -62,7 +62,7 @@ func (p *platform) turn(ev *relay.Event, parts int) relay.Turn {
 }
 
 func conversationEvent(id, conv string) *relay.Event {
-	return &relay.Event{ID: id, Topic: relay.TopicChat, ConversationID: conv}
+	return &relay.Event{ID: id, Topic: relay.TopicChat, ConversationID: conv, ChatbotID: "bot-1"}
 }
 
 // TestBooksThreadBothWays: the first message of a conversation starts its
@@ -80,15 +80,15 @@ func TestBooksThreadBothWays(t *testing.T) {
 	if want := []string{"0@", "0@m1", "0@"}; !slices.Equal(p.posts, want) {
 		t.Fatalf("posts %q, want %q", p.posts, want)
 	}
-	ref, ok, err := books.Lookup(t.Context(), "C1", "m1")
-	if err != nil || !ok || ref != (relay.ThreadRef{Sink: "team", Conversation: "conv-a"}) {
+	ref, ok, err := books.Lookup(t.Context(), "m1")
+	if err != nil || !ok || ref != (relay.ThreadConversation{ConversationID: "conv-a", ChatbotID: "bot-1"}) {
 		t.Fatalf("Lookup(m1) = %+v, %v, %v", ref, ok, err)
 	}
-	if _, ok, err := books.Lookup(t.Context(), "C1", "m2"); ok || err != nil {
+	if _, ok, err := books.Lookup(t.Context(), "m2"); ok || err != nil {
 		t.Fatalf("Lookup(a thread of no conversation) = %v, %v", ok, err)
 	}
-	if _, ok, _ := books.Lookup(t.Context(), "C2", "m1"); ok {
-		t.Fatal("a thread of another destination was found")
+	if _, ok, _ := relay.NewBooks(relay.NewMemKV(), "other", nil).Lookup(t.Context(), "m1"); ok {
+		t.Fatal("another sink's books hold the thread")
 	}
 }
 
@@ -136,7 +136,7 @@ func TestBooksThreadGone(t *testing.T) {
 	if want := []string{"0@", "refused", "0@", "1@m2"}; !slices.Equal(p.posts, want) {
 		t.Fatalf("posts %q, want %q", p.posts, want)
 	}
-	if ref, ok, _ := books.Lookup(t.Context(), "C1", "m2"); !ok || ref.Conversation != "conv-a" {
+	if ref, ok, _ := books.Lookup(t.Context(), "m2"); !ok || ref.ConversationID != "conv-a" {
 		t.Fatalf("the new thread leads to %+v, %v", ref, ok)
 	}
 	p.gone["m2"], p.gone[""] = true, true
@@ -168,7 +168,7 @@ func TestBooksStartOnRoot(t *testing.T) {
 	if want := []string{"m1", "m1"}; !slices.Equal(p.started, want) {
 		t.Fatalf("threads started on %q, want %q", p.started, want)
 	}
-	if ref, ok, _ := books.Lookup(t.Context(), "C1", "t-m1"); !ok || ref.Conversation != "conv-a" {
+	if ref, ok, _ := books.Lookup(t.Context(), "t-m1"); !ok || ref.ConversationID != "conv-a" {
 		t.Fatalf("the thread leads to %+v, %v", ref, ok)
 	}
 
@@ -180,7 +180,7 @@ func TestBooksStartOnRoot(t *testing.T) {
 	if want := []string{"0@", "1@t-m1", "0@", "1@"}; !slices.Equal(p.posts, want) {
 		t.Fatalf("posts %q, want %q: after the root was deleted the next message opens a new thread", p.posts, want)
 	}
-	if ref, ok, _ := books.Lookup(t.Context(), "C1", "t-m3"); !ok || ref.Conversation != "conv-b" {
+	if ref, ok, _ := books.Lookup(t.Context(), "t-m3"); !ok || ref.ConversationID != "conv-b" {
 		t.Fatalf("the new thread leads to %+v, %v", ref, ok)
 	}
 }
@@ -250,13 +250,13 @@ func TestBooksReadWhatSinksWroteBefore(t *testing.T) {
 	}
 	books := relay.NewBooks(kv, "team", nil)
 	for conv, want := range map[string]string{"conv-discord": "1234567890", "conv-slack": "1700000000.000100", "conv-moved": "", "conv-unreadable": ""} {
-		if th, err := books.Thread(ctx, "C1", conv); err != nil || th != want {
+		if th, err := books.Thread(ctx, "C1", relay.ThreadConversation{ConversationID: conv, ChatbotID: "bot-1"}); err != nil || th != want {
 			t.Errorf("Thread(%s) = %q, %v; want %q", conv, th, err, want)
 		}
 		if want == "" {
 			continue
 		}
-		if ref, ok, err := books.Lookup(ctx, "C1", want); err != nil || !ok || ref.Conversation != conv {
+		if ref, ok, err := books.Lookup(ctx, want); err != nil || !ok || ref.ConversationID != conv {
 			t.Errorf("Lookup(%s) = %+v, %v, %v; want %s", want, ref, ok, err, conv)
 		}
 		if v, _, _ := kv.Get(ctx, "thread:C1:"+conv); !strings.Contains(v, `"thread":"`+want+`"`) {
@@ -293,7 +293,7 @@ func TestBooksConcurrentConversations(t *testing.T) {
 	wg.Wait()
 	for c := range 8 {
 		conv := fmt.Sprintf("conv-%d", c)
-		if ref, ok, err := books.Lookup(t.Context(), "C1", "th-"+conv); err != nil || !ok || ref.Conversation != conv {
+		if ref, ok, err := books.Lookup(t.Context(), "th-"+conv); err != nil || !ok || ref.ConversationID != conv {
 			t.Errorf("%s: %+v %v %v", conv, ref, ok, err)
 		}
 	}

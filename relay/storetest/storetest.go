@@ -453,8 +453,9 @@ func testKV(t *testing.T, open Factory) {
 func testThreads(t *testing.T, open Factory) {
 	h := open(t, clockwork.NewFakeClock())
 	ctx := t.Context()
+	conv := relay.ThreadConversation{ConversationID: "conv-a", ChatbotID: "bot-1"}
 	books := relay.NewBooks(h.Store.KV("slack-1"), "slack-1", nil)
-	if err := books.SetThread(ctx, "C0123", "conv-a", "1700000000.000100"); err != nil {
+	if err := books.SetThread(ctx, "C0123", conv, "1700000000.000100"); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.Store.KV("discord-1").Put(ctx, "thread:42:conv-b", "1234567890"); err != nil { // as the Discord sink wrote it
@@ -462,25 +463,27 @@ func testThreads(t *testing.T, open Factory) {
 	}
 	s := h.Reopen(t)
 	books = relay.NewBooks(s.KV("slack-1"), "slack-1", nil)
-	if th, err := books.Thread(ctx, "C0123", "conv-a"); err != nil || th != "1700000000.000100" {
+	if th, err := books.Thread(ctx, "C0123", conv); err != nil || th != "1700000000.000100" {
 		t.Fatalf("after restart Thread = %q, %v", th, err)
 	}
-	ref, ok, err := books.Lookup(ctx, "C0123", "1700000000.000100")
-	if err != nil || !ok || ref != (relay.ThreadRef{Sink: "slack-1", Conversation: "conv-a"}) {
-		t.Fatalf("after restart Lookup = %+v, %v, %v", ref, ok, err)
+	threads := relay.StoreThreads{KV: s.KV}
+	got, ok, err := threads.ThreadConversation(ctx, "slack-1", "1700000000.000100")
+	if err != nil || !ok || got != conv {
+		t.Fatalf("after restart ThreadConversation = %+v, %v, %v; want %+v", got, ok, err, conv)
 	}
-	if _, ok, err := books.Lookup(ctx, "C0999", "1700000000.000100"); ok || err != nil {
-		t.Fatalf("a thread of another channel: %v, %v", ok, err)
+	if _, ok, err := threads.ThreadConversation(ctx, "discord-1", "1700000000.000100"); ok || err != nil {
+		t.Fatalf("another sink's thread: %v, %v", ok, err)
+	}
+	if _, ok, err := threads.ThreadConversation(ctx, "slack-1", "1700000000.999999"); ok || err != nil {
+		t.Fatalf("a thread the relay did not open: %v, %v", ok, err)
 	}
 	other := relay.NewBooks(s.KV("discord-1"), "discord-1", nil)
-	if _, ok, _ := other.Lookup(ctx, "C0123", "1700000000.000100"); ok {
-		t.Fatal("another sink's books hold the thread")
-	}
-	if th, err := other.Thread(ctx, "42", "conv-b"); err != nil || th != "1234567890" {
+	convB := relay.ThreadConversation{ConversationID: "conv-b", ChatbotID: "bot-2"}
+	if th, err := other.Thread(ctx, "42", convB); err != nil || th != "1234567890" {
 		t.Fatalf("the earlier record: Thread = %q, %v", th, err)
 	}
-	if ref, ok, err := other.Lookup(ctx, "42", "1234567890"); err != nil || !ok || ref.Conversation != "conv-b" {
-		t.Fatalf("the earlier record, looked up: %+v, %v, %v", ref, ok, err)
+	if got, ok, err := threads.ThreadConversation(ctx, "discord-1", "1234567890"); err != nil || !ok || got != convB {
+		t.Fatalf("the earlier record, looked up: %+v, %v, %v", got, ok, err)
 	}
 }
 

@@ -91,7 +91,7 @@ func (s *Sink) posting(ev *relay.Event, d *destination, msgs []message, rep *rel
 // earlier attempt posted part of it (then it resumes alone).
 func (s *Sink) CanPack(ctx context.Context, ev *relay.Event) bool {
 	if ev.ConversationID != "" && s.threaded() {
-		if th, err := s.books.Thread(ctx, s.destID(), ev.ConversationID); err != nil || th != "" {
+		if th, err := s.books.Thread(ctx, s.destID(), relay.ConversationOf(ev)); err != nil || th != "" {
 			return false
 		}
 	}
@@ -161,7 +161,7 @@ func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, relay.R
 		if ev.ConversationID == "" {
 			continue
 		}
-		if err := s.books.SetThread(ctx, s.destID(), ev.ConversationID, th); err != nil {
+		if err := s.books.SetThread(ctx, s.destID(), relay.ConversationOf(ev), th); err != nil {
 			s.log.WarnContext(ctx, "packed message posted, but its thread could not be recorded",
 				"event_id", ev.ID, "conversation_id", ev.ConversationID, "err", err)
 		}

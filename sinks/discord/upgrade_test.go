@@ -39,8 +39,8 @@ func TestThreadsFromBeforeTheUpgrade(t *testing.T) {
 	if got := eventIDs(f.srv.Messages(threads[0])); !slices.Contains(got, eventID(2)) {
 		t.Errorf("thread holds %v, want the next turn in it", got)
 	}
-	ref, ok, err := relay.NewBooks(kv, f.cfg.Name, nil).Lookup(t.Context(), f.channel, threads[0])
-	if err != nil || !ok || ref.Conversation != "conv-a" || ref.Sink != f.cfg.Name {
-		t.Errorf("Lookup(thread from before) = %+v, %v, %v; want conv-a", ref, ok, err)
+	ref, ok, err := relay.StoreThreads{KV: func(string) relay.KV { return kv }}.ThreadConversation(t.Context(), f.cfg.Name, threads[0])
+	if err != nil || !ok || ref.ConversationID != "conv-a" {
+		t.Errorf("the conversation of the thread from before = %+v, %v, %v; want conv-a", ref, ok, err)
 	}
 }

@@ -167,7 +167,7 @@ func (s *Sink) CanPack(ctx context.Context, ev *relay.Event) bool {
 	if s.webhook() || ev.ConversationID == "" {
 		return true
 	}
-	ts, err := s.books.Thread(ctx, s.dest, ev.ConversationID)
+	ts, err := s.books.Thread(ctx, s.dest, relay.ConversationOf(ev))
 	return err == nil && ts == ""
 }
 
@@ -208,7 +208,7 @@ func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, relay.R
 		if ev.ConversationID == "" {
 			continue
 		}
-		if err := s.books.SetThread(ctx, s.dest, ev.ConversationID, ts); err != nil {
+		if err := s.books.SetThread(ctx, s.dest, relay.ConversationOf(ev), ts); err != nil {
 			s.deps.Logger.WarnContext(ctx, "packed message posted, but its thread could not be recorded",
 				"event_id", ev.ID, "conversation_id", ev.ConversationID, "err", err)
 		}

@@ -57,12 +57,12 @@ func TestRecordsFromBeforeTheUpgrade(t *testing.T) {
 		}
 	}
 	books := relay.NewBooks(kv, sinkName, nil)
-	ref, ok, err := books.Lookup(t.Context(), channel, root)
-	if err != nil || !ok || ref.Conversation != ev.ConversationID || ref.Sink != sinkName {
-		t.Errorf("Lookup(thread from before) = %+v, %v, %v; want conversation %q", ref, ok, err, ev.ConversationID)
+	ref, ok, err := books.Lookup(t.Context(), root)
+	if want := relay.ConversationOf(ev); err != nil || !ok || ref != want {
+		t.Errorf("Lookup(thread from before) = %+v, %v, %v; want %+v", ref, ok, err, want)
 	}
 	// A thread another channel recorded is not this channel's.
-	if th, err := books.Thread(t.Context(), channel, "conv-elsewhere"); err != nil || th != "" {
+	if th, err := books.Thread(t.Context(), channel, relay.ThreadConversation{ConversationID: "conv-elsewhere"}); err != nil || th != "" {
 		t.Errorf("another channel's thread: %q, %v", th, err)
 	}
 }
