@@ -425,6 +425,15 @@ func (d *Dispatcher) succeeded(ctx context.Context, dels []*Delivery, tk Ticket)
 	acked := 0
 	for _, del := range dels {
 		if err := del.Ack(ctx); err != nil {
+			if errors.Is(err, ErrNotHeld) {
+				// The store gave the delivery up while it was being sent
+				// (this process stalled, or lost the store): it is someone
+				// else's by now, and this send counts as a repeat.
+				d.cfg.Logger.Warn("sent, but the store had given the delivery up meanwhile (this replica stalled or lost "+
+					"the store); not counted as delivered here, the store hands it out again",
+					"event_id", del.Event.ID, "conversation_id", del.Event.ConversationID, "err", err)
+				continue
+			}
 			// Not recorded: the delivery will be sent again (at least once).
 			d.cfg.Logger.Error("delivered, but could not record it; it will be sent again",
 				"event_id", del.Event.ID, "conversation_id", del.Event.ConversationID, "err", err)

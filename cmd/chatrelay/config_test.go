@@ -452,6 +452,37 @@ func TestUnsetVariableIsAnError(t *testing.T) {
 	}
 }
 
+// TestEmptySecretFileIsAnError: a *_file that holds nothing (a secret
+// mount whose key was never filled, a file truncated by an editor) is the
+// same mistake as an unset ${NAME}: it would turn "sign with this secret"
+// into "post unsigned" (or "no admin token") without a word. It is an
+// error naming the key and the file.
+func TestEmptySecretFileIsAnError(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	empty, blank := filepath.Join(dir, "empty"), filepath.Join(dir, "blank")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(blank, []byte(" \n\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"sinks:\n  - {name: crm, type: webhook, url: \"https://example.com/in\", secret_file: %q}\n", "sinks[0].secret_file: %s is empty"},
+		{"admin: {token_file: %q}\nsinks:\n  - {name: c, type: console}\n", "admin.token_file: %s is empty"},
+		{"sinks:\n  - {name: team, type: slack, webhook_url_file: %q}\n", "sinks[0].webhook_url_file: %s is empty"},
+	} {
+		for _, file := range []string{empty, blank} {
+			cfgPath := writeConfig(t, "signing_secrets: [abc-secret-123]\n"+fmt.Sprintf(tc.yaml, file))
+			var out, errOut bytes.Buffer
+			code := run(t.Context(), []string{"check-config", "--config", cfgPath}, nil, &out, &errOut, env(nil))
+			if want := fmt.Sprintf(tc.want, file); code != 2 || !strings.Contains(errOut.String(), want) {
+				t.Errorf("exit %d, %q; want exit 2 saying %q", code, errOut.String(), want)
+			}
+		}
+	}
+}
+
 // TestEveryProblemInOneRun: decoding, validation and each sink's own
 // checks are reported together, one line per key, in key order, each
 // "key: what is wrong; the fix".

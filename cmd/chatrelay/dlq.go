@@ -11,6 +11,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -265,11 +266,26 @@ func opFailed(err error) error {
 }
 
 // cell is a value as one table cell: its whitespace (a newline or tab from
-// an event's body) flattened, "-" when empty.
+// an event's body) flattened, "-" when empty, and any other control
+// character written as \xNN. The text comes from outside (a destination's
+// answer in a reason, fields of an event's body), and an escape sequence
+// in it would otherwise reach the operator's terminal: recolour, hide or
+// rewrite what it shows.
 func cell(s string) string {
 	s = strings.Join(strings.Fields(s), " ")
 	if s == "" {
 		return "-"
 	}
-	return s
+	if strings.IndexFunc(s, unicode.IsControl) < 0 {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			fmt.Fprintf(&b, "\\x%02x", r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

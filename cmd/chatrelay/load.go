@@ -419,6 +419,13 @@ func secretFiles(m map[string]any, t reflect.Type, path string, readFile func(st
 		}
 		if ft == secret {
 			m[base] = strings.TrimSpace(string(b))
+			if m[base] == "" {
+				// As an unset ${NAME}: an empty secret would quietly mean
+				// none (a webhook posted unsigned, an admin API without a
+				// token).
+				errs = append(errs, problem{key: at(k), msg: file + " is empty; put the secret in it, or remove " +
+					keyName(k) + " if this one is to have none"})
+			}
 			continue
 		}
 		list, _ := m[base].([]any)
