@@ -112,7 +112,10 @@ func decodeSinks(sinks []SinkConfig, readFile func(string) ([]byte, error)) []er
 		}
 		problems = append(problems, secretFiles(own, typ.config, strings.TrimSuffix(prefix, "."), readFile)...)
 		spec := reflect.New(typ.config).Interface()
-		problems = append(problems, decode(own, spec, prefix, func(_, k string) string {
+		problems = append(problems, decode(own, spec, prefix, func(path, k string) string {
+			if path != "" { // in a section of the sink's own (reply:)
+				return "unknown key" + suggest(k, keysOf(typeAt(typ.config, path))) + "; see config.example.yaml for every key"
+			}
 			return sinkUnknownKey(sc.Type, k, types)
 		})...)
 		sc.Spec, sc.Own = spec, nil
