@@ -127,6 +127,13 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		logger.Warn("deliveries for sinks no longer configured moved to the dead letters", "count", moved, "reason", "sink removed")
 	}
 
+	// Who has which conversation in hand (two-way live chat), in the
+	// store, so that every replica sees the same.
+	conversations, err := relay.NewConversations(store.KV(relay.ConversationsNamespace), clock)
+	if err != nil {
+		return err
+	}
+
 	routes := make([]relay.Route, len(cfg.Routes))
 	for i, r := range cfg.Routes {
 		routes[i] = relay.Route{Match: r.Match.toMatch(), Sinks: r.Sinks}
@@ -198,7 +205,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		Store: store, Gatherer: reg, Metrics: metrics, Token: cfg.Admin.Token,
 		Sinks: names, States: states, Logger: logger.With("component", "admin"), Now: clock.Now, Scrub: scrub,
 		Version: version, StoreInfo: func(context.Context) admin.StoreInfo { return storeInfo(cfg) },
-	}, store, clock, logger)
+	}, store, conversations, clock, logger)
 	if err != nil {
 		ln.Close()
 		adminLn.Close()
