@@ -173,6 +173,15 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	repageAfter := map[string]time.Duration{}
+	for name, rc := range replies {
+		repageAfter[name] = rc.RepageAfter
+	}
+	repager, err := relay.NewRepager(relay.RepagerConfig{Conversations: conversations, Store: store, After: repageAfter,
+		Clock: clock, Logger: logger.With("component", "repager")})
+	if err != nil {
+		return err
+	}
 	sources, err := buildSources(sinks, relay.SourceDeps{Inbox: inbox, Logger: logger, Clock: clock,
 		MaxBody: int64(cfg.MaxBodyBytes), UserAgent: userAgent()})
 	if err != nil {
@@ -280,6 +289,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	for _, src := range sources {
 		g.Go(func() error { return src.Run(gctx) })
 	}
+	g.Go(func() error { return repager.Run(gctx) })
 	err = g.Wait()
 	if err != nil && ctx.Err() == nil {
 		return err
