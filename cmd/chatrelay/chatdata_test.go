@@ -201,16 +201,16 @@ func TestExampleChatDataSection(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(string(raw), "\n")
-	start := slices.Index(lines, "# chatdata:")
+	start := slices.Index(lines, "chatdata:")
 	if start < 0 {
 		t.Fatal("no chatdata section in config.example.yaml")
 	}
 	section := []string{"chatdata:"}
 	for _, line := range lines[start+1:] {
-		if !strings.HasPrefix(line, "#   ") {
+		if !strings.HasPrefix(line, "  ") {
 			break
 		}
-		section = append(section, strings.TrimPrefix(line, "#"))
+		section = append(section, line)
 	}
 	if len(section) < 4 {
 		t.Fatalf("no chatdata section in config.example.yaml: %q", section)

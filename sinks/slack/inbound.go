@@ -161,6 +161,7 @@ type interaction struct {
 	} `json:"channel"`
 	Message struct {
 		TS     string          `json:"ts"`
+		Text   string          `json:"text"`
 		Blocks json.RawMessage `json:"blocks"`
 	} `json:"message"`
 	Actions []struct {
@@ -211,7 +212,7 @@ func (in *inbound) interaction(ctx context.Context, payload []byte) error {
 		}
 		cancel()
 		_, err := in.inbox.Click(ctx, relay.Click{Sink: s.Name(), Platform: TypeName, Action: action, ConversationID: a.Value,
-			Agent: agent, Channel: channel, MessageID: msgID, Message: p.Message.Blocks})
+			Agent: agent, Channel: channel, MessageID: msgID, Message: clickedMessage(p.Message.Text, p.Message.Blocks)})
 		switch {
 		case errors.Is(err, relay.ErrNotAClick):
 			in.log.Debug("click not taken", "sink", s.Name(), "err", err)
@@ -249,13 +250,20 @@ const TypeName = "slack"
 // of the app that signed it.
 type httpSource struct {
 	handler http.Handler
+	log     *slog.Logger
+	sinks   []string
 }
 
 func (h *httpSource) Handlers() map[string]http.Handler {
 	return map[string]http.Handler{EventsPath: h.handler}
 }
 
-func (h *httpSource) Run(context.Context) error { return nil }
+// Run says where the sinks take Slack's events; the listener serves them.
+func (h *httpSource) Run(context.Context) error {
+	h.log.Info("taking agents' replies and clicks from Slack at POST "+EventsPath+" (the app's Event Subscriptions and "+
+		"Interactivity request URL)", "sinks", h.sinks)
+	return nil
+}
 
 // newHTTPSource builds the events endpoint of sinks (each with a signing
 // secret).
@@ -301,7 +309,11 @@ func newHTTPSource(sinks []*Sink, deps relay.SourceDeps) (*httpSource, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &httpSource{handler: h}, nil
+	names := make([]string, len(sinks))
+	for i, s := range sinks {
+		names[i] = s.Name()
+	}
+	return &httpSource{handler: h, log: deps.Logger, sinks: names}, nil
 }
 
 // Sources builds the sources of the two-way Slack sinks among sinks (the
@@ -337,4 +349,23 @@ func Sources(sinks []relay.Sink, deps relay.SourceDeps) ([]relay.Source, error) 
 		out = append([]relay.Source{h}, out...)
 	}
 	return out, nil
+}
+
+// clicked is the content of a clicked message as a status follow-up
+// keeps it: its text (the notification's) and its blocks, as Slack sent
+// them with the click.
+type clicked struct {
+	Text   string          `json:"text"`
+	Blocks json.RawMessage `json:"blocks"`
+}
+
+func clickedMessage(text string, blocks json.RawMessage) json.RawMessage {
+	if len(blocks) == 0 {
+		return nil
+	}
+	b, err := json.Marshal(clicked{Text: text, Blocks: blocks})
+	if err != nil {
+		return nil
+	}
+	return b
 }

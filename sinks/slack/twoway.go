@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 
 	slackapi "github.com/slack-go/slack"
@@ -58,15 +59,26 @@ func buttons(conv string, st relay.ConversationState) slackapi.Block {
 	return slackapi.NewActionBlock(statusBlock, elems...)
 }
 
-// withButtons adds the escalation's buttons to its first message, when the
-// sink is two-way and the message has room for a block.
+// hintBlock is the id of the line that tells agents how to answer.
+const hintBlock = "chatrelay_hint"
+
+// withButtons adds to an escalation's first message, when the sink is
+// two-way, how to answer the visitor from the thread and the Claim and
+// Resolve buttons, as the message has room for them.
 func (s *Sink) withButtons(ev *relay.Event, msgs []message) []message {
 	if !s.twoWay() || ev.Topic != relay.TopicEscalation || len(msgs) == 0 || len(msgs[0].blocks) >= maxBlocks {
 		return msgs
 	}
-	if b := buttons(ev.ConversationID, relay.ConversationState{}); b != nil {
-		msgs[0].blocks = append(msgs[0].blocks, b)
+	b := buttons(ev.ConversationID, relay.ConversationState{})
+	if b == nil {
+		return msgs
 	}
+	if len(msgs[0].blocks) < maxBlocks-1 {
+		hint := ":speech_balloon: " + escape(s.cfg.Reply.Rule().Hint())
+		msgs[0].blocks = append(msgs[0].blocks,
+			slackapi.NewContextBlock(hintBlock, slackapi.NewTextBlockObject(slackapi.MarkdownType, hint, false, false)))
+	}
+	msgs[0].blocks = append(msgs[0].blocks, b)
 	return msgs
 }
 
@@ -213,11 +225,19 @@ func (s *Sink) repageMessage(conv string, fu *relay.Followup, st relay.Conversat
 // nothing of the message is lost.
 func (s *Sink) showStatus(ctx context.Context, fu *relay.Followup, conv string) error {
 	st := *fu.State
+	var msg clicked
+	if json.Unmarshal(fu.Message, &msg) != nil {
+		msg = clicked{}
+	}
 	text := escape(st.Status())
 	if text == "" {
 		text = escape(relay.EscalationLine)
 	}
-	blocks, ok := statusBlocks(fu.Message, fu.State, conv)
+	if rest := withoutStatus(msg); rest != "" {
+		// The notification's text (already Slack's), under the status.
+		text = clip(text+"\n"+rest, maxMessageText)
+	}
+	blocks, ok := statusBlocks(msg.Blocks, fu.State, conv)
 	if !ok {
 		_, _, err := s.postAPI(ctx, message{text: text, blocks: []slackapi.Block{
 			slackapi.NewContextBlock(statusText, slackapi.NewTextBlockObject(slackapi.PlainTextType, st.Status(), true, false)),
@@ -227,6 +247,40 @@ func (s *Sink) showStatus(ctx context.Context, fu *relay.Followup, conv string) 
 	form := url.Values{"channel": {fu.Channel}, "ts": {fu.MessageID}, "text": {text}, "blocks": {string(blocks)},
 		"parse": {"none"}, "link_names": {"false"}}
 	return followupError(s.call(ctx, "chat.update", form, &plainAnswer{}))
+}
+
+// withoutStatus is a clicked message's text without the status line an
+// earlier click put first (so that statuses do not pile up in the
+// notification's text): the line is there when the message shows a status
+// block, or when it reads like one (Slack may give emoji back as their
+// names).
+func withoutStatus(msg clicked) string {
+	first, rest, found := strings.Cut(msg.Text, "\n")
+	shown := hasBlock(msg.Blocks, statusText)
+	for _, p := range [...]string{"🙋 Claimed by ", "✅ Resolved by ", ":raising_hand: Claimed by ", ":white_check_mark: Resolved by "} {
+		shown = shown || strings.HasPrefix(first, p)
+	}
+	switch {
+	case !shown:
+		return msg.Text
+	case found:
+		return rest
+	default:
+		return ""
+	}
+}
+
+// hasBlock says whether raw (a message's blocks) holds a block with id.
+func hasBlock(raw json.RawMessage, id string) bool {
+	var blocks []blockID
+	if json.Unmarshal(raw, &blocks) != nil {
+		return false
+	}
+	return slices.Contains(blocks, blockID{id})
+}
+
+type blockID struct {
+	BlockID string `json:"block_id"`
 }
 
 // statusBlocks is a message's blocks (as Slack sent them) with its status

@@ -50,12 +50,19 @@ type answered struct {
 	err    string
 }
 
-// watch is a transport that reports every answer the relay received.
-type watch struct{ answers chan answered }
+// watch is a transport that reports every answer the relay received
+// (and, when sent is set, every request as it leaves).
+type watch struct {
+	answers chan answered
+	sent    func(*http.Request)
+}
 
 func (w watch) RoundTrip(r *http.Request) (*http.Response, error) {
+	if w.sent != nil {
+		w.sent(r)
+	}
 	resp, err := http.DefaultTransport.RoundTrip(r)
-	if err == nil {
+	if err == nil && w.answers != nil {
 		w.answers <- answered{method: r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:], status: resp.StatusCode}
 	}
 	return resp, err
@@ -66,10 +73,13 @@ type rigOptions struct {
 	repageAfter time.Duration
 	clock       *clockwork.FakeClock // the conversations' and the repager's; nil: real
 	store       relay.Appender       // what the inbox stores into (nil: the store)
+	// toChatData, when set, is told of each request to Chat Data as it
+	// leaves (and the answers are not reported on apiIn).
+	toChatData func(*http.Request)
 }
 
 type rig struct {
-	t       *testing.T
+	t       testing.TB
 	slack   *slacktest.Server
 	api     *chatdatatest.Server
 	store   *bolt.Store
@@ -82,7 +92,7 @@ type rig struct {
 	apiIn   chan answered
 }
 
-func newRig(t *testing.T, o rigOptions) *rig {
+func newRig(t testing.TB, o rigOptions) *rig {
 	t.Helper()
 	r := &rig{t: t, slackIn: make(chan answered, 256), apiIn: make(chan answered, 256)}
 	var slackOpts []slacktest.Option
@@ -111,12 +121,16 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		reply = &slack.ReplyConfig{ReplyConfig: relay.ReplyConfig{RepageAfter: o.repageAfter}, AppToken: relay.Secret(o.socket.AppToken)}
 	}
 	r.sink, err = slack.New(slack.Config{Name: sinkName, Token: relay.Secret(r.slack.Token), Channel: channel, APIURL: r.slack.APIURL(),
-		Mention: mention, Reply: reply}, relay.SinkDeps{KV: store.KV(sinkName), Transport: watch{r.slackIn}, Logger: logger})
+		Mention: mention, Reply: reply}, relay.SinkDeps{KV: store.KV(sinkName), Transport: watch{answers: r.slackIn}, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
+	apiWatch := watch{answers: r.apiIn}
+	if o.toChatData != nil {
+		apiWatch = watch{sent: o.toChatData}
+	}
 	cd, err := chatdata.New(chatdata.Config{APIKey: relay.Secret(r.api.Key), APIURL: r.api.URL},
-		relay.SinkDeps{Transport: watch{r.apiIn}, Logger: logger})
+		relay.SinkDeps{Transport: apiWatch, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +168,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	for _, s := range []relay.Sink{r.sink, cd} {
 		d, err := relay.NewDispatcher(relay.DispatcherConfig{Sink: s, Queue: store.Queue(s.Name()), PaceEvery: -1,
 			Retry:   relay.RetryPolicy{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond, MaxAge: time.Hour},
-			Metrics: r.metrics, Logger: logger, Outcomes: followups, Concurrency: 2})
+			Metrics: r.metrics, Logger: logger, Outcomes: followups, Concurrency: 4})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -744,7 +758,8 @@ func TestGoldenTwoWay(t *testing.T) {
 		}, "chat.update"},
 		{"followup-resolved", func() *relay.Event {
 			m, _ := srv.Message(channel, "1700000000.000001")
-			return followup(relay.Followup{Kind: relay.FollowupStatus, State: &resolved, Channel: channel, MessageID: "1700000000.000001", Message: m.Blocks})
+			msg, _ := json.Marshal(map[string]any{"text": m.Text, "blocks": m.Blocks})
+			return followup(relay.Followup{Kind: relay.FollowupStatus, State: &resolved, Channel: channel, MessageID: "1700000000.000001", Message: msg})
 		}, "chat.update"},
 		{"followup-repage", func() *relay.Event {
 			return followup(relay.Followup{Kind: relay.FollowupRepage, State: &relay.ConversationState{Escalation: esc.ID},
@@ -761,7 +776,7 @@ func TestGoldenTwoWay(t *testing.T) {
 			t.Fatalf("%s: requests %+v, want one %s", st.name, reqs, st.method)
 		}
 		if st.name == "two-way-escalation" {
-			escBlocks = reqs[0].Blocks
+			escBlocks, _ = json.Marshal(map[string]any{"text": reqs[0].Text, "blocks": reqs[0].Blocks})
 		}
 		doc := formDoc(t, reqs[0].Body)
 		assertMentions(t, [][]byte{doc}, mention)
