@@ -132,7 +132,8 @@
 // attempt and last error in the state bucket, then NakWithDelay(delay),
 // for backoff and rate-limit waits alike (a record that cannot be written
 // is only warned about: the retry is scheduled); Term writes the dead
-// letter and records it, then TermWithReason (if the dead letter cannot be
+// letter and records it, then terminates the message and waits for the server to confirm, as
+// Ack does (if the dead letter cannot be
 // written, on a full server, the message is handed back after a delay from
 // Options.Backoff that grows with each time it came back, so the sink is
 // not asked again at once); Release is a plain Nak, with nothing recorded. JetStream's own delivery
