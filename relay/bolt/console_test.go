@@ -2,6 +2,8 @@ package bolt_test
 
 import (
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -108,4 +110,49 @@ func TestUsageKept(t *testing.T) {
 	}
 	clock.Advance(relay.UsageKept)
 	waitUntil(t, func() bool { return chats() == 0 })
+}
+
+// BenchmarkUsage reads the last day's usage figures (as the console does
+// each UsageEvery while an overview is open) from a store holding a day of
+// chat events from 5 chatbots, at two rates: the cost is the day's
+// minutes, not its events.
+//
+//	go test -run '^$' -bench Usage -benchtime 200x ./relay/bolt/
+func BenchmarkUsage(b *testing.B) {
+	for _, perMinute := range []int{5, 25} {
+		b.Run(fmt.Sprintf("events=%d", perMinute*24*60), func(b *testing.B) {
+			s, err := bolt.Open(b.TempDir(), bolt.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			now := time.Now()
+			var wg sync.WaitGroup
+			for w := range 16 {
+				wg.Go(func() {
+					for i := w; i < perMinute*24*60; i += 16 {
+						ev := storetest.NewEvent(b, fmt.Sprint("conv-", i), i)
+						ev.ReceivedAt = now.Add(-time.Duration(i/perMinute) * time.Minute)
+						ev.ChatbotID = fmt.Sprint("bot-", i%5)
+						if _, err := s.Append(b.Context(), ev, []string{"s"}); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			if _, err := s.Usage(b.Context(), now.Add(-relay.UsageKept)); err != nil { // the database caught up
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				minutes, err := s.Usage(b.Context(), now.Add(-relay.UsageKept))
+				if err != nil || len(minutes) < 24*60 {
+					b.Fatalf("%d minutes, %v", len(minutes), err)
+				}
+			}
+		})
+	}
 }

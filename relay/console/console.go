@@ -252,13 +252,22 @@ func (c *Console) step(ctx context.Context, st *runState) {
 	watching := c.hub.watching()
 	if watching && (st.usageAt.IsZero() || now.Sub(st.usageAt) >= c.cfg.UsageEvery) {
 		st.usageAt = now
-		if err := c.usage.refresh(ctx); err != nil && ctx.Err() == nil {
+		// Bounded, so that the pages' sink states stay live: a store that
+		// reads the figures in steps (NATS, the first time after a start)
+		// goes on from where it stopped at the next turn.
+		rctx, cancel := context.WithTimeout(ctx, usageWait)
+		err := c.usage.refresh(rctx)
+		cancel()
+		switch {
+		case err == nil || ctx.Err() != nil:
+			st.usageErr = ""
+		case errors.Is(err, context.DeadlineExceeded) && errors.Is(rctx.Err(), context.DeadlineExceeded):
+			// Still reading: the page says the figures are being counted.
+		default:
 			if err.Error() != st.usageErr {
 				c.cfg.Logger.Warn("console: could not read the usage figures from the store", "err", err)
 			}
 			st.usageErr = err.Error()
-		} else {
-			st.usageErr = ""
 		}
 	}
 	c.rates.sample(now)

@@ -2,6 +2,7 @@ package nats_test
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -90,4 +91,63 @@ func TestUsageAcrossReplicas(t *testing.T) {
 		t.Fatalf("the repeat on the other replica: %+v, %v; want a duplicate", acc, err)
 	}
 	check("after a duplicate", 31)
+}
+
+// BenchmarkUsage reads the usage figures from a stream of 20,000 chat
+// events: "first" is a replica's first read after it starts (the headers
+// of every event of the day, no bodies), "again" a later one with nothing
+// new (the console's read each UsageEvery while an overview is open).
+//
+//	go test -run '^$' -bench Usage -benchtime 20x ./relay/nats/
+func BenchmarkUsage(b *testing.B) {
+	const events = 20000
+	ns := startServer(b, "", 0)
+	opts := testOptions(ns.ClientURL())
+	s := open(b, opts)
+	defer s.Close()
+	now := time.Now()
+	var wg sync.WaitGroup
+	for w := range 32 {
+		wg.Go(func() {
+			for i := w; i < events; i += 32 {
+				ev := storetest.NewEvent(b, fmt.Sprint("conv-", i), i)
+				ev.ReceivedAt = now
+				if _, err := s.Append(b.Context(), ev, []string{"s"}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	read := func(b *testing.B, s *nats.Store) {
+		minutes, err := s.Usage(b.Context(), now.Add(-relay.UsageKept))
+		if err != nil {
+			b.Fatal(err)
+		}
+		n := 0
+		for _, m := range minutes {
+			n += m.Topics[relay.TopicChat]
+		}
+		if n != events {
+			b.Fatalf("counted %d events, want %d", n, events)
+		}
+	}
+	b.Run("first", func(b *testing.B) {
+		for b.Loop() {
+			b.StopTimer()
+			fresh := open(b, opts)
+			b.StartTimer()
+			read(b, fresh)
+			b.StopTimer()
+			_ = fresh.Close()
+			b.StartTimer()
+		}
+	})
+	b.Run("again", func(b *testing.B) {
+		read(b, s)
+		for b.Loop() {
+			read(b, s)
+		}
+	})
 }
