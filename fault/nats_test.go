@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatrelay/chatrelay/relay/relaytest"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -226,7 +227,7 @@ func wait(t *testing.T, d time.Duration) {
 func checkDelivered(t *testing.T, l *load, hook *hookServer, bound int) orderReport {
 	t.Helper()
 	want := l.turns(nil)
-	eventually(t, 60*time.Second, "every accepted event at the sink", func() bool {
+	relaytest.Eventually(t, 60*time.Second, "every accepted event at the sink", func() bool {
 		return len(missing(want, hookTurns(hook.deliveries()))) == 0
 	})
 	got := hookTurns(hook.deliveries())
@@ -293,7 +294,7 @@ func natsKilledUnderLoad(t *testing.T) {
 	}
 	wait(t, time.Second)
 	n.signal(syscall.SIGKILL)
-	eventually(t, 10*time.Second, "503 with Retry-After while NATS is gone", func() bool {
+	relaytest.Eventually(t, 10*time.Second, "503 with Retry-After while NATS is gone", func() bool {
 		_, _, unavailable, _ := l.snapshot()
 		return unavailable > 0
 	})
@@ -327,12 +328,12 @@ func natsRestartThenRepeat(t *testing.T) {
 	if err != nil || a1.Status != "accepted" {
 		t.Fatalf("first post: %+v, %v", a1, err)
 	}
-	eventually(t, 20*time.Second, "the first turn delivered", func() bool {
+	relaytest.Eventually(t, 20*time.Second, "the first turn delivered", func() bool {
 		return len(missing([]turn{first}, hookTurns(hook.deliveries()))) == 0
 	})
 	n.signal(syscall.SIGTERM)
 	n.start()
-	eventually(t, 30*time.Second, "/readyz once NATS is back", func() bool {
+	relaytest.Eventually(t, 30*time.Second, "/readyz once NATS is back", func() bool {
 		return c.get("http://"+addr+"/readyz").Code == http.StatusOK
 	})
 	_, again, err := c.postSigned(addr, secret, chatBody(first, "widget", 0))
@@ -344,7 +345,7 @@ func natsRestartThenRepeat(t *testing.T) {
 	if _, a2, err := c.postSigned(addr, secret, chatBody(second, "widget", 0)); err != nil || a2.Status != "accepted" {
 		t.Fatalf("next turn: %+v, %v", a2, err)
 	}
-	eventually(t, 20*time.Second, "the next turn delivered", func() bool {
+	relaytest.Eventually(t, 20*time.Second, "the next turn delivered", func() bool {
 		return len(missing([]turn{second}, hookTurns(hook.deliveries()))) == 0
 	})
 	if rep := checkOrder(hookTurns(hook.deliveries())); rep.duplicates != 0 || len(rep.violations) != 0 {
@@ -462,7 +463,7 @@ sinks:
 	}
 	js := n.jetStream()
 	held := 0
-	eventually(t, 30*time.Second, "every partition's head handed to the frozen replica", func() bool {
+	relaytest.Eventually(t, 30*time.Second, "every partition's head handed to the frozen replica", func() bool {
 		st, err := js.Stream(t.Context(), "CHATRELAY_QUEUE")
 		if err != nil {
 			return false
@@ -497,7 +498,7 @@ sinks:
 			}
 		}
 	}
-	eventually(t, 60*time.Second, "turns 0-3 delivered by the other replica", func() bool {
+	relaytest.Eventually(t, 60*time.Second, "turns 0-3 delivered by the other replica", func() bool {
 		return len(missing(l.turns(nil), hookTurns(hook.deliveries()))) == 0
 	})
 
@@ -513,7 +514,7 @@ sinks:
 	close(release)
 	frozen.thaw()
 	thawed = true
-	eventually(t, 30*time.Second, "the frozen replica gave up or sent every head it held", func() bool {
+	relaytest.Eventually(t, 30*time.Second, "the frozen replica gave up or sent every head it held", func() bool {
 		mu.Lock()
 		sent := sentByFrozen
 		mu.Unlock()
@@ -634,8 +635,8 @@ func natsFullSinkRefusing(t *testing.T) {
 	if err := st.Purge(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "/readyz once there is room", func() bool { return readyz() == http.StatusOK })
-	eventually(t, 60*time.Second, "every refused delivery parked", func() bool {
+	relaytest.Eventually(t, 30*time.Second, "/readyz once there is room", func() bool { return readyz() == http.StatusOK })
+	relaytest.Eventually(t, 60*time.Second, "every refused delivery parked", func() bool {
 		return len(c.deadLetters(rs[0])) == accepted
 	})
 	if depth := c.metrics(rs[0]).get(t, "chatrelay_queue_depth", "sink", "crm"); depth != 0 {

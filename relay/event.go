@@ -173,18 +173,14 @@ func DecodeEvent(body []byte) (*Event, error) {
 }
 
 // TopicOf returns the event's topic: the x-chat-data-topic header if set,
-// else the body's "event" field, else "chat".
-func TopicOf(header string, body []byte) string {
+// else the body's "event" field as DecodeEvent read it (bodyEvent), else
+// "chat".
+func TopicOf(header, bodyEvent string) string {
 	if t := strings.TrimSpace(header); t != "" {
 		return t
 	}
-	var probe struct {
-		Event json.RawMessage `json:"event"`
-	}
-	if json.Unmarshal(body, &probe) == nil {
-		if t := strings.TrimSpace(scalarString(probe.Event)); t != "" {
-			return t
-		}
+	if t := strings.TrimSpace(bodyEvent); t != "" {
+		return t
 	}
 	return TopicChat
 }
@@ -217,7 +213,9 @@ func validFields(data []byte) ([]rawField, error) {
 		end := skipString(data, i)
 		key := string(data[i+1 : end-1])
 		if bytes.IndexByte(data[i:end], '\\') >= 0 || !utf8.Valid(data[i:end]) {
-			_ = json.Unmarshal(data[i:end], &key)
+			if err := json.Unmarshal(data[i:end], &key); err != nil {
+				return nil, ErrNotObject // valid JSON always has a readable key: never
+			}
 		}
 		i = skipSpace(data, end)
 		i = skipSpace(data, i+1) // the colon

@@ -123,7 +123,11 @@ func TestTopicOf(t *testing.T) {
 		{"  ", `{"event":7}`, "7"},
 		{"", `not json`, "chat"},
 	} {
-		if got := relay.TopicOf(tc.header, []byte(tc.body)); got != tc.want {
+		bodyEvent := ""
+		if ev, err := relay.DecodeEvent([]byte(tc.body)); err == nil {
+			bodyEvent = ev.Topic
+		}
+		if got := relay.TopicOf(tc.header, bodyEvent); got != tc.want {
 			t.Errorf("TopicOf(%q, %s) = %q, want %q", tc.header, tc.body, got, tc.want)
 		}
 	}

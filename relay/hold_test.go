@@ -18,6 +18,15 @@ import (
 // chanQueue hands out the deliveries sent on its channel.
 type chanQueue chan *relay.Delivery
 
+func (q chanQueue) TryNext(context.Context) (*relay.Delivery, error) {
+	select {
+	case d := <-q:
+		return d, nil
+	default:
+		return nil, nil
+	}
+}
+
 func (q chanQueue) Next(ctx context.Context) (*relay.Delivery, error) {
 	select {
 	case d := <-q:

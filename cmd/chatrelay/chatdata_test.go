@@ -52,8 +52,8 @@ func TestChatDataSection(t *testing.T) {
 			if err := cfg.Check(); err != nil {
 				t.Fatalf("Check: %v", err)
 			}
-			if cfg.ChatData.APIKey != tc.key || cfg.ChatData.APIURL != tc.url {
-				t.Fatalf("chatdata = key %v url %q", cfg.ChatData.APIKey == tc.key, cfg.ChatData.APIURL)
+			if cfg.ChatData.APIKey.Reveal() != tc.key || cfg.ChatData.APIURL != tc.url {
+				t.Fatalf("chatdata = key %v url %q", cfg.ChatData.APIKey.Reveal() == tc.key, cfg.ChatData.APIURL)
 			}
 			if !slices.Contains(cfg.Secrets(), tc.key) {
 				t.Fatal("the API key is not among the secrets scrubbed")
@@ -91,8 +91,8 @@ func TestChatDataKeyFromTheEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.Check(); err != nil || cfg.ChatData.APIKey != "sk-env-override-0123" || !cfg.ChatData.Enabled() {
-		t.Fatalf("Check = %v; key set %v", err, cfg.ChatData.APIKey == "sk-env-override-0123")
+	if err := cfg.Check(); err != nil || cfg.ChatData.APIKey.Reveal() != "sk-env-override-0123" || !chatDataSet(cfg.ChatData) {
+		t.Fatalf("Check = %v; key set %v", err, cfg.ChatData.APIKey.Reveal() == "sk-env-override-0123")
 	}
 }
 
@@ -209,7 +209,7 @@ func TestExampleChatDataSection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.Check(); err != nil || !cfg.ChatData.Enabled() || cfg.ChatData.APIURL != chatdata.DefaultAPIURL {
+	if err := cfg.Check(); err != nil || !chatDataSet(cfg.ChatData) || cfg.ChatData.APIURL != chatdata.DefaultAPIURL {
 		t.Fatalf("the example's chatdata section: %v (%+v)", err, cfg.ChatData.APIURL)
 	}
 }

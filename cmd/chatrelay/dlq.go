@@ -91,7 +91,10 @@ the config, the token admin.token (or CHATRELAY_ADMIN_TOKEN).`,
 				return opFailed(err)
 			}
 			var pretty bytes.Buffer
-			_ = json.Indent(&pretty, out, "", "  ")
+			if err := json.Indent(&pretty, out, "", "  "); err != nil {
+				pretty.Reset()
+				pretty.Write(out) // shown as the API sent it
+			}
 			fmt.Fprintln(a.stdout, pretty.String())
 			return nil
 		},
@@ -201,8 +204,8 @@ func (a *app) adminCall(cmd *cobra.Command, method, path string, in, out any) er
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if cfg.Admin.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+cfg.Admin.Token)
+	if !cfg.Admin.Token.IsZero() {
+		req.Header.Set("Authorization", "Bearer "+cfg.Admin.Token.Reveal())
 	}
 	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
 	if err != nil {
@@ -217,9 +220,8 @@ func (a *app) adminCall(cmd *cobra.Command, method, path string, in, out any) er
 		var e struct {
 			Error string `json:"error"`
 		}
-		_ = json.Unmarshal(data, &e)
-		if e.Error == "" {
-			e.Error = resp.Status
+		if err := json.Unmarshal(data, &e); err != nil || e.Error == "" {
+			e.Error = resp.Status // not the API's own answer (a proxy's, say)
 		}
 		return &apiError{status: resp.StatusCode, msg: e.Error}
 	}

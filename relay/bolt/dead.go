@@ -335,12 +335,14 @@ func (s *Store) prune() {
 		kvCut := now - int64(s.opts.KVRetention)
 		kvb := tx.Bucket([]byte(bKV))
 		var stale [][]byte
-		_ = kvb.ForEach(func(k, v []byte) error {
+		if err := kvb.ForEach(func(k, v []byte) error {
 			if len(v) < 8 || int64(beU64(v[:8])) < kvCut {
 				stale = append(stale, bytes.Clone(k))
 			}
 			return nil
-		})
+		}); err != nil {
+			return err
+		}
 		for _, k := range stale {
 			if err := kvb.Delete(k); err != nil {
 				return err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -69,6 +70,7 @@ type intakeLog struct {
 	next uint64    // sequence number of the next record
 
 	afterWrite func() // tests: between write and sync
+	log        *slog.Logger
 }
 
 func segmentName(first uint64) string { return fmt.Sprintf("%020d%s", first, segmentExt) }
@@ -114,7 +116,7 @@ func logDamage(dir, what string) error {
 // record after applied in order, truncates a torn last record, and leaves
 // the log ready to append. A damaged log (a bad record before the last
 // one, records missing between the database and the log) is a damageError.
-func openIntake(dir string, applied uint64, replay func(seq uint64, payload []byte) error) (_ *intakeLog, torn int64, err error) {
+func openIntake(dir string, applied uint64, logger *slog.Logger, replay func(seq uint64, payload []byte) error) (_ *intakeLog, torn int64, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, 0, err
 	}
@@ -122,7 +124,7 @@ func openIntake(dir string, applied uint64, replay func(seq uint64, payload []by
 	if err != nil {
 		return nil, 0, err
 	}
-	l := &intakeLog{dir: dir, next: applied + 1}
+	l := &intakeLog{dir: dir, next: applied + 1, log: logger}
 	prev := uint64(0) // sequence number of the last record read
 	for i, sg := range segs {
 		last := i == len(segs)-1
@@ -211,8 +213,7 @@ func openIntake(dir string, applied uint64, replay func(seq uint64, payload []by
 	}
 	l.f = f
 	if err := syncDir(dir); err != nil {
-		_ = f.Close()
-		return nil, 0, err
+		return nil, 0, errors.Join(err, f.Close())
 	}
 	return l, torn, nil
 }
@@ -294,11 +295,12 @@ func (l *intakeLog) roll(applied uint64) error {
 			return err
 		}
 		if err := syncDir(l.dir); err != nil {
-			_ = f.Close()
-			_ = os.Remove(sg.path)
-			return err
+			return errors.Join(err, f.Close(), os.Remove(sg.path))
 		}
-		_ = l.f.Close()
+		// The old segment is synced: a failed close loses nothing.
+		if err := l.f.Close(); err != nil {
+			l.log.Warn("intake log: closing a full segment", "err", err)
+		}
 		l.f, l.off = f, 0
 		l.segs = append(l.segs, sg)
 	}

@@ -204,7 +204,9 @@ func Open(dir string, opts Options) (*Store, error) {
 		recent:    newRecentEvents(),
 	}
 	if err := guard(path, func() error { return s.init(dir) }); err != nil {
-		_ = db.Close()
+		if cerr := db.Close(); cerr != nil {
+			s.log.Warn("closing the store after it could not start", "err", cerr)
+		}
 		if errors.Is(err, errUnreadable) {
 			err = damaged(path, "is damaged: "+err.Error())
 		}
@@ -370,7 +372,7 @@ func (s *Store) init(dir string) error {
 		return nil
 	}
 	replayed := 0
-	l, torn, err := openIntake(logDir, applied, func(seq uint64, rec []byte) error {
+	l, torn, err := openIntake(logDir, applied, s.log, func(seq uint64, rec []byte) error {
 		batch = append(batch, logged{seq: seq, rec: rec})
 		batchBytes += len(rec)
 		replayed++
@@ -387,8 +389,7 @@ func (s *Store) init(dir string) error {
 		l.afterWrite = s.opts.hooks.afterLogWrite
 	}
 	if err := flush(); err != nil {
-		_ = l.close()
-		return err
+		return errors.Join(err, l.close())
 	}
 	if torn > 0 {
 		s.log.Warn("intake log: dropped a record whose write did not complete (a stop between write and sync); "+
@@ -455,9 +456,9 @@ func (s *Store) init(dir string) error {
 		})
 	})
 	if err != nil {
-		_ = s.intake.close()
+		return errors.Join(err, s.intake.close())
 	}
-	return err
+	return nil
 }
 
 // setAsideOldLog moves an intake log away from a database that was just
@@ -646,7 +647,7 @@ func (s *Store) Recent(ctx context.Context, before string, limit int) ([]relay.E
 		if before == "" {
 			k, v = c.Last()
 		} else {
-			k, v = c.Seek([]byte(before))
+			k, _ = c.Seek([]byte(before))
 			if k == nil {
 				k, v = c.Last()
 			} else {

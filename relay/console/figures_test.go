@@ -120,10 +120,10 @@ func TestUsageCounter(t *testing.T) {
 	}
 
 	type want struct {
-		events                 int
-		convs, answers, low    int
-		credits                float64
-		botConvs, botLow, bots map[string]int
+		events              int
+		convs, answers, low int
+		credits             float64
+		botConvs, botLow    map[string]int
 	}
 	check := func(name string, since time.Time, w want) {
 		t.Helper()

@@ -84,7 +84,10 @@ func (s *Store) scanHeaders(ctx context.Context, cc jetstream.ConsumerConfig, fn
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.Timeout)
 		defer cancel()
-		_ = s.events.DeleteConsumer(dctx, cons.CachedInfo().Name)
+		if err := s.events.DeleteConsumer(dctx, cons.CachedInfo().Name); err != nil {
+			// It goes by itself after InactiveThreshold.
+			s.log.Debug("could not delete a scan's consumer", "err", err)
+		}
 	}()
 	left := cons.CachedInfo().NumPending
 	for left > 0 {

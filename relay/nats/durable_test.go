@@ -57,7 +57,7 @@ func appendAsSender(t *testing.T, s relay.Store, ev *relay.Event, sinks ...strin
 	t.Helper()
 	var acc relay.Accepted
 	var err error
-	pollUntil(t, "an append accepted", func() bool {
+	relaytest.Eventually(t, 20*time.Second, "an append accepted", func() bool {
 		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 		defer cancel()
 		acc, err = s.Append(ctx, ev, sinks)
@@ -128,7 +128,7 @@ func TestHalfAppendRetriedAfterRestartIsDeliveredOnce(t *testing.T) {
 		t.Fatalf("Lookup of the half-written event: %s, want pending (it was never queued)", st.State)
 	}
 	restartServer(t, ns, dir)
-	pollUntil(t, "the store reconnects", func() bool { return s.Ready(t.Context()) == nil })
+	relaytest.Eventually(t, 20*time.Second, "the store reconnects", func() bool { return s.Ready(t.Context()) == nil })
 
 	retry := *ev
 	retry.ID = storetest.NewEvent(t, "A", 1).ID
@@ -188,7 +188,7 @@ func TestHalfAppendToTwoSinks(t *testing.T) {
 	}
 
 	restartServer(t, ns, dir)
-	pollUntil(t, "the store reconnects", func() bool { return s.Ready(t.Context()) == nil })
+	relaytest.Eventually(t, 20*time.Second, "the store reconnects", func() bool { return s.Ready(t.Context()) == nil })
 	retry := *ev
 	retry.ID = storetest.NewEvent(t, "A", 1).ID
 	if acc := appendAsSender(t, s, &retry, "a", "b"); !acc.Duplicate || acc.ID != ev.ID {
@@ -238,7 +238,7 @@ func TestRepeatAfterRestartIsNotDeliveredAgain(t *testing.T) {
 	}
 
 	restartServer(t, ns, dir)
-	pollUntil(t, "the store reconnects", func() bool { return s.Ready(t.Context()) == nil })
+	relaytest.Eventually(t, 20*time.Second, "the store reconnects", func() bool { return s.Ready(t.Context()) == nil })
 	for _, ev := range []*relay.Event{delivered, parked, purged} {
 		again := *ev
 		again.ID = storetest.NewEvent(t, "X", 0).ID
@@ -358,7 +358,7 @@ func TestReplicaKilledAfterNATSRestart(t *testing.T) {
 	}
 	time.Sleep(time.Second)
 	restartServer(t, ns, dir)
-	pollUntil(t, "both replicas reconnect", func() bool {
+	relaytest.Eventually(t, 20*time.Second, "both replicas reconnect", func() bool {
 		return a.store.Ready(t.Context()) == nil && b.store.Ready(t.Context()) == nil
 	})
 	time.Sleep(300 * time.Millisecond)
@@ -573,7 +573,7 @@ func TestFullServerNoRequestStorm(t *testing.T) {
 		}
 	}()
 	const sends = 5
-	pollUntil(t, "the refused delivery sent five times", func() bool { return len(sink.sent()) >= sends })
+	relaytest.Eventually(t, 20*time.Second, "the refused delivery sent five times", func() bool { return len(sink.sent()) >= sends })
 	times := sink.sent()
 	t.Logf("server full after %d events; the refused delivery was sent %d times in %s", n, len(times), times[len(times)-1].Sub(times[0]))
 	for i := 1; i < len(times); i++ {
@@ -604,7 +604,7 @@ func TestFullServerNoRequestStorm(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pollUntil(t, "the delivery parked once there is room", func() bool {
+	relaytest.Eventually(t, 20*time.Second, "the delivery parked once there is room", func() bool {
 		dead, err := s.ListDead(t.Context(), "s", 0)
 		return err == nil && len(dead) == 1 && dead[0].EventID == ev.ID
 	})
@@ -689,7 +689,7 @@ func TestReadyWhenJetStreamRefuses(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			pollUntil(t, "Ready once there is room", func() bool { return s.Ready(t.Context()) == nil })
+			relaytest.Eventually(t, 20*time.Second, "Ready once there is room", func() bool { return s.Ready(t.Context()) == nil })
 			mustAppend(t, s, storetest.NewEvent(t, "A", 1), "s")
 		})
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/chatrelay/chatrelay/relay"
+	"github.com/chatrelay/chatrelay/relay/relaytest"
 )
 
 // RunHistory runs the cases of relay.History, the queries the web console
@@ -79,8 +80,7 @@ func testConversation(t *testing.T, open Factory) {
 	// An ack may be recorded after Ack returns (the store says so once
 	// it is): wait for it, as the Stats tests do.
 	var first relay.EventRecord
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	relaytest.Eventually(t, 10*time.Second, "the first turn delivered to s, pending for t", func() bool {
 		recs, _, err := h.Store.Conversation(ctx, conv, 0)
 		if err != nil {
 			t.Fatal(err)
@@ -90,14 +90,8 @@ func testConversation(t *testing.T, open Factory) {
 		for _, ds := range first.Deliveries {
 			states[ds.Sink] = ds.State
 		}
-		if states["s"] == relay.StateDelivered && states["t"] == relay.StatePending && len(states) == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("first turn's deliveries = %+v, want s delivered, t pending", first.Deliveries)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return states["s"] == relay.StateDelivered && states["t"] == relay.StatePending && len(states) == 2
+	})
 	if first.Event.Question() != "q1" || first.Event.AnswerText() != "a1" || first.Event.ConversationID != conv {
 		t.Fatalf("first turn decoded as %+v", first.Event)
 	}
