@@ -11,6 +11,7 @@ import (
 
 	"github.com/chatrelay/chatrelay/relay"
 	"github.com/chatrelay/chatrelay/relay/bolt"
+	"github.com/chatrelay/chatrelay/relay/relaytest"
 	"github.com/chatrelay/chatrelay/relay/storetest"
 )
 
@@ -101,7 +102,7 @@ func TestUsageKept(t *testing.T) {
 		return n
 	}
 	clock.Advance(2 * time.Hour)
-	waitUntil(t, func() bool {
+	relaytest.Eventually(t, 10*time.Second, "the delivered event to be pruned", func() bool {
 		_, err := s.Lookup(ctx, ev.ID)
 		return errors.Is(err, relay.ErrNotFound)
 	})
@@ -109,7 +110,7 @@ func TestUsageKept(t *testing.T) {
 		t.Fatalf("after the event was pruned, the figures count %d chat events, want 1", n)
 	}
 	clock.Advance(relay.UsageKept)
-	waitUntil(t, func() bool { return chats() == 0 })
+	relaytest.Eventually(t, 10*time.Second, "the day-old figures to be pruned", func() bool { return chats() == 0 })
 }
 
 // BenchmarkUsage reads the last day's usage figures (as the console does
