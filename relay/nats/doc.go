@@ -10,7 +10,9 @@
 //
 //   - Stream CHATRELAY_EVENTS, subjects chatrelay.ev.<partition>.<event id>:
 //     every accepted event, raw body as the payload, id, topic, receive time,
-//     conversation and routed sinks in Chatrelay-* headers. Limits retention
+//     conversation, routed sinks and, for a chat event, its usage figures
+//     (Chatrelay-Usage, read by the console: console.go) in Chatrelay-*
+//     headers. Limits retention
 //     with MaxAge = store.retention: events are kept that long whether
 //     delivered or not, for Lookup and Recent. Duplicates = store.dedupe_window.
 //     With Options.MaxBytes (store.max_size; none by default) the oldest
