@@ -76,6 +76,11 @@ type rigOptions struct {
 	// toChatData, when set, is told of each request to Chat Data as it
 	// leaves (and the answers are not reported on apiIn).
 	toChatData func(*http.Request)
+	// apiKey, when set, is the key the relay sends Chat Data instead of
+	// the fake's own (which it refuses: 401).
+	apiKey string
+	// maxAge is the dispatchers' retry.max_age (0: an hour).
+	maxAge time.Duration
 }
 
 type rig struct {
@@ -129,7 +134,15 @@ func newRig(t testing.TB, o rigOptions) *rig {
 	if o.toChatData != nil {
 		apiWatch = watch{sent: o.toChatData}
 	}
-	cd, err := chatdata.New(chatdata.Config{APIKey: relay.Secret(r.api.Key), APIURL: r.api.URL},
+	key := r.api.Key
+	if o.apiKey != "" {
+		key = o.apiKey
+	}
+	maxAge := time.Hour
+	if o.maxAge > 0 {
+		maxAge = o.maxAge
+	}
+	cd, err := chatdata.New(chatdata.Config{APIKey: relay.Secret(key), APIURL: r.api.URL},
 		relay.SinkDeps{Transport: apiWatch, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
@@ -167,7 +180,7 @@ func newRig(t testing.TB, o rigOptions) *rig {
 	}
 	for _, s := range []relay.Sink{r.sink, cd} {
 		d, err := relay.NewDispatcher(relay.DispatcherConfig{Sink: s, Queue: store.Queue(s.Name()), PaceEvery: -1,
-			Retry:   relay.RetryPolicy{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond, MaxAge: time.Hour},
+			Retry:   relay.RetryPolicy{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond, MaxAge: maxAge},
 			Metrics: r.metrics, Logger: logger, Outcomes: followups, Concurrency: 4})
 		if err != nil {
 			t.Fatal(err)
@@ -196,7 +209,7 @@ func newRig(t testing.TB, o rigOptions) *rig {
 		if err := store.Close(); err != nil {
 			t.Error(err)
 		}
-		relaytest.AssertNoSecret(t, "logs", logs.String(), r.slack.Token, r.api.Key, signingSecret)
+		relaytest.AssertNoSecret(t, "logs", logs.String(), r.slack.Token, key, signingSecret)
 	})
 	return r
 }
@@ -481,6 +494,50 @@ func TestDeadLetteredReplyIsToldInTheThread(t *testing.T) {
 	}
 	if len(r.slack.Reactions()) != 0 {
 		t.Error("a dead-lettered reply got a reaction")
+	}
+}
+
+// TestReplyDeadLetteredOn401: Chat Data refuses the relay's key (401, a
+// bad or revoked key): the destination is broken, so the reply is kept and
+// retried (the key may be fixed) until retry.max_age, then dead-lettered;
+// the thread says it did not reach the visitor, that the key was refused,
+// and how to replay it, and names no secret.
+func TestReplyDeadLetteredOn401(t *testing.T) {
+	t.Parallel()
+	const badKey = "sk-revoked-0123456789abcdef"
+	r := newRig(t, rigOptions{apiKey: badKey, maxAge: 200 * time.Millisecond})
+	thread := r.escalate("conv-bad-key")
+	if code := r.send(message(thread, "1765000000.000550", dana, "reply: your refund is on its way", nil), "application/json", nil); code != 200 {
+		t.Fatal(code)
+	}
+	if a := r.wait(r.apiIn, "live-chat"); a.status != 401 {
+		t.Fatalf("Chat Data answered %d, want 401", a.status)
+	}
+	if a := r.wait(r.slackIn, "chat.postMessage"); a.status != 200 {
+		t.Fatalf("note: %+v", a)
+	}
+	var dead []relay.DeadLetter
+	relaytest.Eventually(t, 10*time.Second, "the dead letter", func() bool {
+		dead, _ = r.store.ListDead(t.Context(), chatdata.Name, 0)
+		return len(dead) == 1
+	})
+	if !strings.Contains(dead[0].Reason, "retry.max_age") || !strings.Contains(dead[0].Reason, "401") {
+		t.Errorf("dead letter's reason %q, want retry.max_age after a 401", dead[0].Reason)
+	}
+	msgs := r.slack.Messages()
+	note := msgs[len(msgs)-1]
+	if note.ThreadTS != thread || note.Broadcast {
+		t.Fatalf("note posted in %q (broadcast %v), want the thread %s", note.ThreadTS, note.Broadcast, thread)
+	}
+	for _, want := range []string{relay.NotDelivered, "HTTP 401", "chatrelay dlq replay " + dead[0].ID} {
+		if !strings.Contains(note.Text, want) {
+			t.Errorf("the note %q does not say %q", note.Text, want)
+		}
+	}
+	t.Logf("the thread note: %s", note.Text)
+	relaytest.AssertNoSecret(t, "the thread note", note.Text+string(note.Blocks), badKey, r.api.Key)
+	if len(r.api.Messages("conv-bad-key")) != 0 || len(r.slack.Reactions()) != 0 {
+		t.Error("a refused reply reached the visitor or got a ✅")
 	}
 }
 
