@@ -65,9 +65,6 @@ func TestExampleConfigIsValid(t *testing.T) {
 		"SLACK_WEBHOOK_URL":        "https://hooks.slack.com/services/T0/B0/XXXXXXXX",
 		"DISCORD_WEBHOOK_URL":      "https://discord.com/api/webhooks/1/abcdef",
 		"CRM_WEBHOOK_SECRET":       "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-		"CHAT_DATA_API_KEY":        "sk-example-0123456789",
-		"SLACK_BOT_TOKEN":          "xoxb-1-example-0123456789",
-		"SLACK_SIGNING_SECRET":     "example-slack-signing-secret",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +74,7 @@ func TestExampleConfigIsValid(t *testing.T) {
 	}
 	sinks, err := buildSinks(cfg, sinkEnv{stdout: io.Discard, logger: slog.New(slog.DiscardHandler),
 		clock: clockwork.NewRealClock(), store: probeKV{}})
-	if err != nil || len(sinks) != 5 { // four sinks and the chatdata destination
+	if err != nil || len(sinks) != 3 {
 		t.Fatalf("building the example's sinks: %v", err)
 	}
 	for _, s := range sinks {
@@ -88,10 +85,7 @@ func TestExampleConfigIsValid(t *testing.T) {
 	if every, _ := paceOf(sinks[0]); every < time.Second {
 		t.Errorf("slack pace %s, want at least Slack's 1s", every)
 	}
-	if tw := twoWay(sinks); len(tw) != 1 || tw["support-live"].RepageAfter != 10*time.Minute || tw["support-live"].Rule().Prefix != "reply:" {
-		t.Errorf("two-way sinks %+v, want support-live re-paging after 10m", tw)
-	}
-	if len(cfg.Sinks) != 4 || len(cfg.Routes) != 3 || cfg.MaxBodyBytes != 1<<20 || cfg.Store.Bolt.MaxSize != 1<<30 ||
+	if len(cfg.Sinks) != 3 || len(cfg.Routes) != 3 || cfg.MaxBodyBytes != 1<<20 || cfg.Store.Bolt.MaxSize != 1<<30 ||
 		cfg.Retry.MaxAge != 24*time.Hour || specOf[webhook.Config](t, cfg.Sinks[2]).Headers["x-team"].Reveal() != "support" {
 		t.Fatalf("unexpected values: %+v", cfg)
 	}

@@ -47,32 +47,22 @@ func TestTwoWayWalkthrough(t *testing.T) {
 		slackSecret    = "walkthrough-slack-signing-secret"
 		adminToken     = "walkthrough-admin-token-0123456789"
 		channel        = "C0123456789"
+		mention        = "<!subteam^S0123ABCDE>" // the README's
 	)
 	env := append(os.Environ(), "CHAT_DATA_SIGNING_SECRET="+chatDataSecret, "CHAT_DATA_API_KEY="+api.Key,
 		"SLACK_BOT_TOKEN="+sl.Token, "SLACK_SIGNING_SECRET="+slackSecret, "CHATRELAY_ADMIN_TOKEN="+adminToken)
 	// The README's two-way config, with the fakes' URLs (api_url) and a
-	// short repage_after.
+	// short repage_after, under the few keys every config has.
 	cfg := writeConfig(t, fmt.Sprintf(`
 listen: %s
 admin: {listen: %s, token: ${CHATRELAY_ADMIN_TOKEN}}
 signing_secrets: [${CHAT_DATA_SIGNING_SECRET}]
 store: {path: %s}
-chatdata:
-  api_key: ${CHAT_DATA_API_KEY}
-  api_url: %s
-sinks:
-  - name: support-slack
-    type: slack
-    token: ${SLACK_BOT_TOKEN}
-    channel: %s
-    api_url: %s
-    mention: "<!subteam^S0123ABC>"
-    reply:
-      signing_secret: ${SLACK_SIGNING_SECRET}
-      prefix: "reply:"
-      mode: prefix
-      repage_after: 4s
-`, listen, adminAddr, filepath.Join(t.TempDir(), "data"), api.URL, channel, sl.APIURL()))
+`, listen, adminAddr, filepath.Join(t.TempDir(), "data"))+readmeTwoWay(t, map[string]string{
+		"  # api_url: https://api.chat-data.com   # another base URL (a proxy, a test server)\n": "  api_url: " + api.URL + "\n",
+		"    channel: C0123456789\n": "    channel: " + channel + "\n    api_url: " + sl.APIURL() + "\n",
+		"      repage_after: 10m ":   "      repage_after: 4s ",
+	}))
 	var outputs bytes.Buffer
 	chatrelay := func(args ...string) (int, string) {
 		t.Helper()
@@ -143,7 +133,7 @@ sinks:
 	root, conv := waitEscalation(t, sl, nil)
 	shown := showMessage(t, sl, channel, root)
 	t.Logf("step 3, the escalation in the channel:\n%s", shown)
-	for _, want := range []string{relay.EscalationLine, "<!subteam^S0123ABC>", `start a message in this thread with "reply:"`, "[Claim]", "[Resolve]"} {
+	for _, want := range []string{relay.EscalationLine, mention, `start a message in this thread with "reply:"`, "[Claim]", "[Resolve]"} {
 		if !strings.Contains(shown, want) {
 			t.Errorf("the escalation lacks %q", want)
 		}
@@ -279,7 +269,7 @@ sinks:
 		return false
 	})
 	t.Logf("step 9, the re-page (broadcast %v):\n%s", again.Broadcast, showMessage(t, sl, channel, again.TS))
-	if !again.Broadcast || !strings.Contains(again.Text, "<!subteam^S0123ABC>") {
+	if !again.Broadcast || !strings.Contains(again.Text, mention) {
 		t.Errorf("the re-page is not shown in the channel with the mention: %+v", again)
 	}
 
@@ -294,6 +284,30 @@ sinks:
 	if strings.Contains(serveOut.String(), "Anything else I can help with") {
 		t.Error("a reply's text reached the log at info level")
 	}
+}
+
+// readmeTwoWay is the README's two-way config (the first yaml block of
+// its "Two-way live chat" section) with each key of edits replaced by its
+// value (each must be there once).
+func readmeTwoWay(t *testing.T, edits map[string]string) string {
+	t.Helper()
+	raw, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(raw), "\n## Two-way live chat\n")
+	_, block, ok2 := strings.Cut(section, "```yaml\n")
+	block, _, ok3 := strings.Cut(block, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal("no yaml block in the README's Two-way live chat section")
+	}
+	for from, to := range edits {
+		if strings.Count(block, from) != 1 {
+			t.Fatalf("the README's two-way config has no line %q (once)", from)
+		}
+		block = strings.Replace(block, from, to, 1)
+	}
+	return block
 }
 
 // waitEscalation waits for an escalation in the fake Slack not in seen and
