@@ -47,7 +47,6 @@ const (
 type answered struct {
 	method string
 	status int
-	err    string
 }
 
 // watch is a transport that reports every answer the relay received
@@ -674,8 +673,7 @@ func TestSocketMode(t *testing.T) {
 	t.Parallel()
 	sm := slacktest.NewSocketMode(t, slacktest.WithPingEvery(50*time.Millisecond))
 	appender := &failingAppender{n: 1, failed: make(chan struct{}, 1)}
-	var r *rig
-	r = newRig(t, rigOptions{socket: sm, store: appender})
+	r := newRig(t, rigOptions{socket: sm, store: appender})
 	appender.Appender = r.store
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
