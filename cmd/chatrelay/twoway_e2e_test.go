@@ -134,8 +134,11 @@ func slackReply(t *testing.T, listen, thread, ts, text string) int {
 }
 
 // rootOf waits for the escalation's message in the fake Slack and returns
-// its ts: the conversation's thread.
-func rootOf(t *testing.T, sl *slacktest.Server, logs *relaytest.LogBuffer) string {
+// its ts: the conversation's thread. It returns once a relay (of those
+// with admin listeners admins) has also recorded the thread: the sink
+// keeps it once Slack has answered, so a reply sent as soon as the
+// message shows would find no relay thread.
+func rootOf(t *testing.T, sl *slacktest.Server, admins ...string) string {
 	t.Helper()
 	var ts string
 	relaytest.Eventually(t, 30*time.Second, "the escalation in Slack", func() bool {
@@ -147,7 +150,24 @@ func rootOf(t *testing.T, sl *slacktest.Server, logs *relaytest.LogBuffer) strin
 		}
 		return false
 	})
+	threadKnown(t, admins...)
 	return ts
+}
+
+// threadKnown waits until one of the relays with admin listeners admins
+// has delivered an event to support-slack (and so recorded its thread).
+func threadKnown(t *testing.T, admins ...string) {
+	t.Helper()
+	relaytest.Eventually(t, 30*time.Second, "the escalation's delivery settled (its thread recorded)", func() bool {
+		for _, admin := range admins {
+			_, m := httpGet(t, "http://"+admin+"/metrics", "")
+			_, n, _ := strings.Cut(m, `chatrelay_deliveries_total{result="delivered",sink="support-slack"} `)
+			if n != "" && !strings.HasPrefix(n, "0\n") {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 // TestServeTwoWayRestartBeforeDelivery: an agent's reply is stored (Slack
@@ -166,7 +186,7 @@ func TestServeTwoWayRestartBeforeDelivery(t *testing.T) {
 
 	first := startServe(t, twoWayConfig(listen, admin, store, sl, api.Key, down), listen, admin)
 	postSigned(t, listen, twoWaySecret, escalation(t))
-	thread := rootOf(t, sl, first.logs)
+	thread := rootOf(t, sl, admin)
 	if code := slackReply(t, listen, thread, "1765000000.000200", "reply: your refund is on its way"); code != 200 {
 		t.Fatalf("/slack/events answered %d:\n%s", code, first.logs.String())
 	}
@@ -223,7 +243,7 @@ func TestServeTwoWayOnTwoNATSReplicas(t *testing.T) {
 	b := startServe(t, twoWayConfig(lb, ab, store, sl, api.Key, api.URL), lb, ab)
 
 	postSigned(t, lb, twoWaySecret, escalation(t))
-	thread := rootOf(t, sl, a.logs)
+	thread := rootOf(t, sl, aa, ab)
 	if code := slackReply(t, la, thread, "1765000000.000200", "reply: hello from replica A"); code != 200 {
 		t.Fatalf("/slack/events on A answered %d", code)
 	}

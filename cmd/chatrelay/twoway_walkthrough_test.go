@@ -131,6 +131,7 @@ store: {path: %s}
 		t.Fatalf("send-test: exit %d", code)
 	}
 	root, conv := waitEscalation(t, sl, nil)
+	threadKnown(t, adminAddr)
 	shown := showMessage(t, sl, channel, root)
 	t.Logf("step 3, the escalation in the channel:\n%s", shown)
 	for _, want := range []string{relay.EscalationLine, mention, `start a message in this thread with "reply:"`, "[Claim]", "[Resolve]"} {
