@@ -202,8 +202,8 @@ func (c *Config) Embedded() bool { return c.Source == "" }
 
 // Secrets returns every secret value in the config, for the scrubber that
 // keeps them out of logs, stored error text and API answers (SPEC §9):
-// signing secrets, tokens, webhook URLs and every extra header value (a
-// header's name says too little about what its value is).
+// signing secrets, tokens, webhook URLs and the extra header values that
+// may be credentials (relay.CredentialHeader).
 func (c *Config) Secrets() []string {
 	out := secretsIn(reflect.ValueOf(c))
 	for one := range strings.SplitSeq(c.Store.NATS.URL, ",") {
@@ -218,8 +218,14 @@ func (c *Config) Secrets() []string {
 }
 
 // secretsIn returns every relay.Secret in v: in fields, lists and maps,
-// and in each sink's Spec, whatever its type.
+// and in each sink's Spec, whatever its type; a value that is a
+// relay.SecretHolder says itself which of its values are secrets.
 func secretsIn(v reflect.Value) []string {
+	if v.CanInterface() {
+		if h, ok := v.Interface().(relay.SecretHolder); ok && (v.Kind() != reflect.Pointer || !v.IsNil()) {
+			return h.SecretValues()
+		}
+	}
 	switch v.Kind() {
 	case reflect.Pointer, reflect.Interface:
 		if v.IsNil() {

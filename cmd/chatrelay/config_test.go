@@ -306,21 +306,31 @@ func TestParseRate(t *testing.T) {
 	}
 }
 
-// TestSecretsIncludeEveryHeaderValue: every extra header value is kept out
-// of stored text and logs (SPEC §9), whatever the header's name says: a
-// credential may hide in X-Client-Context as well as in Authorization.
-func TestSecretsIncludeEveryHeaderValue(t *testing.T) {
+// TestSecretsIncludeCredentialHeaders: extra header values that may be
+// credentials are kept out of stored text and logs (SPEC §9), whatever the
+// header's name says (a token may hide in X-Client-Context as well as in
+// Authorization); a plain label (X-Team: support) is not, or every line
+// naming the sink support-slack would read "[redacted]-slack".
+func TestSecretsIncludeCredentialHeaders(t *testing.T) {
 	t.Parallel()
 	cfg := &Config{Sinks: []SinkConfig{{Type: TypeWebhook, Spec: &webhook.Config{URL: "https://x.example/in",
-		Headers: map[string]relay.Secret{"authorization": "Bearer abcdef123456", "x-client-context": "ctx-7f3e9a1b"}}}}}
+		Headers: map[string]relay.Secret{"authorization": "Bearer abcdef123456", "x-client-context": "ctx-7f3e9a1b",
+			"x-team": "support", "x-api-key": "plainword"}}}}}
 	got := cfg.Secrets()
-	for _, want := range []string{"Bearer abcdef123456", "ctx-7f3e9a1b", "https://x.example/in"} {
+	for _, want := range []string{"Bearer abcdef123456", "ctx-7f3e9a1b", "plainword", "https://x.example/in"} {
 		if !slices.Contains(got, want) {
 			t.Errorf("secrets %q lack %q", got, want)
 		}
 	}
-	if s := relay.NewScrubber(got...).Scrub("got Authorization: Bearer abcdef123456"); strings.Contains(s, "abcdef123456") {
+	if slices.Contains(got, "support") {
+		t.Errorf("secrets %q hold the label support", got)
+	}
+	scrub := relay.NewScrubber(got...)
+	if s := scrub.Scrub("got Authorization: Bearer abcdef123456"); strings.Contains(s, "abcdef123456") {
 		t.Errorf("the bearer token survived scrubbing: %q", s)
+	}
+	if s := scrub.Scrub("sink support-slack is down"); s != "sink support-slack is down" {
+		t.Errorf("a label was scrubbed: %q", s)
 	}
 }
 

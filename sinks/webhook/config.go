@@ -21,8 +21,9 @@ type Config struct {
 	// Secret, if set, is a Standard Webhooks secret "whsec_<base64>"; each
 	// request then carries webhook-signature.
 	Secret relay.Secret `mapstructure:"secret"`
-	// Headers are added to every request. Their values are secrets: a
-	// header's name says too little about what its value is.
+	// Headers are added to every request. Their values are Secrets (never
+	// printed); which of them are scrubbed from stored text is
+	// SecretValues' choice (relay.CredentialHeader).
 	Headers map[string]relay.Secret `mapstructure:"headers"`
 	// Timeout bounds one request (default relay.DefaultTimeout); it is
 	// also the dispatcher's deadline for one send (one request).
@@ -67,4 +68,17 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("timeout: must be positive, like 10s"))
 	}
 	return errors.Join(errs...)
+}
+
+// SecretValues implements relay.SecretHolder: the URL, the signing secret
+// and the header values that may be credentials (relay.CredentialHeader;
+// a label such as X-Team: support is not scrubbed).
+func (c *Config) SecretValues() []string {
+	out := []string{c.URL.Reveal(), c.Secret.Reveal()}
+	for name, v := range c.Headers {
+		if relay.CredentialHeader(name, v.Reveal()) {
+			out = append(out, v.Reveal())
+		}
+	}
+	return out
 }
