@@ -47,6 +47,32 @@ type DispatcherConfig struct {
 	// it is stored (last_error, a dead letter's reason) or logged; nil
 	// scrubs nothing.
 	Scrub *Scrubber
+	// Outcomes, when set, is told how each delivery ended (delivered, or
+	// dead-lettered) before the store records it: what it queues in
+	// consequence (Followups) is durable before the delivery is settled.
+	Outcomes Outcomes
+}
+
+// Outcomes is told how deliveries ended.
+type Outcomes interface {
+	// Outcome is called once the delivery's end is known and before it is
+	// recorded; ctx outlives shutdown's start. It must not block for
+	// long: the delivery is settled after it returns.
+	Outcome(ctx context.Context, o Outcome)
+}
+
+// Outcome is how one delivery ended.
+type Outcome struct {
+	Sink  string
+	Event *Event
+	// Dead is set when the delivery goes to the dead letters, with the
+	// reason (scrubbed) and its dead letter's id; else it was delivered.
+	Dead         bool
+	Reason       string
+	DeadLetterID string
+	// Since is the start of the delivery's retry.max_age: its acceptance,
+	// or its last replay.
+	Since time.Time
 }
 
 // Dispatcher delivers one sink's queue: up to Concurrency conversations at
@@ -424,6 +450,7 @@ func (d *Dispatcher) succeeded(ctx context.Context, dels []*Delivery, tk Ticket)
 	ctx = context.WithoutCancel(ctx)
 	acked := 0
 	for _, del := range dels {
+		d.outcome(ctx, Outcome{Sink: d.name, Event: del.Event, Since: del.Since})
 		if err := del.Ack(ctx); err != nil {
 			if errors.Is(err, ErrNotHeld) {
 				// The store gave the delivery up while it was being sent
@@ -578,6 +605,8 @@ func (d *Dispatcher) retryLater(ctx context.Context, del *Delivery, delay time.D
 // park moves the delivery to the dead letters.
 func (d *Dispatcher) park(ctx context.Context, del *Delivery, reason string) {
 	reason = d.cfg.Scrub.Scrub(reason)
+	d.outcome(ctx, Outcome{Sink: d.name, Event: del.Event, Dead: true, Reason: reason,
+		DeadLetterID: DeadLetterID(del.Event.ID, d.name), Since: del.Since})
 	if err := del.Term(ctx, reason); err != nil {
 		d.cfg.Logger.Error("could not park delivery in the dead letters", "event_id", del.Event.ID, "err", err)
 		return
@@ -586,4 +615,11 @@ func (d *Dispatcher) park(ctx context.Context, del *Delivery, reason string) {
 	d.cfg.Logger.Error("delivery parked in the dead letters", "event_id", del.Event.ID, "topic", del.Event.Topic,
 		"conversation_id", del.Event.ConversationID, "attempt", del.Attempts+1, "reason", reason,
 		"replay", d.cfg.ReplayCommand+" "+DeadLetterID(del.Event.ID, d.name))
+}
+
+// outcome tells the Outcomes, if any, how a delivery ended.
+func (d *Dispatcher) outcome(ctx context.Context, o Outcome) {
+	if d.cfg.Outcomes != nil {
+		d.cfg.Outcomes.Outcome(context.WithoutCancel(ctx), o)
+	}
 }

@@ -49,6 +49,9 @@ type Event struct {
 	Lead           []Field   // the lead's fields in a stable order (name, email, phone, then as sent)
 	Fields         []Field   // every top-level field as sent, for generic rendering
 	Reply          *Reply    // the answer of an agent-reply body; read it through AgentReply
+	// Followup is what a follow-up event (TopicFollowup, the relay's own)
+	// carries; nil for every other event.
+	Followup *Followup
 }
 
 // Message is one turn of the conversation.
@@ -142,7 +145,7 @@ func DecodeEvent(body []byte) (*Event, error) {
 		return nil, err
 	}
 	ev := &Event{Body: body, Fields: make([]Field, 0, len(fields))}
-	var reply json.RawMessage
+	var reply, followup json.RawMessage
 	for _, f := range fields {
 		ev.Fields = append(ev.Fields, field(f.key, f.raw))
 		switch f.key {
@@ -164,10 +167,15 @@ func DecodeEvent(body []byte) (*Event, error) {
 			ev.Lead = decodeLead(unwrapString(f.raw))
 		case "reply":
 			reply = f.raw
+		case "followup":
+			followup = f.raw
 		}
 	}
-	if ev.Topic == TopicAgentReply {
+	switch ev.Topic {
+	case TopicAgentReply:
 		ev.Reply = decodeReply(reply)
+	case TopicFollowup:
+		ev.Followup = decodeFollowup(followup)
 	}
 	return ev, nil
 }

@@ -236,16 +236,17 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	topic := TopicOf(topicHeader, ev.Topic)
-	if topic == TopicAgentReply {
-		// The relay's own topic: an agent's answer from a thread, which
-		// would go to Chat Data's live-chat API. Chat Data never sends it.
+	if topic == TopicAgentReply || topic == TopicFollowup {
+		// The relay's own topics: an agent's answer from a thread, which
+		// would go to Chat Data's live-chat API, and what the relay posts
+		// back into threads. Chat Data never sends them.
 		m.EventsReceived.WithLabelValues(TopicLabel(topic), ReceiveRejectedBody).Inc()
-		r.logRejection("rejected request: topic agent-reply is chatrelay's own", "remote", req.RemoteAddr, "status", http.StatusBadRequest)
+		r.logRejection("rejected request: topic "+topic+" is chatrelay's own", "remote", req.RemoteAddr, "status", http.StatusBadRequest)
 		r.writeJSON(w, http.StatusBadRequest, answer{Status: "rejected",
-			Error: "topic " + TopicAgentReply + " is chatrelay's own (agents' answers from Slack and Discord threads); Chat Data does not send it"})
+			Error: "topic " + topic + " is chatrelay's own (agents' answers from Slack and Discord threads, and what it posts back); Chat Data does not send it"})
 		return
 	}
-	ev.Reply = nil // only the relay's own agent-reply events carry one
+	ev.Reply, ev.Followup = nil, nil // only the relay's own events carry one
 	now := r.cfg.Clock.Now()
 	id, err := uuid.NewV7()
 	if err != nil {

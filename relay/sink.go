@@ -111,6 +111,18 @@ type KV interface {
 	Put(ctx context.Context, key, value string) error
 }
 
+// Swapper is a KV that can also set a key only if it still holds what the
+// caller read: a compare-and-set, atomic across every process that shares
+// the store (relay/bolt applies it on its one writer, relay/nats with the
+// key's revision). Two agents clicking Claim at once: exactly one wins.
+type Swapper interface {
+	KV
+	// Swap sets key to value if it holds old now (a key never written
+	// holds ""), and reports whether it did. false means another write
+	// came first: read again, and decide again.
+	Swap(ctx context.Context, key, old, value string) (bool, error)
+}
+
 // SinkDeps is what the wiring gives every sink's constructor.
 type SinkDeps struct {
 	Logger    *slog.Logger // already carries sink= and kind=

@@ -36,6 +36,17 @@ func (c *Config) validateChatData() []error {
 		}
 	}
 	if !chatDataSet(c.ChatData) {
+		// Agents' replies have nowhere to go: say so on each sink that
+		// takes them.
+		for i, s := range c.Sinks {
+			if tw, ok := s.Spec.(relay.TwoWay); ok {
+				if _, on := tw.Replies(); on {
+					errs = append(errs, problem{key: fmt.Sprintf("sinks[%d].reply", i),
+						msg: "two-way live chat needs the chatdata section: agents' replies reach the visitor through Chat Data's " +
+							"live-chat API; add chatdata: {api_key: ${CHAT_DATA_API_KEY}}, or remove reply to only mirror"})
+				}
+			}
+		}
 		return errs
 	}
 	return append(errs, under("chatdata.", c.ChatData.Validate())...)

@@ -32,6 +32,16 @@ type sinkType struct {
 	concurrency int
 	validate    func(name string, spec any) error
 	build       func(name string, spec any, deps relay.SinkDeps, stdout io.Writer) (relay.Sink, error)
+	// sources, when set, builds what takes agents' messages and clicks
+	// from the type's platform into the relay, given every sink of the
+	// type that was built (two-way or not).
+	sources func(sinks []relay.Sink, deps relay.SourceDeps) ([]relay.Source, error)
+}
+
+// withSources sets the type's sources.
+func (t sinkType) withSources(f func([]relay.Sink, relay.SourceDeps) ([]relay.Source, error)) sinkType {
+	t.sources = f
+	return t
 }
 
 // sinkKind makes the sinkType of a package whose Config is C and whose
@@ -112,7 +122,10 @@ func decodeSinks(sinks []SinkConfig, readFile func(string) ([]byte, error)) []er
 		}
 		problems = append(problems, secretFiles(own, typ.config, strings.TrimSuffix(prefix, "."), readFile)...)
 		spec := reflect.New(typ.config).Interface()
-		problems = append(problems, decode(own, spec, prefix, func(_, k string) string {
+		problems = append(problems, decode(own, spec, prefix, func(path, k string) string {
+			if path != "" { // in a section of the sink's own (reply:)
+				return "unknown key" + suggest(k, keysOf(typeAt(typ.config, path))) + "; see config.example.yaml for every key"
+			}
 			return sinkUnknownKey(sc.Type, k, types)
 		})...)
 		sc.Spec, sc.Own = spec, nil

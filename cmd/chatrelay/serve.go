@@ -25,6 +25,7 @@ import (
 	"github.com/chatrelay/chatrelay/relay/admin"
 	"github.com/chatrelay/chatrelay/relay/bolt"
 	natsstore "github.com/chatrelay/chatrelay/relay/nats"
+	"github.com/chatrelay/chatrelay/sinks/chatdata"
 )
 
 func (a *app) serveCmd() *cobra.Command {
@@ -127,16 +128,66 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		logger.Warn("deliveries for sinks no longer configured moved to the dead letters", "count", moved, "reason", "sink removed")
 	}
 
+	// Who has which conversation in hand (two-way live chat), in the
+	// store, so that every replica sees the same.
+	conversations, err := relay.NewConversations(store.KV(relay.ConversationsNamespace), clock)
+	if err != nil {
+		return err
+	}
+
 	routes := make([]relay.Route, len(cfg.Routes))
 	for i, r := range cfg.Routes {
 		routes[i] = relay.Route{Match: r.Match.toMatch(), Sinks: r.Sinks}
 	}
 	accepting := relay.NewAccepting() // an event's "accepted" line before its deliveries'
+	router := relay.NewRouter(names, routes, replyDestinations(cfg)...)
 	receiver, err := relay.NewReceiver(relay.ReceiverConfig{
 		Secrets: secrets, MaxBody: int64(cfg.MaxBodyBytes), MaxInflight: int64(cfg.MaxInflightBytes), Store: store,
-		Router: relay.NewRouter(names, routes, replyDestinations(cfg)...), Metrics: metrics,
-		Logger: logger.With("component", "receiver"), Clock: clock, Accepting: accepting,
+		Router: router, Metrics: metrics, Logger: logger.With("component", "receiver"), Clock: clock, Accepting: accepting,
 	})
+	if err != nil {
+		return err
+	}
+
+	// Two-way live chat (SPEC §10): what agents write in the relay's
+	// threads comes in through the sources into the inbox, and goes to
+	// Chat Data like any delivery; how it ended, and the escalations
+	// posted, come back to the threads as follow-ups.
+	replies := twoWay(sinks)
+	inbox, err := relay.NewInbox(relay.InboxConfig{
+		Store: store, Router: router, Threads: relay.StoreThreads{KV: store.KV}, Rules: replyRules(replies),
+		Metrics: metrics, Logger: logger.With("component", "inbox"), Clock: clock, Accepting: accepting,
+		Conversations: conversations,
+	})
+	if err != nil {
+		return err
+	}
+	var destinations []string
+	if chatDataSet(cfg.ChatData) {
+		destinations = []string{chatdata.Name}
+	}
+	followups, err := relay.NewFollowups(relay.FollowupsConfig{
+		Store: store, Conversations: conversations, TwoWay: replies, Destinations: destinations,
+		ReplayCommand: a.commandLine("dlq", "replay"), Logger: logger.With("component", "followups"), Clock: clock,
+	})
+	if err != nil {
+		return err
+	}
+	repageAfter := map[string]time.Duration{}
+	for name, rc := range replies {
+		repageAfter[name] = rc.RepageAfter
+	}
+	repager, err := relay.NewRepager(relay.RepagerConfig{Conversations: conversations, Store: store, After: repageAfter,
+		Clock: clock, Logger: logger.With("component", "repager")})
+	if err != nil {
+		return err
+	}
+	sources, err := buildSources(sinks, relay.SourceDeps{Inbox: inbox, Logger: logger, Clock: clock,
+		MaxBody: int64(cfg.MaxBodyBytes), UserAgent: userAgent()})
+	if err != nil {
+		return err
+	}
+	public, err := publicHandler(receiver, sources)
 	if err != nil {
 		return err
 	}
@@ -156,7 +207,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 			Concurrency: s.concurrency, DrainTimeout: cfg.ShutdownTimeout,
 			Redact: s.conf.Redact, NoPacking: s.conf.Pack != nil && !*s.conf.Pack,
 			Metrics: metrics, Stats: store, Logger: s.logger, Clock: clock, Accepting: accepting, Scrub: scrub,
-			ReplayCommand: a.commandLine("dlq", "replay"),
+			ReplayCommand: a.commandLine("dlq", "replay"), Outcomes: followups,
 		})
 		if err != nil {
 			return err
@@ -186,7 +237,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	}
 	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
 	srv := &http.Server{
-		Handler:           receiver,
+		Handler:           public,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -198,7 +249,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		Store: store, Gatherer: reg, Metrics: metrics, Token: cfg.Admin.Token,
 		Sinks: names, States: states, Logger: logger.With("component", "admin"), Now: clock.Now, Scrub: scrub,
 		Version: version, StoreInfo: func(context.Context) admin.StoreInfo { return storeInfo(cfg) },
-	}, store, clock, logger)
+	}, store, conversations, clock, logger)
 	if err != nil {
 		ln.Close()
 		adminLn.Close()
@@ -235,6 +286,10 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	for _, d := range dispatchers {
 		g.Go(func() error { return d.Run(gctx) })
 	}
+	for _, src := range sources {
+		g.Go(func() error { return src.Run(gctx) })
+	}
+	g.Go(func() error { return repager.Run(gctx) })
 	err = g.Wait()
 	if err != nil && ctx.Err() == nil {
 		return err

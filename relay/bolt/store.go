@@ -127,6 +127,7 @@ type Store struct {
 	applyErr   error           // last database commit outcome
 	appliedCh  chan struct{}   // closed and replaced when applied or applyErr changes
 	kvPending  map[string]kvValue
+	kvGroup    map[string][]byte // key/value writes of the group being built; logger goroutine only
 	pruneFrom  []byte            // where the retention scan resumes; applier goroutine only
 	dedupeFrom []byte            // where the dedupe-expiry scan resumes; applier goroutine only
 	seqs       map[string]uint64 // last queue sequence number per sink; logger goroutine only (and Open)
@@ -199,6 +200,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		queues:    make(map[string]*queue),
 		appliedCh: make(chan struct{}),
 		kvPending: make(map[string]kvValue),
+		kvGroup:   make(map[string][]byte),
 		seqs:      make(map[string]uint64),
 		dedupe:    newDedupeIndex(),
 		recent:    newRecentEvents(),
@@ -722,15 +724,82 @@ func (k *kv) Get(_ context.Context, key string) (string, bool, error) {
 }
 
 func (k *kv) Put(ctx context.Context, key, value string) error {
-	full := k.key(key)
-	v := append(u64(uint64(k.s.clock.Now().UnixNano())), value...)
+	full, v, rec := k.put(key, value)
+	return k.s.write(ctx, func() ([]byte, bool) {
+		k.s.kvGroup[string(full)] = v // for a Swap later in the group
+		return rec, true
+	}, k.pending(full, v))
+}
+
+// put returns the full key, the stored value and the record of a write of
+// value under key.
+func (k *kv) put(key, value string) (full, v, rec []byte) {
+	full = k.key(key)
+	v = append(u64(uint64(k.s.clock.Now().UnixNano())), value...)
 	var o ops
 	o.put(bKV, "", full, v)
-	return k.s.write(ctx, record(&o), func() {
+	return full, v, o.b
+}
+
+// pending answers Get with v until the database holds it.
+func (k *kv) pending(full, v []byte) func() {
+	return func() {
 		k.s.mu.Lock()
 		k.s.kvPending[string(full)] = kvValue{v: v, seq: k.s.intake.next - 1}
 		k.s.mu.Unlock()
+	}
+}
+
+var _ relay.Swapper = (*kv)(nil)
+
+// Swap implements relay.Swapper. The comparison is made on the logger,
+// which builds every write's record in log order, against the value the
+// writes before it leave (the group's own, then those durable but not yet
+// applied, then the database's): no write can come between the
+// comparison and this one.
+func (k *kv) Swap(ctx context.Context, key, old, value string) (bool, error) {
+	full, v, rec := k.put(key, value)
+	var swapped bool
+	var readErr error
+	err := k.s.write(ctx, func() ([]byte, bool) {
+		cur, err := k.s.kvLatest(full)
+		swapped, readErr = err == nil && cur == old, err
+		if !swapped {
+			return nil, false
+		}
+		k.s.kvGroup[string(full)] = v
+		return rec, true
+	}, k.pending(full, v))
+	if err == nil {
+		err = readErr
+	}
+	if err != nil {
+		return false, err
+	}
+	return swapped, nil
+}
+
+// kvLatest is what a write built now would find under full: the group's
+// own write, one durable but not applied, or the database's. It runs on
+// the logger.
+func (s *Store) kvLatest(full []byte) (string, error) {
+	if v, ok := s.kvGroup[string(full)]; ok {
+		return string(v[8:]), nil
+	}
+	s.mu.Lock()
+	p, pending := s.kvPending[string(full)]
+	s.mu.Unlock()
+	if pending {
+		return string(p.v[8:]), nil
+	}
+	var val string
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		if v := tx.Bucket([]byte(bKV)).Get(full); len(v) >= 8 {
+			val = string(v[8:])
+		}
+		return nil
 	})
+	return val, err
 }
 
 func beU64(b []byte) uint64 {

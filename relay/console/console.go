@@ -63,6 +63,10 @@ type ConversationState struct {
 	ClaimedAt  time.Time
 	ResolvedBy string
 	ResolvedAt time.Time
+	// EscalatedAt is when the visitor last asked for a person, RepagedAt
+	// when that escalation was posted again because nobody claimed it.
+	EscalatedAt time.Time
+	RepagedAt   time.Time
 }
 
 // ConversationStates reports conversations' claim and resolve state.

@@ -52,6 +52,9 @@ func Run(t *testing.T, open Factory) {
 	t.Run("LookupAndStats", func(t *testing.T) { t.Parallel(); testLookup(t, open) })
 	t.Run("ConcurrentAppendsKeepOrder", func(t *testing.T) { t.Parallel(); testConcurrent(t, open) })
 	t.Run("AgentReplies", func(t *testing.T) { t.Parallel(); testAgentReplies(t, open) })
+	t.Run("Swap", func(t *testing.T) { t.Parallel(); testSwap(t, open) })
+	t.Run("SwapRace", func(t *testing.T) { t.Parallel(); testSwapRace(t, open) })
+	t.Run("RacingClaims", func(t *testing.T) { t.Parallel(); testRacingClaims(t, open) })
 }
 
 // NewEvent builds a chat event of conversation conv whose body is unique by

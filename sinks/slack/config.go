@@ -40,6 +40,67 @@ type Config struct {
 	Template *template.Template `mapstructure:"template"`
 	// Timeout bounds one HTTP request (default relay.DefaultTimeout).
 	Timeout time.Duration `mapstructure:"timeout"`
+	// Reply, when set, makes the sink two-way (SPEC §10): agents answer
+	// the visitor from the conversation's thread. Bot mode only.
+	Reply *ReplyConfig `mapstructure:"reply"`
+}
+
+// ReplyConfig is a Slack sink's reply: section: the keys every two-way
+// sink takes, and how Slack's events reach the relay: over HTTP at POST
+// /slack/events on the public listener, verified with the app's signing
+// secret, or over Socket Mode with an app-level token (no public URL).
+type ReplyConfig struct {
+	relay.ReplyConfig `mapstructure:",squash"`
+	// SigningSecret is the app's Signing Secret (Basic Information): the
+	// Events API and interactivity requests are verified with it.
+	SigningSecret relay.Secret `mapstructure:"signing_secret"`
+	// AppToken is an app-level token (xapp-…, scope connections:write):
+	// events and clicks come over Socket Mode.
+	AppToken relay.Secret `mapstructure:"app_token"`
+}
+
+// Replies implements relay.TwoWay.
+func (c Config) Replies() (relay.ReplyConfig, bool) {
+	if c.Reply == nil {
+		return relay.ReplyConfig{}, false
+	}
+	return c.Reply.ReplyConfig, true
+}
+
+// SocketMode reports whether the sink's events come over Socket Mode.
+func (c Config) SocketMode() bool { return c.Reply != nil && !c.Reply.AppToken.IsZero() }
+
+// validateReply checks the reply: section of a bot-mode (or not) sink.
+func (c Config) validateReply(bot bool) []error {
+	r := c.Reply
+	if r == nil {
+		return nil
+	}
+	var errs []error
+	if !bot {
+		errs = append(errs, errors.New("reply: needs bot mode: replies are read from the conversation's thread, and an incoming webhook "+
+			"makes none; set token and channel in place of webhook_url"))
+	}
+	secret, app := !r.SigningSecret.IsZero(), !r.AppToken.IsZero()
+	switch {
+	case secret && app:
+		errs = append(errs, errors.New("reply.app_token: set together with reply.signing_secret; keep one: signing_secret to take "+
+			"Slack's events at POST /slack/events, or app_token for Socket Mode"))
+	case !secret && !app:
+		errs = append(errs, errors.New("reply.signing_secret: missing; set it to the app's Signing Secret (Basic Information) "+
+			"to take Slack's events at POST /slack/events, or set reply.app_token (xapp-…) for Socket Mode"))
+	case secret && strings.TrimSpace(r.SigningSecret.Reveal()) != r.SigningSecret.Reveal():
+		errs = append(errs, errors.New("reply.signing_secret: holds spaces or a line break; write the secret alone"))
+	case app && !strings.HasPrefix(r.AppToken.Reveal(), "xapp-"):
+		errs = append(errs, errors.New("reply.app_token: not an app-level token; generate one under Basic Information → "+
+			"App-Level Tokens with the scope connections:write (xapp-…)"))
+	}
+	if err := r.ReplyConfig.Validate(); err != nil {
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			errs = append(errs, j.Unwrap()...) // one line each
+		}
+	}
+	return errs
 }
 
 // maxRequests is how many requests one send may take at most: a turn of
@@ -110,6 +171,7 @@ func (c Config) Validate() error {
 	if c.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("timeout: %s is negative; set a positive duration like 10s", c.Timeout))
 	}
+	errs = append(errs, c.validateReply(bot && !webhook)...)
 	return errors.Join(errs...)
 }
 

@@ -48,6 +48,7 @@ var (
 	_ relay.Packer = (*Sink)(nil)
 	_ relay.Prober = (*Sink)(nil)
 	_ relay.Paced  = (*Sink)(nil)
+	_ relay.TwoWay = (*Sink)(nil)
 )
 
 // New checks cfg and returns the sink. Its error joins one error per
@@ -108,6 +109,9 @@ func (s *Sink) webhook() bool { return !s.cfg.WebhookURL.IsZero() }
 
 // Name implements relay.Sink.
 func (s *Sink) Name() string { return s.cfg.Name }
+
+// Replies implements relay.TwoWay.
+func (s *Sink) Replies() (relay.ReplyConfig, bool) { return s.cfg.Replies() }
 
 // SendTimeout implements relay.Budgeted: a send may take maxRequests
 // requests, each within the sink's timeout.

@@ -1158,6 +1158,17 @@ func TestNewRejects(t *testing.T) {
 		{"bad api_url", slack.Config{Name: "s", Token: token, Channel: channel, APIURL: "slack.com/api"}, "api_url"},
 		{"bad mention", slack.Config{Name: "s", WebhookURL: hook, Mention: "@oncall"}, "mention"},
 		{"negative timeout", slack.Config{Name: "s", WebhookURL: hook, Timeout: -time.Second}, "timeout"},
+		{"reply on a webhook", slack.Config{Name: "s", WebhookURL: hook, Reply: &slack.ReplyConfig{SigningSecret: "sig-s3cr3t"}},
+			"reply: needs bot mode"},
+		{"reply without a way in", slack.Config{Name: "s", Token: token, Channel: channel, Reply: &slack.ReplyConfig{}},
+			"reply.signing_secret: missing"},
+		{"reply both ways in", slack.Config{Name: "s", Token: token, Channel: channel,
+			Reply: &slack.ReplyConfig{SigningSecret: "sig-s3cr3t", AppToken: "xapp-1-s3cr3t"}}, "reply.app_token: set together"},
+		{"reply bot token as app token", slack.Config{Name: "s", Token: token, Channel: channel,
+			Reply: &slack.ReplyConfig{AppToken: "xoxb-9-s3cr3t"}}, "reply.app_token: not an app-level token"},
+		{"reply mode and re-page", slack.Config{Name: "s", Token: token, Channel: channel, Reply: &slack.ReplyConfig{
+			SigningSecret: "sig-s3cr3t", ReplyConfig: relay.ReplyConfig{Mode: "everything", Prefix: "  ", RepageAfter: -time.Minute}}},
+			"reply.mode: \"everything\" is not a mode"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -1169,8 +1180,15 @@ func TestNewRejects(t *testing.T) {
 				t.Errorf("error %q does not name %q", err, tc.says)
 			}
 			for _, line := range strings.Split(err.Error(), "\n") {
-				if key, _, ok := strings.Cut(line, ": "); !ok || strings.Trim(key, "abcdefghijklmnopqrstuvwxyz_") != "" {
+				if key, _, ok := strings.Cut(line, ": "); !ok || strings.Trim(key, "abcdefghijklmnopqrstuvwxyz_.") != "" {
 					t.Errorf("%q does not start with a config key", line)
+				}
+			}
+			if tc.name == "reply mode and re-page" {
+				for _, key := range []string{"reply.prefix:", "reply.repage_after:"} {
+					if !strings.Contains(err.Error(), key) {
+						t.Errorf("error does not name %s:\n%v", key, err)
+					}
 				}
 			}
 			relaytest.AssertNoSecret(t, "error", err.Error(), "s3cr3t", "T0/B0")
