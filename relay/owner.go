@@ -16,12 +16,19 @@ type Owner interface {
 	Own(ctx context.Context, sink string) (context.Context, context.CancelFunc, error)
 }
 
-// Own is store's Owner.Own, or, for a store of one process (relay/bolt),
-// a context that lives as long as ctx: the process owns every sink.
-func Own(ctx context.Context, store any, sink string) (context.Context, context.CancelFunc, error) {
+// OwnerOf is store's Owner or, for a store of one process (relay/bolt),
+// an Owner by which the process owns every sink for as long as the
+// caller's context lives.
+func OwnerOf(store any) Owner {
 	if o, ok := store.(Owner); ok {
-		return o.Own(ctx, sink)
+		return o
 	}
+	return processOwner{}
+}
+
+type processOwner struct{}
+
+func (processOwner) Own(ctx context.Context, _ string) (context.Context, context.CancelFunc, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
 	}

@@ -12,14 +12,15 @@ import (
 func TestOwnWithoutOwner(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(t.Context())
-	held, release, err := relay.Own(ctx, struct{}{}, "chan")
+	owner := relay.OwnerOf(struct{}{})
+	held, release, err := owner.Own(ctx, "chan")
 	if err != nil || held.Err() != nil {
 		t.Fatalf("Own: %v", err)
 	}
 	defer release()
 	cancel()
 	<-held.Done()
-	if _, _, err := relay.Own(ctx, struct{}{}, "chan"); err == nil {
+	if _, _, err := owner.Own(ctx, "chan"); err == nil {
 		t.Fatal("Own with an ended context succeeded")
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"strings"
 
 	"github.com/bwmarrin/discordgo"
+
+	"github.com/chatrelay/chatrelay/relay"
 )
 
 // Claim and Resolve: an escalation the bot posts to a two-way sink carries
@@ -22,42 +24,53 @@ const customIDPrefix = "chatrelay:"
 // (https://discord.com/developers/docs/interactions/message-components#button-object).
 const maxCustomID = 100
 
-// customID is the custom id of a button: "chatrelay:<action>:<conversation>",
-// or "" when it would not fit.
-func customID(action, conversation string) string {
+// customID is the custom id of a button:
+// "chatrelay:<action>:<conversation>:<chatbot>", without the chatbot when
+// it would not fit; "" when even that would not.
+func customID(action, conversation, chatbot string) string {
+	if conversation == "" || strings.Contains(conversation, ":") {
+		return ""
+	}
 	id := customIDPrefix + action + ":" + conversation
-	if conversation == "" || len(id) > maxCustomID {
+	if chatbot != "" && !strings.Contains(chatbot, ":") && len(id)+1+len(chatbot) <= maxCustomID {
+		id += ":" + chatbot
+	}
+	if len(id) > maxCustomID {
 		return ""
 	}
 	return id
 }
 
 // parseCustomID reads a custom id the relay made.
-func parseCustomID(id string) (action, conversation string, ok bool) {
+func parseCustomID(id string) (action, conversation, chatbot string, ok bool) {
 	rest, ok := strings.CutPrefix(id, customIDPrefix)
 	if !ok {
-		return "", "", false
+		return "", "", "", false
 	}
-	action, conversation, ok = strings.Cut(rest, ":")
-	if !ok || action == "" || conversation == "" {
-		return "", "", false
+	parts := strings.Split(rest, ":")
+	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+		return "", "", "", false
 	}
-	return action, conversation, true
+	if len(parts) == 3 {
+		chatbot = parts[2]
+	}
+	return parts[0], parts[1], chatbot, true
 }
 
-// buttons is the row of an escalation's buttons for a conversation; the
-// Claim button is disabled once someone claimed it, both once it is
-// resolved. nil when the conversation's id cannot be put in a button.
-func buttons(conversation, claimLabel, resolveLabel, claimAction, resolveAction string, claimed, resolved bool) []discordgo.MessageComponent {
-	claim, resolve := customID(claimAction, conversation), customID(resolveAction, conversation)
+// buttons is the row of an escalation's buttons for a conversation of a
+// chatbot; the Claim button is disabled once someone claimed it, both
+// once it is resolved. nil when the conversation's id cannot be put in a
+// button.
+func buttons(conversation, chatbot string, st relay.ConversationState) []discordgo.MessageComponent {
+	claim, resolve := customID(relay.ActionClaim, conversation, chatbot), customID(relay.ActionResolve, conversation, chatbot)
 	if claim == "" || resolve == "" {
 		return nil
 	}
 	return []discordgo.MessageComponent{discordgo.ActionsRow{Components: []discordgo.MessageComponent{
-		discordgo.Button{Label: claimLabel, Style: discordgo.PrimaryButton, CustomID: claim, Disabled: claimed || resolved,
-			Emoji: &discordgo.ComponentEmoji{Name: "🙋"}},
-		discordgo.Button{Label: resolveLabel, Style: discordgo.SuccessButton, CustomID: resolve, Disabled: resolved,
-			Emoji: &discordgo.ComponentEmoji{Name: "✅"}},
+		discordgo.Button{Label: relay.ClaimButton, Style: discordgo.PrimaryButton, CustomID: claim,
+			Disabled: st.Claimed() || st.Resolved(), Emoji: &discordgo.ComponentEmoji{Name: "🙋"}},
+		discordgo.Button{Label: relay.ResolveButton, Style: discordgo.SuccessButton, CustomID: resolve,
+			Disabled: st.Resolved(), Emoji: &discordgo.ComponentEmoji{Name: "✅"}},
 	}}}
 }
 

@@ -3,22 +3,35 @@ package discord
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bwmarrin/discordgo"
+
+	"github.com/chatrelay/chatrelay/relay"
 )
 
 func TestCustomID(t *testing.T) {
 	t.Parallel()
-	id := customID("claim", "dbf24043-83a6-47fb-b241-9865de3877c9")
-	action, conv, ok := parseCustomID(id)
-	if !ok || action != "claim" || conv != "dbf24043-83a6-47fb-b241-9865de3877c9" {
-		t.Fatalf("%q read as %q %q %v", id, action, conv, ok)
+	const conv, bot = "dbf24043-83a6-47fb-b241-9865de3877c9", "654aee418bc9a33b0e50d0ad"
+	id := customID("claim", conv, bot)
+	action, c, b, ok := parseCustomID(id)
+	if !ok || action != "claim" || c != conv || b != bot {
+		t.Fatalf("%q read as %q %q %q %v", id, action, c, b, ok)
 	}
-	if id := customID("claim", strings.Repeat("x", 90)); id != "" {
+	// Too long with the chatbot: without it.
+	long := strings.Repeat("x", 70)
+	if id := customID("claim", long, bot); id != "chatrelay:claim:"+long {
+		t.Fatalf("custom id %q", id)
+	}
+	if id := customID("claim", strings.Repeat("x", 90), ""); id != "" {
 		t.Fatalf("a custom id over 100 characters: %q", id)
 	}
-	for _, bad := range []string{"", "claim:c", "chatrelay:", "chatrelay:claim", "chatrelay::c", "chatrelay:claim:", "other:claim:c"} {
-		if _, _, ok := parseCustomID(bad); ok {
+	if id := customID("claim", "a:b", ""); id != "" {
+		t.Fatalf("a conversation with a colon: %q", id)
+	}
+	for _, bad := range []string{"", "claim:c", "chatrelay:", "chatrelay:claim", "chatrelay::c", "chatrelay:claim:",
+		"other:claim:c", "chatrelay:claim:c:b:x"} {
+		if _, _, _, ok := parseCustomID(bad); ok {
 			t.Errorf("%q read as the relay's", bad)
 		}
 	}
@@ -26,25 +39,27 @@ func TestCustomID(t *testing.T) {
 
 func TestButtons(t *testing.T) {
 	t.Parallel()
+	now := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
 		name                       string
-		claimed, resolved          bool
+		st                         relay.ConversationState
 		claimDisabled, resDisabled bool
 	}{
-		{"open", false, false, false, false},
-		{"claimed", true, false, true, false},
-		{"resolved", true, true, true, true},
-		{"resolved unclaimed", false, true, true, true},
+		{"open", relay.ConversationState{}, false, false},
+		{"claimed", relay.ConversationState{ClaimedBy: "Dana", ClaimedAt: now}, true, false},
+		{"resolved", relay.ConversationState{ClaimedAt: now, ResolvedAt: now}, true, true},
+		{"resolved unclaimed", relay.ConversationState{ResolvedAt: now}, true, true},
 	} {
-		row := buttons("c1", "Claim", "Resolve", "claim", "resolve", tc.claimed, tc.resolved)
+		row := buttons("c1", "b1", tc.st)
 		bs := row[0].(discordgo.ActionsRow).Components
 		claim, resolve := bs[0].(discordgo.Button), bs[1].(discordgo.Button)
 		if claim.Disabled != tc.claimDisabled || resolve.Disabled != tc.resDisabled ||
-			claim.CustomID != "chatrelay:claim:c1" || resolve.CustomID != "chatrelay:resolve:c1" {
+			claim.CustomID != "chatrelay:claim:c1:b1" || resolve.CustomID != "chatrelay:resolve:c1:b1" ||
+			claim.Label != "Claim" || resolve.Label != "Resolve" {
 			t.Errorf("%s: %+v %+v", tc.name, claim, resolve)
 		}
 	}
-	if buttons("", "Claim", "Resolve", "claim", "resolve", false, false) != nil {
+	if buttons("", "b", relay.ConversationState{}) != nil {
 		t.Error("buttons without a conversation")
 	}
 }

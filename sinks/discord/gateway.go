@@ -39,18 +39,18 @@ import (
 // replica owns the sink (relay.Own: the paced sinks' ownership lease),
 // the replica that posts to the channel.
 
-// Inbox takes a thread message into the relay (relay.Inbox).
+// Inbox takes thread messages and clicks into the relay (relay.Inbox).
 type Inbox interface {
 	Accept(ctx context.Context, m relay.ThreadMessage) (relay.Intake, error)
+	Click(ctx context.Context, c relay.Click) (relay.Clicked, error)
 }
 
 // GatewayDeps is what a gateway needs besides its sink.
 type GatewayDeps struct {
 	Inbox Inbox
-	// Own waits until this replica may hold the sink's session and
-	// returns a context that ends when it may no longer (relay.Own with
-	// the store); nil: always.
-	Own func(ctx context.Context, sink string) (context.Context, context.CancelFunc, error)
+	// Owner says when this replica may hold the sink's session
+	// (relay.OwnerOf the store); nil: always.
+	Owner relay.Owner
 	// Dialer connects to the gateway's WebSocket; nil: a default one
 	// (the URL is the one Discord's GET gateway names).
 	Dialer *websocket.Dialer
@@ -75,6 +75,31 @@ type Gateway struct {
 // Portal, or Discord closes the session with 4014.
 const Intents = discordgo.IntentsGuildMessages | discordgo.IntentsMessageContent
 
+// Sources implements the discord sink type's relay sources: the gateway
+// of each bot-mode sink with a reply: section (one session per bot token
+// and sink).
+func Sources(sinks []relay.Sink, deps relay.SourceDeps) ([]relay.Source, error) {
+	deps = deps.WithDefaults()
+	var out []relay.Source
+	var errs []error
+	for _, rs := range sinks {
+		s, ok := rs.(*Sink)
+		if !ok {
+			continue
+		}
+		if _, on := s.Replies(); !on {
+			continue
+		}
+		g, err := s.Gateway(GatewayDeps{Inbox: deps.Inbox, Owner: deps.Owner})
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, g)
+	}
+	return out, errors.Join(errs...)
+}
+
 // Gateway returns the gateway of a bot-mode sink. It starts nothing.
 func (s *Sink) Gateway(deps GatewayDeps) (*Gateway, error) {
 	if !s.bot() {
@@ -83,10 +108,8 @@ func (s *Sink) Gateway(deps GatewayDeps) (*Gateway, error) {
 	if deps.Inbox == nil {
 		return nil, fmt.Errorf("discord sink %q: gateway: no inbox", s.cfg.Name)
 	}
-	if deps.Own == nil {
-		deps.Own = func(ctx context.Context, _ string) (context.Context, context.CancelFunc, error) {
-			return relay.Own(ctx, nil, "")
-		}
+	if deps.Owner == nil {
+		deps.Owner = relay.OwnerOf(nil)
 	}
 	if deps.Backoff <= 0 {
 		deps.Backoff = time.Second
@@ -109,7 +132,7 @@ func (g *Gateway) Handlers() map[string]http.Handler { return nil }
 // and never fails: a gateway that refuses the bot is logged, and retried.
 func (g *Gateway) Run(ctx context.Context) error {
 	for {
-		held, release, err := g.deps.Own(ctx, g.s.cfg.Name)
+		held, release, err := g.deps.Owner.Own(ctx, g.s.cfg.Name)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, relay.ErrClosed) {
 				return nil

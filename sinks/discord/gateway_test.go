@@ -28,6 +28,8 @@ const destination = "chatdata"
 // twoWay is a bot-mode sink with replies, its fakes and its store: one
 // conversation mirrored into a thread, a gateway running.
 type twoWay struct {
+	inbox   *relay.Inbox
+	convs   *relay.Conversations
 	rest    *discordtest.Server
 	gw      *discordtest.Gateway
 	sink    *discord.Sink
@@ -55,7 +57,7 @@ func (a *appender) Append(ctx context.Context, ev *relay.Event, sinks []string) 
 
 type twoWayOptions struct {
 	failAppends int32
-	own         func(ctx context.Context, sink string) (context.Context, context.CancelFunc, error)
+	owner       relay.Owner
 	rule        relay.ReplyRule
 }
 
@@ -74,7 +76,8 @@ func newTwoWay(t *testing.T, o twoWayOptions) *twoWay {
 	logger, logs := relaytest.NewLogger()
 	w.logs = logs
 	w.sink, err = discord.New(discord.Config{Name: "chat", Token: relay.Secret(w.gw.Token()), ChannelID: w.channel,
-		APIURL: w.gw.URL() + "/api/v10"}, relay.SinkDeps{KV: store.KV("chat"), Logger: logger})
+		APIURL: w.gw.URL() + "/api/v10", Mention: "<@&1310000000000000444>", Reply: &relay.ReplyConfig{}},
+		relay.SinkDeps{KV: store.KV("chat"), Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,15 +98,20 @@ func newTwoWay(t *testing.T, o twoWayOptions) *twoWay {
 		a.fail.Store(o.failAppends)
 		app = a
 	}
+	w.convs, err = relay.NewConversations(store.KV(relay.ConversationsNamespace), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	inbox, err := relay.NewInbox(relay.InboxConfig{
 		Store: app, Router: relay.NewRouter([]string{"chat", destination}, nil, relay.ReplyDestinations(destination)),
 		Threads: relay.StoreThreads{KV: store.KV}, Rules: map[string]relay.ReplyRule{"chat": o.rule},
-		Metrics: w.metrics, Logger: logger,
+		Metrics: w.metrics, Logger: logger, Conversations: w.convs,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := w.sink.Gateway(discord.GatewayDeps{Inbox: inbox, Own: o.own, Backoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
+	w.inbox = inbox
+	g, err := w.sink.Gateway(discord.GatewayDeps{Inbox: inbox, Owner: o.owner, Backoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -340,17 +348,7 @@ func TestGatewayHeldOnlyWhileOwned(t *testing.T) {
 	t.Parallel()
 	terms := make(chan context.Context)
 	ended := make(chan struct{}, 4)
-	own := func(ctx context.Context, _ string) (context.Context, context.CancelFunc, error) {
-		select {
-		case term := <-terms:
-			held, cancel := context.WithCancel(ctx)
-			stop := context.AfterFunc(term, func() { cancel(); ended <- struct{}{} })
-			return held, func() { stop(); cancel() }, nil
-		case <-ctx.Done():
-			return nil, nil, ctx.Err()
-		}
-	}
-	w := newTwoWay(t, twoWayOptions{own: own})
+	w := newTwoWay(t, twoWayOptions{owner: termOwner{terms: terms, ended: ended}})
 	ctx := within(t)
 	if n := w.gw.Connections(); n != 0 {
 		t.Fatalf("%d connections before the replica owns the sink", n)
@@ -439,7 +437,29 @@ func TestGatewayNeedsBotMode(t *testing.T) {
 	}
 }
 
+// termOwner owns the sink for each term sent on terms, signalling ended
+// when one ends.
+type termOwner struct {
+	terms <-chan context.Context
+	ended chan<- struct{}
+}
+
+func (o termOwner) Own(ctx context.Context, _ string) (context.Context, context.CancelFunc, error) {
+	select {
+	case term := <-o.terms:
+		held, cancel := context.WithCancel(ctx)
+		stop := context.AfterFunc(term, func() { cancel(); o.ended <- struct{}{} })
+		return held, func() { stop(); cancel() }, nil
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+}
+
 type nopInbox struct{}
+
+func (nopInbox) Click(context.Context, relay.Click) (relay.Clicked, error) {
+	return relay.Clicked{}, errors.New("unused")
+}
 
 func (nopInbox) Accept(context.Context, relay.ThreadMessage) (relay.Intake, error) {
 	return relay.Intake{}, errors.New("unused")

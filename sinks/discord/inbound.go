@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"time"
+
+	"github.com/bwmarrin/discordgo"
 
 	"github.com/chatrelay/chatrelay/relay"
 )
@@ -107,7 +110,111 @@ func (g *Gateway) accept(ctx context.Context, m relay.ThreadMessage) {
 	}
 }
 
-// click handles a button click (INTERACTION_CREATE).
+// Interaction callback and message flags
+// (https://discord.com/developers/docs/interactions/receiving-and-responding).
+const ephemeral = 64 // a follow-up only the clicker sees
+
+// clickRetryFor bounds how long a click is retried while the store cannot
+// take it: the clicker is waiting, and the interaction's token lasts 15
+// minutes.
+const clickRetryFor = time.Minute
+
+// click handles an INTERACTION_CREATE: a click on the Claim or Resolve
+// button of a message the relay posted. It answers Discord at once (a
+// deferred update: Discord requires an answer within 3 s, and the
+// message is edited once the status changed), then records the click
+// (Inbox.Click: a compare-and-set, so that of two agents clicking at once
+// one wins) and tells a clicker who came second, in a message only they
+// see, who has the conversation.
 func (g *Gateway) click(ctx context.Context, in inbound) {
-	g.log.Debug("interaction received", "type", in.typ)
+	var i discordgo.Interaction
+	if err := json.Unmarshal(in.raw, &i); err != nil || i.ID == "" || i.Token == "" {
+		g.log.Warn("gateway interaction not understood; skipped")
+		return
+	}
+	if i.Type != discordgo.InteractionMessageComponent {
+		return // a command or a modal: not the relay's
+	}
+	data := i.MessageComponentData()
+	action, conv, chatbot, ok := parseCustomID(data.CustomID)
+	if !ok {
+		return // another app's button on the bot's message? not the relay's
+	}
+	var user gwUser
+	var member *gwMember
+	switch {
+	case i.Member != nil && i.Member.User != nil:
+		u := i.Member.User
+		user = gwUser{ID: u.ID, Username: u.Username, GlobalName: u.GlobalName, Avatar: u.Avatar}
+		member = &gwMember{Nick: i.Member.Nick, Avatar: i.Member.Avatar}
+	case i.User != nil:
+		user = gwUser{ID: i.User.ID, Username: i.User.Username, GlobalName: i.User.GlobalName, Avatar: i.User.Avatar}
+	}
+	log := g.log.With("conversation_id", conv, "agent_id", user.ID, "action", action)
+	if err := g.respond(ctx, &i, &discordgo.InteractionResponse{Type: discordgo.InteractionResponseDeferredMessageUpdate}); err != nil {
+		log.Warn("could not answer a click in time; Discord shows the clicker that it failed", "err", err)
+	}
+	c := relay.Click{Sink: g.s.cfg.Name, Platform: "discord", Action: action, ConversationID: conv, ChatbotID: chatbot,
+		Agent: relay.Agent{ID: user.ID, Name: g.names.member(ctx, i.GuildID, user, member).name}, Channel: i.ChannelID}
+	if i.Message != nil {
+		c.MessageID = i.Message.ID
+	}
+	clicked, err := g.record(ctx, c)
+	switch {
+	case errors.Is(err, relay.ErrNotAClick):
+		log.Info("click not taken", "err", err)
+		g.tell(ctx, &i, "This button no longer does anything here.")
+	case err != nil:
+		log.Error("a click could not be recorded; the clicker was told to try again", "err", g.s.scrub.Error(err))
+		g.tell(ctx, &i, "Your click could not be recorded just now; try again in a moment.")
+	case !clicked.Won:
+		g.tell(ctx, &i, "Someone was first: "+clicked.State.Status()+".")
+	}
+}
+
+// record hands a click to the Inbox, asking again while the store cannot
+// take it (for clickRetryFor at most).
+func (g *Gateway) record(ctx context.Context, c relay.Click) (relay.Clicked, error) {
+	ctx, cancel := context.WithTimeout(ctx, clickRetryFor)
+	defer cancel()
+	wait := acceptBackoff
+	for {
+		clicked, err := g.deps.Inbox.Click(ctx, c)
+		if err == nil || errors.Is(err, relay.ErrNotAClick) || errors.Is(err, relay.ErrClosed) {
+			return clicked, err
+		}
+		t := g.s.clock.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return clicked, err
+		case <-t.Chan():
+		}
+		wait = min(2*wait, acceptMaxBackoff)
+	}
+}
+
+// respond answers an interaction (its callback).
+func (g *Gateway) respond(ctx context.Context, i *discordgo.Interaction, r *discordgo.InteractionResponse) error {
+	if validID(i.ID) == "" {
+		return errors.New("interaction without an id")
+	}
+	return g.s.do(ctx, nil, call{op: "answer interaction", method: http.MethodPost,
+		url: g.s.route("interactions", i.ID, i.Token, "callback"), payload: r}, nil)
+}
+
+// tell sends the clicker a message only they see.
+func (g *Gateway) tell(ctx context.Context, i *discordgo.Interaction, text string) {
+	if validID(i.AppID) == "" {
+		return
+	}
+	msg := struct {
+		Content         string                            `json:"content"`
+		Flags           int                               `json:"flags"`
+		AllowedMentions *discordgo.MessageAllowedMentions `json:"allowed_mentions"`
+	}{Content: text, Flags: ephemeral, AllowedMentions: g.s.allowedMentions(false)}
+	if err := g.s.do(ctx, nil, call{op: "follow up an interaction", method: http.MethodPost,
+		url: g.s.route("webhooks", i.AppID, i.Token), payload: msg}, nil); err != nil {
+		g.log.Warn("could not tell the clicker", "err", err)
+	}
 }

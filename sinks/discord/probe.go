@@ -52,11 +52,8 @@ const (
 // probeBot checks the bot's channel, its permissions there and, with
 // replies, the Message Content intent.
 func (s *Sink) probeBot(ctx context.Context, replies bool) error {
-	if _, err := s.channelType(ctx, nil); err != nil {
-		return err
-	}
-	var ch discordgo.Channel
-	if err := s.do(ctx, nil, call{op: "get channel", method: http.MethodGet, url: s.route("channels", s.cfg.ChannelID)}, &ch); err != nil {
+	ch, err := s.readChannel(ctx, nil)
+	if err != nil {
 		return err
 	}
 	var app struct {
@@ -78,7 +75,7 @@ func (s *Sink) probeBot(ctx context.Context, replies bool) error {
 	if replies {
 		need = append(slices.Clone(need), replyPermissions...)
 	}
-	if missing, err := s.missingPermissions(ctx, &ch, app.Bot.ID, need); err != nil {
+	if missing, err := s.missingPermissions(ctx, ch, app.Bot.ID, need); err != nil {
 		return err
 	} else if len(missing) > 0 {
 		problems = append(problems, fmt.Sprintf("the bot lacks %s in the channel: give them to its role (Server Settings → Roles) "+
@@ -127,7 +124,7 @@ func permissions(guildID, userID string, memberRoles []string, roles []discordgo
 		}
 	}
 	if perms&discordgo.PermissionAdministrator != 0 {
-		return discordgo.PermissionAll
+		return ^int64(0) // every permission (discordgo.PermissionAll lacks the newer ones)
 	}
 	for _, o := range overwrites {
 		if o != nil && o.ID == guildID {

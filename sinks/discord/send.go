@@ -28,7 +28,14 @@ func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 // conversation's thread when conversations get threads (the first message
 // opening it), else into the channel.
 func (s *Sink) Turn(ctx context.Context, ev *relay.Event) (*relay.Turn, error) {
+	if ev.Topic == relay.TopicFollowup {
+		return s.followupTurn(ev)
+	}
 	msgs := s.render(ctx, ev)
+	if s.twoWay() && ev.Topic == relay.TopicEscalation && ev.ConversationID != "" && len(msgs) > 0 {
+		// Claim and Resolve, on the message that opens the escalation.
+		msgs[0].components = buttons(ev.ConversationID, ev.ChatbotID, relay.ConversationState{})
+	}
 	if err := relay.Rendered(ctx); err != nil {
 		return nil, s.errorf("%w", err)
 	}
@@ -90,6 +97,9 @@ func (s *Sink) posting(ev *relay.Event, d *destination, msgs []message, rep *rel
 // conversation already has a thread (then it goes into the thread), or an
 // earlier attempt posted part of it (then it resumes alone).
 func (s *Sink) CanPack(ctx context.Context, ev *relay.Event) bool {
+	if ev.Topic == relay.TopicFollowup || s.twoWay() && ev.Topic == relay.TopicEscalation {
+		return false // not a turn; an escalation of its own, with its buttons
+	}
 	if ev.ConversationID != "" && s.threaded() {
 		if th, err := s.books.Thread(ctx, s.destID(), relay.ConversationOf(ev)); err != nil || th != "" {
 			return false
@@ -346,6 +356,7 @@ func (s *Sink) messageSend(m message) *discordgo.MessageSend {
 		Content:         m.content,
 		Embeds:          m.embeds,
 		AllowedMentions: s.allowedMentions(m.mention),
+		Components:      m.components,
 	}
 }
 

@@ -300,7 +300,7 @@ func (s *Server) Permissions(channelID, userID string) (int64, error) {
 		}
 	}
 	if perms&discordgo.PermissionAdministrator != 0 {
-		return discordgo.PermissionAll, nil
+		return ^int64(0), nil
 	}
 	apply := func(o *discordgo.PermissionOverwrite) { perms = perms&^o.Deny | o.Allow }
 	for _, o := range ch.overwrites {
