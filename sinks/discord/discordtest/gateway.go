@@ -56,6 +56,8 @@ type Gateway struct {
 	identifies []Identify
 	resumes    []Resume
 	heartbeats int
+	live       int // identified or resumed connections open now
+	maxLive    int // the most there ever were at once
 	responses  []InteractionResponse
 	followups  []Followup
 	sentAt     map[string]time.Time // interaction id → dispatched at
@@ -122,6 +124,7 @@ type gwConn struct {
 	ws      *websocket.Conn
 	wmu     sync.Mutex
 	session *gwSession // once identified or resumed
+	live    bool       // counted in Gateway.live
 	done    chan struct{}
 }
 
@@ -476,6 +479,10 @@ func (g *Gateway) read(c *gwConn) {
 		if c.session != nil && c.session.conn == c {
 			c.session.conn = nil
 		}
+		if c.live {
+			c.live = false
+			g.live--
+		}
 		close(c.done)
 		g.notifyLocked()
 		g.mu.Unlock()
@@ -527,19 +534,22 @@ func (g *Gateway) identify(c *gwConn, data json.RawMessage) bool {
 		Intents discordgo.Intent `json:"intents"`
 	}
 	_ = json.Unmarshal(data, &id)
+	// The IDENTIFY is recorded with the session it opens, under one lock:
+	// whoever WaitIdentified woke up dispatches in the new session, not
+	// in the one it replaces.
 	g.mu.Lock()
 	g.identifies = append(g.identifies, Identify{Token: id.Token, Intents: id.Intents, Conn: c.n})
-	g.notifyLocked()
-	g.mu.Unlock()
 	if !g.validToken(id.Token) {
+		g.notifyLocked()
+		g.mu.Unlock()
 		g.closeWith(c, closeAuthenticationFailed, "Authentication failed.")
 		return false
 	}
-	g.mu.Lock()
 	g.seqID++
 	s := &gwSession{id: fmt.Sprintf("session-%d-%s", g.seqID, randomToken()[3:11]), conn: c}
 	g.sessions[s.id] = s
 	c.session = s
+	g.countLiveLocked(c)
 	ready, _ := json.Marshal(map[string]any{
 		"v": 10, "session_id": s.id, "resume_gateway_url": "ws" + strings.TrimPrefix(g.srv.URL, "http"),
 		"user":        map[string]any{"id": g.BotID, "username": "chatrelay", "discriminator": "0", "bot": true},
@@ -572,7 +582,13 @@ func (g *Gateway) resume(c *gwConn, data json.RawMessage) bool {
 		// Not resumable: the client must identify anew.
 		return c.write(gatewayPayload{Op: opInvalidSession, Data: json.RawMessage("false")}) == nil
 	}
+	if old := s.conn; old != nil && old != c && old.live {
+		// The session moves to this connection: it is still one.
+		old.live = false
+		g.live--
+	}
 	s.conn, c.session = c, s
+	g.countLiveLocked(c)
 	for _, p := range s.sent {
 		if *p.Seq > rs.Seq {
 			if c.write(p) != nil {
@@ -581,6 +597,25 @@ func (g *Gateway) resume(c *gwConn, data json.RawMessage) bool {
 		}
 	}
 	return g.dispatchLocked(s, "RESUMED", json.RawMessage("{}")) == nil
+}
+
+// countLiveLocked counts c as a live session's connection.
+func (g *Gateway) countLiveLocked(c *gwConn) {
+	if c.live {
+		return
+	}
+	c.live = true
+	g.live++
+	g.maxLive = max(g.maxLive, g.live)
+}
+
+// MaxLive is the most sessions that were ever open at once (identified or
+// resumed connections): one bot with two sessions receives every message
+// twice.
+func (g *Gateway) MaxLive() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.maxLive
 }
 
 func (g *Gateway) closeWith(c *gwConn, code int, text string) {
