@@ -348,6 +348,9 @@ func (s *Store) prune() {
 				return err
 			}
 		}
+		if err := pruneUsage(tx, now-int64(relay.UsageKept+usageMargin), budget); err != nil {
+			return err
+		}
 		for _, id := range doomed {
 			if err := evb.Delete(id); err != nil {
 				return err

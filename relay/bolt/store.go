@@ -501,7 +501,8 @@ func (s *Store) Close() error {
 }
 
 // Append implements relay.Store. One event is one record of the intake log:
-// the event and one queue entry per sink. The dedupe index is in memory
+// the event, one queue entry per sink, and what it adds to its minute's
+// usage figures (usageOps). The dedupe index is in memory
 // (see dedupeIndex), and everything is encoded before it reaches the
 // logger, which only decides duplicates and numbers the queue entries.
 func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (relay.Accepted, error) {
@@ -515,6 +516,7 @@ func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (re
 	if err != nil {
 		return relay.Accepted{}, err
 	}
+	usage := usageOps(ev, s.clock.Now())
 	now := s.clock.Now().UnixNano()
 	received := ev.ReceivedAt.UnixNano()
 	ordering := ev.OrderingKey()
@@ -532,6 +534,7 @@ func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (re
 			return nil, false
 		}
 		o.put(bEvents, "", []byte(ev.ID), rec)
+		o.b = append(o.b, usage.b...)
 		for _, sink := range sinks {
 			s.seqs[sink]++
 			seq := s.seqs[sink]

@@ -534,7 +534,10 @@ func TestPages(t *testing.T) {
 		code     int
 		contains []string
 	}{
-		{"/", 200, []string{"Sinks", "Events per topic", "Usage per chatbot", `data-sink="a"`}},
+		{"/", 200, []string{"Sinks", "Events per topic", "Usage per chatbot", `data-sink="a"`,
+			// The two chat events' figures, read from the store as the page loads.
+			`<th scope="row">chat</th><td class="num">2</td><td class="num">2</td>`,
+			`data-label="Chatbot">bot</th>`, `data-label="Conversations 24h">2</td>`}},
 		{"/events", 200, []string{ev.ID, "conv-x"}},
 		{"/events/" + eventID, 200, []string{"q1", "a1", "&lt;script&gt;", "Body as received"}},
 		{"/conversations/conv-x", 200, []string{"Conversation", "q1", "q2", "a2", "score 0.50", "state-pending", "state-dead"}},

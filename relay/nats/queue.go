@@ -611,7 +611,9 @@ func (h *held) Term(ctx context.Context, reason string) error {
 		// (dead) drops it.
 		return nil
 	}
-	if err := h.msg.TermWithReason(termReason(reason)); err != nil {
+	// Confirmed like Ack's: once Term returns, the message is out of the
+	// queue stream, so Lookup reads the dead letter, not a queued delivery.
+	if _, err := s.nc.RequestWithContext(ctx, h.msg.Reply(), []byte("+TERM "+termReason(reason))); err != nil {
 		// Parked all the same; the message comes back after AckWait and
 		// its new dead letter replaces this one.
 		s.log.Warn("parked, but could not terminate the message", "sink", h.q.sink, "event_id", d.Event.ID, "err", err)

@@ -188,6 +188,7 @@ type Store struct {
 	connClosed chan struct{}
 
 	creating chan struct{} // a one-slot lock, held while creating a sink's consumers
+	usage    usageRollup   // the usage figures read so far (console.go)
 	claimNow chan struct{} // wakes the owners loop: an exclusive queue was opened
 
 	// The last write's outcome, for Ready: when (mono; 0: none yet) and
@@ -223,6 +224,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		queues:     make(map[string]*queue),
 		consumers:  make(map[string][]jetstream.Consumer),
 		creating:   make(chan struct{}, 1),
+		usage:      newUsageRollup(),
 		claimNow:   make(chan struct{}, 1),
 		renewNow:   make(chan struct{}, 1),
 	}
