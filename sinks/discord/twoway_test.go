@@ -9,6 +9,7 @@ import (
 
 	"github.com/bwmarrin/discordgo"
 	"github.com/google/uuid"
+	"github.com/jonboulle/clockwork"
 
 	"github.com/chatrelay/chatrelay/relay"
 	"github.com/chatrelay/chatrelay/sinks/discord"
@@ -315,4 +316,78 @@ func TestReplyConfig(t *testing.T) {
 	if _, on := (discord.Config{Token: "t", ChannelID: "1"}).Replies(); on {
 		t.Error("a sink without reply: takes replies")
 	}
+}
+
+// TestRepageOnFakeClock: an escalation posted to a two-way sink with
+// repage_after and nobody claiming it is, once the delay has passed on
+// the (fake) clock and not before, queued again for the sink, which posts
+// it in the channel with the mention, a link to the thread and the
+// buttons; once only.
+func TestRepageOnFakeClock(t *testing.T) {
+	t.Parallel()
+	w := newTwoWay(t, twoWayOptions{})
+	clock := clockwork.NewFakeClock() // the repager's alone: waiting counts its timer
+	convs, err := relay.NewConversations(w.store.KV(relay.ConversationsNamespace), clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := relay.NewRepager(relay.RepagerConfig{Conversations: convs, Store: w.store, Clock: clock,
+		After: map[string]time.Duration{"chat": 10 * time.Minute}, Poll: 5 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	waiting := func() {
+		t.Helper()
+		wctx, wcancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer wcancel()
+		if err := clock.BlockUntilContext(wctx, 1); err != nil {
+			t.Fatalf("the repager does not wait: %v", err)
+		}
+	}
+	waiting()
+
+	// The escalation is posted, and recorded as the relay's follow-ups do
+	// once it was delivered.
+	esc := w.escalationIn(t)
+	if err := w.sink.Send(t.Context(), esc); err != nil {
+		t.Fatal(err)
+	}
+	if err := convs.Escalated(t.Context(), "chat", esc, 10*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	waiting()
+	posted := len(w.rest.Messages(w.channel))
+	clock.Advance(10*time.Minute - time.Second)
+	waiting()
+	w.deliverQueued(t, 0) // nothing yet
+	clock.Advance(time.Second)
+	waiting()
+	w.deliverQueued(t, 1)
+	msgs := w.rest.Messages(w.channel)
+	if len(msgs) != posted+1 {
+		t.Fatalf("%d messages in the channel, want %d", len(msgs), posted+1)
+	}
+	m := msgs[len(msgs)-1]
+	want := "<@&1310000000000000444> Still unclaimed after 10m: a visitor is waiting for a person. · conversation thread: <#" + w.thread + ">"
+	if m.Content != want {
+		t.Errorf("re-page %q, want %q", m.Content, want)
+	}
+	if ids, disabled := buttonsOf(t, m); len(ids) != 2 || disabled[0] || disabled[1] {
+		t.Errorf("buttons %v %v", ids, disabled)
+	}
+	// Once: an hour later, nothing more.
+	for range 12 {
+		clock.Advance(5 * time.Minute)
+		waiting()
+	}
+	w.deliverQueued(t, 0)
 }
