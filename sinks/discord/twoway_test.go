@@ -163,6 +163,13 @@ func TestEscalationButtons(t *testing.T) {
 	if strings.Join(ids, " ") != strings.Join(want, " ") || disabled[0] || disabled[1] {
 		t.Fatalf("buttons %v %v, want %v enabled", ids, disabled, want)
 	}
+	// In the channel (the conversation has a thread): the link to the
+	// thread on its line, then how to answer, in small print.
+	first, hint, _ := strings.Cut(posted.Content, "\n")
+	if !strings.HasSuffix(first, " · conversation thread: <#"+w.thread+">") ||
+		hint != `-# 💬 To answer the visitor, start a message in this thread with "reply:"; other messages stay internal notes.` {
+		t.Fatalf("escalation content %q: want the thread link, then the hint", posted.Content)
+	}
 
 	f := newFixture(t, true, discordgo.ChannelTypeGuildText, discordtest.WithRateLimit(0, 0))
 	if err := f.sink(t, relay.SinkDeps{}).Send(t.Context(), eventFile(t, "live-chat-escalation.json", relay.TopicEscalation)); err != nil {
