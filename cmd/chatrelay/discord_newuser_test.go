@@ -105,6 +105,10 @@ sinks:
 		}
 		return thread != ""
 	})
+	// The thread is the conversation's once the escalation's delivery is
+	// done (a reply before that, within milliseconds, would be in a
+	// thread the relay does not know yet).
+	relaytest.Eventually(t, 30*time.Second, "the escalation delivered", func() bool { return first.delivered("live-chat-escalation") })
 	root, _ := rest.Message(thread) // the thread starts on the escalation
 	if got := buttonLabels(t, root); got != "[🙋 Claim] [✅ Resolve]" {
 		t.Fatalf("the escalation's buttons: %s", got)

@@ -161,6 +161,12 @@ sinks:
 		}
 		return thread != ""
 	})
+	// The thread is recorded as the conversation's once the escalation's
+	// delivery is done: a reply before that is in a thread the relay does
+	// not know yet (a window of milliseconds, that no agent typing meets).
+	relaytest.Eventually(t, 30*time.Second, "the escalation delivered", func() bool {
+		return slices.ContainsFunc(replicas, func(r *replicaProc) bool { return r.delivered("live-chat-escalation") })
+	})
 	holder := func() *replicaProc {
 		for _, r := range replicas {
 			if strings.Contains(r.logs.String(), "discord gateway session started") {
@@ -280,6 +286,17 @@ sinks:
 			t.Errorf("%s: a secret reached the logs", r.name)
 		}
 	}
+}
+
+// delivered reports whether the replica logged a delivery of an event of
+// topic.
+func (r *replicaProc) delivered(topic string) bool {
+	for line := range strings.Lines(r.logs.String()) {
+		if strings.Contains(line, `"msg":"delivered"`) && strings.Contains(line, `"topic":"`+topic+`"`) {
+			return true
+		}
+	}
+	return false
 }
 
 // postSignedTopic posts a signed Chat Data event of topic.
