@@ -40,9 +40,11 @@ type turn struct {
 
 // message is one Discord message to post.
 type message struct {
-	content string
-	embeds  []*discordgo.MessageEmbed
-	mention bool // allow the configured mention to ping
+	content    string
+	embeds     []*discordgo.MessageEmbed
+	mention    bool                         // allow the configured mention to ping
+	components []discordgo.MessageComponent // Claim and Resolve on an escalation (bot mode, two-way)
+	hint       string                       // how to answer the visitor, under an escalation (two-way)
 }
 
 // Transcript bounds: how many of the conversation's latest messages an
