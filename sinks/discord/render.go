@@ -141,6 +141,9 @@ func (f *fields) addContext(ev *relay.Event) {
 // With contactsOnly, only who the visitor is and how to reach them.
 func (f *fields) addLead(lead []relay.Field, contactsOnly bool) {
 	for _, l := range relay.ReadingOrder(lead) {
+		if l.Key == "uuid" {
+			continue // shown as "Lead" with the ids, as Slack does
+		}
 		kind := relay.LeadFieldKind(l.Key)
 		if contactsOnly && kind != relay.KindWho && kind != relay.KindContact {
 			continue
@@ -310,6 +313,7 @@ func leadTurn(ev *relay.Event) turn {
 		text = "*" + relay.NoLeadFields + "*"
 	}
 	f.addContext(ev)
+	f.add("Lead", code(ev.LeadValue("uuid")), true)
 	head := newHead("📇 New lead", colorLead)
 	head.Fields = f.list
 	return turn{head: head, text: f.withOverflow(text)}
