@@ -328,8 +328,8 @@ func genericTurn(ev *relay.Event) turn {
 		topic = "(no topic)"
 	}
 	var lines []string
-	for _, f := range ev.Fields {
-		if v := strings.TrimSpace(relay.JoinedValue(f)); f.Key != "client_ip" && v != "" {
+	for _, f := range ev.OtherFields() {
+		if v := strings.TrimSpace(relay.JoinedValue(f)); v != "" {
 			lines = append(lines, "**"+literal(relay.Label(f.Key))+"**: "+literal(v))
 		}
 	}
@@ -337,7 +337,11 @@ func genericTurn(ev *relay.Event) turn {
 	if text == "" {
 		text = "*" + relay.NoFields + "*"
 	}
-	return turn{head: newHead("📨 Chat Data event: "+topic, colorOther), text: text}
+	var f fields
+	f.addContext(ev)
+	head := newHead("📨 Chat Data event: "+topic, colorOther)
+	head.Fields = f.list
+	return turn{head: head, text: f.withOverflow(text)}
 }
 
 // footer names the event, so that every message of a turn can be looked
