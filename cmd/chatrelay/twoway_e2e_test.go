@@ -65,8 +65,8 @@ type relayRun struct {
 	stop          func()
 }
 
-// startServe runs serve on cfg until stop (or the test's end).
-func startServe(t *testing.T, cfg, listen, admin string) *relayRun {
+// startSlackServe runs serve on cfg until stop (or the test's end).
+func startSlackServe(t *testing.T, cfg, listen, admin string) *relayRun {
 	t.Helper()
 	path := writeConfig(t, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -184,7 +184,7 @@ func TestServeTwoWayRestartBeforeDelivery(t *testing.T) {
 	listen, admin := addrs[0], addrs[1]
 	down := "http://" + addrs[2] // nothing listens there
 
-	first := startServe(t, twoWayConfig(listen, admin, store, sl, api.Key, down), listen, admin)
+	first := startSlackServe(t, twoWayConfig(listen, admin, store, sl, api.Key, down), listen, admin)
 	postSigned(t, listen, twoWaySecret, escalation(t))
 	thread := rootOf(t, sl, admin)
 	if code := slackReply(t, listen, thread, "1765000000.000200", "reply: your refund is on its way"); code != 200 {
@@ -200,7 +200,7 @@ func TestServeTwoWayRestartBeforeDelivery(t *testing.T) {
 		t.Fatalf("Chat Data got %d requests while unreachable", n)
 	}
 
-	second := startServe(t, twoWayConfig(listen, admin, store, sl, api.Key, api.URL), listen, admin)
+	second := startSlackServe(t, twoWayConfig(listen, admin, store, sl, api.Key, api.URL), listen, admin)
 	relaytest.Eventually(t, 30*time.Second, "the reply at Chat Data and the ✅", func() bool {
 		return len(api.Messages(twoWayConv)) == 1 && len(sl.Reactions()) == 1
 	})
@@ -239,8 +239,8 @@ func TestServeTwoWayOnTwoNATSReplicas(t *testing.T) {
 	store := fmt.Sprintf("store:\n  driver: nats\n  nats: {url: %q, partitions: 4}", ns.ClientURL())
 	addrs := freeAddrs(t, 4)
 	la, aa, lb, ab := addrs[0], addrs[1], addrs[2], addrs[3]
-	a := startServe(t, twoWayConfig(la, aa, store, sl, api.Key, api.URL), la, aa)
-	b := startServe(t, twoWayConfig(lb, ab, store, sl, api.Key, api.URL), lb, ab)
+	a := startSlackServe(t, twoWayConfig(la, aa, store, sl, api.Key, api.URL), la, aa)
+	b := startSlackServe(t, twoWayConfig(lb, ab, store, sl, api.Key, api.URL), lb, ab)
 
 	postSigned(t, lb, twoWaySecret, escalation(t))
 	thread := rootOf(t, sl, aa, ab)
