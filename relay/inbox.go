@@ -232,7 +232,7 @@ type Click struct {
 	Agent          Agent
 	// Channel and MessageID are the message clicked, which shows the
 	// status; Message its content as the platform sent it with the click
-	// (Slack's blocks), from which the sink redraws it.
+	// (for Slack, its text and blocks), from which the sink redraws it.
 	Channel   string
 	MessageID string
 	Message   json.RawMessage
