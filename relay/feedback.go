@@ -34,7 +34,7 @@ type FollowupsConfig struct {
 	// once (default DefaultHeldAfter).
 	HeldAfter time.Duration
 	Logger    *slog.Logger
-	Clock         clockwork.Clock
+	Clock     clockwork.Clock
 }
 
 // Followups turns how deliveries ended into what the two-way sinks show
