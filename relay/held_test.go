@@ -74,8 +74,8 @@ func told(t *testing.T, f *fixture) (map[string][]string, []*relay.Followup) {
 func TestHeldReplyIsToldOnce(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		name   string
-		script func(n int, ev *relay.Event) error // Chat Data's answer to attempt n
+		name    string
+		script  func(n int, ev *relay.Event) error // Chat Data's answer to attempt n
 		replies int
 		// want is, per reply, the follow-ups queued; why what the note
 		// says (after "Not delivered yet: ").
