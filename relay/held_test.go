@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/chatrelay/chatrelay/relay"
+	"github.com/chatrelay/chatrelay/relay/bolt"
 	"github.com/chatrelay/chatrelay/relay/storetest"
 )
 
@@ -188,4 +189,96 @@ func TestHeldNoteSurvivesARestart(t *testing.T) {
 			t.Fatalf("across the restart the thread is told %v, want %v", got["1765000000.000200"], want)
 		}
 	})
+}
+
+// TestHeldThreshold: while the destination is up, a reply is told held
+// only once its next attempt comes DefaultHeldAfter or more after it was
+// accepted; when it is down, at once. One note per reply and start of its
+// retry.max_age, however often told (a replay that is held again is told
+// again); nothing for other sinks' deliveries, other topics, or a reply
+// whose sink takes replies no more.
+func TestHeldThreshold(t *testing.T) {
+	t.Parallel()
+	store, err := bolt.Open(t.TempDir(), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	fu, err := relay.NewFollowups(relay.FollowupsConfig{Store: store, Destinations: []string{"chatdata"},
+		TwoWay: map[string]relay.ReplyConfig{"support-slack": {}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	since := time.Date(2026, 12, 6, 14, 0, 0, 0, time.UTC)
+	reply := storetest.NewReply(t, "conv-1", "1765000000.000200", "first")
+	elsewhere := storetest.NewReply(t, "conv-2", "1765000000.000300", "second")
+	elsewhere.Body = []byte(strings.Replace(string(elsewhere.Body), `"support-slack"`, `"old-slack"`, 1))
+	if elsewhere, err = relay.DecodeEvent(elsewhere.Body); err != nil || elsewhere.AgentReply().Sink != "old-slack" {
+		t.Fatalf("reply on another sink: %+v, %v", elsewhere, err)
+	}
+	chat := storetest.NewEvent(t, "conv-3", 1)
+	for _, tc := range []struct {
+		name string
+		w    relay.Wait
+		want int // held notes queued so far
+	}{
+		{"a 500, next try within the minute", relay.Wait{Sink: "chatdata", Event: reply, Err: serverErr, Since: since, Next: since.Add(59 * time.Second)}, 0},
+		{"next try a minute after", relay.Wait{Sink: "chatdata", Event: reply, Err: serverErr, Since: since, Next: since.Add(time.Minute)}, 1},
+		{"told again, later", relay.Wait{Sink: "chatdata", Event: reply, Err: serverErr, Since: since, Next: since.Add(time.Hour)}, 1},
+		{"down: the same reply", relay.Wait{Sink: "chatdata", Event: reply, Down: relay.DownBroken, Err: refusedKey, Since: since}, 1},
+		{"replayed, held again", relay.Wait{Sink: "chatdata", Event: reply, Down: relay.DownBroken, Err: refusedKey, Since: since.Add(25 * time.Hour)}, 2},
+		{"another sink's delivery", relay.Wait{Sink: "crm", Event: reply, Down: relay.DownBroken, Err: refusedKey, Since: since}, 2},
+		{"not a reply", relay.Wait{Sink: "chatdata", Event: chat, Down: relay.DownBroken, Err: refusedKey, Since: since}, 2},
+		{"its sink takes replies no more", relay.Wait{Sink: "chatdata", Event: elsewhere, Down: relay.DownBroken, Err: refusedKey, Since: since}, 2},
+	} {
+		fu.Waiting(t.Context(), tc.w)
+		st, err := store.Stats(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for _, q := range st {
+			if q.Sink == "support-slack" {
+				got = q.Depth
+			}
+		}
+		if got != tc.want {
+			t.Fatalf("%s: %d held notes queued, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestHeldWords: what the note says for each kind of failure, from its
+// class and status alone: never the text of Chat Data's answer.
+func TestHeldWords(t *testing.T) {
+	t.Parallel()
+	gone := relay.Broken(&relay.StatusError{Status: 404, Body: "sk-secret-in-the-body"}, relay.ReasonGone)
+	for _, tc := range []struct {
+		name string
+		w    relay.Wait
+		want string
+	}{
+		{"refused key", relay.Wait{Down: relay.DownBroken, Err: refusedKey},
+			"Not delivered yet: Chat Data refuses chatrelay's API key (HTTP 401). It is kept and sent once the key is fixed; you will see ✅ when the visitor has it."},
+		{"broken otherwise", relay.Wait{Down: relay.DownBroken, Err: gone},
+			"Not delivered yet: Chat Data refuses chatrelay's requests (HTTP 404). It is kept and sent once an operator fixes chatrelay's configuration; you will see ✅ when the visitor has it."},
+		{"breaker tripped", relay.Wait{Down: relay.DownUnreachable, Err: dialErr},
+			"Not delivered yet: Chat Data cannot be reached. It is kept and sent as soon as Chat Data answers again; you will see ✅ when the visitor has it."},
+		{"no answer in time", relay.Wait{Err: context.DeadlineExceeded},
+			"Not delivered yet: Chat Data cannot be reached. It is kept and sent as soon as Chat Data answers again; you will see ✅ when the visitor has it."},
+		{"429", relay.Wait{Err: slowDown},
+			"Not delivered yet: Chat Data asks chatrelay to wait (HTTP 429). It is kept and sent as soon as Chat Data allows it; you will see ✅ when the visitor has it."},
+		{"5xx", relay.Wait{Err: serverErr},
+			"Not delivered yet: Chat Data answers with an error (HTTP 500). It is kept and sent as soon as Chat Data takes it; you will see ✅ when the visitor has it."},
+		{"something else", relay.Wait{Err: errors.New("chatdata: sk-secret in a strange error")},
+			"Not delivered yet: Chat Data did not take it. It is kept and sent as soon as Chat Data takes it; you will see ✅ when the visitor has it."},
+	} {
+		f := relay.HeldFollowup(tc.w)
+		if got := f.HeldLine(); got != tc.want {
+			t.Errorf("%s:\n got %q\nwant %q", tc.name, got, tc.want)
+		}
+		if strings.Contains(f.Reason+f.Until, "sk-secret") {
+			t.Errorf("%s: the note carries the answer's text: %q", tc.name, f.Reason)
+		}
+	}
 }
