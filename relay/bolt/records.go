@@ -76,14 +76,18 @@ func decodeEvent(id string, v []byte) (*relay.Event, eventMeta, error) {
 	if err != nil {
 		return nil, m, err
 	}
-	body = bytes.Clone(body)
+	return eventOf(id, m, bytes.Clone(body)), m, nil
+}
+
+// eventOf rebuilds an Event from its meta and body (not bbolt memory).
+func eventOf(id string, m eventMeta, body []byte) *relay.Event {
 	ev, err := relay.DecodeEvent(body)
 	if err != nil {
 		// Accepted bodies are JSON objects; keep the event usable anyway.
 		ev = &relay.Event{Body: body}
 	}
 	ev.ID, ev.Topic, ev.ReceivedAt = id, m.Topic, time.Unix(0, m.Received).UTC()
-	return ev, m, nil
+	return ev
 }
 
 // deliveryRecord is where one delivery stands.

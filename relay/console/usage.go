@@ -86,8 +86,9 @@ func (u *usageCounter) refreshLocked(ctx context.Context) error {
 		use    relay.Usage
 	}
 	var found []counted
-	err := u.hist.Received(ctx, since, func(ev *relay.Event) (bool, error) {
-		if _, ok := u.seen[ev.ID]; ok {
+	seen := func(id string) bool { _, ok := u.seen[id]; return ok }
+	err := u.hist.Received(ctx, since, seen, func(ev *relay.Event) (bool, error) {
+		if seen(ev.ID) {
 			return true, nil
 		}
 		u.seen[ev.ID] = ev.ReceivedAt
