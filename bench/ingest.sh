@@ -25,6 +25,7 @@
 #   CHATRELAY_BIN=/path/chatrelay bench/ingest.sh ...   # measure another build as A/B
 #   BEFORE_BIN=/path/chatrelay bench/ingest.sh ...      # add A0/B0 on that build
 #   PROFILE=/dir bench/ingest.sh ...                    # CPU profile (5 s) of each relay run
+#   RELAYS="A A0" bench/ingest.sh ...                   # only these relay variants
 set -euo pipefail
 cd "$(dirname "$0")/.."
 C=${1:-32}
@@ -102,6 +103,7 @@ fi
 relays=(A B)
 [ -n "${BEFORE_BIN:-}" ] && relays+=(A0 B0)
 [ "${NATS:-0}" = 1 ] && relays+=(C)
+[ -n "${RELAYS:-}" ] && read -ra relays <<< "$RELAYS"
 echo "$C connections, $D per run, $R round(s); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq "$R"); do
   echo "round $round (load average $(cut -d' ' -f1-3 /proc/loadavg))"

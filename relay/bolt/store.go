@@ -7,6 +7,7 @@ package bolt
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -133,6 +134,7 @@ type Store struct {
 	dedupe     *dedupeIndex
 	recent     *recentEvents
 	unrecorded []*entry   // acks and dead letters whose write failed, retried by the logger; logger goroutine only
+	woken      []*queue   // queues the group's afters changed, told once they have run; logger goroutine only
 	adminMu    sync.Mutex // one dead-letter replay or purge at a time
 }
 
@@ -508,10 +510,6 @@ func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (re
 	}
 	hash := ev.DedupeKey()
 	key := keyOf(hash[:])
-	rec, err := encodeEvent(ev, sinks, hash[:])
-	if err != nil {
-		return relay.Accepted{}, err
-	}
 	now := s.clock.Now().UnixNano()
 	received := ev.ReceivedAt.UnixNano()
 	ordering := ev.OrderingKey()
@@ -519,20 +517,23 @@ func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (re
 	if err != nil {
 		return relay.Accepted{}, err
 	}
+	var o ops
+	seqAt, err := o.appendRecord(ev, sinks, hash[:], entry)
+	if err != nil {
+		return relay.Accepted{}, err
+	}
 	var acc relay.Accepted
 	var items []queued
-	var o ops
 	err = s.write(ctx, func() ([]byte, bool) {
-		acc, items, o.b = relay.Accepted{ID: ev.ID}, items[:0], o.b[:0]
+		acc, items = relay.Accepted{ID: ev.ID}, items[:0]
 		if e, ok := s.dedupe.lookup(key); ok && time.Duration(now-e.at) < s.opts.DedupeWindow {
 			acc = relay.Accepted{ID: e.id.String(), Duplicate: true}
 			return nil, false
 		}
-		o.put(bEvents, "", []byte(ev.ID), rec)
-		for _, sink := range sinks {
+		for i, sink := range sinks {
 			s.seqs[sink]++
 			seq := s.seqs[sink]
-			o.putQueue(sink, seq, entry)
+			binary.BigEndian.PutUint64(o.b[seqAt[i]:], seq)
 			items = append(items, queued{sink: sink, key: ordering, it: &item{seq: seq, id: id,
 				received: received, since: now, due: now}})
 		}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"slices"
 	"syscall"
 	"time"
 
@@ -163,6 +165,15 @@ func (s *Store) logger() {
 	}
 }
 
+// wakeAfterGroup has q's waiters told, once the afters of the group being
+// written have run, that it changed: once per group rather than once per
+// delivery added or settled. Logger goroutine only (an entry's after).
+func (s *Store) wakeAfterGroup(q *queue) {
+	if !slices.Contains(s.woken, q) {
+		s.woken = append(s.woken, q)
+	}
+}
+
 // maxGroupBytes bounds what one write of the log carries.
 const maxGroupBytes = 8 << 20
 
@@ -216,6 +227,13 @@ func (s *Store) logBatch(batch []*entry, buf []byte) []byte {
 			if written[i] && e.after != nil {
 				e.after()
 			}
+		}
+		for _, q := range s.woken {
+			q.wake()
+		}
+		clear(s.woken)
+		s.woken = s.woken[:0]
+		for _, e := range group {
 			close(e.done)
 		}
 		if err := s.intake.roll(s.applied.Load()); err != nil {
@@ -418,12 +436,18 @@ func (s *Store) commitRecords(recs []logged) error {
 		return nil // applied before a failed batch was split
 	}
 	err := s.db.Update(func(tx *bbolt.Tx) error {
-		for _, r := range recs {
+		for i, r := range recs {
 			if r.seq <= s.applied.Load() {
 				continue
 			}
 			if err := applyRecord(tx, r.rec); err != nil {
 				return &recordError{seq: r.seq, err: err}
+			}
+			if i%applyYield == applyYield-1 {
+				// A commit applies thousands of records; without a pause
+				// it holds one of the process's few Ps for milliseconds,
+				// and the requests waiting for the logger wait with it.
+				runtime.Gosched()
 			}
 		}
 		return tx.Bucket([]byte(bMeta)).Put([]byte(keyApplied), u64(last))
@@ -448,6 +472,10 @@ func (s *Store) commitRecords(recs []logged) error {
 	s.mu.Unlock()
 	return nil
 }
+
+// applyYield is how many records the applier applies between two chances
+// for other goroutines to run.
+const applyYield = 128
 
 // keyApplied is where the meta bucket keeps the sequence number of the last
 // intake record applied.
