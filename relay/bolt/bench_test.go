@@ -136,3 +136,51 @@ func BenchmarkDeliver(b *testing.B) {
 	})
 	cpuPerOp(b, cpu)
 }
+
+// BenchmarkReceived measures what the console's usage count costs per
+// event: reading the events received since a time with their usage, from
+// the usage each event's meta keeps (ReceivedUsage) against parsing every
+// body (Received and relay.UsageOf, what a store without it costs).
+func BenchmarkReceived(b *testing.B) {
+	s, err := bolt.Open(b.TempDir(), bolt.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	evs := newEvents(b)
+	const n = 10000
+	for range n {
+		ev := evs.next(b)
+		parsed, err := relay.DecodeEvent(ev.Body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		parsed.ID, parsed.Topic, parsed.ReceivedAt = ev.ID, ev.Topic, ev.ReceivedAt
+		if _, err := s.Append(b.Context(), parsed, []string{"hook"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var sum float64
+	count := func(r relay.UsageRecord) (bool, error) { sum += r.Usage.Score; return true, nil }
+	b.Run("usage", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := s.ReceivedUsage(b.Context(), time.Time{}, nil, count); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed())/float64(b.N*n), "ns/event")
+	})
+	b.Run("parse", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			err := s.Received(b.Context(), time.Time{}, nil, func(ev *relay.Event) (bool, error) {
+				return count(relay.UsageRecord{ID: ev.ID, Topic: ev.Topic, ReceivedAt: ev.ReceivedAt, Usage: relay.UsageOf(ev)})
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed())/float64(b.N*n), "ns/event")
+	})
+}
