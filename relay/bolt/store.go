@@ -115,6 +115,7 @@ type Store struct {
 	wantApply chan struct{} // a reader waits for the applier
 	quit      chan struct{}
 	stopped   chan struct{} // the applier (and so the logger) has stopped
+	prepared  chan struct{} // the preparer has stopped
 	closeMu   sync.Once
 
 	durable   atomic.Uint64 // sequence number of the last durable record
@@ -198,6 +199,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		wantApply: make(chan struct{}, 1),
 		quit:      make(chan struct{}),
 		stopped:   make(chan struct{}),
+		prepared:  make(chan struct{}),
 		queues:    make(map[string]*queue),
 		appliedCh: make(chan struct{}),
 		kvPending: make(map[string]kvValue),
@@ -215,6 +217,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	s.releaseMapped() // the rebuild read every pending delivery
 	go s.logger()
 	go s.applier()
+	go s.preparer()
 	return s, nil
 }
 
@@ -401,7 +404,7 @@ func (s *Store) init(dir string) error {
 	}
 	s.durable.Store(s.intake.next - 1)
 	s.unapplied.Store(0) // the replay applied records it never counted
-	if err := s.intake.roll(s.applied.Load()); err != nil {
+	if err := s.intake.drop(s.applied.Load()); err != nil {
 		s.log.Warn("intake log: could not delete applied segments", "err", err)
 	}
 	err = s.db.View(func(tx *bbolt.Tx) error {
@@ -487,12 +490,13 @@ func (s *Store) setAsideOldLog(logDir string) error {
 func (s *Store) Close() error {
 	s.closeMu.Do(func() { close(s.quit) })
 	<-s.stopped
+	<-s.prepared
 	s.mu.Lock()
 	for _, q := range s.queues {
 		q.close()
 	}
 	s.mu.Unlock()
-	if err := s.intake.roll(s.applied.Load()); err != nil {
+	if err := s.intake.drop(s.applied.Load()); err != nil {
 		s.log.Warn("intake log: could not delete applied segments", "err", err)
 	}
 	err := s.intake.close()

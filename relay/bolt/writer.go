@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"slices"
 	"syscall"
@@ -205,6 +206,11 @@ func (s *Store) logBatch(batch []*entry, buf []byte) []byte {
 		}
 		group := batch[:n]
 		batch = batch[n:]
+		if len(recs) > 0 && !s.intake.fits(len(buf)) {
+			if err := s.intake.rollover(); err != nil {
+				s.log.Warn("intake log: could not start a new segment; writing on in the current one", "err", err)
+			}
+		}
 		if len(recs) > 0 {
 			if err := s.intake.write(buf, len(recs)); err != nil {
 				s.dedupe.rollback()
@@ -236,11 +242,44 @@ func (s *Store) logBatch(batch []*entry, buf []byte) []byte {
 		for _, e := range group {
 			close(e.done)
 		}
-		if err := s.intake.roll(s.applied.Load()); err != nil {
-			s.log.Warn("intake log: could not start a new segment; writing on in the current one", "err", err)
+		if err := s.intake.drop(s.applied.Load()); err != nil {
+			s.log.Warn("intake log: could not delete applied segments", "err", err)
 		}
 	}
 	return buf
+}
+
+// preparer makes the intake log's next segment file ahead of its use (see
+// prepareSegment) when the logger asks for it. If it cannot, the log
+// starts its next segment in an empty file, as the first one.
+func (s *Store) preparer() {
+	defer close(s.prepared)
+	for {
+		select {
+		case <-s.intake.want:
+		case <-s.quit:
+			return
+		}
+		f, err := prepareSegment(s.intake.dir, s.quit)
+		if err != nil {
+			select {
+			case <-s.quit:
+				return
+			default:
+			}
+			s.log.Warn("intake log: could not prepare the next segment; it starts empty", "err", err)
+			f = nil // the answer: none
+		}
+		select {
+		case s.intake.spare <- f: // one asked for at a time: there is room
+		case <-s.quit:
+			if f != nil {
+				_ = f.Close()
+				_ = os.Remove(f.Name())
+			}
+			return
+		}
+	}
 }
 
 // maxUnapplied bounds the bytes of durable records the database has not
