@@ -34,36 +34,6 @@ type History interface {
 	Received(ctx context.Context, since time.Time, seen func(id string) bool, fn func(*Event) (more bool, err error)) error
 }
 
-// UsageRecord is what the usage figures need of an event received.
-type UsageRecord struct {
-	ID         string
-	Topic      string
-	ReceivedAt time.Time
-	Usage      Usage
-}
-
-// UsageHistory is a History that kept each event's Usage when it was
-// appended, so that it can hand out the events received since a time
-// without reading and parsing their bodies again (a parse per event, more
-// than the rest of the count). ReceivedUsage is Received with the event's
-// UsageRecord, the same record UsageOf gives for the event Received hands
-// out.
-type UsageHistory interface {
-	ReceivedUsage(ctx context.Context, since time.Time, seen func(id string) bool, fn func(UsageRecord) (more bool, err error)) error
-}
-
-// ReceivedUsage calls fn with the usage record of each event h holds that
-// was received at or after since, as h.Received does: through h's
-// ReceivedUsage when it has one, or from every event it reads.
-func ReceivedUsage(ctx context.Context, h History, since time.Time, seen func(id string) bool, fn func(UsageRecord) (bool, error)) error {
-	if u, ok := h.(UsageHistory); ok {
-		return u.ReceivedUsage(ctx, since, seen, fn)
-	}
-	return h.Received(ctx, since, seen, func(ev *Event) (bool, error) {
-		return fn(UsageRecord{ID: ev.ID, Topic: ev.Topic, ReceivedAt: ev.ReceivedAt, Usage: UsageOf(ev)})
-	})
-}
-
 // DeadFilter selects dead letters; every condition given must hold.
 type DeadFilter struct {
 	Sink string // this sink's; "" any

@@ -19,10 +19,7 @@ import (
 // short read transactions of scanChunk records: a long one would hold
 // bbolt's mmap lock and stall the writer when the file has to grow.
 
-var (
-	_ relay.History      = (*Store)(nil)
-	_ relay.UsageHistory = (*Store)(nil)
-)
+var _ relay.History = (*Store)(nil)
 
 const scanChunk = 2048
 
@@ -199,29 +196,6 @@ func (s *Store) FindDead(ctx context.Context, f relay.DeadFilter, offset, limit 
 // milliseconds) and skips what was received earlier, and what seen
 // reports, by key, before decoding anything.
 func (s *Store) Received(ctx context.Context, since time.Time, seen func(id string) bool, fn func(*relay.Event) (bool, error)) error {
-	return s.received(ctx, since, seen, func(id string, m eventMeta, body []byte) (bool, error) {
-		return fn(eventOf(id, m, bytes.Clone(body)))
-	})
-}
-
-// ReceivedUsage implements relay.UsageHistory from the usage each event's
-// meta keeps; an event stored before it was kept is parsed.
-func (s *Store) ReceivedUsage(ctx context.Context, since time.Time, seen func(id string) bool, fn func(relay.UsageRecord) (bool, error)) error {
-	return s.received(ctx, since, seen, func(id string, m eventMeta, body []byte) (bool, error) {
-		r := relay.UsageRecord{ID: id, Topic: m.Topic, ReceivedAt: time.Unix(0, m.Received).UTC()}
-		if m.Usage != nil {
-			r.Usage = m.Usage.usage()
-		} else {
-			r.Usage = relay.UsageOf(eventOf(id, m, bytes.Clone(body)))
-		}
-		return fn(r)
-	})
-}
-
-// received calls fn with each event received at or after since whose id
-// seen does not report (see Received); body is bbolt memory, valid only
-// during the call.
-func (s *Store) received(ctx context.Context, since time.Time, seen func(id string) bool, fn func(id string, m eventMeta, body []byte) (bool, error)) error {
 	if err := s.caughtUp(ctx); err != nil {
 		return err
 	}
@@ -239,7 +213,7 @@ func (s *Store) received(ctx context.Context, since time.Time, seen func(id stri
 		if err != nil || (!since.IsZero() && m.Received < from0) {
 			return true, nil
 		}
-		return fn(id, m, body)
+		return fn(eventOf(id, m, bytes.Clone(body)))
 	})
 }
 

@@ -32,36 +32,6 @@ type eventMeta struct {
 	Key      string   `json:"key"`      // ordering key
 	Sinks    []string `json:"sinks"`
 	Hash     []byte   `json:"hash"` // dedupe key, from which the in-memory index is rebuilt
-	// Usage is the event's relay.Usage, kept so that the usage figures
-	// are counted without parsing bodies again; nil in events stored
-	// before it was kept (their body is parsed).
-	Usage *usageMeta `json:"usage,omitempty"`
-}
-
-// usageMeta is a relay.Usage as stored: short keys, zero values left out.
-type usageMeta struct {
-	Counted bool     `json:"k,omitempty"`
-	Chatbot string   `json:"b,omitempty"`
-	Source  string   `json:"s,omitempty"`
-	New     bool     `json:"n,omitempty"`
-	Credits float64  `json:"c,omitempty"`
-	Score   *float64 `json:"a,omitempty"` // nil: no score
-}
-
-func usageMetaOf(u relay.Usage) *usageMeta {
-	m := &usageMeta{Counted: u.Counted, Chatbot: u.Chatbot, Source: u.Source, New: u.NewConversation, Credits: u.Credits}
-	if u.HasScore {
-		m.Score = &u.Score
-	}
-	return m
-}
-
-func (m *usageMeta) usage() relay.Usage {
-	u := relay.Usage{Counted: m.Counted, Chatbot: m.Chatbot, Source: m.Source, NewConversation: m.New, Credits: m.Credits}
-	if m.Score != nil {
-		u.HasScore, u.Score = true, *m.Score
-	}
-	return u
 }
 
 // appendRecord builds the intake record of an append in o: the event's
@@ -72,7 +42,7 @@ func (m *usageMeta) usage() relay.Usage {
 func (o *ops) appendRecord(ev *relay.Event, sinks []string, hash, entry []byte) (seqAt []int, err error) {
 	meta, err := json.Marshal(eventMeta{
 		Topic: ev.Topic, Received: ev.ReceivedAt.UnixNano(), Conv: ev.ConversationID,
-		Key: ev.OrderingKey(), Sinks: sinks, Hash: hash, Usage: usageMetaOf(relay.UsageOf(ev)),
+		Key: ev.OrderingKey(), Sinks: sinks, Hash: hash,
 	})
 	if err != nil {
 		return nil, err

@@ -87,12 +87,12 @@ func (u *usageCounter) refreshLocked(ctx context.Context) error {
 	}
 	var found []counted
 	seen := func(id string) bool { _, ok := u.seen[id]; return ok }
-	err := relay.ReceivedUsage(ctx, u.hist, since, seen, func(r relay.UsageRecord) (bool, error) {
-		if seen(r.ID) {
+	err := u.hist.Received(ctx, since, seen, func(ev *relay.Event) (bool, error) {
+		if seen(ev.ID) {
 			return true, nil
 		}
-		u.seen[r.ID] = r.ReceivedAt
-		found = append(found, counted{r.ReceivedAt.Unix() / 60, u.topics.Fold(r.Topic), r.Usage})
+		u.seen[ev.ID] = ev.ReceivedAt
+		found = append(found, counted{ev.ReceivedAt.Unix() / 60, u.topics.Fold(ev.Topic), relay.UsageOf(ev)})
 		return true, nil
 	})
 	u.mu.Lock()

@@ -16,7 +16,6 @@ func RunHistory(t *testing.T, open Factory) {
 	t.Run("Conversation", func(t *testing.T) { t.Parallel(); testConversation(t, open) })
 	t.Run("FindDead", func(t *testing.T) { t.Parallel(); testFindDead(t, open) })
 	t.Run("Received", func(t *testing.T) { t.Parallel(); testReceived(t, open) })
-	t.Run("ReceivedUsage", func(t *testing.T) { t.Parallel(); testReceivedUsage(t, open) })
 }
 
 func ids(recs []relay.EventRecord) []string {
@@ -248,70 +247,6 @@ func testReceived(t *testing.T, open Factory) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := collect(tt.since, tt.seen, tt.stopAfter); !slices.Equal(got, tt.want) {
 				t.Fatalf("Received(%v) = %v, want %v", tt.since, got, tt.want)
-			}
-		})
-	}
-}
-
-// testReceivedUsage checks relay.ReceivedUsage on the store (through its
-// ReceivedUsage when it is a relay.UsageHistory): the same records, in the
-// same order, as relay.UsageOf gives for each event Received hands out, for
-// every kind of event the usage figures tell apart.
-func testReceivedUsage(t *testing.T, open Factory) {
-	h := open(t, clockwork.NewFakeClock())
-	ctx := t.Context()
-	now := time.Now()
-	bodies := []struct{ topic, body string }{
-		{relay.TopicChat, `{"conversation_id":"c1","chatbot_id":"bot-a","source":"widget","cost_credits":2.5,"messages":[{"role":"user","content":"q"}],"answer":{"content":"a","score":0.3}}`},
-		{relay.TopicChat, `{"conversation_id":"c1","chatbot_id":"bot-a","messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"},{"role":"user","content":"r"}],"answer":{"content":"b"}}`},
-		{relay.TopicChat, `{"messages":[{"role":"user","content":"q"}],"answer":{"content":"a","score":1}}`},
-		{relay.TopicChat, `{"conversation_id":"c2","chatbot_id":"bot-b","cost_credits":"1.25","answer":{"content":"a","score":0}}`},
-		{relay.TopicEscalation, `{"conversation_id":"c1","chatbot_id":"bot-a","messages":[{"role":"user","content":"a human, please"}]}`},
-		{relay.TopicLead, `{"conversation_id":"c3","chatbot_id":"bot-b","name":"Ann"}`},
-	}
-	var evs []*relay.Event
-	for i, b := range bodies {
-		ev, err := relay.DecodeEvent([]byte(b.body))
-		if err != nil {
-			t.Fatalf("body %d: %v", i, err)
-		}
-		ev.ID, ev.Topic = newID(t), b.topic
-		ev.ReceivedAt = now.Add(time.Duration(i-len(bodies)) * time.Minute)
-		mustAppend(t, h.Store, ev, "s")
-		evs = append(evs, ev)
-	}
-	tests := []struct {
-		name  string
-		since time.Time
-		seen  []string
-		want  []*relay.Event
-	}{
-		{"everything", time.Time{}, nil, evs},
-		{"since", evs[2].ReceivedAt, nil, evs[2:]},
-		{"seen skipped", time.Time{}, []string{evs[0].ID, evs[4].ID}, []*relay.Event{evs[1], evs[2], evs[3], evs[5]}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var skip func(string) bool
-			if tt.seen != nil {
-				skip = func(id string) bool { return slices.Contains(tt.seen, id) }
-			}
-			var got []relay.UsageRecord
-			err := relay.ReceivedUsage(ctx, h.Store, tt.since, skip, func(r relay.UsageRecord) (bool, error) {
-				got = append(got, r)
-				return true, nil
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(got) != len(tt.want) {
-				t.Fatalf("ReceivedUsage gave %d records, want %d: %+v", len(got), len(tt.want), got)
-			}
-			for i, ev := range tt.want {
-				want := relay.UsageRecord{ID: ev.ID, Topic: ev.Topic, ReceivedAt: ev.ReceivedAt, Usage: relay.UsageOf(ev)}
-				if g := got[i]; g.ID != want.ID || g.Topic != want.Topic || !g.ReceivedAt.Equal(want.ReceivedAt) || g.Usage != want.Usage {
-					t.Errorf("record %d = %+v, want %+v", i, g, want)
-				}
 			}
 		})
 	}
