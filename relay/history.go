@@ -27,11 +27,8 @@ type History interface {
 	// answers false or an error, which Received returns. Events past the
 	// store's retention are gone. An event committed late (its write was
 	// slow) may come after later ones: callers that read repeatedly start
-	// a little before where they stopped and pass seen, which reports the
-	// ids they have counted; the store skips those before reading them
-	// (nil: none), so that reading again costs a walk over ids, not a
-	// decoding of every event.
-	Received(ctx context.Context, since time.Time, seen func(id string) bool, fn func(*Event) (more bool, err error)) error
+	// a little before where they stopped and skip the ids they have seen.
+	Received(ctx context.Context, since time.Time, fn func(*Event) (more bool, err error)) error
 }
 
 // DeadFilter selects dead letters; every condition given must hold.

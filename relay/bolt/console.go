@@ -193,9 +193,8 @@ func (s *Store) FindDead(ctx context.Context, f relay.DeadFilter, offset, limit 
 
 // Received implements relay.History. The scan starts at the first id of
 // receivedSlack before since (UUIDv7 ids begin with their time in
-// milliseconds) and skips what was received earlier, and what seen
-// reports, by key, before decoding anything.
-func (s *Store) Received(ctx context.Context, since time.Time, seen func(id string) bool, fn func(*relay.Event) (bool, error)) error {
+// milliseconds) and skips what was received earlier.
+func (s *Store) Received(ctx context.Context, since time.Time, fn func(*relay.Event) (bool, error)) error {
 	if err := s.caughtUp(ctx); err != nil {
 		return err
 	}
@@ -205,15 +204,15 @@ func (s *Store) Received(ctx context.Context, since time.Time, seen func(id stri
 	}
 	from0 := since.UnixNano()
 	return s.scanEvents(ctx, from, func(k, v []byte) (bool, error) {
-		id := string(k)
-		if seen != nil && seen(id) {
-			return true, nil
-		}
-		m, body, err := decodeEventMeta(v)
+		m, _, err := decodeEventMeta(v)
 		if err != nil || (!since.IsZero() && m.Received < from0) {
 			return true, nil
 		}
-		return fn(eventOf(id, m, bytes.Clone(body)))
+		ev, _, err := decodeEvent(string(k), v)
+		if err != nil {
+			return true, nil
+		}
+		return fn(ev)
 	})
 }
 

@@ -98,18 +98,14 @@ func decodeEvent(id string, v []byte) (*relay.Event, eventMeta, error) {
 	if err != nil {
 		return nil, m, err
 	}
-	return eventOf(id, m, bytes.Clone(body)), m, nil
-}
-
-// eventOf rebuilds an Event from its meta and body (not bbolt memory).
-func eventOf(id string, m eventMeta, body []byte) *relay.Event {
+	body = bytes.Clone(body)
 	ev, err := relay.DecodeEvent(body)
 	if err != nil {
 		// Accepted bodies are JSON objects; keep the event usable anyway.
 		ev = &relay.Event{Body: body}
 	}
 	ev.ID, ev.Topic, ev.ReceivedAt = id, m.Topic, time.Unix(0, m.Received).UTC()
-	return ev
+	return ev, m, nil
 }
 
 // deliveryRecord is where one delivery stands.

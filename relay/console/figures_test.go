@@ -25,12 +25,12 @@ func (h *history) add(ev *relay.Event) {
 	h.events = append(h.events, ev)
 }
 
-func (h *history) Received(_ context.Context, since time.Time, seen func(string) bool, fn func(*relay.Event) (bool, error)) error {
+func (h *history) Received(_ context.Context, since time.Time, fn func(*relay.Event) (bool, error)) error {
 	h.mu.Lock()
 	evs := append([]*relay.Event(nil), h.events...)
 	h.mu.Unlock()
 	for _, ev := range evs {
-		if ev.ReceivedAt.Before(since) || (seen != nil && seen(ev.ID)) {
+		if ev.ReceivedAt.Before(since) {
 			continue
 		}
 		if more, err := fn(ev); err != nil || !more {

@@ -86,9 +86,8 @@ func (u *usageCounter) refreshLocked(ctx context.Context) error {
 		use    relay.Usage
 	}
 	var found []counted
-	seen := func(id string) bool { _, ok := u.seen[id]; return ok }
-	err := u.hist.Received(ctx, since, seen, func(ev *relay.Event) (bool, error) {
-		if seen(ev.ID) {
+	err := u.hist.Received(ctx, since, func(ev *relay.Event) (bool, error) {
+		if _, ok := u.seen[ev.ID]; ok {
 			return true, nil
 		}
 		u.seen[ev.ID] = ev.ReceivedAt

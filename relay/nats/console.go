@@ -141,15 +141,12 @@ func (s *Store) FindDead(ctx context.Context, f relay.DeadFilter, offset, limit 
 
 // Received implements relay.History: the events stream from the first
 // event stored receivedSlack before since.
-func (s *Store) Received(ctx context.Context, since time.Time, seen func(id string) bool, fn func(*relay.Event) (bool, error)) error {
+func (s *Store) Received(ctx context.Context, since time.Time, fn func(*relay.Event) (bool, error)) error {
 	var from time.Time
 	if !since.IsZero() {
 		from = since.Add(-receivedSlack)
 	}
 	err := s.scanFrom(ctx, s.l.events, s.l.eventsAll(), from, func(m stored) (bool, error) {
-		if seen != nil && seen(m.Header.Get(hdrID)) {
-			return true, nil
-		}
 		ev, _ := eventOf(m.Header, m.Data)
 		if !since.IsZero() && ev.ReceivedAt.Before(since) {
 			return true, nil
