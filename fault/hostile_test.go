@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/chatrelay/chatrelay/relay"
+	"github.com/chatrelay/chatrelay/relay/relaytest"
 	"github.com/chatrelay/chatrelay/sinks/slack/slacktest"
 )
 
@@ -270,7 +271,6 @@ sinks:
 	}
 
 	// Real traffic, including a destination whose errors echo its URL.
-	var good []turn
 	for n := range 3 {
 		tu := turn{n, 0}
 		rep, a, err := c.postSigned(mustAddr(r), signing, chatBody(tu, "widget", 0))
@@ -278,9 +278,8 @@ sinks:
 			t.Fatalf("turn %s: %v %d %s", tu, err, rep.Code, rep.Body)
 		}
 		answers.add("receiver answer to a good event", rep.Body)
-		good = append(good, tu)
 	}
-	eventually(t, 20*time.Second, "the good events delivered, or parked for leaky", func() bool {
+	relaytest.Eventually(t, 20*time.Second, "the good events delivered, or parked for leaky", func() bool {
 		m := c.metrics(r)
 		return m.get(t, "chatrelay_deliveries_total", "sink", "crm", "result", "delivered") == 3 &&
 			m.get(t, "chatrelay_deliveries_total", "sink", "team", "result", "delivered") == 3 &&

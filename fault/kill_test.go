@@ -9,6 +9,7 @@ import (
 
 	"github.com/bwmarrin/discordgo"
 
+	"github.com/chatrelay/chatrelay/relay/relaytest"
 	"github.com/chatrelay/chatrelay/sinks/discord/discordtest"
 	"github.com/chatrelay/chatrelay/sinks/slack/slacktest"
 )
@@ -116,12 +117,12 @@ routes:
 	wg.Wait()
 
 	wantCRM, wantTeam, wantMonitor := l.turns(nil), l.turns(toTeam), l.turns(toMonitor)
-	eventually(t, 60*time.Second, "every accepted event at every routed sink", func() bool {
+	relaytest.Eventually(t, 60*time.Second, "every accepted event at every routed sink", func() bool {
 		return len(missing(wantCRM, hookTurns(hook.deliveries()))) == 0 && len(missing(wantTeam, slackTurns(slack))) == 0 &&
 			len(missing(wantMonitor, discordTurns())) == 0
 	})
 	// Let the queues empty, so that late repeats are counted too.
-	eventually(t, 30*time.Second, "empty queues", func() bool {
+	relaytest.Eventually(t, 30*time.Second, "empty queues", func() bool {
 		m := c.metrics(r)
 		return m.get(t, "chatrelay_queue_depth", "sink", "crm") == 0 && m.get(t, "chatrelay_queue_depth", "sink", "team") == 0 &&
 			m.get(t, "chatrelay_queue_depth", "sink", "monitor") == 0

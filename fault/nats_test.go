@@ -1,18 +1,21 @@
 package fault
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/chatrelay/chatrelay/relay/relaytest"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -224,7 +227,7 @@ func wait(t *testing.T, d time.Duration) {
 func checkDelivered(t *testing.T, l *load, hook *hookServer, bound int) orderReport {
 	t.Helper()
 	want := l.turns(nil)
-	eventually(t, 60*time.Second, "every accepted event at the sink", func() bool {
+	relaytest.Eventually(t, 60*time.Second, "every accepted event at the sink", func() bool {
 		return len(missing(want, hookTurns(hook.deliveries()))) == 0
 	})
 	got := hookTurns(hook.deliveries())
@@ -291,7 +294,7 @@ func natsKilledUnderLoad(t *testing.T) {
 	}
 	wait(t, time.Second)
 	n.signal(syscall.SIGKILL)
-	eventually(t, 10*time.Second, "503 with Retry-After while NATS is gone", func() bool {
+	relaytest.Eventually(t, 10*time.Second, "503 with Retry-After while NATS is gone", func() bool {
 		_, _, unavailable, _ := l.snapshot()
 		return unavailable > 0
 	})
@@ -325,12 +328,12 @@ func natsRestartThenRepeat(t *testing.T) {
 	if err != nil || a1.Status != "accepted" {
 		t.Fatalf("first post: %+v, %v", a1, err)
 	}
-	eventually(t, 20*time.Second, "the first turn delivered", func() bool {
+	relaytest.Eventually(t, 20*time.Second, "the first turn delivered", func() bool {
 		return len(missing([]turn{first}, hookTurns(hook.deliveries()))) == 0
 	})
 	n.signal(syscall.SIGTERM)
 	n.start()
-	eventually(t, 30*time.Second, "/readyz once NATS is back", func() bool {
+	relaytest.Eventually(t, 30*time.Second, "/readyz once NATS is back", func() bool {
 		return c.get("http://"+addr+"/readyz").Code == http.StatusOK
 	})
 	_, again, err := c.postSigned(addr, secret, chatBody(first, "widget", 0))
@@ -342,7 +345,7 @@ func natsRestartThenRepeat(t *testing.T) {
 	if _, a2, err := c.postSigned(addr, secret, chatBody(second, "widget", 0)); err != nil || a2.Status != "accepted" {
 		t.Fatalf("next turn: %+v, %v", a2, err)
 	}
-	eventually(t, 20*time.Second, "the next turn delivered", func() bool {
+	relaytest.Eventually(t, 20*time.Second, "the next turn delivered", func() bool {
 		return len(missing([]turn{second}, hookTurns(hook.deliveries()))) == 0
 	})
 	if rep := checkOrder(hookTurns(hook.deliveries())); rep.duplicates != 0 || len(rep.violations) != 0 {
@@ -386,46 +389,173 @@ func natsReplicaKilledAfterRestart(t *testing.T) {
 	rs[0].stop(15 * time.Second)
 }
 
-// natsReplicaFrozen: two replicas share a webhook sink under load; one is
-// frozen (SIGSTOP) for well past the ack wait while it holds heads of the
-// sink's partitions, then resumed. The other takes those heads and sends
-// the conversations on; the frozen one, resumed, must not send an old turn
-// after the newer ones, nor take its late acks for deliveries.
+// natsReplicaFrozen: a replica holds the head of every partition of a
+// webhook sink (it runs alone at first; its one send hangs at the
+// destination, so the other heads wait in its ready set) when it is frozen
+// (SIGSTOP). A second replica starts, takes those heads once the ack wait
+// has passed and sends the conversations on; then the destination answers
+// the hanging send and the frozen replica runs again. It must neither send
+// a head it held (an old turn after the newer ones) nor take its late
+// answer for a delivery ("late acks accepted" in the audit). Each step
+// waits for the state it needs (the heads handed out, the turns
+// delivered, the frozen replica's give-ups), so the scenario happens on
+// every run however loaded the machine.
 func natsReplicaFrozen(t *testing.T) {
 	const secret, token, convs = "nats-freeze-signing-secret", "nats-freeze-admin-token", 6
 	n := newNATS(t, "")
 	n.start()
-	// A slow destination: each replica holds heads, in flight or waiting,
-	// when the freeze comes.
-	hook := newHookServer(t, func(int, http.ResponseWriter, *http.Request) bool {
-		time.Sleep(20 * time.Millisecond) // a destination's own pace, not a synchronisation
-		return false
+	var (
+		mu           sync.Mutex
+		released     bool
+		sentByFrozen int // requests from the frozen replica once the hanging one was answered
+		hanging      = make(chan struct{})
+		hangingOnce  sync.Once
+		release      = make(chan struct{})
+	)
+	hook := newHookServer(t, func(_ int, w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path != "/in/frozen" {
+			return false
+		}
+		mu.Lock()
+		done := released
+		if done {
+			sentByFrozen++
+		}
+		mu.Unlock()
+		if done {
+			return false // a delivery like any other, in the order it arrives
+		}
+		// The frozen replica's send in flight at the freeze: it hangs
+		// until the test answers it, while the replica is stopped. The
+		// other replica delivers the same turn again; this one is not
+		// counted.
+		hangingOnce.Do(func() { close(hanging) })
+		select {
+		case <-release:
+			w.WriteHeader(http.StatusNoContent)
+		case <-r.Context().Done():
+		}
+		return true
 	})
-	rs, c := natsReplicas(t, n, hook, 2, secret, token)
-	var frozen atomic.Bool
-	l := newLoad(t, rs[0], c, secret, func(int) string { return "widget" })
-	l.gap = 30 * time.Millisecond
-	l.pick = alternate(rs, func(r *relayProc) bool { return r == rs[1] && frozen.Load() })
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for conv := range convs {
-		wg.Go(func() { l.run(conv, stop) })
+	replica := func(name string) *relayProc {
+		r := newRelay(t, relayConfig{Secret: secret, AdminToken: token, Extra: natsStore(n) + fmt.Sprintf(`
+retry: {initial: 50ms, max: 500ms, max_age: 1h}
+sinks:
+  - {name: crm, type: webhook, url: %q, concurrency: 1, timeout: 5m}
+`, hook.srv.URL+"/in/"+name)})
+		r.start()
+		return r
 	}
-	wait(t, time.Second)
-	frozen.Store(true)
-	// The load's requests to the frozen replica would hang: its client
-	// connections time out, and it sends to the other meanwhile.
-	rs[1].freeze()
-	wait(t, 2*natsAckWait+time.Second)
-	rs[1].thaw()
-	frozen.Store(false)
-	wait(t, time.Second)
-	close(stop)
-	wg.Wait()
-	rep := checkDelivered(t, l, hook, 2*convs)
+	frozen := replica("frozen")
+	c := newClient(t, token)
+	l := newLoad(t, frozen, c, secret, func(int) string { return "widget" })
+	for conv := range convs {
+		if !l.send(turn{conv, 0}) {
+			return
+		}
+	}
+	// Every partition that has a delivery handed it to the frozen replica
+	// (the only one running), and its send hangs.
+	select {
+	case <-hanging:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the frozen replica sent nothing")
+	}
+	js := n.jetStream()
+	held := 0
+	relaytest.Eventually(t, 30*time.Second, "every partition's head handed to the frozen replica", func() bool {
+		st, err := js.Stream(t.Context(), "CHATRELAY_QUEUE")
+		if err != nil {
+			return false
+		}
+		held = 0
+		infos := st.ListConsumers(t.Context())
+		all := true
+		for ci := range infos.Info() {
+			if ci.NumPending > 0 && ci.NumAckPending == 0 {
+				all = false
+			}
+			held += ci.NumAckPending
+		}
+		return infos.Err() == nil && all && held > 0
+	})
+	frozen.freeze()
+	thawed := false
+	defer func() {
+		if !thawed {
+			frozen.thaw() // so that the cleanup can stop it
+		}
+	}()
+
+	// The other replica takes the heads after the ack wait and sends the
+	// conversations on; the load balancer sends there meanwhile.
+	live := replica("live")
+	l.r = live
+	for tn := 1; tn <= 3; tn++ {
+		for conv := range convs {
+			if !l.send(turn{conv, tn}) {
+				return
+			}
+		}
+	}
+	relaytest.Eventually(t, 60*time.Second, "turns 0-3 delivered by the other replica", func() bool {
+		return len(missing(l.turns(nil), hookTurns(hook.deliveries()))) == 0
+	})
+
+	// The destination answers the hanging send, then the frozen replica
+	// runs again. It gives up every head it held (were it not fenced, it
+	// would take the answer for a delivery and send the other heads: wait
+	// for either before checking).
+	giveUps := func() int { return frozen.logs.count("gave up a delivery") }
+	before := giveUps()
+	mu.Lock()
+	released = true
+	mu.Unlock()
+	close(release)
+	frozen.thaw()
+	thawed = true
+	relaytest.Eventually(t, 30*time.Second, "the frozen replica gave up or sent every head it held", func() bool {
+		mu.Lock()
+		sent := sentByFrozen
+		mu.Unlock()
+		return giveUps()-before+sent >= held-1 // the hanging one's answer needs no request
+	})
+	// The conversations go on through both replicas.
+	l.pick = alternate([]*relayProc{frozen, live}, func(*relayProc) bool { return false })
+	for conv := range convs {
+		if !l.send(turn{conv, 4}) {
+			return
+		}
+	}
+	rep := checkDelivered(t, l, hook, convs)
+	// The hanging send's answer reached a replica that no longer held the
+	// delivery: it must not count it, nor any head it held, as delivered.
 	acc, _, _, _ := l.snapshot()
-	t.Logf("%d events accepted over 2 replicas, %d deliveries, %d repeated; the frozen replica logged %d give-ups",
-		len(acc), rep.deliveries, rep.duplicates, rs[1].logs.count("gave up a delivery")+rs[1].logs.count("no longer holds the delivery"))
+	for _, a := range acc {
+		if a.n < 4 && loggedDelivered(frozen.logs.String(), a.id) {
+			t.Errorf("the frozen replica logged turn %s (%s) delivered: it took a late answer for a delivery it no longer held", a.turn, a.id)
+		}
+	}
+	mu.Lock()
+	sent := sentByFrozen
+	mu.Unlock()
+	t.Logf("the frozen replica held %d heads; %d deliveries, %d repeated; it logged %d give-ups and sent %d requests after it ran again",
+		held, rep.deliveries, rep.duplicates, giveUps()-before, sent)
+}
+
+// loggedDelivered reports whether a relay's JSON log has a "delivered" line
+// for the event id.
+func loggedDelivered(logs, id string) bool {
+	for line := range strings.Lines(logs) {
+		var l struct {
+			Msg     string `json:"msg"`
+			EventID string `json:"event_id"`
+		}
+		if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "delivered" && l.EventID == id {
+			return true
+		}
+	}
+	return false
 }
 
 // natsFullSinkRefusing: the sink is down while events pile up until
@@ -505,8 +635,8 @@ func natsFullSinkRefusing(t *testing.T) {
 	if err := st.Purge(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "/readyz once there is room", func() bool { return readyz() == http.StatusOK })
-	eventually(t, 60*time.Second, "every refused delivery parked", func() bool {
+	relaytest.Eventually(t, 30*time.Second, "/readyz once there is room", func() bool { return readyz() == http.StatusOK })
+	relaytest.Eventually(t, 60*time.Second, "every refused delivery parked", func() bool {
 		return len(c.deadLetters(rs[0])) == accepted
 	})
 	if depth := c.metrics(rs[0]).get(t, "chatrelay_queue_depth", "sink", "crm"); depth != 0 {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/chatrelay/chatrelay/relay"
+	"github.com/chatrelay/chatrelay/relay/relaytest"
 	"github.com/chatrelay/chatrelay/sinks/slack/slacktest"
 )
 
@@ -70,13 +71,13 @@ sinks:
 	wg.Wait()
 
 	want := l.turns(nil)
-	eventually(t, 30*time.Second, "the backlog to drain into Slack", func() bool {
+	relaytest.Eventually(t, 30*time.Second, "the backlog to drain into Slack", func() bool {
 		return len(missing(want, slackTurns(slack))) == 0
 	})
 	drained := time.Since(backOnline)
 	// Slack records a message before it answers; the relay counts it once
 	// the answer is back.
-	eventually(t, 10*time.Second, "every delivery counted", func() bool {
+	relaytest.Eventually(t, 10*time.Second, "every delivery counted", func() bool {
 		return c.metrics(r).get(t, "chatrelay_deliveries_total", "sink", "team", "result", "delivered") >= float64(len(want))
 	})
 	rep := checkOrder(slackTurns(slack))
@@ -168,7 +169,7 @@ sinks:
 			want = append(want, tu)
 		}
 	}
-	eventually(t, 20*time.Second, "every delivery to Slack in the dead letters", func() bool {
+	relaytest.Eventually(t, 20*time.Second, "every delivery to Slack in the dead letters", func() bool {
 		return c.metrics(r).get(t, "chatrelay_dead_letters", "sink", "team") == float64(len(want))
 	})
 	expired := time.Now()
@@ -214,14 +215,14 @@ sinks:
 	if err != nil || !strings.Contains(out, fmt.Sprintf("requeued %d deliveries", len(want))) {
 		t.Fatalf("dlq replay: %v\n%s", err, out)
 	}
-	eventually(t, 20*time.Second, "the replayed deliveries in Slack", func() bool {
+	relaytest.Eventually(t, 20*time.Second, "the replayed deliveries in Slack", func() bool {
 		return len(missing(want, slackTurns(slack))) == 0
 	})
 	rep := checkOrder(slackTurns(slack))
 	for _, v := range rep.violations {
 		t.Error(v)
 	}
-	eventually(t, 10*time.Second, "the replay to be counted", func() bool {
+	relaytest.Eventually(t, 10*time.Second, "the replay to be counted", func() bool {
 		return c.metrics(r).get(t, "chatrelay_deliveries_total", "sink", "team", "result", "delivered") == float64(len(want))
 	})
 	m = c.metrics(r)

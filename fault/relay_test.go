@@ -443,26 +443,6 @@ func seriesKey(name string, labels ...string) string {
 	return name + "{" + strings.Join(parts, ",") + "}"
 }
 
-// eventually polls cond until it holds or the deadline passes. Used only
-// where nothing can be waited on (a child process's state, a fake that
-// records into a slice): polling with a deadline is the last resort.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(25 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		select {
-		case <-tick.C:
-		case <-t.Context().Done():
-			t.Fatalf("test ended waiting for %s", what)
-		}
-	}
-}
-
 // deadLetters lists the dead letters through the admin API.
 func (c *client) deadLetters(r *relayProc) []relay.DeadLetter {
 	c.t.Helper()

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatrelay/chatrelay/relay/relaytest"
 	"github.com/chatrelay/chatrelay/sinks/slack/slacktest"
 )
 
@@ -80,7 +81,7 @@ func TestFaultSlowAndBrokenSinks(t *testing.T) {
 						// is retried. A failure is counted when the send
 						// fails, "retried" once the retry is scheduled in
 						// the store: wait for both.
-						eventually(s.t, 20*time.Second, "two timeouts, both scheduled for retry", func() bool {
+						relaytest.Eventually(s.t, 20*time.Second, "two timeouts, both scheduled for retry", func() bool {
 							m := s.metrics()
 							return m.failures("target", "timeout") >= 2 &&
 								m.get(t, "chatrelay_deliveries_total", "sink", "target", "result", "retried") >= 2
@@ -111,7 +112,7 @@ func TestFaultSlowAndBrokenSinks(t *testing.T) {
 						// SIGTERM while a send hangs: it gets shutdown_timeout
 						// (1s), then chatrelay exits.
 						n := h.requests()
-						eventually(t, 10*time.Second, "a send in flight", func() bool { return h.requests() > n })
+						relaytest.Eventually(t, 10*time.Second, "a send in flight", func() bool { return h.requests() > n })
 						start := time.Now()
 						s.r.stop(10 * time.Second)
 						t.Logf("SIGTERM with sends hanging: exited after %s", time.Since(start).Round(time.Millisecond))
@@ -252,7 +253,7 @@ sinks:
 			}
 			// The healthy sink gets everything promptly, whatever the other
 			// one does.
-			eventually(t, 10*time.Second, "every turn at the healthy sink", func() bool {
+			relaytest.Eventually(t, 10*time.Second, "every turn at the healthy sink", func() bool {
 				return len(missing(tc.turns, hookTurns(crm.deliveries()))) == 0
 			})
 			var latencies []time.Duration
@@ -271,7 +272,7 @@ sinks:
 			}
 			// The broken sink: everything it can deliver arrives, in order.
 			if !target.hangs {
-				eventually(t, 20*time.Second, "the broken sink to settle everything", func() bool {
+				relaytest.Eventually(t, 20*time.Second, "the broken sink to settle everything", func() bool {
 					m := c.metrics(r)
 					return m.get(t, "chatrelay_queue_depth", "sink", "target") == 0
 				})
@@ -325,7 +326,7 @@ func slackBotCase(name, code string, times int, during func(*sinkRun), check fun
 // sink is marked down and holds its deliveries.
 func whileDown(s *sinkRun) {
 	t := s.t
-	eventually(t, 5*time.Second, "sink_up{target} 0", func() bool {
+	relaytest.Eventually(t, 5*time.Second, "sink_up{target} 0", func() bool {
 		return s.metrics().get(t, "chatrelay_sink_up", "sink", "target") == 0
 	})
 	var sinks struct {

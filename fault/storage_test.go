@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatrelay/chatrelay/relay/relaytest"
 	bbolt "go.etcd.io/bbolt"
 )
 
@@ -185,7 +186,7 @@ sinks:
 	}
 	// One turn per conversation whose delivery is held at the
 	// destination while the store fills up.
-	eventually(t, 10*time.Second, "the first turns delivered, and parked for the refuser", func() bool {
+	relaytest.Eventually(t, 10*time.Second, "the first turns delivered, and parked for the refuser", func() bool {
 		return len(hook.deliveries()) >= len(ok) && c.metrics(r).get(t, "chatrelay_dead_letters", "sink", "refuser") == float64(len(ok))
 	})
 	holding.Store(true)
@@ -198,7 +199,7 @@ sinks:
 		}
 		held = append(held, tu)
 	}
-	eventually(t, 10*time.Second, "the held deliveries at both destinations", func() bool {
+	relaytest.Eventually(t, 10*time.Second, "the held deliveries at both destinations", func() bool {
 		return hook.requests() >= len(ok) && refuser.requests() >= len(ok)
 	})
 	f.fill(t)
@@ -256,7 +257,7 @@ sinks:
 	how := f.free(t, r)
 	var recoveredIn time.Duration
 	freed := time.Now()
-	eventually(t, 20*time.Second, "the receiver to accept again", func() bool {
+	relaytest.Eventually(t, 20*time.Second, "the receiver to accept again", func() bool {
 		return send(refused).Code == http.StatusOK
 	})
 	recoveredIn = time.Since(freed)
@@ -287,7 +288,7 @@ sinks:
 	for _, a := range ok {
 		want = append(want, a.turn)
 	}
-	eventually(t, 30*time.Second, "every accepted event at the destination, and parked for the refuser", func() bool {
+	relaytest.Eventually(t, 30*time.Second, "every accepted event at the destination, and parked for the refuser", func() bool {
 		return len(missing(want, hookTurns(hook.deliveries()))) == 0 &&
 			c.metrics(r).get(t, "chatrelay_dead_letters", "sink", "refuser") == float64(len(want))
 	})

@@ -14,38 +14,20 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// RetryPolicy is the retry section of the config.
-type RetryPolicy struct {
-	Initial time.Duration // first backoff
-	Max     time.Duration // backoff cap; also how often a down sink is probed
-	MaxAge  time.Duration // past this, a delivery goes to the dead letters
-}
-
-// Backoff returns the wait before attempt n+1 after n failed attempts:
-// exponential with full jitter, uniform in [Initial, min(Max, Initial·2^(n-1))].
-// rnd is a uniform number in [0, 1).
-func (p RetryPolicy) Backoff(n int, rnd float64) time.Duration {
-	ceil := p.Initial
-	for i := 1; i < n && ceil < p.Max; i++ {
-		ceil *= 2
-	}
-	ceil = min(ceil, p.Max)
-	if ceil <= p.Initial {
-		return ceil
-	}
-	return p.Initial + time.Duration(rnd*float64(ceil-p.Initial))
-}
-
 // DispatcherConfig configures the dispatcher of one sink.
 type DispatcherConfig struct {
-	Sink         Sink
-	Queue        Queue
-	Pacer        *Pacer
-	Retry        RetryPolicy
-	Concurrency  int           // conversations in flight at once; default 4
-	Redact       []string      // fields removed before the sink sees an event (see Redact)
-	NoPacking    bool          // send every turn alone even if the sink can pack
-	Timeout      time.Duration // per send; default 10s
+	Sink        Sink
+	Queue       Queue
+	Retry       RetryPolicy
+	Concurrency int      // conversations in flight at once; default 4
+	Redact      []string // fields removed before the sink sees an event (see Redact)
+	NoPacking   bool     // send every turn alone even if the sink can pack
+	// PaceEvery and PaceBurst space the sink's sends (Pace): unless
+	// PaceEvery is set, the sink's own pace (Paced), if it has one;
+	// PaceEvery < 0 paces nothing.
+	PaceEvery    time.Duration
+	PaceBurst    int
+	Timeout      time.Duration // per send; default the sink's SendTimeout (Budgeted), else DefaultTimeout
 	DrainTimeout time.Duration // how long in-flight sends may finish after shutdown begins; default 10s
 	Metrics      *Metrics
 	// Stats, when set, gives the sink's pending count and oldest pending
@@ -65,19 +47,62 @@ type DispatcherConfig struct {
 	// it is stored (last_error, a dead letter's reason) or logged; nil
 	// scrubs nothing.
 	Scrub *Scrubber
+	// Outcomes, when set, is told how each delivery ended (delivered, or
+	// dead-lettered) before the store records it: what it queues in
+	// consequence (Followups) is durable before the delivery is settled.
+	Outcomes Outcomes
+}
+
+// Outcomes is told how deliveries ended.
+type Outcomes interface {
+	// Outcome is called once the delivery's end is known and before it is
+	// recorded; ctx outlives shutdown's start. It must not block for
+	// long: the delivery is settled after it returns.
+	Outcome(ctx context.Context, o Outcome)
+}
+
+// Outcome is how one delivery ended.
+type Outcome struct {
+	Sink  string
+	Event *Event
+	// Dead is set when the delivery goes to the dead letters, with the
+	// reason (scrubbed) and its dead letter's id; else it was delivered.
+	Dead         bool
+	Reason       string
+	DeadLetterID string
+	// Since is the start of the delivery's retry.max_age: its acceptance,
+	// or its last replay.
+	Since time.Time
 }
 
 // Dispatcher delivers one sink's queue: up to Concurrency conversations at
 // once, each strictly in order, with retries, pacing, rate-limit holds,
 // "sink down" probing and dead letters. It owns every goroutine it starts.
+//
+// Two contexts run through it: ctx ends when shutdown begins (nothing new
+// starts after that), and drain outlives it by DrainTimeout (a send in
+// flight may finish, and its outcome is recorded).
 type Dispatcher struct {
 	cfg    DispatcherConfig
 	name   string
-	packer Packer // nil unless the sink packs several turns into one message
+	packer *packer // nil unless the sink packs several turns into one message
+	// When a send may start, by the parts admit composes: the sink's
+	// pace, a hold its destination asked for, and while it is down (the
+	// breaker, outage), its probe ticket.
+	pace   *Pace
+	hold   *Hold
+	probes *probes
 	outage *outage
 
 	mu      sync.Mutex
 	lastErr string // last failure text, to log a retry at Warn only when it changes
+}
+
+// Ticket is the permission to send once.
+type Ticket struct {
+	// Probe is set when the sink is down and this send is the probe that
+	// finds out whether the destination works again.
+	Probe bool
 }
 
 // NewDispatcher returns a dispatcher; Run starts it.
@@ -97,7 +122,15 @@ func NewDispatcher(cfg DispatcherConfig) (*Dispatcher, error) {
 		cfg.Concurrency = 4
 	}
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = 10 * time.Second
+		cfg.Timeout = DefaultTimeout
+		if b, ok := cfg.Sink.(Budgeted); ok {
+			cfg.Timeout = b.SendTimeout()
+		}
+	}
+	if cfg.PaceEvery == 0 {
+		if p, ok := cfg.Sink.(Paced); ok {
+			cfg.PaceEvery, cfg.PaceBurst = p.Pace()
+		}
 	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 10 * time.Second
@@ -108,18 +141,16 @@ func NewDispatcher(cfg DispatcherConfig) (*Dispatcher, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clockwork.NewRealClock()
 	}
-	if cfg.Pacer == nil {
-		cfg.Pacer = NewPacer(cfg.Clock)
-	}
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Float64
 	}
 	if cfg.ReplayCommand == "" {
 		cfg.ReplayCommand = "chatrelay dlq replay"
 	}
-	d := &Dispatcher{cfg: cfg, name: cfg.Sink.Name(), outage: newOutage()}
+	d := &Dispatcher{cfg: cfg, name: cfg.Sink.Name(), outage: newOutage(),
+		pace: NewPace(cfg.Clock, cfg.PaceEvery, cfg.PaceBurst), hold: NewHold(cfg.Clock), probes: newProbes(cfg.Clock)}
 	if p, ok := cfg.Sink.(Packer); ok && p.MaxPack() > 1 && !cfg.NoPacking {
-		d.packer = p
+		d.packer = &packer{d: d, sink: p}
 	}
 	cfg.Metrics.InitSink(d.name)
 	return d, nil
@@ -127,64 +158,127 @@ func NewDispatcher(cfg DispatcherConfig) (*Dispatcher, error) {
 
 // Run delivers until ctx ends, then lets in-flight sends finish for up to
 // DrainTimeout, hands back what was not sent, and returns once every
-// goroutine it started has exited.
+// goroutine it started has exited. A worker that fails (the store cannot
+// hand out deliveries) stops the others: the sink's deliveries stop, which
+// is logged at error and returned.
 func (d *Dispatcher) Run(ctx context.Context) error {
-	// Sends and settlements run on hard, which outlives ctx by the drain
-	// budget: a send in flight at shutdown can finish and be acked.
-	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelHard()
-	var drain clockwork.Timer
-	var drainMu sync.Mutex
-	stop := context.AfterFunc(ctx, func() {
-		drainMu.Lock()
-		drain = d.cfg.Clock.AfterFunc(d.cfg.DrainTimeout, cancelHard)
-		drainMu.Unlock()
-	})
-	defer func() {
-		stop()
-		drainMu.Lock()
-		if drain != nil {
-			drain.Stop()
-		}
-		drainMu.Unlock()
-	}()
-
-	g := new(errgroup.Group)
+	g, ctx := errgroup.WithContext(ctx)
+	drain, stop := d.drainAfter(ctx)
+	defer stop()
 	for range d.cfg.Concurrency {
-		g.Go(func() error { return d.work(ctx, hard) })
+		g.Go(func() error { return d.work(ctx, drain) })
 	}
 	g.Go(func() error { return d.watch(ctx) })
-	return g.Wait()
+	if err := g.Wait(); err != nil {
+		d.cfg.Metrics.SinkUp.WithLabelValues(d.name).Set(0)
+		d.cfg.Logger.Error("the sink's deliveries stopped; nothing is sent to it until chatrelay restarts", "err", err)
+		return fmt.Errorf("sink %q: %w", d.name, err)
+	}
+	return nil
 }
 
-func (d *Dispatcher) work(ctx, hard context.Context) error {
-	for {
-		if ctx.Err() != nil {
-			return nil // shutdown: start nothing new
+// drainAfter returns the drain context: it ends DrainTimeout after ctx
+// does, or when stop is called.
+func (d *Dispatcher) drainAfter(ctx context.Context) (drain context.Context, stop func()) {
+	drain, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var mu sync.Mutex
+	var timer clockwork.Timer
+	unregister := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		timer = d.cfg.Clock.AfterFunc(d.cfg.DrainTimeout, cancel)
+	})
+	return drain, func() {
+		unregister()
+		mu.Lock()
+		if timer != nil {
+			timer.Stop()
 		}
+		mu.Unlock()
+		cancel()
+	}
+}
+
+// work is one worker: it takes the next due delivery, waits until a send
+// may start, and sends it (with what may share its message).
+func (d *Dispatcher) work(ctx, drain context.Context) error {
+	for ctx.Err() == nil {
 		del, err := d.cfg.Queue.Next(ctx)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, ErrClosed) {
 				return nil
 			}
-			return fmt.Errorf("sink %q: next delivery: %w", d.name, err)
+			return fmt.Errorf("next delivery: %w", err)
 		}
 		d.cfg.Accepting.Wait(ctx, del.Event.ID)
-		tk, err := d.cfg.Pacer.Acquire(ctx)
+		tk, err := d.admit(ctx)
 		if err == nil && ctx.Err() != nil {
-			// Shutting down: Next and Acquire still hand out what is due
-			// at once, but only sends already in flight may finish.
+			// Shutting down: what is due at once is still handed out,
+			// but only sends already in flight may finish.
+			if tk.Probe {
+				d.probes.giveBack()
+			}
 			err = ctx.Err()
 		}
 		if err != nil {
-			d.release(hard, del)
+			d.release(drain, del)
 			return nil
 		}
 		if d.packer != nil && !tk.Probe {
-			d.deliverPacked(ctx, hard, del)
+			d.packer.deliver(ctx, drain, del)
 			continue
 		}
-		d.deliver(ctx, hard, del, tk)
+		d.deliver(ctx, drain, del, tk)
+	}
+	return nil
+}
+
+// admit waits until one send may start: past any hold, as the one probe
+// of a sink that is down (at its time), else through the pace. A hold or
+// an outage that begins while a send waits for its slot of the pace holds
+// that send too. It returns ctx.Err() if ctx ends first.
+func (d *Dispatcher) admit(ctx context.Context) (Ticket, error) {
+	for {
+		if err := d.hold.Wait(ctx); err != nil {
+			return Ticket{}, err
+		}
+		probe, err := d.probes.take(ctx)
+		if err != nil {
+			return Ticket{}, err
+		}
+		if probe {
+			if d.hold.Held() { // a hold began while it waited
+				d.probes.giveBack()
+				continue
+			}
+			return Ticket{Probe: true}, nil
+		}
+		if err := d.pace.Wait(ctx); err != nil {
+			return Ticket{}, err
+		}
+		if d.hold.Held() || d.probes.isDown() {
+			continue // begun while this send waited for its slot: wait as they say
+		}
+		return Ticket{}, nil
+	}
+}
+
+// readmit is admit for a send that has its ticket but found a hold begun
+// since (another send's 429, read while this one gathered turns to pack):
+// it waits the hold out and takes a fresh slot of the pace. Being down
+// does not concern it: its ticket was granted before, as any send's in
+// flight when the sink went down.
+func (d *Dispatcher) readmit(ctx context.Context) error {
+	for {
+		if err := d.hold.Wait(ctx); err != nil {
+			return err
+		}
+		if err := d.pace.Wait(ctx); err != nil {
+			return err
+		}
+		if !d.hold.Held() {
+			return nil
+		}
 	}
 }
 
@@ -194,207 +288,97 @@ func (d *Dispatcher) release(ctx context.Context, del *Delivery) {
 	}
 }
 
-// deliver makes one attempt and settles the delivery. The attempt and its
-// settlement run on ctx (Run's hard context); soft ends when shutdown
-// begins, after which no send starts.
-func (d *Dispatcher) deliver(soft, ctx context.Context, del *Delivery, tk Ticket) {
-	now := d.cfg.Clock.Now()
-	if tk.Probe && now.Sub(del.Since) > d.cfg.Retry.MaxAge {
+// deliver makes one attempt at del alone and settles it.
+func (d *Dispatcher) deliver(ctx, drain context.Context, del *Delivery, tk Ticket) {
+	if tk.Probe && d.cfg.Clock.Now().Sub(del.Since) > d.cfg.Retry.MaxAge {
 		// While the sink is down, deliveries past max_age are parked
 		// without another request to a destination known to be broken.
-		d.cfg.Pacer.ReturnProbe(tk)
-		d.park(ctx, del, fmt.Sprintf("retry.max_age (%s) passed while the sink was down; last error: %s", d.cfg.Retry.MaxAge, del.LastError))
+		d.probes.giveBack()
+		d.park(drain, del, fmt.Sprintf("retry.max_age (%s) passed while the sink was down; last error: %s", d.cfg.Retry.MaxAge, del.LastError))
 		return
 	}
 	ev, err := Redact(del.Event, d.cfg.Redact)
 	if err != nil {
-		d.cfg.Pacer.ReturnProbe(tk)
-		d.park(ctx, del, "could not redact the event: "+err.Error())
+		if tk.Probe {
+			d.probes.giveBack()
+		}
+		d.park(drain, del, "could not redact the event: "+err.Error())
 		return
 	}
-	err = d.send(soft, ctx, tk, []*Delivery{del}, func(ctx context.Context) error {
-		return d.guard(func() error { return d.cfg.Sink.Send(ctx, ev) }, ev)
-	})
-	if err == nil {
-		d.succeeded(ctx, []*Delivery{del}, tk)
-		return
-	}
-	d.failed(ctx, []*Delivery{del}, tk, err)
+	d.sendOne(ctx, drain, del, ev, tk)
 }
 
-// deliverPacked sends del together with whatever else is due right now
-// (heads of other conversations) in one message, when the sink packs. A
-// busy chatbot then still mirrors in near real time into a channel that
-// takes one message per second: the pacer decides when the next message may
-// go, and everything that became due meanwhile goes in it.
-func (d *Dispatcher) deliverPacked(soft, ctx context.Context, del *Delivery) {
-	first, err := Redact(del.Event, d.cfg.Redact)
-	if err != nil {
-		d.deliver(soft, ctx, del, Ticket{})
-		return
-	}
-	if ok, err := d.canPack(ctx, first); err != nil {
-		d.failed(ctx, []*Delivery{del}, Ticket{}, err)
-		return
-	} else if !ok {
-		d.deliver(soft, ctx, del, Ticket{})
-		return
-	}
-	batch, evs := []*Delivery{del}, []*Event{first}
-	due, cancel := context.WithCancel(ctx)
-	cancel() // Next with a done context hands out only what is due now
-	for len(batch) < d.packer.MaxPack() {
-		more, err := d.cfg.Queue.Next(due)
-		if err != nil {
-			break
-		}
-		d.cfg.Accepting.Wait(ctx, more.Event.ID)
-		ev, err := Redact(more.Event, d.cfg.Redact)
-		if err != nil {
-			d.park(ctx, more, "could not redact the event: "+err.Error())
-			continue
-		}
-		ok, err := d.canPack(ctx, ev)
-		if err != nil {
-			d.failed(ctx, []*Delivery{more}, Ticket{}, err)
-			continue
-		}
-		if !ok {
-			d.release(ctx, more) // it goes alone, on a ticket of its own
-			break
-		}
-		batch, evs = append(batch, more), append(evs, ev)
-	}
-	sent := 1
-	if len(batch) == 1 {
-		err = d.send(soft, ctx, Ticket{}, batch, func(ctx context.Context) error {
-			return d.guard(func() error { return d.cfg.Sink.Send(ctx, first) }, first)
-		})
-	} else {
-		err = d.send(soft, ctx, Ticket{}, batch, func(ctx context.Context) error {
-			return d.guard(func() error {
-				var err error
-				sent, err = d.packer.SendPacked(ctx, evs)
-				return err
-			}, evs...)
-		})
-	}
-	if err != nil {
-		if class, _ := Classify(err); class == ClassPermanent && len(batch) > 1 && ctx.Err() == nil {
-			// The platform refused the packed message; each turn may well
-			// go through alone, so none is parked for what another did.
-			d.cfg.Logger.Warn("packed message refused; sending its turns one by one", "events", len(batch), "err", err)
-			for _, del := range batch {
-				tk, err := d.cfg.Pacer.Acquire(soft)
-				if err != nil {
-					d.release(context.WithoutCancel(ctx), del) // shutting down: it stays for the next start
-					continue
-				}
-				d.deliver(soft, ctx, del, tk)
-			}
-			return
-		}
-		d.failed(ctx, batch, Ticket{}, err)
-		return
-	}
-	if sent < 1 || sent > len(batch) {
-		d.cfg.Logger.Error("sink reported an impossible number of packed turns; sending them again",
-			"sent", sent, "events", len(batch))
-		sent = 0
-	}
-	// What did not fit goes in a later message, in its place.
-	for _, rest := range batch[sent:] {
-		d.release(ctx, rest)
-	}
-	if sent > 1 {
-		d.cfg.Metrics.PackedEvents.WithLabelValues(d.name).Add(float64(sent))
-		d.cfg.Logger.Debug("packed several turns into one message", "events", sent)
-	}
-	d.succeeded(ctx, batch[:sent], Ticket{})
+// sendOne sends ev, del's event as the sink sees it, and settles del.
+func (d *Dispatcher) sendOne(ctx, drain context.Context, del *Delivery, ev *Event, tk Ticket) {
+	dels := []*Delivery{del}
+	err := d.send(ctx, drain, tk, dels, func(ctx context.Context) error { return d.post(ctx, ev) })
+	d.settle(drain, dels, tk, err)
 }
 
-// canPack asks the sink whether ev may share a message, under guard.
-func (d *Dispatcher) canPack(ctx context.Context, ev *Event) (ok bool, err error) {
-	err = d.guard(func() error {
-		ok = d.packer.CanPack(ctx, ev)
-		return nil
-	}, ev)
-	return ok, err
+// post sends ev: through the sink's books when it is a Poster, whose
+// report then paces the sink.
+func (d *Dispatcher) post(ctx context.Context, ev *Event) error {
+	p, ok := d.cfg.Sink.(Poster)
+	if !ok {
+		return d.cfg.Sink.Send(ctx, ev)
+	}
+	rep, err := Post(ctx, p, ev)
+	d.paced(rep)
+	return err
 }
 
-// maxPanicText bounds how much of a panic's value enters a dead letter's
-// reason and the log.
-const maxPanicText = 300
-
-// guard runs one call into the sink (Send, SendPacked, CanPack) for evs. A
-// panic there (a bug in the sink's rendering of these events) must not take
-// the relay down, nor come back on every restart: it becomes a permanent
-// error, so the delivery is parked with a reason that says what happened,
-// and it is logged at error with the stack. The error a call returns comes
-// back with the configured secrets scrubbed from its text.
-func (d *Dispatcher) guard(call func() error, evs ...*Event) (err error) {
-	defer func() {
-		v := recover()
-		if v == nil {
-			return
-		}
-		text, _ := Truncate(d.cfg.Scrub.Scrub(fmt.Sprint(v)), maxPanicText)
-		err = Permanent(fmt.Errorf("sink %q panicked while handling the event (a bug in chatrelay; please report it with the log line): %s",
-			d.name, text), ReasonOther)
-		ids := make([]string, len(evs))
-		for i, ev := range evs {
-			ids[i] = ev.ID
-		}
-		attrs := []any{"panic", text, "stack", string(debug.Stack())}
-		if len(ids) == 1 {
-			attrs = append(attrs, "event_id", ids[0])
-		} else {
-			attrs = append(attrs, "event_ids", ids)
-		}
-		d.cfg.Logger.Error("sink panicked; treated as a permanent error for this delivery", attrs...)
-	}()
-	return d.cfg.Scrub.Error(call())
+// paced applies what a send reported to the sink's pace: a hold its
+// destination asked for, and a slot of the pace for each message after
+// the first, so that the channel's pace holds on average.
+func (d *Dispatcher) paced(rep Report) {
+	if !rep.HoldUntil.IsZero() {
+		d.hold.Until(rep.HoldUntil)
+	}
+	d.pace.Charge(rep.Posts - 1)
 }
 
 // errNotSent reports a send that did not start because shutdown began.
 var errNotSent = errors.New("shutdown began before the send started")
 
-// send makes one attempt for dels with the sink's timeout.
-func (d *Dispatcher) send(soft, ctx context.Context, tk Ticket, dels []*Delivery, post func(context.Context) error) error {
-	if !tk.Probe && d.cfg.Pacer.Held() {
+// send makes one attempt for dels within the sink's send timeout: call,
+// a call into the sink, runs under guard. A send that meets a hold begun
+// after its ticket waits it out first.
+func (d *Dispatcher) send(ctx, drain context.Context, tk Ticket, dels []*Delivery, call func(context.Context) error) error {
+	if !tk.Probe && d.hold.Held() {
 		// Another send's 429 was read between this send's ticket and now
 		// (packing reads the store in between): the whole sink waits, this
 		// send included, and then takes a fresh slot of the pace.
-		if err := d.cfg.Pacer.Reacquire(soft); err != nil {
+		if err := d.readmit(ctx); err != nil {
 			return errNotSent
 		}
 	}
 	// Right before posting, not at Next: a wait for the pace, a hold or a
 	// stalled process may have outlasted a store's hold on the delivery.
-	ctx, unhold, err := hold(ctx, dels)
+	held, unhold, err := holdDeliveries(drain, dels)
 	if err != nil {
 		return err
 	}
 	defer unhold()
 	// The cause wraps context.DeadlineExceeded: HTTP clients report the
 	// cause, and it must still read as a timeout (reason "timeout").
-	sendCtx, cancel := context.WithTimeoutCause(ctx, d.cfg.Timeout,
+	sendCtx, cancel := context.WithTimeoutCause(held, d.cfg.Timeout,
 		fmt.Errorf("sink %q: no answer within %s: %w", d.name, d.cfg.Timeout, context.DeadlineExceeded))
 	defer cancel()
 	start := d.cfg.Clock.Now()
-	err = post(sendCtx)
+	err = d.guard(func() error { return call(sendCtx) }, dels...)
 	d.cfg.Metrics.DeliveryAttempts.WithLabelValues(d.name).Inc()
 	d.cfg.Metrics.DeliveryDuration.WithLabelValues(d.name).Observe(d.cfg.Clock.Since(start).Seconds())
-	if cause := context.Cause(ctx); err != nil && errors.Is(cause, ErrNotHeld) {
+	if cause := context.Cause(held); err != nil && errors.Is(cause, ErrNotHeld) {
 		// Cut short because the store gave a delivery up mid-send.
 		err = fmt.Errorf("%w: %w", cause, err)
 	}
 	return err
 }
 
-// hold takes the store's hold (Holder) on each delivery for one send: the
+// holdDeliveries takes the store's hold (Holder) on each delivery for
+// one send: the
 // context ends when the store gives one up. An error wraps ErrNotHeld.
-func hold(ctx context.Context, dels []*Delivery) (context.Context, func(), error) {
+func holdDeliveries(ctx context.Context, dels []*Delivery) (context.Context, func(), error) {
 	var cancels []context.CancelFunc
 	unhold := func() {
 		for _, c := range cancels {
@@ -416,13 +400,67 @@ func hold(ctx context.Context, dels []*Delivery) (context.Context, func(), error
 	return ctx, unhold, nil
 }
 
+// maxPanicText bounds how much of a panic's value enters a dead letter's
+// reason and the log.
+const maxPanicText = 300
+
+// guard runs one call into the sink (Turn, Send, SendPacked, CanPack) for
+// dels. A
+// panic there (a bug in the sink's rendering of these events) must not take
+// the relay down, nor come back on every restart: it becomes a permanent
+// error, so the delivery is parked with a reason that says what happened,
+// and it is logged at error with the stack. The error a call returns comes
+// back with the configured secrets scrubbed from its text.
+func (d *Dispatcher) guard(call func() error, dels ...*Delivery) (err error) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		text, _ := Truncate(d.cfg.Scrub.Scrub(fmt.Sprint(v)), maxPanicText)
+		err = Permanent(fmt.Errorf("sink %q panicked while handling the event (a bug in chatrelay; please report it with the log line): %s",
+			d.name, text), ReasonOther)
+		ids := make([]string, len(dels))
+		for i, del := range dels {
+			ids[i] = del.Event.ID
+		}
+		attrs := []any{"panic", text, "stack", string(debug.Stack())}
+		if len(ids) == 1 {
+			attrs = append(attrs, "event_id", ids[0])
+		} else {
+			attrs = append(attrs, "event_ids", ids)
+		}
+		d.cfg.Logger.Error("sink panicked; treated as a permanent error for this delivery", attrs...)
+	}()
+	return d.cfg.Scrub.Error(call())
+}
+
+// settle records the outcome of one attempt for dels.
+func (d *Dispatcher) settle(drain context.Context, dels []*Delivery, tk Ticket, err error) {
+	if err == nil {
+		d.succeeded(drain, dels, tk)
+		return
+	}
+	d.failed(drain, dels, tk, err)
+}
+
 func (d *Dispatcher) succeeded(ctx context.Context, dels []*Delivery, tk Ticket) {
 	d.markUp(ctx) // the destination works (and the breaker's streak ends)
 	// Recorded even past the drain deadline: the send happened.
 	ctx = context.WithoutCancel(ctx)
 	acked := 0
 	for _, del := range dels {
+		d.outcome(ctx, Outcome{Sink: d.name, Event: del.Event, Since: del.Since})
 		if err := del.Ack(ctx); err != nil {
+			if errors.Is(err, ErrNotHeld) {
+				// The store gave the delivery up while it was being sent
+				// (this process stalled, or lost the store): it is someone
+				// else's by now, and this send counts as a repeat.
+				d.cfg.Logger.Warn("sent, but the store had given the delivery up meanwhile (this replica stalled or lost "+
+					"the store); not counted as delivered here, the store hands it out again",
+					"event_id", del.Event.ID, "conversation_id", del.Event.ConversationID, "err", err)
+				continue
+			}
 			// Not recorded: the delivery will be sent again (at least once).
 			d.cfg.Logger.Error("delivered, but could not record it; it will be sent again",
 				"event_id", del.Event.ID, "conversation_id", del.Event.ConversationID, "err", err)
@@ -447,7 +485,9 @@ func (d *Dispatcher) failed(ctx context.Context, dels []*Delivery, tk Ticket, er
 		// The store gave a delivery up before or during the send (it may
 		// be another consumer's by now): nothing was sent, or what was is
 		// not ours to record. Those still held go back untried.
-		d.cfg.Pacer.ReturnProbe(tk)
+		if tk.Probe {
+			d.probes.giveBack()
+		}
 		d.cfg.Logger.Warn("not sent: the store no longer holds the delivery; it goes out again from the store",
 			"event_id", dels[0].Event.ID, "events", len(dels), "err", err)
 		for _, del := range dels {
@@ -461,6 +501,9 @@ func (d *Dispatcher) failed(ctx context.Context, dels []*Delivery, tk Ticket, er
 		// Shutdown's drain budget ran out mid-send, or shutdown began
 		// before it started: not the destination's fault, so no attempt
 		// is counted.
+		if tk.Probe {
+			d.probes.giveBack()
+		}
 		for _, del := range dels {
 			d.release(context.WithoutCancel(ctx), del)
 		}
@@ -498,7 +541,7 @@ func (d *Dispatcher) failed(ctx context.Context, dels []*Delivery, tk Ticket, er
 			after = d.cfg.Retry.Initial
 		}
 		// A hold longer than max_age would outlive every delivery it holds.
-		d.cfg.Pacer.HoldUntil(now.Add(min(after, d.cfg.Retry.MaxAge)))
+		d.hold.Until(now.Add(min(after, d.cfg.Retry.MaxAge)))
 		d.cfg.Logger.Warn("rate limited; holding the sink", "event_id", dels[0].Event.ID, "events", len(dels),
 			"delay", after, "reason", reason)
 		for _, del := range dels {
@@ -562,6 +605,8 @@ func (d *Dispatcher) retryLater(ctx context.Context, del *Delivery, delay time.D
 // park moves the delivery to the dead letters.
 func (d *Dispatcher) park(ctx context.Context, del *Delivery, reason string) {
 	reason = d.cfg.Scrub.Scrub(reason)
+	d.outcome(ctx, Outcome{Sink: d.name, Event: del.Event, Dead: true, Reason: reason,
+		DeadLetterID: DeadLetterID(del.Event.ID, d.name), Since: del.Since})
 	if err := del.Term(ctx, reason); err != nil {
 		d.cfg.Logger.Error("could not park delivery in the dead letters", "event_id", del.Event.ID, "err", err)
 		return
@@ -570,4 +615,11 @@ func (d *Dispatcher) park(ctx context.Context, del *Delivery, reason string) {
 	d.cfg.Logger.Error("delivery parked in the dead letters", "event_id", del.Event.ID, "topic", del.Event.Topic,
 		"conversation_id", del.Event.ConversationID, "attempt", del.Attempts+1, "reason", reason,
 		"replay", d.cfg.ReplayCommand+" "+DeadLetterID(del.Event.ID, d.name))
+}
+
+// outcome tells the Outcomes, if any, how a delivery ended.
+func (d *Dispatcher) outcome(ctx context.Context, o Outcome) {
+	if d.cfg.Outcomes != nil {
+		d.cfg.Outcomes.Outcome(context.WithoutCancel(ctx), o)
+	}
 }

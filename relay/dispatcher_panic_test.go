@@ -46,7 +46,9 @@ func (s *panicky) Send(ctx context.Context, ev *relay.Event) error {
 	return s.packSink.Send(ctx, ev)
 }
 
-func (s *panicky) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) {
+var _ relay.Packer = (*panicky)(nil)
+
+func (s *panicky) SendPacked(ctx context.Context, evs []*relay.Event) (int, relay.Report, error) {
 	for _, ev := range evs {
 		if s.where == "sendpacked" && boom(ev) {
 			s.panics.Add(1)
@@ -72,10 +74,9 @@ func TestPanicInASinkParksTheDelivery(t *testing.T) {
 				threaded := map[string]bool{"A": where == "send"}
 				sink := &panicky{packSink: &packSink{fakeSink: newFakeSink(nil), threaded: threaded}, where: where}
 				sink.name = "fake"
-				f := start(t, dir, sink, policy, 1)
+				f := start(t, dir, sink, policy, 1, paced(time.Second))
 				defer f.stop(t)
-				f.pacer.SetPace(time.Second, 1)
-				f.pacer.HoldUntil(time.Now().Add(time.Second)) // turns queue up and pack
+				relay.HoldUntil(f.d, time.Now().Add(time.Second)) // turns queue up and pack
 				bad := f.append(t, "A", 1)
 				evs := []*relay.Event{bad}
 				for i := range 3 {

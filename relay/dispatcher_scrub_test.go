@@ -1,47 +1,15 @@
 package relay_test
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
 
-	"github.com/jonboulle/clockwork"
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/chatrelay/chatrelay/relay"
-	"github.com/chatrelay/chatrelay/relay/bolt"
 	"github.com/chatrelay/chatrelay/relay/relaytest"
 )
-
-// startWith is start with a last say on the dispatcher's config.
-func startWith(t *testing.T, dir string, sink relay.Sink, retry relay.RetryPolicy, concurrency int, edit func(*relay.DispatcherConfig)) *fixture {
-	t.Helper()
-	clock := clockwork.NewRealClock()
-	store, err := bolt.Open(dir, bolt.Options{Clock: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger, logs := relaytest.NewLogger()
-	m := relay.NewMetrics(prometheus.NewRegistry())
-	pacer := relay.NewPacer(clock)
-	cfg := relay.DispatcherConfig{
-		Sink: sink, Queue: store.Queue(sink.Name()), Pacer: pacer, Retry: retry, Concurrency: concurrency,
-		Timeout: 5 * time.Second, DrainTimeout: 5 * time.Second, Metrics: m, Logger: logger, Clock: clock,
-		Rand: func() float64 { return 0.5 },
-	}
-	edit(&cfg)
-	d, err := relay.NewDispatcher(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	f := &fixture{store: store, metrics: m, logs: logs, pacer: pacer, cancel: cancel, done: make(chan error, 1)}
-	go func() { f.done <- d.Run(ctx) }()
-	return f
-}
 
 // TestErrorTextIsScrubbedBeforeItIsKept: a destination that echoes a
 // configured credential in its answers leaves it in no last_error, dead
@@ -61,7 +29,7 @@ func TestErrorTextIsScrubbedBeforeItIsKept(t *testing.T) {
 			se.Status = 400
 			return fmt.Errorf("webhook sink: %w", relay.Permanent(se, relay.ReasonClientError))
 		})
-		f := startWith(t, dir, sink, policy, 1, func(c *relay.DispatcherConfig) { c.Scrub = relay.NewScrubber(header) })
+		f := start(t, dir, sink, policy, 1, func(c *relay.DispatcherConfig) { c.Scrub = relay.NewScrubber(header) })
 		defer f.stop(t)
 		ev := f.append(t, "A", 1)
 		synctest.Wait() // the first attempt failed; the retry is 1s away

@@ -89,15 +89,15 @@ type fixture struct {
 	store   *bolt.Store
 	metrics *relay.Metrics
 	logs    *relaytest.LogBuffer
-	pacer   *relay.Pacer
 	d       *relay.Dispatcher
 	cancel  context.CancelFunc
 	done    chan error
 }
 
-// start opens a store in dir and runs a dispatcher for sink on it. Call
-// stop before the test (or bubble) ends.
-func start(t *testing.T, dir string, sink relay.Sink, retry relay.RetryPolicy, concurrency int) *fixture {
+// start opens a store in dir and runs a dispatcher for sink on it; edits
+// have a last say on its config. Call stop before the test (or bubble)
+// ends.
+func start(t *testing.T, dir string, sink relay.Sink, retry relay.RetryPolicy, concurrency int, edits ...func(*relay.DispatcherConfig)) *fixture {
 	t.Helper()
 	clock := clockwork.NewRealClock() // inside a synctest bubble, time is the bubble's
 	store, err := bolt.Open(dir, bolt.Options{Clock: clock})
@@ -106,19 +106,27 @@ func start(t *testing.T, dir string, sink relay.Sink, retry relay.RetryPolicy, c
 	}
 	logger, logs := relaytest.NewLogger()
 	m := relay.NewMetrics(prometheus.NewRegistry())
-	pacer := relay.NewPacer(clock)
-	d, err := relay.NewDispatcher(relay.DispatcherConfig{
-		Sink: sink, Queue: store.Queue(sink.Name()), Pacer: pacer, Retry: retry, Concurrency: concurrency,
+	cfg := relay.DispatcherConfig{
+		Sink: sink, Queue: store.Queue(sink.Name()), Retry: retry, Concurrency: concurrency,
 		Timeout: 5 * time.Second, DrainTimeout: 5 * time.Second, Metrics: m, Logger: logger, Clock: clock,
 		Rand: func() float64 { return 0.5 }, Stats: store,
-	})
+	}
+	for _, edit := range edits {
+		edit(&cfg)
+	}
+	d, err := relay.NewDispatcher(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &fixture{store: store, metrics: m, logs: logs, pacer: pacer, d: d, cancel: cancel, done: make(chan error, 1)}
+	f := &fixture{store: store, metrics: m, logs: logs, d: d, cancel: cancel, done: make(chan error, 1)}
 	go func() { f.done <- d.Run(ctx) }()
 	return f
+}
+
+// paced is an edit for start: the sink takes one message per every.
+func paced(every time.Duration) func(*relay.DispatcherConfig) {
+	return func(cfg *relay.DispatcherConfig) { cfg.PaceEvery, cfg.PaceBurst = every, 1 }
 }
 
 func (f *fixture) stop(t *testing.T) {
@@ -685,6 +693,8 @@ type packSink struct {
 	threaded map[string]bool // conversations that cannot pack (have a thread)
 }
 
+var _ relay.Packer = (*packSink)(nil)
+
 func (s *packSink) MaxPack() int { return 10 }
 func (s *packSink) CanPack(_ context.Context, ev *relay.Event) bool {
 	s.mu2.Lock()
@@ -692,12 +702,12 @@ func (s *packSink) CanPack(_ context.Context, ev *relay.Event) bool {
 	return !s.threaded[ev.ConversationID]
 }
 func (s *packSink) Send(ctx context.Context, ev *relay.Event) error {
-	_, err := s.SendPacked(ctx, []*relay.Event{ev})
+	_, _, err := s.SendPacked(ctx, []*relay.Event{ev})
 	return err
 }
 
 // SendPacked posts at most 7 turns, as if no more fit one message.
-func (s *packSink) SendPacked(_ context.Context, evs []*relay.Event) (int, error) {
+func (s *packSink) SendPacked(_ context.Context, evs []*relay.Event) (int, relay.Report, error) {
 	evs = evs[:min(len(evs), 7)]
 	s.mu2.Lock()
 	var ids []string
@@ -710,7 +720,7 @@ func (s *packSink) SendPacked(_ context.Context, evs []*relay.Event) (int, error
 	for _, id := range ids {
 		s.sent <- id
 	}
-	return len(evs), nil
+	return len(evs), relay.Report{Posts: 1}, nil
 }
 
 func TestPackingKeepsUpWithAPacedChannel(t *testing.T) {
@@ -719,9 +729,8 @@ func TestPackingKeepsUpWithAPacedChannel(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		sink := &packSink{fakeSink: newFakeSink(nil), threaded: map[string]bool{"threaded": true}}
 		sink.name = "fake"
-		f := start(t, dir, sink, policy, 2)
+		f := start(t, dir, sink, policy, 2, paced(time.Second)) // a channel that takes one message per second
 		defer f.stop(t)
-		f.pacer.SetPace(time.Second, 1) // a channel that takes one message per second
 		t0 := time.Now()
 		order := map[string][]string{}
 		for i := range 30 {
@@ -850,9 +859,8 @@ func TestRefusedPackGoesTurnByTurn(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		sink := &refusingPacker{packSink: &packSink{fakeSink: newFakeSink(nil), threaded: map[string]bool{}}}
 		sink.name = "fake"
-		f := start(t, dir, sink, policy, 1)
+		f := start(t, dir, sink, policy, 1, paced(time.Second))
 		defer f.stop(t)
-		f.pacer.SetPace(time.Second, 1)
 		var evs []*relay.Event
 		for i := range 5 {
 			evs = append(evs, f.append(t, fmt.Sprintf("c%d", i), i))
@@ -879,10 +887,12 @@ func (s *refusingPacker) Send(ctx context.Context, ev *relay.Event) error {
 	return s.packSink.Send(ctx, ev)
 }
 
-func (s *refusingPacker) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) {
+var _ relay.Packer = (*refusingPacker)(nil)
+
+func (s *refusingPacker) SendPacked(ctx context.Context, evs []*relay.Event) (int, relay.Report, error) {
 	for _, ev := range evs {
 		if strings.Contains(string(ev.Body), `"q2"`) {
-			return 0, relay.Permanent(errors.New("invalid_blocks"), relay.ReasonClientError)
+			return 0, relay.Report{}, relay.Permanent(errors.New("invalid_blocks"), relay.ReasonClientError)
 		}
 	}
 	return s.packSink.SendPacked(ctx, evs)
@@ -909,7 +919,7 @@ func TestHoldStopsASendAlreadyTicketed(t *testing.T) {
 		<-sink.bIn // B has its ticket and is gathering turns to pack
 		close(sink.aGo)
 		synctest.Wait() // A's 429 was read: the sink holds for 30s
-		if !f.pacer.Held() {
+		if f.d.Health().HeldUntil.IsZero() {
 			t.Fatal("no hold after a 429")
 		}
 		close(sink.bGo)
@@ -961,4 +971,119 @@ func (s *holdRaceSink) Send(ctx context.Context, ev *relay.Event) error {
 		return err
 	}
 	return s.packSink.Send(ctx, ev)
+}
+
+// postSink is a fake relay.Poster: each turn takes parts messages, and
+// the first turn's send reports a rate-limit hold of hold.
+type postSink struct {
+	*fakeSink
+	parts int
+	hold  time.Duration
+	books *relay.Books
+
+	mu2   sync.Mutex
+	posts []time.Time
+	turns int
+}
+
+var _ relay.Poster = (*postSink)(nil)
+
+func (s *postSink) Send(ctx context.Context, ev *relay.Event) error {
+	_, err := relay.Post(ctx, s, ev)
+	return err
+}
+
+func (s *postSink) Turn(_ context.Context, ev *relay.Event) (*relay.Turn, error) {
+	s.mu2.Lock()
+	s.turns++
+	first := s.turns == 1
+	s.mu2.Unlock()
+	rep := &relay.Report{}
+	return &relay.Turn{Books: s.books, Event: ev, Dest: "C1", Parts: s.parts, Report: rep,
+		Post: func(context.Context, int, string) (relay.Placed, error) {
+			s.mu2.Lock()
+			s.posts = append(s.posts, time.Now())
+			s.mu2.Unlock()
+			if first && s.hold > 0 {
+				rep.Hold(time.Now().Add(s.hold))
+			}
+			return relay.Placed{}, nil
+		}}, nil
+}
+
+// TestSeveralPostsTakeSeveralSlots: what a send reports paces the sink: a
+// send that posted three messages takes three slots of the pace, and a
+// hold the destination's rate-limit headers asked for holds every send.
+func TestSeveralPostsTakeSeveralSlots(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		parts int
+		hold  time.Duration
+		gap   time.Duration // between the first post of the first send and that of the second
+	}{
+		{"one message", 1, 0, time.Second},
+		{"three messages", 3, 0, 3 * time.Second},
+		{"a hold", 1, 10 * time.Second, 10 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			synctest.Test(t, func(t *testing.T) {
+				sink := &postSink{fakeSink: newFakeSink(nil), parts: tc.parts, hold: tc.hold,
+					books: relay.NewBooks(relay.NewMemKV(), "fake", nil)}
+				f := start(t, dir, sink, policy, 2, paced(time.Second))
+				defer f.stop(t)
+				f.append(t, "conv-a", 1)
+				f.append(t, "conv-b", 2)
+				for {
+					synctest.Wait()
+					sink.mu2.Lock()
+					n := len(sink.posts)
+					sink.mu2.Unlock()
+					if n == 2*tc.parts {
+						break
+					}
+					time.Sleep(100 * time.Millisecond) // fake time, in the bubble
+				}
+				sink.mu2.Lock()
+				defer sink.mu2.Unlock()
+				if gap := sink.posts[tc.parts].Sub(sink.posts[0]); gap != tc.gap {
+					t.Errorf("second send %s after the first, want %s", gap, tc.gap)
+				}
+			})
+		})
+	}
+}
+
+// brokenQueue fails every Next, as a store that can no longer read its
+// deliveries would.
+type brokenQueue struct{ err error }
+
+func (q brokenQueue) Next(context.Context) (*relay.Delivery, error)    { return nil, q.err }
+func (q brokenQueue) TryNext(context.Context) (*relay.Delivery, error) { return nil, q.err }
+
+// TestFailingWorkerStopsTheSinkVisibly: a worker whose queue fails does
+// not vanish while the others go on: Run stops every worker, logs the
+// failure at error, shows the sink down and returns the error.
+func TestFailingWorkerStopsTheSinkVisibly(t *testing.T) {
+	t.Parallel()
+	boom := errors.New("bucket queue/fake: page 42 unreadable")
+	logger, logs := relaytest.NewLogger()
+	m := relay.NewMetrics(prometheus.NewRegistry())
+	d, err := relay.NewDispatcher(relay.DispatcherConfig{Sink: newFakeSink(nil), Queue: brokenQueue{err: boom},
+		Retry: policy, Concurrency: 4, Metrics: m, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = d.Run(t.Context())
+	if !errors.Is(err, boom) {
+		t.Fatalf("Run = %v, want the queue's error", err)
+	}
+	if up := testutil.ToFloat64(m.SinkUp.WithLabelValues("fake")); up != 0 {
+		t.Errorf("sink_up = %v, want 0", up)
+	}
+	if l := logs.String(); !strings.Contains(l, "level=ERROR") || !strings.Contains(l, "page 42 unreadable") {
+		t.Errorf("no error log line with the cause:\n%s", l)
+	}
 }

@@ -13,9 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
-
-	"github.com/rivo/uniseg"
 )
 
 // Class says what the dispatcher does after a failed send (SPEC §5).
@@ -199,11 +196,15 @@ func (e *StatusError) Error() string {
 }
 
 // ReadErrorBody reads at most 1 KiB of an error response body as one line of
-// valid UTF-8, for error messages.
+// valid UTF-8, for error messages. An answer cut short by a read error
+// says so after what was read.
 func ReadErrorBody(r io.Reader) string {
-	b, _ := io.ReadAll(io.LimitReader(r, maxErrorBody))
+	b, err := io.ReadAll(io.LimitReader(r, maxErrorBody))
 	s := strings.ToValidUTF8(string(b), "")
 	s = strings.Join(strings.Fields(s), " ")
+	if err != nil {
+		s += " (answer cut short)"
+	}
 	return s
 }
 
@@ -237,43 +238,38 @@ func WebhookPolicy() HTTPPolicy {
 	return HTTPPolicy{Broken: []int{http.StatusGone}}
 }
 
-// Check classifies an HTTP answer: nil for 2xx; otherwise a classified
-// *StatusError carrying up to 1 KiB of the body. It reads the body but does
-// not close it.
+// Classify classifies an HTTP answer from its status, its header and (at
+// most 1 KiB of) its body, as read: nil for 2xx; otherwise a classified
+// *StatusError carrying the body.
 //
 //   - 429: rate-limited for Retry-After (retryable with backoff when the
 //     header is missing or garbled);
 //   - 408, 5xx: retryable (rate-limited when a Retry-After is given);
 //   - statuses listed in Broken: broken (auth for 401/403, gone otherwise);
 //   - any other status: permanent for this event.
-func (p HTTPPolicy) Check(resp *http.Response, now time.Time) error {
-	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+func (p HTTPPolicy) Classify(status int, h http.Header, body string, now time.Time) error {
+	if status >= 200 && status < 300 {
 		return nil
 	}
-	se := &StatusError{Status: resp.StatusCode, Body: ReadErrorBody(resp.Body)}
-	return p.classify(se, resp.Header.Get("Retry-After"), now)
-}
-
-func (p HTTPPolicy) classify(se *StatusError, retryAfter string, now time.Time) error {
-	code := se.Status
+	se := &StatusError{Status: status, Body: body}
 	switch {
-	case code == http.StatusTooManyRequests:
-		if d, ok := ParseRetryAfter(retryAfter, now); ok {
+	case status == http.StatusTooManyRequests:
+		if d, ok := ParseRetryAfter(h.Get("Retry-After"), now); ok {
 			return RetryAfter(se, d)
 		}
 		return Retryable(se, ReasonRateLimited)
-	case code == http.StatusRequestTimeout:
+	case status == http.StatusRequestTimeout:
 		return Retryable(se, ReasonTimeout)
-	case code >= 500:
-		if d, ok := ParseRetryAfter(retryAfter, now); ok {
+	case status >= 500:
+		if d, ok := ParseRetryAfter(h.Get("Retry-After"), now); ok {
 			return RetryAfter(se, d)
 		}
 		return Retryable(se, ReasonServerError)
 	}
 	for _, b := range p.Broken {
-		if code == b {
+		if status == b {
 			reason := ReasonGone
-			if code == http.StatusUnauthorized || code == http.StatusForbidden {
+			if status == http.StatusUnauthorized || status == http.StatusForbidden {
 				reason = ReasonAuth
 			}
 			return Broken(se, reason)
@@ -363,37 +359,4 @@ func RedactURL(err error) error {
 		return err
 	}
 	return &url.Error{Op: ue.Op, URL: redacted, Err: ue.Err}
-}
-
-// Truncate cuts s to at most limit runes, ending in "…" when cut, between
-// grapheme clusters, and between words when a word boundary lies in the
-// last fifth. It reports
-// whether s was cut.
-func Truncate(s string, limit int) (string, bool) {
-	if limit <= 0 {
-		return "", s != ""
-	}
-	if utf8.RuneCountInString(s) <= limit {
-		return s, false
-	}
-	if limit == 1 {
-		return "…", true
-	}
-	// Byte offset just after the last whole grapheme cluster (a flag, a
-	// ZWJ emoji, a letter with its marks) within limit-1 runes.
-	cut, n, state := 0, 0, -1
-	for rest := s; rest != ""; {
-		var cluster string
-		cluster, rest, _, state = uniseg.FirstGraphemeClusterInString(rest, state)
-		k := utf8.RuneCountInString(cluster)
-		if n+k > limit-1 {
-			break
-		}
-		cut, n = cut+len(cluster), n+k
-	}
-	head := s[:cut]
-	if sp := strings.LastIndexAny(head, " \n\t"); sp > 0 && utf8.RuneCountInString(head[sp:]) <= limit/5 {
-		head = head[:sp]
-	}
-	return strings.TrimRight(head, " \n\t") + "…", true
 }

@@ -18,7 +18,7 @@ import (
 	"github.com/chatrelay/chatrelay/relay"
 )
 
-func TestHTTPPolicyCheck(t *testing.T) {
+func TestHTTPPolicyClassify(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 	tests := []struct {
@@ -53,20 +53,20 @@ func TestHTTPPolicyCheck(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(fmt.Sprintf("%d_%s_%v", tc.status, tc.retryAfter, tc.policy.Broken), func(t *testing.T) {
 			t.Parallel()
-			resp := &http.Response{StatusCode: tc.status, Header: http.Header{}, Body: http.NoBody}
+			h := http.Header{}
 			if tc.retryAfter != "" {
-				resp.Header.Set("Retry-After", tc.retryAfter)
+				h.Set("Retry-After", tc.retryAfter)
 			}
-			err := tc.policy.Check(resp, now)
+			err := tc.policy.Classify(tc.status, h, "", now)
 			if tc.ok {
 				if err != nil {
-					t.Fatalf("Check = %v, want nil", err)
+					t.Fatalf("Classify = %v, want nil", err)
 				}
 				return
 			}
 			class, after := relay.Classify(err)
 			if class != tc.class || after != tc.after || relay.ReasonOf(err) != tc.reason {
-				t.Fatalf("Check = %v: class %s after %s reason %s; want %s %s %s", err, class, after, relay.ReasonOf(err), tc.class, tc.after, tc.reason)
+				t.Fatalf("Classify = %v: class %s after %s reason %s; want %s %s %s", err, class, after, relay.ReasonOf(err), tc.class, tc.after, tc.reason)
 			}
 			var se *relay.StatusError
 			if !errors.As(err, &se) || se.Status != tc.status {
@@ -260,4 +260,29 @@ func TestUnreachable(t *testing.T) {
 			t.Errorf("%s: Unreachable(%v) = %v, want %v", tc.name, tc.err, got, tc.want)
 		}
 	}
+}
+
+// FuzzTruncateBytes: a byte-bounded cut is valid UTF-8 within the limit,
+// ends in "…" when it cut, and is a prefix of s otherwise.
+func FuzzTruncateBytes(f *testing.F) {
+	for _, seed := range []string{"", "abcdef", "a😀", "ab€", "€€", "Ünïcödé with 👨‍👩‍👧 family", strings.Repeat("x", 300)} {
+		for _, limit := range []int{0, 2, 3, 4, 5, 8, 256} {
+			f.Add(seed, limit)
+		}
+	}
+	f.Fuzz(func(t *testing.T, s string, limit int) {
+		if limit < 0 || limit > 1<<16 || !utf8.ValidString(s) {
+			return
+		}
+		got, cut := relay.TruncateBytes(s, limit)
+		if len(got) > limit || !utf8.ValidString(got) {
+			t.Fatalf("TruncateBytes(%q, %d) = %q: %d bytes", s, limit, got, len(got))
+		}
+		if !cut && got != s {
+			t.Fatalf("TruncateBytes(%q, %d) = %q without cutting", s, limit, got)
+		}
+		if cut && limit >= len("…") && !strings.HasSuffix(got, "…") {
+			t.Fatalf("TruncateBytes(%q, %d) = %q: cut without …", s, limit, got)
+		}
+	})
 }

@@ -49,6 +49,9 @@ type Event struct {
 	Lead           []Field   // the lead's fields in a stable order (name, email, phone, then as sent)
 	Fields         []Field   // every top-level field as sent, for generic rendering
 	Reply          *Reply    // the answer of an agent-reply body; read it through AgentReply
+	// Followup is what a follow-up event (TopicFollowup, the relay's own)
+	// carries; nil for every other event.
+	Followup *Followup
 }
 
 // Message is one turn of the conversation.
@@ -142,7 +145,7 @@ func DecodeEvent(body []byte) (*Event, error) {
 		return nil, err
 	}
 	ev := &Event{Body: body, Fields: make([]Field, 0, len(fields))}
-	var reply json.RawMessage
+	var reply, followup json.RawMessage
 	for _, f := range fields {
 		ev.Fields = append(ev.Fields, field(f.key, f.raw))
 		switch f.key {
@@ -164,27 +167,28 @@ func DecodeEvent(body []byte) (*Event, error) {
 			ev.Lead = decodeLead(unwrapString(f.raw))
 		case "reply":
 			reply = f.raw
+		case "followup":
+			followup = f.raw
 		}
 	}
-	if ev.Topic == TopicAgentReply {
+	switch ev.Topic {
+	case TopicAgentReply:
 		ev.Reply = decodeReply(reply)
+	case TopicFollowup:
+		ev.Followup = decodeFollowup(followup)
 	}
 	return ev, nil
 }
 
 // TopicOf returns the event's topic: the x-chat-data-topic header if set,
-// else the body's "event" field, else "chat".
-func TopicOf(header string, body []byte) string {
+// else the body's "event" field as DecodeEvent read it (bodyEvent), else
+// "chat".
+func TopicOf(header, bodyEvent string) string {
 	if t := strings.TrimSpace(header); t != "" {
 		return t
 	}
-	var probe struct {
-		Event json.RawMessage `json:"event"`
-	}
-	if json.Unmarshal(body, &probe) == nil {
-		if t := strings.TrimSpace(scalarString(probe.Event)); t != "" {
-			return t
-		}
+	if t := strings.TrimSpace(bodyEvent); t != "" {
+		return t
 	}
 	return TopicChat
 }
@@ -217,7 +221,9 @@ func validFields(data []byte) ([]rawField, error) {
 		end := skipString(data, i)
 		key := string(data[i+1 : end-1])
 		if bytes.IndexByte(data[i:end], '\\') >= 0 || !utf8.Valid(data[i:end]) {
-			_ = json.Unmarshal(data[i:end], &key)
+			if err := json.Unmarshal(data[i:end], &key); err != nil {
+				return nil, ErrNotObject // valid JSON always has a readable key: never
+			}
 		}
 		i = skipSpace(data, end)
 		i = skipSpace(data, i+1) // the colon

@@ -9,9 +9,8 @@ import (
 
 // History is the read side of a store that operators browse (the web
 // console and the admin API): a conversation's turns, dead letters by
-// filter, and the events received since a time, from which the usage
-// figures are counted. relay/bolt and relay/nats implement it, and
-// relay/storetest checks both.
+// filter, and the usage figures by minute. relay/bolt and relay/nats
+// implement it, and relay/storetest checks both.
 type History interface {
 	// Conversation returns the events of one conversation in acceptance
 	// order, each with where its deliveries stand: the last limit of them
@@ -22,13 +21,16 @@ type History interface {
 	// up to limit of them (all when limit <= 0) from offset on, and how
 	// many match in all.
 	FindDead(ctx context.Context, f DeadFilter, offset, limit int) (DeadPage, error)
-	// Received calls fn with each event received at or after since (by
-	// Event.ReceivedAt), in about the order they were accepted, until fn
-	// answers false or an error, which Received returns. Events past the
-	// store's retention are gone. An event committed late (its write was
-	// slow) may come after later ones: callers that read repeatedly start
-	// a little before where they stopped and skip the ids they have seen.
-	Received(ctx context.Context, since time.Time, fn func(*Event) (more bool, err error)) error
+	// Usage returns the usage figures of the events appended, by the
+	// minute of their Event.ReceivedAt, from the minute that holds since
+	// on, oldest first; minutes without events are left out. Each event
+	// counts once, however many times it was sent (a duplicate is not
+	// appended), whichever replica took it, and whenever its write
+	// committed. The stores count them as events are appended and keep
+	// them apart from the events, so that reading them never decodes an
+	// event body and they outlive the events' retention. Minutes more
+	// than UsageKept old may be gone.
+	Usage(ctx context.Context, since time.Time) ([]UsageMinute, error)
 }
 
 // DeadFilter selects dead letters; every condition given must hold.

@@ -2,11 +2,13 @@ package relay_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/chatrelay/chatrelay/relay"
 	"github.com/chatrelay/chatrelay/relay/relaytest"
@@ -15,6 +17,15 @@ import (
 
 // chanQueue hands out the deliveries sent on its channel.
 type chanQueue chan *relay.Delivery
+
+func (q chanQueue) TryNext(context.Context) (*relay.Delivery, error) {
+	select {
+	case d := <-q:
+		return d, nil
+	default:
+		return nil, nil
+	}
+}
 
 func (q chanQueue) Next(ctx context.Context) (*relay.Delivery, error) {
 	select {
@@ -88,12 +99,14 @@ func TestDispatcherRespectsHolds(t *testing.T) {
 		name     string
 		before   bool // given up before the send, else during it
 		held     bool // never given up
+		after    bool // given up once the destination answered, before the ack
 		wantSent bool
 		want     string // the settlement the dispatcher attempts
 	}{
 		{name: "held", held: true, wantSent: true, want: "ack"},
 		{name: "given up before the send", before: true, want: "release"},
 		{name: "given up during the send", wantSent: true, want: "release"},
+		{name: "given up after the send", after: true, wantSent: true, want: "ack"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -108,6 +121,10 @@ func TestDispatcherRespectsHolds(t *testing.T) {
 				if tc.held {
 					return nil
 				}
+				if tc.after {
+					st.giveUp() // the destination answered; the hold was gone by then
+					return nil
+				}
 				st.giveUp() // the store gives it up mid-send
 				<-ctx.Done()
 				return ctx.Err()
@@ -115,9 +132,10 @@ func TestDispatcherRespectsHolds(t *testing.T) {
 			q := make(chanQueue, 1)
 			q <- &relay.Delivery{Event: storetest.NewEvent(t, "A", 1), Sink: "fake", Settler: st}
 			logger, logs := relaytest.NewLogger()
+			metrics := relay.NewMetrics(prometheus.NewRegistry())
 			d, err := relay.NewDispatcher(relay.DispatcherConfig{
 				Sink: sinkFunc{name: "fake", send: send}, Queue: q, Retry: policy, Concurrency: 1,
-				Metrics: relay.NewMetrics(prometheus.NewRegistry()), Logger: logger,
+				Metrics: metrics, Logger: logger,
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -145,6 +163,16 @@ func TestDispatcherRespectsHolds(t *testing.T) {
 			}
 			if wasSent := len(sent) > 0; wasSent != tc.wantSent {
 				t.Errorf("sent: %v, want %v", wasSent, tc.wantSent)
+			}
+			if tc.after {
+				// The ack was refused: a repeat, not a delivery, and no
+				// error (nothing is lost; the store hands it out again).
+				if n := testutil.ToFloat64(metrics.Deliveries.WithLabelValues("fake", relay.ResultDelivered)); n != 0 {
+					t.Errorf("counted %v delivered after the store refused the ack", n)
+				}
+				if l := logs.String(); strings.Contains(l, "level=ERROR") || !strings.Contains(l, "store had given the delivery up") {
+					t.Errorf("want a warning that the store had given the delivery up, no error:\n%s", l)
+				}
 			}
 		})
 	}

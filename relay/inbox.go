@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -83,6 +84,9 @@ type InboxConfig struct {
 	// Accepting, shared with the dispatchers, keeps a reply's "accepted"
 	// line before its delivery's lines; nil orders nothing.
 	Accepting *Accepting
+	// Conversations keeps who has each conversation in hand: Claim and
+	// Resolve clicks (Click) need it.
+	Conversations *Conversations
 }
 
 // Inbox takes the thread messages of two-way sinks into the store as
@@ -204,4 +208,91 @@ func (in *Inbox) RejectedSignature(sink string) { in.count(sink, ReplyRejectedSi
 
 func (in *Inbox) count(sink, result string) {
 	in.cfg.Metrics.AgentReplies.WithLabelValues(sink, result).Inc()
+}
+
+// Buttons' actions.
+const (
+	ActionClaim   = "claim"
+	ActionResolve = "resolve"
+)
+
+// Click is a Claim or Resolve button clicked on a message the relay
+// posted, as a platform adapter parsed it once it verified where it came
+// from (as for a ThreadMessage).
+type Click struct {
+	Sink     string // the sink whose message it is
+	Platform string
+	Action   string // ActionClaim or ActionResolve
+	// ConversationID is the conversation the button is for: the relay
+	// put it in the button.
+	ConversationID string
+	Agent          Agent
+	// Channel and MessageID are the message clicked, which shows the
+	// status; Message its content as the platform sent it with the click
+	// (Slack's blocks), from which the sink redraws it.
+	Channel   string
+	MessageID string
+	Message   json.RawMessage
+}
+
+// Clicked is what became of a click.
+type Clicked struct {
+	// State is the conversation's status as it now stands: the clicker's
+	// claim, or the one of whoever came first.
+	State ConversationState
+	// Won is true when the click changed the status (or the clicker had
+	// it already).
+	Won bool
+}
+
+// Errors Click returns for a click it cannot take (the adapter answers
+// the platform 2xx all the same: sending it again changes nothing).
+var ErrNotAClick = errors.New("not a click the relay takes")
+
+// Click records a Claim or Resolve: the conversation's state changes
+// with a compare-and-set, so that of two agents clicking at once one
+// wins and the other is shown the winner; then the message clicked is to
+// show the status, queued as a follow-up for the sink (its dispatcher
+// edits the message). It returns once both are durable; an error wrapping
+// ErrNotAClick means the click is not one to take (another error: do not
+// acknowledge the platform, as for Accept).
+func (in *Inbox) Click(ctx context.Context, c Click) (Clicked, error) {
+	log := in.cfg.Logger.With("sink", c.Sink, "conversation_id", c.ConversationID, "agent_id", c.Agent.ID)
+	if _, ok := in.cfg.Rules[c.Sink]; !ok || in.cfg.Conversations == nil {
+		return Clicked{}, fmt.Errorf("%w: sink %q takes no replies", ErrNotAClick, c.Sink)
+	}
+	if c.ConversationID == "" || c.Agent.ID == "" {
+		return Clicked{}, fmt.Errorf("%w: no conversation or no agent", ErrNotAClick)
+	}
+	var st ConversationState
+	var won bool
+	var err error
+	switch c.Action {
+	case ActionClaim:
+		st, won, err = in.cfg.Conversations.Claim(ctx, c.ConversationID, c.Agent)
+	case ActionResolve:
+		st, won, err = in.cfg.Conversations.Resolve(ctx, c.ConversationID, c.Agent)
+	default:
+		return Clicked{}, fmt.Errorf("%w: action %q", ErrNotAClick, c.Action)
+	}
+	if err != nil {
+		return Clicked{}, fmt.Errorf("inbox: %s: %w", c.Action, err)
+	}
+	if c.MessageID != "" {
+		fu := Followup{Kind: FollowupStatus, Sink: c.Sink, Key: statusKey(c.Channel, c.MessageID, st), State: &st,
+			Channel: c.Channel, MessageID: c.MessageID, Message: c.Message}
+		ev, err := NewFollowupEvent(c.ConversationID, "", fu)
+		if err == nil {
+			err = appendFollowup(ctx, in.cfg.Store, in.cfg.Clock, ev)
+		}
+		if err != nil {
+			return Clicked{}, fmt.Errorf("inbox: %s recorded, but the message could not be queued to show it: %w", c.Action, err)
+		}
+	}
+	if won {
+		log.Info("conversation status changed", "action", c.Action, "status", st.Status())
+	} else {
+		log.Info("click came second; the message shows the status as it stands", "action", c.Action, "status", st.Status())
+	}
+	return Clicked{State: st, Won: won}, nil
 }

@@ -2,11 +2,13 @@ package relay_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -253,5 +255,92 @@ func TestInboxSignatureRejectionsCounted(t *testing.T) {
 	f.inbox.RejectedSignature("support-slack")
 	if f.count("support-slack", relay.ReplyRejectedSignature) != 1 {
 		t.Fatal("rejected_signature not counted")
+	}
+}
+
+// TestInboxClicks: Claim and Resolve change the conversation's state (one
+// of two racing agents wins, the other is told who did) and queue, for
+// the sink alone, the message clicked to show the status as it stands;
+// a click that changes nothing queues nothing new. A sink that takes no
+// replies, or an unknown action, is not a click the relay takes.
+func TestInboxClicks(t *testing.T) {
+	t.Parallel()
+	store, err := bolt.Open(t.TempDir(), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	conversations, err := relay.NewConversations(store.KV(relay.ConversationsNamespace), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := relay.NewInbox(relay.InboxConfig{
+		Store: store, Router: relay.NewRouter([]string{"support-slack"}, nil), Threads: &threadIndex{},
+		Rules: map[string]relay.ReplyRule{"support-slack": {}}, Metrics: relay.NewMetrics(prometheus.NewRegistry()),
+		Conversations: conversations,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	click := func(action string, a relay.Agent) relay.Click {
+		return relay.Click{Sink: "support-slack", Platform: "slack", Action: action, ConversationID: conv, Agent: a,
+			Channel: "C0123456789", MessageID: root, Message: json.RawMessage(`[{"type":"section","text":{"type":"mrkdwn","text":"x"}}]`)}
+	}
+	dana, sam := relay.Agent{ID: "U0DANA", Name: "Dana"}, relay.Agent{ID: "U0SAM", Name: "Sam"}
+	var wg sync.WaitGroup
+	results := make([]relay.Clicked, 2)
+	for i, a := range []relay.Agent{dana, sam} {
+		wg.Go(func() {
+			r, err := in.Click(t.Context(), click(relay.ActionClaim, a))
+			if err != nil {
+				t.Errorf("Click: %v", err)
+			}
+			results[i] = r
+		})
+	}
+	wg.Wait()
+	if results[0].Won == results[1].Won || results[0].State.ClaimedByID != results[1].State.ClaimedByID {
+		t.Fatalf("racing claims: %+v", results)
+	}
+	winner := results[0].State.ClaimedBy
+	if _, err := in.Click(t.Context(), click(relay.ActionResolve, sam)); err != nil {
+		t.Fatal(err)
+	}
+	// Queued: the claim's status (once: both clicks leave the same one),
+	// then the resolution's.
+	q := store.Queue("support-slack")
+	var shown []string
+	for range 2 {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		d, err := q.Next(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("status follow-ups: %v (got %v)", err, shown)
+		}
+		fu := d.Event.Followup
+		if fu == nil || fu.Kind != relay.FollowupStatus || fu.MessageID != root || fu.Channel != "C0123456789" || len(fu.Message) == 0 {
+			t.Fatalf("queued %+v", fu)
+		}
+		shown = append(shown, fu.State.Status())
+		if err := d.Ack(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := []string{"🙋 Claimed by " + winner, "✅ Resolved by Sam"}; !slices.Equal(shown, want) {
+		t.Fatalf("statuses shown %q, want %q", shown, want)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	if d, err := q.Next(ctx); err == nil {
+		t.Fatalf("another follow-up: %+v", d.Event.Followup)
+	}
+	for _, c := range []relay.Click{
+		func() relay.Click { c := click(relay.ActionClaim, dana); c.Sink = "crm"; return c }(),
+		click("escalate", dana),
+		func() relay.Click { c := click(relay.ActionClaim, dana); c.ConversationID = ""; return c }(),
+	} {
+		if _, err := in.Click(t.Context(), c); !errors.Is(err, relay.ErrNotAClick) {
+			t.Errorf("%+v: %v, want ErrNotAClick", c, err)
+		}
 	}
 }

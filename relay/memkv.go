@@ -16,7 +16,7 @@ type MemKV struct {
 	m  map[string]string
 }
 
-var _ KV = (*MemKV)(nil)
+var _ Swapper = (*MemKV)(nil)
 
 // NewMemKV returns an empty MemKV.
 func NewMemKV() *MemKV { return &MemKV{} }
@@ -38,4 +38,18 @@ func (k *MemKV) Put(_ context.Context, key, value string) error {
 	}
 	k.m[key] = value
 	return nil
+}
+
+// Swap implements Swapper.
+func (k *MemKV) Swap(_ context.Context, key, old, value string) (bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.m[key] != old {
+		return false, nil
+	}
+	if k.m == nil {
+		k.m = make(map[string]string)
+	}
+	k.m[key] = value
+	return true, nil
 }

@@ -36,8 +36,9 @@ type SinkHealth struct {
 // outage is one dispatcher's record of its destination's health: the
 // circuit breaker's streak of unreachable failures, the outage in progress
 // (since when, why, how many probes failed), the last error, and the
-// catching up after an outage. The Pacer holds the sends; this decides when
-// to ask it to, and says so in the log.
+// catching up after an outage. It is the breaker: it opens and closes the
+// sink's probe ticket (probes), which holds the sends, and says so in the
+// log.
 type outage struct {
 	mu         sync.Mutex
 	streak     int // consecutive unreachable failures
@@ -142,7 +143,7 @@ func (d *Dispatcher) markDown(ctx context.Context, now time.Time, cause string, 
 	o.down, o.cause, o.reason, o.backlog, o.drained = true, cause, ReasonOf(err), 0, 0
 	o.notifyLocked()
 	o.mu.Unlock()
-	d.cfg.Pacer.Down(probeAt)
+	d.probes.close(probeAt)
 	d.cfg.Metrics.SinkUp.WithLabelValues(d.name).Set(0)
 	if wasDown && oldCause == cause {
 		return
@@ -173,7 +174,7 @@ func (d *Dispatcher) probeFailed(now time.Time) time.Duration {
 	if cause == DownUnreachable {
 		delay = d.cfg.Retry.Backoff(n+1, d.cfg.Rand())
 	}
-	d.cfg.Pacer.Down(now.Add(delay))
+	d.probes.close(now.Add(delay))
 	return delay
 }
 
@@ -201,7 +202,7 @@ func (d *Dispatcher) markUp(ctx context.Context) {
 	o.down, o.streak, o.cause, o.upAt, o.drained, o.backlog = false, 0, "", now, 0, 0
 	o.notifyLocked()
 	o.mu.Unlock()
-	d.cfg.Pacer.Up()
+	d.probes.open()
 	d.cfg.Metrics.SinkUp.WithLabelValues(d.name).Set(1)
 	st, ok := d.pendingOf(ctx)
 	attrs := []any{"down_for", now.Sub(since).Round(time.Second)}
@@ -245,7 +246,7 @@ func (d *Dispatcher) Health() SinkHealth {
 		h.DownSince, h.DownCause, h.Reason = o.since, o.cause, o.reason
 	}
 	o.mu.Unlock()
-	if until := d.cfg.Pacer.HeldUntil(); until.After(d.cfg.Clock.Now()) {
+	if until := d.hold.End(); until.After(d.cfg.Clock.Now()) {
 		h.HeldUntil = until
 	}
 	return h

@@ -164,11 +164,11 @@ func NewReceiver(cfg ReceiverConfig) (*Receiver, error) {
 	// answer of the endpoint.
 	r.mux.HandleFunc("/webhook", func(w http.ResponseWriter, req *http.Request) {
 		w.Header().Set("Allow", http.MethodPost)
-		writeJSON(w, http.StatusMethodNotAllowed, answer{Status: "rejected",
+		r.writeJSON(w, http.StatusMethodNotAllowed, answer{Status: "rejected",
 			Error: req.Method + " is not allowed; Chat Data POSTs its events here"})
 	})
 	r.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		r.writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	r.mux.HandleFunc("GET /readyz", r.readyz)
 	return r, nil
@@ -191,7 +191,7 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request) {
 	topicHeader := req.Header.Get(HeaderTopic)
 	// Until the signature holds, the body is not read for its topic: a
 	// rejected request is counted under its header's topic, or chat.
-	rejectTopic := TopicLabel(TopicOf(topicHeader, nil))
+	rejectTopic := TopicLabel(TopicOf(topicHeader, ""))
 	// Memory for the body is reserved before it is read, and held until the
 	// request is answered.
 	body, held, err := r.inflight.readBody(w, req, r.cfg.MaxBody)
@@ -207,16 +207,16 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request) {
 			// that will not be used.
 			w.Header().Set("Connection", "close")
 			w.Header().Set("Retry-After", strconv.Itoa(int(r.cfg.RetryAfter.Round(time.Second)/time.Second)))
-			writeJSON(w, http.StatusServiceUnavailable, answer{Status: "unavailable",
+			r.writeJSON(w, http.StatusServiceUnavailable, answer{Status: "unavailable",
 				Error: "too many request bodies in flight (max_inflight_bytes), retry later"})
 		case errors.Is(err, errTooLarge), errors.As(err, &tooBig):
 			m.EventsReceived.WithLabelValues(rejectTopic, ReceiveRejectedBody).Inc()
 			w.Header().Set("Connection", "close")
-			writeJSON(w, http.StatusRequestEntityTooLarge, answer{Status: "rejected",
+			r.writeJSON(w, http.StatusRequestEntityTooLarge, answer{Status: "rejected",
 				Error: "body larger than " + strconv.FormatInt(r.cfg.MaxBody, 10) + " bytes (max_body_bytes)"})
 		default:
 			m.EventsReceived.WithLabelValues(rejectTopic, ReceiveRejectedBody).Inc()
-			writeJSON(w, http.StatusBadRequest, answer{Status: "rejected", Error: "could not read body"})
+			r.writeJSON(w, http.StatusBadRequest, answer{Status: "rejected", Error: "could not read body"})
 		}
 		return
 	}
@@ -225,34 +225,28 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request) {
 		m.EventsReceived.WithLabelValues(rejectTopic, ReceiveRejectedSignature).Inc()
 		r.logRejection("rejected request: missing or invalid signature; is signing_secrets the secret Chat Data shows?",
 			"remote", req.RemoteAddr, "status", http.StatusForbidden)
-		writeJSON(w, http.StatusForbidden, answer{Status: "rejected", Error: "missing or invalid " + HeaderSignature})
+		r.writeJSON(w, http.StatusForbidden, answer{Status: "rejected", Error: "missing or invalid " + HeaderSignature})
 		return
 	}
 	ev, err := DecodeEvent(body)
 	if err != nil {
 		m.EventsReceived.WithLabelValues(rejectTopic, ReceiveRejectedBody).Inc()
 		r.logRejection("rejected request: body is not a JSON object", "remote", req.RemoteAddr, "status", http.StatusBadRequest)
-		writeJSON(w, http.StatusBadRequest, answer{Status: "rejected", Error: "body is not a JSON object"})
+		r.writeJSON(w, http.StatusBadRequest, answer{Status: "rejected", Error: "body is not a JSON object"})
 		return
 	}
-	// Topic: the header, else the body's "event" field, else chat.
-	topic := strings.TrimSpace(topicHeader)
-	if topic == "" {
-		topic = ev.Topic
-	}
-	if topic == "" {
-		topic = TopicChat
-	}
-	if topic == TopicAgentReply {
-		// The relay's own topic: an agent's answer from a thread, which
-		// would go to Chat Data's live-chat API. Chat Data never sends it.
+	topic := TopicOf(topicHeader, ev.Topic)
+	if topic == TopicAgentReply || topic == TopicFollowup {
+		// The relay's own topics: an agent's answer from a thread, which
+		// would go to Chat Data's live-chat API, and what the relay posts
+		// back into threads. Chat Data never sends them.
 		m.EventsReceived.WithLabelValues(TopicLabel(topic), ReceiveRejectedBody).Inc()
-		r.logRejection("rejected request: topic agent-reply is chatrelay's own", "remote", req.RemoteAddr, "status", http.StatusBadRequest)
-		writeJSON(w, http.StatusBadRequest, answer{Status: "rejected",
-			Error: "topic " + TopicAgentReply + " is chatrelay's own (agents' answers from Slack and Discord threads); Chat Data does not send it"})
+		r.logRejection("rejected request: topic "+topic+" is chatrelay's own", "remote", req.RemoteAddr, "status", http.StatusBadRequest)
+		r.writeJSON(w, http.StatusBadRequest, answer{Status: "rejected",
+			Error: "topic " + topic + " is chatrelay's own (agents' answers from Slack and Discord threads, and what it posts back); Chat Data does not send it"})
 		return
 	}
-	ev.Reply = nil // only the relay's own agent-reply events carry one
+	ev.Reply, ev.Followup = nil, nil // only the relay's own events carry one
 	now := r.cfg.Clock.Now()
 	id, err := uuid.NewV7()
 	if err != nil {
@@ -270,14 +264,14 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request) {
 		// request is counted (result="unavailable") and logged throttled.
 		r.logRejection("store cannot accept events; answering 503 with Retry-After", "topic", topic, "err", err)
 		w.Header().Set("Retry-After", strconv.Itoa(int(r.cfg.RetryAfter.Round(time.Second)/time.Second)))
-		writeJSON(w, http.StatusServiceUnavailable, answer{Status: "unavailable", Error: "store unavailable, retry later"})
+		r.writeJSON(w, http.StatusServiceUnavailable, answer{Status: "unavailable", Error: "store unavailable, retry later"})
 		return
 	}
 	switch {
 	case acc.Duplicate:
 		m.EventsReceived.WithLabelValues(TopicLabel(topic), ReceiveDuplicate).Inc()
 		r.cfg.Logger.Info("duplicate event", "event_id", acc.ID, "topic", topic, "conversation_id", ev.ConversationID)
-		writeJSON(w, http.StatusOK, answer{Status: "duplicate", ID: acc.ID})
+		r.writeJSON(w, http.StatusOK, answer{Status: "duplicate", ID: acc.ID})
 		return
 	case len(sinks) == 0:
 		m.EventsReceived.WithLabelValues(TopicLabel(topic), ReceiveUnrouted).Inc()
@@ -290,7 +284,7 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request) {
 			"conversation_id", ev.ConversationID, "sinks", strings.Join(sinks, ","))
 	}
 	logged()
-	writeJSON(w, http.StatusOK, answer{Status: "accepted", ID: acc.ID})
+	r.writeJSON(w, http.StatusOK, answer{Status: "accepted", ID: acc.ID})
 }
 
 // readyz answers ready or not ready with a short reason code (ReadyReason):
@@ -303,14 +297,18 @@ func (r *Receiver) readyz(w http.ResponseWriter, req *http.Request) {
 		reason := ReadyReason(err)
 		r.logThrottled(&r.readyLog, "not ready: the store cannot accept events; /readyz answers 503", "reason", reason, "err", err)
 		w.Header().Set("Retry-After", strconv.Itoa(int(r.cfg.RetryAfter/time.Second)))
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": reason})
+		r.writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": reason})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	r.writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+// writeJSON answers with v. A client that hung up before reading its
+// answer is no fault of the relay: it is only logged at debug.
+func (r *Receiver) writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		r.cfg.Logger.Debug("could not write the answer", "status", status, "err", err)
+	}
 }

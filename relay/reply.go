@@ -143,9 +143,12 @@ func decodeReply(raw json.RawMessage) *Reply {
 // agent reply it is the platform's identity of the answer (sink, channel,
 // message id): Slack's retries and a gateway's redeliveries of one message
 // are one reply, even when what the adapter made of them differs (a
-// display name looked up again). For everything else it is DedupeKey of
-// the raw body.
+// display name looked up again). A follow-up's is its sink and key. For
+// everything else it is DedupeKey of the raw body.
 func (e *Event) DedupeKey() [32]byte {
+	if e.Topic == TopicFollowup && e.Followup != nil {
+		return followupKey(e.Followup)
+	}
 	if r := e.AgentReply(); r != nil {
 		h := sha256.New()
 		for _, part := range []string{TopicAgentReply, r.Sink, r.Channel, r.MessageID} {

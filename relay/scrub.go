@@ -143,3 +143,37 @@ type scrubbedError struct {
 
 func (e *scrubbedError) Error() string { return e.text }
 func (e *scrubbedError) Unwrap() error { return e.err }
+
+// SecretHolder is implemented by configuration types that tell which of
+// their values are secrets themselves, where the type of a field says too
+// little (a webhook sink's extra header values).
+type SecretHolder interface {
+	SecretValues() []string
+}
+
+// CredentialHeader reports whether an extra header's value is to be kept
+// secret: always when the header's name says it carries a credential
+// (Authorization, X-Api-Key, Cookie, …), else unless the value reads as a
+// plain label (under 16 characters of letters, spaces, '-', '_' and '.',
+// no digit): "support" or "eu-west" name things, "ctx-7f3e9a1b" may be a
+// token. Scrubbing a label would garble every text that mentions it (a
+// sink named support-slack) while protecting nothing.
+func CredentialHeader(name, value string) bool {
+	n := strings.ToLower(name)
+	for _, w := range []string{"auth", "token", "key", "secret", "signature", "cookie", "password", "session", "credential"} {
+		if strings.Contains(n, w) {
+			return true
+		}
+	}
+	if len(value) >= minScrubSegment {
+		return true
+	}
+	for _, r := range value {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r == '-', r == '_', r == '.', r == ' ':
+		default:
+			return true
+		}
+	}
+	return false
+}

@@ -123,3 +123,25 @@ func FuzzScrub(f *testing.F) {
 		}
 	})
 }
+
+func TestCredentialHeader(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, value string
+		want        bool
+	}{
+		{"X-Team", "support", false},
+		{"X-Region", "eu-west", false},
+		{"X-Env", "Production Team", false},
+		{"Authorization", "Bearer x", true},
+		{"X-Api-Key", "plainword", true},
+		{"Cookie", "a", true},
+		{"X-Client-Context", "ctx-7f3e9a1b", true},
+		{"X-Team", "averyveryverylongword", true},
+		{"X-Team", "tëam", true},
+	} {
+		if got := relay.CredentialHeader(tc.name, tc.value); got != tc.want {
+			t.Errorf("CredentialHeader(%q, %q) = %v, want %v", tc.name, tc.value, got, tc.want)
+		}
+	}
+}

@@ -91,10 +91,14 @@ type Store interface {
 // the previous one was settled.
 type Queue interface {
 	// Next blocks until a delivery is due, ctx is done (ctx.Err()) or the
-	// store closes (ErrClosed). Once ctx is done Next never waits: it
+	// store closes (ErrClosed). Once ctx is done it does not wait: it
 	// returns a delivery that is due at once, if there is one, else
-	// ctx.Err(); the dispatcher relies on this to gather what is ready.
+	// ctx.Err().
 	Next(ctx context.Context) (*Delivery, error)
+	// TryNext returns a delivery that is due now, or nil when none is;
+	// it never waits. The dispatcher gathers with it what may share a
+	// packed message.
+	TryNext(ctx context.Context) (*Delivery, error)
 }
 
 // Delivery is one event on its way to one sink.

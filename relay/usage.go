@@ -1,10 +1,12 @@
 package relay
 
 import (
+	"maps"
 	"math"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -64,6 +66,78 @@ func UsageOf(ev *Event) Usage {
 	return u
 }
 
+// UsageKept is how long the stores keep the usage figures of each minute
+// (History.Usage) at least: the console shows the last day's.
+const UsageKept = 24 * time.Hour
+
+// UsageCount sums the usage of one chatbot's chat events.
+type UsageCount struct {
+	Conversations int     // conversations started: first turns
+	Credits       float64 // cost_credits
+	Answers       int     // answers with a score
+	Low           int     // of them, under LowScore
+}
+
+// Add counts the usage of one chat event.
+func (c *UsageCount) Add(u Usage) {
+	if u.NewConversation {
+		c.Conversations++
+	}
+	c.Credits += u.Credits
+	if u.HasScore {
+		c.Answers++
+		if u.LowConfidence() {
+			c.Low++
+		}
+	}
+}
+
+// Merge adds the counts of o.
+func (c *UsageCount) Merge(o UsageCount) {
+	c.Conversations += o.Conversations
+	c.Credits += o.Credits
+	c.Answers += o.Answers
+	c.Low += o.Low
+}
+
+// UsageMinute is what the events received in one minute tell about use:
+// how many there were of each topic, and the usage of each chatbot's chat
+// events. Topics and chatbots are under their LabelOf. The stores keep one
+// per minute (History.Usage), counted as events are appended.
+type UsageMinute struct {
+	Start  time.Time             // the minute's first instant, UTC
+	Topics map[string]int        // events per topic
+	Bots   map[string]UsageCount // per chatbot, the chat events' usage
+}
+
+// NewUsageMinute returns the empty figures of the minute that holds t.
+func NewUsageMinute(t time.Time) *UsageMinute {
+	return &UsageMinute{Start: t.UTC().Truncate(time.Minute), Topics: map[string]int{}, Bots: map[string]UsageCount{}}
+}
+
+// Add counts one event of topic whose usage is u.
+func (m *UsageMinute) Add(topic string, u Usage) {
+	m.Topics[LabelOf(topic)]++
+	if u.Counted {
+		bot := LabelOf(u.Chatbot)
+		c := m.Bots[bot]
+		c.Add(u)
+		m.Bots[bot] = c
+	}
+}
+
+// AddBot adds c to the count of the chatbot labelled bot (a LabelOf).
+func (m *UsageMinute) AddBot(bot string, c UsageCount) {
+	sum := m.Bots[bot]
+	sum.Merge(c)
+	m.Bots[bot] = sum
+}
+
+// Clone returns a copy that shares nothing with m.
+func (m *UsageMinute) Clone() UsageMinute {
+	return UsageMinute{Start: m.Start, Topics: maps.Clone(m.Topics), Bots: maps.Clone(m.Bots)}
+}
+
 // Label values of the usage metrics that are not a chatbot or source as
 // sent.
 const (
@@ -81,6 +155,20 @@ const (
 	maxLabelLen      = 64
 )
 
+// LabelOf is the label of v in the usage figures and metrics: v as sent,
+// LabelUnknown when empty, LabelOther when unfit as a label (too long, not
+// UTF-8, or one of those two words). The stores keep usage under it, and
+// a LabelSet bounds the count of distinct ones further.
+func LabelOf(v string) string {
+	switch {
+	case v == "":
+		return LabelUnknown
+	case len(v) > maxLabelLen || !utf8.ValidString(v) || v == LabelUnknown || v == LabelOther:
+		return LabelOther
+	}
+	return v
+}
+
 // LabelSet folds label values to a bounded set: the first max distinct
 // values are kept as they are, every later one becomes LabelOther. The
 // zero value keeps nothing; use NewLabelSet. Safe for concurrent use.
@@ -94,23 +182,24 @@ type LabelSet struct {
 func NewLabelSet(max int) *LabelSet { return &LabelSet{max: max, seen: map[string]bool{}} }
 
 // Fold returns the label for v.
-func (l *LabelSet) Fold(v string) string {
-	if v == "" {
-		return LabelUnknown
-	}
-	if len(v) > maxLabelLen || !utf8.ValidString(v) || v == LabelUnknown || v == LabelOther {
-		return LabelOther
+func (l *LabelSet) Fold(v string) string { return l.Bound(LabelOf(v)) }
+
+// Bound returns label (a LabelOf) while it is one of the first max distinct
+// ones, else LabelOther; LabelUnknown and LabelOther stay as they are.
+func (l *LabelSet) Bound(label string) string {
+	if label == LabelUnknown || label == LabelOther {
+		return label
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.seen[v] {
-		return v
+	if l.seen[label] {
+		return label
 	}
 	if len(l.seen) >= l.max {
 		return LabelOther
 	}
-	l.seen[v] = true
-	return v
+	l.seen[label] = true
+	return label
 }
 
 // UsageMetrics are the usage metrics of SPEC §11, counted when an event is

@@ -93,7 +93,7 @@ sinks:
 
 			client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 				TLSClientConfig: &tls.Config{RootCAs: p.Issuers}, DisableKeepAlives: true}}
-			waitFor(t, 45*time.Second, "a certificate from the ACME server", func() bool {
+			relaytest.Eventually(t, 45*time.Second, "a certificate from the ACME server", func() bool {
 				resp, err := client.Get("https://localhost:" + port + "/healthz")
 				if err != nil {
 					return false

@@ -43,7 +43,7 @@ sinks:
 	var stdout, stderr relaytest.LogBuffer
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, []string{"serve", "--config", cfgPath}, nil, &stdout, &stderr, os.Getenv) }()
-	waitFor(t, 30*time.Second, "the receiver", func() bool {
+	relaytest.Eventually(t, 30*time.Second, "the receiver", func() bool {
 		resp, err := http.Get("http://" + listen + "/readyz")
 		if err == nil {
 			resp.Body.Close()
@@ -56,7 +56,7 @@ sinks:
 	}
 	<-hook.got
 	var metrics string
-	waitFor(t, 30*time.Second, "the delivery to be recorded", func() bool {
+	relaytest.Eventually(t, 30*time.Second, "the delivery to be recorded", func() bool {
 		_, metrics = httpGet(t, "http://"+adminAddr+"/metrics", "")
 		return strings.Contains(metrics, `chatrelay_deliveries_total{result="delivered",sink="crm"} 1`)
 	})

@@ -52,8 +52,8 @@ func TestChatDataSection(t *testing.T) {
 			if err := cfg.Check(); err != nil {
 				t.Fatalf("Check: %v", err)
 			}
-			if cfg.ChatData.APIKey != tc.key || cfg.ChatData.APIURL != tc.url {
-				t.Fatalf("chatdata = key %v url %q", cfg.ChatData.APIKey == tc.key, cfg.ChatData.APIURL)
+			if cfg.ChatData.APIKey.Reveal() != tc.key || cfg.ChatData.APIURL != tc.url {
+				t.Fatalf("chatdata = key %v url %q", cfg.ChatData.APIKey.Reveal() == tc.key, cfg.ChatData.APIURL)
 			}
 			if !slices.Contains(cfg.Secrets(), tc.key) {
 				t.Fatal("the API key is not among the secrets scrubbed")
@@ -91,8 +91,8 @@ func TestChatDataKeyFromTheEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.Check(); err != nil || cfg.ChatData.APIKey != "sk-env-override-0123" || !cfg.ChatData.Enabled() {
-		t.Fatalf("Check = %v; key set %v", err, cfg.ChatData.APIKey == "sk-env-override-0123")
+	if err := cfg.Check(); err != nil || cfg.ChatData.APIKey.Reveal() != "sk-env-override-0123" || !chatDataSet(cfg.ChatData) {
+		t.Fatalf("Check = %v; key set %v", err, cfg.ChatData.APIKey.Reveal() == "sk-env-override-0123")
 	}
 }
 
@@ -127,6 +127,17 @@ func TestChatDataProblems(t *testing.T) {
 			[]string{"chatdata.api_key_file: set together with chatdata.api_key"}},
 		{"reserved sink name", "signing_secrets: [abc-secret-123]\nsinks:\n  - {name: chatdata, type: webhook, url: \"http://127.0.0.1:9/x\"}\n",
 			[]string{`sinks[0].name: "chatdata" is the name of the Chat Data destination`}},
+		{"reply without chatdata", "signing_secrets: [abc-secret-123]\nsinks:\n  - name: support-slack\n    type: slack\n" +
+			"    token: xoxb-0123456789\n    channel: C0123456789\n    reply: {signing_secret: sig-0123456789}\n",
+			[]string{"sinks[0].reply: two-way live chat needs the chatdata section"}},
+		{"reply on a webhook", twoWayBase +
+			"  - name: support-slack\n    type: slack\n    webhook_url: https://hooks.slack.com/services/T0/B0/x\n" +
+			"    reply: {signing_secret: sig-0123456789}\nchatdata: {api_key: sk-0123456789}\n",
+			[]string{"sinks[1].reply: needs bot mode"}},
+		{"unknown reply key", twoWayBase +
+			"  - name: support-slack\n    type: slack\n    token: xoxb-0123456789\n    channel: C0123456789\n" +
+			"    reply: {signing_secret: sig-0123456789, prefx: 'r:', repage_after: soon}\nchatdata: {api_key: sk-0123456789}\n",
+			[]string{`sinks[1].reply.prefx: unknown key (did you mean "prefix"?)`, `sinks[1].reply.repage_after: "soon" is not a duration`}},
 		{"route to chatdata", twoWayBase + "chatdata: {api_key: sk-0123456789}\nroutes:\n  - {match: {topic: [agent-reply]}, sinks: [crm, chatdata]}\n",
 			[]string{"routes[0].sinks[1]: chatdata takes agent replies"}},
 	}
@@ -148,7 +159,7 @@ func TestChatDataProblems(t *testing.T) {
 				t.Errorf("%s: no line starting %q in:\n%v", tc.name, w, err)
 			}
 		}
-		if strings.Contains(err.Error(), "sk-0123456789") {
+		if strings.Contains(err.Error(), "sk-0123456789") || strings.Contains(err.Error(), "sig-0123456789") {
 			t.Errorf("%s: the key is in the message:\n%v", tc.name, err)
 		}
 	}
@@ -209,7 +220,7 @@ func TestExampleChatDataSection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.Check(); err != nil || !cfg.ChatData.Enabled() || cfg.ChatData.APIURL != chatdata.DefaultAPIURL {
+	if err := cfg.Check(); err != nil || !chatDataSet(cfg.ChatData) || cfg.ChatData.APIURL != chatdata.DefaultAPIURL {
 		t.Fatalf("the example's chatdata section: %v (%+v)", err, cfg.ChatData.APIURL)
 	}
 }

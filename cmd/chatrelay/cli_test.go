@@ -148,6 +148,26 @@ func TestDLQListKeepsTheCause(t *testing.T) {
 	}
 }
 
+// TestCellEscapesControlCharacters: text shown in dlq list and status
+// tables comes from outside (a destination's answer, an event's fields);
+// whitespace is flattened to one line and other control characters, such
+// as the start of a terminal escape sequence, are shown escaped.
+func TestCellEscapesControlCharacters(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ in, want string }{
+		{"", "-"},
+		{"HTTP 400 Bad Request: no", "HTTP 400 Bad Request: no"},
+		{"chat\r\nX-Evil: 1\t2", "chat X-Evil: 1 2"},
+		{"HTTP 500: \x1b[2J\x1b[31mall good\x1b[0m", `HTTP 500: \x1b[2J\x1b[31mall good\x1b[0m`},
+		{"bell\x07 and C1 \u009b", `bell\x07 and C1 \x9b`},
+		{"émoji 👍 stay", "émoji 👍 stay"},
+	} {
+		if got := cell(tc.in); got != tc.want {
+			t.Errorf("cell(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
 // TestStatusCommand: one line per sink with its state, pending, oldest,
 // rate-limit hold and last error, the store and the version; exit 1 when a
 // sink is down, 0 when all are up; --json gives the API's answer.

@@ -15,6 +15,8 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/chatrelay/chatrelay/relay"
+	"github.com/chatrelay/chatrelay/sinks/slack"
+	"github.com/chatrelay/chatrelay/sinks/webhook"
 )
 
 func paceOf(b builtSink) (time.Duration, int) {
@@ -22,6 +24,25 @@ func paceOf(b builtSink) (time.Duration, int) {
 		return p.Pace()
 	}
 	return 0, 0
+}
+
+// specOf is a sink's own config, as its package decoded it.
+func specOf[C any](t testing.TB, sc SinkConfig) *C {
+	t.Helper()
+	spec, ok := sc.Spec.(*C)
+	if !ok {
+		t.Fatalf("sink %q: spec %T, want *%T", sc.Name, sc.Spec, *new(C))
+	}
+	return spec
+}
+
+// reveal is what secrets hold.
+func reveal(secrets []relay.Secret) []string {
+	out := make([]string, len(secrets))
+	for i, s := range secrets {
+		out[i] = s.Reveal()
+	}
+	return out
 }
 
 func writeConfig(t testing.TB, yaml string) string {
@@ -64,8 +85,8 @@ func TestExampleConfigIsValid(t *testing.T) {
 	if every, _ := paceOf(sinks[0]); every < time.Second {
 		t.Errorf("slack pace %s, want at least Slack's 1s", every)
 	}
-	if len(cfg.Sinks) != 3 || len(cfg.Routes) != 3 || cfg.MaxBodyBytes != 1<<20 || cfg.Store.MaxSize != 1<<30 ||
-		cfg.Retry.MaxAge != 24*time.Hour || cfg.Sinks[2].Headers["x-team"] != "support" {
+	if len(cfg.Sinks) != 3 || len(cfg.Routes) != 3 || cfg.MaxBodyBytes != 1<<20 || cfg.Store.Bolt.MaxSize != 1<<30 ||
+		cfg.Retry.MaxAge != 24*time.Hour || specOf[webhook.Config](t, cfg.Sinks[2]).Headers["x-team"].Reveal() != "support" {
 		t.Fatalf("unexpected values: %+v", cfg)
 	}
 }
@@ -111,6 +132,13 @@ func TestValidateNamesKeyAndFix(t *testing.T) {
 		{"bad webhook secret", strings.Replace(minimal, "type: webhook", "type: webhook\n    secret: hunter22", 1), []string{"sinks[0].secret: not a Standard Webhooks secret"}},
 		{"bad store driver", minimal + "store:\n  driver: redis\n", []string{`store.driver: "redis" is not a store; use bolt`}},
 		{"bad log level", minimal + "log:\n  level: loud\n", []string{`log.level: "loud" is not a level`}},
+		// The driver's own rule: check-config used to accept up to 1024, which the store then refused.
+		{"nats partitions past the store's limit", minimal + "store:\n  driver: nats\n  nats: {partitions: 1024}\n",
+			[]string{"store.nats.partitions: 1024; use 1 to 1000"}},
+		{"nats dedupe past retention", minimal + "store:\n  driver: nats\n  retention: 1h\n  dedupe_window: 2h\n",
+			[]string{"store.dedupe_window: 2h0m0s exceeds retention (1h0m0s)"}},
+		{"unknown nats key", minimal + "store:\n  nats: {partitons: 3}\n", []string{`store.nats.partitons: unknown key (did you mean "partitions"?)`}},
+		{"bolt max_size", minimal + "store:\n  max_size: 1KiB\n", []string{"store.max_size: 1024 bytes is too small"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -159,8 +187,8 @@ sinks:
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Admin.Token != "admin-token-from-file" || strings.Join(cfg.SigningSecrets, ",") != "first-secret,second-secret" ||
-		cfg.Sinks[0].URL != "https://example.com/in?token=$abc" {
+	if cfg.Admin.Token.Reveal() != "admin-token-from-file" || strings.Join(reveal(cfg.SigningSecrets), ",") != "first-secret,second-secret" ||
+		specOf[webhook.Config](t, cfg.Sinks[0]).URL.Reveal() != "https://example.com/in?token=$abc" {
 		t.Fatalf("got %+v", cfg)
 	}
 }
@@ -189,7 +217,7 @@ sinks:
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(cfg.SigningSecrets, []string{awkward, "plain-secret"}) {
+	if !slices.Equal(reveal(cfg.SigningSecrets), []string{awkward, "plain-secret"}) {
 		t.Errorf("signing_secrets = %q", cfg.SigningSecrets)
 	}
 	// ${NAME:-} of an unset variable standing alone leaves its key to the
@@ -206,19 +234,20 @@ sinks:
 	if err != nil {
 		t.Fatalf("unset variables allowed empty: %v", err)
 	}
-	if unset.Retry.Max != 5*time.Minute || unset.Sinks[0].Pack != nil || unset.Sinks[0].Mention != "" {
-		t.Errorf("unset: retry.max %s, pack %v, mention %q; want the defaults", unset.Retry.Max, unset.Sinks[0].Pack, unset.Sinks[0].Mention)
+	if mention := specOf[slack.Config](t, unset.Sinks[0]).Mention; unset.Retry.Max != 5*time.Minute || unset.Sinks[0].Pack != nil || mention != "" {
+		t.Errorf("unset: retry.max %s, pack %v, mention %q; want the defaults", unset.Retry.Max, unset.Sinks[0].Pack, mention)
 	}
 	// A reference in a comment only is no reference.
 	if _, err := LoadConfig(writeConfig(t, "# token: ${NOT_SET}\n"), true, env(nil)); err != nil {
 		t.Errorf("a file of comments: %v", err)
 	}
 	hook, team := cfg.Sinks[0], cfg.Sinks[1]
-	if hook.URL != "https://example.com/in?token=a#b: c&x=1" || hook.Concurrency != 3 || cfg.ShutdownTimeout != 7*time.Second {
-		t.Errorf("url %q concurrency %d shutdown_timeout %s", hook.URL, hook.Concurrency, cfg.ShutdownTimeout)
+	hookURL, teamURL := specOf[webhook.Config](t, hook).URL.Reveal(), specOf[slack.Config](t, team).WebhookURL.Reveal()
+	if hookURL != "https://example.com/in?token=a#b: c&x=1" || hook.Concurrency != 3 || cfg.ShutdownTimeout != 7*time.Second {
+		t.Errorf("url %q concurrency %d shutdown_timeout %s", hookURL, hook.Concurrency, cfg.ShutdownTimeout)
 	}
-	if team.WebhookURL != "https://hooks.slack.com/services/T0/B0/k3y" || team.Pack == nil || *team.Pack {
-		t.Errorf("slack webhook_url %q pack %v", team.WebhookURL, team.Pack)
+	if teamURL != "https://hooks.slack.com/services/T0/B0/k3y" || team.Pack == nil || *team.Pack {
+		t.Errorf("slack webhook_url %q pack %v", teamURL, team.Pack)
 	}
 }
 
@@ -236,8 +265,8 @@ func TestEnvironmentOverrides(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Listen != "127.0.0.1:18080" || cfg.Admin.Token != "from-env-token" || len(cfg.SigningSecrets) != 2 ||
-		cfg.Retry.MaxAge != 2*time.Hour || cfg.Store.MaxSize != 64<<20 {
+	if cfg.Listen != "127.0.0.1:18080" || cfg.Admin.Token.Reveal() != "from-env-token" || len(cfg.SigningSecrets) != 2 ||
+		cfg.Retry.MaxAge != 2*time.Hour || cfg.Store.Bolt.MaxSize != 64<<20 {
 		t.Fatalf("environment not applied: %+v", cfg)
 	}
 }
@@ -251,7 +280,7 @@ func TestEmbeddedDefaults(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if !cfg.Embedded() || cfg.Listen != "127.0.0.1:8080" || cfg.Store.Path != "./chatrelay-data" {
+	if !cfg.Embedded() || cfg.Listen != "127.0.0.1:8080" || cfg.Store.Bolt.Path != "./chatrelay-data" {
 		t.Fatalf("defaults: %+v", cfg)
 	}
 	if s := defaultSinks(cfg); len(s) != 1 || s[0].Type != TypeConsole {
@@ -277,35 +306,31 @@ func TestParseRate(t *testing.T) {
 	}
 }
 
-func TestByteSize(t *testing.T) {
+// TestSecretsIncludeCredentialHeaders: extra header values that may be
+// credentials are kept out of stored text and logs (SPEC §9), whatever the
+// header's name says (a token may hide in X-Client-Context as well as in
+// Authorization); a plain label (X-Team: support) is not, or every line
+// naming the sink support-slack would read "[redacted]-slack".
+func TestSecretsIncludeCredentialHeaders(t *testing.T) {
 	t.Parallel()
-	for in, want := range map[string]ByteSize{"1048576": 1 << 20, "1MiB": 1 << 20, "512KiB": 512 << 10, "1GiB": 1 << 30, "10MB": 10e6, "2.5 KiB": 2560} {
-		var b ByteSize
-		if err := b.UnmarshalText([]byte(in)); err != nil || b != want {
-			t.Errorf("%q → %d %v, want %d", in, b, err, want)
-		}
-	}
-	var b ByteSize
-	if err := b.UnmarshalText([]byte("lots")); err == nil {
-		t.Error("accepted lots")
-	}
-}
-
-// TestSecretsIncludeEveryHeaderValue: every extra header value is kept out
-// of stored text and logs (SPEC §9), whatever the header's name says: a
-// credential may hide in X-Client-Context as well as in Authorization.
-func TestSecretsIncludeEveryHeaderValue(t *testing.T) {
-	t.Parallel()
-	cfg := &Config{Sinks: []SinkConfig{{Type: TypeWebhook, URL: "https://x.example/in",
-		Headers: map[string]string{"authorization": "Bearer abcdef123456", "x-client-context": "ctx-7f3e9a1b"}}}}
+	cfg := &Config{Sinks: []SinkConfig{{Type: TypeWebhook, Spec: &webhook.Config{URL: "https://x.example/in",
+		Headers: map[string]relay.Secret{"authorization": "Bearer abcdef123456", "x-client-context": "ctx-7f3e9a1b",
+			"x-team": "support", "x-api-key": "plainword"}}}}}
 	got := cfg.Secrets()
-	for _, want := range []string{"Bearer abcdef123456", "ctx-7f3e9a1b", "https://x.example/in"} {
+	for _, want := range []string{"Bearer abcdef123456", "ctx-7f3e9a1b", "plainword", "https://x.example/in"} {
 		if !slices.Contains(got, want) {
 			t.Errorf("secrets %q lack %q", got, want)
 		}
 	}
-	if s := relay.NewScrubber(got...).Scrub("got Authorization: Bearer abcdef123456"); strings.Contains(s, "abcdef123456") {
+	if slices.Contains(got, "support") {
+		t.Errorf("secrets %q hold the label support", got)
+	}
+	scrub := relay.NewScrubber(got...)
+	if s := scrub.Scrub("got Authorization: Bearer abcdef123456"); strings.Contains(s, "abcdef123456") {
 		t.Errorf("the bearer token survived scrubbing: %q", s)
+	}
+	if s := scrub.Scrub("sink support-slack is down"); s != "sink support-slack is down" {
+		t.Errorf("a label was scrubbed: %q", s)
 	}
 }
 
@@ -431,8 +456,39 @@ func TestUnsetVariableIsAnError(t *testing.T) {
 		if err == nil {
 			err = cfg.Check()
 		}
-		if code != 0 || err != nil || cfg.Sinks[0].Secret != tc.secret {
-			t.Errorf("secret: %s, env %v: exit %d %q, %v, secret %q; want %q", tc.value, tc.env, code, errOut.String(), err, cfg.Sinks[0].Secret, tc.secret)
+		if secret := specOf[webhook.Config](t, cfg.Sinks[0]).Secret.Reveal(); code != 0 || err != nil || secret != tc.secret {
+			t.Errorf("secret: %s, env %v: exit %d %q, %v, secret %q; want %q", tc.value, tc.env, code, errOut.String(), err, secret, tc.secret)
+		}
+	}
+}
+
+// TestEmptySecretFileIsAnError: a *_file that holds nothing (a secret
+// mount whose key was never filled, a file truncated by an editor) is the
+// same mistake as an unset ${NAME}: it would turn "sign with this secret"
+// into "post unsigned" (or "no admin token") without a word. It is an
+// error naming the key and the file.
+func TestEmptySecretFileIsAnError(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	empty, blank := filepath.Join(dir, "empty"), filepath.Join(dir, "blank")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(blank, []byte(" \n\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"sinks:\n  - {name: crm, type: webhook, url: \"https://example.com/in\", secret_file: %q}\n", "sinks[0].secret_file: %s is empty"},
+		{"admin: {token_file: %q}\nsinks:\n  - {name: c, type: console}\n", "admin.token_file: %s is empty"},
+		{"sinks:\n  - {name: team, type: slack, webhook_url_file: %q}\n", "sinks[0].webhook_url_file: %s is empty"},
+	} {
+		for _, file := range []string{empty, blank} {
+			cfgPath := writeConfig(t, "signing_secrets: [abc-secret-123]\n"+fmt.Sprintf(tc.yaml, file))
+			var out, errOut bytes.Buffer
+			code := run(t.Context(), []string{"check-config", "--config", cfgPath}, nil, &out, &errOut, env(nil))
+			if want := fmt.Sprintf(tc.want, file); code != 2 || !strings.Contains(errOut.String(), want) {
+				t.Errorf("exit %d, %q; want exit 2 saying %q", code, errOut.String(), want)
+			}
 		}
 	}
 }

@@ -64,7 +64,7 @@ sinks:
 			t.Error("serve did not stop after its context ended")
 		}
 	}()
-	waitFor(t, 30*time.Second, "the receiver", func() bool {
+	relaytest.Eventually(t, 30*time.Second, "the receiver", func() bool {
 		resp, err := http.Get("http://" + listen + "/readyz")
 		if err == nil {
 			resp.Body.Close()
@@ -81,7 +81,7 @@ sinks:
 			t.Fatalf("send-test %s: exit %d %s %s", topic, code, out, errOut)
 		}
 	}
-	waitFor(t, 30*time.Second, "three dead letters", func() bool {
+	relaytest.Eventually(t, 30*time.Second, "three dead letters", func() bool {
 		_, out, _ := cli("dlq", "list")
 		return strings.Count(out, "\n") == 3
 	})
@@ -103,7 +103,7 @@ sinks:
 	if code, out, errOut := cli("dlq", "replay", "--sink", "crm", "--reason", "400", "--since", "2h"); code != 0 || out != "requeued 3 deliveries\n" {
 		t.Fatalf("dlq replay by filter: exit %d %q %q", code, out, errOut)
 	}
-	waitFor(t, 30*time.Second, "the replayed deliveries", func() bool { return delivered.Load() == 3 })
+	relaytest.Eventually(t, 30*time.Second, "the replayed deliveries", func() bool { return delivered.Load() == 3 })
 	if code, out, _ := cli("dlq", "list"); code != 0 || out != "" {
 		t.Fatalf("after the replay: exit %d %q", code, out)
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -90,7 +91,10 @@ the config, the token admin.token (or CHATRELAY_ADMIN_TOKEN).`,
 				return opFailed(err)
 			}
 			var pretty bytes.Buffer
-			_ = json.Indent(&pretty, out, "", "  ")
+			if err := json.Indent(&pretty, out, "", "  "); err != nil {
+				pretty.Reset()
+				pretty.Write(out) // shown as the API sent it
+			}
 			fmt.Fprintln(a.stdout, pretty.String())
 			return nil
 		},
@@ -200,8 +204,8 @@ func (a *app) adminCall(cmd *cobra.Command, method, path string, in, out any) er
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if cfg.Admin.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+cfg.Admin.Token)
+	if !cfg.Admin.Token.IsZero() {
+		req.Header.Set("Authorization", "Bearer "+cfg.Admin.Token.Reveal())
 	}
 	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
 	if err != nil {
@@ -216,9 +220,8 @@ func (a *app) adminCall(cmd *cobra.Command, method, path string, in, out any) er
 		var e struct {
 			Error string `json:"error"`
 		}
-		_ = json.Unmarshal(data, &e)
-		if e.Error == "" {
-			e.Error = resp.Status
+		if err := json.Unmarshal(data, &e); err != nil || e.Error == "" {
+			e.Error = resp.Status // not the API's own answer (a proxy's, say)
 		}
 		return &apiError{status: resp.StatusCode, msg: e.Error}
 	}
@@ -263,11 +266,26 @@ func opFailed(err error) error {
 }
 
 // cell is a value as one table cell: its whitespace (a newline or tab from
-// an event's body) flattened, "-" when empty.
+// an event's body) flattened, "-" when empty, and any other control
+// character written as \xNN. The text comes from outside (a destination's
+// answer in a reason, fields of an event's body), and an escape sequence
+// in it would otherwise reach the operator's terminal: recolour, hide or
+// rewrite what it shows.
 func cell(s string) string {
 	s = strings.Join(strings.Fields(s), " ")
 	if s == "" {
 		return "-"
 	}
-	return s
+	if strings.IndexFunc(s, unicode.IsControl) < 0 {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			fmt.Fprintf(&b, "\\x%02x", r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

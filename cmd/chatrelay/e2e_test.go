@@ -76,18 +76,6 @@ func (h *hookReceiver) received() []string {
 	return append([]string(nil), h.ids...)
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func httpGet(t testing.TB, url, token string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest("GET", url, nil)
@@ -128,7 +116,7 @@ sinks:
 	var stdout, stderr relaytest.LogBuffer
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, []string{"serve", "--config", cfgPath}, nil, &stdout, &stderr, os.Getenv) }()
-	waitFor(t, 30*time.Second, "the receiver", func() bool {
+	relaytest.Eventually(t, 30*time.Second, "the receiver", func() bool {
 		resp, err := http.Get("http://" + listen + "/readyz")
 		if err == nil {
 			resp.Body.Close()
@@ -171,7 +159,7 @@ sinks:
 	}
 	var code int
 	var metrics string
-	waitFor(t, 30*time.Second, "the delivery to be recorded", func() bool {
+	relaytest.Eventually(t, 30*time.Second, "the delivery to be recorded", func() bool {
 		code, metrics = httpGet(t, "http://"+adminAddr+"/metrics", "")
 		return strings.Contains(metrics, `chatrelay_deliveries_total{result="delivered",sink="crm"} 1`) &&
 			strings.Contains(metrics, `chatrelay_queue_depth{sink="crm"} 0`)
@@ -232,7 +220,7 @@ func TestEmbeddedDefaultsFirstStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Listen, cfg.Admin.Listen, cfg.Store.Path = listen, adminAddr, filepath.Join(dir, "chatrelay-data")
+	cfg.Listen, cfg.Admin.Listen, cfg.Store.Bolt.Path = listen, adminAddr, filepath.Join(dir, "chatrelay-data")
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +236,7 @@ func TestEmbeddedDefaultsFirstStart(t *testing.T) {
 		t.Fatal("serve started on a taken port")
 	}
 	taken.Close()
-	if _, err := os.Stat(filepath.Join(cfg.Store.Path, secretFileName)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(cfg.Store.Bolt.Path, secretFileName)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a failed first start kept a secret it never showed: %v", err)
 	}
 
@@ -256,8 +244,8 @@ func TestEmbeddedDefaultsFirstStart(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- a.serve(ctx, cfg) }()
-	waitFor(t, 30*time.Second, "the banner", func() bool { return strings.Contains(stdout.String(), "send-test --url") })
-	secret, err := os.ReadFile(filepath.Join(cfg.Store.Path, secretFileName))
+	relaytest.Eventually(t, 30*time.Second, "the banner", func() bool { return strings.Contains(stdout.String(), "send-test --url") })
+	secret, err := os.ReadFile(filepath.Join(cfg.Store.Bolt.Path, secretFileName))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +262,7 @@ func TestEmbeddedDefaultsFirstStart(t *testing.T) {
 		t.Fatalf("POST: %v %v", resp, err)
 	}
 	resp.Body.Close()
-	waitFor(t, 30*time.Second, "the console output", func() bool { return strings.Contains(stdout.String(), "Hello from the test") })
+	relaytest.Eventually(t, 30*time.Second, "the console output", func() bool { return strings.Contains(stdout.String(), "Hello from the test") })
 	if strings.Contains(stderr.String(), strings.TrimSpace(string(secret))) {
 		t.Error("the generated secret reached the log")
 	}
@@ -288,7 +276,7 @@ func TestEmbeddedDefaultsFirstStart(t *testing.T) {
 	ctx2, cancel2 := context.WithCancel(t.Context())
 	done2 := make(chan error, 1)
 	go func() { done2 <- a2.serve(ctx2, cfg) }()
-	waitFor(t, 30*time.Second, "the second banner", func() bool { return strings.Contains(stdout2.String(), "embedded defaults") })
+	relaytest.Eventually(t, 30*time.Second, "the second banner", func() bool { return strings.Contains(stdout2.String(), "embedded defaults") })
 	cancel2()
 	if err := <-done2; err != nil {
 		t.Fatal(err)
@@ -296,7 +284,7 @@ func TestEmbeddedDefaultsFirstStart(t *testing.T) {
 	if strings.Contains(stdout2.String(), strings.TrimSpace(string(secret))) {
 		t.Fatal("the secret was printed on the second start")
 	}
-	if want := "signing secret is kept in " + filepath.Join(cfg.Store.Path, secretFileName); !strings.Contains(stdout2.String(), want) ||
+	if want := "signing secret is kept in " + filepath.Join(cfg.Store.Bolt.Path, secretFileName); !strings.Contains(stdout2.String(), want) ||
 		!strings.Contains(stdout2.String(), self+" send-test --url http://"+listen+"/webhook") {
 		t.Fatalf("second start does not say %q and how to send a test:\n%s", want, stdout2.String())
 	}
@@ -344,7 +332,7 @@ sinks:
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 30*time.Second, "the relay", func() bool {
+		relaytest.Eventually(t, 30*time.Second, "the relay", func() bool {
 			resp, err := http.Get("http://" + listen + "/readyz")
 			if err == nil {
 				resp.Body.Close()
@@ -404,7 +392,7 @@ sinks:
 		s := strings.TrimPrefix(webhookID, "msg_")
 		return strings.TrimSuffix(s, "_crm")
 	}
-	waitFor(t, 60*time.Second, "every accepted event at the destination", func() bool {
+	relaytest.Eventually(t, 60*time.Second, "every accepted event at the destination", func() bool {
 		seen := map[string]bool{}
 		for _, w := range hook.received() {
 			seen[idOf(w)] = true
@@ -497,7 +485,7 @@ sinks:
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 30*time.Second, "the relay", func() bool {
+		relaytest.Eventually(t, 30*time.Second, "the relay", func() bool {
 			resp, err := http.Get("http://" + listen + "/readyz")
 			if err == nil {
 				resp.Body.Close()

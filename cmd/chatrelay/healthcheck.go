@@ -47,8 +47,11 @@ valid for 127.0.0.1. With --url it is checked (--cacert, --insecure as for send-
 				return &exitError{code: 1, err: fmt.Errorf("not ready: GET %s: %w", url, err)}
 			}
 			defer relay.Drain(resp)
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+			body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 			answer := strings.TrimSpace(string(body))
+			if err != nil {
+				answer += " (the answer was cut short)"
+			}
 			if resp.StatusCode != http.StatusOK {
 				return &exitError{code: 1, err: fmt.Errorf("not ready: %s answered %s %s", url, resp.Status, answer)}
 			}

@@ -46,8 +46,15 @@ func goRun(exe string) bool {
 
 // selfInvocation is invocation for this process.
 func selfInvocation() string {
-	exe, _ := os.Executable()
-	cwd, _ := os.Getwd()
+	// Either may be unknown (""): invocation then goes by what it has.
+	exe, err := os.Executable()
+	if err != nil {
+		exe = ""
+	}
+	cwd, err := os.Getwd()
+	if err != nil {
+		cwd = ""
+	}
 	arg0 := ""
 	if len(os.Args) > 0 {
 		arg0 = os.Args[0]

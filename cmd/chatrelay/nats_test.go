@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatrelay/chatrelay/relay/relaytest"
 	"github.com/nats-io/nats-server/v2/server"
 )
 
@@ -46,7 +47,7 @@ sinks:
 	if got != string(body) {
 		t.Fatalf("destination got %s", got)
 	}
-	waitFor(t, 30*time.Second, "the delivery to be recorded", func() bool {
+	relaytest.Eventually(t, 30*time.Second, "the delivery to be recorded", func() bool {
 		_, m := httpGet(t, "http://"+admin+"/metrics", "")
 		return strings.Contains(m, `chatrelay_deliveries_total{result="delivered",sink="crm"} 1`)
 	})

@@ -38,7 +38,7 @@ func serveFor(t testing.TB, yaml string) (listen, admin string, logs *relaytest.
 			t.Errorf("serve exit %d:\n%s", code, logs.String())
 		}
 	})
-	waitFor(t, 30*time.Second, "the receiver", func() bool {
+	relaytest.Eventually(t, 30*time.Second, "the receiver", func() bool {
 		resp, err := http.Get("http://" + listen + "/readyz")
 		if err == nil {
 			resp.Body.Close()
@@ -103,7 +103,7 @@ sinks:
 		}
 		return all.String(), len(msgs)
 	}
-	waitFor(t, 15*time.Second, "every turn in the Slack channel", func() bool {
+	relaytest.Eventually(t, 15*time.Second, "every turn in the Slack channel", func() bool {
 		text, _ := visible()
 		for _, m := range markers {
 			if !strings.Contains(text, m) {

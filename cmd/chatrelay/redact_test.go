@@ -9,6 +9,7 @@ import (
 
 	"github.com/bwmarrin/discordgo"
 
+	"github.com/chatrelay/chatrelay/relay/relaytest"
 	"github.com/chatrelay/chatrelay/sinks/discord/discordtest"
 	"github.com/chatrelay/chatrelay/sinks/slack/slacktest"
 )
@@ -40,7 +41,7 @@ sinks:
 		postSigned(t, listen, "redact-secret", []byte(body))
 	}
 	// Turns may be packed into fewer messages: count deliveries, not requests.
-	waitFor(t, 60*time.Second, "three events delivered to every sink", func() bool {
+	relaytest.Eventually(t, 60*time.Second, "three events delivered to every sink", func() bool {
 		_, m := httpGet(t, "http://"+admin+"/metrics", "")
 		for _, sink := range []string{"slack", "discord", "crm"} {
 			if !strings.Contains(m, `chatrelay_deliveries_total{result="delivered",sink="`+sink+`"} 3`) {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chatrelay/chatrelay/relay/relaytest"
 )
 
 // TestEchoedHeaderNeverStoredOrServed: a destination that echoes the
@@ -45,7 +47,7 @@ sinks:
 
 	base := "http://" + admin + "/api/v1"
 	var dlq, events string
-	waitFor(t, 60*time.Second, "one dead letter and one retried delivery", func() bool {
+	relaytest.Eventually(t, 60*time.Second, "one dead letter and one retried delivery", func() bool {
 		_, m := httpGet(t, "http://"+admin+"/metrics", "")
 		return strings.Contains(m, `chatrelay_deliveries_total{result="dead",sink="crm"} 1`) &&
 			strings.Contains(m, `chatrelay_deliveries_total{result="retried",sink="crm"} 1`)

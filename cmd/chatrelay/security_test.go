@@ -56,7 +56,7 @@ sinks:
 		_ = proc.Process.Signal(syscall.SIGTERM)
 		_ = proc.Wait()
 	})
-	waitFor(t, 30*time.Second, "the relay", func() bool {
+	relaytest.Eventually(t, 30*time.Second, "the relay", func() bool {
 		resp, err := http.Get("http://" + listen + "/readyz")
 		if err == nil {
 			resp.Body.Close()

@@ -81,7 +81,10 @@ a --file is sent byte for byte.`,
 				return fmt.Errorf("POST %s: %w %s", url, err, tlsHint(err))
 			}
 			defer relay.Drain(resp)
-			answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+			answer, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+			if err != nil {
+				answer = fmt.Appendf(answer, " (the answer was cut short: %v)", err)
+			}
 			fmt.Fprintf(a.stdout, "HTTP %s\n%s\n", resp.Status, strings.TrimSpace(string(answer)))
 			if resp.StatusCode < 200 || resp.StatusCode > 299 {
 				return &exitError{code: 1, err: fmt.Errorf("the relay answered %s", resp.Status)}
@@ -118,9 +121,9 @@ func defaultSecret(cfg *Config) (string, error) {
 	dir := "./chatrelay-data"
 	if cfg != nil {
 		if len(cfg.SigningSecrets) > 0 {
-			return cfg.SigningSecrets[0], nil
+			return cfg.SigningSecrets[0].Reveal(), nil
 		}
-		dir = cfg.Store.Path
+		dir = cfg.Store.Bolt.Path
 	}
 	b, err := os.ReadFile(filepath.Join(dir, secretFileName))
 	if err != nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -13,7 +12,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -27,6 +25,7 @@ import (
 	"github.com/chatrelay/chatrelay/relay/admin"
 	"github.com/chatrelay/chatrelay/relay/bolt"
 	natsstore "github.com/chatrelay/chatrelay/relay/nats"
+	"github.com/chatrelay/chatrelay/sinks/chatdata"
 )
 
 func (a *app) serveCmd() *cobra.Command {
@@ -84,19 +83,23 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	secrets := cfg.SigningSecrets
 	var firstStart bool
 	if cfg.Embedded() && len(secrets) == 0 {
-		s, created, err := embeddedSecret(cfg.Store.Path)
+		s, created, err := embeddedSecret(cfg.Store.Bolt.Path)
 		if err != nil {
 			return err
 		}
-		secrets, firstStart = []string{s}, created
+		secrets, firstStart = []relay.Secret{relay.Secret(s)}, created
 	}
 	// One scrubber keeps every configured secret out of logs, stored
 	// error text and admin API answers alike.
-	scrub := relay.NewScrubber(append(cfg.Secrets(), secrets...)...)
+	scrub := relay.NewScrubber(append(cfg.Secrets(), secrets[0].Reveal())...)
 	logger := newLogger(a.stderr, cfg.Log.Level, cfg.Log.Format, scrub)
 	clock := clockwork.NewRealClock()
 
-	store, err := openStore(ctx, cfg, logger, clock)
+	// On NATS, a sink whose platform paces its channel (relay.Paced) is
+	// sent to by one replica at a time; which sinks those are is known
+	// once they are built, before the store hands out their queues.
+	paced := pacedSinks{}
+	store, err := openStore(ctx, cfg, logger, clock, paced.has)
 	if err != nil {
 		return err
 	}
@@ -114,6 +117,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return configError(err)
 	}
+	paced.add(sinks)
 	names := make([]string, len(sinks))
 	for i, s := range sinks {
 		names[i] = s.sink.Name()
@@ -124,20 +128,66 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		logger.Warn("deliveries for sinks no longer configured moved to the dead letters", "count", moved, "reason", "sink removed")
 	}
 
+	// Who has which conversation in hand (two-way live chat), in the
+	// store, so that every replica sees the same.
+	conversations, err := relay.NewConversations(store.KV(relay.ConversationsNamespace), clock)
+	if err != nil {
+		return err
+	}
+
 	routes := make([]relay.Route, len(cfg.Routes))
 	for i, r := range cfg.Routes {
 		routes[i] = relay.Route{Match: r.Match.toMatch(), Sinks: r.Sinks}
 	}
-	signing := make([]relay.Secret, len(secrets))
-	for i, s := range secrets {
-		signing[i] = relay.Secret(s)
-	}
 	accepting := relay.NewAccepting() // an event's "accepted" line before its deliveries'
+	router := relay.NewRouter(names, routes, replyDestinations(cfg)...)
 	receiver, err := relay.NewReceiver(relay.ReceiverConfig{
-		Secrets: signing, MaxBody: int64(cfg.MaxBodyBytes), MaxInflight: int64(cfg.MaxInflightBytes), Store: store,
-		Router: relay.NewRouter(names, routes, replyDestinations(cfg)...), Metrics: metrics,
-		Logger: logger.With("component", "receiver"), Clock: clock, Accepting: accepting,
+		Secrets: secrets, MaxBody: int64(cfg.MaxBodyBytes), MaxInflight: int64(cfg.MaxInflightBytes), Store: store,
+		Router: router, Metrics: metrics, Logger: logger.With("component", "receiver"), Clock: clock, Accepting: accepting,
 	})
+	if err != nil {
+		return err
+	}
+
+	// Two-way live chat (SPEC §10): what agents write in the relay's
+	// threads comes in through the sources into the inbox, and goes to
+	// Chat Data like any delivery; how it ended, and the escalations
+	// posted, come back to the threads as follow-ups.
+	replies := twoWay(sinks)
+	inbox, err := relay.NewInbox(relay.InboxConfig{
+		Store: store, Router: router, Threads: relay.StoreThreads{KV: store.KV}, Rules: replyRules(replies),
+		Metrics: metrics, Logger: logger.With("component", "inbox"), Clock: clock, Accepting: accepting,
+		Conversations: conversations,
+	})
+	if err != nil {
+		return err
+	}
+	var destinations []string
+	if chatDataSet(cfg.ChatData) {
+		destinations = []string{chatdata.Name}
+	}
+	followups, err := relay.NewFollowups(relay.FollowupsConfig{
+		Store: store, Conversations: conversations, TwoWay: replies, Destinations: destinations,
+		ReplayCommand: a.commandLine("dlq", "replay"), Logger: logger.With("component", "followups"), Clock: clock,
+	})
+	if err != nil {
+		return err
+	}
+	repageAfter := map[string]time.Duration{}
+	for name, rc := range replies {
+		repageAfter[name] = rc.RepageAfter
+	}
+	repager, err := relay.NewRepager(relay.RepagerConfig{Conversations: conversations, Store: store, After: repageAfter,
+		Clock: clock, Logger: logger.With("component", "repager")})
+	if err != nil {
+		return err
+	}
+	sources, err := buildSources(sinks, relay.SourceDeps{Inbox: inbox, Logger: logger, Clock: clock,
+		MaxBody: int64(cfg.MaxBodyBytes), UserAgent: userAgent()})
+	if err != nil {
+		return err
+	}
+	public, err := publicHandler(receiver, sources)
 	if err != nil {
 		return err
 	}
@@ -152,12 +202,12 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	states := map[string]admin.SinkState{}
 	for i, s := range sinks {
 		d, err := relay.NewDispatcher(relay.DispatcherConfig{
-			Sink: s.sink, Queue: store.Queue(names[i]), Pacer: s.pacer,
+			Sink: s.sink, Queue: store.Queue(names[i]), PaceEvery: s.paceEvery, PaceBurst: s.paceBurst,
 			Retry:       relay.RetryPolicy{Initial: cfg.Retry.Initial, Max: cfg.Retry.Max, MaxAge: cfg.Retry.MaxAge},
-			Concurrency: s.concurrency, Timeout: s.timeout, DrainTimeout: cfg.ShutdownTimeout,
+			Concurrency: s.concurrency, DrainTimeout: cfg.ShutdownTimeout,
 			Redact: s.conf.Redact, NoPacking: s.conf.Pack != nil && !*s.conf.Pack,
 			Metrics: metrics, Stats: store, Logger: s.logger, Clock: clock, Accepting: accepting, Scrub: scrub,
-			ReplayCommand: a.commandLine("dlq", "replay"),
+			ReplayCommand: a.commandLine("dlq", "replay"), Outcomes: followups,
 		})
 		if err != nil {
 			return err
@@ -179,7 +229,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	if firstStart {
 		// Only now, with both listeners up, is the generated secret kept
 		// (and shown once, by the banner below).
-		if err := writeEmbeddedSecret(cfg.Store.Path, secrets[0]); err != nil {
+		if err := writeEmbeddedSecret(cfg.Store.Bolt.Path, secrets[0].Reveal()); err != nil {
 			ln.Close()
 			adminLn.Close()
 			return err
@@ -187,7 +237,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	}
 	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
 	srv := &http.Server{
-		Handler:           receiver,
+		Handler:           public,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -196,10 +246,10 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		ErrorLog:          front.serverLog(logger, errLog),
 	}
 	adminH, con, err := adminHandler(admin.Config{
-		Store: store, Gatherer: reg, Metrics: metrics, Token: relay.Secret(cfg.Admin.Token),
+		Store: store, Gatherer: reg, Metrics: metrics, Token: cfg.Admin.Token,
 		Sinks: names, States: states, Logger: logger.With("component", "admin"), Now: clock.Now, Scrub: scrub,
 		Version: version, StoreInfo: func(context.Context) admin.StoreInfo { return storeInfo(cfg) },
-	}, store, clock, logger)
+	}, store, conversations, clock, logger)
 	if err != nil {
 		ln.Close()
 		adminLn.Close()
@@ -216,7 +266,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	}
 
 	if cfg.Embedded() {
-		a.banner(cfg, ln.Addr().String(), adminLn.Addr().String(), secrets[0], firstStart)
+		a.banner(cfg, ln.Addr().String(), adminLn.Addr().String(), secrets[0].Reveal(), firstStart)
 	}
 	logger.Info("chatrelay started", "version", readBuildInfo().Version, "listen", ln.Addr().String(), "admin", adminLn.Addr().String(),
 		"store", storeDescription(cfg), "sinks", strings.Join(names, ","), "config", cfg.sourceName())
@@ -236,6 +286,10 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	for _, d := range dispatchers {
 		g.Go(func() error { return d.Run(gctx) })
 	}
+	for _, src := range sources {
+		g.Go(func() error { return src.Run(gctx) })
+	}
+	g.Go(func() error { return repager.Run(gctx) })
 	err = g.Wait()
 	if err != nil && ctx.Err() == nil {
 		return err
@@ -255,7 +309,7 @@ func storeDescription(cfg *Config) string {
 	if cfg.Store.Driver == "nats" {
 		return fmt.Sprintf("nats (%d partitions, %d replicas)", cfg.Store.NATS.Partitions, cfg.Store.NATS.Replicas)
 	}
-	return "bolt:" + cfg.Store.Path
+	return "bolt:" + cfg.Store.Bolt.Path
 }
 
 // storeInfo describes the store for chatrelay status: the bolt file and
@@ -270,7 +324,7 @@ func storeInfo(cfg *Config) admin.StoreInfo {
 		}
 		return admin.StoreInfo{Driver: "nats", Path: strings.Join(hosts, ",")}
 	}
-	path := filepath.Join(cfg.Store.Path, bolt.FileName)
+	path := filepath.Join(cfg.Store.Bolt.Path, bolt.FileName)
 	if abs, err := filepath.Abs(path); err == nil {
 		path = abs
 	}
@@ -285,35 +339,40 @@ func storeInfo(cfg *Config) admin.StoreInfo {
 // natsStartTimeout bounds how long serve waits for NATS at start.
 const natsStartTimeout = 30 * time.Second
 
-// openStore opens the configured store.
-func openStore(ctx context.Context, cfg *Config, logger *slog.Logger, clock clockwork.Clock) (relay.Store, error) {
+// pacedSinks names the sinks whose platform paces them (relay.Paced). It
+// is filled once the sinks are built, before any queue is asked for.
+type pacedSinks map[string]bool
+
+// add notes which of sinks are paced.
+func (p pacedSinks) add(sinks []builtSink) {
+	for _, s := range sinks {
+		if _, ok := s.sink.(relay.Paced); ok {
+			p[s.sink.Name()] = true
+		}
+	}
+}
+
+func (p pacedSinks) has(sink string) bool { return p[sink] }
+
+// openStore opens the configured store. exclusive says which sinks one
+// replica at a time sends to (on NATS).
+func openStore(ctx context.Context, cfg *Config, logger *slog.Logger, clock clockwork.Clock, exclusive func(sink string) bool) (relay.Store, error) {
 	switch cfg.Store.Driver {
 	case "nats":
-		n := cfg.Store.NATS
 		octx, cancel := context.WithTimeout(ctx, natsStartTimeout)
 		defer cancel()
-		s, err := natsstore.Open(octx, natsstore.Options{
-			URL: n.URL, CredsFile: n.CredsFile, Token: relay.Secret(n.Token),
-			TLS:      natsstore.TLS{CAFile: n.TLS.CAFile, CertFile: n.TLS.CertFile, KeyFile: n.TLS.KeyFile},
-			Replicas: n.Replicas, Partitions: n.Partitions, AckWait: n.AckWait,
-			Retention: cfg.Store.Retention, DedupeWindow: cfg.Store.DedupeWindow, MaxBytes: int64(cfg.Store.MaxSize),
-			// Chat channels are paced per channel: one replica sends to each.
-			Exclusive: func(sink string) bool {
-				return slices.ContainsFunc(cfg.Sinks, func(sc SinkConfig) bool {
-					return sc.Name == sink && (sc.Type == TypeSlack || sc.Type == TypeDiscord)
-				})
-			},
-			Logger: logger.With("component", "store"),
-		})
+		opts := cfg.Store.NATS.Options()
+		// Chat channels are paced per channel: one replica sends to each.
+		opts.Exclusive, opts.Logger = exclusive, logger.With("component", "store")
+		s, err := natsstore.Open(octx, opts)
 		if err != nil {
 			return nil, err // names store.nats and what to check
 		}
 		return s, nil
 	case "bolt":
-		s, err := bolt.Open(cfg.Store.Path, bolt.Options{
-			MaxSize: int64(cmp.Or(cfg.Store.MaxSize, defaultBoltMaxSize)), Retention: cfg.Store.Retention, DedupeWindow: cfg.Store.DedupeWindow,
-			Clock: clock, Logger: logger.With("component", "store"),
-		})
+		opts := cfg.Store.Bolt.Options()
+		opts.Clock, opts.Logger = clock, logger.With("component", "store")
+		s, err := bolt.Open(cfg.Store.Bolt.Path, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -330,7 +389,7 @@ func openStore(ctx context.Context, cfg *Config, logger *slog.Logger, clock cloc
 func (a *app) banner(cfg *Config, addr, adminAddr, secret string, first bool) {
 	url := "http://" + clientAddr(addr) + "/webhook"
 	console := "http://" + clientAddr(adminAddr) + "/"
-	secretPath := filepath.Join(cfg.Store.Path, secretFileName)
+	secretPath := filepath.Join(cfg.Store.Bolt.Path, secretFileName)
 	if first {
 		fmt.Fprintf(a.stdout, `chatrelay is running on its embedded defaults: events are stored in %s and printed here.
 It generated a signing secret to try it locally, kept in %s (shown this once).
@@ -344,7 +403,7 @@ To receive real events, write a chatrelay.yaml with your Slack, Discord or webho
 signing_secrets, the signing secret Chat Data shows under Settings → Webhooks (see config.example.yaml);
 then give Chat Data your https://<host>/webhook as its webhook URL.
 
-`, cfg.Store.Path, secretPath, a.commandLine("send-test", "--url", url, "--secret", secret), console)
+`, cfg.Store.Bolt.Path, secretPath, a.commandLine("send-test", "--url", url, "--secret", secret), console)
 		return
 	}
 	fmt.Fprintf(a.stdout, `chatrelay is running on its embedded defaults; events print here. Its signing secret is kept in %s.

@@ -20,7 +20,6 @@ import (
 	"github.com/caddyserver/certmagic"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/spf13/viper"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/chatrelay/chatrelay/certs"
@@ -46,16 +45,6 @@ type ACMEConfig struct {
 	Email   string   `mapstructure:"email"`
 	CA      string   `mapstructure:"ca"`      // directory URL; default Let's Encrypt
 	CARoot  string   `mapstructure:"ca_root"` // PEM file: roots for a private CA's own HTTPS
-}
-
-func setTLSDefaults(v *viper.Viper) {
-	v.SetDefault("tls.cert_file", "")
-	v.SetDefault("tls.key_file", "")
-	v.SetDefault("tls.http_listen", "")
-	v.SetDefault("tls.acme.domains", []string{})
-	v.SetDefault("tls.acme.email", "")
-	v.SetDefault("tls.acme.ca", "")
-	v.SetDefault("tls.acme.ca_root", "")
 }
 
 // Enabled reports whether the public listener speaks HTTPS.
@@ -315,7 +304,7 @@ func (f *frontTLS) startACME(ctx context.Context, cfg *Config) error {
 		f.closers = append(f.closers, closeConn)
 		storage, where = s, s.String()
 	default:
-		dir := filepath.Join(cfg.Store.Path, "acme")
+		dir := filepath.Join(cfg.Store.Bolt.Path, "acme")
 		storage, where = &certmagic.FileStorage{Path: dir}, dir
 	}
 	m, err := certs.NewACME(certs.ACMEConfig{
@@ -344,8 +333,8 @@ func natsCertStorage(ctx context.Context, cfg *Config, logger *slog.Logger) (*na
 	if n.CredsFile != "" {
 		opts = append(opts, natsgo.UserCredentials(n.CredsFile))
 	}
-	if n.Token != "" {
-		opts = append(opts, natsgo.Token(n.Token))
+	if !n.Token.IsZero() {
+		opts = append(opts, natsgo.Token(n.Token.Reveal()))
 	}
 	if n.TLS.CAFile != "" {
 		opts = append(opts, natsgo.RootCAs(n.TLS.CAFile))

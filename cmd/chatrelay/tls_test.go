@@ -75,7 +75,7 @@ sinks:
 
 	client := httpsClient(t, first.Leaf)
 	healthz := "https://localhost:" + port + "/healthz"
-	waitFor(t, 30*time.Second, "the HTTPS listener", func() bool {
+	relaytest.Eventually(t, 30*time.Second, "the HTTPS listener", func() bool {
 		resp, err := client.Get(healthz)
 		if err != nil {
 			return false

@@ -9,6 +9,7 @@ import (
 
 	"github.com/bwmarrin/discordgo"
 
+	"github.com/chatrelay/chatrelay/relay/relaytest"
 	"github.com/chatrelay/chatrelay/sinks/discord/discordtest"
 	"github.com/chatrelay/chatrelay/sinks/slack/slacktest"
 )
@@ -40,7 +41,7 @@ sinks:
 			Reason   string `json:"reason"`
 		} `json:"dead_letters"`
 	}
-	waitFor(t, 30*time.Second, "the dead letter", func() bool {
+	relaytest.Eventually(t, 30*time.Second, "the dead letter", func() bool {
 		_, body := httpGet(t, "http://"+admin+"/api/v1/dlq", "")
 		return json.Unmarshal([]byte(body), &dlq) == nil && len(dlq.DeadLetters) == 1
 	})
@@ -77,7 +78,7 @@ sinks:
 		"answer":          map[string]any{"role": "assistant", "content": answer},
 	})
 	postSigned(t, listen, "huge-signing-secret", body)
-	waitFor(t, 120*time.Second, "the turn delivered to both sinks", func() bool {
+	relaytest.Eventually(t, 120*time.Second, "the turn delivered to both sinks", func() bool {
 		_, m := httpGet(t, "http://"+admin+"/metrics", "")
 		return strings.Contains(m, `chatrelay_deliveries_total{result="delivered",sink="slack"} 1`) &&
 			strings.Contains(m, `chatrelay_deliveries_total{result="delivered",sink="discord"} 1`)

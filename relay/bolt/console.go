@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
@@ -23,12 +24,6 @@ var _ relay.History = (*Store)(nil)
 
 const scanChunk = 2048
 
-// receivedSlack is how far before a time the scan of Received starts: event
-// ids are UUIDv7, so the events bucket is in the order of the ids' clock,
-// which may run a little apart from Event.ReceivedAt (taken from the
-// store's clock just before the id).
-const receivedSlack = time.Minute
-
 // historyView runs fn in a read transaction.
 func (s *Store) historyView(fn func(*bbolt.Tx) error) error { return s.db.View(fn) }
 
@@ -36,6 +31,11 @@ func (s *Store) historyView(fn func(*bbolt.Tx) error) error { return s.db.View(f
 // from on (the first event when nil), in key order, until fn answers false.
 // v is bbolt memory, valid only during the call.
 func (s *Store) scanEvents(ctx context.Context, from []byte, fn func(k, v []byte) (bool, error)) error {
+	return s.scan(ctx, bEvents, from, fn)
+}
+
+// scan is scanEvents over any top-level bucket.
+func (s *Store) scan(ctx context.Context, bucket string, from []byte, fn func(k, v []byte) (bool, error)) error {
 	var next []byte
 	if from != nil {
 		next = bytes.Clone(from)
@@ -46,7 +46,7 @@ func (s *Store) scanEvents(ctx context.Context, from []byte, fn func(k, v []byte
 		}
 		done := false
 		err := s.historyView(func(tx *bbolt.Tx) error {
-			c := tx.Bucket([]byte(bEvents)).Cursor()
+			c := tx.Bucket([]byte(bucket)).Cursor()
 			var k, v []byte
 			if next == nil {
 				k, v = c.First()
@@ -191,34 +191,133 @@ func (s *Store) FindDead(ctx context.Context, f relay.DeadFilter, offset, limit 
 	return relay.PageOf(matched, offset, limit), nil
 }
 
-// Received implements relay.History. The scan starts at the first id of
-// receivedSlack before since (UUIDv7 ids begin with their time in
-// milliseconds) and skips what was received earlier.
-func (s *Store) Received(ctx context.Context, since time.Time, fn func(*relay.Event) (bool, error)) error {
+// The usage figures (relay.History.Usage) are counters in the usage bucket,
+// per minute: for each topic, the events; for each chatbot, the chat events'
+// conversations started, credits, scored answers and low-confidence ones.
+// Append's record adds its event's share to them (opAdd), so they are
+// written in the same durable write as the event and applied with it, once
+// (a replay applies only the records the database does not hold). A
+// minute's counters are a handful of keys however many events it had.
+//
+// Key: the minute (unix minutes, 8 bytes big-endian), a kind byte and the
+// topic or chatbot (relay.LabelOf). Value: the counters, each a float64
+// big-endian.
+
+const (
+	usageTopic byte = 't' // counters: events
+	usageBot   byte = 'b' // counters: conversations, credits, answers, low
+	// usageMargin is how much longer than relay.UsageKept the counters
+	// are kept: a day's figures are whole however the clocks run.
+	usageMargin = time.Hour
+)
+
+func unixMinute(t time.Time) int64 { return t.Truncate(time.Minute).Unix() / 60 }
+
+func usageKey(minute int64, kind byte, name string) []byte {
+	k := make([]byte, 0, 9+len(name))
+	k = binary.BigEndian.AppendUint64(k, uint64(max(minute, 0)))
+	return append(append(k, kind), name...)
+}
+
+func encodeCounters(c ...float64) []byte {
+	b := make([]byte, 0, 8*len(c))
+	for _, f := range c {
+		b = binary.BigEndian.AppendUint64(b, math.Float64bits(f))
+	}
+	return b
+}
+
+// counter returns counter i of a stored value (0 when it has none).
+func counter(v []byte, i int) float64 {
+	if len(v) < 8*(i+1) {
+		return 0
+	}
+	return math.Float64frombits(binary.BigEndian.Uint64(v[8*i:]))
+}
+
+// addCounters returns the counters of cur plus those of delta. A stored
+// value that is no whole number of counters (damage) counts as zeros, so
+// that the record adding to it (an event's) still applies.
+func addCounters(cur, delta []byte) []byte {
+	if len(cur)%8 != 0 {
+		cur = nil
+	}
+	n := max(len(cur), len(delta)) / 8
+	out := make([]float64, n)
+	for i := range out {
+		out[i] = counter(cur, i) + counter(delta, i)
+	}
+	return encodeCounters(out...)
+}
+
+// usageOps are the operations that add ev to its minute's usage figures:
+// the minute of ev.ReceivedAt (of now when it has none).
+func usageOps(ev *relay.Event, now time.Time) ops {
+	at := ev.ReceivedAt
+	if at.IsZero() {
+		at = now
+	}
+	minute := unixMinute(at)
+	var o ops
+	o.op(opAdd, bUsage, "", usageKey(minute, usageTopic, relay.LabelOf(ev.Topic)), encodeCounters(1))
+	if u := relay.UsageOf(ev); u.Counted {
+		var c relay.UsageCount
+		c.Add(u)
+		o.op(opAdd, bUsage, "", usageKey(minute, usageBot, relay.LabelOf(u.Chatbot)),
+			encodeCounters(float64(c.Conversations), c.Credits, float64(c.Answers), float64(c.Low)))
+	}
+	return o
+}
+
+// Usage implements relay.History: the usage bucket from since's minute on.
+func (s *Store) Usage(ctx context.Context, since time.Time) ([]relay.UsageMinute, error) {
 	if err := s.caughtUp(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	var from []byte
 	if !since.IsZero() {
-		from = uuidV7Prefix(since.Add(-receivedSlack))
+		from = usageKey(unixMinute(since), 0, "")
 	}
-	from0 := since.UnixNano()
-	return s.scanEvents(ctx, from, func(k, v []byte) (bool, error) {
-		m, _, err := decodeEventMeta(v)
-		if err != nil || (!since.IsZero() && m.Received < from0) {
-			return true, nil
+	var out []relay.UsageMinute
+	err := s.scan(ctx, bUsage, from, func(k, v []byte) (bool, error) {
+		if len(k) < 9 {
+			return true, nil // not a usage key: skipped
 		}
-		ev, _, err := decodeEvent(string(k), v)
-		if err != nil {
-			return true, nil
+		minute := int64(binary.BigEndian.Uint64(k))
+		if len(out) == 0 || unixMinute(out[len(out)-1].Start) != minute {
+			out = append(out, *relay.NewUsageMinute(time.Unix(minute*60, 0)))
 		}
-		return fn(ev)
+		m := &out[len(out)-1]
+		name := string(k[9:])
+		switch k[8] {
+		case usageTopic:
+			m.Topics[name] += int(counter(v, 0))
+		case usageBot:
+			m.AddBot(name, relay.UsageCount{Conversations: int(counter(v, 0)), Credits: counter(v, 1),
+				Answers: int(counter(v, 2)), Low: int(counter(v, 3))})
+		}
+		return true, nil
 	})
+	if err != nil {
+		return nil, fmt.Errorf("usage figures: %w", err)
+	}
+	return out, nil
 }
 
-// uuidV7Prefix is the start of the textual UUIDv7 of time t: its 48-bit
-// millisecond timestamp as 12 hex digits, a dash after the eighth.
-func uuidV7Prefix(t time.Time) []byte {
-	ms := uint64(max(t.UnixMilli(), 0)) & (1<<48 - 1)
-	return fmt.Appendf(nil, "%08x-%04x", ms>>16, ms&0xffff)
+// pruneUsage deletes up to budget usage counters of minutes before cut
+// (unix nanoseconds), in tx.
+func pruneUsage(tx *bbolt.Tx, cut int64, budget int) error {
+	b := tx.Bucket([]byte(bUsage))
+	end := usageKey(unixMinute(time.Unix(0, cut)), 0, "")
+	var old [][]byte
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil && len(old) < budget && bytes.Compare(k, end) < 0; k, _ = c.Next() {
+		old = append(old, bytes.Clone(k))
+	}
+	for _, k := range old {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -165,6 +165,7 @@ func TestCrash(t *testing.T) {
 						t.Fatalf("round %d: event %s is %s", round+1, id, st)
 					}
 				}
+				checkUsageCountsEachEventOnce(t, s)
 				st, err := s.Stats(t.Context())
 				if err != nil {
 					t.Fatal(err)

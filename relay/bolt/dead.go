@@ -335,16 +335,21 @@ func (s *Store) prune() {
 		kvCut := now - int64(s.opts.KVRetention)
 		kvb := tx.Bucket([]byte(bKV))
 		var stale [][]byte
-		_ = kvb.ForEach(func(k, v []byte) error {
+		if err := kvb.ForEach(func(k, v []byte) error {
 			if len(v) < 8 || int64(beU64(v[:8])) < kvCut {
 				stale = append(stale, bytes.Clone(k))
 			}
 			return nil
-		})
+		}); err != nil {
+			return err
+		}
 		for _, k := range stale {
 			if err := kvb.Delete(k); err != nil {
 				return err
 			}
+		}
+		if err := pruneUsage(tx, now-int64(relay.UsageKept+usageMargin), budget); err != nil {
+			return err
 		}
 		for _, id := range doomed {
 			if err := evb.Delete(id); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -44,7 +45,7 @@ const (
 	segmentExt    = ".log"
 	// preparedName is the next segment's file while it is made.
 	preparedName = "prepared.tmp"
-	frameHeader   = 16
+	frameHeader  = 16
 	// segmentBytes is where a segment ends and the next one starts.
 	segmentBytes = 16 << 20
 	// maxRecordBytes bounds one record (an event of max_body_bytes and its
@@ -87,6 +88,7 @@ type intakeLog struct {
 	wanted bool // asked for, and the answer not taken yet
 
 	afterWrite func() // tests: between write and sync
+	log        *slog.Logger
 }
 
 func segmentName(first uint64) string { return fmt.Sprintf("%020d%s", first, segmentExt) }
@@ -132,7 +134,7 @@ func logDamage(dir, what string) error {
 // record after applied in order, truncates a torn last record, and leaves
 // the log ready to append. A damaged log (a bad record before the last
 // one, records missing between the database and the log) is a damageError.
-func openIntake(dir string, applied uint64, replay func(seq uint64, payload []byte) error) (_ *intakeLog, torn int64, err error) {
+func openIntake(dir string, applied uint64, logger *slog.Logger, replay func(seq uint64, payload []byte) error) (_ *intakeLog, torn int64, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, 0, err
 	}
@@ -144,7 +146,7 @@ func openIntake(dir string, applied uint64, replay func(seq uint64, payload []by
 	if err := os.Remove(filepath.Join(dir, preparedName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, 0, err
 	}
-	l := &intakeLog{dir: dir, next: applied + 1, want: make(chan struct{}, 1), spare: make(chan *os.File, 1)}
+	l := &intakeLog{dir: dir, next: applied + 1, log: logger, want: make(chan struct{}, 1), spare: make(chan *os.File, 1)}
 	prev := uint64(0) // sequence number of the last record read
 	for i, sg := range segs {
 		last := i == len(segs)-1
@@ -238,8 +240,7 @@ func openIntake(dir string, applied uint64, replay func(seq uint64, payload []by
 	}
 	l.f = f
 	if err := syncDir(dir); err != nil {
-		_ = f.Close()
-		return nil, 0, err
+		return nil, 0, errors.Join(err, f.Close())
 	}
 	return l, torn, nil
 }
@@ -359,11 +360,12 @@ func (l *intakeLog) rollover() error {
 		}
 	}
 	if err := syncDir(l.dir); err != nil {
-		_ = f.Close()
-		_ = os.Remove(sg.path)
-		return err
+		return errors.Join(err, f.Close(), os.Remove(sg.path))
 	}
-	_ = l.f.Close()
+	// The old segment is synced: a failed close loses nothing.
+	if err := l.f.Close(); err != nil {
+		l.log.Warn("intake log: closing a full segment", "err", err)
+	}
 	l.f, l.off = f, 0
 	l.segs = append(l.segs, sg)
 	return nil

@@ -3,6 +3,7 @@ package bolt
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,7 +17,7 @@ import (
 func TestPreparedSegments(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	l, torn, err := openIntake(dir, 0, func(uint64, []byte) error { t.Fatal("replay of an empty log"); return nil })
+	l, torn, err := openIntake(dir, 0, slog.New(slog.DiscardHandler), func(uint64, []byte) error { t.Fatal("replay of an empty log"); return nil })
 	if err != nil || torn != 0 {
 		t.Fatalf("open: %v, torn %d", err, torn)
 	}
@@ -78,7 +79,7 @@ func TestPreparedSegments(t *testing.T) {
 	}
 
 	var got []string
-	l, torn, err = openIntake(dir, 0, func(seq uint64, p []byte) error {
+	l, torn, err = openIntake(dir, 0, slog.New(slog.DiscardHandler), func(seq uint64, p []byte) error {
 		if want := fmt.Sprintf("record %d", seq); string(p) != want {
 			t.Errorf("record %d reads %q", seq, p)
 		}
@@ -104,7 +105,7 @@ func TestPreparedSegments(t *testing.T) {
 		t.Fatalf("the log went on at byte %d of %d: %q", end, len(b), b[end:end+32])
 	}
 	got = got[:0]
-	l, _, err = openIntake(dir, 12, func(_ uint64, p []byte) error { got = append(got, string(p)); return nil })
+	l, _, err = openIntake(dir, 12, slog.New(slog.DiscardHandler), func(_ uint64, p []byte) error { got = append(got, string(p)); return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +135,7 @@ func TestPreparedSegmentTail(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
-			l, _, err := openIntake(dir, 0, func(uint64, []byte) error { return nil })
+			l, _, err := openIntake(dir, 0, slog.New(slog.DiscardHandler), func(uint64, []byte) error { return nil })
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -174,7 +175,7 @@ func TestPreparedSegmentTail(t *testing.T) {
 			}
 			f.Close()
 			n := 0
-			l, torn, err := openIntake(dir, 0, func(uint64, []byte) error { n++; return nil })
+			l, torn, err := openIntake(dir, 0, slog.New(slog.DiscardHandler), func(uint64, []byte) error { n++; return nil })
 			if tt.damage {
 				if _, ok := err.(*damageError); !ok {
 					t.Fatalf("open: %v, want damage", err)

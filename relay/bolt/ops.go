@@ -20,10 +20,11 @@ const (
 	opPut      opKind = 1 // put key, value in bucket b (sub-bucket sub, created if missing)
 	opDelete   opKind = 2 // delete key from bucket b (sub-bucket sub, if it exists)
 	opPutQueue opKind = 3 // put key (a queue sequence), value in queues/sub; the bucket's sequence follows
+	opAdd      opKind = 4 // add value's counters to those at key in bucket b (see addCounters)
 )
 
 // Top-level buckets by number, as records name them.
-var bucketNames = []string{bMeta, bEvents, bDeliv, bQueues, bDead, bKV}
+var bucketNames = []string{bMeta, bEvents, bDeliv, bQueues, bDead, bKV, bUsage}
 
 func bucketID(name string) byte {
 	for i, n := range bucketNames {
@@ -117,6 +118,8 @@ func applyRecord(tx *bbolt.Tx, rec []byte) error {
 			err = b.Put(key, value)
 		case opDelete:
 			err = b.Delete(key)
+		case opAdd:
+			err = b.Put(key, addCounters(b.Get(key), value))
 		case opPutQueue:
 			b.FillPercent = 0.9
 			if err = b.Put(key, value); err == nil && beU64(key) > b.Sequence() {

@@ -1,7 +1,6 @@
 package bolt
 
 import (
-	"container/heap"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +12,7 @@ import (
 	bbolt "go.etcd.io/bbolt"
 
 	"github.com/chatrelay/chatrelay/relay"
+	"github.com/chatrelay/chatrelay/relay/internal/ready"
 )
 
 // item is one pending delivery, in memory: 64 bytes. The event body stays
@@ -37,10 +37,10 @@ type queued struct {
 // conv is one conversation's FIFO within one sink's queue. Only its head is
 // ever handed out, and only when no delivery of it is in flight.
 type conv struct {
-	key      string
-	items    []*item
-	inflight bool
-	idx      int // position in the ready heap, -1 when not in it
+	key        string
+	items      []*item
+	inflight   bool
+	ready.Slot // its place in the ready heap
 }
 
 // queue is the scheduler of one sink: a FIFO per conversation and a heap of
@@ -52,7 +52,7 @@ type queue struct {
 
 	mu      sync.Mutex
 	convs   map[string]*conv
-	ready   readyHeap
+	ready   *ready.Heap[*conv]
 	depth   int
 	dead    int
 	closed  bool
@@ -60,7 +60,8 @@ type queue struct {
 }
 
 func (s *Store) newQueue(sink string) *queue {
-	return &queue{s: s, sink: sink, convs: make(map[string]*conv), changed: make(chan struct{})}
+	return &queue{s: s, sink: sink, convs: make(map[string]*conv), changed: make(chan struct{}),
+		ready: ready.New(byDue)}
 }
 
 // push appends it to the conversation key; the caller holds mu or owns q
@@ -68,13 +69,13 @@ func (s *Store) newQueue(sink string) *queue {
 func (q *queue) push(key string, it *item) {
 	c, ok := q.convs[key]
 	if !ok {
-		c = &conv{key: key, idx: -1}
+		c = &conv{key: key}
 		q.convs[key] = c
 	}
 	c.items = append(c.items, it)
 	q.depth++
 	if len(c.items) == 1 && !c.inflight {
-		heap.Push(&q.ready, c)
+		q.ready.Push(c)
 	}
 }
 
@@ -102,20 +103,26 @@ func (q *queue) close() {
 }
 
 // Next implements relay.Queue.
-func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) {
+func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) { return q.next(ctx, true) }
+
+// TryNext implements relay.Queue.
+func (q *queue) TryNext(ctx context.Context) (*relay.Delivery, error) { return q.next(ctx, false) }
+
+// next hands out the first due head; with wait, it waits for one.
+func (q *queue) next(ctx context.Context, wait bool) (*relay.Delivery, error) {
 	for {
 		q.mu.Lock()
 		if q.closed {
 			q.mu.Unlock()
 			return nil, relay.ErrClosed
 		}
-		wait := time.Duration(-1)
-		if len(q.ready) > 0 {
-			c := q.ready[0]
+		until := time.Duration(-1)
+		if q.ready.Len() > 0 {
+			c := q.ready.Peek()
 			it := c.items[0]
 			now := q.s.clock.Now().UnixNano()
 			if it.due <= now {
-				heap.Pop(&q.ready)
+				q.ready.Pop()
 				c.inflight = true
 				q.mu.Unlock()
 				del, err := q.load(ctx, c, it)
@@ -126,6 +133,9 @@ func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) {
 					applied := q.s.appliedCh
 					q.s.mu.Unlock()
 					q.requeue(c)
+					if !wait {
+						return nil, nil
+					}
 					select {
 					case <-applied:
 					case <-q.s.stopped:
@@ -144,12 +154,14 @@ func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) {
 				}
 				return del, nil
 			}
-			wait = time.Duration(it.due - now)
+			until = time.Duration(it.due - now)
 		}
 		changed := q.changed
 		q.mu.Unlock()
-
-		if err := q.s.wait(ctx, wait, changed); err != nil {
+		if !wait {
+			return nil, nil
+		}
+		if err := q.s.wait(ctx, until, changed); err != nil {
 			return nil, err
 		}
 	}
@@ -349,7 +361,7 @@ func (q *queue) advance(c *conv) {
 	if len(c.items) == 0 {
 		delete(q.convs, c.key)
 	} else {
-		heap.Push(&q.ready, c)
+		q.ready.Push(c)
 	}
 	q.mu.Unlock()
 	q.s.wakeAfterGroup(q)
@@ -368,8 +380,8 @@ func (q *queue) requeue(c *conv) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	c.inflight = false
-	if c.idx < 0 && len(c.items) > 0 {
-		heap.Push(&q.ready, c)
+	if !c.In() && len(c.items) > 0 {
+		q.ready.Push(c)
 	}
 	q.notifyLocked()
 }
@@ -401,9 +413,7 @@ func (q *queue) parkAll(ctx context.Context, reason string) (int, error) {
 		q.mu.Lock()
 		defer q.mu.Unlock()
 		for _, c := range convs {
-			if c.idx >= 0 {
-				heap.Remove(&q.ready, c.idx)
-			}
+			q.ready.Remove(c)
 			delete(q.convs, c.key)
 			q.depth -= len(c.items)
 			q.dead += len(c.items)
@@ -431,32 +441,12 @@ func (q *queue) stats() relay.QueueStats {
 	return st
 }
 
-// readyHeap orders conversations by their head's due time, then by queue
-// position (acceptance order).
-type readyHeap []*conv
-
-func (h readyHeap) Len() int { return len(h) }
-func (h readyHeap) Less(i, j int) bool {
-	a, b := h[i].items[0], h[j].items[0]
-	if a.due != b.due {
-		return a.due < b.due
+// byDue orders the ready heap: conversations by their head's due time,
+// then by queue position (acceptance order).
+func byDue(a, b *conv) bool {
+	x, y := a.items[0], b.items[0]
+	if x.due != y.due {
+		return x.due < y.due
 	}
-	return a.seq < b.seq
-}
-func (h readyHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].idx, h[j].idx = i, j
-}
-func (h *readyHeap) Push(x any) {
-	c := x.(*conv)
-	c.idx = len(*h)
-	*h = append(*h, c)
-}
-func (h *readyHeap) Pop() any {
-	old := *h
-	c := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	c.idx = -1
-	return c
+	return x.seq < y.seq
 }

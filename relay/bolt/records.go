@@ -20,6 +20,7 @@ const (
 	bQueues = "queues"     // /<sink>: seq(8) → queueEntry
 	bDead   = "dead"       // /<sink>: parked-at(8) + event id → nil
 	bKV     = "kv"         // namespace \x00 key → value
+	bUsage  = "usage"      // minute(8) kind name → counters (console.go)
 )
 
 const schemaVersion = 1 // no release yet: formats may still change

@@ -16,15 +16,18 @@ import (
 func (s *Store) releaseMapped() {
 	// A read transaction holds bbolt's mmap lock: the file cannot be
 	// remapped while the range is advised.
-	_ = s.db.View(func(tx *bbolt.Tx) error {
+	err := s.db.View(func(tx *bbolt.Tx) error {
 		info := s.db.Info()
 		if info == nil || info.Data == 0 {
 			return nil
 		}
 		_, _, errno := unix.Syscall(unix.SYS_MADVISE, info.Data, uintptr(tx.Size()), unix.MADV_DONTNEED)
 		if errno != 0 {
-			s.log.Debug("could not release the store's mapped pages", "err", errno)
+			return errno
 		}
 		return nil
 	})
+	if err != nil {
+		s.log.Debug("could not release the store's mapped pages", "err", err)
+	}
 }

@@ -129,6 +129,7 @@ type Store struct {
 	applyErr   error           // last database commit outcome
 	appliedCh  chan struct{}   // closed and replaced when applied or applyErr changes
 	kvPending  map[string]kvValue
+	kvGroup    map[string][]byte // key/value writes of the group being built; logger goroutine only
 	pruneFrom  []byte            // where the retention scan resumes; applier goroutine only
 	dedupeFrom []byte            // where the dedupe-expiry scan resumes; applier goroutine only
 	seqs       map[string]uint64 // last queue sequence number per sink; logger goroutine only (and Open)
@@ -203,12 +204,15 @@ func Open(dir string, opts Options) (*Store, error) {
 		queues:    make(map[string]*queue),
 		appliedCh: make(chan struct{}),
 		kvPending: make(map[string]kvValue),
+		kvGroup:   make(map[string][]byte),
 		seqs:      make(map[string]uint64),
 		dedupe:    newDedupeIndex(),
 		recent:    newRecentEvents(),
 	}
 	if err := guard(path, func() error { return s.init(dir) }); err != nil {
-		_ = db.Close()
+		if cerr := db.Close(); cerr != nil {
+			s.log.Warn("closing the store after it could not start", "err", cerr)
+		}
 		if errors.Is(err, errUnreadable) {
 			err = damaged(path, "is damaged: "+err.Error())
 		}
@@ -375,7 +379,7 @@ func (s *Store) init(dir string) error {
 		return nil
 	}
 	replayed := 0
-	l, torn, err := openIntake(logDir, applied, func(seq uint64, rec []byte) error {
+	l, torn, err := openIntake(logDir, applied, s.log, func(seq uint64, rec []byte) error {
 		batch = append(batch, logged{seq: seq, rec: rec})
 		batchBytes += len(rec)
 		replayed++
@@ -392,8 +396,7 @@ func (s *Store) init(dir string) error {
 		l.afterWrite = s.opts.hooks.afterLogWrite
 	}
 	if err := flush(); err != nil {
-		_ = l.close()
-		return err
+		return errors.Join(err, l.close())
 	}
 	if torn > 0 {
 		s.log.Warn("intake log: dropped a record whose write did not complete (a stop between write and sync); "+
@@ -460,9 +463,9 @@ func (s *Store) init(dir string) error {
 		})
 	})
 	if err != nil {
-		_ = s.intake.close()
+		return errors.Join(err, s.intake.close())
 	}
-	return err
+	return nil
 }
 
 // setAsideOldLog moves an intake log away from a database that was just
@@ -504,7 +507,8 @@ func (s *Store) Close() error {
 }
 
 // Append implements relay.Store. One event is one record of the intake log:
-// the event and one queue entry per sink. The dedupe index is in memory
+// the event, one queue entry per sink, and what it adds to its minute's
+// usage figures (usageOps). The dedupe index is in memory
 // (see dedupeIndex), and everything is encoded before it reaches the
 // logger, which only decides duplicates and numbers the queue entries.
 func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (relay.Accepted, error) {
@@ -526,6 +530,7 @@ func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (re
 	if err != nil {
 		return relay.Accepted{}, err
 	}
+	o.b = append(o.b, usageOps(ev, s.clock.Now()).b...)
 	var acc relay.Accepted
 	var items []queued
 	err = s.write(ctx, func() ([]byte, bool) {
@@ -648,7 +653,7 @@ func (s *Store) Recent(ctx context.Context, before string, limit int) ([]relay.E
 		if before == "" {
 			k, v = c.Last()
 		} else {
-			k, v = c.Seek([]byte(before))
+			k, _ = c.Seek([]byte(before))
 			if k == nil {
 				k, v = c.Last()
 			} else {
@@ -726,15 +731,82 @@ func (k *kv) Get(_ context.Context, key string) (string, bool, error) {
 }
 
 func (k *kv) Put(ctx context.Context, key, value string) error {
-	full := k.key(key)
-	v := append(u64(uint64(k.s.clock.Now().UnixNano())), value...)
+	full, v, rec := k.put(key, value)
+	return k.s.write(ctx, func() ([]byte, bool) {
+		k.s.kvGroup[string(full)] = v // for a Swap later in the group
+		return rec, true
+	}, k.pending(full, v))
+}
+
+// put returns the full key, the stored value and the record of a write of
+// value under key.
+func (k *kv) put(key, value string) (full, v, rec []byte) {
+	full = k.key(key)
+	v = append(u64(uint64(k.s.clock.Now().UnixNano())), value...)
 	var o ops
 	o.put(bKV, "", full, v)
-	return k.s.write(ctx, record(&o), func() {
+	return full, v, o.b
+}
+
+// pending answers Get with v until the database holds it.
+func (k *kv) pending(full, v []byte) func() {
+	return func() {
 		k.s.mu.Lock()
 		k.s.kvPending[string(full)] = kvValue{v: v, seq: k.s.intake.next - 1}
 		k.s.mu.Unlock()
+	}
+}
+
+var _ relay.Swapper = (*kv)(nil)
+
+// Swap implements relay.Swapper. The comparison is made on the logger,
+// which builds every write's record in log order, against the value the
+// writes before it leave (the group's own, then those durable but not yet
+// applied, then the database's): no write can come between the
+// comparison and this one.
+func (k *kv) Swap(ctx context.Context, key, old, value string) (bool, error) {
+	full, v, rec := k.put(key, value)
+	var swapped bool
+	var readErr error
+	err := k.s.write(ctx, func() ([]byte, bool) {
+		cur, err := k.s.kvLatest(full)
+		swapped, readErr = err == nil && cur == old, err
+		if !swapped {
+			return nil, false
+		}
+		k.s.kvGroup[string(full)] = v
+		return rec, true
+	}, k.pending(full, v))
+	if err == nil {
+		err = readErr
+	}
+	if err != nil {
+		return false, err
+	}
+	return swapped, nil
+}
+
+// kvLatest is what a write built now would find under full: the group's
+// own write, one durable but not applied, or the database's. It runs on
+// the logger.
+func (s *Store) kvLatest(full []byte) (string, error) {
+	if v, ok := s.kvGroup[string(full)]; ok {
+		return string(v[8:]), nil
+	}
+	s.mu.Lock()
+	p, pending := s.kvPending[string(full)]
+	s.mu.Unlock()
+	if pending {
+		return string(p.v[8:]), nil
+	}
+	var val string
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		if v := tx.Bucket([]byte(bKV)).Get(full); len(v) >= 8 {
+			val = string(v[8:])
+		}
+		return nil
 	})
+	return val, err
 }
 
 func beU64(b []byte) uint64 {

@@ -103,7 +103,7 @@ func TestPruning(t *testing.T) {
 	}
 	// Past the dedupe window: the same body is a new event.
 	clock.Advance(31 * time.Minute)
-	waitUntil(t, func() bool {
+	relaytest.Eventually(t, 10*time.Second, "the same body past the dedupe window to be a new event", func() bool {
 		again := *delivered
 		again.ID = storetest.NewEvent(t, "A", 1).ID
 		acc, err := s.Append(ctx, &again, nil)
@@ -111,7 +111,7 @@ func TestPruning(t *testing.T) {
 	})
 	// Past retention: the delivered event goes, the dead letter stays.
 	clock.Advance(time.Hour)
-	waitUntil(t, func() bool {
+	relaytest.Eventually(t, 10*time.Second, "the delivered event to be pruned", func() bool {
 		_, err := s.Lookup(ctx, delivered.ID)
 		return errors.Is(err, relay.ErrNotFound)
 	})
@@ -120,23 +120,10 @@ func TestPruning(t *testing.T) {
 	}
 	// Past the KV retention: the thread mapping goes.
 	clock.Advance(time.Hour)
-	waitUntil(t, func() bool {
+	relaytest.Eventually(t, 10*time.Second, "the thread mapping to be pruned", func() bool {
 		_, ok, err := s.KV("slack").Get(ctx, "conv")
 		return err == nil && !ok
 	})
-}
-
-// waitUntil polls cond (the writer prunes asynchronously after the clock
-// moves) until it holds, or fails after 10 s.
-func waitUntil(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition never held")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // TestFullStoreNeverClaimsDuplicate fills a store to its size bound: the
@@ -317,7 +304,7 @@ func TestRetentionKeepsUndeliveredEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock.Advance(2 * time.Hour)
-	waitUntil(t, func() bool { // the prune ran: the unrouted event is gone
+	relaytest.Eventually(t, 10*time.Second, "the prune to remove the unrouted event", func() bool {
 		// The applier may have set its prune ticker after the advance
 		// (it starts asynchronously): keep time moving until it fires.
 		clock.Advance(time.Minute)

@@ -193,6 +193,7 @@ func (s *Store) logBatch(batch []*entry, buf []byte) []byte {
 		written := make([]bool, len(batch))
 		next := s.intake.next
 		s.dedupe.begin()
+		clear(s.kvGroup)
 		n := 0
 		for ; n < len(batch) && len(buf) < maxGroupBytes; n++ {
 			rec, ok := batch[n].build()

@@ -63,6 +63,10 @@ type ConversationState struct {
 	ClaimedAt  time.Time
 	ResolvedBy string
 	ResolvedAt time.Time
+	// EscalatedAt is when the visitor last asked for a person, RepagedAt
+	// when that escalation was posted again because nobody claimed it.
+	EscalatedAt time.Time
+	RepagedAt   time.Time
 }
 
 // ConversationStates reports conversations' claim and resolve state.
@@ -91,8 +95,9 @@ type Config struct {
 	// long a session lasts without a page load (default 2h).
 	SessionTTL, IdleTTL time.Duration
 	// Every is how often the overview is refreshed for its watchers
-	// (default 2s); the usage figures are counted from the store's new
-	// events every UsageEvery (default 5s) and when the overview loads.
+	// (default 2s); the usage figures are read from the store when the
+	// overview loads and, while a live overview is open, every UsageEvery
+	// (default 5s). Nobody watching, nothing is read.
 	Every, UsageEvery time.Duration
 }
 
@@ -219,38 +224,59 @@ func secureHeaders(next http.Handler) http.Handler {
 	})
 }
 
-// Run keeps the overview's figures: usage counted from the store, the
-// deliveries of the last hour, and a fresh overview for every open page
-// each Every. It returns when ctx ends, and the live streams end with it.
+// Run keeps the overview's figures: the deliveries of the last hour, and,
+// while a live overview is open, the usage read from the store and a fresh
+// overview for every open page each Every. It returns when ctx ends, and
+// the live streams end with it.
 func (c *Console) Run(ctx context.Context) error {
 	defer c.stop.Do(func() { close(c.stopped) })
 	tick := c.cfg.Clock.NewTicker(c.cfg.Every)
 	defer tick.Stop()
-	var usageAt time.Time
-	var usageErr string
+	var st runState
 	for {
-		now := c.cfg.Clock.Now()
-		if usageAt.IsZero() || now.Sub(usageAt) >= c.cfg.UsageEvery {
-			usageAt = now
-			if err := c.usage.refresh(ctx); err != nil && ctx.Err() == nil {
-				if err.Error() != usageErr {
-					c.cfg.Logger.Warn("console: could not count usage from the store", "err", err)
-				}
-				usageErr = err.Error()
-			} else {
-				usageErr = ""
-			}
-		}
-		c.rates.sample(now)
-		if c.hub.watching() {
-			c.publish(ctx)
-		}
+		c.step(ctx, &st)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.Chan():
 		case <-c.hub.joined:
 		}
+	}
+}
+
+// runState is what Run remembers between steps.
+type runState struct {
+	usageAt  time.Time // the usage figures were last read
+	usageErr string    // the last error reading them, logged once
+}
+
+// step is one turn of Run.
+func (c *Console) step(ctx context.Context, st *runState) {
+	now := c.cfg.Clock.Now()
+	watching := c.hub.watching()
+	if watching && (st.usageAt.IsZero() || now.Sub(st.usageAt) >= c.cfg.UsageEvery) {
+		st.usageAt = now
+		// Bounded, so that the pages' sink states stay live: a store that
+		// reads the figures in steps (NATS, the first time after a start)
+		// goes on from where it stopped at the next turn.
+		rctx, cancel := context.WithTimeout(ctx, usageWait)
+		err := c.usage.refresh(rctx)
+		cancel()
+		switch {
+		case err == nil || ctx.Err() != nil:
+			st.usageErr = ""
+		case errors.Is(err, context.DeadlineExceeded) && errors.Is(rctx.Err(), context.DeadlineExceeded):
+			// Still reading: the page says the figures are being counted.
+		default:
+			if err.Error() != st.usageErr {
+				c.cfg.Logger.Warn("console: could not read the usage figures from the store", "err", err)
+			}
+			st.usageErr = err.Error()
+		}
+	}
+	c.rates.sample(now)
+	if watching {
+		c.publish(ctx)
 	}
 }
 

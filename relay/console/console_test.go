@@ -534,7 +534,10 @@ func TestPages(t *testing.T) {
 		code     int
 		contains []string
 	}{
-		{"/", 200, []string{"Sinks", "Events per topic", "Usage per chatbot", `data-sink="a"`}},
+		{"/", 200, []string{"Sinks", "Events per topic", "Usage per chatbot", `data-sink="a"`,
+			// The two chat events' figures, read from the store as the page loads.
+			`<th scope="row">chat</th><td class="num">2</td><td class="num">2</td>`,
+			`data-label="Chatbot">bot</th>`, `data-label="Conversations 24h">2</td>`}},
 		{"/events", 200, []string{ev.ID, "conv-x"}},
 		{"/events/" + eventID, 200, []string{"q1", "a1", "&lt;script&gt;", "Body as received"}},
 		{"/conversations/conv-x", 200, []string{"Conversation", "q1", "q2", "a2", "score 0.50", "state-pending", "state-dead"}},
@@ -719,6 +722,58 @@ func TestTurnsTellTheStory(t *testing.T) {
 	for _, never := range []string{relay.NoAnswer, "&#34;company&#34;", "custom_fields", "4f6a2b1c-9d8e"} {
 		if strings.Contains(a.body, never) {
 			t.Errorf("the conversation page shows %q", never)
+		}
+	}
+}
+
+// states is a ConversationStates of fixed answers.
+type states map[string]console.ConversationState
+
+func (s states) ConversationState(_ context.Context, id string) (console.ConversationState, bool, error) {
+	st, ok := s[id]
+	return st, ok, nil
+}
+
+// TestConversationStatus: a conversation's page says who has it in hand
+// (two-way live chat): open, claimed by, resolved by, and when it was
+// escalated and posted again.
+func TestConversationStatus(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 3, 1, 11, 0, 0, 0, time.UTC)
+	f := setup(t, token, func(c *console.Config) {
+		c.States = states{
+			"conv-open":    {EscalatedAt: at, RepagedAt: at.Add(10 * time.Minute)},
+			"conv-claimed": {EscalatedAt: at, ClaimedBy: "Dana <b>", ClaimedAt: at.Add(time.Minute)},
+			"conv-done":    {ClaimedBy: "Dana", ClaimedAt: at, ResolvedBy: "Sam", ResolvedAt: at.Add(time.Hour)},
+		}
+	})
+	c := f.browser(t)
+	f.login(t, c)
+	tests := []struct {
+		conv     string
+		contains []string
+	}{
+		{"conv-open", []string{">open<", "Escalated", "2026-03-01 11:00:00 UTC", "posted again 11:10:00 UTC"}},
+		{"conv-claimed", []string{"claimed by Dana &lt;b&gt;", "Claimed", "2026-03-01 11:01:00 UTC"}},
+		{"conv-done", []string{"resolved by Sam", "Claimed</dt><dd>2026-03-01 11:00:00 UTC by Dana", "Resolved</dt><dd>2026-03-01 12:00:00 UTC"}},
+		{"conv-none", nil},
+	}
+	for i, tt := range tests {
+		ev := storetest.NewEvent(t, tt.conv, i)
+		if _, err := f.store.Append(t.Context(), ev, []string{"a"}); err != nil {
+			t.Fatal(err)
+		}
+		a := f.get(t, c, "/conversations/"+tt.conv)
+		if a.code != 200 {
+			t.Fatalf("%s: %d", tt.conv, a.code)
+		}
+		for _, s := range tt.contains {
+			if !strings.Contains(a.body, s) {
+				t.Errorf("%s: no %q in the page", tt.conv, s)
+			}
+		}
+		if tt.contains == nil && strings.Contains(a.body, "<dt>Status</dt>") {
+			t.Errorf("%s: a status shown for a conversation with none", tt.conv)
 		}
 	}
 }

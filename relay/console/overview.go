@@ -125,7 +125,9 @@ func (c *Console) snapshot(ctx context.Context) overviewView {
 }
 
 func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
-	c.usage.tryRefresh(r.Context())
+	ctx, cancel := context.WithTimeout(r.Context(), usageWait)
+	c.usage.tryRefresh(ctx)
+	cancel()
 	c.render(w, r, http.StatusOK, "overview", pageData{Title: "Overview", Nav: "overview", Page: c.snapshot(r.Context())})
 }
 

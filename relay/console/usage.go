@@ -12,61 +12,51 @@ import (
 
 // The usage figures of the overview (events per topic; per chatbot:
 // conversations started, cost credits, answers and low-confidence answers)
-// for the last hour and the last day, counted from the store, so that they
-// survive restarts and, on NATS, cover every replica. The first refresh
-// reads the last day; later ones read from a little before where the last
-// stopped (an event committed late may come after later ones) and skip the
-// events already counted.
+// for the last hour and the last day. The store keeps them by minute
+// (relay.History.Usage), counted as each event is appended, so that they
+// survive restarts and, on NATS, cover every replica; the console only
+// reads them, and only while someone looks: when the overview loads, and
+// every UsageEvery while a live overview is open. A relay nobody watches
+// spends nothing on them.
 
 const (
-	usageWindow  = 24 * time.Hour
-	usageOverlap = time.Minute
-	maxTopics    = 20
+	usageWindow = 24 * time.Hour
+	maxTopics   = 20
+	// usageWait bounds how long a page load waits for the figures; past
+	// it the page says they are being counted, and a live page gets them
+	// when they are.
+	usageWait = 2 * time.Second
 )
-
-type botCount struct {
-	Conversations int
-	Credits       float64
-	Answers, Low  int
-}
-
-type minuteCount struct {
-	topics map[string]int
-	bots   map[string]*botCount
-}
 
 type usageCounter struct {
 	hist   relay.History
 	now    func() time.Time
-	bots   *relay.LabelSet // bounds memory as the metric's labels are bounded
+	bots   *relay.LabelSet // bounds memory and the page as the metric's labels are bounded
 	topics *relay.LabelSet
 
-	refreshing sync.Mutex           // one refresh at a time; it alone touches seen and mark
-	seen       map[string]time.Time // ids counted, with when they were received
-	mark       time.Time            // the last refresh began here
+	refreshing sync.Mutex // one refresh at a time
 
 	mu      sync.Mutex
-	minutes map[int64]*minuteCount // by unix minute
-	ready   bool                   // the first refresh is done
+	minutes []relay.UsageMinute // the last day's, labels bounded
+	ready   bool                // a refresh succeeded
 }
 
 func newUsageCounter(hist relay.History, now func() time.Time) *usageCounter {
 	return &usageCounter{
 		hist: hist, now: now,
 		bots: relay.NewLabelSet(relay.MaxChatbotLabels), topics: relay.NewLabelSet(maxTopics),
-		seen: map[string]time.Time{}, minutes: map[int64]*minuteCount{},
 	}
 }
 
-// refresh counts the events received since the last refresh.
+// refresh reads the last day's figures from the store.
 func (u *usageCounter) refresh(ctx context.Context) error {
 	u.refreshing.Lock()
 	defer u.refreshing.Unlock()
 	return u.refreshLocked(ctx)
 }
 
-// tryRefresh refreshes unless a refresh is under way (the first one, over
-// a day of events, can take a while): a page shows what is counted so far.
+// tryRefresh refreshes unless a refresh is under way: a page shows what
+// was read last.
 func (u *usageCounter) tryRefresh(ctx context.Context) {
 	if u.refreshing.TryLock() {
 		defer u.refreshing.Unlock()
@@ -75,69 +65,24 @@ func (u *usageCounter) tryRefresh(ctx context.Context) {
 }
 
 func (u *usageCounter) refreshLocked(ctx context.Context) error {
-	start := u.now()
-	since := start.Add(-usageWindow)
-	if from := u.mark.Add(-usageOverlap); !u.mark.IsZero() && from.After(since) {
-		since = from
-	}
-	type counted struct {
-		minute int64
-		topic  string
-		use    relay.Usage
-	}
-	var found []counted
-	err := u.hist.Received(ctx, since, func(ev *relay.Event) (bool, error) {
-		if _, ok := u.seen[ev.ID]; ok {
-			return true, nil
-		}
-		u.seen[ev.ID] = ev.ReceivedAt
-		found = append(found, counted{ev.ReceivedAt.Unix() / 60, u.topics.Fold(ev.Topic), relay.UsageOf(ev)})
-		return true, nil
-	})
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	for _, f := range found {
-		m := u.minutes[f.minute]
-		if m == nil {
-			m = &minuteCount{topics: map[string]int{}, bots: map[string]*botCount{}}
-			u.minutes[f.minute] = m
-		}
-		m.topics[f.topic]++
-		if !f.use.Counted {
-			continue
-		}
-		bot := u.bots.Fold(f.use.Chatbot)
-		b := m.bots[bot]
-		if b == nil {
-			b = &botCount{}
-			m.bots[bot] = b
-		}
-		if f.use.NewConversation {
-			b.Conversations++
-		}
-		b.Credits += f.use.Credits
-		if f.use.HasScore {
-			b.Answers++
-			if f.use.LowConfidence() {
-				b.Low++
-			}
-		}
-	}
+	got, err := u.hist.Usage(ctx, u.now().Add(-usageWindow))
 	if err != nil {
-		return err // what was read is counted; the next refresh reads again from mark
+		return err // the figures read last stay
 	}
-	oldest := (start.Add(-usageWindow).Unix() / 60) - 1
-	for k := range u.minutes {
-		if k < oldest {
-			delete(u.minutes, k)
+	minutes := make([]relay.UsageMinute, 0, len(got))
+	for _, m := range got {
+		b := relay.UsageMinute{Start: m.Start, Topics: make(map[string]int, len(m.Topics)), Bots: make(map[string]relay.UsageCount, len(m.Bots))}
+		for t, n := range m.Topics {
+			b.Topics[u.topics.Bound(t)] += n
 		}
-	}
-	for id, at := range u.seen {
-		if at.Before(start.Add(-2 * usageOverlap)) {
-			delete(u.seen, id)
+		for name, c := range m.Bots {
+			b.AddBot(u.bots.Bound(name), c)
 		}
+		minutes = append(minutes, b)
 	}
-	u.mark, u.ready = start, true
+	u.mu.Lock()
+	u.minutes, u.ready = minutes, true
+	u.mu.Unlock()
 	return nil
 }
 
@@ -155,7 +100,7 @@ type topicRow struct {
 
 type botRow struct {
 	Chatbot string
-	botCount
+	relay.UsageCount
 }
 
 // LowShare is the share of low-confidence answers, in percent.
@@ -166,32 +111,26 @@ func (b botRow) LowShare() float64 {
 	return 100 * float64(b.Low) / float64(b.Answers)
 }
 
-// period sums the minutes from since on.
+// period sums the minutes from the one that holds since on.
 func (u *usageCounter) period(since time.Time) (usagePeriod, bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	from := since.Unix() / 60
+	from := since.Truncate(time.Minute)
 	topics := map[string]int{}
-	bots := map[string]*botCount{}
+	bots := map[string]relay.UsageCount{}
 	var p usagePeriod
-	for k, m := range u.minutes {
-		if k < from {
+	for _, m := range u.minutes {
+		if m.Start.Before(from) {
 			continue
 		}
-		for t, n := range m.topics {
+		for t, n := range m.Topics {
 			topics[t] += n
 			p.Events += n
 		}
-		for name, b := range m.bots {
+		for name, c := range m.Bots {
 			sum := bots[name]
-			if sum == nil {
-				sum = &botCount{}
-				bots[name] = sum
-			}
-			sum.Conversations += b.Conversations
-			sum.Credits += b.Credits
-			sum.Answers += b.Answers
-			sum.Low += b.Low
+			sum.Merge(c)
+			bots[name] = sum
 		}
 	}
 	for t, n := range topics {
@@ -200,8 +139,8 @@ func (u *usageCounter) period(since time.Time) (usagePeriod, bool) {
 	slices.SortFunc(p.Topics, func(a, b topicRow) int {
 		return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.Topic, b.Topic))
 	})
-	for name, b := range bots {
-		p.Bots = append(p.Bots, botRow{name, *b})
+	for name, c := range bots {
+		p.Bots = append(p.Bots, botRow{name, c})
 	}
 	slices.SortFunc(p.Bots, func(a, b botRow) int {
 		return cmp.Or(cmp.Compare(b.Conversations, a.Conversations), cmp.Compare(b.Answers, a.Answers), cmp.Compare(a.Chatbot, b.Chatbot))

@@ -65,6 +65,7 @@ func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (re
 	msg := natsgo.NewMsg(s.l.eventSubject(p, ev.ID))
 	msg.Data = ev.Body
 	eventHeaders(msg.Header, ev, received)
+	usageHeader(msg.Header, ev)
 	msg.Header.Set(hdrReplica, s.instance)
 	for _, sink := range sinks {
 		msg.Header.Add(hdrSink, escape(sink))

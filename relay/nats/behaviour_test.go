@@ -160,7 +160,7 @@ func TestDeadReplicasAppendsAreRequeued(t *testing.T) {
 	// The repair is logged once its scan returns, which may be after the
 	// delivery was handed out. It names the replica (its lease key) and
 	// its host, and counts what it queued (issue 18, finding 7).
-	pollUntil(t, "the repair's log line", func() bool {
+	relaytest.Eventually(t, 20*time.Second, "the repair's log line", func() bool {
 		return strings.Contains(logs.String(), "queued the deliveries its last appends had not")
 	})
 	if line := logs.String(); !strings.Contains(line, "replica=ghost host=ghost-host") || !strings.Contains(line, "queued=1") {
@@ -225,7 +225,7 @@ func TestLongDisconnectionGivesUpHeldDeliveries(t *testing.T) {
 		t.Fatalf("s2 got %s, want %s again", taken.Event.ID, a1.ID)
 	}
 	cut.resume()
-	pollUntil(t, "s1 reconnects", func() bool { return s1.Ready(t.Context()) == nil })
+	relaytest.Eventually(t, 20*time.Second, "s1 reconnects", func() bool { return s1.Ready(t.Context()) == nil })
 	if err := held.Ack(t.Context()); !errors.Is(err, relay.ErrUnavailable) {
 		t.Fatalf("late Ack on the replica that was away: %v, want ErrUnavailable", err)
 	}

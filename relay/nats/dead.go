@@ -38,7 +38,7 @@ func (s *Store) park(ctx context.Context, sink string, p int, ev *relay.Event, a
 	m.Header.Set(hdrSince, nanos(since))
 	now := time.Now()
 	m.Header.Set(hdrParked, nanos(now))
-	reason = truncate(reason, maxReason)
+	reason, _ = relay.TruncateBytes(reason, maxReason)
 	m.Header.Set(hdrReason, escape(reason))
 	if _, err := s.js.PublishMsg(ctx, m, jetstream.WithExpectStream(s.l.dead)); err != nil {
 		return classify(err)

@@ -10,7 +10,9 @@
 //
 //   - Stream CHATRELAY_EVENTS, subjects chatrelay.ev.<partition>.<event id>:
 //     every accepted event, raw body as the payload, id, topic, receive time,
-//     conversation and routed sinks in Chatrelay-* headers. Limits retention
+//     conversation, routed sinks and, for a chat event, its usage figures
+//     (Chatrelay-Usage, read by the console: console.go) in Chatrelay-*
+//     headers. Limits retention
 //     with MaxAge = store.retention: events are kept that long whether
 //     delivered or not, for Lookup and Recent. Duplicates = store.dedupe_window.
 //     With Options.MaxBytes (store.max_size; none by default) the oldest
@@ -132,7 +134,8 @@
 // attempt and last error in the state bucket, then NakWithDelay(delay),
 // for backoff and rate-limit waits alike (a record that cannot be written
 // is only warned about: the retry is scheduled); Term writes the dead
-// letter and records it, then TermWithReason (if the dead letter cannot be
+// letter and records it, then terminates the message and waits for the server to confirm, as
+// Ack does (if the dead letter cannot be
 // written, on a full server, the message is handed back after a delay from
 // Options.Backoff that grows with each time it came back, so the sink is
 // not asked again at once); Release is a plain Nak, with nothing recorded. JetStream's own delivery

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/chatrelay/chatrelay/relay"
@@ -185,15 +184,16 @@ func startReplica(t *testing.T, name string, opts nats.Options, log *sendLog, ga
 	for _, sink := range []string{"chan", "hook"} {
 		rs := &recSink{name: sink, replica: name, log: log}
 		r.sinks = append(r.sinks, rs)
-		pacer := relay.NewPacer(clockwork.NewRealClock())
+		every := time.Duration(-1) // no pace
 		if sink == "chan" {
-			pacer.SetPace(10*time.Millisecond, 1)
+			every = 10 * time.Millisecond
 			rs.gate = gate
 		}
 		d, err := relay.NewDispatcher(relay.DispatcherConfig{
 			Sink:         rs,
 			Queue:        r.store.Queue(sink),
-			Pacer:        pacer,
+			PaceEvery:    every,
+			PaceBurst:    1,
 			Retry:        relay.RetryPolicy{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond, MaxAge: time.Minute},
 			Concurrency:  4,
 			Timeout:      5 * time.Second,
@@ -254,7 +254,7 @@ func TestExclusiveSinkFailsOver(t *testing.T) {
 			viaProxy.Logger = firstLogger
 			first := startReplica(t, "first", viaProxy, log, gate)
 			// Alone, the first replica takes the exclusive sink.
-			pollUntil(t, "the first replica owns the sink", func() bool {
+			relaytest.Eventually(t, 20*time.Second, "the first replica owns the sink", func() bool {
 				return strings.Contains(firstLogs.String(), "now sends to the sink")
 			})
 			// Its first append creates the sinks' consumers: the second
@@ -404,7 +404,7 @@ func TestExclusiveSinkLostLease(t *testing.T) {
 			}
 		}
 	})
-	pollUntil(t, "the owner notices it lost the sink", func() bool {
+	relaytest.Eventually(t, 20*time.Second, "the owner notices it lost the sink", func() bool {
 		return strings.Contains(logs.String(), "lost the sink's ownership")
 	})
 	s2 := open(t, opts)

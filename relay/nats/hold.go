@@ -1,7 +1,6 @@
 package nats
 
 import (
-	"container/heap"
 	"context"
 	"fmt"
 	"strconv"
@@ -81,9 +80,7 @@ func (s *Store) giveUp(h *held) {
 	if q.bySeq[h.seq] == h {
 		delete(q.bySeq, h.seq)
 	}
-	if h.idx >= 0 {
-		heap.Remove(&q.ready, h.idx)
-	}
+	q.ready.Remove(h)
 	q.mu.Unlock()
 	s.log.Warn("gave up a delivery: NATS confirmed no renewal of it within three quarters of the ack wait "+
 		"(this replica was cut off, or stalled); the server hands it out again",

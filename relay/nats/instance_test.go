@@ -23,6 +23,7 @@ import (
 
 	"github.com/chatrelay/chatrelay/relay"
 	"github.com/chatrelay/chatrelay/relay/nats"
+	"github.com/chatrelay/chatrelay/relay/relaytest"
 )
 
 const testSecret = relay.Secret("test-signing-secret")
@@ -510,7 +511,7 @@ func TestNATSOutage(t *testing.T) {
 
 	ns.Shutdown()
 	ns.WaitForShutdown()
-	pollUntil(t, "receiver answers 503 while NATS is down", func() bool {
+	relaytest.Eventually(t, 20*time.Second, "receiver answers 503 while NATS is down", func() bool {
 		status, _, hdr, err := post(client, in.http.URL, eventBody("conv-a", 99))
 		return err == nil && status == http.StatusServiceUnavailable && hdr.Get("Retry-After") != ""
 	})
@@ -522,7 +523,7 @@ func TestNATSOutage(t *testing.T) {
 	}
 
 	startServer(t, dir, port)
-	pollUntil(t, "/readyz recovers", func() bool {
+	relaytest.Eventually(t, 20*time.Second, "/readyz recovers", func() bool {
 		status, _, _, err := get(client, in.http.URL+"/readyz")
 		return err == nil && status == http.StatusOK
 	})
@@ -565,18 +566,4 @@ func jetStreamClient(t *testing.T, url string) jetstream.JetStream {
 		t.Fatal(err)
 	}
 	return js
-}
-
-// pollUntil polls cond with a deadline: the last resort for waiting on
-// something that has no event to wait on (a client noticing a server is
-// gone).
-func pollUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out: %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

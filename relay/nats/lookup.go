@@ -221,6 +221,7 @@ func (s *Store) knownSinks(ctx context.Context) ([]string, error) {
 }
 
 // KV implements relay.Store on a key/value bucket shared by every replica.
+// Its KVs are relay.Swappers.
 func (s *Store) KV(namespace string) relay.KV { return &kv{s: s, ns: namespace} }
 
 type kv struct {
@@ -244,4 +245,38 @@ func (k *kv) Put(ctx context.Context, key, value string) error {
 		return fmt.Errorf("kv put: %w", classify(err))
 	}
 	return nil
+}
+
+var _ relay.Swapper = (*kv)(nil)
+
+// Swap implements relay.Swapper with the key's revision: an Update that
+// names the revision read (or a Create when the key holds nothing), which
+// the server refuses if any replica wrote the key since.
+func (k *kv) Swap(ctx context.Context, key, old, value string) (bool, error) {
+	full := kvKey(k.ns, key)
+	e, err := k.s.kv.Get(ctx, full)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		if old != "" {
+			return false, nil
+		}
+		_, err = k.s.kv.Create(ctx, full, []byte(value))
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return false, nil
+		}
+	case err != nil:
+		return false, fmt.Errorf("kv get: %w", classify(err))
+	default:
+		if string(e.Value()) != old {
+			return false, nil
+		}
+		_, err = k.s.kv.Update(ctx, full, []byte(value), e.Revision())
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return false, nil
+		}
+	}
+	if err != nil {
+		return false, fmt.Errorf("kv swap: %w", classify(err))
+	}
+	return true, nil
 }

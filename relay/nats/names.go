@@ -165,6 +165,7 @@ const (
 	hdrPart     = "Chatrelay-Partition"
 	hdrReplica  = "Chatrelay-Replica" // the instance that appended the event
 	hdrRepeat   = "Chatrelay-Repeat"  // a delivery queued again by a repair: it may have been settled before
+	hdrUsage    = "Chatrelay-Usage"   // a chat event's usage figures (console.go)
 )
 
 func escape(s string) string { return url.QueryEscape(s) }

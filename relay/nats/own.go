@@ -1,7 +1,6 @@
 package nats
 
 import (
-	"container/heap"
 	"encoding/json"
 	"errors"
 	"time"
@@ -219,8 +218,8 @@ func (q *queue) endTerm() {
 	t := q.term
 	q.term = nil
 	var back []*held
-	for len(q.ready) > 0 {
-		back = append(back, heap.Pop(&q.ready).(*held))
+	for q.ready.Len() > 0 {
+		back = append(back, q.ready.Pop())
 	}
 	q.notifyLocked()
 	q.mu.Unlock()

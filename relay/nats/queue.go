@@ -1,7 +1,6 @@
 package nats
 
 import (
-	"container/heap"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/chatrelay/chatrelay/relay"
+	"github.com/chatrelay/chatrelay/relay/internal/ready"
 )
 
 // deliveryState is one delivery's record in the state bucket: what
@@ -71,8 +71,8 @@ type queue struct {
 	claim *claim // an exclusive sink's ownership lease; nil for a shared sink
 
 	mu      sync.Mutex
-	term    *term // nil while this replica does not own the (exclusive) sink
-	ready   readyHeap
+	term    *term              // nil while this replica does not own the (exclusive) sink
+	ready   *ready.Heap[*held] // by position in the queue stream: the order they were queued in
 	changed chan struct{}      // closed and replaced when ready gains a head or the term changes
 	held    map[*held]struct{} // received and not settled: in ready or handed out
 	bySeq   map[uint64]*held   // held, by queue-stream sequence
@@ -133,6 +133,7 @@ func (s *Store) Queue(sink string) relay.Queue {
 		s:       s,
 		sink:    sink,
 		enc:     encodeSink(sink),
+		ready:   ready.New(func(a, b *held) bool { return a.seq < b.seq }),
 		changed: make(chan struct{}),
 		held:    make(map[*held]struct{}),
 		bySeq:   make(map[uint64]*held),
@@ -158,7 +159,13 @@ func (s *Store) Queue(sink string) relay.Queue {
 
 // Next implements relay.Queue. It hands out only during a term, and waits
 // for one.
-func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) {
+func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) { return q.next(ctx, true) }
+
+// TryNext implements relay.Queue.
+func (q *queue) TryNext(ctx context.Context) (*relay.Delivery, error) { return q.next(ctx, false) }
+
+// next hands out the first ready delivery; with wait, it waits for one.
+func (q *queue) next(ctx context.Context, wait bool) (*relay.Delivery, error) {
 	for {
 		if q.s.ctx.Err() != nil {
 			return nil, relay.ErrClosed
@@ -167,11 +174,12 @@ func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) {
 		t, changed := q.term, q.changed
 		var primed <-chan struct{}
 		if t != nil && t.live(time.Now()) {
-			// Once ctx is done, what is ready goes out without waiting.
-			if !t.isPrimed() && ctx.Err() == nil {
+			// Once ctx is done, or asked not to wait, what is ready goes
+			// out without waiting for the term's first pulls.
+			if !t.isPrimed() && ctx.Err() == nil && wait {
 				primed = t.primed
-			} else if len(q.ready) > 0 {
-				h := heap.Pop(&q.ready).(*held)
+			} else if q.ready.Len() > 0 {
+				h := q.ready.Pop()
 				q.mu.Unlock()
 				if !h.valid(q.s.mono()) {
 					continue // given up: its hold lapsed while it waited
@@ -182,6 +190,9 @@ func (q *queue) Next(ctx context.Context) (*relay.Delivery, error) {
 		q.mu.Unlock()
 		if err := ctx.Err(); err != nil {
 			return nil, err
+		}
+		if !wait {
+			return nil, nil
 		}
 		select {
 		case <-changed:
@@ -293,7 +304,7 @@ func consumerGone(err error) bool {
 // receive turns one message, which came on a pull request sent at pulled
 // (mono), into a delivery and puts it in ready.
 func (q *queue) receive(m jetstream.Msg, pulled int64) {
-	h := &held{q: q, msg: m, idx: -1}
+	h := &held{q: q, msg: m}
 	h.renewed.Store(pulled)
 	h.life, h.end = context.WithCancelCause(context.Background())
 	ev, meta := eventOf(m.Headers(), m.Data())
@@ -342,7 +353,7 @@ func (q *queue) receive(m jetstream.Msg, pulled int64) {
 		q.drop(h, h.msg.Nak)
 		return
 	}
-	heap.Push(&q.ready, h)
+	q.ready.Push(h)
 	q.notifyLocked()
 	q.mu.Unlock()
 }
@@ -431,9 +442,7 @@ func (q *queue) untrack(h *held) {
 	if q.bySeq[h.seq] == h {
 		delete(q.bySeq, h.seq)
 	}
-	if h.idx >= 0 {
-		heap.Remove(&q.ready, h.idx)
-	}
+	q.ready.Remove(h)
 	q.mu.Unlock()
 }
 
@@ -465,44 +474,20 @@ func (s *Store) queueList() []*queue {
 // held is one delivery this replica received; it is the delivery's
 // relay.Settler.
 type held struct {
-	q         *queue
-	msg       jetstream.Msg
-	seq       uint64 // position in the queue stream
-	delivered uint64 // how often the server handed it out, this time included
-	idx       int    // position in ready, -1 when not in it
-	del       *relay.Delivery
-	settled   atomic.Bool
-	lost      atomic.Bool  // given up: its hold lapsed (hold.go)
-	renewed   atomic.Int64 // its anchor: when the last renewal NATS confirmed was sent (Store.mono)
+	q          *queue
+	msg        jetstream.Msg
+	seq        uint64 // position in the queue stream
+	delivered  uint64 // how often the server handed it out, this time included
+	ready.Slot        // its place in ready
+	del        *relay.Delivery
+	settled    atomic.Bool
+	lost       atomic.Bool  // given up: its hold lapsed (hold.go)
+	renewed    atomic.Int64 // its anchor: when the last renewal NATS confirmed was sent (Store.mono)
 
 	// life ends when the delivery is settled or given up, with the
 	// reason; a send under its hold (Hold) ends with it.
 	life context.Context
 	end  context.CancelCauseFunc
-}
-
-// readyHeap orders received heads by their position in the queue stream:
-// the order they were queued in.
-type readyHeap []*held
-
-func (r readyHeap) Len() int           { return len(r) }
-func (r readyHeap) Less(i, j int) bool { return r[i].seq < r[j].seq }
-func (r readyHeap) Swap(i, j int) {
-	r[i], r[j] = r[j], r[i]
-	r[i].idx, r[j].idx = i, j
-}
-func (r *readyHeap) Push(x any) {
-	h := x.(*held)
-	h.idx = len(*r)
-	*r = append(*r, h)
-}
-func (r *readyHeap) Pop() any {
-	old := *r
-	h := old[len(old)-1]
-	old[len(old)-1] = nil
-	*r = old[:len(old)-1]
-	h.idx = -1
-	return h
 }
 
 // settleCtx bounds a settlement. A settlement finishes even when the
@@ -626,7 +611,9 @@ func (h *held) Term(ctx context.Context, reason string) error {
 		// (dead) drops it.
 		return nil
 	}
-	if err := h.msg.TermWithReason(truncate(reason, 256)); err != nil {
+	// Confirmed like Ack's: once Term returns, the message is out of the
+	// queue stream, so Lookup reads the dead letter, not a queued delivery.
+	if _, err := s.nc.RequestWithContext(ctx, h.msg.Reply(), []byte("+TERM "+termReason(reason))); err != nil {
 		// Parked all the same; the message comes back after AckWait and
 		// its new dead letter replaces this one.
 		s.log.Warn("parked, but could not terminate the message", "sink", h.q.sink, "event_id", d.Event.ID, "err", err)
@@ -652,14 +639,11 @@ func (h *held) Release(context.Context) error {
 // server takes acks, naks and terms by stream sequence alone).
 func (h *held) still() bool { return h.valid(h.q.s.mono()) }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && s[n]&0xC0 == 0x80 {
-		n--
-	}
-	return s[:n] + "…"
+// termReason is a dead letter's reason as a Term carries it: at most 256
+// bytes.
+func termReason(reason string) string {
+	r, _ := relay.TruncateBytes(reason, 256)
+	return r
 }
 
 // pullWait is one pull request's life: at most AckWait/4, so that a

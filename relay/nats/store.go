@@ -23,14 +23,8 @@ import (
 	"github.com/chatrelay/chatrelay/relay"
 )
 
-// TLS configures a TLS connection to NATS (store.nats.tls).
-type TLS struct {
-	CAFile   string // ca_file: PEM roots to trust instead of the system's
-	CertFile string // cert_file and key_file: a client certificate
-	KeyFile  string
-}
-
-// Options configure a Store. Only URL is required.
+// Options configure a Store. Only URL is required. Config gives those that
+// chatrelay's config sets.
 type Options struct {
 	// URL is the NATS server, or several separated by commas
 	// (store.nats.url). Credentials in it are never logged.
@@ -98,13 +92,11 @@ type Options struct {
 }
 
 const (
-	defaultName       = "CHATRELAY"
-	defaultPartitions = 16
-	maxPartitions     = 1000
-	maxPullWait       = 30 * time.Second // one pull request's life, at most (Store.pullWait)
-	pullHeartbeat     = 5 * time.Second  // a lost pull request shows within 2 heartbeats
-	minPull           = 20 * time.Millisecond
-	metaPartitions    = "chatrelay_partitions"
+	defaultName    = "CHATRELAY"
+	maxPullWait    = 30 * time.Second // one pull request's life, at most (Store.pullWait)
+	pullHeartbeat  = 5 * time.Second  // a lost pull request shows within 2 heartbeats
+	minPull        = 20 * time.Millisecond
+	metaPartitions = "chatrelay_partitions"
 )
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
@@ -117,16 +109,16 @@ func (o *Options) defaults() error {
 		o.Replicas = 1
 	}
 	if o.Partitions == 0 {
-		o.Partitions = defaultPartitions
+		o.Partitions = DefaultPartitions
 	}
 	if o.DedupeWindow <= 0 {
-		o.DedupeWindow = 24 * time.Hour
+		o.DedupeWindow = DefaultDedupeWindow
 	}
 	if o.Retention <= 0 {
-		o.Retention = 168 * time.Hour
+		o.Retention = DefaultRetention
 	}
 	if o.AckWait <= 0 {
-		o.AckWait = 30 * time.Second
+		o.AckWait = DefaultAckWait
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 5 * time.Second
@@ -144,30 +136,17 @@ func (o *Options) defaults() error {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	var errs []error
-	if strings.TrimSpace(o.URL) == "" {
-		errs = append(errs, errors.New("store.nats.url: empty; set it to the NATS server, e.g. nats://127.0.0.1:4222"))
-	}
 	if !nameRE.MatchString(o.Name) {
 		errs = append(errs, fmt.Errorf("name %q: use 1-32 letters, digits, '-' or '_'", o.Name))
 	}
-	if o.Replicas < 1 || o.Replicas > 5 {
-		errs = append(errs, fmt.Errorf("store.nats.replicas: %d; JetStream allows 1 to 5", o.Replicas))
-	}
-	if o.Partitions < 1 || o.Partitions > maxPartitions {
-		errs = append(errs, fmt.Errorf("store.nats.partitions: %d; use 1 to %d", o.Partitions, maxPartitions))
-	}
-	if o.DedupeWindow > o.Retention {
-		errs = append(errs, fmt.Errorf("store.dedupe_window (%s) exceeds store.retention (%s); "+
-			"an event cannot be recognised after it is gone, so lower the window or raise retention", o.DedupeWindow, o.Retention))
-	}
-	if o.AckWait < 300*time.Millisecond {
-		errs = append(errs, fmt.Errorf("store.nats.ack_wait: %s is too short; use at least 300ms", o.AckWait))
-	}
-	if (o.TLS.CertFile == "") != (o.TLS.KeyFile == "") {
-		errs = append(errs, errors.New("store.nats.tls: cert_file and key_file go together; set both or neither"))
-	}
-	if o.CredsFile != "" && !o.Token.IsZero() {
-		errs = append(errs, errors.New("store.nats: creds_file and token both set; use one"))
+	// The same rules as check-config's, named by their keys.
+	cfg := Config{MaxSize: relay.ByteSize(o.MaxBytes), Retention: o.Retention, DedupeWindow: o.DedupeWindow,
+		Server: Server{URL: o.URL, CredsFile: o.CredsFile, Token: o.Token, TLS: o.TLS,
+			Replicas: o.Replicas, Partitions: o.Partitions, AckWait: o.AckWait}}
+	if err := cfg.Validate(); err != nil {
+		for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+			errs = append(errs, fmt.Errorf("store.%w", e))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -209,6 +188,7 @@ type Store struct {
 	connClosed chan struct{}
 
 	creating chan struct{} // a one-slot lock, held while creating a sink's consumers
+	usage    usageRollup   // the usage figures read so far (console.go)
 	claimNow chan struct{} // wakes the owners loop: an exclusive queue was opened
 
 	// The last write's outcome, for Ready: when (mono; 0: none yet) and
@@ -244,6 +224,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		queues:     make(map[string]*queue),
 		consumers:  make(map[string][]jetstream.Consumer),
 		creating:   make(chan struct{}, 1),
+		usage:      newUsageRollup(),
 		claimNow:   make(chan struct{}, 1),
 		renewNow:   make(chan struct{}, 1),
 	}

@@ -289,8 +289,7 @@ func expect(p relay.HTTPPolicy, status int) (relay.Class, bool) {
 	if status >= 200 && status < 300 {
 		return 0, true
 	}
-	resp := &http.Response{StatusCode: status, Header: http.Header{}, Body: http.NoBody}
-	class, _ := relay.Classify(p.Check(resp, time.Now()))
+	class, _ := relay.Classify(p.Classify(status, http.Header{}, "", time.Now()))
 	return class, false
 }
 

@@ -1,13 +1,17 @@
 package storetest
 
 import (
+	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jonboulle/clockwork"
 
 	"github.com/chatrelay/chatrelay/relay"
+	"github.com/chatrelay/chatrelay/relay/relaytest"
 )
 
 // RunHistory runs the cases of relay.History, the queries the web console
@@ -15,7 +19,7 @@ import (
 func RunHistory(t *testing.T, open Factory) {
 	t.Run("Conversation", func(t *testing.T) { t.Parallel(); testConversation(t, open) })
 	t.Run("FindDead", func(t *testing.T) { t.Parallel(); testFindDead(t, open) })
-	t.Run("Received", func(t *testing.T) { t.Parallel(); testReceived(t, open) })
+	t.Run("Usage", func(t *testing.T) { t.Parallel(); testUsage(t, open) })
 }
 
 func ids(recs []relay.EventRecord) []string {
@@ -76,8 +80,7 @@ func testConversation(t *testing.T, open Factory) {
 	// An ack may be recorded after Ack returns (the store says so once
 	// it is): wait for it, as the Stats tests do.
 	var first relay.EventRecord
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	relaytest.Eventually(t, 10*time.Second, "the first turn delivered to s, pending for t", func() bool {
 		recs, _, err := h.Store.Conversation(ctx, conv, 0)
 		if err != nil {
 			t.Fatal(err)
@@ -87,14 +90,8 @@ func testConversation(t *testing.T, open Factory) {
 		for _, ds := range first.Deliveries {
 			states[ds.Sink] = ds.State
 		}
-		if states["s"] == relay.StateDelivered && states["t"] == relay.StatePending && len(states) == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("first turn's deliveries = %+v, want s delivered, t pending", first.Deliveries)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return states["s"] == relay.StateDelivered && states["t"] == relay.StatePending && len(states) == 2
+	})
 	if first.Event.Question() != "q1" || first.Event.AnswerText() != "a1" || first.Event.ConversationID != conv {
 		t.Fatalf("first turn decoded as %+v", first.Event)
 	}
@@ -195,51 +192,114 @@ func testFindDead(t *testing.T, open Factory) {
 	}
 }
 
-func testReceived(t *testing.T, open Factory) {
+// usageEvent builds an event of topic from chatbot bot (none when ""),
+// received at at: a conversation's first turn when first, else its second;
+// with cost_credits when credits > 0 and the answer's score when score >= 0.
+func usageEvent(t *testing.T, topic, bot string, n int, first bool, credits, score float64, at time.Time) *relay.Event {
+	t.Helper()
+	msgs := `{"role":"user","content":"q"}`
+	if !first {
+		msgs += `,{"role":"assistant","content":"a"},{"role":"user","content":"r"}`
+	}
+	extra := ""
+	if bot != "" {
+		extra += fmt.Sprintf(`,"chatbot_id":%q`, bot)
+	}
+	if credits > 0 {
+		extra += fmt.Sprintf(`,"cost_credits":%v`, credits)
+	}
+	answer := `{"role":"assistant","content":"x"}`
+	if score >= 0 {
+		answer = fmt.Sprintf(`{"role":"assistant","content":"x","score":%v}`, score)
+	}
+	ev, err := relay.DecodeEvent(fmt.Appendf(nil, `{"conversation_id":"u%d"%s,"messages":[%s],"answer":%s}`, n, extra, msgs, answer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev.ID, ev.Topic, ev.ReceivedAt = newID(t), topic, at
+	return ev
+}
+
+// usageText lays figures out one minute a line, for comparing and reading.
+func usageText(ms []relay.UsageMinute) string {
+	var b strings.Builder
+	for _, m := range ms {
+		fmt.Fprintf(&b, "%s:", m.Start.UTC().Format(time.RFC3339))
+		for _, t := range slices.Sorted(maps.Keys(m.Topics)) {
+			fmt.Fprintf(&b, " %s=%d", t, m.Topics[t])
+		}
+		for _, bot := range slices.Sorted(maps.Keys(m.Bots)) {
+			c := m.Bots[bot]
+			fmt.Fprintf(&b, " [%s conv=%d credits=%g answers=%d low=%d]", bot, c.Conversations, c.Credits, c.Answers, c.Low)
+		}
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+func testUsage(t *testing.T, open Factory) {
 	h := open(t, clockwork.NewFakeClock())
 	ctx := t.Context()
-	now := time.Now()
-	old := NewEvent(t, "A", 1)
-	old.ReceivedAt = now.Add(-3 * time.Hour)
-	mid := NewEvent(t, "B", 2)
-	mid.ReceivedAt = now.Add(-30 * time.Minute)
-	last := NewEvent(t, "C", 3)
-	last.ReceivedAt = now
-	for _, ev := range []*relay.Event{old, mid, last} {
+	// Halfway through a minute, so that a few seconds either way stay in it.
+	now := time.Now().UTC().Truncate(time.Minute).Add(-time.Minute + 30*time.Second)
+	early, mid := now.Add(-3*time.Hour), now.Add(-30*time.Minute)
+	repeated := usageEvent(t, relay.TopicChat, "a", 2, false, 1.5, 0.2, mid)
+	for _, ev := range []*relay.Event{
+		usageEvent(t, relay.TopicChat, "a", 1, true, 2, 0.9, early),
+		repeated,
+		usageEvent(t, relay.TopicChat, "b", 3, true, 0, -1, mid.Add(10*time.Second)),
+		// Not a chat event: counts as an event of its topic, not as use.
+		usageEvent(t, relay.TopicEscalation, "b", 4, true, 5, 0.1, mid.Add(-10*time.Second)),
+		usageEvent(t, relay.TopicChat, "", 5, true, 3, 0.4, now),
+	} {
 		mustAppend(t, h.Store, ev, "s")
 	}
-	collect := func(since time.Time, stopAfter int) []string {
+	// The same body again: a duplicate, not counted.
+	again := *repeated
+	again.ID = newID(t)
+	if acc := mustAppend(t, h.Store, &again, "s"); !acc.Duplicate {
+		t.Fatalf("the repeated body was not a duplicate: %+v", acc)
+	}
+	minute := func(at time.Time) string { return at.UTC().Truncate(time.Minute).Format(time.RFC3339) }
+	all := minute(early) + ": chat=1 [a conv=1 credits=2 answers=1 low=0]\n" +
+		minute(mid) + ": chat=2 " + relay.TopicEscalation + "=1 [a conv=0 credits=1.5 answers=1 low=1] [b conv=1 credits=0 answers=0 low=0]\n" +
+		minute(now) + ": chat=1 [unknown conv=1 credits=3 answers=1 low=1]\n"
+	lines := strings.SplitAfter(all, "\n")
+	tests := []struct {
+		name  string
+		since time.Time
+		want  string
+	}{
+		{"the last day", now.Add(-24 * time.Hour), all},
+		{"the last hour", now.Add(-time.Hour), lines[1] + lines[2]},
+		{"from within a minute: the whole minute", mid.Add(20 * time.Second), lines[1] + lines[2]},
+		{"in the future", now.Add(time.Hour), ""},
+	}
+	check := func(t *testing.T, s relay.Store, since time.Time, want string) {
 		t.Helper()
-		var got []string
-		err := h.Store.Received(ctx, since, func(ev *relay.Event) (bool, error) {
-			got = append(got, ev.ID)
-			if ev.ConversationID == "" || ev.ReceivedAt.Before(since) {
-				t.Errorf("event %s: conversation %q, received %v (since %v)", ev.ID, ev.ConversationID, ev.ReceivedAt, since)
-			}
-			return stopAfter <= 0 || len(got) < stopAfter, nil
-		})
+		got, err := s.Usage(ctx, since)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return got
-	}
-	tests := []struct {
-		name      string
-		since     time.Time
-		stopAfter int
-		want      []string
-	}{
-		{"everything", time.Time{}, 0, []string{old.ID, mid.ID, last.ID}},
-		{"last hour", now.Add(-time.Hour), 0, []string{mid.ID, last.ID}},
-		{"from an instant on", last.ReceivedAt, 0, []string{last.ID}},
-		{"in the future", now.Add(time.Hour), 0, nil},
-		{"stopped by fn", time.Time{}, 2, []string{old.ID, mid.ID}},
+		if g := usageText(got); g != want {
+			t.Fatalf("Usage(%v):\n%s\nwant:\n%s", since, g, want)
+		}
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := collect(tt.since, tt.stopAfter); !slices.Equal(got, tt.want) {
-				t.Fatalf("Received(%v) = %v, want %v", tt.since, got, tt.want)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { check(t, h.Store, tt.since, tt.want) })
+	}
+
+	// An event received before the last read but stored only now (a slow
+	// write) counts once, in the minute it was received; reading again
+	// counts nothing twice.
+	late := usageEvent(t, relay.TopicChat, "b", 6, true, 1, 0.3, mid.Add(5*time.Second))
+	mustAppend(t, h.Store, late, "s")
+	grown := lines[0] + minute(mid) + ": chat=3 " + relay.TopicEscalation + "=1 [a conv=0 credits=1.5 answers=1 low=1] [b conv=2 credits=1 answers=1 low=1]\n" + lines[2]
+	check(t, h.Store, now.Add(-24*time.Hour), grown)
+	check(t, h.Store, now.Add(-24*time.Hour), grown)
+
+	// The figures are the store's: a restart keeps them.
+	if h.Reopen != nil {
+		check(t, h.Reopen(t), now.Add(-24*time.Hour), grown)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/chatrelay/chatrelay/relay"
+	"github.com/chatrelay/chatrelay/relay/relaytest"
 )
 
 // Harness is one store under test.
@@ -43,12 +44,17 @@ func Run(t *testing.T, open Factory) {
 	t.Run("TermRequeuePurge", func(t *testing.T) { t.Parallel(); testDeadLetters(t, open) })
 	t.Run("Release", func(t *testing.T) { t.Parallel(); testRelease(t, open) })
 	t.Run("NextWithDoneContextDoesNotWait", func(t *testing.T) { t.Parallel(); testNextDone(t, open) })
+	t.Run("TryNextDoesNotWait", func(t *testing.T) { t.Parallel(); testTryNext(t, open) })
 	t.Run("Restart", func(t *testing.T) { t.Parallel(); testRestart(t, open) })
 	t.Run("KV", func(t *testing.T) { t.Parallel(); testKV(t, open) })
+	t.Run("ThreadsBothWays", func(t *testing.T) { t.Parallel(); testThreads(t, open) })
 	t.Run("Reconcile", func(t *testing.T) { t.Parallel(); testReconcile(t, open) })
 	t.Run("LookupAndStats", func(t *testing.T) { t.Parallel(); testLookup(t, open) })
 	t.Run("ConcurrentAppendsKeepOrder", func(t *testing.T) { t.Parallel(); testConcurrent(t, open) })
 	t.Run("AgentReplies", func(t *testing.T) { t.Parallel(); testAgentReplies(t, open) })
+	t.Run("Swap", func(t *testing.T) { t.Parallel(); testSwap(t, open) })
+	t.Run("SwapRace", func(t *testing.T) { t.Parallel(); testSwapRace(t, open) })
+	t.Run("RacingClaims", func(t *testing.T) { t.Parallel(); testRacingClaims(t, open) })
 }
 
 // NewEvent builds a chat event of conversation conv whose body is unique by
@@ -325,17 +331,15 @@ func testNextDone(t *testing.T, open Factory) {
 	done, cancel := context.WithCancel(t.Context())
 	cancel()
 	var second *relay.Delivery
-	deadline := time.Now().Add(10 * time.Second)
-	for second == nil && time.Now().Before(deadline) {
+	relaytest.Eventually(t, 10*time.Second, "the other ready head", func() bool {
 		d, err := h.Store.Queue("s").Next(done)
-		switch {
-		case err == nil:
-			second = d
-		case !errors.Is(err, context.Canceled):
+		if err != nil && !errors.Is(err, context.Canceled) {
 			t.Fatalf("Next(done ctx): %v", err)
 		}
-	}
-	if second == nil || second.Event.ConversationID == first.Event.ConversationID {
+		second = d
+		return err == nil
+	})
+	if second.Event.ConversationID == first.Event.ConversationID {
 		t.Fatalf("Next(done ctx) did not hand out the other ready head")
 	}
 	start := time.Now()
@@ -344,6 +348,42 @@ func testNextDone(t *testing.T, open Factory) {
 	}
 	if time.Since(start) > 2*time.Second {
 		t.Fatal("Next(done ctx) waited")
+	}
+	ack(t, first)
+	ack(t, second)
+}
+
+// testTryNext: TryNext hands out what is due now, and never waits: with
+// nothing due (the other conversation's head is in flight) it returns nil
+// at once, on a context that is not done.
+func testTryNext(t *testing.T, open Factory) {
+	h := open(t, clockwork.NewFakeClock())
+	a, a2, b := NewEvent(t, "A", 1), NewEvent(t, "A", 2), NewEvent(t, "B", 1)
+	mustAppend(t, h.Store, a, "s")
+	mustAppend(t, h.Store, a2, "s")
+	mustAppend(t, h.Store, b, "s")
+	q := h.Store.Queue("s")
+	first := next(t, h.Store, "s")
+	var second *relay.Delivery
+	// Stores may publish asynchronously: the other head comes when it is
+	// due, and TryNext never waits for it.
+	relaytest.Eventually(t, 10*time.Second, "the other conversation's head", func() bool {
+		d, err := q.TryNext(t.Context())
+		if err != nil {
+			t.Fatalf("TryNext: %v", err)
+		}
+		second = d
+		return d != nil
+	})
+	if second.Event.ConversationID == first.Event.ConversationID {
+		t.Fatalf("TryNext handed out %s while its conversation's head was in flight", second.Event.ID)
+	}
+	start := time.Now()
+	if d, err := q.TryNext(t.Context()); d != nil || err != nil {
+		t.Fatalf("TryNext with both heads in flight = %v, %v; want nothing", d, err)
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Fatal("TryNext waited")
 	}
 	ack(t, first)
 	ack(t, second)
@@ -405,6 +445,48 @@ func testKV(t *testing.T, open Factory) {
 	v, ok, err := s.KV("slack-1").Get(t.Context(), "conv")
 	if err != nil || !ok || v != "1700000000.000100" {
 		t.Fatalf("after restart Get = %q, %v, %v", v, ok, err)
+	}
+}
+
+// testThreads: the relay's books (relay.Books) keep a conversation's
+// thread both ways through the store's key/value facility, across a
+// restart: conversation → thread for the next turn, thread → sink and
+// conversation for a reply posted in it. A thread a sink recorded before
+// the relay kept the books is read and then found both ways too.
+func testThreads(t *testing.T, open Factory) {
+	h := open(t, clockwork.NewFakeClock())
+	ctx := t.Context()
+	conv := relay.ThreadConversation{ConversationID: "conv-a", ChatbotID: "bot-1"}
+	books := relay.NewBooks(h.Store.KV("slack-1"), "slack-1", nil)
+	if err := books.SetThread(ctx, "C0123", conv, "1700000000.000100"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Store.KV("discord-1").Put(ctx, "thread:42:conv-b", "1234567890"); err != nil { // as the Discord sink wrote it
+		t.Fatal(err)
+	}
+	s := h.Reopen(t)
+	books = relay.NewBooks(s.KV("slack-1"), "slack-1", nil)
+	if th, err := books.Thread(ctx, "C0123", conv); err != nil || th != "1700000000.000100" {
+		t.Fatalf("after restart Thread = %q, %v", th, err)
+	}
+	threads := relay.StoreThreads{KV: s.KV}
+	got, ok, err := threads.ThreadConversation(ctx, "slack-1", "1700000000.000100")
+	if err != nil || !ok || got != conv {
+		t.Fatalf("after restart ThreadConversation = %+v, %v, %v; want %+v", got, ok, err, conv)
+	}
+	if _, ok, err := threads.ThreadConversation(ctx, "discord-1", "1700000000.000100"); ok || err != nil {
+		t.Fatalf("another sink's thread: %v, %v", ok, err)
+	}
+	if _, ok, err := threads.ThreadConversation(ctx, "slack-1", "1700000000.999999"); ok || err != nil {
+		t.Fatalf("a thread the relay did not open: %v, %v", ok, err)
+	}
+	other := relay.NewBooks(s.KV("discord-1"), "discord-1", nil)
+	convB := relay.ThreadConversation{ConversationID: "conv-b", ChatbotID: "bot-2"}
+	if th, err := other.Thread(ctx, "42", convB); err != nil || th != "1234567890" {
+		t.Fatalf("the earlier record: Thread = %q, %v", th, err)
+	}
+	if got, ok, err := threads.ThreadConversation(ctx, "discord-1", "1234567890"); err != nil || !ok || got != convB {
+		t.Fatalf("the earlier record, looked up: %+v, %v, %v", got, ok, err)
 	}
 }
 
@@ -530,9 +612,8 @@ func testConcurrent(t *testing.T, open Factory) {
 // asynchronously).
 func waitStats(t *testing.T, s relay.Store, sink string, ok func(relay.QueueStats) bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
 	var last relay.QueueStats
-	for time.Now().Before(deadline) {
+	relaytest.Eventually(t, 10*time.Second, "the stats of "+sink, func() bool {
 		stats, err := s.Stats(t.Context())
 		if err != nil {
 			t.Fatal(err)
@@ -543,10 +624,6 @@ func waitStats(t *testing.T, s relay.Store, sink string, ok func(relay.QueueStat
 				last = st
 			}
 		}
-		if ok(last) {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("stats of %s never matched: %+v", sink, last)
+		return ok(last)
+	})
 }

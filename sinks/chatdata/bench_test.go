@@ -108,7 +108,7 @@ func pipeline(b *testing.B, newSink func(relay.SinkDeps) relay.Sink) (*bench, fu
 	clock := clockwork.NewRealClock()
 	p := &bench{store: store, clock: clock, m: relay.NewMetrics(prometheus.NewRegistry()), acc: relay.NewAccepting()}
 	d, err := relay.NewDispatcher(relay.DispatcherConfig{
-		Sink: newSink(relay.SinkDeps{Clock: clock}), Queue: store.Queue(chatdata.Name), Pacer: relay.NewPacer(clock),
+		Sink: newSink(relay.SinkDeps{Clock: clock}), Queue: store.Queue(chatdata.Name),
 		Retry:       relay.RetryPolicy{Initial: time.Second, Max: time.Minute, MaxAge: time.Hour},
 		Concurrency: 4, Metrics: p.m, Clock: clock, Accepting: p.acc, Stats: store,
 	})

@@ -44,9 +44,6 @@ const (
 	currentPlanPath = "/api/v2/current-plan"
 )
 
-// defaultTimeout bounds one request when the config sets none.
-const defaultTimeout = 10 * time.Second
-
 // maxAnswer bounds how much of an answer is read to find an error in it.
 const maxAnswer = 64 << 10
 
@@ -57,7 +54,7 @@ type Config struct {
 	// APIURL is the base URL (default DefaultAPIURL): a proxy or a test
 	// server works; the paths are appended to it.
 	APIURL string `mapstructure:"api_url"`
-	// Timeout bounds one request (default 10s).
+	// Timeout bounds one request (default relay.DefaultTimeout).
 	Timeout time.Duration `mapstructure:"timeout"`
 }
 
@@ -67,7 +64,7 @@ func (c Config) withDefaults() Config {
 		c.APIURL = DefaultAPIURL
 	}
 	if c.Timeout == 0 {
-		c.Timeout = defaultTimeout
+		c.Timeout = relay.DefaultTimeout
 	}
 	return c
 }
@@ -85,28 +82,16 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("api_key: holds spaces, a line break or another control character; write the key alone"))
 	}
 	if c.APIURL != "" {
-		if err := checkBaseURL(c.APIURL); err != nil {
+		if err := relay.CheckURL(c.APIURL); err != nil {
 			errs = append(errs, fmt.Errorf("api_url: %w; set it to a base URL like %s", err, DefaultAPIURL))
+		} else if u, err := url.Parse(c.APIURL); err != nil || u.RawQuery != "" || u.Fragment != "" {
+			errs = append(errs, fmt.Errorf("api_url: a base URL takes no query or fragment; set it to a base URL like %s", DefaultAPIURL))
 		}
 	}
 	if c.Timeout < 0 {
 		errs = append(errs, errors.New("timeout: must be positive, like 10s"))
 	}
 	return errors.Join(errs...)
-}
-
-// checkBaseURL accepts an absolute http(s) URL without query or fragment.
-func checkBaseURL(raw string) error {
-	u, err := url.Parse(raw)
-	switch {
-	case err != nil || u.Host == "":
-		return errors.New("not a URL")
-	case u.Scheme != "http" && u.Scheme != "https":
-		return fmt.Errorf("scheme %q is not http or https", u.Scheme)
-	case u.RawQuery != "" || u.Fragment != "":
-		return errors.New("a base URL takes no query or fragment")
-	}
-	return nil
 }
 
 // Sink posts agent replies to Chat Data's live-chat API.
@@ -125,22 +110,21 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 	}
 	cfg = cfg.withDefaults()
 	deps = deps.WithDefaults()
+	relay.WarnPlainHTTP(deps.Logger, "api_url", cfg.APIURL)
 	return &Sink{
-		cfg:   cfg,
-		base:  strings.TrimRight(cfg.APIURL, "/"),
-		deps:  deps,
-		scrub: relay.NewScrubber(cfg.APIKey.Reveal()),
-		client: &http.Client{
-			Transport: deps.Transport,
-			Timeout:   cfg.Timeout,
-			// Posted to exactly as configured; a redirect is an answer.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
+		cfg:    cfg,
+		base:   strings.TrimRight(cfg.APIURL, "/"),
+		deps:   deps,
+		scrub:  relay.NewScrubber(cfg.APIKey.Reveal()),
+		client: deps.Client(cfg.Timeout),
 	}, nil
 }
 
 // Name implements relay.Sink.
 func (s *Sink) Name() string { return Name }
+
+// SendTimeout implements relay.Budgeted: a send is one request.
+func (s *Sink) SendTimeout() time.Duration { return s.cfg.Timeout }
 
 // liveChat is the body of POST /api/v2/live-chat.
 type liveChat struct {
@@ -215,7 +199,11 @@ func (s *Sink) call(ctx context.Context, method, path string, body []byte) error
 		return s.scrub.Error(err) // network, timeout, canceled: retryable
 	}
 	defer relay.Drain(resp)
-	answer, _ := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	if err != nil {
+		// Classified by its status and what was read.
+		s.deps.Logger.DebugContext(ctx, "chatdata answer cut short", "status", resp.StatusCode, "err", s.scrub.Error(err))
+	}
 	return s.classify(resp, answer)
 }
 
@@ -241,9 +229,7 @@ func (s *Sink) classify(resp *http.Response, answer []byte) error {
 	case !failed:
 		message = relay.ReadErrorBody(bytes.NewReader(answer))
 	}
-	checked := *resp
-	checked.Body = io.NopCloser(strings.NewReader(s.scrub.Scrub(message)))
-	return policy.Check(&checked, s.deps.Clock.Now())
+	return policy.Classify(resp.StatusCode, resp.Header, s.scrub.Scrub(message), s.deps.Clock.Now())
 }
 
 // errorBody reports whether an answer is {"status":"error"}, and its

@@ -74,7 +74,7 @@ func TestRepliesReachTheVisitorInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	d, err := relay.NewDispatcher(relay.DispatcherConfig{
-		Sink: sink, Queue: store.Queue(chatdata.Name), Pacer: relay.NewPacer(clock),
+		Sink: sink, Queue: store.Queue(chatdata.Name),
 		// Short waits, so that the retry comes soon; the test waits for
 		// what was answered, never for a time.
 		Retry:       relay.RetryPolicy{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond, MaxAge: time.Hour},

@@ -80,8 +80,8 @@ const (
 // do makes one request and decodes a 2xx answer into out (when out is not
 // nil and the answer has a body). Every other outcome is a classified error
 // that names the sink and carries no secret. Rate-limit headers are read
-// from every answer.
-func (s *Sink) do(ctx context.Context, c call, out any) error {
+// from every answer into rep (nil: not a send's).
+func (s *Sink) do(ctx context.Context, rep *relay.Report, c call, out any) error {
 	var body io.Reader
 	if c.payload != nil {
 		var b bytes.Buffer
@@ -111,7 +111,7 @@ func (s *Sink) do(ctx context.Context, c call, out any) error {
 	}
 	defer relay.Drain(resp)
 	now := s.clock.Now()
-	s.observe(ctx, c.op, resp.Header, now)
+	s.observe(ctx, rep, c.op, resp.Header, now)
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		if out != nil && resp.StatusCode != http.StatusNoContent {
 			if err := json.NewDecoder(io.LimitReader(resp.Body, maxResponseBody)).Decode(out); err != nil && err != io.EOF {
@@ -121,43 +121,24 @@ func (s *Sink) do(ctx context.Context, c call, out any) error {
 		}
 		return nil
 	}
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	if err != nil {
+		// Classified by its status and what was read.
+		s.log.DebugContext(ctx, "discord error answer cut short", "op", c.op, "status", resp.StatusCode, "err", err)
+	}
 	return s.classify(c, resp.StatusCode, resp.Header, raw, now)
 }
 
 // errorf formats an error that names the sink, with every secret removed
 // from the text (the wrapped chain is kept for errors.Is and errors.As).
 func (s *Sink) errorf(format string, args ...any) error {
-	err := fmt.Errorf("discord sink %q: "+format, append([]any{s.cfg.Name}, args...)...)
-	if text := err.Error(); s.scrub(text) != text {
-		return &scrubbed{text: s.scrub(text), err: err}
-	}
-	return err
-}
-
-type scrubbed struct {
-	text string
-	err  error
-}
-
-func (e *scrubbed) Error() string { return e.text }
-func (e *scrubbed) Unwrap() error { return e.err }
-
-// scrub removes the sink's secrets from text that came from elsewhere (an
-// answer's body may echo the request URL).
-func (s *Sink) scrub(text string) string {
-	for _, secret := range s.secrets {
-		if secret != "" {
-			text = strings.ReplaceAll(text, secret, "[redacted]")
-		}
-	}
-	return text
+	return s.scrub.Error(fmt.Errorf("discord sink %q: "+format, append([]any{s.cfg.Name}, args...)...))
 }
 
 // observe reads the rate-limit headers of an answer: when the bucket is
-// empty, the dispatcher holds the sink until it refills, so that steady
-// traffic never meets a 429.
-func (s *Sink) observe(ctx context.Context, op string, h http.Header, now time.Time) {
+// empty, the send reports it (rep), and the dispatcher holds the sink until
+// it refills, so that steady traffic never meets a 429.
+func (s *Sink) observe(ctx context.Context, rep *relay.Report, op string, h http.Header, now time.Time) {
 	if strings.TrimSpace(h.Get("X-RateLimit-Remaining")) != "0" {
 		return
 	}
@@ -170,7 +151,9 @@ func (s *Sink) observe(ctx context.Context, op string, h http.Header, now time.T
 	if !ok || d <= 0 {
 		return
 	}
-	s.throttle.HoldUntil(now.Add(d))
+	if rep != nil {
+		rep.Hold(now.Add(d))
+	}
 	s.log.DebugContext(ctx, "discord rate-limit bucket empty; holding the sink", "op", op,
 		"bucket", h.Get("X-RateLimit-Bucket"), "delay", d)
 }
@@ -207,7 +190,7 @@ func (s *Sink) classify(c call, status int, h http.Header, raw []byte, now time.
 	} else {
 		ae.Message = relay.ReadErrorBody(bytes.NewReader(raw)) // a proxy's or Cloudflare's page
 	}
-	ae.Message, _ = truncate(s.scrub(strings.TrimSpace(ae.Message)), maxErrorText)
+	ae.Message, _ = truncate(s.scrub.Scrub(strings.TrimSpace(ae.Message)), maxErrorText)
 
 	wrap := func(class relay.Class, reason relay.Reason, after time.Duration) error {
 		var err error
@@ -285,7 +268,7 @@ func (s *Sink) classify(c call, status int, h http.Header, raw []byte, now time.
 	}
 
 	// The status alone, by the table every platform sink shares.
-	base := relay.PlatformPolicy().Check(&http.Response{StatusCode: status, Header: h, Body: http.NoBody}, now)
+	base := relay.PlatformPolicy().Classify(status, h, "", now)
 	class, after := relay.Classify(base)
 	switch status {
 	case http.StatusUnauthorized:

@@ -84,7 +84,7 @@ func TestRenderingPastTheDeadlineIsPermanent(t *testing.T) {
 	ev := chatEvent(t, "a", "q", "an answer")
 	expired, cancel := context.WithDeadline(t.Context(), time.Unix(0, 0))
 	defer cancel()
-	_, packedErr := s.SendPacked(expired, []*relay.Event{ev, chatEvent(t, "b", "q", "a")})
+	_, _, packedErr := s.SendPacked(expired, []*relay.Event{ev, chatEvent(t, "b", "q", "a")})
 	for name, err := range map[string]error{"Send": s.Send(expired, ev), "SendPacked": packedErr} {
 		if c, _ := relay.Classify(err); c != relay.ClassPermanent || relay.ReasonOf(err) != relay.ReasonTimeout {
 			t.Errorf("%s past the deadline: %v (class %s), want permanent", name, err, c)

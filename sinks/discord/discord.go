@@ -2,15 +2,12 @@ package discord
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strings"
 	"sync"
-	"text/template"
 	"time"
 
 	"github.com/bwmarrin/discordgo"
@@ -19,66 +16,16 @@ import (
 	"github.com/chatrelay/chatrelay/relay"
 )
 
-// DefaultAPIURL is the base of Discord's REST API that bot mode uses unless
-// Config.APIURL says otherwise.
-const DefaultAPIURL = "https://discord.com/api/v10"
-
-// defaultTimeout bounds one HTTP request when Config.Timeout is zero.
-const defaultTimeout = 10 * time.Second
-
-// Config is one Discord sink's configuration. Exactly one mode is set:
-// WebhookURL (channel webhook), or Token and ChannelID (bot).
-type Config struct {
-	// Name is the configured sink name: the metric label and log key.
-	Name string
-
-	// WebhookURL is a channel webhook URL, …/api/webhooks/{id}/{token}. It
-	// is posted to exactly as configured, host included, with ?wait=true so
-	// that Discord answers with the message (or an error) instead of 204.
-	WebhookURL relay.Secret
-
-	// Token is a bot token (with or without the "Bot " prefix), and
-	// ChannelID the id of the text, announcement or forum channel the bot
-	// posts to. In bot mode every conversation gets a thread.
-	Token     relay.Secret
-	ChannelID string
-	// APIURL replaces DefaultAPIURL in bot mode (a proxy, or a test
-	// server). A URL without a path gets /api/v10 appended.
-	APIURL string
-
-	// ThreadName names the thread each conversation gets. In webhook mode
-	// setting it turns on forum mode: the webhook's channel must then be a
-	// forum or media channel, where every conversation becomes a post. In
-	// bot mode threads are always made and ThreadName is their prefix
-	// (default "Chat"). The user's question follows it.
-	ThreadName string
-
-	// Mention is sent with live-chat-escalation events only, in Discord's
-	// raw syntax: "<@&roleID>" for a role, "<@userID>" for a user. It is the
-	// only mention chatrelay ever lets ping: its id alone is listed in
-	// allowed_mentions.
-	Mention string
-
-	// Template, if set (from relay.ParseTemplate), renders the text of the
-	// message (the embed's description) instead of the question and answer.
-	Template *template.Template
-
-	// Timeout bounds one HTTP request (default 10s). The dispatcher's
-	// per-send deadline applies as well.
-	Timeout time.Duration
-}
-
 // Sink posts events to one Discord channel, through a channel webhook or as
 // a bot. It implements relay.Sink, relay.Packer, relay.Prober and
 // relay.Paced, and is safe for concurrent use.
 type Sink struct {
-	cfg      Config
-	log      *slog.Logger
-	clock    clockwork.Clock
-	kv       relay.KV
-	throttle relay.Throttle
-	client   *http.Client
-	ua       string
+	cfg    Config
+	log    *slog.Logger
+	clock  clockwork.Clock
+	books  *relay.Books
+	client *http.Client
+	ua     string
 
 	// Webhook mode.
 	webhook   *url.URL
@@ -88,7 +35,7 @@ type Sink struct {
 	token string
 
 	mention mention
-	secrets []string // removed from every text that enters an error or a log line
+	scrub   *relay.Scrubber // the token, or the webhook URL and its token: removed from every text that enters an error or a log line
 
 	mu       sync.Mutex
 	chanType *discordgo.ChannelType // bot mode: the channel's type, once known
@@ -98,131 +45,52 @@ type Sink struct {
 }
 
 var (
-	_ relay.Sink   = (*Sink)(nil)
+	_ relay.Poster = (*Sink)(nil)
 	_ relay.Packer = (*Sink)(nil)
 	_ relay.Prober = (*Sink)(nil)
 	_ relay.Paced  = (*Sink)(nil)
 )
 
-// webhookPath matches the path of a channel webhook URL:
-// …/api[/v10]/webhooks/{id}/{token}.
-var webhookPath = regexp.MustCompile(`^(?:/.*)?/api(?:/v[0-9]+)?/webhooks/([0-9]{1,20})/([A-Za-z0-9._-]{1,200})/?$`)
-
-// snowflake matches a Discord id.
-var snowflake = regexp.MustCompile(`^[0-9]{1,20}$`)
-
 // New checks cfg and returns the sink. It does no I/O and starts no
 // goroutine. Its errors name the config key and never echo a secret.
 func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 	deps = deps.WithDefaults()
-	s := &Sink{
-		cfg:      cfg,
-		log:      deps.Logger,
-		clock:    deps.Clock,
-		kv:       deps.KV,
-		throttle: deps.Throttle,
-		ua:       userAgent(deps.UserAgent),
-		memo:     relay.NewRenderMemo[turn](memoSize),
-	}
-	if s.kv == nil {
-		// Thread mappings and progress then last as long as the process.
-		s.kv = relay.NewMemKV()
-	}
-	var errs []error
-	hasWebhook, hasBot := !cfg.WebhookURL.IsZero(), !cfg.Token.IsZero() || cfg.ChannelID != ""
-	switch {
-	case hasWebhook && hasBot:
-		errs = append(errs, errors.New("webhook_url: set together with token/channel_id; set either webhook_url (channel webhook) or token + channel_id (bot), not both"))
-	case hasWebhook:
-		errs = append(errs, s.webhookMode(cfg)...)
-	case hasBot:
-		errs = append(errs, s.botMode(cfg)...)
-	default:
-		errs = append(errs, errors.New("webhook_url: missing, and no token + channel_id either; set webhook_url (channel settings → Integrations → Webhooks → Copy Webhook URL), or token + channel_id for bot mode"))
-	}
-	if cfg.ThreadName != "" {
-		if strings.TrimSpace(cfg.ThreadName) == "" || len16(cfg.ThreadName) > maxThreadName/2 {
-			errs = append(errs, fmt.Errorf("thread_name: must be 1 to %d characters", maxThreadName/2))
-		}
-		if strings.Contains(cfg.ThreadName, "{{") {
-			errs = append(errs, errors.New(`thread_name: plain text, not a template ("{{" would show as written); `+
-				`write a word like Support: each thread is titled "Support · <the user's question>"`))
-		}
-	}
-	m, err := parseMention(cfg.Mention)
+	cfg = cfg.withDefaults()
+	ep, err := cfg.parse()
 	if err != nil {
-		errs = append(errs, err)
-	}
-	s.mention = m
-	if cfg.Timeout < 0 {
-		errs = append(errs, errors.New("timeout: must not be negative"))
-	}
-	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	timeout := cfg.Timeout
-	if timeout == 0 {
-		timeout = defaultTimeout
+	s := &Sink{
+		cfg:       cfg,
+		log:       deps.Logger,
+		clock:     deps.Clock,
+		ua:        userAgent(deps.UserAgent),
+		memo:      relay.NewRenderMemo[turn](memoSize),
+		webhook:   ep.webhook,
+		webhookID: ep.webhookID,
+		api:       ep.api,
+		token:     ep.token,
+		mention:   ep.mention,
+		scrub:     relay.NewScrubber(ep.secrets...),
+		client:    deps.Client(cfg.Timeout),
 	}
-	s.client = &http.Client{
-		Transport: deps.Transport,
-		Timeout:   timeout,
-		// A destination is posted to exactly as configured; a redirect is
-		// an answer, never followed.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	kv := deps.KV
+	if kv == nil {
+		// Thread mappings and progress then last as long as the process.
+		kv = relay.NewMemKV()
+	}
+	s.books = relay.NewBooks(kv, cfg.Name, deps.Logger)
+	if s.bot() {
+		relay.WarnPlainHTTP(deps.Logger, "api_url", cfg.APIURL)
+	} else {
+		relay.WarnPlainHTTP(deps.Logger, "webhook_url", cfg.WebhookURL.Reveal())
 	}
 	return s, nil
 }
 
-func (s *Sink) webhookMode(cfg Config) []error {
-	var errs []error
-	u, err := url.Parse(cfg.WebhookURL.Reveal())
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		errs = append(errs, errors.New("webhook_url: not an http or https URL; set it to the URL Discord shows under channel settings → Integrations → Webhooks → Copy Webhook URL"))
-	} else if m := webhookPath.FindStringSubmatch(u.EscapedPath()); m == nil {
-		errs = append(errs, errors.New("webhook_url: not a Discord webhook URL (want …/api/webhooks/{id}/{token}); copy it from channel settings → Integrations → Webhooks"))
-	} else {
-		u.Fragment, u.RawFragment = "", ""
-		s.webhook, s.webhookID = u, m[1]
-		s.secrets = append(s.secrets, cfg.WebhookURL.Reveal(), m[2])
-	}
-	if cfg.APIURL != "" {
-		errs = append(errs, errors.New("api_url: applies to bot mode only; the webhook URL already says where to post"))
-	}
-	return errs
-}
-
-func (s *Sink) botMode(cfg Config) []error {
-	var errs []error
-	tok := strings.TrimSpace(cfg.Token.Reveal())
-	tok = strings.TrimSpace(strings.TrimPrefix(tok, "Bot "))
-	switch {
-	case tok == "":
-		errs = append(errs, errors.New("token: missing; set it to the bot's token (Developer Portal → your application → Bot → Reset Token)"))
-	case strings.ContainsAny(tok, " \t\r\n"):
-		errs = append(errs, errors.New("token: contains white space; paste the bot token alone"))
-	default:
-		s.token = tok
-		s.secrets = append(s.secrets, tok)
-	}
-	if !snowflake.MatchString(cfg.ChannelID) {
-		errs = append(errs, errors.New("channel_id: must be the channel's numeric id (turn on Developer Mode, then right-click the channel → Copy Channel ID)"))
-	}
-	base := DefaultAPIURL
-	if cfg.APIURL != "" {
-		base = cfg.APIURL
-	}
-	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
-		errs = append(errs, errors.New("api_url: not an http or https base URL such as https://discord.com/api/v10"))
-	} else {
-		if u.Path == "" || u.Path == "/" {
-			u = u.JoinPath("api", "v10")
-		}
-		s.api = u
-	}
-	return errs
-}
+// SendTimeout implements relay.Budgeted: a send may take maxRequests
+// requests, each within the sink's timeout.
+func (s *Sink) SendTimeout() time.Duration { return maxRequests * s.cfg.Timeout }
 
 // userAgent is what Discord asks for, "DiscordBot ($url, $version)",
 // followed by chatrelay's own.
@@ -264,14 +132,14 @@ func (s *Sink) Probe(ctx context.Context) error {
 		probe := *s.webhook
 		probe.RawQuery = ""
 		var wh discordgo.Webhook
-		return s.do(ctx, call{op: "get webhook", method: http.MethodGet, url: &probe}, &wh)
+		return s.do(ctx, nil, call{op: "get webhook", method: http.MethodGet, url: &probe}, &wh)
 	}
-	_, err := s.channelType(ctx)
+	_, err := s.channelType(ctx, nil)
 	return err
 }
 
 // channelType returns the type of the bot's channel, asking Discord once.
-func (s *Sink) channelType(ctx context.Context) (discordgo.ChannelType, error) {
+func (s *Sink) channelType(ctx context.Context, rep *relay.Report) (discordgo.ChannelType, error) {
 	s.mu.Lock()
 	known := s.chanType
 	s.mu.Unlock()
@@ -279,7 +147,7 @@ func (s *Sink) channelType(ctx context.Context) (discordgo.ChannelType, error) {
 		return *known, nil
 	}
 	var ch discordgo.Channel
-	if err := s.do(ctx, call{op: "get channel", method: http.MethodGet, url: s.route("channels", s.cfg.ChannelID)}, &ch); err != nil {
+	if err := s.do(ctx, rep, call{op: "get channel", method: http.MethodGet, url: s.route("channels", s.cfg.ChannelID)}, &ch); err != nil {
 		return 0, err
 	}
 	switch ch.Type {
@@ -296,32 +164,6 @@ func (s *Sink) channelType(ctx context.Context) (discordgo.ChannelType, error) {
 
 // route is the bot-mode URL of an API route.
 func (s *Sink) route(elem ...string) *url.URL { return s.api.JoinPath(elem...) }
-
-// mention is the parsed Config.Mention.
-type mention struct {
-	raw  string
-	role string // role id, or
-	user string // user id
-}
-
-var (
-	roleMention = regexp.MustCompile(`^<@&([0-9]{1,20})>$`)
-	userMention = regexp.MustCompile(`^<@!?([0-9]{1,20})>$`)
-)
-
-func parseMention(raw string) (mention, error) {
-	raw = strings.TrimSpace(raw)
-	if raw == "" {
-		return mention{}, nil
-	}
-	if m := roleMention.FindStringSubmatch(raw); m != nil {
-		return mention{raw: raw, role: m[1]}, nil
-	}
-	if m := userMention.FindStringSubmatch(raw); m != nil {
-		return mention{raw: raw, user: m[1]}, nil
-	}
-	return mention{}, fmt.Errorf("mention: %q is not a role or user mention; write <@&ROLE_ID> for a role or <@USER_ID> for a user (@everyone and @here are not allowed)", raw)
-}
 
 // allowedMentions is sent with every message: nothing in the text is parsed
 // for mentions, and only the configured mention may ping, on an escalation.

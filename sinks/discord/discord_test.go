@@ -686,7 +686,7 @@ func TestRecordsOutliveTheSend(t *testing.T) {
 			}
 			// The dispatcher: a failed send is retried on a new context.
 			if tc.packed {
-				if _, err := s.SendPacked(ctx, []*relay.Event{first, chatEvent(t, 2, "conv-b", "Hi?")}); err != nil {
+				if _, _, err := s.SendPacked(ctx, []*relay.Event{first, chatEvent(t, 2, "conv-b", "Hi?")}); err != nil {
 					t.Fatalf("SendPacked: %v", err)
 				}
 			} else if err := s.Send(ctx, first); err != nil {
@@ -821,16 +821,22 @@ func TestRateLimitAnswers(t *testing.T) {
 	}
 }
 
-// holds records what a sink reports through relay.Throttle.
+// holds records the holds that sends reported.
 type holds struct {
 	mu sync.Mutex
 	at []time.Time
 }
 
-func (h *holds) HoldUntil(t time.Time) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.at = append(h.at, t)
+// post sends ev to s as the dispatcher does, noting a hold it reports.
+func (h *holds) post(t *testing.T, s *discord.Sink, ev *relay.Event) error {
+	t.Helper()
+	rep, err := relay.Post(t.Context(), s, ev)
+	if !rep.HoldUntil.IsZero() {
+		h.mu.Lock()
+		h.at = append(h.at, rep.HoldUntil)
+		h.mu.Unlock()
+	}
+	return err
 }
 
 func (h *holds) list() []time.Time {
@@ -847,10 +853,10 @@ func TestRateLimitHeadersHold(t *testing.T) {
 		clock := clockwork.NewFakeClockAt(start)
 		f := newFixture(t, false, discordgo.ChannelTypeGuildText, discordtest.WithClock(clock))
 		h := &holds{}
-		s := f.sink(t, relay.SinkDeps{Clock: clock, Throttle: h})
+		s := f.sink(t, relay.SinkDeps{Clock: clock})
 		for n := 1; n <= discordtest.DefaultBucketLimit; n++ {
 			clock.Advance(100 * time.Millisecond)
-			if err := s.Send(t.Context(), chatEvent(t, n, fmt.Sprintf("conv-%d", n), "Hi")); err != nil {
+			if err := h.post(t, s, chatEvent(t, n, fmt.Sprintf("conv-%d", n), "Hi")); err != nil {
 				t.Fatal(err)
 			}
 			// Only the answer that empties the bucket holds the sink,
@@ -873,7 +879,7 @@ func TestRateLimitHeadersHold(t *testing.T) {
 			"X-Ratelimit-Remaining": {"0"}, "X-Ratelimit-Reset": {fmt.Sprintf("%.3f", float64(reset.UnixMilli())/1000)},
 		}})
 		h := &holds{}
-		if err := f.sink(t, relay.SinkDeps{Clock: clock, Throttle: h}).Send(t.Context(), chatEvent(t, 1, "c", "Hi")); err != nil {
+		if err := h.post(t, f.sink(t, relay.SinkDeps{Clock: clock}), chatEvent(t, 1, "c", "Hi")); err != nil {
 			t.Fatal(err)
 		}
 		if got := h.list(); len(got) != 1 || !got[0].Equal(reset) {
@@ -882,15 +888,26 @@ func TestRateLimitHeadersHold(t *testing.T) {
 	})
 }
 
-// acquire waits for a send ticket from p, moving the fake clock on in
-// small steps whenever p is waiting on it.
-func acquire(t *testing.T, clock *clockwork.FakeClock, p *relay.Pacer) {
+// admission waits as the dispatcher does before a send: past the sink's
+// hold, then for a slot of its pace.
+type admission struct {
+	pace *relay.Pace
+	hold *relay.Hold
+}
+
+func (a admission) wait(ctx context.Context) error {
+	if err := a.hold.Wait(ctx); err != nil {
+		return err
+	}
+	return a.pace.Wait(ctx)
+}
+
+// acquire waits until a may send, moving the fake clock on in small steps
+// whenever a is waiting on it.
+func acquire(t *testing.T, clock *clockwork.FakeClock, a admission) {
 	t.Helper()
 	done := make(chan error, 1)
-	go func() {
-		_, err := p.Acquire(t.Context())
-		done <- err
-	}()
+	go func() { done <- a.wait(t.Context()) }()
 	for {
 		waiting := make(chan error, 1)
 		ctx, cancel := context.WithCancel(t.Context())
@@ -919,7 +936,7 @@ func TestPacingAvoids429(t *testing.T) {
 	cases := []struct {
 		name     string
 		pace     bool // the sink's declared pace
-		throttle bool // rate-limit headers hold the pacer
+		throttle bool // the holds sends report (rate-limit headers) hold the pacer
 		want429  bool
 	}{
 		{"declared pace and headers", true, true, false},
@@ -933,22 +950,23 @@ func TestPacingAvoids429(t *testing.T) {
 			for _, bot := range []bool{false, true} {
 				clock := clockwork.NewFakeClockAt(time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC))
 				f := newFixture(t, bot, discordgo.ChannelTypeGuildText, discordtest.WithClock(clock))
-				pacer := relay.NewPacer(clock)
-				deps := relay.SinkDeps{Clock: clock}
-				if tc.throttle {
-					deps.Throttle = pacer
-				}
-				s := f.sink(t, deps)
+				s := f.sink(t, relay.SinkDeps{Clock: clock})
+				gate := admission{pace: relay.NewPace(clock, 0, 0), hold: relay.NewHold(clock)}
 				if tc.pace {
-					pacer.SetPace(s.Pace())
+					every, burst := s.Pace()
+					gate.pace = relay.NewPace(clock, every, burst)
 				}
 				var errs []error
 				for n := 1; n <= sends; n++ {
-					acquire(t, clock, pacer)
+					acquire(t, clock, gate)
 					// Bot mode: one conversation, so every turn after the
 					// first goes to the same thread's bucket.
-					if err := s.Send(t.Context(), chatEvent(t, n, "conv-steady", "Hi")); err != nil {
+					rep, err := relay.Post(t.Context(), s, chatEvent(t, n, "conv-steady", "Hi"))
+					if err != nil {
 						errs = append(errs, err)
+					}
+					if tc.throttle && !rep.HoldUntil.IsZero() {
+						gate.hold.Until(rep.HoldUntil) // as the dispatcher does
 					}
 				}
 				got429 := f.srv.RateLimited() > 0
@@ -1047,7 +1065,7 @@ func TestPacking(t *testing.T) {
 				t.Fatalf("CanPack(%s) false in webhook mode", ev.ID)
 			}
 		}
-		if n, err := s.SendPacked(t.Context(), evs); err != nil || n != 3 {
+		if n, _, err := s.SendPacked(t.Context(), evs); err != nil || n != 3 {
 			t.Fatal(n, err)
 		}
 		msgs := f.srv.Messages(f.channel)
@@ -1065,7 +1083,7 @@ func TestPacking(t *testing.T) {
 		f := newFixture(t, true, discordgo.ChannelTypeGuildText, discordtest.WithRateLimit(0, 0))
 		s := f.sink(t, relay.SinkDeps{})
 		evs := []*relay.Event{chatEvent(t, 1, "a", "One?"), chatEvent(t, 2, "b", "Two?")}
-		if n, err := s.SendPacked(t.Context(), evs); err != nil || n != 2 {
+		if n, _, err := s.SendPacked(t.Context(), evs); err != nil || n != 2 {
 			t.Fatal(n, err)
 		}
 		threads := f.srv.Threads(f.channel)
@@ -1100,7 +1118,7 @@ func TestPacking(t *testing.T) {
 		}
 		var sizes []int
 		for rest := evs; len(rest) > 0; {
-			n, err := s.SendPacked(t.Context(), rest)
+			n, _, err := s.SendPacked(t.Context(), rest)
 			if err != nil {
 				t.Fatal(err) // the fake refuses more than 6000 characters
 			}
@@ -1230,7 +1248,7 @@ func TestNoSecretLeaks(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				_, packErr := s.SendPacked(t.Context(), []*relay.Event{chatEvent(t, 2, "d", "Hi"), chatEvent(t, 3, "e", "Hi")})
+				_, _, packErr := s.SendPacked(t.Context(), []*relay.Event{chatEvent(t, 2, "d", "Hi"), chatEvent(t, 3, "e", "Hi")})
 				errs := []error{s.Send(t.Context(), chatEvent(t, 1, "c", "Hi")), s.Probe(t.Context()), packErr}
 				secrets := []string{token, base + hookPath, "leaky-webhook-token"}
 				for _, err := range errs {

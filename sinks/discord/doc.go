@@ -16,8 +16,8 @@
 // a request when its bucket is empty and on a 429, ignoring the context,
 // and its errors carry the webhook token. Here every wait belongs to the
 // dispatcher: a 429 becomes relay.RetryAfter with Discord's precise
-// retry_after, and an empty bucket (X-RateLimit-Remaining 0) becomes
-// Throttle.HoldUntil(now + X-RateLimit-Reset-After).
+// retry_after, and an empty bucket (X-RateLimit-Remaining 0) is reported
+// with the send (relay.Report: hold until now + X-RateLimit-Reset-After).
 //
 // Every limit is counted in UTF-16 units, never less than Discord's count.
 // A long text continues over embeds and up to four messages, split on
@@ -34,13 +34,10 @@
 // so that on-call and sales see it (in a forum it stays in the
 // conversation's post).
 //
-// State lives in the relay's KV store (SinkDeps.KV; in memory without one):
-//
-//	thread:<channel or webhook id>:<conversation id>  the conversation's thread
-//	part:<channel or webhook id>:<event id>           {"posted":n,"root":…,"thread":…}
-//
-// The second is written only for a turn that takes more than one request
-// (several messages, or a message and then its thread), after each step,
-// so that a retry resumes where the last attempt stopped instead of posting
+// The sink renders and posts (relay.Poster): the relay keeps its books
+// (relay.Books, in the store through SinkDeps.KV; in memory without one):
+// each conversation's thread, both ways, and how far a turn that takes
+// several requests (messages, or a message and then its thread) got, so
+// that a retry resumes where the last attempt stopped instead of posting
 // parts again.
 package discord

@@ -175,7 +175,7 @@ func TestGolden(t *testing.T) {
 			}
 			if tc.packed != nil {
 				var n int
-				n, err = sink.SendPacked(t.Context(), tc.packed)
+				n, _, err = sink.SendPacked(t.Context(), tc.packed)
 				if err == nil && n != len(tc.packed) {
 					t.Fatalf("packed %d of %d", n, len(tc.packed))
 				}

@@ -54,7 +54,7 @@ func forDiscord(md string) string {
 	doc := markdownParser.Parse(text.NewReader(src))
 	var edits []edit
 	var code [][2]int // byte ranges of code spans and blocks, in order
-	_ = ast.Walk(doc, func(n ast.Node, entering bool) (ast.WalkStatus, error) {
+	err := ast.Walk(doc, func(n ast.Node, entering bool) (ast.WalkStatus, error) {
 		if !entering {
 			return ast.WalkContinue, nil
 		}
@@ -100,6 +100,9 @@ func forDiscord(md string) string {
 		}
 		return ast.WalkContinue, nil
 	})
+	if err != nil {
+		return literal(md) // never (the walker returns no error): inert rather than unchecked
+	}
 	edits = append(edits, inertMentions(src, code)...)
 	if len(edits) == 0 {
 		return md

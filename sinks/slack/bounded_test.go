@@ -86,7 +86,7 @@ func TestAnswerConvertedOncePerSend(t *testing.T) {
 				t.Fatalf("CanPack = %v, want %v", got, tc.pack)
 			}
 			if tc.pack {
-				if n, err := s.SendPacked(t.Context(), []*relay.Event{a, b}); err != nil || n != 2 {
+				if n, _, err := s.SendPacked(t.Context(), []*relay.Event{a, b}); err != nil || n != 2 {
 					t.Fatalf("SendPacked = %d, %v", n, err)
 				}
 			} else if err := s.Send(t.Context(), a); err != nil {
@@ -124,7 +124,7 @@ func TestRenderingPastTheDeadlineIsPermanent(t *testing.T) {
 	if c, _ := relay.Classify(err); c != relay.ClassPermanent || relay.ReasonOf(err) != relay.ReasonTimeout {
 		t.Errorf("Send past the deadline: %v (class %s), want permanent", err, c)
 	}
-	if _, err := s.SendPacked(expired, []*relay.Event{ev, chatTurn(t, "b", "q", "a")}); err == nil {
+	if _, _, err := s.SendPacked(expired, []*relay.Event{ev, chatTurn(t, "b", "q", "a")}); err == nil {
 		t.Error("SendPacked past the deadline succeeded")
 	} else if c, _ := relay.Classify(err); c != relay.ClassPermanent {
 		t.Errorf("SendPacked past the deadline: class %s", c)

@@ -24,14 +24,13 @@
 // one message when the channel falls behind (relay.Packer: up to 16 turns,
 // as many as fit whole; a turn is never cut to fit) and checks credentials
 // with auth.test (relay.Prober). In bot mode a live-chat escalation posted
-// into an existing thread is also broadcast to the channel.
+// into an existing thread is also broadcast to the channel. It calls Slack
+// with its own HTTP client and slack-go's types (WebhookMessage, Blocks,
+// SlackResponse, Message), and reads every answer in one place (api.go).
 //
-// The sink keeps, in its relay.KV:
-//
-//	thread:<conversation id>       {"channel":"C…","ts":"…"}  bot mode: the conversation's thread
-//	part:<destination>:<event id>  {"posted":2,"root":"…"}    a turn needing several messages: how many are out
-//
-// so that threads survive restarts and a retry after a failed later part
-// posts only what is missing. <destination> is the channel, or a hash of
-// the webhook URL.
+// The sink renders and posts (relay.Poster): the relay keeps its books
+// (relay.Books, in the store through SinkDeps.KV): in bot mode each
+// conversation's thread, both ways, and for a turn needing several
+// messages how many are out, so that threads survive restarts and a retry
+// after a failed later part posts only what is missing.
 package slack

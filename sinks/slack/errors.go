@@ -4,12 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"strings"
 	"time"
-
-	slackapi "github.com/slack-go/slack"
 
 	"github.com/chatrelay/chatrelay/relay"
 )
@@ -159,33 +155,28 @@ func codeError(e *slackError, retryAfter string, now time.Time) error {
 	return relay.Retryable(e, reason)
 }
 
-// checkResponse classifies a non-2xx answer from Slack: 429, 408 and 5xx
-// as relay's platform policy says (Retry-After honoured, fractions
-// included); otherwise by Slack's error code in the body when it is a known
-// one, else by the policy again. It reads at most 1 KiB of the body and
-// does not close it.
-func (s *Sink) checkResponse(resp *http.Response) error {
+// classify classifies an answer from Slack by its status, header and (at
+// most 1 KiB of) its body, as read: nil for 2xx; 429, 408 and 5xx as
+// relay's platform policy says (Retry-After honoured, fractions included);
+// otherwise by Slack's error code in the body when it is a known one, else
+// by the policy again. The sink's credentials are scrubbed from the body
+// before it enters the error.
+func (s *Sink) classify(status int, h http.Header, body string) error {
 	now := s.deps.Clock.Now()
-	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+	if status >= 200 && status < 300 {
 		return nil
 	}
-	body := s.scrub(relay.ReadErrorBody(resp.Body))
+	body = s.scrub.Scrub(body)
 	code := body
 	if !s.webhook() {
 		code = jsonErrorCode(body)
 	}
-	status := resp.StatusCode
 	if status != http.StatusTooManyRequests && status != http.StatusRequestTimeout && status < 500 {
 		if _, _, known := classifyCode(code); known {
 			return codeError(&slackError{status: status, code: code, webhook: s.webhook()}, "", now)
 		}
 	}
-	// relay's policy, on what was read.
-	err := relay.PlatformPolicy().Check(&http.Response{
-		StatusCode: status,
-		Header:     resp.Header,
-		Body:       io.NopCloser(strings.NewReader(body)),
-	}, now)
+	err := relay.PlatformPolicy().Classify(status, h, body, now)
 	if class, _ := relay.Classify(err); class == relay.ClassBroken {
 		return &hinted{err: err, hint: brokenHint(status, s.webhook())}
 	}
@@ -217,16 +208,4 @@ func jsonErrorCode(body string) string {
 func threadGone(err error) bool {
 	var se *slackError
 	return errors.As(err, &se) && (se.code == "thread_not_found" || se.code == "invalid_thread_ts")
-}
-
-// apiError classifies what slack-go returned for a Web API call: an
-// "ok":false answer as its code says; anything else (already classified by
-// checkResponse, a network error, an unreadable answer) as it is.
-func (s *Sink) apiError(err error, header http.Header) error {
-	var se slackapi.SlackErrorResponse
-	if !errors.As(err, &se) {
-		return err
-	}
-	e := &slackError{status: http.StatusOK, code: se.Err, needed: se.Needed}
-	return codeError(e, header.Get("Retry-After"), s.deps.Clock.Now())
 }

@@ -46,7 +46,7 @@ func TestSendPackedOneFits(t *testing.T) {
 			s := mk(srv)
 			s.render.packLimit = 1 // room for the first turn only
 			a, b := turn(1), turn(2)
-			n, err := s.SendPacked(t.Context(), []*relay.Event{a, b})
+			n, _, err := s.SendPacked(t.Context(), []*relay.Event{a, b})
 			if err != nil || n != 1 {
 				t.Fatalf("SendPacked = %d, %v; want 1, nil", n, err)
 			}
@@ -58,7 +58,7 @@ func TestSendPackedOneFits(t *testing.T) {
 				t.Fatalf("the one turn that fit went out as\n%s\n%q\nwant the single-turn layout\n%s\n%q", got[0].Blocks, got[0].Text, want[0].Blocks, want[0].Text)
 			}
 			if bot {
-				if ts, err := s.thread(t.Context(), a.ConversationID); err != nil || ts != got[0].TS {
+				if ts, err := s.books.Thread(t.Context(), s.dest, relay.ConversationOf(a)); err != nil || ts != got[0].TS {
 					t.Fatalf("conversation's thread %q (%v), want %q", ts, err, got[0].TS)
 				}
 			}

@@ -1,55 +1,19 @@
 package slack
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"path"
-	"regexp"
 	"slices"
 	"strings"
-	"text/template"
 	"time"
 
 	slackapi "github.com/slack-go/slack"
 
 	"github.com/chatrelay/chatrelay/relay"
 )
-
-// Config is one Slack sink's configuration. Exactly one mode is set:
-// WebhookURL (incoming webhook), or Token and Channel (bot).
-type Config struct {
-	// Name is the sink's configured name: the metric label.
-	Name string
-	// WebhookURL is an incoming webhook's URL (the URL is the credential).
-	// It is posted to exactly as configured.
-	WebhookURL relay.Secret
-	// Token is a bot token (xoxb-…) with chat:write; Channel the ID of the
-	// channel to post in (C…). Bot mode threads each conversation.
-	Token   relay.Secret
-	Channel string
-	// APIURL is the Web API's base URL in bot mode (default
-	// https://slack.com/api/). A missing trailing "/" is added.
-	APIURL string
-	// Mention is raw Slack syntax (<!subteam^S0123>, <@U0123>, <!here>)
-	// put at the top of live-chat escalations, and nowhere else.
-	Mention string
-	// Template, if set, renders the message text (mrkdwn) in place of the
-	// built-in text; header and context stay. Build it with
-	// relay.ParseTemplate. Values it prints from the event arrive escaped.
-	Template *template.Template
-	// Timeout bounds one HTTP request (default 10s).
-	Timeout time.Duration
-}
-
-// defaultTimeout bounds one request when the config sets no timeout.
-const defaultTimeout = 10 * time.Second
 
 // pace keeps under chat.postMessage's limit of about one message per
 // second per channel, which incoming webhooks share
@@ -65,168 +29,80 @@ const (
 // is scrubbed on its own; Slack's are 24 characters.
 const minSecretSegment = 8
 
-// recordTimeout bounds the store writes that record what was posted; they
-// run even when the send's context has just ended, so that a retry does
-// not post the same message again.
-const recordTimeout = 5 * time.Second
-
 // Sink posts events to one Slack channel, through an incoming webhook or
 // as a bot. It implements relay.Sink, relay.Packer, relay.Prober and
 // relay.Paced.
 type Sink struct {
-	cfg     Config
-	deps    relay.SinkDeps
-	client  *http.Client
-	api     *slackapi.Client // bot mode; nil with a webhook
-	kv      relay.KV
-	dest    string // the channel, or a hash of the webhook URL: part of state keys
-	render  renderer
-	secrets []string // what must never appear in an error: scrubbed from answers
+	cfg    Config
+	deps   relay.SinkDeps
+	client *http.Client
+	apiURL string // bot mode: the Web API's base URL, ending in "/"
+	books  *relay.Books
+	dest   string // the channel, or a hash of the webhook URL: where the books are kept
+	render renderer
+	scrub  *relay.Scrubber // the token, or the webhook URL and its parts: scrubbed from answers
 }
 
 var (
+	_ relay.Poster = (*Sink)(nil)
 	_ relay.Packer = (*Sink)(nil)
 	_ relay.Prober = (*Sink)(nil)
 	_ relay.Paced  = (*Sink)(nil)
+	_ relay.TwoWay = (*Sink)(nil)
 )
-
-// mentionSyntax is what a configured mention may be: one or more user,
-// user group or special mentions, separated by spaces.
-var mentionSyntax = regexp.MustCompile(`^<(@[UW][A-Z0-9]+|!subteam\^S[A-Z0-9]+|!here|!channel|!everyone)(\|[^<>|]*)?>( <(@[UW][A-Z0-9]+|!subteam\^S[A-Z0-9]+|!here|!channel|!everyone)(\|[^<>|]*)?>)*$`)
-
-// channelID is the form of a Slack conversation ID.
-var channelID = regexp.MustCompile(`^[CGD][A-Z0-9]{2,}$`)
 
 // New checks cfg and returns the sink. Its error joins one error per
 // problem (errors.Join), each "key: problem; fix", never repeating a
 // credential. It starts no goroutine.
 func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 	deps = deps.WithDefaults()
-	if err := validate(&cfg); err != nil {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = defaultTimeout
-	}
 	s := &Sink{
-		cfg:  cfg,
-		deps: deps,
-		kv:   deps.KV,
-		dest: destination(cfg),
-		client: &http.Client{
-			Transport: deps.Transport,
-			Timeout:   cfg.Timeout,
-			// Posted to exactly as configured: a redirect is an answer.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
+		cfg:    cfg,
+		deps:   deps,
+		dest:   destination(cfg),
+		client: deps.Client(cfg.Timeout),
 		render: renderer{md: newMarkdown(), mention: cfg.Mention, tmpl: cfg.Template, logger: deps.Logger,
 			memo: relay.NewRenderMemo[content](memoSize)},
 	}
-	if s.kv == nil {
+	kv := deps.KV
+	if kv == nil {
 		deps.Logger.Warn("no key/value store: conversation threads and multi-part progress will not survive a restart")
-		s.kv = relay.NewMemKV()
+		kv = relay.NewMemKV()
 	}
+	s.books = relay.NewBooks(kv, cfg.Name, deps.Logger)
 	if s.webhook() {
 		raw := cfg.WebhookURL.Reveal()
-		s.secrets = []string{raw}
+		secrets := []string{raw}
 		if u, err := url.Parse(raw); err == nil {
 			if len(u.Path) > 1 {
-				s.secrets = append(s.secrets, u.Path)
+				secrets = append(secrets, u.Path)
 			}
 			// The last segment is the webhook's secret token
 			// (/services/T…/B…/<secret>): an answer may echo it alone.
 			// A short one ("/hook") is no secret, and scrubbing it would
 			// garble error text.
 			if seg := path.Base(u.Path); len(seg) >= minSecretSegment {
-				s.secrets = append(s.secrets, seg)
-			}
-			if u.Scheme == "http" && !loopback(u.Hostname()) {
-				deps.Logger.Warn("webhook_url uses plain http to a host that is not loopback: the URL, which is the credential, travels unencrypted")
+				secrets = append(secrets, seg)
 			}
 		}
+		s.scrub = relay.NewScrubber(secrets...)
+		relay.WarnPlainHTTP(deps.Logger, "webhook_url", raw)
 		return s, nil
 	}
-	s.secrets = []string{cfg.Token.Reveal()}
-	apiURL := cfg.APIURL
-	if apiURL == "" {
-		apiURL = slackapi.APIURL
+	s.scrub = relay.NewScrubber(cfg.Token.Reveal())
+	relay.WarnPlainHTTP(deps.Logger, "api_url", cfg.APIURL)
+	s.apiURL = cfg.APIURL
+	if s.apiURL == "" {
+		s.apiURL = slackapi.APIURL
 	}
-	if !strings.HasSuffix(apiURL, "/") {
-		apiURL += "/" // slack-go appends the method name
+	if !strings.HasSuffix(s.apiURL, "/") {
+		s.apiURL += "/" // the method name follows
 	}
-	s.api = slackapi.New(cfg.Token.Reveal(), slackapi.OptionHTTPClient(apiDoer{s}), slackapi.OptionAPIURL(apiURL))
 	return s, nil
-}
-
-// validate checks cfg. It joins one error per problem, each starting with
-// the config key (so the wiring can prefix "sinks[1].") and ending with the
-// fix; none repeats a credential.
-func validate(cfg *Config) error {
-	var errs []error
-	if cfg.Name == "" {
-		errs = append(errs, errors.New("name: missing; give the sink a name"))
-	}
-	webhook := !cfg.WebhookURL.IsZero()
-	bot := !cfg.Token.IsZero() || cfg.Channel != ""
-	switch {
-	case webhook && bot:
-		errs = append(errs, errors.New("webhook_url: set together with token/channel; set webhook_url (incoming webhook) or token and channel (bot), not both"))
-	case !webhook && !bot:
-		errs = append(errs, errors.New("webhook_url: no credentials; set webhook_url to an incoming webhook's URL, or token and channel for a bot"))
-	case webhook:
-		if err := checkURL(cfg.WebhookURL.Reveal()); err != nil {
-			errs = append(errs, fmt.Errorf("webhook_url: %w; set it to the URL Slack shows for the incoming webhook", err))
-		}
-		if cfg.APIURL != "" {
-			errs = append(errs, errors.New("api_url: only used in bot mode (token and channel); remove it"))
-		}
-	default:
-		if cfg.Token.IsZero() {
-			errs = append(errs, errors.New("token: missing; set it to the app's Bot User OAuth Token (xoxb-…)"))
-		} else if !strings.HasPrefix(cfg.Token.Reveal(), "xox") {
-			errs = append(errs, errors.New("token: not a Slack token; set it to the app's Bot User OAuth Token (xoxb-…)"))
-		}
-		switch {
-		case cfg.Channel == "":
-			errs = append(errs, errors.New("channel: missing; set it to the channel's ID (C…, shown in the channel's details)"))
-		case !channelID.MatchString(cfg.Channel):
-			errs = append(errs, fmt.Errorf("channel: %q is not a channel ID; set it to the channel's ID (C…, shown in the channel's details), not its name", cfg.Channel))
-		}
-		if cfg.APIURL != "" {
-			if err := checkURL(cfg.APIURL); err != nil {
-				errs = append(errs, fmt.Errorf("api_url: %w; set it to the Web API's base URL, like https://slack.com/api/", err))
-			}
-		}
-	}
-	if cfg.Mention != "" && (len(cfg.Mention) > maxMention || !mentionSyntax.MatchString(cfg.Mention)) {
-		errs = append(errs, fmt.Errorf("mention: %q is not Slack mention syntax; use <!subteam^S…> for a user group, <@U…> for a user, or <!here>", cfg.Mention))
-	}
-	if cfg.Timeout < 0 {
-		errs = append(errs, fmt.Errorf("timeout: %s is negative; set a positive duration like 10s", cfg.Timeout))
-	}
-	return errors.Join(errs...)
-}
-
-// checkURL accepts any absolute http or https URL; errors never echo it.
-func checkURL(raw string) error {
-	u, err := url.Parse(raw)
-	switch {
-	case err != nil:
-		return errors.New("not a URL")
-	case u.Scheme != "http" && u.Scheme != "https":
-		return errors.New("not an http or https URL")
-	case u.Host == "":
-		return errors.New("URL has no host")
-	}
-	return nil
-}
-
-func loopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func (s *Sink) webhook() bool { return !s.cfg.WebhookURL.IsZero() }
@@ -234,119 +110,56 @@ func (s *Sink) webhook() bool { return !s.cfg.WebhookURL.IsZero() }
 // Name implements relay.Sink.
 func (s *Sink) Name() string { return s.cfg.Name }
 
+// Replies implements relay.TwoWay.
+func (s *Sink) Replies() (relay.ReplyConfig, bool) { return s.cfg.Replies() }
+
+// SendTimeout implements relay.Budgeted: a send may take maxRequests
+// requests, each within the sink's timeout.
+func (s *Sink) SendTimeout() time.Duration { return maxRequests * s.cfg.Timeout }
+
 // Pace implements relay.Paced: about one message per second.
 func (s *Sink) Pace() (every time.Duration, burst int) { return paceEvery, paceBurst }
 
 // MaxPack implements relay.Packer.
 func (s *Sink) MaxPack() int { return maxPack }
 
-// Send implements relay.Sink. A turn too long for one message goes out in
-// several, in order; if a later one fails, the retry resumes after the
-// last one posted.
+// Send implements relay.Sink: relay.Post, which the dispatcher calls.
 func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
-	msgs := s.render.render(ev)
-	if err := relay.Rendered(ctx); err != nil {
-		return fmt.Errorf("slack sink %q: %w", s.cfg.Name, err)
-	}
-	return s.deliver(ctx, ev, msgs)
+	_, err := relay.Post(ctx, s, ev)
+	return err
 }
 
-// deliver posts msgs for ev. In bot mode the first goes into the
-// conversation's thread, or starts it; the others follow in that thread
-// (or in the first message's thread when there is no conversation).
-func (s *Sink) deliver(ctx context.Context, ev *relay.Event, msgs []message) error {
-	multi := len(msgs) > 1
-	var prog progress
-	if multi {
-		p, err := s.progress(ctx, ev.ID)
-		if err != nil {
-			return fmt.Errorf("slack sink %q: read progress: %w", s.cfg.Name, err)
-		}
-		prog = p
+// Turn implements relay.Poster: it renders ev; each message goes, in bot
+// mode, into the thread it is given, or starts one at top level.
+func (s *Sink) Turn(ctx context.Context, ev *relay.Event) (*relay.Turn, error) {
+	msgs := s.render.render(ev)
+	if err := relay.Rendered(ctx); err != nil {
+		return nil, fmt.Errorf("slack sink %q: %w", s.cfg.Name, err)
 	}
-	conv := ev.ConversationID
-	thread := ""
-	if !s.webhook() && conv != "" {
-		t, err := s.thread(ctx, conv)
-		if err != nil {
-			return fmt.Errorf("slack sink %q: read thread: %w", s.cfg.Name, err)
-		}
-		thread = t
-	}
-	posted := 0
-	defer func() { s.hold(posted) }()
-	rootGone := false
-	for i := prog.Posted; i < len(msgs); i++ {
-		if s.webhook() {
-			if err := s.postWebhook(ctx, msgs[i]); err != nil {
-				return err
-			}
-		} else {
-			parent := thread
-			if parent == "" && i > 0 {
-				parent = prog.Root
+	return &relay.Turn{Books: s.books, Event: ev, Dest: s.dest, Parts: len(msgs), Threads: !s.webhook(),
+		Post: func(ctx context.Context, i int, thread string) (relay.Placed, error) {
+			if s.webhook() {
+				return relay.Placed{}, s.postWebhook(ctx, msgs[i])
 			}
 			// An escalation or a lead into a conversation's thread is
 			// shown in the channel too, so that on-call and sales never
 			// miss one (SPEC §6). Its first message only; the rest of a
 			// long one stays in the thread.
 			broadcast := (ev.Topic == relay.TopicEscalation || ev.Topic == relay.TopicLead) && thread != "" && i == 0
-			ts, threaded, err := s.postAPI(ctx, msgs[i], parent, broadcast)
-			if parent != "" && threadGone(err) && !rootGone {
-				// Slack refused the reply: the thread's first message was
-				// deleted. Drop the thread and post this message at top
-				// level, once; it becomes the new root.
-				s.deps.Logger.InfoContext(ctx, "the conversation's thread is gone; posting at top level, as a new thread",
-					"event_id", ev.ID, "conversation_id", conv, "err", err)
-				rootGone, thread, prog.Root, parent = true, "", "", ""
-				ts, threaded, err = s.postAPI(ctx, msgs[i], "", false)
-			}
-			if err != nil {
-				return err
-			}
+			ts, threaded, err := s.postAPI(ctx, msgs[i], thread, broadcast)
 			switch {
-			case parent == "":
-				// A new top-level message: the root of this turn's
-				// parts, and of the conversation's thread.
-				prog.Root = ts
-				if conv != "" {
-					thread = ts
-					if err := s.setThread(ctx, conv, ts); err != nil {
-						return err
-					}
-				}
-			case !threaded:
-				// Slack posted it at top level: the thread's first
-				// message was deleted (Slack also answers
-				// thread_not_found; see above). This message is the new
-				// root.
-				prog.Root = ts
-				if thread != "" {
-					thread = ts
-					if err := s.setThread(ctx, conv, ts); err != nil {
-						return err
-					}
-				}
+			case err != nil && thread != "" && threadGone(err):
+				return relay.Placed{}, relay.ThreadGone(err)
+			case err != nil:
+				return relay.Placed{}, err
+			case thread == "" || !threaded:
+				// A new top-level message (when given a thread, Slack
+				// posted it at top level because the thread's first
+				// message was deleted): the thread from now on.
+				return relay.Placed{Thread: ts}, nil
 			}
-		}
-		posted++
-		s.deps.Logger.Debug("posted", "event_id", ev.ID, "part", i+1, "parts", len(msgs))
-		if multi {
-			prog.Posted = i + 1
-			if err := s.setProgress(ctx, ev.ID, prog); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// hold tells the dispatcher to wait after a send that posted several
-// messages, so that the channel's pace holds on average.
-func (s *Sink) hold(posted int) {
-	if posted > 1 {
-		s.deps.Throttle.HoldUntil(s.deps.Clock.Now().Add(time.Duration(posted-1) * paceEvery))
-	}
+			return relay.Placed{Thread: thread}, nil
+		}}, nil
 }
 
 // CanPack implements relay.Packer: short chat turns can share a message;
@@ -358,7 +171,7 @@ func (s *Sink) CanPack(ctx context.Context, ev *relay.Event) bool {
 	if s.webhook() || ev.ConversationID == "" {
 		return true
 	}
-	ts, err := s.thread(ctx, ev.ConversationID)
+	ts, err := s.books.Thread(ctx, s.dest, relay.ConversationOf(ev))
 	return err == nil && ts == ""
 }
 
@@ -368,41 +181,43 @@ func (s *Sink) CanPack(ctx context.Context, ev *relay.Event) bool {
 // post it. Once the message is posted the call succeeds: a thread mapping
 // that cannot be recorded is logged, not retried, so that the message is
 // not posted twice.
-func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) {
+func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, relay.Report, error) {
 	if len(evs) == 0 {
-		return 0, nil
+		return 0, relay.Report{}, nil
 	}
 	m, n := s.render.renderPacked(evs)
 	if err := relay.Rendered(ctx); err != nil {
-		return 0, fmt.Errorf("slack sink %q: %w", s.cfg.Name, err)
+		return 0, relay.Report{}, fmt.Errorf("slack sink %q: %w", s.cfg.Name, err)
 	}
 	if n == 1 {
 		// Not "1 new chat messages": the turn's own layout.
-		if err := s.Send(ctx, evs[0]); err != nil {
-			return 0, err
+		rep, err := relay.Post(ctx, s, evs[0])
+		if err != nil {
+			return 0, rep, err
 		}
-		return 1, nil
+		return 1, rep, nil
 	}
+	posted := relay.Report{Posts: 1}
 	if s.webhook() {
 		if err := s.postWebhook(ctx, m); err != nil {
-			return 0, err
+			return 0, relay.Report{}, err
 		}
-		return n, nil
+		return n, posted, nil
 	}
 	ts, _, err := s.postAPI(ctx, m, "", false)
 	if err != nil {
-		return 0, err
+		return 0, relay.Report{}, err
 	}
 	for _, ev := range evs[:n] {
 		if ev.ConversationID == "" {
 			continue
 		}
-		if err := s.setThread(ctx, ev.ConversationID, ts); err != nil {
+		if err := s.books.SetThread(ctx, s.dest, relay.ConversationOf(ev), ts); err != nil {
 			s.deps.Logger.WarnContext(ctx, "packed message posted, but its thread could not be recorded",
 				"event_id", ev.ID, "conversation_id", ev.ConversationID, "err", err)
 		}
 	}
-	return n, nil
+	return n, posted, nil
 }
 
 // Probe implements relay.Prober: auth.test in bot mode. An incoming webhook
@@ -411,17 +226,12 @@ func (s *Sink) SendPacked(ctx context.Context, evs []*relay.Event) (int, error) 
 // any send when it is revoked, removed or its channel archived.
 func (s *Sink) Probe(ctx context.Context) error {
 	if s.webhook() {
-		if err := checkURL(s.cfg.WebhookURL.Reveal()); err != nil {
+		if err := relay.CheckURL(s.cfg.WebhookURL.Reveal()); err != nil {
 			return relay.Broken(fmt.Errorf("slack sink %q: webhook_url: %w", s.cfg.Name, err), relay.ReasonGone)
 		}
 		return s.probeWebhook(ctx)
 	}
-	var header http.Header
-	_, err := s.api.AuthTestContext(context.WithValue(ctx, headerKey{}, &header))
-	if err != nil {
-		return fmt.Errorf("slack sink %q: auth.test: %w", s.cfg.Name, s.apiError(err, header))
-	}
-	return nil
+	return s.call(ctx, "auth.test", url.Values{}, &authTestAnswer{})
 }
 
 // emptyMessageCodes are Slack's answers to an empty message: the webhook
@@ -435,145 +245,15 @@ func (s *Sink) probeWebhook(ctx context.Context) error {
 		// something there, so only the URL's form was checked.
 		return nil
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.WebhookURL.Reveal(), strings.NewReader("{}"))
+	status, h, answer, err := s.postToWebhook(ctx, []byte("{}"), "probe webhook")
 	if err != nil {
-		return relay.Broken(fmt.Errorf("slack sink %q: webhook request: %w", s.cfg.Name, relay.RedactURL(err)), relay.ReasonGone)
+		return err
 	}
-	req.Header.Set("Content-Type", "application/json; charset=utf-8")
-	req.Header.Set("User-Agent", s.deps.UserAgent)
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("slack sink %q: probe webhook: %w", s.cfg.Name, relay.RedactURL(err))
-	}
-	defer relay.Drain(resp)
-	body := relay.ReadErrorBody(resp.Body)
-	if resp.StatusCode == http.StatusBadRequest && slices.Contains(emptyMessageCodes, body) {
+	if status == http.StatusBadRequest && slices.Contains(emptyMessageCodes, answer) {
 		return nil
 	}
-	resp.Body = io.NopCloser(strings.NewReader(body))
-	if err := s.checkResponse(resp); err != nil {
+	if err := s.classify(status, h, answer); err != nil {
 		return fmt.Errorf("slack sink %q: probe webhook: %w", s.cfg.Name, err)
 	}
 	return nil // a 2xx: whatever answered takes messages
-}
-
-// postWebhook posts m to the incoming webhook with the sink's own client:
-// slack-go's helper drops the error body that tells no_service from
-// invalid_payload.
-func (s *Sink) postWebhook(ctx context.Context, m message) error {
-	no := false
-	body, err := json.Marshal(slackapi.WebhookMessage{
-		Text:        m.text,
-		Blocks:      &slackapi.Blocks{BlockSet: m.blocks},
-		Parse:       "none", // no @name or #channel typed as text becomes a link or a mention
-		UnfurlLinks: &no,
-		UnfurlMedia: &no,
-	})
-	if err != nil {
-		return relay.Permanent(fmt.Errorf("slack sink %q: encode message: %w", s.cfg.Name, err), relay.ReasonOther)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.WebhookURL.Reveal(), bytes.NewReader(body))
-	if err != nil {
-		return relay.Broken(fmt.Errorf("slack sink %q: webhook request: %w", s.cfg.Name, relay.RedactURL(err)), relay.ReasonGone)
-	}
-	req.Header.Set("Content-Type", "application/json; charset=utf-8")
-	req.Header.Set("User-Agent", s.deps.UserAgent)
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("slack sink %q: post webhook: %w", s.cfg.Name, relay.RedactURL(err))
-	}
-	defer relay.Drain(resp)
-	if err := s.checkResponse(resp); err != nil {
-		return fmt.Errorf("slack sink %q: webhook: %w", s.cfg.Name, err)
-	}
-	return nil
-}
-
-// postAPI posts m with chat.postMessage, into thread parent if set (and
-// then, with broadcast, shown in the channel as well). It returns the
-// message's ts and whether Slack put it in the thread.
-func (s *Sink) postAPI(ctx context.Context, m message, parent string, broadcast bool) (ts string, threaded bool, err error) {
-	opts := []slackapi.MsgOption{
-		slackapi.MsgOptionText(m.text, false), // escaped already
-		slackapi.MsgOptionBlocks(m.blocks...),
-		slackapi.MsgOptionParse(false),     // parse=none: no @name or #channel typed as text becomes a mention
-		slackapi.MsgOptionLinkNames(false), // link_names=false
-		slackapi.MsgOptionDisableLinkUnfurl(),
-		slackapi.MsgOptionDisableMediaUnfurl(),
-	}
-	if parent != "" {
-		opts = append(opts, slackapi.MsgOptionTS(parent))
-		if broadcast {
-			opts = append(opts, slackapi.MsgOptionBroadcast()) // reply_broadcast=true
-		}
-	}
-	var header http.Header
-	_, ts, msg, err := s.api.PostMessageWithResponseContext(context.WithValue(ctx, headerKey{}, &header), s.cfg.Channel, opts...)
-	if err != nil {
-		return "", false, fmt.Errorf("slack sink %q: chat.postMessage: %w", s.cfg.Name, s.apiError(err, header))
-	}
-	return ts, msg.ThreadTimestamp != "", nil
-}
-
-// headerKey carries, in a request's context, where apiDoer stores the
-// answer's headers (for the Retry-After of an "ok":false answer).
-type headerKey struct{}
-
-// apiDoer is the HTTP client slack-go uses: the sink's client, with its
-// User-Agent, every body drained, and every answer but 200 classified here
-// (slack-go drops the body and reads only integer Retry-After values). It
-// returns a response, or an error; never neither.
-type apiDoer struct{ s *Sink }
-
-// maxAPIBody bounds what slack-go may read of an answer.
-const maxAPIBody = 1 << 20
-
-func (d apiDoer) Do(req *http.Request) (*http.Response, error) {
-	req.Header.Set("User-Agent", d.s.deps.UserAgent)
-	resp, err := d.s.client.Do(req)
-	if err != nil {
-		return nil, relay.RedactURL(err)
-	}
-	if h, ok := req.Context().Value(headerKey{}).(*http.Header); ok {
-		*h = resp.Header
-	}
-	if resp.StatusCode != http.StatusOK {
-		defer relay.Drain(resp)
-		if err := d.s.checkResponse(resp); err != nil {
-			return nil, err
-		}
-		// Another 2xx: the Web API answers 200 or an error, so this is
-		// not Slack's answer (a proxy's, say) and says nothing of the
-		// message. Never (nil, nil): slack-go would dereference the
-		// missing response.
-		return nil, relay.Retryable(fmt.Errorf("unexpected HTTP %d from the Web API (it answers 200)", resp.StatusCode), relay.ReasonOther)
-	}
-	resp.Body = &drainingBody{r: io.LimitReader(resp.Body, maxAPIBody), c: resp.Body}
-	return resp, nil
-}
-
-// drainingBody reads what is left on Close, so that the connection can be
-// reused whatever the decoder read.
-type drainingBody struct {
-	r io.Reader
-	c io.ReadCloser
-}
-
-func (b *drainingBody) Read(p []byte) (int, error) { return b.r.Read(p) }
-
-func (b *drainingBody) Close() error {
-	_, _ = io.Copy(io.Discard, io.LimitReader(b.c, 64<<10))
-	return b.c.Close()
-}
-
-// scrub removes the sink's credentials from text taken from an answer: the
-// token, or the webhook URL, its path and its secret last segment. The
-// longest go first, so that a shorter one inside them leaves no piece.
-func (s *Sink) scrub(text string) string {
-	for _, secret := range s.secrets {
-		if secret != "" {
-			text = strings.ReplaceAll(text, secret, "[redacted]")
-		}
-	}
-	return text
 }

@@ -278,7 +278,7 @@ func TestGolden(t *testing.T) {
 					}
 				}
 				var n int
-				n, err = sink.SendPacked(t.Context(), evs)
+				n, _, err = sink.SendPacked(t.Context(), evs)
 				if err == nil && n != len(evs) {
 					t.Fatalf("packed %d of %d short turns", n, len(evs))
 				}
@@ -872,18 +872,6 @@ func TestRetryAfter(t *testing.T) {
 	}
 }
 
-// recordThrottle records what the sink tells the dispatcher.
-type recordThrottle struct {
-	mu    sync.Mutex
-	holds []time.Time
-}
-
-func (r *recordThrottle) HoldUntil(t time.Time) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.holds = append(r.holds, t)
-}
-
 func TestMultiPartResumes(t *testing.T) {
 	t.Parallel()
 	for _, bot := range []bool{false, true} {
@@ -1019,8 +1007,7 @@ func TestMultiPartUnderStrictRateLimit(t *testing.T) {
 	t.Parallel()
 	clock := clockwork.NewFakeClock()
 	srv := slacktest.NewServer(t, slacktest.WithRateLimit(time.Second, 1), slacktest.WithClock(clock))
-	throttle := &recordThrottle{}
-	sink := newBot(t, srv, nil, relay.SinkDeps{Clock: clock, Throttle: throttle})
+	sink := newBot(t, srv, nil, relay.SinkDeps{Clock: clock})
 	ev := event(t, "chat-long.json", relay.TopicChat)
 	for attempt := 1; ; attempt++ {
 		err := sink.Send(t.Context(), ev)
@@ -1038,24 +1025,22 @@ func TestMultiPartUnderStrictRateLimit(t *testing.T) {
 	}
 }
 
+// TestHoldAfterSeveralMessages: a send that posted several messages says
+// so, and the dispatcher takes a slot of the channel's pace for each
+// message after the first (relay's TestSeveralPostsTakeSeveralSlots), so
+// that the pace holds on average.
 func TestHoldAfterSeveralMessages(t *testing.T) {
 	t.Parallel()
-	clock := clockwork.NewFakeClock()
-	throttle := &recordThrottle{}
 	srv := slacktest.NewServer(t)
-	sink := newWebhook(t, srv, slack.Config{}, relay.SinkDeps{Clock: clock, Throttle: throttle})
-	if err := sink.Send(t.Context(), event(t, "chat.json", relay.TopicChat)); err != nil {
-		t.Fatal(err)
-	}
-	if len(throttle.holds) != 0 {
-		t.Fatalf("one message: holds %v, want none", throttle.holds)
-	}
-	if err := sink.Send(t.Context(), event(t, "chat-long.json", relay.TopicChat)); err != nil {
-		t.Fatal(err)
-	}
-	every, _ := sink.Pace()
-	if len(throttle.holds) != 1 || !throttle.holds[0].Equal(clock.Now().Add(2*every)) {
-		t.Fatalf("three messages: holds %v, want one until now+2 paces", throttle.holds)
+	sink := newWebhook(t, srv, slack.Config{}, relay.SinkDeps{})
+	for file, posts := range map[string]int{"chat.json": 1, "chat-long.json": 3} {
+		rep, err := relay.Post(t.Context(), sink, event(t, file, relay.TopicChat))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Posts != posts || !rep.HoldUntil.IsZero() {
+			t.Errorf("%s: report %+v, want %d posts and no hold", file, rep, posts)
+		}
 	}
 }
 
@@ -1173,6 +1158,17 @@ func TestNewRejects(t *testing.T) {
 		{"bad api_url", slack.Config{Name: "s", Token: token, Channel: channel, APIURL: "slack.com/api"}, "api_url"},
 		{"bad mention", slack.Config{Name: "s", WebhookURL: hook, Mention: "@oncall"}, "mention"},
 		{"negative timeout", slack.Config{Name: "s", WebhookURL: hook, Timeout: -time.Second}, "timeout"},
+		{"reply on a webhook", slack.Config{Name: "s", WebhookURL: hook, Reply: &slack.ReplyConfig{SigningSecret: "sig-s3cr3t"}},
+			"reply: needs bot mode"},
+		{"reply without a way in", slack.Config{Name: "s", Token: token, Channel: channel, Reply: &slack.ReplyConfig{}},
+			"reply.signing_secret: missing"},
+		{"reply both ways in", slack.Config{Name: "s", Token: token, Channel: channel,
+			Reply: &slack.ReplyConfig{SigningSecret: "sig-s3cr3t", AppToken: "xapp-1-s3cr3t"}}, "reply.app_token: set together"},
+		{"reply bot token as app token", slack.Config{Name: "s", Token: token, Channel: channel,
+			Reply: &slack.ReplyConfig{AppToken: "xoxb-9-s3cr3t"}}, "reply.app_token: not an app-level token"},
+		{"reply mode and re-page", slack.Config{Name: "s", Token: token, Channel: channel, Reply: &slack.ReplyConfig{
+			SigningSecret: "sig-s3cr3t", ReplyConfig: relay.ReplyConfig{Mode: "everything", Prefix: "  ", RepageAfter: -time.Minute}}},
+			"reply.mode: \"everything\" is not a mode"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -1184,8 +1180,15 @@ func TestNewRejects(t *testing.T) {
 				t.Errorf("error %q does not name %q", err, tc.says)
 			}
 			for _, line := range strings.Split(err.Error(), "\n") {
-				if key, _, ok := strings.Cut(line, ": "); !ok || strings.Trim(key, "abcdefghijklmnopqrstuvwxyz_") != "" {
+				if key, _, ok := strings.Cut(line, ": "); !ok || strings.Trim(key, "abcdefghijklmnopqrstuvwxyz_.") != "" {
 					t.Errorf("%q does not start with a config key", line)
+				}
+			}
+			if tc.name == "reply mode and re-page" {
+				for _, key := range []string{"reply.prefix:", "reply.repage_after:"} {
+					if !strings.Contains(err.Error(), key) {
+						t.Errorf("error does not name %s:\n%v", key, err)
+					}
 				}
 			}
 			relaytest.AssertNoSecret(t, "error", err.Error(), "s3cr3t", "T0/B0")
@@ -1310,7 +1313,7 @@ func TestPacking(t *testing.T) {
 		}
 		var sizes []int
 		for rest := evs; len(rest) > 0; {
-			n, err := sink.SendPacked(t.Context(), rest)
+			n, _, err := sink.SendPacked(t.Context(), rest)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -1349,7 +1352,7 @@ func TestPacking(t *testing.T) {
 		if !sink.CanPack(t.Context(), a) || !sink.CanPack(t.Context(), b) {
 			t.Fatal("new conversations cannot pack")
 		}
-		if n, err := sink.SendPacked(t.Context(), []*relay.Event{a, b}); err != nil || n != 2 {
+		if n, _, err := sink.SendPacked(t.Context(), []*relay.Event{a, b}); err != nil || n != 2 {
 			t.Fatal(n, err)
 		}
 		a2, b2 := turn(t, "a2", "conv-a", "again a"), turn(t, "b2", "conv-b", "again b")
@@ -1386,11 +1389,10 @@ func TestPaceAvoidsRateLimit(t *testing.T) {
 
 	// Paced as the sink asks: no 429 at all.
 	every, burst := sink.Pace()
-	pacer := relay.NewPacer(clock)
-	pacer.SetPace(every, burst)
+	pace := relay.NewPace(clock, every, burst)
 	for i := range 5 {
 		acquired := make(chan error, 1)
-		go func() { _, err := pacer.Acquire(t.Context()); acquired <- err }()
+		go func() { acquired <- pace.Wait(t.Context()) }()
 		if i > 0 { // the first goes at once; the others wait for the pace
 			if err := clock.BlockUntilContext(t.Context(), 1); err != nil {
 				t.Fatal(err)

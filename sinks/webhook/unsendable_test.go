@@ -70,7 +70,7 @@ func TestUnsendableTopicIsPermanent(t *testing.T) {
 func TestHeaderValuesAreChecked(t *testing.T) {
 	t.Parallel()
 	_, err := webhook.New(webhook.Config{Name: "crm", URL: "https://crm.example/in",
-		Headers: map[string]string{"Authorization": "Bearer tok-1234567890\r\nX-Evil: 1"}}, relay.SinkDeps{})
+		Headers: map[string]relay.Secret{"Authorization": "Bearer tok-1234567890\r\nX-Evil: 1"}}, relay.SinkDeps{})
 	if err == nil || !strings.Contains(err.Error(), "Authorization") {
 		t.Fatalf("New = %v, want an error naming the header", err)
 	}
@@ -89,7 +89,7 @@ func TestEchoedHeaderIsScrubbed(t *testing.T) {
 	}))
 	defer srv.Close()
 	s, err := webhook.New(webhook.Config{Name: "crm", URL: relay.Secret(srv.URL + "/in"),
-		Headers: map[string]string{"Authorization": "Bearer tok-1234567890", "X-Client": "client-0a1b2c3d"}}, relay.SinkDeps{})
+		Headers: map[string]relay.Secret{"Authorization": "Bearer tok-1234567890", "X-Client": "client-0a1b2c3d"}}, relay.SinkDeps{})
 	if err != nil {
 		t.Fatal(err)
 	}

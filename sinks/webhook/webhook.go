@@ -11,33 +11,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/chatrelay/chatrelay/relay"
 )
-
-// Config is one webhook sink's configuration.
-type Config struct {
-	Name string
-	// URL is posted to exactly as configured. It is a Secret because URLs
-	// often carry tokens.
-	URL relay.Secret
-	// Secret, if set, is a Standard Webhooks secret "whsec_<base64>"; each
-	// request then carries webhook-signature.
-	Secret relay.Secret
-	// Headers are added to every request.
-	Headers map[string]string
-	// Timeout bounds one request (default 15s); the dispatcher's deadline
-	// applies too.
-	Timeout time.Duration
-	// Transform, if set, rewrites the body before it is sent (redaction).
-	Transform func(ev *relay.Event) ([]byte, error)
-}
 
 // Sink posts events to one URL.
 type Sink struct {
@@ -48,52 +28,37 @@ type Sink struct {
 	scrub  *relay.Scrubber // the URL, the secret and the header values: scrubbed from answers
 }
 
-// New checks cfg and returns the sink. It starts no goroutine.
+// New checks cfg and returns the sink. Its error joins one error per
+// problem, each starting with the config key. It starts no goroutine.
 func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 	deps = deps.WithDefaults()
-	if err := validURL(cfg.URL.Reveal()); err != nil {
-		return nil, fmt.Errorf("url: %w", err)
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	var key []byte
 	if !cfg.Secret.IsZero() {
-		k, err := DecodeSecret(cfg.Secret.Reveal())
-		if err != nil {
-			return nil, fmt.Errorf("secret: %w", err)
-		}
-		key = k
+		key, _ = DecodeSecret(cfg.Secret.Reveal()) // validated
 	}
-	for name, value := range cfg.Headers {
-		if !validHeaderName(name) {
-			return nil, fmt.Errorf("headers: %q is not a valid HTTP header name", name)
-		}
-		if err := relay.CheckHeader(http.Header{name: {value}}); err != nil {
-			return nil, fmt.Errorf("headers: %s: its value holds a line break or another control character; write it on one line", name)
-		}
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 15 * time.Second
-	}
+	relay.WarnPlainHTTP(deps.Logger, "url", cfg.URL.Reveal())
 	// Error pages often echo the request ("Cannot POST /hooks/<token>",
 	// the headers it came with), and a URL often carries a token in its
 	// path or query: the scrubber knows every form of them.
 	secrets := []string{cfg.URL.Reveal(), cfg.Secret.Reveal()}
 	for _, v := range cfg.Headers {
-		secrets = append(secrets, v)
+		secrets = append(secrets, v.Reveal())
 	}
 	return &Sink{
-		cfg:   cfg,
-		key:   key,
-		deps:  deps,
-		scrub: relay.NewScrubber(secrets...),
-		client: &http.Client{
-			Transport: deps.Transport,
-			Timeout:   cfg.Timeout,
-			// A destination is posted to exactly as configured; a redirect
-			// is an answer, never followed.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
+		cfg:    cfg,
+		key:    key,
+		deps:   deps,
+		scrub:  relay.NewScrubber(secrets...),
+		client: deps.Client(cfg.Timeout),
 	}, nil
 }
+
+// SendTimeout implements relay.Budgeted: a send is one request.
+func (s *Sink) SendTimeout() time.Duration { return s.cfg.Timeout }
 
 // Name implements relay.Sink.
 func (s *Sink) Name() string { return s.cfg.Name }
@@ -107,13 +72,6 @@ func MessageID(ev *relay.Event, sink string) string {
 // Send implements relay.Sink.
 func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 	body := ev.Body
-	if s.cfg.Transform != nil {
-		b, err := s.cfg.Transform(ev)
-		if err != nil {
-			return relay.Permanent(fmt.Errorf("webhook sink %q: prepare body: %w", s.cfg.Name, err), relay.ReasonOther)
-		}
-		body = b
-	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.URL.Reveal(), bytes.NewReader(body))
 	if err != nil {
 		return relay.Permanent(fmt.Errorf("webhook sink %q: build request: %w", s.cfg.Name, relay.RedactURL(err)), relay.ReasonOther)
@@ -122,7 +80,7 @@ func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 	id := MessageID(ev, s.cfg.Name)
 	h := req.Header
 	for k, v := range s.cfg.Headers {
-		h.Set(k, v)
+		h.Set(k, v.Reveal())
 	}
 	h.Set("Content-Type", "application/json")
 	h.Set("User-Agent", s.deps.UserAgent)
@@ -142,12 +100,12 @@ func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 		return fmt.Errorf("webhook sink %q: post: %w", s.cfg.Name, relay.RedactURL(err))
 	}
 	defer relay.Drain(resp)
-	checked := *resp
+	answer := ""
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		// What enters the error is the answer without the URL's secrets.
-		checked.Body = io.NopCloser(strings.NewReader(s.scrub.Scrub(relay.ReadErrorBody(resp.Body))))
+		answer = s.scrub.Scrub(relay.ReadErrorBody(resp.Body))
 	}
-	if err := relay.WebhookPolicy().Check(&checked, s.deps.Clock.Now()); err != nil {
+	if err := relay.WebhookPolicy().Classify(resp.StatusCode, resp.Header, answer, s.deps.Clock.Now()); err != nil {
 		return fmt.Errorf("webhook sink %q: %w", s.cfg.Name, err)
 	}
 	return nil
@@ -176,31 +134,4 @@ func DecodeSecret(s string) ([]byte, error) {
 		return nil, fmt.Errorf("secret too short: %d bytes after decoding, want at least 24 (192 bits)", len(key))
 	}
 	return key, nil
-}
-
-// validURL accepts any absolute http or https URL; errors never echo it.
-func validURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return errors.New("not a URL")
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return errors.New("not an http or https URL")
-	}
-	if u.Host == "" {
-		return errors.New("URL has no host")
-	}
-	return nil
-}
-
-func validHeaderName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for _, c := range name {
-		if c > 126 || c <= 32 || strings.ContainsRune(`()<>@,;:\"/[]?={}`, c) {
-			return false
-		}
-	}
-	return true
 }

@@ -74,7 +74,7 @@ func TestSendsOriginalBytesSigned(t *testing.T) {
 
 	clock := clockwork.NewFakeClockAt(time.Unix(1_700_000_000, 0))
 	s, err := webhook.New(webhook.Config{Name: "crm", URL: relay.Secret(srv.URL + "/in"), Secret: relay.Secret(secret),
-		Headers: map[string]string{"X-Team": "support"}}, relay.SinkDeps{Clock: clock, UserAgent: "chatrelay/test"})
+		Headers: map[string]relay.Secret{"X-Team": "support"}}, relay.SinkDeps{Clock: clock, UserAgent: "chatrelay/test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestNewRejects(t *testing.T) {
 		"ftp":          {Name: "x", URL: "ftp://example.com/x"},
 		"bad secret":   {Name: "x", URL: "https://example.com/x", Secret: "hunter2"},
 		"short secret": {Name: "x", URL: "https://example.com/x", Secret: "whsec_c2hvcnQ="},
-		"bad header":   {Name: "x", URL: "https://example.com/x", Headers: map[string]string{"Bad Header": "v"}},
+		"bad header":   {Name: "x", URL: "https://example.com/x", Headers: map[string]relay.Secret{"Bad Header": "v"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
