@@ -200,12 +200,14 @@ func crashRound(t *testing.T, dir, mode string, round int) []string {
 	var answered []string
 	lines := bufio.NewScanner(stdout)
 	var timer *time.Timer
+	stopped := false
 	for lines.Scan() {
 		line := lines.Text()
 		switch {
 		case line == "open" && mode == "at random":
 			timer = time.AfterFunc(time.Duration(50+rand.IntN(400))*time.Millisecond, kill)
 		case line == "stop":
+			stopped = true
 			kill()
 		case strings.HasPrefix(line, "ok "):
 			answered = append(answered, strings.TrimPrefix(line, "ok "))
@@ -221,6 +223,12 @@ func crashRound(t *testing.T, dir, mode string, round int) []string {
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 		t.Fatalf("round %d: the child was not killed: %v", round+1, err)
+	}
+	if !stopped && mode != "at random" {
+		// Killed by the context's deadline: the moment the mode names
+		// never came (for "..., past the first segment": the log never
+		// wrote into a prepared segment).
+		t.Fatalf("round %d: the child never reached the point %q", round+1, mode)
 	}
 	if len(answered) == 0 {
 		t.Fatalf("round %d: the child answered no append before it was killed", round+1)
