@@ -1,6 +1,7 @@
 package bolt
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -194,11 +195,12 @@ func openIntake(dir string, applied uint64, logger *slog.Logger, replay func(seq
 				// sync, a full disk): nothing after it was ever answered.
 				// The rest of the file goes (a prepared segment's zeros
 				// with it: this one grows as it is written).
-				torn = int64(len(b) - off)
+				// What it reports as torn ends at the last byte that is not
+				// zero.
+				torn = int64(len(bytes.TrimRight(b[off:], "\x00")))
 				if err := truncateSync(sg.path, int64(off)); err != nil {
 					return nil, 0, err
 				}
-				b = b[:off]
 				break
 			}
 			if seq > applied {

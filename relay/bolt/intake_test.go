@@ -132,17 +132,18 @@ func TestPreparedSegmentTail(t *testing.T) {
 		at      int    // where, from the end of the segment's last record
 		bytes   []byte // written there
 		damage  bool
-		records int // replayed, when not damage
+		records int   // replayed, when not damage
+		torn    int64 // bytes reported torn: up to the last one not zero
 	}{
-		{"last segment, right after its last record", 1, 0, junk, false, 6},
-		{"last segment, further on", 1, 5000, junk, false, 6},
+		{"last segment, right after its last record", 1, 0, junk, false, 6, 9},
+		{"last segment, further on", 1, 5000, junk, false, 6, 5009},
 		// A write cut short: the last record's payload (7 bytes) partly
 		// zeros, or its header not written while what follows it was.
-		{"last segment, its last record's end not written", 1, -4, make([]byte, 4), false, 5},
-		{"last segment, its last record's header not written", 1, -23, make([]byte, frameHeader), false, 5},
-		{"segment before the last, right after its last record", 0, 0, junk, true, 0},
-		{"segment before the last, further on", 0, 5000, junk, true, 0},
-		{"segment before the last, its last record's end zeroed", 0, -4, make([]byte, 4), true, 0},
+		{"last segment, its last record's end not written", 1, -4, make([]byte, 4), false, 5, 19},
+		{"last segment, its last record's header not written", 1, -23, make([]byte, frameHeader), false, 5, 23},
+		{"segment before the last, right after its last record", 0, 0, junk, true, 0, 0},
+		{"segment before the last, further on", 0, 5000, junk, true, 0, 0},
+		{"segment before the last, its last record's end zeroed", 0, -4, make([]byte, 4), true, 0, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -200,8 +201,9 @@ func TestPreparedSegmentTail(t *testing.T) {
 			}
 			defer l.close()
 			end := ends[1] - int64(6-tt.records)*(frameHeader+7) // a record of "payload" is 23 bytes
-			if n != tt.records || torn == 0 || l.off != end {
-				t.Fatalf("%d records replayed (want %d), %d torn bytes, the log goes on at %d (want %d)", n, tt.records, torn, l.off, end)
+			if n != tt.records || torn != tt.torn || l.off != end {
+				t.Fatalf("%d records replayed (want %d), %d torn bytes (want %d), the log goes on at %d (want %d)",
+					n, tt.records, torn, tt.torn, l.off, end)
 			}
 			if st, err := os.Stat(segs[1].path); err != nil || st.Size() != end {
 				t.Fatalf("the last segment after the cut: %v, want %d bytes (the tail and its zeros cut off)", err, end)
