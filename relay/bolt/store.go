@@ -229,8 +229,11 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store.path %s: %w", dir, err)
 	}
 	s.releaseMapped() // the rebuild read every pending delivery
-	go s.logger()
-	go s.applier()
+	// The tickers are made here, not in the goroutines: they exist once
+	// Open returns, so that a fake clock advanced right after Open moves
+	// them (the goroutines may not have run yet on a loaded machine).
+	go s.logger(s.clock.NewTicker(2 * time.Second))
+	go s.applier(s.clock.NewTicker(s.opts.PruneEvery), s.clock.NewTicker(2*time.Second), s.clock.NewTicker(10*time.Second))
 	go s.preparer()
 	return s, nil
 }

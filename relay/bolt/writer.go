@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	bbolt "go.etcd.io/bbolt"
 	bberrors "go.etcd.io/bbolt/errors"
 
@@ -123,10 +124,10 @@ func (s *Store) recordLater(build func() ([]byte, bool), after func()) {
 		failed: func(error) { s.recordLater(build, after) }})
 }
 
-// logger owns the intake log (see above).
-func (s *Store) logger() {
+// logger owns the intake log (see above), and probe (every 2 s), made by
+// Open.
+func (s *Store) logger(probe clockwork.Ticker) {
 	defer close(s.applyCh)
-	probe := s.clock.NewTicker(2 * time.Second)
 	defer probe.Stop()
 	batch := make([]*entry, 0, s.opts.MaxBatch)
 	var buf []byte
@@ -320,14 +321,13 @@ func (s *Store) fail(batch []*entry, err error) {
 
 // applier owns bbolt's write transactions (see above). It stops once the
 // logger has stopped and everything it passed on is applied (or, if the
-// database cannot take it, left in the log for the next start).
-func (s *Store) applier() {
+// database cannot take it, left in the log for the next start). Its
+// tickers, made by Open: prune (every PruneEvery), probe (2 s), release
+// (10 s).
+func (s *Store) applier(prune, probe, release clockwork.Ticker) {
 	defer close(s.stopped)
-	prune := s.clock.NewTicker(s.opts.PruneEvery)
 	defer prune.Stop()
-	probe := s.clock.NewTicker(2 * time.Second)
 	defer probe.Stop()
-	release := s.clock.NewTicker(10 * time.Second)
 	defer release.Stop()
 	var pending []logged
 	// The database commits at most every ApplyEvery or 8 MiB of records
