@@ -11,6 +11,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/chatrelay/chatrelay/relay"
+	"github.com/chatrelay/chatrelay/relay/relaytest"
 	"github.com/chatrelay/chatrelay/relay/storetest"
 )
 
@@ -142,6 +143,12 @@ func TestFeedbackReachesTheReplysSink(t *testing.T) {
 	mu.Lock()
 	refuse = false
 	mu.Unlock()
+	// The note is queued before the delivery is parked: wait for the dead
+	// letter.
+	relaytest.Eventually(t, 10*time.Second, "the dead letter", func() bool {
+		dl, err := f.store.ListDead(t.Context(), "chatdata", 0)
+		return err == nil && len(dl) == 1
+	})
 	if n, err := f.store.Requeue(t.Context(), []string{relay.DeadLetterID(second.ID, "chatdata")}); err != nil || n != 1 {
 		t.Fatalf("Requeue = %d, %v", n, err)
 	}

@@ -59,7 +59,8 @@ type Followup struct {
 	State *ConversationState `json:"state,omitempty"`
 	// Channel and MessageID are the message that was clicked
 	// (FollowupStatus); Message its content as the platform gave it with
-	// the click (Slack's blocks), for the sink to show the status in.
+	// the click (for Slack, its text and blocks), for the sink to show the
+	// status in.
 	Channel   string          `json:"channel,omitempty"`
 	MessageID string          `json:"message_id,omitempty"`
 	Message   json.RawMessage `json:"message,omitempty"`

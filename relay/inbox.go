@@ -224,12 +224,15 @@ type Click struct {
 	Platform string
 	Action   string // ActionClaim or ActionResolve
 	// ConversationID is the conversation the button is for: the relay
-	// put it in the button.
+	// put it in the button. ChatbotID is its chatbot, when the button
+	// carries it too: the status follow-up then names it, as every event
+	// of the conversation does.
 	ConversationID string
+	ChatbotID      string
 	Agent          Agent
 	// Channel and MessageID are the message clicked, which shows the
 	// status; Message its content as the platform sent it with the click
-	// (Slack's blocks), from which the sink redraws it.
+	// (for Slack, its text and blocks), from which the sink redraws it.
 	Channel   string
 	MessageID string
 	Message   json.RawMessage
@@ -281,7 +284,7 @@ func (in *Inbox) Click(ctx context.Context, c Click) (Clicked, error) {
 	if c.MessageID != "" {
 		fu := Followup{Kind: FollowupStatus, Sink: c.Sink, Key: statusKey(c.Channel, c.MessageID, st), State: &st,
 			Channel: c.Channel, MessageID: c.MessageID, Message: c.Message}
-		ev, err := NewFollowupEvent(c.ConversationID, "", fu)
+		ev, err := NewFollowupEvent(c.ConversationID, c.ChatbotID, fu)
 		if err == nil {
 			err = appendFollowup(ctx, in.cfg.Store, in.cfg.Clock, ev)
 		}

@@ -203,6 +203,19 @@ func (r ReplyRule) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Hint tells agents, under an escalation, how to answer the visitor from
+// the thread: the same words on every platform.
+func (r ReplyRule) Hint() string {
+	prefix := strings.TrimSpace(r.Prefix)
+	if prefix == "" {
+		prefix = DefaultReplyPrefix
+	}
+	if r.Mode == ReplyAll {
+		return "Every message in this thread goes to the visitor, except those starting with \"" + NotePrefix + "\"."
+	}
+	return "To answer the visitor, start a message in this thread with \"" + prefix + "\"; other messages stay internal notes."
+}
+
 // Visitor returns what of a thread message goes to the visitor, and false
 // when nothing does (a note, or a message that is empty once the prefix is
 // stripped). Prefixes are matched without regard to case, after leading

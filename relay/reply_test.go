@@ -368,3 +368,30 @@ func TestReplied(t *testing.T) {
 		}
 	}
 }
+
+// The hint under an escalation tells agents the words the rule takes:
+// following it reaches the visitor, and the note it names stays internal.
+func TestReplyRuleHint(t *testing.T) {
+	t.Parallel()
+	for _, rule := range []relay.ReplyRule{{}, {Prefix: "  !v "}, {Prefix: "Antwort:"}, {Mode: relay.ReplyAll}, {Mode: relay.ReplyAll, Prefix: ">>"}} {
+		hint := rule.Hint()
+		_, quoted, ok := strings.Cut(hint, `"`)
+		word, _, closed := strings.Cut(quoted, `"`)
+		if !ok || !closed || word == "" {
+			t.Fatalf("%+v: hint %q quotes no word", rule, hint)
+		}
+		got, taken := rule.Visitor(word + " Hi Sam")
+		if rule.Mode == relay.ReplyAll {
+			if word != relay.NotePrefix || taken {
+				t.Errorf("%+v: hint %q: a message starting %q went to the visitor (%q)", rule, hint, word, got)
+			}
+			if got, taken := rule.Visitor("Hi Sam"); !taken || got != "Hi Sam" {
+				t.Errorf("%+v: hint %q, yet a plain message = %q, %v", rule, hint, got, taken)
+			}
+			continue
+		}
+		if !taken || got != "Hi Sam" {
+			t.Errorf("%+v: following hint %q gave %q, %v", rule, hint, got, taken)
+		}
+	}
+}

@@ -376,3 +376,20 @@ func ContactOf(key, v string) (Contact, string) {
 	}
 	return NotContact, ""
 }
+
+// OtherFields is what an event of a topic the relay does not know shows in
+// its body: its fields in the order sent, without those every platform
+// shows elsewhere (the topic in the title; the chatbot and conversation
+// with the ids) and without the visitor's IP address, which no message
+// shows.
+func (e *Event) OtherFields() []Field {
+	out := make([]Field, 0, len(e.Fields))
+	for _, f := range e.Fields {
+		switch f.Key {
+		case "event", "chatbot_id", "conversation_id", "client_ip":
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
+}

@@ -89,6 +89,10 @@ type SourceDeps struct {
 	// Transport carries the sources' own HTTP requests (nil: a default
 	// transport).
 	Transport http.RoundTripper
+	// Owner says when this replica may hold a sink's platform session
+	// that only one replica may hold (Discord's gateway): OwnerOf the
+	// store. nil: this process owns every sink.
+	Owner Owner
 }
 
 // WithDefaults fills what the caller left empty with working defaults.
@@ -104,6 +108,9 @@ func (d SourceDeps) WithDefaults() SourceDeps {
 	}
 	if d.Transport == nil {
 		d.Transport = http.DefaultTransport
+	}
+	if d.Owner == nil {
+		d.Owner = processOwner{}
 	}
 	if d.MaxBody <= 0 {
 		d.MaxBody = 1 << 20

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jonboulle/clockwork"
 
@@ -192,35 +194,72 @@ func TestCheckConfigProbesChatData(t *testing.T) {
 	}
 }
 
-// TestExampleChatDataSection: the chatdata section config.example.yaml
-// shows (commented out) is valid once uncommented.
-func TestExampleChatDataSection(t *testing.T) {
+// exampleEnv is what the variables config.example.yaml names stand for in
+// the tests.
+func exampleEnv() func(string) string {
+	return env(map[string]string{
+		"CHAT_DATA_SIGNING_SECRET": "example-signing-secret",
+		"SLACK_WEBHOOK_URL":        "https://hooks.slack.com/services/T0/B0/XXXXXXXX",
+		"DISCORD_WEBHOOK_URL":      "https://discord.com/api/webhooks/1/abcdef",
+		"CRM_WEBHOOK_SECRET":       "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+		"CHAT_DATA_API_KEY":        "sk-example-0123456789",
+		"SLACK_BOT_TOKEN":          "xoxb-1-example-0123456789",
+		"SLACK_SIGNING_SECRET":     "example-slack-signing-secret",
+	})
+}
+
+// uncomment returns lines with the commented-out block that starts with
+// the line start uncommented: that line and those after it that continue
+// it (commented at the same column, indented further) lose their "# ".
+func uncomment(t *testing.T, lines []string, start string) []string {
+	t.Helper()
+	at := slices.Index(lines, start)
+	if at < 0 {
+		t.Fatalf("no %q in config.example.yaml", start)
+	}
+	col := strings.Index(start, "# ")
+	out := slices.Clone(lines)
+	out[at] = start[:col] + start[col+2:]
+	for i := at + 1; i < len(out) && strings.HasPrefix(out[i], start[:col]+"#   "); i++ {
+		out[i] = out[i][:col] + out[i][col+2:]
+	}
+	return out
+}
+
+// TestExampleTwoWay: the two-way example config.example.yaml shows
+// (commented out: the chatdata section, the support-live sink and its
+// route) is one check-config accepts once uncommented, with the reply:
+// keys it says.
+func TestExampleTwoWay(t *testing.T) {
 	t.Parallel()
 	raw, err := os.ReadFile("../../config.example.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(string(raw), "\n")
-	start := slices.Index(lines, "# chatdata:")
-	if start < 0 {
-		t.Fatal("no chatdata section in config.example.yaml")
+	for _, start := range []string{"# chatdata:", "  # - name: support-live", "  # - match: { topic: [chat, live-chat-escalation] }   # the two-way sink's conversations (their threads)"} {
+		lines = uncomment(t, lines, start)
 	}
-	section := []string{"chatdata:"}
-	for _, line := range lines[start+1:] {
-		if !strings.HasPrefix(line, "#   ") {
-			break
-		}
-		section = append(section, strings.TrimPrefix(line, "#"))
+	path := writeConfig(t, strings.Join(lines, "\n"))
+	var out, errOut bytes.Buffer
+	if code := run(t.Context(), []string{"--config", path, "check-config"}, nil, &out, &errOut, exampleEnv()); code != 0 {
+		t.Fatalf("check-config of the uncommented two-way example: exit %d\n%s%s", code, out.String(), errOut.String())
 	}
-	if len(section) < 4 {
-		t.Fatalf("no chatdata section in config.example.yaml: %q", section)
-	}
-	cfg, err := LoadConfig(writeConfig(t, twoWayBase+strings.Join(section, "\n")+"\n"), true,
-		env(map[string]string{"CHAT_DATA_API_KEY": "sk-example-0123456789"}))
+	cfg, err := LoadConfig(path, true, exampleEnv())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.Check(); err != nil || !chatDataSet(cfg.ChatData) || cfg.ChatData.APIURL != chatdata.DefaultAPIURL {
-		t.Fatalf("the example's chatdata section: %v (%+v)", err, cfg.ChatData.APIURL)
+	if !chatDataSet(cfg.ChatData) || cfg.ChatData.APIURL != chatdata.DefaultAPIURL || len(cfg.Routes) != 4 {
+		t.Fatalf("the example's chatdata section or route: %+v, %d routes", cfg.ChatData.APIURL, len(cfg.Routes))
+	}
+	sinks, err := buildSinks(cfg, sinkEnv{stdout: io.Discard, logger: slog.New(slog.DiscardHandler),
+		clock: clockwork.NewRealClock(), store: probeKV{}})
+	if err != nil || len(sinks) != 5 { // four sinks and the chatdata destination
+		t.Fatalf("building the example's sinks: %d, %v", len(sinks), err)
+	}
+	tw := twoWay(sinks)
+	if live, ok := tw["support-live"]; len(tw) != 1 || !ok || live.RepageAfter != 10*time.Minute ||
+		live.Rule().Prefix != "reply:" || live.Rule().Mode != relay.ReplyPrefix {
+		t.Errorf("two-way sinks %+v, want support-live: prefix reply:, re-paging after 10m", tw)
 	}
 }

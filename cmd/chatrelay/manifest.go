@@ -42,6 +42,9 @@ Paste it at https://api.slack.com/apps → Create New App → From a manifest.`,
 				if err := enc.Encode(m); err != nil {
 					return err
 				}
+				if err := enc.Close(); err != nil { // flushes the document's last line
+					return err
+				}
 				out = b.Bytes()
 			case "json":
 				b, err := json.MarshalIndent(m, "", "  ")

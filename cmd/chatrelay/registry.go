@@ -77,11 +77,11 @@ func sinkTypes() map[string]sinkType {
 		TypeSlack: sinkKind(2, func(c slack.Config, name string) slack.Config { c.Name = name; return c },
 			slack.Config.Validate, func(c slack.Config, deps relay.SinkDeps, _ io.Writer) (*slack.Sink, error) {
 				return slack.New(c, deps)
-			}),
+			}).withSources(slack.Sources),
 		TypeDiscord: sinkKind(2, func(c discord.Config, name string) discord.Config { c.Name = name; return c },
 			discord.Config.Validate, func(c discord.Config, deps relay.SinkDeps, _ io.Writer) (*discord.Sink, error) {
 				return discord.New(c, deps)
-			}),
+			}).withSources(discord.Sources),
 		TypeWebhook: sinkKind(16, func(c webhook.Config, name string) webhook.Config { c.Name = name; return c },
 			webhook.Config.Validate, func(c webhook.Config, deps relay.SinkDeps, _ io.Writer) (*webhook.Sink, error) {
 				return webhook.New(c, deps)

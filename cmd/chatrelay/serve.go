@@ -182,7 +182,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	sources, err := buildSources(sinks, relay.SourceDeps{Inbox: inbox, Logger: logger, Clock: clock,
+	sources, err := buildSources(sinks, relay.SourceDeps{Inbox: inbox, Logger: logger, Clock: clock, Owner: relay.OwnerOf(store),
 		MaxBody: int64(cfg.MaxBodyBytes), UserAgent: userAgent()})
 	if err != nil {
 		return err

@@ -1,12 +1,15 @@
 package nats
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/chatrelay/chatrelay/relay"
 )
 
 // Exclusive sinks: one replica at a time sends to each (package doc,
@@ -20,6 +23,8 @@ import (
 // (3L) on its own clock: at least L after the owner stopped. Both spans
 // are measured from one causal event on each replica's own monotonic
 // clock, so clock offsets between machines do not matter.
+
+var _ relay.Owner = (*Store)(nil)
 
 // ownerKeyPrefix starts the key of an exclusive sink's ownership lease.
 // Replica leases are one-token keys (uuids), so the two never mix.
@@ -228,5 +233,35 @@ func (q *queue) endTerm() {
 	}
 	for _, h := range back {
 		q.drop(h, h.msg.Nak)
+	}
+}
+
+// Own implements relay.Owner: it waits for a term of sink's queue (for an
+// exclusive sink, this replica holding its ownership lease; for a shared
+// one, at once) and returns a context that ends with the term: when the
+// lease is lost or lapses unrenewed (the owners loop ends the term within
+// a renewal period), or the store closes.
+func (s *Store) Own(ctx context.Context, sink string) (context.Context, context.CancelFunc, error) {
+	q := s.Queue(sink).(*queue)
+	for {
+		q.mu.Lock()
+		t, changed := q.term, q.changed
+		live := t != nil && t.live(time.Now())
+		q.mu.Unlock()
+		switch {
+		case s.ctx.Err() != nil:
+			return nil, nil, relay.ErrClosed
+		case ctx.Err() != nil:
+			return nil, nil, ctx.Err()
+		case live:
+			held, cancel := context.WithCancel(ctx)
+			stop := context.AfterFunc(t.ctx, cancel)
+			return held, func() { stop(); cancel() }, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+		case <-s.ctx.Done():
+		}
 	}
 }

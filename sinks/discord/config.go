@@ -60,6 +60,20 @@ type Config struct {
 	// dispatcher's per-send deadline (SendTimeout) covers every request of
 	// a send.
 	Timeout time.Duration `mapstructure:"timeout"`
+
+	// Reply, when set, makes the sink two-way (SPEC §10): agents answer
+	// the visitor from the conversation's thread, read through Discord's
+	// gateway (the Message Content intent switched on), and escalations
+	// carry Claim and Resolve buttons. Bot mode only.
+	Reply *relay.ReplyConfig `mapstructure:"reply"`
+}
+
+// Replies implements relay.TwoWay.
+func (c Config) Replies() (relay.ReplyConfig, bool) {
+	if c.Reply == nil {
+		return relay.ReplyConfig{}, false
+	}
+	return *c.Reply, true
 }
 
 // maxRequests is how many requests one send may take at most: a turn of
@@ -134,6 +148,19 @@ func (c Config) parse() (endpoints, error) {
 	ep.mention = m
 	if c.Timeout < 0 {
 		errs = append(errs, errors.New("timeout: must not be negative"))
+	}
+	if c.Reply != nil {
+		if hasWebhook {
+			errs = append(errs, errors.New("reply: needs bot mode: replies are read from the conversation's thread through the bot's "+
+				"gateway session, and a webhook has none; set token and channel_id in place of webhook_url"))
+		}
+		if err := c.Reply.Validate(); err != nil {
+			if j, ok := err.(interface{ Unwrap() []error }); ok {
+				errs = append(errs, j.Unwrap()...) // one line each
+			} else {
+				errs = append(errs, err)
+			}
+		}
 	}
 	return ep, errors.Join(errs...)
 }

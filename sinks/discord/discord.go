@@ -49,6 +49,7 @@ var (
 	_ relay.Packer = (*Sink)(nil)
 	_ relay.Prober = (*Sink)(nil)
 	_ relay.Paced  = (*Sink)(nil)
+	_ relay.TwoWay = (*Sink)(nil)
 )
 
 // New checks cfg and returns the sink. It does no I/O and starts no
@@ -102,6 +103,12 @@ func userAgent(own string) string {
 	return fmt.Sprintf("DiscordBot (https://github.com/chatrelay/chatrelay, %s) %s", version, own)
 }
 
+// Replies implements relay.TwoWay.
+func (s *Sink) Replies() (relay.ReplyConfig, bool) { return s.cfg.Replies() }
+
+// twoWay reports whether the sink takes replies (bot mode with reply:).
+func (s *Sink) twoWay() bool { return s.bot() && s.cfg.Reply != nil }
+
 // Name implements relay.Sink.
 func (s *Sink) Name() string { return s.cfg.Name }
 
@@ -125,8 +132,10 @@ func (s *Sink) Pace() (every time.Duration, burst int) { return paceEvery, paceB
 // per message (all within 6000 characters).
 func (s *Sink) MaxPack() int { return maxEmbeds }
 
-// Probe implements relay.Prober: it reads the webhook (webhook mode) or the
-// channel (bot mode), which checks the credentials without posting.
+// Probe implements relay.Prober: it reads the webhook (webhook mode), or
+// (bot mode) the channel, and checks the bot's permissions there and,
+// for a two-way sink, the Message Content intent (probeBot); it posts
+// nothing.
 func (s *Sink) Probe(ctx context.Context) error {
 	if !s.bot() {
 		probe := *s.webhook
@@ -134,8 +143,7 @@ func (s *Sink) Probe(ctx context.Context) error {
 		var wh discordgo.Webhook
 		return s.do(ctx, nil, call{op: "get webhook", method: http.MethodGet, url: &probe}, &wh)
 	}
-	_, err := s.channelType(ctx, nil)
-	return err
+	return s.probeBot(ctx, s.twoWay())
 }
 
 // channelType returns the type of the bot's channel, asking Discord once.
@@ -146,20 +154,30 @@ func (s *Sink) channelType(ctx context.Context, rep *relay.Report) (discordgo.Ch
 	if known != nil {
 		return *known, nil
 	}
+	ch, err := s.readChannel(ctx, rep)
+	if err != nil {
+		return 0, err
+	}
+	return ch.Type, nil
+}
+
+// readChannel reads the bot's channel, checks that the bot can post chat
+// turns there, and keeps its type.
+func (s *Sink) readChannel(ctx context.Context, rep *relay.Report) (*discordgo.Channel, error) {
 	var ch discordgo.Channel
 	if err := s.do(ctx, rep, call{op: "get channel", method: http.MethodGet, url: s.route("channels", s.cfg.ChannelID)}, &ch); err != nil {
-		return 0, err
+		return nil, err
 	}
 	switch ch.Type {
 	case discordgo.ChannelTypeGuildText, discordgo.ChannelTypeGuildNews,
 		discordgo.ChannelTypeGuildForum, discordgo.ChannelTypeGuildMedia:
 	default:
-		return 0, relay.Broken(fmt.Errorf("discord sink %q: channel_id names a channel of type %d, where the bot cannot post chat turns; choose a text, announcement or forum channel", s.cfg.Name, ch.Type), relay.ReasonClientError)
+		return nil, relay.Broken(fmt.Errorf("discord sink %q: channel_id names a channel of type %d, where the bot cannot post chat turns; choose a text, announcement or forum channel", s.cfg.Name, ch.Type), relay.ReasonClientError)
 	}
 	s.mu.Lock()
 	s.chanType = &ch.Type
 	s.mu.Unlock()
-	return ch.Type, nil
+	return &ch, nil
 }
 
 // route is the bot-mode URL of an API route.

@@ -40,9 +40,11 @@ type turn struct {
 
 // message is one Discord message to post.
 type message struct {
-	content string
-	embeds  []*discordgo.MessageEmbed
-	mention bool // allow the configured mention to ping
+	content    string
+	embeds     []*discordgo.MessageEmbed
+	mention    bool                         // allow the configured mention to ping
+	components []discordgo.MessageComponent // Claim and Resolve on an escalation (bot mode, two-way)
+	hint       string                       // how to answer the visitor, under an escalation (two-way)
 }
 
 // Transcript bounds: how many of the conversation's latest messages an
@@ -139,6 +141,9 @@ func (f *fields) addContext(ev *relay.Event) {
 // With contactsOnly, only who the visitor is and how to reach them.
 func (f *fields) addLead(lead []relay.Field, contactsOnly bool) {
 	for _, l := range relay.ReadingOrder(lead) {
+		if l.Key == "uuid" {
+			continue // shown as "Lead" with the ids, as Slack does
+		}
 		kind := relay.LeadFieldKind(l.Key)
 		if contactsOnly && kind != relay.KindWho && kind != relay.KindContact {
 			continue
@@ -308,6 +313,7 @@ func leadTurn(ev *relay.Event) turn {
 		text = "*" + relay.NoLeadFields + "*"
 	}
 	f.addContext(ev)
+	f.add("Lead", code(ev.LeadValue("uuid")), true)
 	head := newHead("📇 New lead", colorLead)
 	head.Fields = f.list
 	return turn{head: head, text: f.withOverflow(text)}
@@ -322,8 +328,8 @@ func genericTurn(ev *relay.Event) turn {
 		topic = "(no topic)"
 	}
 	var lines []string
-	for _, f := range ev.Fields {
-		if v := strings.TrimSpace(relay.JoinedValue(f)); f.Key != "client_ip" && v != "" {
+	for _, f := range ev.OtherFields() {
+		if v := strings.TrimSpace(relay.JoinedValue(f)); v != "" {
 			lines = append(lines, "**"+literal(relay.Label(f.Key))+"**: "+literal(v))
 		}
 	}
@@ -331,7 +337,11 @@ func genericTurn(ev *relay.Event) turn {
 	if text == "" {
 		text = "*" + relay.NoFields + "*"
 	}
-	return turn{head: newHead("📨 Chat Data event: "+topic, colorOther), text: text}
+	var f fields
+	f.addContext(ev)
+	head := newHead("📨 Chat Data event: "+topic, colorOther)
+	head.Fields = f.list
+	return turn{head: head, text: f.withOverflow(text)}
 }
 
 // footer names the event, so that every message of a turn can be looked

@@ -28,7 +28,16 @@ func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 // conversation's thread when conversations get threads (the first message
 // opening it), else into the channel.
 func (s *Sink) Turn(ctx context.Context, ev *relay.Event) (*relay.Turn, error) {
+	if ev.Topic == relay.TopicFollowup {
+		return s.followupTurn(ev)
+	}
 	msgs := s.render(ctx, ev)
+	if s.twoWay() && ev.Topic == relay.TopicEscalation && ev.ConversationID != "" && len(msgs) > 0 {
+		// Claim and Resolve, on the message that opens the escalation,
+		// and how to answer the visitor.
+		msgs[0].components = buttons(ev.ConversationID, ev.ChatbotID, relay.ConversationState{})
+		msgs[0].hint = s.cfg.Reply.Rule().Hint()
+	}
 	if err := relay.Rendered(ctx); err != nil {
 		return nil, s.errorf("%w", err)
 	}
@@ -52,11 +61,14 @@ func (s *Sink) posting(ev *relay.Event, d *destination, msgs []message, rep *rel
 			// forum).
 			alongside := s.bot() && !d.forum && standsOut(ev.Topic) && ev.ConversationID != "" && thread != ""
 			m := msgs[i]
+			if alongside && i == 0 {
+				m.content = withThreadLink(m.content, m.embeds[0].Title, thread)
+			}
+			if m.hint != "" {
+				m.content = withHint(m.content, m.hint)
+			}
 			switch {
 			case !d.threads || d.noThread || alongside:
-				if alongside && i == 0 {
-					m.content = withThreadLink(m.content, m.embeds[0].Title, thread)
-				}
 				return relay.Placed{Thread: thread}, s.post(ctx, rep, "", m)
 			case thread != "":
 				err := s.post(ctx, rep, thread, m)
@@ -90,6 +102,9 @@ func (s *Sink) posting(ev *relay.Event, d *destination, msgs []message, rep *rel
 // conversation already has a thread (then it goes into the thread), or an
 // earlier attempt posted part of it (then it resumes alone).
 func (s *Sink) CanPack(ctx context.Context, ev *relay.Event) bool {
+	if ev.Topic == relay.TopicFollowup || s.twoWay() && ev.Topic == relay.TopicEscalation {
+		return false // not a turn; an escalation of its own, with its buttons
+	}
 	if ev.ConversationID != "" && s.threaded() {
 		if th, err := s.books.Thread(ctx, s.destID(), relay.ConversationOf(ev)); err != nil || th != "" {
 			return false
@@ -188,6 +203,16 @@ func withThreadLink(content, title, thread string) string {
 		return title + " · " + link
 	}
 	return content + " · " + link
+}
+
+// withHint adds, under content, how to answer the visitor, in small
+// print (Discord's "-#" subtext).
+func withHint(content, hint string) string {
+	line := "-# 💬 " + literal(hint)
+	if content == "" {
+		return line
+	}
+	return content + "\n" + line
 }
 
 // standsOut reports whether events of topic are shown in the channel even
@@ -346,6 +371,7 @@ func (s *Sink) messageSend(m message) *discordgo.MessageSend {
 		Content:         m.content,
 		Embeds:          m.embeds,
 		AllowedMentions: s.allowedMentions(m.mention),
+		Components:      m.components,
 	}
 }
 

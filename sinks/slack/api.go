@@ -122,34 +122,47 @@ func (a *authTestAnswer) response() *slackapi.SlackResponse { return &a.SlackRes
 // into out. An answer other than 200 is classified by its status (and the
 // error code in its body); a 200 with "ok":false by its error code.
 func (s *Sink) call(ctx context.Context, method string, form url.Values, out answer) error {
+	_, err := s.callHeader(ctx, method, form, out)
+	return err
+}
+
+// callHeader is call that also returns the answer's header (auth.test's
+// X-OAuth-Scopes).
+func (s *Sink) callHeader(ctx context.Context, method string, form url.Values, out answer) (http.Header, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.apiURL+method, strings.NewReader(form.Encode()))
 	if err != nil {
-		return relay.Broken(fmt.Errorf("slack sink %q: %s: %w", s.cfg.Name, method, relay.RedactURL(err)), relay.ReasonGone)
+		return nil, relay.Broken(fmt.Errorf("slack sink %q: %s: %w", s.cfg.Name, method, relay.RedactURL(err)), relay.ReasonGone)
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Authorization", "Bearer "+s.cfg.Token.Reveal())
 	req.Header.Set("User-Agent", s.deps.UserAgent)
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("slack sink %q: %s: %w", s.cfg.Name, method, relay.RedactURL(err))
+		return nil, fmt.Errorf("slack sink %q: %s: %w", s.cfg.Name, method, relay.RedactURL(err))
 	}
 	defer relay.Drain(resp)
 	if resp.StatusCode != http.StatusOK {
 		if err := s.classify(resp.StatusCode, resp.Header, relay.ReadErrorBody(resp.Body)); err != nil {
-			return fmt.Errorf("slack sink %q: %s: %w", s.cfg.Name, method, err)
+			return resp.Header, fmt.Errorf("slack sink %q: %s: %w", s.cfg.Name, method, err)
 		}
 		// Another 2xx: the Web API answers 200 or an error, so this is
 		// not Slack's answer (a proxy's, say) and says nothing of the
 		// message.
-		return relay.Retryable(fmt.Errorf("slack sink %q: %s: unexpected HTTP %d from the Web API (it answers 200)",
+		return resp.Header, relay.Retryable(fmt.Errorf("slack sink %q: %s: unexpected HTTP %d from the Web API (it answers 200)",
 			s.cfg.Name, method, resp.StatusCode), relay.ReasonOther)
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxAPIBody)).Decode(out); err != nil {
-		return relay.Retryable(fmt.Errorf("slack sink %q: %s: unreadable answer: %w", s.cfg.Name, method, err), relay.ReasonOther)
+		return resp.Header, relay.Retryable(fmt.Errorf("slack sink %q: %s: unreadable answer: %w", s.cfg.Name, method, err), relay.ReasonOther)
 	}
 	if r := out.response(); !r.Ok {
 		e := &slackError{status: http.StatusOK, code: r.Error, needed: r.Needed}
-		return fmt.Errorf("slack sink %q: %s: %w", s.cfg.Name, method, codeError(e, resp.Header.Get("Retry-After"), s.deps.Clock.Now()))
+		return resp.Header, fmt.Errorf("slack sink %q: %s: %w", s.cfg.Name, method, codeError(e, resp.Header.Get("Retry-After"), s.deps.Clock.Now()))
 	}
-	return nil
+	return resp.Header, nil
 }
+
+// plainAnswer is the answer of a method whose result chatrelay does not
+// read (reactions.add, chat.update).
+type plainAnswer struct{ slackapi.SlackResponse }
+
+func (a *plainAnswer) response() *slackapi.SlackResponse { return &a.SlackResponse }

@@ -78,11 +78,10 @@ func hint(code, needed string, webhook bool) string {
 	case "account_inactive":
 		return "the token belongs to a deactivated user or workspace; reinstall the app and set token to its new Bot User OAuth Token"
 	case "missing_scope", "no_permission":
-		scope := "chat:write"
-		if needed != "" {
-			scope = needed
+		if needed != "" && needed != "chat:write" {
+			return "the app lacks the " + needed + " scope; add it under OAuth & Permissions and reinstall the app"
 		}
-		return "the app lacks the " + scope + " scope; add chat:write (and chat:write.public to post in channels the bot has not joined) " +
+		return "the app lacks the chat:write scope; add chat:write (and chat:write.public to post in channels the bot has not joined) " +
 			"under OAuth & Permissions and reinstall the app"
 	case "not_in_channel":
 		return "the bot is not a member of the channel; invite the bot to the channel (/invite @your-app) or add the chat:write.public scope and reinstall the app"

@@ -158,7 +158,7 @@ func (r *renderer) content(ev *relay.Event) content {
 		c.title, c.body = replyContent(ev)
 	default:
 		c.title = eventTitle(ev.Topic)
-		c.body = fieldLines(ev.Fields)
+		c.body = fieldLines(ev.OtherFields())
 	}
 	if r.tmpl != nil {
 		if out, err := relay.ExecuteTemplate(r.tmpl, r.templateData(ev)); err != nil {

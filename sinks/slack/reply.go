@@ -8,7 +8,7 @@ import "github.com/chatrelay/chatrelay/relay"
 func replyContent(ev *relay.Event) (title string, body []tok) {
 	r := ev.AgentReply()
 	if r == nil {
-		return eventTitle(ev.Topic), fieldLines(ev.Fields)
+		return eventTitle(ev.Topic), fieldLines(ev.OtherFields())
 	}
 	const prefix = ":technologist: "
 	title = prefix + r.Replied()

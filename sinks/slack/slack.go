@@ -2,7 +2,9 @@ package slack
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"path"
@@ -41,6 +43,7 @@ type Sink struct {
 	dest   string // the channel, or a hash of the webhook URL: where the books are kept
 	render renderer
 	scrub  *relay.Scrubber // the token, or the webhook URL and its parts: scrubbed from answers
+	people *people         // bot mode: agents as users.info names them
 }
 
 var (
@@ -93,7 +96,11 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 		relay.WarnPlainHTTP(deps.Logger, "webhook_url", raw)
 		return s, nil
 	}
-	s.scrub = relay.NewScrubber(cfg.Token.Reveal())
+	secrets := []string{cfg.Token.Reveal()}
+	if cfg.Reply != nil {
+		secrets = append(secrets, cfg.Reply.AppToken.Reveal(), cfg.Reply.SigningSecret.Reveal())
+	}
+	s.scrub = relay.NewScrubber(secrets...)
 	relay.WarnPlainHTTP(deps.Logger, "api_url", cfg.APIURL)
 	s.apiURL = cfg.APIURL
 	if s.apiURL == "" {
@@ -102,6 +109,7 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 	if !strings.HasSuffix(s.apiURL, "/") {
 		s.apiURL += "/" // the method name follows
 	}
+	s.people = newPeople(s)
 	return s, nil
 }
 
@@ -132,7 +140,10 @@ func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 // Turn implements relay.Poster: it renders ev; each message goes, in bot
 // mode, into the thread it is given, or starts one at top level.
 func (s *Sink) Turn(ctx context.Context, ev *relay.Event) (*relay.Turn, error) {
-	msgs := s.render.render(ev)
+	if ev.Topic == relay.TopicFollowup {
+		return s.followupTurn(ev)
+	}
+	msgs := s.withButtons(ev, s.render.render(ev))
 	if err := relay.Rendered(ctx); err != nil {
 		return nil, fmt.Errorf("slack sink %q: %w", s.cfg.Name, err)
 	}
@@ -231,7 +242,86 @@ func (s *Sink) Probe(ctx context.Context) error {
 		}
 		return s.probeWebhook(ctx)
 	}
-	return s.call(ctx, "auth.test", url.Values{}, &authTestAnswer{})
+	h, err := s.callHeader(ctx, "auth.test", url.Values{}, &authTestAnswer{})
+	if err != nil {
+		return err
+	}
+	if err := s.checkScopes(h.Get("X-OAuth-Scopes")); err != nil {
+		return err
+	}
+	if s.cfg.SocketMode() {
+		return s.probeAppToken(ctx)
+	}
+	return nil
+}
+
+// checkScopes checks the bot token's scopes, as Slack lists them in
+// X-OAuth-Scopes, against what the sink needs: chat:write to post and,
+// for a two-way sink, what replies need (ReplyScopes: reactions, names,
+// and reading the channel's threads, public or private). An answer
+// without the header (a proxy's) is not judged.
+func (s *Sink) checkScopes(header string) error {
+	if strings.TrimSpace(header) == "" {
+		return nil
+	}
+	have := map[string]bool{}
+	for sc := range strings.SplitSeq(header, ",") {
+		have[strings.TrimSpace(sc)] = true
+	}
+	need := []string{"chat:write"}
+	if s.twoWay() {
+		need = append(need, "reactions:write", "users:read")
+	}
+	var missing []string
+	for _, sc := range need {
+		if !have[sc] {
+			missing = append(missing, sc)
+		}
+	}
+	if s.twoWay() {
+		switch {
+		case strings.HasPrefix(s.cfg.Channel, "G") && !have["groups:history"]:
+			missing = append(missing, "groups:history")
+		case !have["channels:history"] && !have["groups:history"]:
+			missing = append(missing, "channels:history (public channel) or groups:history (private channel)")
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	why := "to post"
+	if s.twoWay() {
+		why = "for two-way live chat (post, react, name the agents, read the threads)"
+	}
+	return relay.Broken(fmt.Errorf("slack sink %q: the bot token lacks the scope(s) %s, needed %s; add them under OAuth & Permissions "+
+		"and reinstall the app (chatrelay slack-manifest prints an app manifest with every scope)",
+		s.cfg.Name, strings.Join(missing, ", "), why), relay.ReasonAuth)
+}
+
+// probeAppToken checks a Socket Mode sink's app-level token: Slack hands
+// out a connection URL (apps.connections.open) that is then left unused.
+func (s *Sink) probeAppToken(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.apiURL+"apps.connections.open", nil)
+	if err != nil {
+		return relay.Broken(fmt.Errorf("slack sink %q: apps.connections.open: %w", s.cfg.Name, relay.RedactURL(err)), relay.ReasonGone)
+	}
+	req.Header.Set("Authorization", "Bearer "+s.cfg.Reply.AppToken.Reveal())
+	req.Header.Set("User-Agent", s.deps.UserAgent)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("slack sink %q: apps.connections.open: %w", s.cfg.Name, relay.RedactURL(err))
+	}
+	defer relay.Drain(resp)
+	var a slackapi.SlackResponse
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, maxAPIBody)).Decode(&a) != nil {
+		return fmt.Errorf("slack sink %q: apps.connections.open: HTTP %d", s.cfg.Name, resp.StatusCode)
+	}
+	if !a.Ok {
+		return relay.Broken(fmt.Errorf("slack sink %q: reply.app_token: Slack refuses it for Socket Mode (%s); generate an app-level token "+
+			"with the scope connections:write under Basic Information → App-Level Tokens, and switch Socket Mode on",
+			s.cfg.Name, s.scrub.Scrub(a.Error)), relay.ReasonAuth)
+	}
+	return nil
 }
 
 // emptyMessageCodes are Slack's answers to an empty message: the webhook

@@ -80,6 +80,14 @@ type Server struct {
 	script   []scripted
 	buckets  map[string]*bucket
 	limited  int
+
+	// Guilds, the bot's application, reactions and edits (guild.go).
+	guilds    map[string]*guild
+	appFlags  int
+	reactions []Reaction
+	edits     []Edit
+	created   []Message       // posted by the bot or a webhook, not yet told to onPost
+	onPost    []func(Message) // the fake gateway's: it dispatches what the bot posts
 }
 
 type webhook struct {
@@ -88,6 +96,8 @@ type webhook struct {
 
 type channel struct {
 	id, parent, name string
+	guild            string
+	overwrites       []*discordgo.PermissionOverwrite
 	typ              discordgo.ChannelType
 	archived, locked bool
 }
@@ -133,6 +143,12 @@ type Message struct {
 	WebhookID string
 	Content   string
 	Embeds    []*discordgo.MessageEmbed
+	// Components is the message's components (buttons), as last sent
+	// (posted or edited), raw.
+	Components json.RawMessage
+	// Author is the person who wrote it (Write); "" for the bot's and
+	// webhooks' messages.
+	Author string
 	// AllowedMentions is the request's allowed_mentions, as sent.
 	AllowedMentions discordgo.MessageAllowedMentions
 	Payload         []byte // the request body
@@ -163,6 +179,8 @@ func NewServer(t testing.TB, opts ...Option) *Server {
 		webhooks: make(map[string]*webhook),
 		channels: make(map[string]*channel),
 		buckets:  make(map[string]*bucket),
+		guilds:   make(map[string]*guild),
+		appFlags: AppFlagMessageContent,
 	}
 	for _, o := range opts {
 		o(s)
@@ -186,7 +204,8 @@ func (s *Server) AddChannel(typ discordgo.ChannelType) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	id := s.newIDLocked()
-	s.channels[id] = &channel{id: id, typ: typ, name: "channel-" + id[len(id)-4:]}
+	s.channels[id] = &channel{id: id, typ: typ, name: "channel-" + id[len(id)-4:], guild: GuildID}
+	s.guildLocked(GuildID)
 	return id
 }
 
@@ -328,7 +347,14 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	a := s.handleLocked(req)
 	req.Status = a.status
 	s.requests = append(s.requests, req)
+	created, hooks := s.created, slices.Clone(s.onPost)
+	s.created = nil
 	s.mu.Unlock()
+	for _, m := range created {
+		for _, h := range hooks {
+			h(m)
+		}
+	}
 
 	for k, vs := range a.header {
 		for _, v := range vs {
@@ -372,6 +398,23 @@ func (s *Server) handleLocked(req Request) answer {
 		route, bucketKey = "start thread", "threads:"+parts[1]
 	case len(parts) == 3 && parts[0] == "channels" && parts[2] == "threads" && req.Method == http.MethodPost:
 		route, bucketKey = "forum post", "threads:"+parts[1]
+	case len(parts) == 4 && parts[0] == "channels" && parts[2] == "messages" && req.Method == http.MethodGet:
+		route, bucketKey = "get message", "message-get:"+parts[1]
+	case len(parts) == 4 && parts[0] == "channels" && parts[2] == "messages" && req.Method == http.MethodPatch:
+		route, bucketKey = "edit message", "messages:"+parts[1]
+	case len(parts) == 7 && parts[0] == "channels" && parts[2] == "messages" && parts[4] == "reactions" && parts[6] == "@me" &&
+		req.Method == http.MethodPut:
+		route, bucketKey = "add reaction", "reactions:"+parts[1]
+	case len(parts) == 4 && parts[0] == "guilds" && parts[2] == "members" && req.Method == http.MethodGet:
+		route, bucketKey = "get member", "members:"+parts[1]
+	case len(parts) == 3 && parts[0] == "guilds" && parts[2] == "roles" && req.Method == http.MethodGet:
+		route, bucketKey = "get roles", "roles:"+parts[1]
+	case len(parts) == 2 && parts[0] == "guilds" && req.Method == http.MethodGet:
+		route, bucketKey = "get guild", "guild:"+parts[1]
+	case len(parts) == 2 && parts[0] == "applications" && parts[1] == "@me" && req.Method == http.MethodGet:
+		route, bucketKey = "get application", "application"
+	case len(parts) == 2 && parts[0] == "users" && parts[1] == "@me" && req.Method == http.MethodGet:
+		route, bucketKey = "get user", "user"
 	default:
 		return apiError(http.StatusNotFound, 0, "404: Not Found")
 	}
@@ -388,7 +431,7 @@ func (s *Server) handleLocked(req Request) answer {
 		return a
 	}
 	var a answer
-	if parts[0] == "channels" && req.Header.Get("Authorization") != "Bot "+s.token {
+	if parts[0] != "webhooks" && req.Header.Get("Authorization") != "Bot "+s.token {
 		a = apiError(http.StatusUnauthorized, 0, "401: Unauthorized")
 	} else {
 		switch route {
@@ -404,6 +447,8 @@ func (s *Server) handleLocked(req Request) answer {
 			a = s.startThreadLocked(req, parts[1], parts[3])
 		case "forum post":
 			a = s.forumPostLocked(req, parts[1])
+		default:
+			a = s.guildRouteLocked(route, req, parts)
 		}
 	}
 	if a.header == nil {
@@ -493,6 +538,7 @@ type messageBody struct {
 	Embeds          []*discordgo.MessageEmbed `json:"embeds"`
 	AllowedMentions json.RawMessage           `json:"allowed_mentions"`
 	ThreadName      string                    `json:"thread_name"`
+	Components      json.RawMessage           `json:"components"`
 }
 
 func invalidJSON() answer {
@@ -589,10 +635,14 @@ func (s *Server) recordLocked(channelID, webhookID string, m *messageBody, allow
 	if id == "" {
 		id = s.newIDLocked()
 	}
+	components := m.Components
+	if string(components) == "null" {
+		components = nil
+	}
 	s.messages = append(s.messages, Message{ID: id, ChannelID: channelID, WebhookID: webhookID, Content: m.Content,
-		Embeds: m.Embeds, AllowedMentions: allowed, Payload: payload})
-	return &discordgo.Message{ID: id, ChannelID: channelID, WebhookID: webhookID, Content: m.Content, Embeds: m.Embeds,
-		Timestamp: s.clock.Now().UTC()}
+		Embeds: m.Embeds, AllowedMentions: allowed, Payload: payload, Components: components})
+	s.created = append(s.created, s.messages[len(s.messages)-1])
+	return s.messageLocked(s.messages[len(s.messages)-1])
 }
 
 func (s *Server) executeLocked(req Request, id, token string) answer {
@@ -635,7 +685,7 @@ func (s *Server) executeLocked(req Request, id, token string) answer {
 		if n := len16(m.ThreadName); n > MaxThreadName {
 			return formError([]string{fmt.Sprintf("thread_name: must be %d or fewer in length (got %d)", MaxThreadName, n)})
 		}
-		th := &channel{id: s.newIDLocked(), parent: parent.id, name: m.ThreadName, typ: discordgo.ChannelTypeGuildPublicThread}
+		th := &channel{id: s.newIDLocked(), parent: parent.id, name: m.ThreadName, typ: discordgo.ChannelTypeGuildPublicThread, guild: parent.guild}
 		s.channels[th.id] = th
 		target, msgID = th.id, th.id // a forum post's first message has the thread's id
 	case forum:
@@ -664,7 +714,8 @@ func (s *Server) getChannelLocked(id string) answer {
 	if ch == nil {
 		return apiError(http.StatusNotFound, discordgo.ErrCodeUnknownChannel, "Unknown Channel")
 	}
-	return jsonAnswer(http.StatusOK, &discordgo.Channel{ID: ch.id, Type: ch.typ, Name: ch.name, ParentID: ch.parent})
+	return jsonAnswer(http.StatusOK, &discordgo.Channel{ID: ch.id, Type: ch.typ, Name: ch.name, ParentID: ch.parent,
+		GuildID: ch.guild, PermissionOverwrites: ch.overwrites})
 }
 
 func (s *Server) postMessageLocked(req Request, id string) answer {
@@ -729,7 +780,7 @@ func (s *Server) startThreadLocked(req Request, channelID, messageID string) ans
 	if bad != nil {
 		return *bad
 	}
-	th := &channel{id: messageID, parent: channelID, name: t.Name, typ: discordgo.ChannelTypeGuildPublicThread}
+	th := &channel{id: messageID, parent: channelID, name: t.Name, typ: discordgo.ChannelTypeGuildPublicThread, guild: ch.guild}
 	s.channels[th.id] = th
 	return jsonAnswer(http.StatusCreated, &discordgo.Channel{ID: th.id, Type: th.typ, Name: th.name, ParentID: channelID})
 }
@@ -753,7 +804,7 @@ func (s *Server) forumPostLocked(req Request, channelID string) answer {
 	if bad != nil {
 		return *bad
 	}
-	th := &channel{id: s.newIDLocked(), parent: channelID, name: t.Name, typ: discordgo.ChannelTypeGuildPublicThread}
+	th := &channel{id: s.newIDLocked(), parent: channelID, name: t.Name, typ: discordgo.ChannelTypeGuildPublicThread, guild: ch.guild}
 	s.channels[th.id] = th
 	msgPayload, _ := json.Marshal(t.Message)
 	s.recordLocked(th.id, "", t.Message, allowed, msgPayload, th.id)

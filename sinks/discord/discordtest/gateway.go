@@ -12,6 +12,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -55,8 +56,12 @@ type Gateway struct {
 	identifies []Identify
 	resumes    []Resume
 	heartbeats int
+	live       int // identified or resumed connections open now
+	maxLive    int // the most there ever were at once
 	responses  []InteractionResponse
+	followups  []Followup
 	sentAt     map[string]time.Time // interaction id → dispatched at
+	clicked    map[string]clickedOn // interaction token → the message clicked
 	seqID      uint64
 	changed    chan struct{}
 	closed     bool
@@ -89,6 +94,22 @@ type InteractionResponse struct {
 	Late bool
 }
 
+// Followup is what a bot sent with an interaction's token after its
+// callback: a follow-up message (POST /webhooks/{app}/{token}) or an edit
+// of the message the interaction was on (PATCH …/messages/@original).
+type Followup struct {
+	InteractionID string
+	Edit          bool // an edit of the original message, not a new message
+	Content       string
+	Flags         int // 64: ephemeral, shown to the clicker only
+	Components    json.RawMessage
+}
+
+// clickedOn is the interaction a token was given with.
+type clickedOn struct {
+	id, channel, message string
+}
+
 // gwSession is a gateway session: what it was sent, for RESUME.
 type gwSession struct {
 	id   string
@@ -103,6 +124,7 @@ type gwConn struct {
 	ws      *websocket.Conn
 	wmu     sync.Mutex
 	session *gwSession // once identified or resumed
+	live    bool       // counted in Gateway.live
 	done    chan struct{}
 }
 
@@ -159,8 +181,9 @@ func NewGateway(t testing.TB, opts ...GatewayOption) *Gateway {
 	g := &Gateway{
 		t: t, token: randomToken(), heartbeat: 41250 * time.Millisecond,
 		upgrader: websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }},
-		BotID:    "1310000000000000999", AppID: "1310000000000000998",
-		sessions: map[string]*gwSession{}, sentAt: map[string]time.Time{}, changed: make(chan struct{}),
+		BotID:    BotID, AppID: AppID,
+		sessions: map[string]*gwSession{}, sentAt: map[string]time.Time{}, clicked: map[string]clickedOn{},
+		changed: make(chan struct{}),
 	}
 	for _, o := range opts {
 		o(g)
@@ -169,6 +192,10 @@ func NewGateway(t testing.TB, opts ...GatewayOption) *Gateway {
 		g.token = g.rest.Token()
 		u, _ := url.Parse(g.rest.URL())
 		g.proxy = httputil.NewSingleHostReverseProxy(u)
+		// What the bot posts comes back to it as a dispatch, as on Discord.
+		g.rest.mu.Lock()
+		g.rest.onPost = append(g.rest.onPost, g.echo)
+		g.rest.mu.Unlock()
 	}
 	g.srv = httptest.NewServer(http.HandlerFunc(g.serve))
 	t.Cleanup(g.close)
@@ -249,6 +276,7 @@ func (g *Gateway) waitFor(ctx context.Context, cond func() bool) error {
 var (
 	gatewayPath     = regexp.MustCompile(`^/api(?:/v[0-9]+)?/gateway(/bot)?$`)
 	interactionPath = regexp.MustCompile(`^/api(?:/v[0-9]+)?/interactions/([0-9]+)/([^/]+)/callback$`)
+	followupPath    = regexp.MustCompile(`^/api(?:/v[0-9]+)?/webhooks/([0-9]+)/([^/]+)(/messages/@original)?$`)
 )
 
 func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
@@ -260,6 +288,9 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodPost && interactionPath.MatchString(r.URL.Path):
 		m := interactionPath.FindStringSubmatch(r.URL.Path)
 		g.serveCallback(w, r, m[1], m[2])
+	case followupPath.MatchString(r.URL.Path) && followupPath.FindStringSubmatch(r.URL.Path)[1] == g.AppID:
+		m := followupPath.FindStringSubmatch(r.URL.Path)
+		g.serveFollowup(w, r, m[2], m[3] != "")
 	case g.proxy != nil:
 		g.proxy.ServeHTTP(w, r)
 	default:
@@ -316,9 +347,104 @@ func (g *Gateway) serveCallback(w http.ResponseWriter, r *http.Request, id, toke
 	}
 	g.responses = append(g.responses, InteractionResponse{InteractionID: id, Token: token, Response: resp,
 		Late: time.Since(sent) > 3*time.Second})
+	on := g.clicked[token]
 	g.notifyLocked()
 	g.mu.Unlock()
+	if resp.Type == discordgo.InteractionResponseUpdateMessage && resp.Data != nil {
+		g.editOriginal(on, body)
+	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// serveFollowup takes a follow-up message or an edit of the original
+// message, with an interaction's token, within its 15 minutes.
+func (g *Gateway) serveFollowup(w http.ResponseWriter, r *http.Request, token string, original bool) {
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	var msg struct {
+		Content    string          `json:"content"`
+		Flags      int             `json:"flags"`
+		Components json.RawMessage `json:"components"`
+	}
+	g.mu.Lock()
+	on, known := g.clicked[token]
+	answered := slices.ContainsFunc(g.responses, func(x InteractionResponse) bool { return x.Token == token })
+	g.mu.Unlock()
+	switch {
+	case !known:
+		writeJSON(w, http.StatusUnauthorized, map[string]any{"code": discordgo.ErrCodeInvalidWebhookTokenProvided, "message": "Invalid Webhook Token"})
+		return
+	case !answered:
+		writeJSON(w, http.StatusNotFound, map[string]any{"code": discordgo.ErrCodeUnknownWebhook, "message": "Unknown Webhook"})
+		return
+	case json.Unmarshal(body, &msg) != nil || (!original && msg.Content == ""):
+		writeJSON(w, http.StatusBadRequest, map[string]any{"code": discordgo.ErrCodeInvalidFormBody, "message": "Invalid Form Body"})
+		return
+	}
+	if original && r.Method != http.MethodPatch || !original && r.Method != http.MethodPost {
+		writeJSON(w, http.StatusMethodNotAllowed, map[string]any{"code": 0, "message": "405: Method Not Allowed"})
+		return
+	}
+	g.mu.Lock()
+	g.followups = append(g.followups, Followup{InteractionID: on.id, Edit: original, Content: msg.Content, Flags: msg.Flags,
+		Components: msg.Components})
+	g.notifyLocked()
+	g.mu.Unlock()
+	if original {
+		g.editOriginal(on, body)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": on.message, "channel_id": on.channel, "content": msg.Content})
+}
+
+// editOriginal applies an edit of the clicked message to the REST fake's
+// copy of it (the bot's own message).
+func (g *Gateway) editOriginal(on clickedOn, body []byte) {
+	if g.rest == nil || on.message == "" {
+		return
+	}
+	var edit struct {
+		Data json.RawMessage `json:"data"` // an UPDATE_MESSAGE callback's
+	}
+	if json.Unmarshal(body, &edit) == nil && len(edit.Data) > 0 {
+		body = edit.Data
+	}
+	g.rest.mu.Lock()
+	defer g.rest.mu.Unlock()
+	g.rest.editLocked(Request{Method: http.MethodPatch, Body: body}, on.channel, on.message)
+}
+
+// echo dispatches, as Discord does, a message the bot (or a webhook)
+// posted: MESSAGE_CREATE with a bot author, in the newest session. With
+// no session it is dropped, as Discord keeps nothing for a bot that is
+// not connected.
+func (g *Gateway) echo(m Message) {
+	author := map[string]any{"id": g.BotID, "username": "chatrelay", "bot": true}
+	data := map[string]any{"id": m.ID, "channel_id": m.ChannelID, "guild_id": GuildID, "author": author,
+		"content": m.Content, "type": 0, "mentions": []any{}, "attachments": []any{}, "embeds": m.Embeds}
+	if m.WebhookID != "" {
+		data["webhook_id"] = m.WebhookID
+		author["id"] = m.WebhookID
+	}
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if s := g.newestLocked(); s != nil {
+		_ = g.dispatchLocked(s, "MESSAGE_CREATE", raw)
+		g.notifyLocked()
+	}
+}
+
+// newestLocked is the newest session, or nil.
+func (g *Gateway) newestLocked() *gwSession {
+	var s *gwSession
+	for _, c := range g.conns {
+		if c.session != nil {
+			s = c.session
+		}
+	}
+	return s
 }
 
 // serveWebSocket speaks the gateway's protocol on one connection.
@@ -352,6 +478,10 @@ func (g *Gateway) read(c *gwConn) {
 		g.mu.Lock()
 		if c.session != nil && c.session.conn == c {
 			c.session.conn = nil
+		}
+		if c.live {
+			c.live = false
+			g.live--
 		}
 		close(c.done)
 		g.notifyLocked()
@@ -404,19 +534,22 @@ func (g *Gateway) identify(c *gwConn, data json.RawMessage) bool {
 		Intents discordgo.Intent `json:"intents"`
 	}
 	_ = json.Unmarshal(data, &id)
+	// The IDENTIFY is recorded with the session it opens, under one lock:
+	// whoever WaitIdentified woke up dispatches in the new session, not
+	// in the one it replaces.
 	g.mu.Lock()
 	g.identifies = append(g.identifies, Identify{Token: id.Token, Intents: id.Intents, Conn: c.n})
-	g.notifyLocked()
-	g.mu.Unlock()
 	if !g.validToken(id.Token) {
+		g.notifyLocked()
+		g.mu.Unlock()
 		g.closeWith(c, closeAuthenticationFailed, "Authentication failed.")
 		return false
 	}
-	g.mu.Lock()
 	g.seqID++
 	s := &gwSession{id: fmt.Sprintf("session-%d-%s", g.seqID, randomToken()[3:11]), conn: c}
 	g.sessions[s.id] = s
 	c.session = s
+	g.countLiveLocked(c)
 	ready, _ := json.Marshal(map[string]any{
 		"v": 10, "session_id": s.id, "resume_gateway_url": "ws" + strings.TrimPrefix(g.srv.URL, "http"),
 		"user":        map[string]any{"id": g.BotID, "username": "chatrelay", "discriminator": "0", "bot": true},
@@ -449,7 +582,13 @@ func (g *Gateway) resume(c *gwConn, data json.RawMessage) bool {
 		// Not resumable: the client must identify anew.
 		return c.write(gatewayPayload{Op: opInvalidSession, Data: json.RawMessage("false")}) == nil
 	}
+	if old := s.conn; old != nil && old != c && old.live {
+		// The session moves to this connection: it is still one.
+		old.live = false
+		g.live--
+	}
 	s.conn, c.session = c, s
+	g.countLiveLocked(c)
 	for _, p := range s.sent {
 		if *p.Seq > rs.Seq {
 			if c.write(p) != nil {
@@ -458,6 +597,25 @@ func (g *Gateway) resume(c *gwConn, data json.RawMessage) bool {
 		}
 	}
 	return g.dispatchLocked(s, "RESUMED", json.RawMessage("{}")) == nil
+}
+
+// countLiveLocked counts c as a live session's connection.
+func (g *Gateway) countLiveLocked(c *gwConn) {
+	if c.live {
+		return
+	}
+	c.live = true
+	g.live++
+	g.maxLive = max(g.maxLive, g.live)
+}
+
+// MaxLive is the most sessions that were ever open at once (identified or
+// resumed connections): one bot with two sessions receives every message
+// twice.
+func (g *Gateway) MaxLive() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.maxLive
 }
 
 func (g *Gateway) closeWith(c *gwConn, code int, text string) {
@@ -500,11 +658,7 @@ func (g *Gateway) Dispatch(ctx context.Context, typ string, data any) (int64, er
 	}
 	var s *gwSession
 	if err := g.waitFor(ctx, func() bool {
-		for _, c := range g.conns {
-			if c.session != nil {
-				s = c.session
-			}
-		}
+		s = g.newestLocked()
 		return s != nil
 	}); err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrNoSession, err)
@@ -513,10 +667,16 @@ func (g *Gateway) Dispatch(ctx context.Context, typ string, data any) (int64, er
 	defer g.mu.Unlock()
 	if typ == "INTERACTION_CREATE" {
 		var in struct {
-			ID string `json:"id"`
+			ID        string `json:"id"`
+			Token     string `json:"token"`
+			ChannelID string `json:"channel_id"`
+			Message   struct {
+				ID string `json:"id"`
+			} `json:"message"`
 		}
 		_ = json.Unmarshal(raw, &in)
 		g.sentAt[in.ID] = time.Now()
+		g.clicked[in.Token] = clickedOn{id: in.ID, channel: in.ChannelID, message: in.Message.ID}
 	}
 	if err := g.dispatchLocked(s, typ, raw); err != nil {
 		return 0, err
@@ -579,6 +739,55 @@ func (g *Gateway) WaitInteractionResponse(ctx context.Context, interactionID str
 		return false
 	})
 	return got, err
+}
+
+// WaitFollowups waits until the bot has sent n follow-ups or original
+// edits (all interactions together) and returns them.
+func (g *Gateway) WaitFollowups(ctx context.Context, n int) ([]Followup, error) {
+	var out []Followup
+	err := g.waitFor(ctx, func() bool {
+		out = append(out[:0], g.followups...)
+		return len(g.followups) >= n
+	})
+	return out, err
+}
+
+// Responses returns the interaction callbacks so far.
+func (g *Gateway) Responses() []InteractionResponse {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Clone(g.responses)
+}
+
+// Say writes a message as a person in a channel or thread: in the REST
+// fake (WithREST; so that the bot can react to it) and as a MESSAGE_CREATE
+// dispatch, with their member's nickname. It returns the message's id.
+func (g *Gateway) Say(ctx context.Context, channelID string, author discordgo.User, nick, content string) (string, error) {
+	id := ""
+	if g.rest != nil {
+		id = g.rest.Write(channelID, author, content).ID
+	} else {
+		g.mu.Lock()
+		g.seqID++
+		id = fmt.Sprintf("%d", 1310000000000500000+g.seqID)
+		g.mu.Unlock()
+	}
+	_, err := g.Dispatch(ctx, "MESSAGE_CREATE", MessageCreate(id, channelID, GuildID, author, nick, content))
+	return id, err
+}
+
+// WaitDisconnected waits until every connection made so far is closed.
+func (g *Gateway) WaitDisconnected(ctx context.Context) error {
+	return g.waitFor(ctx, func() bool {
+		for _, c := range g.conns {
+			select {
+			case <-c.done:
+			default:
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // Connections counts the WebSocket connections made so far.

@@ -1,6 +1,8 @@
 // Package slacktest is a fake Slack for tests, on httptest: an incoming
 // webhook and the Web API methods chatrelay calls (chat.postMessage,
-// auth.test). It answers as Slack does (a webhook's plain-text errors,
+// chat.update, reactions.add, users.info, auth.test with the token's
+// scopes in X-OAuth-Scopes, and apps.connections.open for a SocketMode).
+// It answers as Slack does (a webhook's plain-text errors,
 // "ok":false with HTTP 200 from the Web API, 429 with Retry-After), checks
 // Slack's Block Kit limits, can hold a channel to one message per second,
 // and can be scripted to fail. Every request is recorded.
@@ -43,7 +45,7 @@ const (
 
 // Request is one request the fake received, and what it answered.
 type Request struct {
-	Method   string // "webhook", "chat.postMessage" or "auth.test"
+	Method   string // "webhook", or the Web API method: "chat.postMessage", "auth.test", …
 	Token    string // Web API: the form's token, or the Bearer token
 	Channel  string
 	Text     string
@@ -54,10 +56,16 @@ type Request struct {
 	ReplyBroadcast string
 	UnfurlLinks    string // "true", "false" or "" when not sent
 	UnfurlMedia    string
-	UserAgent      string
-	Body           []byte // the raw body
-	Status         int    // the HTTP status answered
-	Error          string // the Slack error code answered; "" on success
+	// TS is the message a chat.update or reactions.add names (ts,
+	// timestamp); Name a reaction's name; User the user users.info is
+	// asked about.
+	TS        string
+	Name      string
+	User      string
+	UserAgent string
+	Body      []byte // the raw body
+	Status    int    // the HTTP status answered
+	Error     string // the Slack error code answered; "" on success
 }
 
 // Message is a message the fake accepted: what the channel shows.
@@ -104,14 +112,40 @@ type Server struct {
 	// thread root gets; "" posts it at top level.
 	deletedRoot string
 
-	mu       sync.Mutex
-	script   []Response
-	requests []Request
-	messages []Message
-	limiters map[string]*rate.Limiter
-	deleted  map[string]bool
-	seq      int
+	mux    *http.ServeMux
+	scopes []string
+
+	mu        sync.Mutex
+	script    []Response
+	requests  []Request
+	messages  []Message
+	limiters  map[string]*rate.Limiter
+	deleted   map[string]bool
+	reactions []Reaction
+	users     map[string]User
+	seq       int
 }
+
+// Reaction is a reaction the fake accepted.
+type Reaction struct {
+	Channel string
+	TS      string
+	Name    string
+}
+
+// User is a member of the fake workspace, as users.info describes it.
+type User struct {
+	ID          string
+	Name        string // the handle
+	RealName    string
+	DisplayName string // profile.display_name; Slack shows it first
+	Image72     string // profile.image_72
+	Bot         bool
+}
+
+// ReplyScopes are the scopes a token has unless WithScopes says
+// otherwise: what two-way live chat needs.
+var ReplyScopes = []string{"chat:write", "reactions:write", "users:read", "channels:history", "groups:history"}
 
 // Option configures a Server.
 type Option func(*Server)
@@ -121,6 +155,20 @@ type Option func(*Server)
 // Retry-After in whole seconds, as Slack does.
 func WithRateLimit(every time.Duration, burst int) Option {
 	return func(s *Server) { s.every, s.burst = every, max(burst, 1) }
+}
+
+// WithScopes sets the scopes of the bot token, sent in X-OAuth-Scopes
+// with every Web API answer as Slack does (default ReplyScopes); none at
+// all sends no header.
+func WithScopes(scopes ...string) Option {
+	return func(s *Server) { s.scopes = scopes }
+}
+
+// WithSocketMode serves sm's apps.connections.open among the Web API
+// methods, as Slack does: a Socket Mode client pointed at the server's
+// APIURL opens its connection there.
+func WithSocketMode(sm *SocketMode) Option {
+	return func(s *Server) { s.mux.HandleFunc("POST /api/apps.connections.open", sm.serveOpen) }
 }
 
 // WithClock sets the clock the rate limit runs on.
@@ -148,12 +196,18 @@ func NewServer(t testing.TB, opts ...Option) *Server {
 		limiters:    map[string]*rate.Limiter{},
 		deleted:     map[string]bool{},
 	}
+	s.mux = http.NewServeMux()
+	s.scopes = ReplyScopes
+	s.users = map[string]User{}
 	for _, o := range opts {
 		o(s)
 	}
-	mux := http.NewServeMux()
+	mux := s.mux
 	mux.HandleFunc("/services/", s.serveWebhook)
 	mux.HandleFunc("/api/chat.postMessage", s.servePostMessage)
+	mux.HandleFunc("/api/chat.update", s.serveUpdate)
+	mux.HandleFunc("/api/reactions.add", s.serveReactionsAdd)
+	mux.HandleFunc("/api/users.info", s.serveUsersInfo)
 	mux.HandleFunc("/api/auth.test", s.serveAuthTest)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		t.Errorf("slacktest: unexpected request %s %s", r.Method, r.URL.Path)
@@ -348,6 +402,10 @@ func apiRequest(r *http.Request, method string) Request {
 		req.Token = tok
 	}
 	req.Channel, req.Text, req.ThreadTS = r.PostForm.Get("channel"), r.PostForm.Get("text"), r.PostForm.Get("thread_ts")
+	req.TS, req.Name, req.User = r.PostForm.Get("ts"), r.PostForm.Get("name"), r.PostForm.Get("user")
+	if ts := r.PostForm.Get("timestamp"); ts != "" {
+		req.TS = ts
+	}
 	req.ReplyBroadcast = r.PostForm.Get("reply_broadcast")
 	if b := r.PostForm.Get("blocks"); b != "" {
 		req.Blocks = json.RawMessage(b)
@@ -362,6 +420,9 @@ func (s *Server) answerAPI(w http.ResponseWriter, req Request, status int, code,
 	s.requests = append(s.requests, req)
 	if retryAfter != "" {
 		w.Header().Set("Retry-After", retryAfter)
+	}
+	if len(s.scopes) > 0 && req.Token == s.Token {
+		w.Header().Set("X-OAuth-Scopes", strings.Join(s.scopes, ","))
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
@@ -557,6 +618,10 @@ func check(text string, raw json.RawMessage) string {
 				}
 			}
 		case "divider":
+		case "actions":
+			if code := checkActions(b.Elements); code != "" {
+				return code
+			}
 		default:
 			return "invalid_blocks"
 		}
@@ -573,3 +638,185 @@ type textObject struct {
 }
 
 func (t textObject) valid() bool { return t.Type == "mrkdwn" || t.Type == "plain_text" }
+
+// authorized answers not_authed or invalid_auth for a request without the
+// bot token, and reports whether it had it.
+func (s *Server) authorized(w http.ResponseWriter, req Request) bool {
+	switch {
+	case req.Token == "":
+		s.answerAPI(w, req, http.StatusOK, "not_authed", "", nil)
+	case req.Token != s.Token:
+		s.answerAPI(w, req, http.StatusOK, "invalid_auth", "", nil)
+	default:
+		return true
+	}
+	return false
+}
+
+// needs answers missing_scope when the token lacks scope.
+func (s *Server) needs(w http.ResponseWriter, req Request, scope string) bool {
+	for _, have := range s.scopes {
+		if have == scope {
+			return true
+		}
+	}
+	s.answerAPI(w, req, http.StatusOK, "missing_scope", "", map[string]any{"ok": false, "error": "missing_scope",
+		"needed": scope, "provided": strings.Join(s.scopes, ",")})
+	return false
+}
+
+// find returns the index of the message ts of channel (top level or in a
+// thread), or -1.
+func (s *Server) find(channel, ts string) int {
+	if s.deleted[channel+"/"+ts] {
+		return -1
+	}
+	for i, m := range s.messages {
+		if m.Channel == channel && m.TS == ts {
+			return i
+		}
+	}
+	return -1
+}
+
+// serveUpdate is chat.update: it replaces the text and blocks of a
+// message the bot posted.
+func (s *Server) serveUpdate(w http.ResponseWriter, r *http.Request) {
+	req := apiRequest(r, "chat.update")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.scripted(w, req) || !s.authorized(w, req) {
+		return
+	}
+	fail := func(code string) { s.answerAPI(w, req, http.StatusOK, code, "", nil) }
+	i := s.find(req.Channel, req.TS)
+	switch {
+	case req.Channel == "":
+		fail("channel_not_found")
+		return
+	case i < 0:
+		fail("message_not_found")
+		return
+	}
+	if code := check(req.Text, req.Blocks); code != "" {
+		fail(code)
+		return
+	}
+	s.messages[i].Text, s.messages[i].Blocks = req.Text, req.Blocks
+	s.answerAPI(w, req, http.StatusOK, "", "", map[string]any{"ok": true, "channel": req.Channel, "ts": req.TS, "text": req.Text})
+}
+
+// serveReactionsAdd is reactions.add: any message that was not deleted
+// takes a reaction once.
+func (s *Server) serveReactionsAdd(w http.ResponseWriter, r *http.Request) {
+	req := apiRequest(r, "reactions.add")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.scripted(w, req) || !s.authorized(w, req) || !s.needs(w, req, "reactions:write") {
+		return
+	}
+	fail := func(code string) { s.answerAPI(w, req, http.StatusOK, code, "", nil) }
+	switch {
+	case req.Channel == "":
+		fail("channel_not_found")
+		return
+	case req.TS == "" || s.deleted[req.Channel+"/"+req.TS]:
+		fail("message_not_found")
+		return
+	case req.Name == "":
+		fail("invalid_name")
+		return
+	}
+	for _, x := range s.reactions {
+		if x == (Reaction{req.Channel, req.TS, req.Name}) {
+			fail("already_reacted")
+			return
+		}
+	}
+	s.reactions = append(s.reactions, Reaction{req.Channel, req.TS, req.Name})
+	s.answerAPI(w, req, http.StatusOK, "", "", map[string]any{"ok": true})
+}
+
+// Reactions returns the reactions added so far, in order.
+func (s *Server) Reactions() []Reaction {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Reaction(nil), s.reactions...)
+}
+
+// AddUser makes u a member of the workspace, for users.info.
+func (s *Server) AddUser(u User) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.users[u.ID] = u
+}
+
+// serveUsersInfo is users.info.
+func (s *Server) serveUsersInfo(w http.ResponseWriter, r *http.Request) {
+	req := apiRequest(r, "users.info")
+	if req.User == "" {
+		req.User = r.URL.Query().Get("user")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.scripted(w, req) || !s.authorized(w, req) || !s.needs(w, req, "users:read") {
+		return
+	}
+	u, ok := s.users[req.User]
+	if !ok {
+		s.answerAPI(w, req, http.StatusOK, "user_not_found", "", nil)
+		return
+	}
+	s.answerAPI(w, req, http.StatusOK, "", "", map[string]any{"ok": true, "user": map[string]any{
+		"id": u.ID, "name": u.Name, "real_name": u.RealName, "is_bot": u.Bot,
+		"profile": map[string]any{"display_name": u.DisplayName, "real_name": u.RealName, "image_72": u.Image72},
+	}})
+}
+
+// Message returns the message ts of channel as it now stands.
+func (s *Server) Message(channel, ts string) (Message, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i := s.find(channel, ts); i >= 0 {
+		return s.messages[i], true
+	}
+	return Message{}, false
+}
+
+// Limits of an actions block and its buttons
+// (https://docs.slack.dev/reference/block-kit/blocks/actions-block,
+// …/block-elements/button-element).
+const (
+	MaxActionElements = 25
+	MaxButtonText     = 75
+	MaxActionID       = 255
+	MaxButtonValue    = 2000
+)
+
+// checkActions checks an actions block's elements: buttons only, here.
+func checkActions(elements []json.RawMessage) string {
+	if len(elements) == 0 || len(elements) > MaxActionElements {
+		return "invalid_blocks"
+	}
+	ids := map[string]bool{}
+	for _, e := range elements {
+		var b struct {
+			Type     string     `json:"type"`
+			Text     textObject `json:"text"`
+			ActionID string     `json:"action_id"`
+			Value    string     `json:"value"`
+			Style    string     `json:"style"`
+		}
+		if json.Unmarshal(e, &b) != nil || b.Type != "button" || b.Text.Type != "plain_text" {
+			return "invalid_blocks"
+		}
+		if n := utf8.RuneCountInString(b.Text.Text); n == 0 || n > MaxButtonText || len(b.ActionID) > MaxActionID ||
+			len(b.Value) > MaxButtonValue || ids[b.ActionID] || (b.Style != "" && b.Style != "primary" && b.Style != "danger") {
+			return "invalid_blocks"
+		}
+		if b.ActionID != "" {
+			ids[b.ActionID] = true
+		}
+	}
+	return ""
+}

@@ -235,3 +235,78 @@ func TestRateLimit(t *testing.T) {
 		t.Fatalf("%d messages accepted, want 4", n)
 	}
 }
+
+// call calls a Web API method with the bot token and returns the answer's
+// "error" ("" when ok) and header.
+func call(t *testing.T, srv *slacktest.Server, method string, form url.Values) (string, http.Header, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", srv.APIURL()+method, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "Bearer "+srv.Token)
+	resp, err := client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var a map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := a["error"].(string)
+	return e, resp.Header, a
+}
+
+// TestTwoWayMethods: users.info, reactions.add and chat.update answer as
+// Slack does, and every answer lists the token's scopes.
+func TestTwoWayMethods(t *testing.T) {
+	t.Parallel()
+	srv := slacktest.NewServer(t)
+	srv.AddUser(slacktest.User{ID: "U1", Name: "dana", RealName: "Dana Scully", DisplayName: "Dana", Image72: "https://x/72.png"})
+	e, h, a := call(t, srv, "users.info", url.Values{"user": {"U1"}})
+	user, _ := a["user"].(map[string]any)
+	profile, _ := user["profile"].(map[string]any)
+	if e != "" || profile["display_name"] != "Dana" || profile["image_72"] != "https://x/72.png" ||
+		h.Get("X-OAuth-Scopes") != strings.Join(slacktest.ReplyScopes, ",") {
+		t.Fatalf("users.info: %q %v %q", e, a, h.Get("X-OAuth-Scopes"))
+	}
+	if e, _, _ := call(t, srv, "users.info", url.Values{"user": {"U404"}}); e != "user_not_found" {
+		t.Fatalf("unknown user: %q", e)
+	}
+	react := url.Values{"channel": {"C1"}, "timestamp": {"1.2"}, "name": {"white_check_mark"}}
+	for i, want := range []string{"", "already_reacted"} {
+		if e, _, _ := call(t, srv, "reactions.add", react); e != want {
+			t.Fatalf("reaction %d: %q, want %q", i, e, want)
+		}
+	}
+	srv.DeleteMessage("C1", "9.9")
+	if e, _, _ := call(t, srv, "reactions.add", url.Values{"channel": {"C1"}, "timestamp": {"9.9"}, "name": {"x"}}); e != "message_not_found" {
+		t.Fatalf("deleted message: %q", e)
+	}
+	if got := srv.Reactions(); len(got) != 1 || got[0] != (slacktest.Reaction{Channel: "C1", TS: "1.2", Name: "white_check_mark"}) {
+		t.Fatalf("reactions %+v", got)
+	}
+	if _, e, _ := postMessage(t, srv, url.Values{"token": {srv.Token}, "channel": {"C1"}, "text": {"hi"}}); e != "" {
+		t.Fatal(e)
+	}
+	ts := srv.Messages()[0].TS
+	button := `[{"type":"actions","block_id":"b","elements":[{"type":"button","action_id":"a","value":"v","text":{"type":"plain_text","text":"Claim"}}]}]`
+	for _, tc := range []struct {
+		ts, blocks, want string
+	}{
+		{ts, button, ""},
+		{"7.7", button, "message_not_found"},
+		{ts, `[{"type":"actions","elements":[{"type":"button","action_id":"a","text":{"type":"mrkdwn","text":"x"}}]}]`, "invalid_blocks"},
+		{ts, `[{"type":"actions","elements":[]}]`, "invalid_blocks"},
+	} {
+		if e, _, _ := call(t, srv, "chat.update", url.Values{"channel": {"C1"}, "ts": {tc.ts}, "text": {"t"}, "blocks": {tc.blocks}}); e != tc.want {
+			t.Errorf("chat.update %s %s: %q, want %q", tc.ts, tc.blocks, e, tc.want)
+		}
+	}
+	if m, _ := srv.Message("C1", ts); string(m.Blocks) != button || m.Text != "t" {
+		t.Fatalf("updated message %+v", m)
+	}
+	narrow := slacktest.NewServer(t, slacktest.WithScopes("chat:write"))
+	if e, h, _ := call(t, narrow, "reactions.add", react); e != "missing_scope" || h.Get("X-OAuth-Scopes") != "chat:write" {
+		t.Fatalf("without reactions:write: %q %q", e, h.Get("X-OAuth-Scopes"))
+	}
+}
