@@ -50,6 +50,7 @@ type DispatcherConfig struct {
 	// Outcomes, when set, is told how each delivery ended (delivered, or
 	// dead-lettered) before the store records it: what it queues in
 	// consequence (Followups) is durable before the delivery is settled.
+	// If it implements Waits too, it is told of each delivery that waits.
 	Outcomes Outcomes
 }
 
