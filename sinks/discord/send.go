@@ -21,6 +21,9 @@ const threadArchiveMinutes = 10080
 // Send implements relay.Sink: relay.Post, which the dispatcher calls.
 func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 	_, err := relay.Post(ctx, s, ev)
+	if err == nil {
+		s.watch(ctx, ev) // an escalation's thread: caught up on after a restart
+	}
 	return err
 }
 

@@ -149,6 +149,8 @@ type Message struct {
 	// Author is the person who wrote it (Write); "" for the bot's and
 	// webhooks' messages.
 	Author string
+	// user is the author as Write was given it (the history shows it).
+	user *discordgo.User
 	// AllowedMentions is the request's allowed_mentions, as sent.
 	AllowedMentions discordgo.MessageAllowedMentions
 	Payload         []byte // the request body
@@ -392,6 +394,8 @@ func (s *Server) handleLocked(req Request) answer {
 		route, bucketKey = "get webhook", "webhook-get:"+parts[1]
 	case len(parts) == 2 && parts[0] == "channels" && req.Method == http.MethodGet:
 		route, bucketKey = "get channel", "channel-get:"+parts[1]
+	case len(parts) == 3 && parts[0] == "channels" && parts[2] == "messages" && req.Method == http.MethodGet:
+		route, bucketKey = "list messages", "messages-get:"+parts[1]
 	case len(parts) == 3 && parts[0] == "channels" && parts[2] == "messages" && req.Method == http.MethodPost:
 		route, bucketKey = "post message", "messages:"+parts[1]
 	case len(parts) == 5 && parts[0] == "channels" && parts[2] == "messages" && parts[4] == "threads" && req.Method == http.MethodPost:
