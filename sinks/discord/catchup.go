@@ -217,13 +217,14 @@ func (g *Gateway) catchUp(ctx context.Context) {
 	if len(list) > catchUpThreads {
 		list = list[len(list)-catchUpThreads:]
 	}
-	if len(list) == 0 {
-		return
-	}
-	ch, err := s.readChannel(ctx, nil)
-	if err != nil {
-		g.log.Warn("catch-up: cannot read the channel; replies written while no session was open are not read", "err", err)
-		return
+	guild := ""
+	if len(list) > 0 {
+		ch, err := s.readChannel(ctx, nil)
+		if err != nil {
+			g.log.Warn("catch-up: cannot read the channel; replies written while no session was open are not read", "err", err)
+			return
+		}
+		guild = ch.GuildID
 	}
 	t := &tally{}
 	ctx = context.WithValue(ctx, tallyKey{}, t)
@@ -239,7 +240,7 @@ func (g *Gateway) catchUp(ctx context.Context) {
 			}
 		}
 		threads++
-		n, err := g.catchUpThread(ctx, ch.GuildID, w.Thread)
+		n, err := g.catchUpThread(ctx, guild, w.Thread)
 		found += n
 		if err != nil && ctx.Err() == nil {
 			g.log.Warn("catch-up: cannot read a thread's messages", "thread", w.Thread, "conversation_id", w.Conversation, "err", s.scrub.Error(err))
