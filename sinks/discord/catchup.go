@@ -32,7 +32,7 @@ import (
 //
 // Books keys (the sink's namespace of the store):
 //
-//	catchup:watch            [{"thread":"…","conversation":"…","at":"…"}]  threads to catch up on
+//	catchup:watch            [{"conversation":"…","chatbot":"…","at":"…"}]  conversations to catch up on
 //	catchup:cursor:<thread>  <message id>                                  the newest message taken
 
 // Bounds of a catch-up.
@@ -50,6 +50,9 @@ const (
 	// historyTries bounds the attempts of one history request that
 	// Discord answers with 429.
 	historyTries = 5
+	// catchUpMaxWait is the longest wait a catch-up accepts from
+	// Discord's rate limits before reading on.
+	catchUpMaxWait = time.Minute
 )
 
 const (
@@ -62,35 +65,30 @@ type States interface {
 	State(ctx context.Context, conv string) (relay.ConversationState, bool, error)
 }
 
-// watched is a thread to catch up on.
+// watched is a conversation whose thread is to be caught up on.
 type watched struct {
-	Thread       string    `json:"thread"`
 	Conversation string    `json:"conversation"`
+	Chatbot      string    `json:"chatbot,omitempty"`
 	At           time.Time `json:"at"` // when its escalation was posted
 }
 
-// watch records, after the sink posted escalation ev, that its
-// conversation's thread is to be caught up on. It is best effort: a
-// failure is logged, and costs only the catch-up of that thread.
+// watch records, as the sink posts escalation ev, that its conversation's
+// thread is to be caught up on (the thread is looked up at the catch-up:
+// the escalation may be what opens it). It is best effort: a failure is
+// logged, and costs only the catch-up of that thread.
 func (s *Sink) watch(ctx context.Context, ev *relay.Event) {
-	if !s.twoWay() || ev.Topic != relay.TopicEscalation || ev.ConversationID == "" || !s.threaded() {
-		return
-	}
-	log := s.log.With("event_id", ev.ID, "conversation_id", ev.ConversationID)
-	thread, err := s.books.Thread(ctx, s.destID(), relay.ConversationOf(ev))
-	if err != nil || validID(thread) == "" {
-		if err != nil {
-			log.WarnContext(ctx, "escalation posted, but its thread is not caught up on after a restart", "err", err)
-		}
+	if !s.twoWay() || ev.Topic != relay.TopicEscalation || ev.ConversationID == "" {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordWatchFor)
 	defer cancel()
 	now := s.clock.Now()
-	err = s.changeKV(ctx, watchKey, func(old string) (string, bool) {
+	err := s.changeKV(ctx, watchKey, func(old string) (string, bool) {
 		list := readWatch(old)
-		list = slices.DeleteFunc(list, func(w watched) bool { return w.Thread == thread || now.Sub(w.At) > catchUpFor })
-		list = append(list, watched{Thread: thread, Conversation: ev.ConversationID, At: now})
+		list = slices.DeleteFunc(list, func(w watched) bool {
+			return w.Conversation == ev.ConversationID || now.Sub(w.At) > catchUpFor
+		})
+		list = append(list, watched{Conversation: ev.ConversationID, Chatbot: ev.ChatbotID, At: now})
 		slices.SortStableFunc(list, func(a, b watched) int { return a.At.Compare(b.At) })
 		if len(list) > catchUpThreads {
 			list = list[len(list)-catchUpThreads:]
@@ -99,7 +97,8 @@ func (s *Sink) watch(ctx context.Context, ev *relay.Event) {
 		return string(b), err == nil
 	})
 	if err != nil {
-		log.WarnContext(ctx, "escalation posted, but its thread is not caught up on after a restart", "err", err)
+		s.log.WarnContext(ctx, "escalation posted, but its thread is not caught up on after a restart",
+			"event_id", ev.ID, "conversation_id", ev.ConversationID, "err", err)
 	}
 }
 
@@ -239,11 +238,19 @@ func (g *Gateway) catchUp(ctx context.Context) {
 				continue
 			}
 		}
+		thread, err := s.books.Thread(ctx, s.destID(), relay.ThreadConversation{ConversationID: w.Conversation, ChatbotID: w.Chatbot})
+		if err != nil {
+			g.log.Warn("catch-up: cannot find a conversation's thread", "conversation_id", w.Conversation, "err", err)
+			continue
+		}
+		if validID(thread) == "" {
+			continue // the escalation was not posted after all
+		}
 		threads++
-		n, err := g.catchUpThread(ctx, guild, w.Thread)
+		n, err := g.catchUpThread(ctx, guild, thread)
 		found += n
 		if err != nil && ctx.Err() == nil {
-			g.log.Warn("catch-up: cannot read a thread's messages", "thread", w.Thread, "conversation_id", w.Conversation, "err", s.scrub.Error(err))
+			g.log.Warn("catch-up: cannot read a thread's messages", "thread", thread, "conversation_id", w.Conversation, "err", s.scrub.Error(err))
 		}
 	}
 	if ctx.Err() != nil {
@@ -269,11 +276,18 @@ func (g *Gateway) catchUpThread(ctx context.Context, guild, thread string) (int,
 		after = thread
 	}
 	found := 0
+	var hold time.Time
 	for ctx.Err() == nil {
-		page, err := g.history(ctx, thread, after)
+		if wait := hold.Sub(s.clock.Now()); wait > 0 {
+			if err := g.sleep(ctx, min(wait, catchUpMaxWait)); err != nil {
+				return found, nil
+			}
+		}
+		page, until, err := g.history(ctx, thread, after)
 		if err != nil {
 			return found, err
 		}
+		hold = until
 		slices.SortFunc(page, func(a, b restMessage) int {
 			return cmp.Or(cmp.Compare(len(a.ID), len(b.ID)), cmp.Compare(a.ID, b.ID))
 		})
@@ -307,36 +321,28 @@ func (g *Gateway) catchUpThread(ctx context.Context, guild, thread string) (int,
 }
 
 // history reads one page of thread's messages after message after,
-// waiting as Discord asks when it answers 429 (and when it says the
-// bucket is empty).
-func (g *Gateway) history(ctx context.Context, thread, after string) ([]restMessage, error) {
+// waiting as Discord asks when it answers 429 (catchUpMaxWait at most:
+// a longer wait, a global limit, ends the thread's catch-up rather than
+// stall the others). hold is when the thread's bucket refills, if
+// Discord said it is empty: the next page waits for it.
+func (g *Gateway) history(ctx context.Context, thread, after string) (page []restMessage, hold time.Time, err error) {
 	s := g.s
 	u := s.route("channels", thread, "messages")
 	u.RawQuery = url.Values{"after": {after}, "limit": {strconv.Itoa(historyPage)}}.Encode()
 	for try := 1; ; try++ {
-		var page []restMessage
+		page = page[:0]
 		var rep relay.Report
 		err := s.do(ctx, &rep, call{op: "read thread messages", method: http.MethodGet, url: u, in: inThread}, &page)
-		wait := time.Duration(0)
 		if err == nil {
-			if !rep.HoldUntil.IsZero() {
-				// The bucket is empty: the next request waits for it.
-				wait = rep.HoldUntil.Sub(s.clock.Now())
-			}
-			if wait > 0 {
-				if werr := g.sleep(ctx, wait); werr != nil {
-					return nil, werr
-				}
-			}
-			return page, nil
+			return page, rep.HoldUntil, nil
 		}
-		class, after := relay.Classify(err)
-		if class != relay.ClassRateLimited || try >= historyTries {
-			return nil, err
+		class, wait := relay.Classify(err)
+		if class != relay.ClassRateLimited || try >= historyTries || wait > catchUpMaxWait {
+			return nil, time.Time{}, err
 		}
-		g.log.Debug("catch-up: Discord asks to wait before reading more", "thread", thread, "retry_after", after)
-		if werr := g.sleep(ctx, after); werr != nil {
-			return nil, werr
+		g.log.Debug("catch-up: Discord asks to wait before reading more", "thread", thread, "retry_after", wait)
+		if err := g.sleep(ctx, wait); err != nil {
+			return nil, time.Time{}, err
 		}
 	}
 }

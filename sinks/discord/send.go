@@ -21,9 +21,6 @@ const threadArchiveMinutes = 10080
 // Send implements relay.Sink: relay.Post, which the dispatcher calls.
 func (s *Sink) Send(ctx context.Context, ev *relay.Event) error {
 	_, err := relay.Post(ctx, s, ev)
-	if err == nil {
-		s.watch(ctx, ev) // an escalation's thread: caught up on after a restart
-	}
 	return err
 }
 
@@ -40,6 +37,7 @@ func (s *Sink) Turn(ctx context.Context, ev *relay.Event) (*relay.Turn, error) {
 		// and how to answer the visitor.
 		msgs[0].components = buttons(ev.ConversationID, ev.ChatbotID, relay.ConversationState{})
 		msgs[0].hint = s.cfg.Reply.Rule().Hint()
+		s.watch(ctx, ev) // its thread is caught up on after a restart (catchup.go)
 	}
 	if err := relay.Rendered(ctx); err != nil {
 		return nil, s.errorf("%w", err)
