@@ -1,8 +1,9 @@
 // Package discordtest is a fake of Discord's REST API for tests: channel
 // webhooks (execute with wait and thread_id, forum posts with thread_name,
-// get), channel messages, threads started from a message, forum posts, and
-// get channel. It keeps Discord's message limits (a request that breaks one
-// gets 400 with code 50035, as Discord answers), a per-bucket rate limit
+// get), channel messages, threads started from a message, forum posts,
+// get channel, and a channel's history (after and limit: newest first, as
+// Discord answers). It keeps Discord's message limits (a request that
+// breaks one gets 400 with code 50035, as Discord answers), a per-bucket rate limit
 // with X-RateLimit-* headers on every answer and a 429 with JSON
 // retry_after and Retry-After when a bucket is exceeded, and scripted
 // answers (error codes, 429s, 5xx) for the next matching requests.
