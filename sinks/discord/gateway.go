@@ -68,6 +68,9 @@ type Gateway struct {
 
 	self  atomic.Pointer[string] // the bot's user id, from READY
 	names *lookups
+	// rule is the sink's reply rule: only a message it sends to the
+	// visitor is worth looking names up for.
+	rule relay.ReplyRule
 }
 
 // Intents the session identifies with: thread messages and their text.
@@ -119,6 +122,8 @@ func (s *Sink) Gateway(deps GatewayDeps) (*Gateway, error) {
 	}
 	g := &Gateway{s: s, deps: deps, log: s.log.With("component", "gateway")}
 	g.names = newLookups(s, g.log)
+	rc, _ := s.cfg.Replies()
+	g.rule = rc.Rule()
 	return g, nil
 }
 

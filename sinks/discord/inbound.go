@@ -60,9 +60,15 @@ func (g *Gateway) message(ctx context.Context, in inbound) {
 			g.log.Debug("system message in a channel; skipped", "message_id", m.ID, "message_type", m.Type)
 			return
 		}
-		w := g.names.member(ctx, m.GuildID, *m.Author, m.Member)
-		tm.AgentName, tm.AgentAvatar = w.name, w.avatar
-		tm.Text = plain(m.Content, g.names.resolve(ctx, m.GuildID, m.Content, m.Mentions))
+		tm.Text = plain(m.Content, resolved{})
+		if _, forVisitor := g.rule.Visitor(tm.Text); forVisitor {
+			// Worth naming: who wrote it, and whom it mentions. The
+			// gateway sees every message of the guild; a note, or a
+			// message in any other channel, costs no lookup.
+			w := g.names.member(ctx, m.GuildID, *m.Author, m.Member)
+			tm.AgentName, tm.AgentAvatar = w.name, w.avatar
+			tm.Text = plain(m.Content, g.names.resolve(ctx, m.GuildID, m.Content, m.Mentions))
+		}
 	}
 	g.accept(ctx, tm)
 }
