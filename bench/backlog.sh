@@ -10,43 +10,50 @@
 #  5. Ingest latency again, with the backlog in the store.
 #  6. The destination comes back: the drain rate at the destination.
 #
+# Every listener is on a free port the kernel picks.
+#
 #   bench/backlog.sh [events=100000]
+#   CHATRELAY_BIN=/path/chatrelay bench/backlog.sh ...   # measure another build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-100000}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
-go build -o "$work/chatrelay" ./cmd/chatrelay
+if [ -n "${CHATRELAY_BIN:-}" ]; then cp "$CHATRELAY_BIN" "$work/chatrelay"; else go build -o "$work/chatrelay" ./cmd/chatrelay; fi
 go build -o "$work/loadgen" ./bench/loadgen
 go build -o "$work/sinkd" ./bench/sinkd
 SECRET=bench-signing-secret
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(freeport)
+admin=$(freeport)
+dport=$(freeport)
 wait_ready() { for _ in $(seq 100); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "not ready: $1" >&2; exit 1; }
-metric() { curl -s http://127.0.0.1:19190/metrics | awk -v m="$1" '$1 == m {print $2}'; }
+metric() { curl -s http://127.0.0.1:$admin/metrics | awk -v m="$1" '$1 == m {print $2}'; }
 
-"$work/sinkd" -listen 127.0.0.1:18191 2>/dev/null &
-wait_ready http://127.0.0.1:18191/stats
-curl -fs -X POST "http://127.0.0.1:18191/down?status=410"
+"$work/sinkd" -listen 127.0.0.1:$dport 2>/dev/null &
+wait_ready http://127.0.0.1:$dport/stats
+curl -fs -X POST "http://127.0.0.1:$dport/down?status=410"
 cat > "$work/cfg.yaml" <<YAML
-listen: 127.0.0.1:18180
-admin: {listen: 127.0.0.1:19190}
+listen: 127.0.0.1:$port
+admin: {listen: 127.0.0.1:$admin}
 signing_secrets: [$SECRET]
 log: {level: error, format: json}
 store: {path: $work/data}
 retry: {initial: 1s, max: 2s, max_age: 24h}
 sinks:
-  - {name: hook, type: webhook, url: "http://127.0.0.1:18191/in"}
+  - {name: hook, type: webhook, url: "http://127.0.0.1:$dport/in"}
 YAML
 "$work/chatrelay" serve --config "$work/cfg.yaml" 2>"$work/relay.log" &
 relay=$!
-wait_ready http://127.0.0.1:18180/readyz
+wait_ready http://127.0.0.1:$port/readyz
 
-lat() { "$work/loadgen" -url http://127.0.0.1:18180/webhook -secret $SECRET -c 8 -d "$1" -convs 1000 -json; }
+lat() { "$work/loadgen" -url http://127.0.0.1:$port/webhook -secret $SECRET -c 8 -d "$1" -convs 1000 -json; }
 echo "ingest latency, empty queue (8 connections, 5s):"
 empty=$(lat 5s); echo "  $empty"
 
 echo "building a backlog of $N events over 1,000 conversations..."
 start=$(date +%s.%N)
-"$work/loadgen" -url http://127.0.0.1:18180/webhook -secret $SECRET -c 32 -n "$N" -convs 1000 -json > "$work/fill.json"
+"$work/loadgen" -url http://127.0.0.1:$port/webhook -secret $SECRET -c 32 -n "$N" -convs 1000 -json > "$work/fill.json"
 echo "  $(cat "$work/fill.json")"
 depth=$(metric 'chatrelay_queue_depth{sink="hook"}')
 rss_kb=$(awk '/^VmRSS/ {print $2}' /proc/$relay/status)
@@ -60,7 +67,7 @@ echo "ingest latency with the backlog (8 connections, 5s):"
 full=$(lat 5s); echo "  $full"
 
 echo "destination back up: draining..."
-curl -fs -X POST http://127.0.0.1:18191/up
+curl -fs -X POST http://127.0.0.1:$dport/up
 t0=$(date +%s.%N)
 target=$(metric 'chatrelay_queue_depth{sink="hook"}')
 while :; do
@@ -69,7 +76,7 @@ while :; do
   sleep 0.2
 done
 t1=$(date +%s.%N)
-stats=$(curl -s http://127.0.0.1:18191/stats)
+stats=$(curl -s http://127.0.0.1:$dport/stats)
 echo "  destination: $stats"
 python3 - "$empty" "$full" "$target" "$t0" "$t1" "$stats" "$((rss_kb))" "$((hwm_kb))" <<'PY'
 import json, sys

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -46,16 +47,25 @@ func crashChild(dir, mode string) {
 	}
 	var afterWrite, beforeApply func()
 	writes := 0
-	switch mode {
+	// In the modes "..., past the first segment" events are 32 KB, and the
+	// stop comes once 20 MB were answered and the log writes into a
+	// segment file prepared ahead (zero-filled: 16 MiB from the start).
+	pad, big := 500, strings.HasSuffix(mode, ", past the first segment")
+	var answered atomic.Int64
+	if big {
+		pad = 32 << 10
+	}
+	due := func() bool { return !big || answered.Load()*int64(pad) > 20<<20 && inPreparedSegment(dir) }
+	switch strings.TrimSuffix(mode, ", past the first segment") {
 	case "between write and sync":
 		afterWrite = func() {
-			if writes++; writes == 50 {
+			if writes++; writes >= 50 && due() {
 				stop()
 			}
 		}
 	case "between sync and apply":
 		beforeApply = func() {
-			if writes++; writes == 3 { // the database commits every 250 ms
+			if writes++; writes >= 3 && due() { // the database commits every 250 ms
 				stop()
 			}
 		}
@@ -74,12 +84,13 @@ func crashChild(dir, mode string) {
 				id := newID()
 				ev := &relay.Event{ID: id, Topic: relay.TopicChat, ReceivedAt: time.Now(),
 					ConversationID: fmt.Sprint("c", g),
-					Body:           fmt.Appendf(nil, `{"conversation_id":"c%d","n":%q,"pad":%q}`, g, id, strings.Repeat("x", 500))}
+					Body:           fmt.Appendf(nil, `{"conversation_id":"c%d","n":%q,"pad":%q}`, g, id, strings.Repeat("x", pad))}
 				acc, err := s.Append(ctx, ev, []string{"s"})
 				if err != nil {
 					say("append: %v", err)
 					continue
 				}
+				answered.Add(1)
 				say("ok %s", acc.ID)
 			}
 		})
@@ -99,6 +110,17 @@ func crashChild(dir, mode string) {
 	wg.Wait()
 }
 
+// inPreparedSegment says whether the last segment of the intake log in dir
+// is a file prepared ahead: 16 MiB from the start.
+func inPreparedSegment(dir string) bool {
+	segs, err := filepath.Glob(filepath.Join(dir, "intake", "*.log"))
+	if err != nil || len(segs) < 2 {
+		return false
+	}
+	st, err := os.Stat(segs[len(segs)-1])
+	return err == nil && st.Size() == 16<<20
+}
+
 func newID() string {
 	id, err := uuid.NewV7()
 	if err != nil {
@@ -109,7 +131,8 @@ func newID() string {
 
 // TestCrash kills a process that writes the store (SIGKILL) at the worst
 // moments: between a group's write and its sync, between the sync and the
-// database applying it, and at random; three rounds each on the same store
+// database applying it (both also once the log runs in segments prepared
+// ahead), and at random; three rounds each on the same store
 // (fault/TestFaultRestartsUnderLoad kills the real binary five times under
 // load).
 // After each kill the store opens (a torn last record is cut off, durable
@@ -120,7 +143,8 @@ func TestCrash(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs child processes")
 	}
-	for _, mode := range []string{"between write and sync", "between sync and apply", "at random"} {
+	for _, mode := range []string{"between write and sync", "between sync and apply", "at random",
+		"between write and sync, past the first segment", "between sync and apply, past the first segment"} {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
@@ -176,12 +200,14 @@ func crashRound(t *testing.T, dir, mode string, round int) []string {
 	var answered []string
 	lines := bufio.NewScanner(stdout)
 	var timer *time.Timer
+	stopped := false
 	for lines.Scan() {
 		line := lines.Text()
 		switch {
 		case line == "open" && mode == "at random":
 			timer = time.AfterFunc(time.Duration(50+rand.IntN(400))*time.Millisecond, kill)
 		case line == "stop":
+			stopped = true
 			kill()
 		case strings.HasPrefix(line, "ok "):
 			answered = append(answered, strings.TrimPrefix(line, "ok "))
@@ -197,6 +223,12 @@ func crashRound(t *testing.T, dir, mode string, round int) []string {
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 		t.Fatalf("round %d: the child was not killed: %v", round+1, err)
+	}
+	if !stopped && mode != "at random" {
+		// Killed by the context's deadline: the moment the mode names
+		// never came (for "..., past the first segment": the log never
+		// wrote into a prepared segment).
+		t.Fatalf("round %d: the child never reached the point %q", round+1, mode)
 	}
 	if len(answered) == 0 {
 		t.Fatalf("round %d: the child answered no append before it was killed", round+1)
@@ -430,7 +462,8 @@ func TestFullDisk(t *testing.T) {
 
 // TestIntakeLogStaysSmall: the log keeps only what the database does not
 // hold yet: once a segment is full and applied, it is deleted, so the
-// log's disk use stays at about two segments however much goes through.
+// log's disk use stays at about two segments however much goes through
+// (three with the next one's file, made ahead).
 func TestIntakeLogStaysSmall(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -474,5 +507,16 @@ func TestIntakeLogStaysSmall(t *testing.T) {
 	t.Logf("about 40 MB went through the log; %d segments of %d bytes in all are left", len(segs), size)
 	if len(segs) > 2 || size > 2*16<<20 {
 		t.Errorf("the log keeps %d segments, %d bytes: applied segments are not deleted", len(segs), size)
+	}
+	// With the next segment's file, made ahead: three segments at most.
+	all, _ := filepath.Glob(filepath.Join(dir, "intake", "*"))
+	size = 0
+	for _, f := range all {
+		if st, err := os.Stat(f); err == nil {
+			size += st.Size()
+		}
+	}
+	if size > 3*16<<20 {
+		t.Errorf("the log's directory holds %d bytes in %d files", size, len(all))
 	}
 }

@@ -1,6 +1,7 @@
 package bolt
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -30,11 +31,22 @@ import (
 // named after the sequence number of their first record; once the
 // database has applied (and synced) every record of a segment that is not
 // the last, the segment is deleted.
+//
+// Segments after the first are written into files made ahead of time,
+// zero-filled to segmentBytes and synced (prepareSegment): a write then
+// overwrites blocks that are allocated and initialized, and its fdatasync
+// flushes data alone, without a journal commit of the file's size and
+// block map (on ext4, measured: 130-140 us and 50-56 us of CPU per write
+// and sync of 10 KB instead of 190-260 us and 80-100 us when the file
+// grows). A segment's records therefore end either at the end of the file
+// or where zeros run to its end; a record header is never all zeros.
 
 const (
 	intakeDirName = "intake"
 	segmentExt    = ".log"
-	frameHeader   = 16
+	// preparedName is the next segment's file while it is made.
+	preparedName = "prepared.tmp"
+	frameHeader  = 16
 	// segmentBytes is where a segment ends and the next one starts.
 	segmentBytes = 16 << 20
 	// maxRecordBytes bounds one record (an event of max_body_bytes and its
@@ -68,6 +80,13 @@ type intakeLog struct {
 	f    *os.File  // the last segment
 	off  int64     // end of its last synced record
 	next uint64    // sequence number of the next record
+
+	// The next segment's file, made by the store's preparer goroutine:
+	// asked for on want once the current segment is half full, handed over
+	// on spare (nil: it could not be made). One at a time.
+	want   chan struct{}
+	spare  chan *os.File
+	wanted bool // asked for, and the answer not taken yet
 
 	afterWrite func() // tests: between write and sync
 	log        *slog.Logger
@@ -124,7 +143,11 @@ func openIntake(dir string, applied uint64, logger *slog.Logger, replay func(seq
 	if err != nil {
 		return nil, 0, err
 	}
-	l := &intakeLog{dir: dir, next: applied + 1, log: logger}
+	// A next segment's file that was being made when the process stopped.
+	if err := os.Remove(filepath.Join(dir, preparedName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, 0, err
+	}
+	l := &intakeLog{dir: dir, next: applied + 1, log: logger, want: make(chan struct{}, 1), spare: make(chan *os.File, 1)}
 	prev := uint64(0) // sequence number of the last record read
 	for i, sg := range segs {
 		last := i == len(segs)-1
@@ -138,6 +161,9 @@ func openIntake(dir string, applied uint64, logger *slog.Logger, replay func(seq
 		off := 0
 		expect := sg.first
 		for off < len(b) {
+			if zeros(b[off:min(off+frameHeader, len(b))]) && zeros(b[off:]) {
+				break // the rest of a prepared segment, never written
+			}
 			bad := ""
 			var seq uint64
 			var payload []byte
@@ -167,11 +193,14 @@ func openIntake(dir string, applied uint64, logger *slog.Logger, replay func(seq
 				}
 				// The last write did not complete (a crash between write and
 				// sync, a full disk): nothing after it was ever answered.
-				torn = int64(len(b) - off)
+				// The rest of the file goes (a prepared segment's zeros
+				// with it: this one grows as it is written).
+				// What it reports as torn ends at the last byte that is not
+				// zero.
+				torn = int64(len(bytes.TrimRight(b[off:], "\x00")))
 				if err := truncateSync(sg.path, int64(off)); err != nil {
 					return nil, 0, err
 				}
-				b = b[:off]
 				break
 			}
 			if seq > applied {
@@ -186,7 +215,7 @@ func openIntake(dir string, applied uint64, logger *slog.Logger, replay func(seq
 			off += frameHeader + len(payload)
 		}
 		if last {
-			l.off = int64(len(b))
+			l.off = int64(off) // zeros may follow, up to the prepared size
 		}
 	}
 	if prev > applied {
@@ -216,6 +245,16 @@ func openIntake(dir string, applied uint64, logger *slog.Logger, replay func(seq
 		return nil, 0, errors.Join(err, f.Close())
 	}
 	return l, torn, nil
+}
+
+// zeros says whether b is all zero bytes.
+func zeros(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // syncedAfter says whether a whole record the database already holds (so
@@ -285,25 +324,94 @@ func (l *intakeLog) undo(cause error) error {
 	return cause
 }
 
-// roll starts a new segment once the current one is full, and deletes the
-// segments whose records the database has all applied and synced.
-func (l *intakeLog) roll(applied uint64) error {
-	if l.off >= segmentBytes {
-		sg := segment{first: l.next, path: filepath.Join(l.dir, segmentName(l.next))}
-		f, err := os.OpenFile(sg.path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-		if err != nil {
+// fits says whether n more bytes fit in the current segment (an empty one
+// takes anything), and asks for the next segment's file once it is half
+// full.
+func (l *intakeLog) fits(n int) bool {
+	if l.off >= segmentBytes/2 && !l.wanted {
+		select {
+		case l.want <- struct{}{}:
+			l.wanted = true
+		default:
+		}
+	}
+	return l.off == 0 || l.off+int64(n) <= segmentBytes
+}
+
+// rollover starts a new segment at the next record: in the prepared file
+// if it is ready, else in a new empty one.
+func (l *intakeLog) rollover() error {
+	sg := segment{first: l.next, path: filepath.Join(l.dir, segmentName(l.next))}
+	var f *os.File
+	select {
+	case f = <-l.spare:
+		l.wanted = false
+		if f != nil {
+			if err := os.Rename(f.Name(), sg.path); err != nil {
+				_ = f.Close()
+				_ = os.Remove(f.Name())
+				f = nil
+			}
+		}
+	default:
+	}
+	if f == nil {
+		var err error
+		if f, err = os.OpenFile(sg.path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600); err != nil {
 			return err
 		}
-		if err := syncDir(l.dir); err != nil {
-			return errors.Join(err, f.Close(), os.Remove(sg.path))
-		}
-		// The old segment is synced: a failed close loses nothing.
-		if err := l.f.Close(); err != nil {
-			l.log.Warn("intake log: closing a full segment", "err", err)
-		}
-		l.f, l.off = f, 0
-		l.segs = append(l.segs, sg)
 	}
+	if err := syncDir(l.dir); err != nil {
+		return errors.Join(err, f.Close(), os.Remove(sg.path))
+	}
+	// The old segment is synced: a failed close loses nothing.
+	if err := l.f.Close(); err != nil {
+		l.log.Warn("intake log: closing a full segment", "err", err)
+	}
+	l.f, l.off = f, 0
+	l.segs = append(l.segs, sg)
+	return nil
+}
+
+// prepareSegment makes the next segment's file in dir: zero-filled to
+// segmentBytes a MiB at a time, each synced before the next is written
+// (one flush of 16 MiB would hold up the log's syncs behind it for tens of
+// milliseconds), and synced whole. quit stops it.
+func prepareSegment(dir string, quit <-chan struct{}) (_ *os.File, err error) {
+	path := filepath.Join(dir, preparedName)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = f.Close()
+			_ = os.Remove(path)
+		}
+	}()
+	chunk := make([]byte, 1<<20)
+	for off := int64(0); off < segmentBytes; off += int64(len(chunk)) {
+		select {
+		case <-quit:
+			return nil, errors.New("stopped")
+		default:
+		}
+		if _, err := f.WriteAt(chunk, off); err != nil {
+			return nil, err
+		}
+		if err := fdatasync(f); err != nil {
+			return nil, err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// drop deletes the segments whose records the database has all applied
+// and synced.
+func (l *intakeLog) drop(applied uint64) error {
 	// Segment i holds records up to segs[i+1].first-1.
 	drop := 0
 	for drop < len(l.segs)-1 && l.segs[drop+1].first-1 <= applied {
@@ -316,4 +424,15 @@ func (l *intakeLog) roll(applied uint64) error {
 	return nil
 }
 
-func (l *intakeLog) close() error { return l.f.Close() }
+// close closes the current segment, and a prepared one nobody took.
+func (l *intakeLog) close() error {
+	select {
+	case f := <-l.spare:
+		if f != nil {
+			_ = f.Close()
+			_ = os.Remove(f.Name())
+		}
+	default:
+	}
+	return l.f.Close()
+}

@@ -39,16 +39,23 @@ func bucketID(name string) byte {
 type ops struct{ b []byte }
 
 func (o *ops) op(kind opKind, bucket, sub string, key, value []byte) *ops {
-	o.b = append(o.b, byte(kind), bucketID(bucket))
-	o.b = binary.AppendUvarint(o.b, uint64(len(sub)))
-	o.b = append(o.b, sub...)
-	o.b = binary.AppendUvarint(o.b, uint64(len(key)))
-	o.b = append(o.b, key...)
+	o.key(kind, bucket, sub, key)
 	if kind != opDelete {
 		o.b = binary.AppendUvarint(o.b, uint64(len(value)))
 		o.b = append(o.b, value...)
 	}
 	return o
+}
+
+// key appends an operation up to its key and returns where the key starts.
+func (o *ops) key(kind opKind, bucket, sub string, key []byte) int {
+	o.b = append(o.b, byte(kind), bucketID(bucket))
+	o.b = binary.AppendUvarint(o.b, uint64(len(sub)))
+	o.b = append(o.b, sub...)
+	o.b = binary.AppendUvarint(o.b, uint64(len(key)))
+	at := len(o.b)
+	o.b = append(o.b, key...)
+	return at
 }
 
 func (o *ops) put(bucket, sub string, key, value []byte) *ops {

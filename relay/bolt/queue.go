@@ -79,12 +79,13 @@ func (q *queue) push(key string, it *item) {
 	}
 }
 
-// add is push for a delivery just made durable.
+// add is push for a delivery just made durable. It runs on the logger
+// (an entry's after): the waiters hear of it once for the whole group.
 func (q *queue) add(key string, it *item) {
 	q.mu.Lock()
 	q.push(key, it)
-	q.notifyLocked()
 	q.mu.Unlock()
+	q.s.wakeAfterGroup(q)
 }
 
 func (q *queue) notifyLocked() {
@@ -348,10 +349,11 @@ func (q *queue) park(o *ops, it *item, attempts int, reason string, now int64) {
 		put(bDeliv, "", delivKey(it.id.String(), q.sink), r)
 }
 
-// advance drops the settled head and lets the conversation's next go.
+// advance drops the settled head and lets the conversation's next go. It
+// runs on the logger (the after of an ack or a dead letter): the waiters
+// hear of it once for the whole group.
 func (q *queue) advance(c *conv) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
 	c.items[0] = nil
 	c.items = c.items[1:]
 	c.inflight = false
@@ -361,7 +363,15 @@ func (q *queue) advance(c *conv) {
 	} else {
 		q.ready.Push(c)
 	}
+	q.mu.Unlock()
+	q.s.wakeAfterGroup(q)
+}
+
+// wake tells q's waiters that it changed.
+func (q *queue) wake() {
+	q.mu.Lock()
 	q.notifyLocked()
+	q.mu.Unlock()
 }
 
 // requeue puts a conversation whose head is no longer in flight back in

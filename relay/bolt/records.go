@@ -35,8 +35,12 @@ type eventMeta struct {
 	Hash     []byte   `json:"hash"` // dedupe key, from which the in-memory index is rebuilt
 }
 
-// encodeEvent lays out: version byte, uvarint meta length, meta JSON, body.
-func encodeEvent(ev *relay.Event, sinks []string, hash []byte) ([]byte, error) {
+// appendRecord builds the intake record of an append in o: the event's
+// record (version byte, uvarint meta length, meta JSON, body) and one queue
+// entry per sink, in one allocation. The queue entries' sequence numbers
+// are left at 0: the logger, which numbers each sink's queue in log order,
+// writes them at seqAt[i] (big-endian, 8 bytes) for sinks[i].
+func (o *ops) appendRecord(ev *relay.Event, sinks []string, hash, entry []byte) (seqAt []int, err error) {
 	meta, err := json.Marshal(eventMeta{
 		Topic: ev.Topic, Received: ev.ReceivedAt.UnixNano(), Conv: ev.ConversationID,
 		Key: ev.OrderingKey(), Sinks: sinks, Hash: hash,
@@ -44,12 +48,30 @@ func encodeEvent(ev *relay.Event, sinks []string, hash []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	buf := make([]byte, 0, 1+binary.MaxVarintLen64+len(meta)+len(ev.Body))
-	buf = append(buf, 1)
-	buf = binary.AppendUvarint(buf, uint64(len(meta)))
-	buf = append(buf, meta...)
-	buf = append(buf, ev.Body...)
-	return buf, nil
+	n := 1 + uvarintLen(len(meta)) + len(meta) + len(ev.Body)
+	size := 2 + 1 + 1 + len(ev.ID) + uvarintLen(n) + n
+	for _, sink := range sinks {
+		size += 2 + uvarintLen(len(sink)) + len(sink) + 1 + 8 + uvarintLen(len(entry)) + len(entry)
+	}
+	o.b = make([]byte, 0, size)
+	o.key(opPut, bEvents, "", []byte(ev.ID))
+	o.b = binary.AppendUvarint(o.b, uint64(n))
+	o.b = append(o.b, 1)
+	o.b = binary.AppendUvarint(o.b, uint64(len(meta)))
+	o.b = append(o.b, meta...)
+	o.b = append(o.b, ev.Body...)
+	seqAt = make([]int, len(sinks))
+	for i, sink := range sinks {
+		seqAt[i] = o.key(opPutQueue, bQueues, sink, make([]byte, 8))
+		o.b = binary.AppendUvarint(o.b, uint64(len(entry)))
+		o.b = append(o.b, entry...)
+	}
+	return seqAt, nil
+}
+
+func uvarintLen(n int) int {
+	var b [binary.MaxVarintLen64]byte
+	return binary.PutUvarint(b[:], uint64(n))
 }
 
 // decodeEventMeta reads only the meta of a stored event. v may be bbolt

@@ -7,6 +7,7 @@ package bolt
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -114,6 +115,7 @@ type Store struct {
 	wantApply chan struct{} // a reader waits for the applier
 	quit      chan struct{}
 	stopped   chan struct{} // the applier (and so the logger) has stopped
+	prepared  chan struct{} // the preparer has stopped
 	closeMu   sync.Once
 
 	durable   atomic.Uint64 // sequence number of the last durable record
@@ -134,6 +136,7 @@ type Store struct {
 	dedupe     *dedupeIndex
 	recent     *recentEvents
 	unrecorded []*entry   // acks and dead letters whose write failed, retried by the logger; logger goroutine only
+	woken      []*queue   // queues the group's afters changed, told once they have run; logger goroutine only
 	adminMu    sync.Mutex // one dead-letter replay or purge at a time
 }
 
@@ -175,6 +178,16 @@ func Open(dir string, opts Options) (*Store, error) {
 			// commit (as etcd does): fewer pages per fsync. Durability is
 			// unchanged.
 			NoFreelistSync: true,
+			// bbolt keeps its syncs (no NoSync, even though the intake log
+			// already makes every write durable): a commit writes its pages,
+			// syncs, then writes the meta page that points at them, and
+			// pages carry no checksum. Without the first sync, a power loss
+			// can leave a meta page on disk whose pages are not, and the file
+			// opens with a damaged tree the log cannot repair (a replay starts
+			// from the applied position in that same file). A kill -9 cannot
+			// show this (the page cache survives it). Measured in one session
+			// (BENCHMARKS.md, issue 17): NoSync gave no gain, as the commits
+			// are off the request's path, every 250 ms.
 		})
 		return err
 	})
@@ -197,6 +210,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		wantApply: make(chan struct{}, 1),
 		quit:      make(chan struct{}),
 		stopped:   make(chan struct{}),
+		prepared:  make(chan struct{}),
 		queues:    make(map[string]*queue),
 		appliedCh: make(chan struct{}),
 		kvPending: make(map[string]kvValue),
@@ -215,8 +229,12 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store.path %s: %w", dir, err)
 	}
 	s.releaseMapped() // the rebuild read every pending delivery
-	go s.logger()
-	go s.applier()
+	// The tickers are made here, not in the goroutines: they exist once
+	// Open returns, so that a fake clock advanced right after Open moves
+	// them (the goroutines may not have run yet on a loaded machine).
+	go s.logger(s.clock.NewTicker(2 * time.Second))
+	go s.applier(s.clock.NewTicker(s.opts.PruneEvery), s.clock.NewTicker(2*time.Second), s.clock.NewTicker(10*time.Second))
+	go s.preparer()
 	return s, nil
 }
 
@@ -402,7 +420,7 @@ func (s *Store) init(dir string) error {
 	}
 	s.durable.Store(s.intake.next - 1)
 	s.unapplied.Store(0) // the replay applied records it never counted
-	if err := s.intake.roll(s.applied.Load()); err != nil {
+	if err := s.intake.drop(s.applied.Load()); err != nil {
 		s.log.Warn("intake log: could not delete applied segments", "err", err)
 	}
 	err = s.db.View(func(tx *bbolt.Tx) error {
@@ -488,12 +506,13 @@ func (s *Store) setAsideOldLog(logDir string) error {
 func (s *Store) Close() error {
 	s.closeMu.Do(func() { close(s.quit) })
 	<-s.stopped
+	<-s.prepared
 	s.mu.Lock()
 	for _, q := range s.queues {
 		q.close()
 	}
 	s.mu.Unlock()
-	if err := s.intake.roll(s.applied.Load()); err != nil {
+	if err := s.intake.drop(s.applied.Load()); err != nil {
 		s.log.Warn("intake log: could not delete applied segments", "err", err)
 	}
 	err := s.intake.close()
@@ -512,11 +531,6 @@ func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (re
 	}
 	hash := ev.DedupeKey()
 	key := keyOf(hash[:])
-	rec, err := encodeEvent(ev, sinks, hash[:])
-	if err != nil {
-		return relay.Accepted{}, err
-	}
-	usage := usageOps(ev, s.clock.Now())
 	now := s.clock.Now().UnixNano()
 	received := ev.ReceivedAt.UnixNano()
 	ordering := ev.OrderingKey()
@@ -524,21 +538,24 @@ func (s *Store) Append(ctx context.Context, ev *relay.Event, sinks []string) (re
 	if err != nil {
 		return relay.Accepted{}, err
 	}
+	var o ops
+	seqAt, err := o.appendRecord(ev, sinks, hash[:], entry)
+	if err != nil {
+		return relay.Accepted{}, err
+	}
+	o.b = append(o.b, usageOps(ev, s.clock.Now()).b...)
 	var acc relay.Accepted
 	var items []queued
-	var o ops
 	err = s.write(ctx, func() ([]byte, bool) {
-		acc, items, o.b = relay.Accepted{ID: ev.ID}, items[:0], o.b[:0]
+		acc, items = relay.Accepted{ID: ev.ID}, items[:0]
 		if e, ok := s.dedupe.lookup(key); ok && time.Duration(now-e.at) < s.opts.DedupeWindow {
 			acc = relay.Accepted{ID: e.id.String(), Duplicate: true}
 			return nil, false
 		}
-		o.put(bEvents, "", []byte(ev.ID), rec)
-		o.b = append(o.b, usage.b...)
-		for _, sink := range sinks {
+		for i, sink := range sinks {
 			s.seqs[sink]++
 			seq := s.seqs[sink]
-			o.putQueue(sink, seq, entry)
+			binary.BigEndian.PutUint64(o.b[seqAt[i]:], seq)
 			items = append(items, queued{sink: sink, key: ordering, it: &item{seq: seq, id: id,
 				received: received, since: now, due: now}})
 		}

@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"runtime"
+	"slices"
 	"syscall"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	bbolt "go.etcd.io/bbolt"
 	bberrors "go.etcd.io/bbolt/errors"
 
@@ -120,10 +124,10 @@ func (s *Store) recordLater(build func() ([]byte, bool), after func()) {
 		failed: func(error) { s.recordLater(build, after) }})
 }
 
-// logger owns the intake log (see above).
-func (s *Store) logger() {
+// logger owns the intake log (see above), and probe (every 2 s), made by
+// Open.
+func (s *Store) logger(probe clockwork.Ticker) {
 	defer close(s.applyCh)
-	probe := s.clock.NewTicker(2 * time.Second)
 	defer probe.Stop()
 	batch := make([]*entry, 0, s.opts.MaxBatch)
 	var buf []byte
@@ -163,6 +167,15 @@ func (s *Store) logger() {
 	}
 }
 
+// wakeAfterGroup has q's waiters told, once the afters of the group being
+// written have run, that it changed: once per group rather than once per
+// delivery added or settled. Logger goroutine only (an entry's after).
+func (s *Store) wakeAfterGroup(q *queue) {
+	if !slices.Contains(s.woken, q) {
+		s.woken = append(s.woken, q)
+	}
+}
+
 // maxGroupBytes bounds what one write of the log carries.
 const maxGroupBytes = 8 << 20
 
@@ -195,6 +208,11 @@ func (s *Store) logBatch(batch []*entry, buf []byte) []byte {
 		}
 		group := batch[:n]
 		batch = batch[n:]
+		if len(recs) > 0 && !s.intake.fits(len(buf)) {
+			if err := s.intake.rollover(); err != nil {
+				s.log.Warn("intake log: could not start a new segment; writing on in the current one", "err", err)
+			}
+		}
 		if len(recs) > 0 {
 			if err := s.intake.write(buf, len(recs)); err != nil {
 				s.dedupe.rollback()
@@ -217,13 +235,53 @@ func (s *Store) logBatch(batch []*entry, buf []byte) []byte {
 			if written[i] && e.after != nil {
 				e.after()
 			}
+		}
+		for _, q := range s.woken {
+			q.wake()
+		}
+		clear(s.woken)
+		s.woken = s.woken[:0]
+		for _, e := range group {
 			close(e.done)
 		}
-		if err := s.intake.roll(s.applied.Load()); err != nil {
-			s.log.Warn("intake log: could not start a new segment; writing on in the current one", "err", err)
+		if err := s.intake.drop(s.applied.Load()); err != nil {
+			s.log.Warn("intake log: could not delete applied segments", "err", err)
 		}
 	}
 	return buf
+}
+
+// preparer makes the intake log's next segment file ahead of its use (see
+// prepareSegment) when the logger asks for it. If it cannot, the log
+// starts its next segment in an empty file, as the first one.
+func (s *Store) preparer() {
+	defer close(s.prepared)
+	for {
+		select {
+		case <-s.intake.want:
+		case <-s.quit:
+			return
+		}
+		f, err := prepareSegment(s.intake.dir, s.quit)
+		if err != nil {
+			select {
+			case <-s.quit:
+				return
+			default:
+			}
+			s.log.Warn("intake log: could not prepare the next segment; it starts empty", "err", err)
+			f = nil // the answer: none
+		}
+		select {
+		case s.intake.spare <- f: // one asked for at a time: there is room
+		case <-s.quit:
+			if f != nil {
+				_ = f.Close()
+				_ = os.Remove(f.Name())
+			}
+			return
+		}
+	}
 }
 
 // maxUnapplied bounds the bytes of durable records the database has not
@@ -263,14 +321,13 @@ func (s *Store) fail(batch []*entry, err error) {
 
 // applier owns bbolt's write transactions (see above). It stops once the
 // logger has stopped and everything it passed on is applied (or, if the
-// database cannot take it, left in the log for the next start).
-func (s *Store) applier() {
+// database cannot take it, left in the log for the next start). Its
+// tickers, made by Open: prune (every PruneEvery), probe (2 s), release
+// (10 s).
+func (s *Store) applier(prune, probe, release clockwork.Ticker) {
 	defer close(s.stopped)
-	prune := s.clock.NewTicker(s.opts.PruneEvery)
 	defer prune.Stop()
-	probe := s.clock.NewTicker(2 * time.Second)
 	defer probe.Stop()
-	release := s.clock.NewTicker(10 * time.Second)
 	defer release.Stop()
 	var pending []logged
 	// The database commits at most every ApplyEvery or 8 MiB of records
@@ -419,12 +476,18 @@ func (s *Store) commitRecords(recs []logged) error {
 		return nil // applied before a failed batch was split
 	}
 	err := s.db.Update(func(tx *bbolt.Tx) error {
-		for _, r := range recs {
+		for i, r := range recs {
 			if r.seq <= s.applied.Load() {
 				continue
 			}
 			if err := applyRecord(tx, r.rec); err != nil {
 				return &recordError{seq: r.seq, err: err}
+			}
+			if i%applyYield == applyYield-1 {
+				// A commit applies thousands of records; without a pause
+				// it holds one of the process's few Ps for milliseconds,
+				// and the requests waiting for the logger wait with it.
+				runtime.Gosched()
 			}
 		}
 		return tx.Bucket([]byte(bMeta)).Put([]byte(keyApplied), u64(last))
@@ -449,6 +512,10 @@ func (s *Store) commitRecords(recs []logged) error {
 	s.mu.Unlock()
 	return nil
 }
+
+// applyYield is how many records the applier applies between two chances
+// for other goroutines to run.
+const applyYield = 128
 
 // keyApplied is where the meta bucket keeps the sequence number of the last
 // intake record applied.
