@@ -50,6 +50,7 @@ type DispatcherConfig struct {
 	// Outcomes, when set, is told how each delivery ended (delivered, or
 	// dead-lettered) before the store records it: what it queues in
 	// consequence (Followups) is durable before the delivery is settled.
+	// If it implements Waits too, it is told of each delivery that waits.
 	Outcomes Outcomes
 }
 
@@ -59,6 +60,32 @@ type Outcomes interface {
 	// recorded; ctx outlives shutdown's start. It must not block for
 	// long: the delivery is settled after it returns.
 	Outcome(ctx context.Context, o Outcome)
+}
+
+// Waits, when the Outcomes implements it too, is told of each delivery
+// that is not settled but waits (SPEC §5: held, not dead): one that failed
+// and is to be tried again, and one handed out while its sink is down,
+// which waits for the sink's probe. It is told on every such wait (what it
+// does in consequence must be idempotent), before the retry is scheduled,
+// and must not block for long.
+type Waits interface {
+	Waiting(ctx context.Context, w Wait)
+}
+
+// Wait is a delivery that waits for another attempt.
+type Wait struct {
+	Sink  string
+	Event *Event
+	// Down is why the sink is down (DownBroken, DownUnreachable); "" while
+	// it is up.
+	Down string
+	// Err is the last failure (its text scrubbed): this attempt's, or the
+	// sink's last while it is down.
+	Err error
+	// Since is the start of the delivery's retry.max_age (as Outcome's);
+	// Next is when it may be tried again, zero when that is the sink's
+	// next probe.
+	Since, Next time.Time
 }
 
 // Outcome is how one delivery ended.
@@ -211,6 +238,10 @@ func (d *Dispatcher) work(ctx, drain context.Context) error {
 			return fmt.Errorf("next delivery: %w", err)
 		}
 		d.cfg.Accepting.Wait(ctx, del.Event.ID)
+		if down, err := d.downNow(); down != "" {
+			// Held without an attempt until the probe finds the sink up.
+			d.waiting(ctx, Wait{Sink: d.name, Event: del.Event, Down: down, Err: err, Since: del.Since})
+		}
 		tk, err := d.admit(ctx)
 		if err == nil && ctx.Err() != nil {
 			// Shutting down: what is due at once is still handed out,
@@ -584,6 +615,9 @@ func (d *Dispatcher) retryLater(ctx context.Context, del *Delivery, delay time.D
 			d.cfg.Retry.MaxAge, del.Attempts+1, cause))
 		return
 	}
+	// Told before the retry is scheduled, while this worker holds the
+	// delivery: what it queues precedes what the delivery's end queues.
+	d.waiting(ctx, Wait{Sink: d.name, Event: del.Event, Down: d.downCause(), Err: cause, Since: del.Since, Next: now.Add(delay)})
 	if err := del.Nak(ctx, delay, d.cfg.Scrub.Scrub(cause.Error())); err != nil {
 		d.cfg.Logger.Error("could not schedule retry", "event_id", del.Event.ID, "err", err)
 		return
@@ -615,6 +649,14 @@ func (d *Dispatcher) park(ctx context.Context, del *Delivery, reason string) {
 	d.cfg.Logger.Error("delivery parked in the dead letters", "event_id", del.Event.ID, "topic", del.Event.Topic,
 		"conversation_id", del.Event.ConversationID, "attempt", del.Attempts+1, "reason", reason,
 		"replay", d.cfg.ReplayCommand+" "+DeadLetterID(del.Event.ID, d.name))
+}
+
+// waiting tells the Outcomes, if they implement Waits, of a delivery that
+// waits.
+func (d *Dispatcher) waiting(ctx context.Context, w Wait) {
+	if ws, ok := d.cfg.Outcomes.(Waits); ok {
+		ws.Waiting(context.WithoutCancel(ctx), w)
+	}
 }
 
 // outcome tells the Outcomes, if any, how a delivery ended.

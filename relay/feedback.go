@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -25,8 +26,15 @@ type FollowupsConfig struct {
 	// ReplayCommand is the command line that replays a dead letter when
 	// given its id (default "chatrelay dlq replay").
 	ReplayCommand string
-	Logger        *slog.Logger
-	Clock         clockwork.Clock
+	// StatusCommand is the command line that shows the sinks' state to an
+	// operator, named in a held reply's note (default "chatrelay status").
+	StatusCommand string
+	// HeldAfter is how long an agent reply may wait, failing, before its
+	// thread is told it is held, unless its destination is down: then at
+	// once (default DefaultHeldAfter).
+	HeldAfter time.Duration
+	Logger    *slog.Logger
+	Clock     clockwork.Clock
 }
 
 // Followups turns how deliveries ended into what the two-way sinks show
@@ -37,6 +45,9 @@ type FollowupsConfig struct {
 //     the replay command), both queued as follow-up events for the sink
 //     the reply was written in, so that its dispatcher posts them, paced
 //     like every post;
+//   - one that waits (Waits) because its destination is down, or that will
+//     have waited HeldAfter before its next attempt, a note in its thread
+//     that it is held, once per reply (until it is replayed);
 //   - an escalation posted to a two-way sink is recorded in the
 //     conversation's state, and scheduled for a re-page (Repager).
 //
@@ -46,6 +57,17 @@ type FollowupsConfig struct {
 type Followups struct {
 	cfg FollowupsConfig
 }
+
+// DefaultHeldAfter is how long a reply may keep failing before its thread
+// is told it is held while Chat Data is up. A reply normally reaches Chat
+// Data within a second, and a passing 5xx or a dropped connection is
+// retried within seconds (backoff from retry.initial, 1s by default: five
+// attempts fit in a minute), so a minute rarely tells of a hiccup that
+// heals by itself; and an agent who saw no ✅ for a minute starts to wonder
+// whether the visitor has the answer. A destination that is down (a
+// refused key, or the breaker tripped) is told at once: it will not heal by
+// itself within seconds.
+const DefaultHeldAfter = time.Minute
 
 // followupTimeout bounds what Followups does for one outcome: the
 // delivery waits for it to be settled.
@@ -59,6 +81,12 @@ func NewFollowups(cfg FollowupsConfig) (*Followups, error) {
 	if cfg.ReplayCommand == "" {
 		cfg.ReplayCommand = "chatrelay dlq replay"
 	}
+	if cfg.StatusCommand == "" {
+		cfg.StatusCommand = "chatrelay status"
+	}
+	if cfg.HeldAfter <= 0 {
+		cfg.HeldAfter = DefaultHeldAfter
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -68,7 +96,64 @@ func NewFollowups(cfg FollowupsConfig) (*Followups, error) {
 	return &Followups{cfg: cfg}, nil
 }
 
-var _ Outcomes = (*Followups)(nil)
+var (
+	_ Outcomes = (*Followups)(nil)
+	_ Waits    = (*Followups)(nil)
+)
+
+// Waiting implements Waits: an agent reply that waits for Chat Data is
+// told in its thread, once, when its destination is down or when its next
+// attempt comes HeldAfter or more after it was accepted (or replayed). The
+// note is keyed by the reply and its retry.max_age's start, so that every
+// retry, every replica and a restart queue it once; a replay that is held
+// again is told again.
+func (f *Followups) Waiting(ctx context.Context, w Wait) {
+	ev := w.Event
+	r := ev.AgentReply()
+	if r == nil || !slices.Contains(f.cfg.Destinations, w.Sink) {
+		return
+	}
+	if w.Down == "" && (w.Next.IsZero() || w.Next.Sub(w.Since) < f.cfg.HeldAfter) {
+		return
+	}
+	if _, ok := f.cfg.TwoWay[r.Sink]; !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, followupTimeout)
+	defer cancel()
+	why, until := heldWords(w)
+	fu := Followup{Kind: FollowupHeld, Sink: r.Sink, Key: "held:" + ev.ID + ":" + stamp(w.Since), Reply: r,
+		Reason: why, Until: until, Status: f.cfg.StatusCommand}
+	if err := f.queue(ctx, ev.ConversationID, ev.ChatbotID, fu); err != nil {
+		f.cfg.Logger.Warn("agent reply held, but the thread could not be told", "sink", r.Sink, "event_id", ev.ID,
+			"conversation_id", ev.ConversationID, "err", err)
+	}
+}
+
+// heldWords say why a reply waits and when it goes, for the agent: in
+// the relay's words, from the failure's class and HTTP status alone (no
+// text of the answer, so nothing secret can be in them).
+func heldWords(w Wait) (why, until string) {
+	status := ""
+	var se *StatusError
+	if errors.As(w.Err, &se) {
+		status = " (HTTP " + strconv.Itoa(se.Status) + ")"
+	}
+	reason := ReasonOf(w.Err)
+	switch {
+	case w.Down == DownBroken && reason == ReasonAuth:
+		return "Chat Data refuses chatrelay's API key" + status, "once the key is fixed"
+	case w.Down == DownBroken:
+		return "Chat Data refuses chatrelay's requests" + status, "once an operator fixes chatrelay's configuration"
+	case w.Down == DownUnreachable || Unreachable(w.Err):
+		return "Chat Data cannot be reached", "as soon as Chat Data answers again"
+	case reason == ReasonRateLimited:
+		return "Chat Data asks chatrelay to wait" + status, "as soon as Chat Data allows it"
+	case status != "":
+		return "Chat Data answers with an error" + status, "as soon as Chat Data takes it"
+	}
+	return "Chat Data did not take it", "as soon as Chat Data takes it"
+}
 
 // Outcome implements Outcomes.
 func (f *Followups) Outcome(ctx context.Context, o Outcome) {

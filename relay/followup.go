@@ -29,6 +29,11 @@ const (
 	// FollowupDead: the reply was dead-lettered; the sink says so in its
 	// thread, with why and the command that sends it again.
 	FollowupDead = "reply-dead"
+	// FollowupHeld: the reply waits, kept and retried, because Chat Data
+	// refuses the relay's key, cannot be reached or keeps failing; the
+	// sink says so once in its thread, in reply to the agent's message
+	// (the ✅ still follows once it is delivered).
+	FollowupHeld = "reply-held"
 	// FollowupStatus: a Claim or Resolve click changed the conversation's
 	// status; the sink shows it on the message clicked.
 	FollowupStatus = "status"
@@ -52,8 +57,13 @@ type Followup struct {
 	Reply *Reply `json:"reply,omitempty"`
 	// Reason is why the reply was dead-lettered, scrubbed of every
 	// configured secret; Replay the command that sends it again.
+	// (FollowupHeld: Reason is why it waits, in the relay's words, Until
+	// when it goes, and Status the command that shows the destination's
+	// state to an operator.)
 	Reason string `json:"reason,omitempty"`
 	Replay string `json:"replay,omitempty"`
+	Until  string `json:"until,omitempty"`
+	Status string `json:"status,omitempty"`
 
 	// State is the conversation's status (FollowupStatus, FollowupRepage).
 	State *ConversationState `json:"state,omitempty"`
@@ -140,6 +150,10 @@ func statusKey(channel, messageID string, st ConversationState) string {
 const (
 	// NotDelivered opens the note of a reply that was dead-lettered.
 	NotDelivered = "This reply did not reach the visitor"
+	// NotDeliveredYet opens the note of a reply that is held.
+	NotDeliveredYet = "Not delivered yet"
+	// OperatorSees ends it, before the status command.
+	OperatorSees = "An operator sees why in"
 	// StillUnclaimed opens a re-page.
 	StillUnclaimed = "Still unclaimed"
 	// VisitorWaiting follows it.
@@ -177,6 +191,27 @@ func (f *Followup) Note() string {
 		b.WriteString(" To send it again: ")
 		b.WriteString(f.Replay)
 	}
+	return b.String()
+}
+
+// HeldLine is what the thread's note of a held reply says, but for the
+// command an operator runs (OperatorSees): "Not delivered yet: Chat Data
+// refuses chatrelay's API key (HTTP 401). It is kept and sent once the key
+// is fixed; you will see ✅ when the visitor has it."
+func (f *Followup) HeldLine() string {
+	var b strings.Builder
+	b.WriteString(NotDeliveredYet)
+	if r := strings.TrimSpace(f.Reason); r != "" {
+		b.WriteString(": ")
+		b.WriteString(strings.TrimSuffix(r, "."))
+	}
+	b.WriteString(". It is kept and sent ")
+	if u := strings.TrimSpace(f.Until); u != "" {
+		b.WriteString(u)
+	} else {
+		b.WriteString("as soon as Chat Data takes it")
+	}
+	b.WriteString("; you will see ✅ when the visitor has it.")
 	return b.String()
 }
 

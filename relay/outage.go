@@ -49,6 +49,7 @@ type outage struct {
 	probeFails int
 	lastErr    string
 	lastErrAt  time.Time
+	lastCause  error // the last failure itself (its text scrubbed), for Waits
 	// After an outage: how many deliveries were pending when it ended, and
 	// how many have been delivered since.
 	backlog, drained int
@@ -99,8 +100,18 @@ func (d *Dispatcher) pendingAttrs(ctx context.Context, now time.Time) []any {
 // noteError records the last failure, for chatrelay status.
 func (d *Dispatcher) noteError(now time.Time, err error) {
 	d.outage.mu.Lock()
-	d.outage.lastErr, d.outage.lastErrAt = err.Error(), now
+	d.outage.lastErr, d.outage.lastErrAt, d.outage.lastCause = err.Error(), now, err
 	d.outage.mu.Unlock()
+}
+
+// downNow returns why the sink is down ("" when up) and its last failure.
+func (d *Dispatcher) downNow() (string, error) {
+	d.outage.mu.Lock()
+	defer d.outage.mu.Unlock()
+	if !d.outage.down {
+		return "", nil
+	}
+	return d.outage.cause, d.outage.lastCause
 }
 
 // reachable resets the breaker: the destination answered.

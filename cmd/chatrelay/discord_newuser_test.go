@@ -20,6 +20,7 @@ import (
 
 	"github.com/bwmarrin/discordgo"
 
+	"github.com/chatrelay/chatrelay/relay"
 	"github.com/chatrelay/chatrelay/relay/relaytest"
 	"github.com/chatrelay/chatrelay/sinks/chatdata/chatdatatest"
 	"github.com/chatrelay/chatrelay/sinks/discord/discordtest"
@@ -37,9 +38,9 @@ import (
 //     replies reach the visitor in the order written;
 //  4. Claim shows who has the conversation on the escalation (the second
 //     clicker is told, only them), Resolve shows it resolved;
-//  5. with a Chat Data key that is refused (401) the reply is held, then
-//     dead-lettered at retry.max_age, and the thread says so with the
-//     replay command.
+//  5. with a Chat Data key that is refused (401) the reply is held (the
+//     thread told once), then dead-lettered at retry.max_age, and the
+//     thread says so with the replay command.
 //
 // It logs what the channel shows at each step (go test -v).
 func TestDiscordTwoWayAsANewUser(t *testing.T) {
@@ -225,6 +226,34 @@ sinks:
 	}
 	if err := json.Unmarshal(told.Payload, &ref); err != nil || ref.Reference.MessageID != lost {
 		t.Errorf("the note is not in reply to the lost reply: %s", told.Payload)
+	}
+	// Before that, held: told once at the first 401, in reply to it,
+	// although the reply was retried until retry.max_age.
+	var held []discordtest.Message
+	deadAt, heldAt := -1, -1
+	for i, m := range rest.Messages(thread) {
+		switch {
+		case strings.Contains(m.Content, relay.NotDeliveredYet):
+			held, heldAt = append(held, m), i
+		case m.ID == told.ID:
+			deadAt = i
+		}
+	}
+	refused := 0
+	for _, r := range api.Requests() {
+		if r.Status == http.StatusUnauthorized {
+			refused++
+		}
+	}
+	if len(held) != 1 || refused < 2 {
+		t.Fatalf("%d held notes after %d refusals from Chat Data, want one despite the retries", len(held), refused)
+	}
+	if !strings.HasPrefix(held[0].Content, "⏳ "+relay.NotDeliveredYet+": Chat Data refuses chatrelay's API key (HTTP 401).") ||
+		heldAt > deadAt {
+		t.Errorf("the held note %q does not say why, or does not come before the dead-letter note", held[0].Content)
+	}
+	if err := json.Unmarshal(held[0].Payload, &ref); err != nil || ref.Reference.MessageID != lost {
+		t.Errorf("the held note is not in reply to the lost reply: %s", held[0].Payload)
 	}
 	if checked(lost) || len(api.Messages(conv)) != 3 {
 		t.Errorf("the refused reply got ✅ or reached the visitor")

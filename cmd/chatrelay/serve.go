@@ -168,7 +168,8 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 	}
 	followups, err := relay.NewFollowups(relay.FollowupsConfig{
 		Store: store, Conversations: conversations, TwoWay: replies, Destinations: destinations,
-		ReplayCommand: a.commandLine("dlq", "replay"), Logger: logger.With("component", "followups"), Clock: clock,
+		ReplayCommand: a.commandLine("dlq", "replay"), StatusCommand: a.commandLine("status"),
+		Logger: logger.With("component", "followups"), Clock: clock,
 	})
 	if err != nil {
 		return err

@@ -366,7 +366,10 @@ func TestBrowser(t *testing.T) {
 	browserStep(t, tab, "every control reached with Tab, focus visible", func(t *testing.T, ctx context.Context) {
 		// The filtered dead letters: filters, actions, the list. Tab
 		// through the page and note what takes the focus, and whether it
-		// shows.
+		// shows. console.js is deferred: it disables the selection
+		// buttons once it has run, so count only after the page loaded.
+		_, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.readyState === "complete"`))
+		must(t, err)
 		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`(() => {
 			const els = [...document.querySelectorAll("a[href], button, input, select, summary")]
 				.filter(e => !e.disabled && e.type !== "hidden" && e.getClientRects().length > 0);

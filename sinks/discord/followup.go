@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/bwmarrin/discordgo"
 
@@ -15,6 +16,9 @@ import (
 // dispatcher, paced and retried like every post:
 //   - reply-delivered: a ✅ reaction on the agent's message, once Chat
 //     Data accepted the reply;
+//   - reply-held: a message in the thread, in reply to the agent's, that
+//     the reply is not delivered yet, why, that it is kept and sent later
+//     (the ✅ says when), and where an operator sees why; once per reply;
 //   - reply-dead: a message in the thread, in reply to the agent's, that
 //     the reply did not reach the visitor, why, and the command that sends
 //     it again;
@@ -46,6 +50,8 @@ func (s *Sink) followupTurn(ev *relay.Event) (*relay.Turn, error) {
 		act = func(ctx context.Context) error { return s.react(ctx, rep, f) }
 	case relay.FollowupDead:
 		act = func(ctx context.Context) error { return s.notDelivered(ctx, rep, f) }
+	case relay.FollowupHeld:
+		act = func(ctx context.Context) error { return s.held(ctx, rep, f) }
 	case relay.FollowupStatus:
 		act = func(ctx context.Context) error { return s.showStatus(ctx, rep, ev, f) }
 	case relay.FollowupRepage:
@@ -95,13 +101,29 @@ func reactionURL(s *Sink, channel, message string) *url.URL {
 // message, that it did not reach the visitor, why, and how to send it
 // again.
 func (s *Sink) notDelivered(ctx context.Context, rep *relay.Report, f *relay.Followup) error {
+	return s.note(ctx, rep, f, "⚠️ "+literal(f.Note()))
+}
+
+// held says in the reply's thread, in reply to the agent's message, that
+// it is not delivered yet, why, and that it is kept and sent later.
+func (s *Sink) held(ctx context.Context, rep *relay.Report, f *relay.Followup) error {
+	content := "⏳ " + literal(f.HeldLine())
+	if f.Status != "" {
+		content += " " + relay.OperatorSees + " `" + strings.ReplaceAll(f.Status, "`", "'") + "`."
+	}
+	return s.note(ctx, rep, f, content)
+}
+
+// note posts content in the reply's thread, in reply to the agent's
+// message.
+func (s *Sink) note(ctx context.Context, rep *relay.Report, f *relay.Followup, content string) error {
 	r := f.Reply
 	if r == nil || validID(r.Thread) == "" {
-		return relay.Permanent(s.errorf("reply-dead follow-up without the reply's thread"), relay.ReasonClientError)
+		return relay.Permanent(s.errorf("%s follow-up without the reply's thread", f.Kind), relay.ReasonClientError)
 	}
-	content, cut := truncate("⚠️ "+literal(f.Note()), maxContent)
+	content, cut := truncate(content, maxContent)
 	if cut {
-		s.log.WarnContext(ctx, "note of an undelivered reply cut", "limit", maxContent)
+		s.log.WarnContext(ctx, "note on an agent's reply cut", "kind", f.Kind, "limit", maxContent)
 	}
 	send := struct {
 		*discordgo.MessageSend
@@ -114,7 +136,7 @@ func (s *Sink) notDelivered(ctx context.Context, rep *relay.Report, f *relay.Fol
 		payload: send, in: inThread}, nil)
 	if threadGone(err) {
 		// Archived and locked, or deleted: nobody reads it there.
-		s.log.WarnContext(ctx, "the reply's thread is gone; the undelivered reply is in the dead letters only", "err", err)
+		s.log.WarnContext(ctx, "the reply's thread is gone; its note is not posted", "kind", f.Kind, "err", err)
 		return nil
 	}
 	return err

@@ -19,8 +19,8 @@ import (
 // TestGoldenTwoWay: every request a two-way sink makes to Discord over a
 // conversation's life, in order, is testdata/two-way.golden: the
 // escalation with Claim and Resolve opening the thread; ✅ on an agent's
-// reply that reached the visitor; the note in reply to one that was
-// dead-lettered; the escalation showing it claimed (Claim disabled), then
+// reply that reached the visitor; the note in reply to one held (Chat
+// Data refuses the key), then the note in reply to it dead-lettered; the escalation showing it claimed (Claim disabled), then
 // resolved (both disabled); an unclaimed escalation posted again with the
 // mention. GETs are listed by path (what the sink read before an edit).
 func TestGoldenTwoWay(t *testing.T) {
@@ -53,6 +53,8 @@ func TestGoldenTwoWay(t *testing.T) {
 	}
 	steps := []relay.Followup{
 		{Kind: relay.FollowupDelivered, Reply: reply(agent)},
+		{Kind: relay.FollowupHeld, Reply: reply(lost), Reason: "Chat Data refuses chatrelay's API key (HTTP 401)",
+			Until: "once the key is fixed", Status: "chatrelay --config /etc/chatrelay.yaml status"},
 		{Kind: relay.FollowupDead, Reply: reply(lost), Reason: "chatdata: HTTP 401: Unauthorized: invalid API key",
 			Replay: "chatrelay dlq replay 01936f3a-0000-7000-8000-000000000009.chatdata"},
 		{Kind: relay.FollowupStatus, State: &claimed, Channel: channel, MessageID: thread},

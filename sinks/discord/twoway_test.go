@@ -116,6 +116,49 @@ func TestFollowupNotDelivered(t *testing.T) {
 	}
 }
 
+// TestFollowupHeld: a reply that waits for Chat Data is told in its
+// thread, in reply to the agent's message: not delivered yet, why, that
+// it is kept and the ✅ says when it went, and the command that shows an
+// operator why (as code); nothing in it can ping.
+func TestFollowupHeld(t *testing.T) {
+	t.Parallel()
+	w := newTwoWay(t, twoWayOptions{})
+	msg := w.rest.Write(w.thread, dana, "reply: refunded")
+	reply := &relay.Reply{Sink: "chat", Channel: w.thread, Thread: w.thread, MessageID: msg.ID, Text: "refunded"}
+	f := relay.Followup{Kind: relay.FollowupHeld, Reply: reply, Reason: "Chat Data cannot be reached <@&1> *now*",
+		Until: "as soon as Chat Data answers again", Status: "chatrelay --config '/etc/chat`relay.yaml' status"}
+	if err := w.sink.Send(t.Context(), w.followup(t, f)); err != nil {
+		t.Fatal(err)
+	}
+	msgs := w.rest.Messages(w.thread)
+	last := msgs[len(msgs)-1]
+	for _, want := range []string{"⏳ Not delivered yet: Chat Data cannot be reached", "It is kept and sent as soon as Chat Data answers again; " +
+		"you will see ✅ when the visitor has it. An operator sees why in `chatrelay --config '/etc/chat'relay.yaml' status`."} {
+		if !strings.Contains(last.Content, want) {
+			t.Errorf("note %q lacks %q", last.Content, want)
+		}
+	}
+	if strings.Contains(last.Content, "<@&1>") || strings.Contains(last.Content, " *now*") {
+		t.Errorf("note carries live markup: %q", last.Content)
+	}
+	var body struct {
+		Reference struct {
+			MessageID string `json:"message_id"`
+		} `json:"message_reference"`
+		AllowedMentions struct {
+			Parse []string `json:"parse"`
+		} `json:"allowed_mentions"`
+	}
+	if err := json.Unmarshal(last.Payload, &body); err != nil || body.Reference.MessageID != msg.ID || len(body.AllowedMentions.Parse) != 0 {
+		t.Fatalf("note not in reply to the agent's message, or may ping: %s", last.Payload)
+	}
+	// Without a thread to post in, it is parked, not retried.
+	f.Reply = &relay.Reply{Sink: "chat", MessageID: msg.ID}
+	if c, _ := relay.Classify(w.sink.Send(t.Context(), w.followup(t, f))); c != relay.ClassPermanent {
+		t.Errorf("a held note without its thread: class %s, want permanent", c)
+	}
+}
+
 // escalationIn is the sample escalation in the harness's conversation
 // (which has a thread already).
 func (w *twoWay) escalationIn(t *testing.T) *relay.Event {

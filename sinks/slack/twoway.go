@@ -16,8 +16,8 @@ import (
 
 // What a two-way sink adds to Slack (SPEC §10): Claim and Resolve buttons
 // on escalations, and what the relay's follow-ups show: a reaction on an
-// agent's message Chat Data accepted, a note in the thread of one that was
-// dead-lettered, the status on the message whose button was clicked, an
+// agent's message Chat Data accepted, a note in the thread of one that is
+// held (once) and of one that was dead-lettered, the status on the message whose button was clicked, an
 // unclaimed escalation posted again with the mention.
 
 // The buttons' ids. A click carries the action id, and the conversation as
@@ -110,6 +110,14 @@ func (s *Sink) followupTurn(ev *relay.Event) (*relay.Turn, error) {
 			_, _, err := s.postAPI(ctx, noteMessage(fu), fu.Reply.Thread, false)
 			return relay.Placed{}, followupError(err)
 		}, false), nil
+	case relay.FollowupHeld:
+		if fu.Reply == nil {
+			break
+		}
+		return one(func(ctx context.Context, _ string) (relay.Placed, error) {
+			_, _, err := s.postAPI(ctx, heldMessage(fu), fu.Reply.Thread, false)
+			return relay.Placed{}, followupError(err)
+		}, false), nil
 	case relay.FollowupStatus:
 		if fu.State == nil || fu.MessageID == "" {
 			break
@@ -192,6 +200,20 @@ func noteMessage(fu *relay.Followup) message {
 		replay := "To send it again: `" + escape(strings.ReplaceAll(fu.Replay, "`", "'")) + "`"
 		blocks = append(blocks, slackapi.NewContextBlock("", slackapi.NewTextBlockObject(slackapi.MarkdownType, clip(replay, maxSectionText), false, false)))
 		text += " " + replay
+	}
+	return message{text: clip(text, maxMessageText), blocks: blocks}
+}
+
+// heldMessage is the thread's note of a reply that waits for Chat Data:
+// why, that it is kept and sent later (the ✅ says when), and where an
+// operator sees why.
+func heldMessage(fu *relay.Followup) message {
+	text := ":hourglass_flowing_sand: " + escape(fu.HeldLine())
+	blocks := []slackapi.Block{slackapi.NewSectionBlock(slackapi.NewTextBlockObject(slackapi.MarkdownType, clip(text, maxSectionText), false, false), nil, nil)}
+	if fu.Status != "" {
+		where := relay.OperatorSees + " `" + escape(strings.ReplaceAll(fu.Status, "`", "'")) + "`."
+		blocks = append(blocks, slackapi.NewContextBlock("", slackapi.NewTextBlockObject(slackapi.MarkdownType, clip(where, maxSectionText), false, false)))
+		text += " " + where
 	}
 	return message{text: clip(text, maxMessageText), blocks: blocks}
 }

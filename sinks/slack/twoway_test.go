@@ -359,6 +359,11 @@ func TestReplyFromTheThread(t *testing.T) {
 	if re := r.slack.Reactions(); len(re) != 1 || re[0] != (slacktest.Reaction{Channel: channel, TS: "1765000000.000200", Name: "white_check_mark"}) {
 		t.Fatalf("reactions %+v", re)
 	}
+	for _, m := range r.slack.Messages() {
+		if strings.Contains(m.Text, relay.NotDeliveredYet) {
+			t.Errorf("a reply delivered at its second try was told held: %q", m.Text)
+		}
+	}
 	if n := r.replies(relay.ReplyAccepted); n != 1 {
 		t.Errorf("accepted %v", n)
 	}
@@ -498,8 +503,9 @@ func TestDeadLetteredReplyIsToldInTheThread(t *testing.T) {
 
 // TestReplyDeadLetteredOn401: Chat Data refuses the relay's key (401, a
 // bad or revoked key): the destination is broken, so the reply is kept and
-// retried (the key may be fixed) until retry.max_age, then dead-lettered;
-// the thread says it did not reach the visitor, that the key was refused,
+// retried (the key may be fixed) until retry.max_age, the thread told once
+// that it is held, then dead-lettered; the thread says it did not reach
+// the visitor, that the key was refused,
 // and how to replay it, and names no secret.
 func TestReplyDeadLetteredOn401(t *testing.T) {
 	t.Parallel()
@@ -512,9 +518,6 @@ func TestReplyDeadLetteredOn401(t *testing.T) {
 	if a := r.wait(r.apiIn, "live-chat"); a.status != 401 {
 		t.Fatalf("Chat Data answered %d, want 401", a.status)
 	}
-	if a := r.wait(r.slackIn, "chat.postMessage"); a.status != 200 {
-		t.Fatalf("note: %+v", a)
-	}
 	var dead []relay.DeadLetter
 	relaytest.Eventually(t, 10*time.Second, "the dead letter", func() bool {
 		dead, _ = r.store.ListDead(t.Context(), chatdata.Name, 0)
@@ -523,8 +526,21 @@ func TestReplyDeadLetteredOn401(t *testing.T) {
 	if !strings.Contains(dead[0].Reason, "retry.max_age") || !strings.Contains(dead[0].Reason, "401") {
 		t.Errorf("dead letter's reason %q, want retry.max_age after a 401", dead[0].Reason)
 	}
-	msgs := r.slack.Messages()
-	note := msgs[len(msgs)-1]
+	// First held (told once, at the first 401), then dead-lettered.
+	var notes []slacktest.Message
+	relaytest.Eventually(t, 10*time.Second, "the dead-letter note", func() bool {
+		notes = nil
+		for _, m := range r.slack.Messages() {
+			if m.ThreadTS == thread && (strings.Contains(m.Text, relay.NotDeliveredYet) || strings.Contains(m.Text, relay.NotDelivered)) {
+				notes = append(notes, m)
+			}
+		}
+		return len(notes) > 0 && strings.Contains(notes[len(notes)-1].Text, relay.NotDelivered)
+	})
+	if len(notes) != 2 || !strings.Contains(notes[0].Text, relay.NotDeliveredYet+": Chat Data refuses chatrelay's API key (HTTP 401)") {
+		t.Fatalf("the thread's notes %+v, want one held note, then the dead-letter note", notes)
+	}
+	note := notes[1]
 	if note.ThreadTS != thread || note.Broadcast {
 		t.Fatalf("note posted in %q (broadcast %v), want the thread %s", note.ThreadTS, note.Broadcast, thread)
 	}
@@ -537,6 +553,56 @@ func TestReplyDeadLetteredOn401(t *testing.T) {
 	relaytest.AssertNoSecret(t, "the thread note", note.Text+string(note.Blocks), badKey, r.api.Key)
 	if len(r.api.Messages("conv-bad-key")) != 0 || len(r.slack.Reactions()) != 0 {
 		t.Error("a refused reply reached the visitor or got a ✅")
+	}
+}
+
+// TestHeldReplyIsToldOnce: Chat Data refuses the relay's key (401) six
+// times, then takes it (the key fixed): the reply is kept and retried, the
+// thread says once, under the agent's message, that it is not delivered
+// yet and why, without a secret; then the ✅ comes, and no dead-letter
+// note.
+func TestHeldReplyIsToldOnce(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, rigOptions{})
+	thread := r.escalate("conv-held")
+	const refusals = 6
+	for range refusals {
+		r.api.Script(chatdatatest.Response{Status: 401, Error: "Unauthorized: invalid API key"})
+	}
+	if code := r.send(message(thread, "1765000000.000560", dana, "reply: your refund is on its way", nil), "application/json", nil); code != 200 {
+		t.Fatal(code)
+	}
+	if a := r.wait(r.slackIn, "reactions.add"); a.status != 200 {
+		t.Fatalf("reactions.add: %+v", a)
+	}
+	// What the reply's delivery queued was posted before its ✅ (the
+	// conversation's order): the thread is complete.
+	var held []slacktest.Message
+	for _, m := range r.slack.Messages() {
+		if m.ThreadTS == thread && strings.Contains(m.Text, relay.NotDeliveredYet) {
+			held = append(held, m)
+		}
+		if strings.Contains(m.Text, relay.NotDelivered) {
+			t.Errorf("a dead-letter note for a reply that was delivered: %q", m.Text)
+		}
+	}
+	if len(held) != 1 {
+		t.Fatalf("%d held notes in the thread, want 1 despite %d refusals: %+v", len(held), refusals, held)
+	}
+	want := ":hourglass_flowing_sand: Not delivered yet: Chat Data refuses chatrelay's API key (HTTP 401). It is kept and sent " +
+		"once the key is fixed; you will see ✅ when the visitor has it. An operator sees why in `chatrelay status`."
+	if held[0].Text != want || held[0].Broadcast {
+		t.Errorf("the note says %q (broadcast %v), want %q in the thread", held[0].Text, held[0].Broadcast, want)
+	}
+	relaytest.AssertNoSecret(t, "the held note", held[0].Text+string(held[0].Blocks), r.api.Key)
+	if n := len(r.api.Requests()); n != refusals+1 {
+		t.Errorf("Chat Data got %d requests, want %d", n, refusals+1)
+	}
+	if got := r.api.Messages("conv-held"); len(got) != 1 || got[0].Text != "your refund is on its way" {
+		t.Errorf("the visitor got %+v", got)
+	}
+	if re := r.slack.Reactions(); len(re) != 1 || re[0].TS != "1765000000.000560" {
+		t.Errorf("reactions %+v", re)
 	}
 }
 
@@ -768,8 +834,9 @@ func formDoc(t *testing.T, body []byte) []byte {
 }
 
 // TestGoldenTwoWay: what a two-way sink sends Slack: the escalation with
-// its buttons, and each follow-up (the reaction, the note of a reply that
-// did not reach the visitor, the status after a claim and a resolution,
+// its buttons, and each follow-up (the reaction, the note of a reply held
+// because Chat Data refuses the key, the note of a reply that did not
+// reach the visitor, the status after a claim and a resolution,
 // the re-page).
 func TestGoldenTwoWay(t *testing.T) {
 	t.Parallel()
@@ -804,6 +871,10 @@ func TestGoldenTwoWay(t *testing.T) {
 	}{
 		{"two-way-escalation", func() *relay.Event { return esc }, "chat.postMessage"},
 		{"followup-reaction", func() *relay.Event { return followup(relay.Followup{Kind: relay.FollowupDelivered, Reply: &reply}) }, "reactions.add"},
+		{"followup-held", func() *relay.Event {
+			return followup(relay.Followup{Kind: relay.FollowupHeld, Reply: &reply, Reason: "Chat Data refuses chatrelay's API key (HTTP 401)",
+				Until: "once the key is fixed", Status: "chatrelay --config /etc/chatrelay.yaml status"})
+		}, "chat.postMessage"},
 		{"followup-note", func() *relay.Event {
 			return followup(relay.Followup{Kind: relay.FollowupDead, Reply: &reply,
 				Reason: "chatdata: live-chat: HTTP 404: Conversation not found <b>", Replay: "chatrelay dlq replay e1.chatdata"})
