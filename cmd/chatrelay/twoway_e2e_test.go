@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -59,42 +58,12 @@ sinks:
 }
 
 // relayRun is one serve process of a test.
-type relayRun struct {
-	listen, admin string
-	logs          *relaytest.LogBuffer
-	stop          func()
-}
+type relayRun = replicaProc
 
 // startSlackServe runs serve on cfg until stop (or the test's end).
 func startSlackServe(t *testing.T, cfg, listen, admin string) *relayRun {
 	t.Helper()
-	path := writeConfig(t, cfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &relayRun{listen: listen, admin: admin, logs: &relaytest.LogBuffer{}}
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"serve", "--config", path}, nil, &relaytest.LogBuffer{}, r.logs, os.Getenv)
-	}()
-	stopped := false
-	r.stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		if code := <-done; code != 0 {
-			t.Errorf("serve exit %d:\n%s", code, r.logs.String())
-		}
-	}
-	t.Cleanup(r.stop)
-	relaytest.Eventually(t, 30*time.Second, "the receiver", func() bool {
-		resp, err := http.Get("http://" + listen + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil && resp.StatusCode == 200
-	})
-	return r
+	return serveAt(t, "serve", writeConfig(t, cfg), listen, admin)
 }
 
 // escalation is Chat Data's live-chat-escalation of the conversation.
