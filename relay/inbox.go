@@ -202,6 +202,17 @@ func (in *Inbox) Accept(ctx context.Context, m ThreadMessage) (Intake, error) {
 	return Intake{Result: ReplyAccepted, ID: acc.ID}, nil
 }
 
+// Ignore counts a thread message the adapter itself found not to be a
+// reply (why: an Ignored… reason), as Accept counts those it ignores. For
+// what the adapter can tell and the inbox cannot: that a Slack message is
+// in a channel other than the sink's, where no thread is the relay's.
+func (in *Inbox) Ignore(m ThreadMessage, why string) Intake {
+	in.count(m.Sink, ReplyIgnored)
+	in.cfg.Logger.Debug("thread message not for the visitor", "sink", m.Sink, "message_id", m.MessageID,
+		"reason", why, "agent_id", m.AgentID, "channel", m.Channel)
+	return Intake{Result: ReplyIgnored, Why: why}
+}
+
 // RejectedSignature counts a request refused because its signature did
 // not hold, under sink (the two-way sink the endpoint serves).
 func (in *Inbox) RejectedSignature(sink string) { in.count(sink, ReplyRejectedSignature) }

@@ -219,13 +219,14 @@ func (r ReplyRule) Hint() string {
 // Visitor returns what of a thread message goes to the visitor, and false
 // when nothing does (a note, or a message that is empty once the prefix is
 // stripped). Prefixes are matched without regard to case, after leading
-// spaces.
+// spaces and invisible characters; control characters (but line breaks
+// and tabs) are dropped wherever they are.
 func (r ReplyRule) Visitor(text string) (string, bool) {
 	prefix := strings.TrimSpace(r.Prefix)
 	if prefix == "" {
 		prefix = DefaultReplyPrefix // Validate refuses a blank one
 	}
-	text = strings.TrimLeftFunc(text, unicode.IsSpace)
+	text = strings.TrimLeftFunc(shown(text), invisible)
 	rest, prefixed := cutPrefixFold(text, prefix)
 	switch {
 	case prefixed:
@@ -237,9 +238,28 @@ func (r ReplyRule) Visitor(text string) (string, bool) {
 	default:
 		return "", false
 	}
-	text = strings.TrimSpace(text)
+	text = strings.TrimFunc(text, invisible)
 	return text, text != ""
 }
+
+// shown is text without the control characters a visitor's chat cannot
+// show (all but line breaks and tabs; a CR before a line break goes too):
+// they reach nobody, and a NUL or an escape sequence before "note:" must
+// not make a note go to the visitor.
+func shown(text string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) && r != '\n' && r != '\t' {
+			return -1
+		}
+		return r
+	}, text)
+}
+
+// invisible reports whether r shows nothing at the ends of a message:
+// spaces and format characters (zero-width space, BOM, direction marks),
+// which would otherwise hide a prefix or "note:" from the rule while the
+// agent sees it first in the message.
+func invisible(r rune) bool { return unicode.IsSpace(r) || unicode.Is(unicode.Cf, r) }
 
 // cutPrefixFold is strings.CutPrefix under Unicode case folding, as
 // strings.EqualFold compares.

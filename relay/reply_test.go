@@ -173,6 +173,15 @@ func TestReplyRule(t *testing.T) {
 		{"all: empty", relay.ReplyRule{Mode: relay.ReplyAll}, " \t", "", false},
 		{"multi-line kept", relay.ReplyRule{}, "reply: line 1\nline 2", "line 1\nline 2", true},
 		{"non-ASCII prefix", relay.ReplyRule{Prefix: "Antwort:"}, "ANTWORT: Grüße", "Grüße", true},
+		// What the visitor's chat cannot show goes, and cannot hide a
+		// prefix or a note: from the rule.
+		{"control characters dropped", relay.ReplyRule{}, "reply: a\x07b\x1b[31mc\u0085d\r\ne\tf", "ab[31mcd\ne\tf", true},
+		{"all: NUL before note:", relay.ReplyRule{Mode: relay.ReplyAll}, "\x00note: VIP customer", "", false},
+		{"all: zero-width space before note:", relay.ReplyRule{Mode: relay.ReplyAll}, "\u200bnote: VIP customer", "", false},
+		{"all: BOM and LRM before note:", relay.ReplyRule{Mode: relay.ReplyAll}, "\ufeff\u200e NOTE: VIP", "", false},
+		{"zero-width space before the prefix", relay.ReplyRule{}, "\u200breply: Hi", "Hi", true},
+		{"only invisible after the prefix", relay.ReplyRule{}, "reply: \u200b\x00\u2060", "", false},
+		{"emoji sequences kept", relay.ReplyRule{}, "reply: on it 👩\u200d💻", "on it 👩\u200d💻", true},
 	}
 	for _, tc := range tests {
 		got, ok := tc.rule.Visitor(tc.in)
@@ -211,10 +220,22 @@ func FuzzReplyRule(f *testing.F) {
 			}
 			return
 		}
-		if got == "" || strings.TrimSpace(got) != got {
+		if got == "" || strings.TrimFunc(got, invisible) != got {
 			t.Fatalf("Visitor(%q) = %q: empty or padded", text, got)
 		}
-		if !strings.HasSuffix(strings.TrimRightFunc(text, unicode.IsSpace), got) {
+		// Control characters (but line breaks and tabs) are dropped
+		// wherever they are; the rest is what the agent wrote.
+		control := func(r rune) bool { return unicode.IsControl(r) && r != '\n' && r != '\t' }
+		if strings.ContainsFunc(got, control) {
+			t.Fatalf("Visitor(%q) = %q: a control character reaches the visitor", text, got)
+		}
+		shown := strings.Map(func(r rune) rune {
+			if control(r) {
+				return -1
+			}
+			return r
+		}, text)
+		if !strings.HasSuffix(strings.TrimRightFunc(shown, invisible), got) {
 			t.Fatalf("Visitor(%q) = %q: not the end of the message", text, got)
 		}
 		if utf8.ValidString(text) && !utf8.ValidString(got) {
@@ -224,7 +245,7 @@ func FuzzReplyRule(f *testing.F) {
 		if p == "" {
 			p = relay.DefaultReplyPrefix
 		}
-		if lead := strings.TrimLeftFunc(text, unicode.IsSpace); !all && !strings.EqualFold(firstRunes(lead, utf8.RuneCountInString(p)), p) {
+		if lead := strings.TrimLeftFunc(shown, invisible); !all && !strings.EqualFold(firstRunes(lead, utf8.RuneCountInString(p)), p) {
 			t.Fatalf("prefix mode took %q, which does not start with %q", text, p)
 		}
 	})
@@ -395,3 +416,7 @@ func TestReplyRuleHint(t *testing.T) {
 		}
 	}
 }
+
+// invisible: spaces and format characters (zero-width space, BOM,
+// direction marks), which show nothing before or after a message.
+func invisible(r rune) bool { return unicode.IsSpace(r) || unicode.Is(unicode.Cf, r) }

@@ -27,10 +27,10 @@ import (
 
 // replicaProc is one serve run that a test can stop on its own.
 type replicaProc struct {
-	name   string
-	listen string
-	logs   *relaytest.LogBuffer
-	stop   func()
+	name          string
+	listen, admin string
+	logs          *relaytest.LogBuffer
+	stop          func()
 }
 
 // startServe runs serve with yaml (listen and admin added) until stop or
@@ -39,11 +39,19 @@ func startServe(t *testing.T, name, yaml string) *replicaProc {
 	t.Helper()
 	listen, admin := freeAddr(t), freeAddr(t)
 	cfg := writeConfig(t, fmt.Sprintf("listen: %s\nadmin: {listen: %s}\n", listen, admin)+yaml)
+	return serveAt(t, name, cfg, listen, admin)
+}
+
+// serveAt runs serve on the config file at path, whose listen and admin
+// addresses are given, until stop or the end of the test; it returns once
+// the receiver is ready.
+func serveAt(t *testing.T, name, path, listen, admin string) *replicaProc {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &replicaProc{name: name, listen: listen, logs: &relaytest.LogBuffer{}}
+	r := &replicaProc{name: name, listen: listen, admin: admin, logs: &relaytest.LogBuffer{}}
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, []string{"serve", "--config", cfg}, nil, &relaytest.LogBuffer{}, r.logs, os.Getenv)
+		done <- run(ctx, []string{"serve", "--config", path}, nil, &relaytest.LogBuffer{}, r.logs, os.Getenv)
 	}()
 	stopped := false
 	r.stop = func() {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -24,8 +25,23 @@ import (
 )
 
 // freeAddr returns a loopback address with a port free right now.
+//
+// The port is picked below the kernel's ephemeral range (32768 and up on
+// Linux), where neither an outgoing connection nor another test's port-0
+// listener is given it between this check and the relay's own listen (an
+// ephemeral port freed here could be, and once was). Another test may pick
+// the same one only by the same random draw, and the check then moves on.
 func freeAddr(t testing.TB) string {
 	t.Helper()
+	for range 100 {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000)))
+		if err != nil {
+			continue
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		return addr
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

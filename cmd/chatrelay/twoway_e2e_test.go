@@ -1,14 +1,13 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -59,42 +58,12 @@ sinks:
 }
 
 // relayRun is one serve process of a test.
-type relayRun struct {
-	listen, admin string
-	logs          *relaytest.LogBuffer
-	stop          func()
-}
+type relayRun = replicaProc
 
 // startSlackServe runs serve on cfg until stop (or the test's end).
 func startSlackServe(t *testing.T, cfg, listen, admin string) *relayRun {
 	t.Helper()
-	path := writeConfig(t, cfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &relayRun{listen: listen, admin: admin, logs: &relaytest.LogBuffer{}}
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"serve", "--config", path}, nil, &relaytest.LogBuffer{}, r.logs, os.Getenv)
-	}()
-	stopped := false
-	r.stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		if code := <-done; code != 0 {
-			t.Errorf("serve exit %d:\n%s", code, r.logs.String())
-		}
-	}
-	t.Cleanup(r.stop)
-	relaytest.Eventually(t, 30*time.Second, "the receiver", func() bool {
-		resp, err := http.Get("http://" + listen + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil && resp.StatusCode == 200
-	})
-	return r
+	return serveAt(t, "serve", writeConfig(t, cfg), listen, admin)
 }
 
 // escalation is Chat Data's live-chat-escalation of the conversation.
@@ -280,13 +249,10 @@ func TestServeTwoWayOnTwoNATSReplicas(t *testing.T) {
 func freeAddrs(t *testing.T, n int) []string {
 	t.Helper()
 	var out []string
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	for len(out) < n {
+		if a := freeAddr(t); !slices.Contains(out, a) {
+			out = append(out, a)
 		}
-		defer ln.Close()
-		out = append(out, ln.Addr().String())
 	}
 	return out
 }

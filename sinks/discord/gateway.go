@@ -71,6 +71,9 @@ type Gateway struct {
 
 	self  atomic.Pointer[string] // the bot's user id, from READY
 	names *lookups
+	// rule is the sink's reply rule: only a message it sends to the
+	// visitor is worth looking names up for.
+	rule relay.ReplyRule
 }
 
 // Intents the session identifies with: thread messages and their text.
@@ -127,6 +130,8 @@ func (s *Sink) Gateway(deps GatewayDeps) (*Gateway, error) {
 	deps.Inbox = cursors{Inbox: deps.Inbox, s: s} // replies advance their thread's catch-up cursor
 	g := &Gateway{s: s, deps: deps, log: s.log.With("component", "gateway")}
 	g.names = newLookups(s, g.log)
+	rc, _ := s.cfg.Replies()
+	g.rule = rc.Rule()
 	return g, nil
 }
 
@@ -319,6 +324,7 @@ func (g *Gateway) work(ctx context.Context, q <-chan inbound, handle func(contex
 // ends: at once after a session that held, else after a backoff.
 func (g *Gateway) connect(ctx context.Context, sess *session) {
 	failures := 0
+	var warned time.Time
 	for {
 		opened := g.s.clock.Now()
 		err := g.open(ctx, sess)
@@ -326,6 +332,7 @@ func (g *Gateway) connect(ctx context.Context, sess *session) {
 			return
 		}
 		if err == nil || errors.Is(err, discordgo.ErrWSAlreadyOpen) {
+			warned = time.Time{}
 			select {
 			case <-ctx.Done():
 				return
@@ -340,7 +347,7 @@ func (g *Gateway) connect(ctx context.Context, sess *session) {
 				continue // at once: RESUME gets what was missed
 			}
 		} else {
-			g.logOpenError(err, failures)
+			g.logOpenError(err, failures, &warned)
 		}
 		failures++
 		wait := g.backoff(failures - 1)
@@ -395,6 +402,11 @@ func (g *Gateway) backoff(n int) time.Duration {
 
 // Gateway close codes that no retry cures soon
 // (https://discord.com/developers/docs/topics/opcodes-and-status-codes#gateway-gateway-close-event-codes).
+// gatewayWarnEvery spaces the warnings while the session cannot be
+// opened: the first failure, then one each gatewayWarnEvery while it
+// lasts (the attempts between log at DEBUG).
+const gatewayWarnEvery = 5 * time.Minute
+
 const (
 	closeAuthenticationFailed = 4004
 	closeInvalidIntents       = 4013
@@ -416,8 +428,9 @@ func fatal(err error) bool {
 }
 
 // logOpenError says why the session did not open, and what to do when
-// that is the bot's configuration.
-func (g *Gateway) logOpenError(err error, failures int) {
+// that is the bot's configuration; a failure that is not is a WARN at
+// first and each gatewayWarnEvery after the last one (warned), else DEBUG.
+func (g *Gateway) logOpenError(err error, failures int, warned *time.Time) {
 	var ce *websocket.CloseError
 	if errors.As(err, &ce) {
 		switch ce.Code {
@@ -430,8 +443,9 @@ func (g *Gateway) logOpenError(err error, failures int) {
 		}
 	}
 	err = g.s.scrub.Error(err)
-	if failures == 0 {
-		g.log.Warn("cannot open the discord gateway session; retrying", "err", err)
+	if now := g.s.clock.Now(); warned.IsZero() || now.Sub(*warned) >= gatewayWarnEvery {
+		*warned = now
+		g.log.Warn("cannot open the discord gateway session; retrying", "err", err, "attempt", failures+1)
 		return
 	}
 	g.log.Debug("cannot open the discord gateway session; retrying", "err", err, "attempt", failures+1)

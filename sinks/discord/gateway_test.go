@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -463,4 +464,49 @@ func (nopInbox) Click(context.Context, relay.Click) (relay.Clicked, error) {
 
 func (nopInbox) Accept(context.Context, relay.ThreadMessage) (relay.Intake, error) {
 	return relay.Intake{}, errors.New("unused")
+}
+
+// TestGatewayLookupsBounded: the gateway sees every message of the guild,
+// and a message's mentions may name anything. Names are looked up only
+// for a message that goes to the visitor, and at most maxLookups of them:
+// a member writing a hundred unknown mentions anywhere cannot make the bot
+// spend its REST rate limit (which its deliveries share) nor hold up the
+// messages queued behind theirs.
+func TestGatewayLookupsBounded(t *testing.T) {
+	t.Parallel()
+	w := newTwoWay(t, twoWayOptions{})
+	ctx := within(t)
+	other := w.rest.AddChannel(discordgo.ChannelTypeGuildText)
+	var flood strings.Builder
+	for i := range 100 {
+		fmt.Fprintf(&flood, "<#13100000000009%05d> <@13100000000008%05d> <@&13100000000007%05d> ", i, i, i)
+	}
+	lookups := func() int {
+		n := 0
+		for _, r := range w.rest.Requests() {
+			if r.Method == http.MethodGet && (strings.Contains(r.Path, "/members/") || strings.HasSuffix(r.Path, "/roles") ||
+				strings.HasPrefix(r.Path, "/channels/13100000000009")) {
+				n++
+			}
+		}
+		return n
+	}
+	// A note in the relay's thread and a message elsewhere: not for the
+	// visitor, so nothing is looked up.
+	for i, ch := range []string{w.thread, other} {
+		msg := discordtest.MessageCreate(fmt.Sprintf("131000000000000090%d", i), ch, discordtest.GuildID, dana, "", flood.String())
+		if _, err := w.gw.Dispatch(ctx, "MESSAGE_CREATE", msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w.gw.Say(ctx, w.thread, dana, "", "reply: "+flood.String()); err != nil {
+		t.Fatal(err)
+	}
+	r := w.next(t)
+	if got := lookups(); got > discord.MaxLookups {
+		t.Fatalf("%d lookups for three messages of 300 unknown mentions each, want at most %d (for the reply alone)", got, discord.MaxLookups)
+	}
+	if !strings.Contains(r.Text, "#") || !strings.Contains(r.Text, "@") {
+		t.Errorf("the reply's mentions are gone: %q", r.Text)
+	}
 }

@@ -76,6 +76,12 @@ const (
 	lookupTTL     = 10 * time.Minute
 	lookupEntries = 2048
 	lookupTimeout = 3 * time.Second
+	// maxLookups bounds the names looked up for one message's mentions
+	// (the author's member comes with the message): a message may hold a
+	// couple of hundred mentions of anything, and every lookup is a REST
+	// request on the bot's rate limit. The rest show as Discord's
+	// placeholders (@unknown-user, #unknown, @unknown-role).
+	maxLookups = 10
 )
 
 // lookups finds and keeps members', roles' and channels' names.
@@ -160,21 +166,6 @@ func (l *lookups) member(ctx context.Context, guild string, u gwUser, m *gwMembe
 	return whoOf(guild, u, nil) // not kept: asked again next time
 }
 
-// userName is the name a mention of user id shows in guild: from the
-// message's mentions, else looked up.
-func (l *lookups) userName(ctx context.Context, guild, id string, mentions []gwMention) string {
-	for _, m := range mentions {
-		if m.ID == id {
-			return l.member(ctx, guild, m.gwUser, m.Member).name
-		}
-	}
-	if w, ok := get(l, l.members, guild+"/"+id); ok {
-		return w.name
-	}
-	w := l.member(ctx, guild, gwUser{ID: id}, nil)
-	return w.name
-}
-
 // roleName is the name of role id in guild.
 func (l *lookups) roleName(ctx context.Context, guild, id string) string {
 	roles, ok := get(l, l.roles, guild)
@@ -222,24 +213,65 @@ func (r resolved) user(id string) string    { return r.users[id] }
 func (r resolved) role(id string) string    { return r.roles[id] }
 func (r resolved) channel(id string) string { return r.channels[id] }
 
-// resolve finds the names of content's mentions.
+// resolve finds the names of content's mentions: those the message's
+// mentions carry or the cache holds, and at most maxLookups more asked of
+// Discord.
 func (l *lookups) resolve(ctx context.Context, guild, content string, mentions []gwMention) resolved {
 	r := resolved{users: map[string]string{}, roles: map[string]string{}, channels: map[string]string{}}
+	budget := maxLookups
+	ask := func() bool {
+		if budget == 0 {
+			return false
+		}
+		budget--
+		return true
+	}
 	users, roles, channels := mentionIDs(content)
 	for _, id := range users {
-		if _, ok := r.users[id]; !ok {
-			r.users[id] = l.userName(ctx, guild, id, mentions)
+		if _, ok := r.users[id]; ok {
+			continue
+		}
+		u, m := mentioned(id, mentions)
+		if m != nil {
+			r.users[id] = l.member(ctx, guild, u, m).name
+		} else if w, ok := get(l, l.members, guild+"/"+id); ok {
+			r.users[id] = w.name
+		} else if ask() {
+			r.users[id] = l.member(ctx, guild, u, nil).name
+		} else if u.Username != "" {
+			r.users[id] = whoOf(guild, u, nil).name
 		}
 	}
 	for _, id := range roles {
-		if _, ok := r.roles[id]; !ok {
+		if _, ok := r.roles[id]; ok {
+			continue
+		}
+		if known, ok := get(l, l.roles, guild); ok {
+			r.roles[id] = known[id]
+		} else if ask() {
 			r.roles[id] = l.roleName(ctx, guild, id)
 		}
 	}
 	for _, id := range channels {
-		if _, ok := r.channels[id]; !ok {
+		if _, ok := r.channels[id]; ok {
+			continue
+		}
+		if name, ok := get(l, l.channels, id); ok {
+			r.channels[id] = name
+		} else if ask() {
 			r.channels[id] = l.channelName(ctx, id)
 		}
 	}
 	return r
+}
+
+// mentioned is user id as the message's mentions show them, with their
+// member (nil when the mentions do not say).
+func mentioned(id string, mentions []gwMention) (gwUser, *gwMember) {
+	for _, m := range mentions {
+		if m.ID == id {
+			return m.gwUser, m.Member
+		}
+	}
+	return gwUser{ID: id}, nil
 }

@@ -60,9 +60,15 @@ func (g *Gateway) message(ctx context.Context, in inbound) {
 			g.log.Debug("system message in a channel; skipped", "message_id", m.ID, "message_type", m.Type)
 			return
 		}
-		w := g.names.member(ctx, m.GuildID, *m.Author, m.Member)
-		tm.AgentName, tm.AgentAvatar = w.name, w.avatar
-		tm.Text = plain(m.Content, g.names.resolve(ctx, m.GuildID, m.Content, m.Mentions))
+		tm.Text = plain(m.Content, resolved{})
+		if _, forVisitor := g.rule.Visitor(tm.Text); forVisitor {
+			// Worth naming: who wrote it, and whom it mentions. The
+			// gateway sees every message of the guild; a note, or a
+			// message in any other channel, costs no lookup.
+			w := g.names.member(ctx, m.GuildID, *m.Author, m.Member)
+			tm.AgentName, tm.AgentAvatar = w.name, w.avatar
+			tm.Text = plain(m.Content, g.names.resolve(ctx, m.GuildID, m.Content, m.Mentions))
+		}
 	}
 	g.accept(ctx, tm)
 }
@@ -140,6 +146,14 @@ func (g *Gateway) click(ctx context.Context, in inbound) {
 	if !ok {
 		return // another app's button on the bot's message? not the relay's
 	}
+	if !g.inChannel(&i, in.raw) {
+		// The bot's button in another channel: another two-way sink's on
+		// the same bot token (its own session takes it: no answer here,
+		// or the two would race to answer), or a channel this sink no
+		// longer posts to.
+		g.log.Debug("click outside the sink's channel; not taken", "channel", i.ChannelID, "conversation_id", conv)
+		return
+	}
 	var user gwUser
 	var member *gwMember
 	switch {
@@ -170,6 +184,22 @@ func (g *Gateway) click(ctx context.Context, in inbound) {
 	case !clicked.Won:
 		g.tell(ctx, &i, "Someone was first: "+clicked.State.Status()+".")
 	}
+}
+
+// inChannel reports whether interaction i (raw, as the gateway sent it)
+// was on a message in the sink's channel or in a thread of it (a forum's
+// post, a thread's message): the partial channel object an interaction
+// carries names the thread's parent.
+func (g *Gateway) inChannel(i *discordgo.Interaction, raw json.RawMessage) bool {
+	if i.ChannelID == g.s.cfg.ChannelID {
+		return true
+	}
+	var where struct {
+		Channel struct {
+			ParentID string `json:"parent_id"`
+		} `json:"channel"`
+	}
+	return json.Unmarshal(raw, &where) == nil && where.Channel.ParentID == g.s.cfg.ChannelID
 }
 
 // record hands a click to the Inbox, asking again while the store cannot

@@ -12,6 +12,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/chatrelay/chatrelay/relay"
+	"github.com/chatrelay/chatrelay/relay/relaytest"
 	"github.com/chatrelay/chatrelay/sinks/discord"
 	"github.com/chatrelay/chatrelay/sinks/discord/discordtest"
 )
@@ -440,4 +441,59 @@ func TestRepageOnFakeClock(t *testing.T) {
 		waiting()
 	}
 	w.deliverQueued(t, 0)
+}
+
+// TestClickElsewhereNotTaken: a click is taken only on a message in the
+// sink's channel or in a thread of it (a forum post). The bot's buttons in
+// another channel (another two-way sink on the same bot token, whose own
+// session takes it; a channel the sink posted to before its config
+// changed) are not this sink's: no claim, no answer, nothing queued.
+func TestClickElsewhereNotTaken(t *testing.T) {
+	t.Parallel()
+	w := newTwoWay(t, twoWayOptions{})
+	ctx := within(t)
+	if err := w.sink.Send(ctx, w.escalationIn(t)); err != nil {
+		t.Fatal(err)
+	}
+	msgs := w.rest.Messages(w.channel)
+	esc := msgs[len(msgs)-1]
+	ids, _ := buttonsOf(t, esc)
+	other := w.rest.AddChannel(discordgo.ChannelTypeGuildText)
+	dispatch := func(click map[string]any) {
+		t.Helper()
+		if _, err := w.gw.Dispatch(ctx, "INTERACTION_CREATE", click); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Dana clicks Claim on the bot's message in another channel; then Sam
+	// in the sink's channel. Clicks are handled in order: once Sam's is
+	// answered, Dana's was decided.
+	dispatch(w.gw.ButtonClick("1310000000000000811", other, discordtest.GuildID, "1310000000000000999", ids[0], dana, "Dana"))
+	dispatch(w.gw.ButtonClick("1310000000000000812", w.channel, discordtest.GuildID, esc.ID, ids[0], sam, ""))
+	if _, err := w.gw.WaitInteractionResponse(ctx, "1310000000000000812"); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range w.gw.Responses() {
+		if r.InteractionID == "1310000000000000811" {
+			t.Errorf("the click elsewhere was answered: %+v", r)
+		}
+	}
+	// Sam's click is recorded after its answer.
+	var st relay.ConversationState
+	relaytest.Eventually(t, 20*time.Second, "the conversation claimed", func() bool {
+		var err error
+		st, _, err = w.convs.State(ctx, w.conv.ConversationID)
+		return err == nil && st.Claimed()
+	})
+	if st.ClaimedByID != sam.ID {
+		t.Fatalf("state %+v: claimed by a click in another channel", st)
+	}
+	// In a thread of the sink's channel (a forum post's message): taken.
+	inThread := w.gw.ButtonClick("1310000000000000813", w.thread, discordtest.GuildID, esc.ID, ids[1], dana, "Dana")
+	inThread["channel"] = map[string]any{"id": w.thread, "type": int(discordgo.ChannelTypeGuildPublicThread), "parent_id": w.channel}
+	dispatch(inThread)
+	relaytest.Eventually(t, 20*time.Second, "the conversation resolved by Dana, in the thread", func() bool {
+		st, _, err := w.convs.State(ctx, w.conv.ConversationID)
+		return err == nil && st.Resolved() && st.ResolvedByID == dana.ID
+	})
 }

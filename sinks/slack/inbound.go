@@ -101,7 +101,7 @@ func (in *inbound) event(ctx context.Context, body []byte) error {
 
 // message takes one message event to the inbox.
 func (in *inbound) message(ctx context.Context, e messageEvent) error {
-	s, _ := in.sinkFor(e.Channel)
+	s, ours := in.sinkFor(e.Channel)
 	m := relay.ThreadMessage{Sink: s.Name(), Platform: TypeName, Channel: e.Channel, Thread: e.ThreadTS,
 		MessageID: e.TS, AgentID: e.User, Text: e.Text,
 		Bot:  e.BotID != "" || !humanSubtypes[e.SubType] && !editSubtypes[e.SubType],
@@ -113,6 +113,14 @@ func (in *inbound) message(ctx context.Context, e messageEvent) error {
 		// A message at the channel's top level is in no thread of the
 		// relay's: looked up as a thread of its own, it is one of none.
 		m.Thread = m.MessageID
+	}
+	if !ours {
+		// A ts is unique only within its channel: a thread_ts met in
+		// another channel the bot is in (another team's, a Slack Connect
+		// one) may equal one of the relay's threads, and is none of them.
+		// Nothing is looked up, nothing stored.
+		in.inbox.Ignore(m, relay.IgnoredForeignThread)
+		return nil
 	}
 	if !m.Bot && !m.Edit && m.AgentID != "" {
 		m.Text = plainText(e.Text, nil)

@@ -158,19 +158,24 @@ func (s *Sink) Turn(ctx context.Context, ev *relay.Event) (*relay.Turn, error) {
 			// long one stays in the thread.
 			broadcast := (ev.Topic == relay.TopicEscalation || ev.Topic == relay.TopicLead) && thread != "" && i == 0
 			ts, threaded, err := s.postAPI(ctx, msgs[i], thread, broadcast)
-			switch {
-			case err != nil && thread != "" && threadGone(err):
-				return relay.Placed{}, relay.ThreadGone(err)
-			case err != nil:
-				return relay.Placed{}, err
-			case thread == "" || !threaded:
-				// A new top-level message (when given a thread, Slack
-				// posted it at top level because the thread's first
-				// message was deleted): the thread from now on.
-				return relay.Placed{Thread: ts}, nil
-			}
-			return relay.Placed{Thread: thread}, nil
+			return placed(thread, ts, threaded, err)
 		}}, nil
+}
+
+// placed is where a post given thread (none: top level) landed, as
+// postAPI told it: a top-level message (when given a thread, Slack posted
+// it at top level because the thread's first message was deleted) is the
+// thread from now on; a thread Slack says is gone is relay.ThreadGone.
+func placed(thread, ts string, threaded bool, err error) (relay.Placed, error) {
+	switch {
+	case err != nil && thread != "" && threadGone(err):
+		return relay.Placed{}, relay.ThreadGone(err)
+	case err != nil:
+		return relay.Placed{}, err
+	case thread == "" || !threaded:
+		return relay.Placed{Thread: ts}, nil
+	}
+	return relay.Placed{Thread: thread}, nil
 }
 
 // CanPack implements relay.Packer: short chat turns can share a message;

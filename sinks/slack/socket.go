@@ -37,6 +37,10 @@ func (*socketSource) Handlers() map[string]http.Handler { return nil }
 const (
 	socketBackoffMin = time.Second
 	socketBackoffMax = 5 * time.Minute
+	// socketWarnEvery spaces the warnings while Socket Mode cannot connect
+	// (slack-go retrying by itself): the first failure, then one each
+	// socketWarnEvery while it lasts.
+	socketWarnEvery = 5 * time.Minute
 )
 
 // Run connects, takes envelopes until ctx ends, and connects again when
@@ -92,20 +96,47 @@ func (s *socketSource) runOnce(ctx context.Context, log *slog.Logger) error {
 	client := socketmode.New(api,
 		socketmode.OptionDialer(&websocket.Dialer{HandshakeTimeout: 10 * time.Second, Proxy: http.ProxyFromEnvironment}),
 		socketmode.OptionLog(slog.NewLogLogger(log.Handler(), slog.LevelDebug)))
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	var wg sync.WaitGroup
-	wg.Go(func() { s.consume(runCtx, client, log) })
+	wg.Go(func() { s.consume(runCtx, client, log, cancel) })
 	err := client.RunContext(runCtx)
-	cancel()
+	cancel(nil)
 	wg.Wait()
+	if cause := context.Cause(runCtx); refused(cause) {
+		return cause
+	}
 	return err
+}
+
+// connectFailed tells the operator that slack-go could not connect (it
+// retries by itself, with its own backoff up to 5 minutes, and says so only
+// in events): at the first failure, then once each socketWarnEvery while
+// it lasts. A failure that is Slack refusing the token ends the run
+// (stop), as a refusal when connected would.
+func (s *socketSource) connectFailed(e *slackapi.ConnectionErrorEvent, log *slog.Logger, warned *time.Time, stop context.CancelCauseFunc) {
+	if e == nil || e.ErrorObj == nil {
+		return
+	}
+	if refused(e.ErrorObj) {
+		stop(e.ErrorObj)
+		return
+	}
+	now := s.deps.Clock.Now()
+	if !warned.IsZero() && now.Sub(*warned) < socketWarnEvery {
+		return
+	}
+	*warned = now
+	log.Warn("Socket Mode cannot connect to Slack; retrying, and agents' replies wait until it does "+
+		"(can the relay reach slack.com and wss-primary.slack.com?)",
+		"err", s.sink.scrub.Error(e.ErrorObj), "attempt", e.Attempt, "next_in", e.Backoff)
 }
 
 // consume takes the client's events one at a time, in the order Slack
 // sent them (two quick replies reach the visitor in order), and
 // acknowledges each envelope once what it carries is stored.
-func (s *socketSource) consume(ctx context.Context, client *socketmode.Client, log *slog.Logger) {
+func (s *socketSource) consume(ctx context.Context, client *socketmode.Client, log *slog.Logger, stop context.CancelCauseFunc) {
+	var warned time.Time // the last warning that it cannot connect
 	for {
 		var evt socketmode.Event
 		select {
@@ -115,7 +146,15 @@ func (s *socketSource) consume(ctx context.Context, client *socketmode.Client, l
 		}
 		switch evt.Type {
 		case socketmode.EventTypeConnected:
-			log.Info("Socket Mode connected; taking agents' replies")
+			if !warned.IsZero() {
+				log.Info("Socket Mode connected after all; taking agents' replies")
+			} else {
+				log.Info("Socket Mode connected; taking agents' replies")
+			}
+			warned = time.Time{}
+		case socketmode.EventTypeConnectionError:
+			e, _ := evt.Data.(*slackapi.ConnectionErrorEvent)
+			s.connectFailed(e, log, &warned, stop)
 		case socketmode.EventTypeEventsAPI, socketmode.EventTypeInteractive:
 			if evt.Request == nil {
 				continue

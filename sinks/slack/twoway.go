@@ -135,15 +135,7 @@ func (s *Sink) followupTurn(ev *relay.Event) (*relay.Turn, error) {
 		// there to be seen.
 		return one(func(ctx context.Context, thread string) (relay.Placed, error) {
 			ts, threaded, err := s.postAPI(ctx, m, thread, thread != "")
-			switch {
-			case err != nil && thread != "" && threadGone(err):
-				return relay.Placed{}, relay.ThreadGone(err)
-			case err != nil:
-				return relay.Placed{}, err
-			case thread == "" || !threaded:
-				return relay.Placed{Thread: ts}, nil
-			}
-			return relay.Placed{Thread: thread}, nil
+			return placed(thread, ts, threaded, err)
 		}, true), nil
 	}
 	return nil, relay.Permanent(fmt.Errorf("slack sink %q: follow-up %q is incomplete or unknown", s.cfg.Name, fu.Kind),

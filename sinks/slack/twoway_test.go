@@ -1004,3 +1004,34 @@ func TestAgentsLookedUpOnce(t *testing.T) {
 		t.Fatalf("users.info asked %d times, want once", lookups)
 	}
 }
+
+// TestReplyInAnotherChannelIsIgnored: a thread is the relay's only in the
+// channel the relay posted it to. A message signed by the app but written
+// in another channel the bot is in (a Slack Connect channel, another
+// team's), whose thread_ts is the relay's thread's, is not a reply: it
+// never reaches the visitor and gets no ✅ in that other channel.
+func TestReplyInAnotherChannelIsIgnored(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, rigOptions{})
+	thread := r.escalate("conv-elsewhere")
+	body := message(thread, "1765000000.000401", dana, "reply: from a channel the relay does not post to",
+		map[string]any{"channel": "C0OTHER0001"})
+	if code := r.send(body, "application/json", nil); code != 200 {
+		t.Fatalf("status %d, want 200 (answered as received)", code)
+	}
+	if n := r.replies(relay.ReplyAccepted); n != 0 {
+		t.Fatalf("accepted %v, want 0: a message in another channel went to the visitor", n)
+	}
+	if n := r.replies(relay.ReplyIgnored); n != 1 {
+		t.Errorf("ignored %v, want 1", n)
+	}
+	rec, err := r.store.Stats(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range rec {
+		if q.Sink == chatdata.Name && q.Depth != 0 {
+			t.Fatalf("chatdata has %d pending", q.Depth)
+		}
+	}
+}

@@ -91,8 +91,18 @@ func (v *Verifier) Verify(h http.Header, body []byte) (int, error) {
 	if sig == "" || ts == "" {
 		return -1, ErrNoSignature
 	}
+	// Slack sends each header once, the timestamp as decimal digits: a
+	// request with two signatures or two timestamps is not Slack's, even
+	// when the first pair holds (a proxy in front might have checked the
+	// other).
+	if len(h.Values(HeaderSignature)) > 1 {
+		return -1, ErrBadSignature
+	}
+	if len(h.Values(HeaderTimestamp)) > 1 || len(ts) > 12 || strings.TrimLeft(ts, "0123456789") != "" {
+		return -1, ErrStale
+	}
 	sent, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil || len(ts) > 12 {
+	if err != nil {
 		return -1, ErrStale
 	}
 	if d := v.clock.Now().Sub(time.Unix(sent, 0)); d > MaxRequestAge || d < -MaxRequestAge {

@@ -78,6 +78,19 @@ func TestVerify(t *testing.T) {
 		return h
 	}
 	good := signed(signingSecret, now, body)
+	add := func(h http.Header, k, v string) http.Header {
+		h = h.Clone()
+		h.Add(k, v)
+		return h
+	}
+	plus := http.Header{}
+	plus.Set(slack.HeaderTimestamp, "+"+strconv.FormatInt(now.Unix(), 10))
+	plus.Set(slack.HeaderSignature, "v0="+hex.EncodeToString(func() []byte {
+		m := hmac.New(sha256.New, []byte(signingSecret))
+		m.Write([]byte("v0:" + plus.Get(slack.HeaderTimestamp) + ":"))
+		m.Write(body)
+		return m.Sum(nil)
+	}()))
 	tests := []struct {
 		name   string
 		h      http.Header
@@ -100,6 +113,13 @@ func TestVerify(t *testing.T) {
 		{"short", edit(good, slack.HeaderSignature, good.Get(slack.HeaderSignature)[:40]), body, -1, slack.ErrBadSignature},
 		{"another body", good, append(bytes.Clone(body), ' '), -1, slack.ErrBadSignature},
 		{"another secret", signed("not-the-secret", now, body), body, -1, slack.ErrBadSignature},
+		// Slack sends each header once, the timestamp as digits: anything
+		// else is not Slack's, whatever a proxy in front would make of it.
+		{"a forged signature after Slack's", add(good, slack.HeaderSignature, "v0="+strings.Repeat("00", 32)), body, -1, slack.ErrBadSignature},
+		{"Slack's signature after a forged one", add(edit(good, slack.HeaderSignature, "v0="+strings.Repeat("00", 32)),
+			slack.HeaderSignature, good.Get(slack.HeaderSignature)), body, -1, slack.ErrBadSignature},
+		{"two timestamps", add(good, slack.HeaderTimestamp, "1"), body, -1, slack.ErrStale},
+		{"timestamp with a sign", plus, body, -1, slack.ErrStale},
 	}
 	v := newVerifier(t)
 	for _, tc := range tests {
@@ -287,7 +307,7 @@ func FuzzVerify(f *testing.F) {
 		// signature is the HMAC of exactly this timestamp and body.
 		trimmed := strings.TrimSpace(h.Get(slack.HeaderTimestamp))
 		sent, perr := strconv.ParseInt(trimmed, 10, 64)
-		if perr != nil {
+		if perr != nil || strings.TrimLeft(trimmed, "0123456789") != "" {
 			t.Fatalf("accepted timestamp %q", ts)
 		}
 		if d := now.Sub(time.Unix(sent, 0)); d > slack.MaxRequestAge || d < -slack.MaxRequestAge {

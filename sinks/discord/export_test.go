@@ -1,0 +1,4 @@
+package discord
+
+// MaxLookups is maxLookups, for the tests.
+const MaxLookups = maxLookups

@@ -1,0 +1,4 @@
+package slack
+
+// SocketWarnEvery is socketWarnEvery, for the tests.
+const SocketWarnEvery = socketWarnEvery
