@@ -93,6 +93,10 @@ type SourceDeps struct {
 	// that only one replica may hold (Discord's gateway): OwnerOf the
 	// store. nil: this process owns every sink.
 	Owner Owner
+	// Conversations tells which conversations were resolved (a source
+	// that catches up on missed thread messages skips theirs); nil: none
+	// is known to be.
+	Conversations *Conversations
 }
 
 // WithDefaults fills what the caller left empty with working defaults.

@@ -184,7 +184,7 @@ func (a *app) serve(ctx context.Context, cfg *Config) error {
 		return err
 	}
 	sources, err := buildSources(sinks, relay.SourceDeps{Inbox: inbox, Logger: logger, Clock: clock, Owner: relay.OwnerOf(store),
-		MaxBody: int64(cfg.MaxBodyBytes), UserAgent: userAgent()})
+		MaxBody: int64(cfg.MaxBodyBytes), UserAgent: userAgent(), Conversations: conversations})
 	if err != nil {
 		return err
 	}

@@ -24,6 +24,7 @@ type Sink struct {
 	log    *slog.Logger
 	clock  clockwork.Clock
 	books  *relay.Books
+	kv     relay.KV // the books' store: also the catch-up's (catchup.go)
 	client *http.Client
 	ua     string
 
@@ -80,7 +81,7 @@ func New(cfg Config, deps relay.SinkDeps) (*Sink, error) {
 		// Thread mappings and progress then last as long as the process.
 		kv = relay.NewMemKV()
 	}
-	s.books = relay.NewBooks(kv, cfg.Name, deps.Logger)
+	s.kv, s.books = kv, relay.NewBooks(kv, cfg.Name, deps.Logger)
 	if s.bot() {
 		relay.WarnPlainHTTP(deps.Logger, "api_url", cfg.APIURL)
 	} else {

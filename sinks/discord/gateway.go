@@ -57,6 +57,9 @@ type GatewayDeps struct {
 	// Backoff is the first wait before reopening a session that failed
 	// (default 1 s; doubled up to MaxBackoff, 2 min by default).
 	Backoff, MaxBackoff time.Duration
+	// States tells which conversations were resolved: their threads are
+	// not caught up on (catchup.go). nil: every watched thread is.
+	States States
 }
 
 // Gateway is a bot-mode sink's gateway session, run by Run. It implements
@@ -93,7 +96,11 @@ func Sources(sinks []relay.Sink, deps relay.SourceDeps) ([]relay.Source, error) 
 		if _, on := s.Replies(); !on {
 			continue
 		}
-		g, err := s.Gateway(GatewayDeps{Inbox: deps.Inbox, Owner: deps.Owner})
+		gd := GatewayDeps{Inbox: deps.Inbox, Owner: deps.Owner}
+		if deps.Conversations != nil {
+			gd.States = deps.Conversations
+		}
+		g, err := s.Gateway(gd)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -120,6 +127,7 @@ func (s *Sink) Gateway(deps GatewayDeps) (*Gateway, error) {
 	if deps.MaxBackoff <= 0 {
 		deps.MaxBackoff = 2 * time.Minute
 	}
+	deps.Inbox = cursors{Inbox: deps.Inbox, s: s} // replies advance their thread's catch-up cursor
 	g := &Gateway{s: s, deps: deps, log: s.log.With("component", "gateway")}
 	g.names = newLookups(s, g.log)
 	rc, _ := s.cfg.Replies()
@@ -174,6 +182,7 @@ type session struct {
 	messages chan inbound
 	clicks   chan inbound
 	down     chan struct{} // a disconnect happened
+	ready    chan struct{} // a new session started (READY): catch up
 	stop     chan struct{} // closed once the workers are gone: a dispatch still on its way is dropped
 	conns    *dialed
 }
@@ -190,6 +199,7 @@ func (g *Gateway) hold(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { g.work(work, sess.messages, g.message) })
 	wg.Go(func() { g.work(work, sess.clicks, g.click) })
+	wg.Go(func() { g.catchUps(ctx, sess.ready) })
 
 	g.connect(ctx, sess)
 	if err := sess.dg.Close(); err != nil {
@@ -214,6 +224,7 @@ func (g *Gateway) newSession() (*session, error) {
 		messages: make(chan inbound, inboundQueue),
 		clicks:   make(chan inbound, clickQueue),
 		down:     make(chan struct{}, 1),
+		ready:    make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		conns:    &dialed{},
 	}
@@ -264,6 +275,10 @@ func (g *Gateway) dispatch(sess *session, e *discordgo.Event) {
 			g.self.Store(&ready.User.ID)
 		}
 		g.log.Info("discord gateway session started")
+		select {
+		case sess.ready <- struct{}{}:
+		default: // a catch-up is due already
+		}
 		return
 	case "RESUMED":
 		g.log.Info("discord gateway session resumed")

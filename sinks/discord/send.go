@@ -37,6 +37,7 @@ func (s *Sink) Turn(ctx context.Context, ev *relay.Event) (*relay.Turn, error) {
 		// and how to answer the visitor.
 		msgs[0].components = buttons(ev.ConversationID, ev.ChatbotID, relay.ConversationState{})
 		msgs[0].hint = s.cfg.Reply.Rule().Hint()
+		s.watch(ctx, ev) // its thread is caught up on after a restart (catchup.go)
 	}
 	if err := relay.Rendered(ctx); err != nil {
 		return nil, s.errorf("%w", err)

@@ -1,8 +1,9 @@
 // Package discordtest is a fake of Discord's REST API for tests: channel
 // webhooks (execute with wait and thread_id, forum posts with thread_name,
-// get), channel messages, threads started from a message, forum posts, and
-// get channel. It keeps Discord's message limits (a request that breaks one
-// gets 400 with code 50035, as Discord answers), a per-bucket rate limit
+// get), channel messages, threads started from a message, forum posts,
+// get channel, and a channel's history (after and limit: newest first, as
+// Discord answers). It keeps Discord's message limits (a request that
+// breaks one gets 400 with code 50035, as Discord answers), a per-bucket rate limit
 // with X-RateLimit-* headers on every answer and a 429 with JSON
 // retry_after and Retry-After when a bucket is exceeded, and scripted
 // answers (error codes, 429s, 5xx) for the next matching requests.
@@ -149,6 +150,8 @@ type Message struct {
 	// Author is the person who wrote it (Write); "" for the bot's and
 	// webhooks' messages.
 	Author string
+	// user is the author as Write was given it (the history shows it).
+	user *discordgo.User
 	// AllowedMentions is the request's allowed_mentions, as sent.
 	AllowedMentions discordgo.MessageAllowedMentions
 	Payload         []byte // the request body
@@ -392,6 +395,8 @@ func (s *Server) handleLocked(req Request) answer {
 		route, bucketKey = "get webhook", "webhook-get:"+parts[1]
 	case len(parts) == 2 && parts[0] == "channels" && req.Method == http.MethodGet:
 		route, bucketKey = "get channel", "channel-get:"+parts[1]
+	case len(parts) == 3 && parts[0] == "channels" && parts[2] == "messages" && req.Method == http.MethodGet:
+		route, bucketKey = "list messages", "messages-get:"+parts[1]
 	case len(parts) == 3 && parts[0] == "channels" && parts[2] == "messages" && req.Method == http.MethodPost:
 		route, bucketKey = "post message", "messages:"+parts[1]
 	case len(parts) == 5 && parts[0] == "channels" && parts[2] == "messages" && parts[4] == "threads" && req.Method == http.MethodPost:

@@ -220,3 +220,65 @@ func TestThreadsAndAuth(t *testing.T) {
 		t.Errorf("archived thread: HTTP %d %v", a.status, a.body)
 	}
 }
+
+// TestHistory: GET /channels/{id}/messages with after and limit answers
+// as Discord does: the oldest limit messages after the id, newest first,
+// authors as written; a limit out of range is 400 (50035).
+func TestHistory(t *testing.T) {
+	t.Parallel()
+	s := discordtest.NewServer(t, discordtest.WithRateLimit(0, 0))
+	ch := s.AddChannel(discordgo.ChannelTypeGuildText)
+	dana := discordgo.User{ID: "1310000000000000777", Username: "dana", GlobalName: "Dana K"}
+	var ids []string
+	for i := range 5 {
+		ids = append(ids, s.Write(ch, dana, fmt.Sprintf("message %d", i)).ID)
+	}
+	s.Write(s.AddChannel(discordgo.ChannelTypeGuildText), dana, "elsewhere")
+	auth := "Bot " + s.Token()
+	tests := []struct {
+		query  string
+		status int
+		want   []string // ids, as answered
+	}{
+		{"after=" + ch + "&limit=100", 200, []string{ids[4], ids[3], ids[2], ids[1], ids[0]}},
+		{"after=" + ch + "&limit=2", 200, []string{ids[1], ids[0]}},
+		{"after=" + ids[1] + "&limit=2", 200, []string{ids[3], ids[2]}},
+		{"after=" + ids[4] + "&limit=2", 200, nil},
+		{"after=" + ch + "&limit=101", 400, nil},
+		{"after=" + ch + "&limit=0", 400, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.query, func(t *testing.T) {
+			req, err := http.NewRequestWithContext(t.Context(), "GET", s.APIURL()+"/channels/"+ch+"/messages?"+tt.query, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", auth)
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.status)
+			}
+			if tt.status != 200 {
+				return
+			}
+			var got []discordgo.Message
+			if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+				t.Fatal(err)
+			}
+			var gotIDs []string
+			for _, m := range got {
+				gotIDs = append(gotIDs, m.ID)
+				if m.ChannelID != ch || m.Author == nil || m.Author.ID != dana.ID || m.Author.GlobalName != "Dana K" {
+					t.Errorf("message %+v, author %+v", m, m.Author)
+				}
+			}
+			if fmt.Sprint(gotIDs) != fmt.Sprint(tt.want) {
+				t.Fatalf("ids %v, want %v", gotIDs, tt.want)
+			}
+		})
+	}
+}

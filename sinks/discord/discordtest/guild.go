@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 
 	"github.com/bwmarrin/discordgo"
 )
@@ -125,7 +126,7 @@ func (s *Server) Overwrite(channelID, id string, member bool, allow, deny int64)
 func (s *Server) Write(channelID string, author discordgo.User, content string) Message {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m := Message{ID: s.newIDLocked(), ChannelID: channelID, Content: content, Author: author.ID}
+	m := Message{ID: s.newIDLocked(), ChannelID: channelID, Content: content, Author: author.ID, user: &author}
 	s.messages = append(s.messages, m)
 	return m
 }
@@ -158,7 +159,11 @@ func (s *Server) Message(id string) (Message, bool) {
 // messageLocked is m as Discord answers it.
 func (s *Server) messageLocked(m Message) *discordgo.Message {
 	author := &discordgo.User{ID: BotID, Username: "chatrelay", Bot: true}
-	if m.Author != "" {
+	switch {
+	case m.user != nil:
+		u := *m.user
+		author = &u
+	case m.Author != "":
 		author = &discordgo.User{ID: m.Author}
 	}
 	dm := &discordgo.Message{ID: m.ID, ChannelID: m.ChannelID, WebhookID: m.WebhookID, Content: m.Content, Embeds: m.Embeds,
@@ -184,6 +189,8 @@ func (s *Server) guildRouteLocked(route string, req Request, parts []string) ans
 		return jsonAnswer(http.StatusOK, s.messageLocked(s.messages[i]))
 	case "edit message":
 		return s.editLocked(req, parts[1], parts[3])
+	case "list messages":
+		return s.listMessagesLocked(req, parts[1])
 	case "add reaction":
 		i := slices.IndexFunc(s.messages, func(m Message) bool { return m.ID == parts[3] && m.ChannelID == parts[1] })
 		switch {
@@ -321,4 +328,44 @@ func (s *Server) Permissions(channelID, userID string) (int64, error) {
 		}
 	}
 	return perms, nil
+}
+
+// listMessagesLocked answers GET /channels/{id}/messages with after and
+// limit (1 to 100, default 50) as Discord does: the oldest limit messages
+// after the id given, newest first.
+func (s *Server) listMessagesLocked(req Request, channelID string) answer {
+	if s.channels[channelID] == nil {
+		return apiError(http.StatusNotFound, discordgo.ErrCodeUnknownChannel, "Unknown Channel")
+	}
+	limit := 50
+	if v := req.Query.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100 {
+			return formError([]string{"limit: must be between 1 and 100"})
+		}
+		limit = n
+	}
+	after := req.Query.Get("after")
+	if after == "" || req.Query.Has("before") || req.Query.Has("around") {
+		return formError([]string{"the fake reads history with after only"})
+	}
+	newer := func(a, b string) bool { return len(a) > len(b) || len(a) == len(b) && a > b }
+	var out []*discordgo.Message
+	for _, m := range s.messages {
+		if m.ChannelID == channelID && newer(m.ID, after) {
+			out = append(out, s.messageLocked(m))
+		}
+	}
+	slices.SortFunc(out, func(a, b *discordgo.Message) int {
+		switch {
+		case newer(a.ID, b.ID):
+			return 1
+		case newer(b.ID, a.ID):
+			return -1
+		}
+		return 0
+	})
+	out = out[:min(limit, len(out))]
+	slices.Reverse(out)
+	return jsonAnswer(http.StatusOK, out)
 }
