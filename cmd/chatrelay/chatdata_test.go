@@ -168,7 +168,8 @@ func TestChatDataProblems(t *testing.T) {
 }
 
 // TestCheckConfigProbesChatData: check-config --probe checks the key with
-// GET /api/v2/current-plan and names what failed.
+// GET /api/v2/current-plan and names what failed, under the key the file
+// has (chatdata, not a sinks[N] the file does not have).
 func TestCheckConfigProbesChatData(t *testing.T) {
 	t.Parallel()
 	api := chatdatatest.NewServer(t)
@@ -177,12 +178,12 @@ func TestCheckConfigProbesChatData(t *testing.T) {
 		code      int
 		says      string
 	}{
-		{"right key", api.Key, 0, "chatdata: credentials OK"},
-		{"revoked key", "sk-revoked-0123456789", 1, "chatdata: FAILED: chatdata: the API key was refused (check chatdata.api_key)"},
+		{"right key", api.Key, 0, "\n  chatdata: credentials OK\n"},
+		{"revoked key", "sk-revoked-0123456789", 1, "\n  chatdata: FAILED: chatdata: the API key was refused (check chatdata.api_key)"},
 	} {
 		path := writeConfig(t, twoWayBase+"chatdata:\n  api_key: "+tc.key+"\n  api_url: "+api.URL+"\n")
 		code, out, errOut := cli(t, "--config", path, "check-config", "--probe")
-		if code != tc.code || !strings.Contains(out, tc.says) {
+		if code != tc.code || !strings.Contains(out, tc.says) || strings.Contains(out, "] chatdata") {
 			t.Errorf("%s: exit %d, want %d; stdout:\n%s\nstderr:\n%s", tc.name, code, tc.code, out, errOut)
 		}
 		if strings.Contains(out+errOut, tc.key) {

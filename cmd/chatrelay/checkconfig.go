@@ -41,9 +41,15 @@ func (a *app) checkConfigCmd() *cobra.Command {
 			}
 			failed := 0
 			for i, s := range sinks {
+				// Named by its key in the file: the chatdata destination is
+				// the chatdata section, not one of sinks.
+				label := fmt.Sprintf("sinks[%d] %s", i, s.conf.Name)
+				if s.conf.Type == TypeChatData {
+					label = "chatdata"
+				}
 				p, ok := s.sink.(relay.Prober)
 				if !ok {
-					fmt.Fprintf(a.stdout, "  sinks[%d] %s: nothing to probe without posting\n", i, s.conf.Name)
+					fmt.Fprintf(a.stdout, "  %s: nothing to probe without posting\n", label)
 					continue
 				}
 				ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
@@ -51,10 +57,10 @@ func (a *app) checkConfigCmd() *cobra.Command {
 				cancel()
 				if err != nil {
 					failed++
-					fmt.Fprintf(a.stdout, "  sinks[%d] %s: FAILED: %v\n", i, s.conf.Name, err)
+					fmt.Fprintf(a.stdout, "  %s: FAILED: %v\n", label, err)
 					continue
 				}
-				fmt.Fprintf(a.stdout, "  sinks[%d] %s: credentials OK\n", i, s.conf.Name)
+				fmt.Fprintf(a.stdout, "  %s: credentials OK\n", label)
 			}
 			if failed > 0 {
 				return &exitError{code: 1, err: fmt.Errorf("%d sink(s) failed the probe", failed)}
