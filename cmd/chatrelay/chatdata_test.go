@@ -140,6 +140,12 @@ func TestChatDataProblems(t *testing.T) {
 			"  - name: support-slack\n    type: slack\n    token: xoxb-0123456789\n    channel: C0123456789\n" +
 			"    reply: {signing_secret: sig-0123456789, prefx: 'r:', repage_after: soon}\nchatdata: {api_key: sk-0123456789}\n",
 			[]string{`sinks[1].reply.prefx: unknown key (did you mean "prefix"?)`, `sinks[1].reply.repage_after: "soon" is not a duration`}},
+		{"Slack's reply keys on a discord sink", twoWayBase +
+			"  - name: chat-monitor\n    type: discord\n    token: bot-token-0123456789\n    channel_id: \"123456789012345678\"\n" +
+			"    reply: {signing_secret: sig-0123456789, app_token_file: /nonexistent, prefx: 'r:'}\nchatdata: {api_key: sk-0123456789}\n",
+			[]string{"sinks[1].reply.signing_secret: a key of slack sinks' reply, not of discord sinks' (they take prefix, mode, repage_after); remove it",
+				"sinks[1].reply.app_token_file: a key of slack sinks' reply, not of discord sinks'",
+				`sinks[1].reply.prefx: unknown key (did you mean "prefix"?)`}},
 		{"route to chatdata", twoWayBase + "chatdata: {api_key: sk-0123456789}\nroutes:\n  - {match: {topic: [agent-reply]}, sinks: [crm, chatdata]}\n",
 			[]string{"routes[0].sinks[1]: chatdata takes agent replies"}},
 	}
