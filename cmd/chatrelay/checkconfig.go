@@ -18,7 +18,15 @@ func (a *app) checkConfigCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "check-config",
 		Short: "Validate the config; with --probe, check each sink's credentials without posting",
-		Args:  cobra.NoArgs,
+		Long: `Validates the config and prints what it would run; a config with problems exits 2
+with one line per problem, each naming the key and the fix.
+
+With --probe it also checks, without posting a message, each sink's credentials and,
+for two-way live chat, what replies need: the chatdata section's API key (GET
+/api/v2/current-plan), a Slack bot token's scopes (auth.test) and app-level token,
+a Discord bot's permissions in the channel and its Message Content intent. Exit 1
+if any of them fails.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := a.loadConfig()
 			if err != nil {
@@ -68,6 +76,6 @@ func (a *app) checkConfigCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&probe, "probe", false, "check each sink's credentials against the platform without posting a message")
+	cmd.Flags().BoolVar(&probe, "probe", false, "check each sink's credentials (and the chatdata API key) against the platform without posting a message")
 	return cmd
 }
