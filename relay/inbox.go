@@ -213,6 +213,18 @@ func (in *Inbox) Ignore(m ThreadMessage, why string) Intake {
 	return Intake{Result: ReplyIgnored, Why: why}
 }
 
+// InRelayThread reports whether thread is one the relay opened for a
+// conversation on sink: an adapter asks before work worth sparing for a
+// message Accept would ignore as in a foreign thread (looking its author
+// up on the platform). An error means the store could not tell.
+func (in *Inbox) InRelayThread(ctx context.Context, sink, thread string) (bool, error) {
+	if thread == "" {
+		return false, nil
+	}
+	_, ok, err := in.cfg.Threads.ThreadConversation(ctx, sink, thread)
+	return ok, err
+}
+
 // RejectedSignature counts a request refused because its signature did
 // not hold, under sink (the two-way sink the endpoint serves).
 func (in *Inbox) RejectedSignature(sink string) { in.count(sink, ReplyRejectedSignature) }

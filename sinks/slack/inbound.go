@@ -125,7 +125,14 @@ func (in *inbound) message(ctx context.Context, e messageEvent) error {
 	if !m.Bot && !m.Edit && m.AgentID != "" {
 		m.Text = plainText(e.Text, nil)
 		if _, forVisitor := s.cfg.Reply.Rule().Visitor(m.Text); forVisitor {
-			// Worth naming: who wrote it, and whom it mentions.
+			// Worth naming, if in one of the relay's threads (else
+			// Accept ignores it, and no users.info is spent on it): who
+			// wrote it, and whom it mentions. Not knowing (the store),
+			// Accept says so.
+			if mine, err := in.inbox.InRelayThread(ctx, s.Name(), m.Thread); err == nil && !mine {
+				in.inbox.Ignore(m, relay.IgnoredForeignThread)
+				return nil
+			}
 			lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 			who, err := s.people.find(lctx, e.User)
 			if err != nil {

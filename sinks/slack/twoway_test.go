@@ -436,6 +436,13 @@ func TestWhatIsNotAReply(t *testing.T) {
 	if n := len(r.api.Requests()); n != 0 {
 		t.Fatalf("Chat Data got %d requests", n)
 	}
+	// A reply in a thread that is none of the relay's is ignored before
+	// its author is looked up.
+	for _, req := range r.slack.Requests() {
+		if req.Method == "users.info" {
+			t.Fatalf("users.info asked for a message that was ignored: %+v", req)
+		}
+	}
 }
 
 // TestQuickRepliesKeepTheirOrder: two replies written one right after the
