@@ -149,8 +149,9 @@ func eventsURL(base string) (string, error) {
 		return "", fmt.Errorf("%q has a query, a fragment or credentials; give the base URL alone", base)
 	}
 	// The request URL itself (as the README and the manifest show it) is
-	// taken as it is, not given a second EventsPath.
-	u.Path = strings.TrimRight(u.Path, "/")
+	// taken as it is, not given a second EventsPath; the URL given to Chat
+	// Data (…/webhook) is the relay's too, and its events go beside it.
+	u.Path = strings.TrimSuffix(strings.TrimRight(u.Path, "/"), "/webhook")
 	if !strings.HasSuffix(u.Path, EventsPath) {
 		u.Path += EventsPath
 	}

@@ -22,6 +22,7 @@ func TestNewManifest(t *testing.T) {
 		{"port", slack.ManifestOptions{URL: "https://relay.example.com:8443"}, "https://relay.example.com:8443/slack/events", ""},
 		{"the request URL itself", slack.ManifestOptions{URL: "https://relay.example.com/slack/events"}, "https://relay.example.com/slack/events", ""},
 		{"the request URL behind a proxy path", slack.ManifestOptions{URL: "https://example.com/chatrelay/slack/events/"}, "https://example.com/chatrelay/slack/events", ""},
+		{"the webhook URL given to Chat Data", slack.ManifestOptions{URL: "https://example.com/chatrelay/webhook"}, "https://example.com/chatrelay/slack/events", ""},
 		{"socket mode", slack.ManifestOptions{SocketMode: true}, "", ""},
 		{"plain http", slack.ManifestOptions{URL: "http://relay.example.com"}, "", "url: \"http://relay.example.com\" is not https"},
 		{"no URL", slack.ManifestOptions{}, "", "url: missing"},
