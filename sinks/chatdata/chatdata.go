@@ -89,7 +89,7 @@ func (c Config) Validate() error {
 		}
 	}
 	if c.Timeout < 0 {
-		errs = append(errs, errors.New("timeout: must be positive, like 10s"))
+		errs = append(errs, errors.New("timeout: cannot be negative; write a duration like 10s, or leave it out for the default"))
 	}
 	return errors.Join(errs...)
 }
