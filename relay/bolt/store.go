@@ -121,6 +121,7 @@ type Store struct {
 	durable   atomic.Uint64 // sequence number of the last durable record
 	applied   atomic.Uint64 // sequence number of the last record the database holds
 	unapplied atomic.Int64  // bytes of durable records handed to the applier and not applied yet
+	dbInUse   atomic.Int64  // bytes of the database file in use (its size less its free pages), as of the last commit
 
 	mu         sync.Mutex
 	queues     map[string]*queue
@@ -420,6 +421,7 @@ func (s *Store) init(dir string) error {
 	}
 	s.durable.Store(s.intake.next - 1)
 	s.unapplied.Store(0) // the replay applied records it never counted
+	s.measureInUse()
 	if err := s.intake.drop(s.applied.Load()); err != nil {
 		s.log.Warn("intake log: could not delete applied segments", "err", err)
 	}

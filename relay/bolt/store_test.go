@@ -146,6 +146,9 @@ func TestFullStoreNeverClaimsDuplicate(t *testing.T) {
 				t.Fatalf("append %d: %v, want ErrFull", i, err)
 			}
 			failed = ev
+			if took := i * len(pad); took > 2<<20 {
+				t.Errorf("a 1 MiB store took %d KiB before it refused an append", took>>10)
+			}
 			break
 		}
 	}

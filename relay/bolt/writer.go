@@ -182,6 +182,13 @@ const maxGroupBytes = 8 << 20
 // logBatch makes the entries durable: one write and one sync for all of
 // them (more if they exceed maxGroupBytes). It returns buf for reuse.
 func (s *Store) logBatch(batch []*entry, buf []byte) []byte {
+	if s.nearMaxSize() {
+		// The database may not have room for what the log holds: let it
+		// apply all of it first, so that a full database refuses this
+		// batch rather than the log taking in up to maxUnapplied more
+		// than store.max_size allows.
+		s.applyAll()
+	}
 	if err := s.applyHealth(); err != nil {
 		// The database cannot take more: nothing new is accepted until it
 		// can (the records already durable wait in the log).
@@ -496,6 +503,7 @@ func (s *Store) commitRecords(recs []logged) error {
 		return err
 	}
 	s.applied.Store(last)
+	s.measureInUse()
 	n := 0
 	for _, r := range recs {
 		n += len(r.rec)
@@ -511,6 +519,46 @@ func (s *Store) commitRecords(recs []logged) error {
 	s.appliedCh = make(chan struct{})
 	s.mu.Unlock()
 	return nil
+}
+
+// nearMaxSize says whether the records not applied yet might not fit in
+// the database under store.max_size: their bytes counted twice (a record
+// takes more room in the database, with its indexes and page overhead,
+// than in the log) on top of what the database uses.
+func (s *Store) nearMaxSize() bool {
+	return s.opts.MaxSize > 0 && s.dbInUse.Load()+2*s.unapplied.Load() >= s.opts.MaxSize
+}
+
+// applyAll waits until the database holds every durable record, or cannot
+// take more (its health says why), or the store stops.
+func (s *Store) applyAll() {
+	for {
+		s.mu.Lock()
+		changed, stuck := s.appliedCh, s.applyErr != nil
+		s.mu.Unlock()
+		if stuck || s.unapplied.Load() <= 0 {
+			return
+		}
+		s.nudge()
+		select {
+		case <-changed:
+		case <-s.stopped:
+			return
+		}
+	}
+}
+
+// measureInUse records how much of the database file is in use: its size
+// less its free pages, which bbolt fills before it grows the file (and
+// store.max_size bounds the file).
+func (s *Store) measureInUse() {
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		s.dbInUse.Store(tx.Size() - int64(s.db.Stats().FreeAlloc))
+		return nil
+	})
+	if err != nil {
+		s.log.Debug("could not measure the database's size", "err", err)
+	}
 }
 
 // applyYield is how many records the applier applies between two chances
