@@ -321,35 +321,27 @@ func statusBlocks(raw json.RawMessage, st *relay.ConversationState, conv string)
 		}
 		mine = append(mine, b)
 	}
-	out := make([]json.RawMessage, 0, len(blocks)+len(mine))
-	placed := false
+	// The message's blocks but its status blocks, and where those were.
+	others := make([]json.RawMessage, 0, len(blocks))
+	at := -1
 	for _, b := range blocks {
-		var id struct {
-			BlockID string `json:"block_id"`
-		}
+		var id blockID
 		if json.Unmarshal(b, &id) == nil && strings.HasPrefix(id.BlockID, statusBlock) {
-			if !placed {
-				out, placed = append(out, mine...), true
+			if at < 0 {
+				at = len(others)
 			}
 			continue
 		}
-		out = append(out, b)
+		others = append(others, b)
 	}
-	if !placed {
-		out = append(out, mine...)
+	if at < 0 {
+		at = len(others)
 	}
+	out := make([]json.RawMessage, 0, len(others)+len(mine))
+	out = append(append(append(out, others[:at]...), mine...), others[at:]...)
 	if len(out) > maxBlocks {
 		// No room for the status line: the buttons (or nothing) alone.
-		out = out[:0]
-		for _, b := range blocks {
-			var id struct {
-				BlockID string `json:"block_id"`
-			}
-			if json.Unmarshal(b, &id) == nil && strings.HasPrefix(id.BlockID, statusBlock) {
-				continue
-			}
-			out = append(out, b)
-		}
+		out = others
 		if len(mine) == 2 && len(out) < maxBlocks {
 			out = append(out, mine[1])
 		}
