@@ -176,9 +176,8 @@ func followupError(err error) error {
 // noteMessage is the thread's note of a reply that did not reach the
 // visitor: why, and the command that sends it again.
 func noteMessage(fu *relay.Followup) message {
-	line := ":warning: " + relay.NotDelivered
 	var b strings.Builder
-	b.WriteString(line)
+	b.WriteString(":warning: " + relay.NotDelivered)
 	if r := strings.TrimSpace(fu.Reason); r != "" {
 		b.WriteString(": ")
 		b.WriteString(escape(r))
@@ -186,29 +185,38 @@ func noteMessage(fu *relay.Followup) message {
 	if !strings.HasSuffix(b.String(), ".") {
 		b.WriteString(".")
 	}
-	text := b.String()
-	blocks := []slackapi.Block{slackapi.NewSectionBlock(slackapi.NewTextBlockObject(slackapi.MarkdownType, clip(text, maxSectionText), false, false), nil, nil)}
+	foot := ""
 	if fu.Replay != "" {
-		replay := "To send it again: `" + escape(strings.ReplaceAll(fu.Replay, "`", "'")) + "`"
-		blocks = append(blocks, slackapi.NewContextBlock("", slackapi.NewTextBlockObject(slackapi.MarkdownType, clip(replay, maxSectionText), false, false)))
-		text += " " + replay
+		foot = "To send it again: " + command(fu.Replay)
 	}
-	return message{text: clip(text, maxMessageText), blocks: blocks}
+	return threadNote(b.String(), foot)
 }
 
 // heldMessage is the thread's note of a reply that waits for Chat Data:
 // why, that it is kept and sent later (the ✅ says when), and where an
 // operator sees why.
 func heldMessage(fu *relay.Followup) message {
-	text := ":hourglass_flowing_sand: " + escape(fu.HeldLine())
-	blocks := []slackapi.Block{slackapi.NewSectionBlock(slackapi.NewTextBlockObject(slackapi.MarkdownType, clip(text, maxSectionText), false, false), nil, nil)}
+	foot := ""
 	if fu.Status != "" {
-		where := relay.OperatorSees + " `" + escape(strings.ReplaceAll(fu.Status, "`", "'")) + "`."
-		blocks = append(blocks, slackapi.NewContextBlock("", slackapi.NewTextBlockObject(slackapi.MarkdownType, clip(where, maxSectionText), false, false)))
-		text += " " + where
+		foot = relay.OperatorSees + " " + command(fu.Status) + "."
+	}
+	return threadNote(":hourglass_flowing_sand: "+escape(fu.HeldLine()), foot)
+}
+
+// threadNote is a note in a reply's thread: text (mrkdwn) in a section,
+// and foot, when there is one, in a context block under it; the
+// notification's text holds both.
+func threadNote(text, foot string) message {
+	blocks := []slackapi.Block{slackapi.NewSectionBlock(slackapi.NewTextBlockObject(slackapi.MarkdownType, clip(text, maxSectionText), false, false), nil, nil)}
+	if foot != "" {
+		blocks = append(blocks, slackapi.NewContextBlock("", slackapi.NewTextBlockObject(slackapi.MarkdownType, clip(foot, maxSectionText), false, false)))
+		text += " " + foot
 	}
 	return message{text: clip(text, maxMessageText), blocks: blocks}
 }
+
+// command is a command line an agent may pass on, as inline code.
+func command(s string) string { return "`" + escape(strings.ReplaceAll(s, "`", "'")) + "`" }
 
 // clip cuts s to n characters as Slack counts them, ending in "…".
 func clip(s string, n int) string {
