@@ -279,7 +279,7 @@ func (s *Sink) showStatus(ctx context.Context, fu *relay.Followup, conv string) 
 func withoutStatus(msg clicked) string {
 	first, rest, found := strings.Cut(msg.Text, "\n")
 	shown := hasBlock(msg.Blocks, statusText)
-	for _, p := range [...]string{"🙋 Claimed by ", "✅ Resolved by ", ":raising_hand: Claimed by ", ":white_check_mark: Resolved by "} {
+	for _, p := range [...]string{relay.ClaimedBy, relay.ResolvedBy, ":raising_hand: Claimed by ", ":white_check_mark: Resolved by "} {
 		shown = shown || strings.HasPrefix(first, p)
 	}
 	switch {
