@@ -140,6 +140,12 @@ func TestChatDataProblems(t *testing.T) {
 			"  - name: support-slack\n    type: slack\n    token: xoxb-0123456789\n    channel: C0123456789\n" +
 			"    reply: {signing_secret: sig-0123456789, prefx: 'r:', repage_after: soon}\nchatdata: {api_key: sk-0123456789}\n",
 			[]string{`sinks[1].reply.prefx: unknown key (did you mean "prefix"?)`, `sinks[1].reply.repage_after: "soon" is not a duration`}},
+		{"Slack's reply keys on a discord sink", twoWayBase +
+			"  - name: chat-monitor\n    type: discord\n    token: bot-token-0123456789\n    channel_id: \"123456789012345678\"\n" +
+			"    reply: {signing_secret: sig-0123456789, app_token_file: /nonexistent, prefx: 'r:'}\nchatdata: {api_key: sk-0123456789}\n",
+			[]string{"sinks[1].reply.signing_secret: a key of slack sinks' reply, not of discord sinks' (they take prefix, mode, repage_after); remove it",
+				"sinks[1].reply.app_token_file: a key of slack sinks' reply, not of discord sinks'",
+				`sinks[1].reply.prefx: unknown key (did you mean "prefix"?)`}},
 		{"route to chatdata", twoWayBase + "chatdata: {api_key: sk-0123456789}\nroutes:\n  - {match: {topic: [agent-reply]}, sinks: [crm, chatdata]}\n",
 			[]string{"routes[0].sinks[1]: chatdata takes agent replies"}},
 	}
@@ -168,7 +174,8 @@ func TestChatDataProblems(t *testing.T) {
 }
 
 // TestCheckConfigProbesChatData: check-config --probe checks the key with
-// GET /api/v2/current-plan and names what failed.
+// GET /api/v2/current-plan and names what failed, under the key the file
+// has (chatdata, not a sinks[N] the file does not have).
 func TestCheckConfigProbesChatData(t *testing.T) {
 	t.Parallel()
 	api := chatdatatest.NewServer(t)
@@ -177,12 +184,12 @@ func TestCheckConfigProbesChatData(t *testing.T) {
 		code      int
 		says      string
 	}{
-		{"right key", api.Key, 0, "chatdata: credentials OK"},
-		{"revoked key", "sk-revoked-0123456789", 1, "chatdata: FAILED: chatdata: the API key was refused (check chatdata.api_key)"},
+		{"right key", api.Key, 0, "\n  chatdata: credentials OK\n"},
+		{"revoked key", "sk-revoked-0123456789", 1, "\n  chatdata: FAILED: chatdata: the API key was refused (check chatdata.api_key)"},
 	} {
 		path := writeConfig(t, twoWayBase+"chatdata:\n  api_key: "+tc.key+"\n  api_url: "+api.URL+"\n")
 		code, out, errOut := cli(t, "--config", path, "check-config", "--probe")
-		if code != tc.code || !strings.Contains(out, tc.says) {
+		if code != tc.code || !strings.Contains(out, tc.says) || strings.Contains(out, "] chatdata") {
 			t.Errorf("%s: exit %d, want %d; stdout:\n%s\nstderr:\n%s", tc.name, code, tc.code, out, errOut)
 		}
 		if strings.Contains(out+errOut, tc.key) {

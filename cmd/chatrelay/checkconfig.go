@@ -18,7 +18,15 @@ func (a *app) checkConfigCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "check-config",
 		Short: "Validate the config; with --probe, check each sink's credentials without posting",
-		Args:  cobra.NoArgs,
+		Long: `Validates the config and prints what it would run; a config with problems exits 2
+with one line per problem, each naming the key and the fix.
+
+With --probe it also checks, without posting a message, each sink's credentials and,
+for two-way live chat, what replies need: the chatdata section's API key (GET
+/api/v2/current-plan), a Slack bot token's scopes (auth.test) and app-level token,
+a Discord bot's permissions in the channel and its Message Content intent. Exit 1
+if any of them fails.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := a.loadConfig()
 			if err != nil {
@@ -41,9 +49,15 @@ func (a *app) checkConfigCmd() *cobra.Command {
 			}
 			failed := 0
 			for i, s := range sinks {
+				// Named by its key in the file: the chatdata destination is
+				// the chatdata section, not one of sinks.
+				label := fmt.Sprintf("sinks[%d] %s", i, s.conf.Name)
+				if s.conf.Type == TypeChatData {
+					label = "chatdata"
+				}
 				p, ok := s.sink.(relay.Prober)
 				if !ok {
-					fmt.Fprintf(a.stdout, "  sinks[%d] %s: nothing to probe without posting\n", i, s.conf.Name)
+					fmt.Fprintf(a.stdout, "  %s: nothing to probe without posting\n", label)
 					continue
 				}
 				ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
@@ -51,10 +65,10 @@ func (a *app) checkConfigCmd() *cobra.Command {
 				cancel()
 				if err != nil {
 					failed++
-					fmt.Fprintf(a.stdout, "  sinks[%d] %s: FAILED: %v\n", i, s.conf.Name, err)
+					fmt.Fprintf(a.stdout, "  %s: FAILED: %v\n", label, err)
 					continue
 				}
-				fmt.Fprintf(a.stdout, "  sinks[%d] %s: credentials OK\n", i, s.conf.Name)
+				fmt.Fprintf(a.stdout, "  %s: credentials OK\n", label)
 			}
 			if failed > 0 {
 				return &exitError{code: 1, err: fmt.Errorf("%d sink(s) failed the probe", failed)}
@@ -62,6 +76,6 @@ func (a *app) checkConfigCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&probe, "probe", false, "check each sink's credentials against the platform without posting a message")
+	cmd.Flags().BoolVar(&probe, "probe", false, "check each sink's credentials (and the chatdata API key) against the platform without posting a message")
 	return cmd
 }

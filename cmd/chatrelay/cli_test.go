@@ -203,3 +203,29 @@ func TestStatusCommand(t *testing.T) {
 		t.Fatalf("status with every sink up: exit %d %q %q", code, out, stderr)
 	}
 }
+
+// TestHelpNamesWhatTwoWayNeeds: the help of the commands a two-way user
+// runs names the endpoint Slack posts to and what --probe checks, so
+// that the set-up can be found from the binary alone.
+func TestHelpNamesWhatTwoWayNeeds(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		says []string
+	}{
+		{[]string{"--help"}, []string{"two-way live chat", "reply:"}},
+		{[]string{"serve", "--help"}, []string{"POST /webhook", "POST /slack/events", "reply.app_token", "slack-manifest", "embedded defaults"}},
+		{[]string{"check-config", "--help"}, []string{"--probe", "/api/v2/current-plan", "scopes", "Message Content intent"}},
+		{[]string{"slack-manifest", "--help"}, []string{"/slack/events", "--socket-mode"}},
+	} {
+		code, out, errOut := cli(t, tc.args...)
+		if code != 0 {
+			t.Errorf("%v: exit %d\n%s", tc.args, code, errOut)
+		}
+		for _, s := range tc.says {
+			if !strings.Contains(out, s) {
+				t.Errorf("%v: the help does not say %q:\n%s", tc.args, s, out)
+			}
+		}
+	}
+}

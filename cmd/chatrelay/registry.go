@@ -124,7 +124,7 @@ func decodeSinks(sinks []SinkConfig, readFile func(string) ([]byte, error)) []er
 		spec := reflect.New(typ.config).Interface()
 		problems = append(problems, decode(own, spec, prefix, func(path, k string) string {
 			if path != "" { // in a section of the sink's own (reply:)
-				return "unknown key" + suggest(k, keysOf(typeAt(typ.config, path))) + "; see config.example.yaml for every key"
+				return sectionUnknownKey(sc.Type, path, k, types)
 			}
 			return sinkUnknownKey(sc.Type, k, types)
 		})...)
@@ -144,6 +144,21 @@ func sinkUnknownKey(typ, k string, types map[string]sinkType) string {
 				hint = "; did you mean " + near + "?"
 			}
 			return fmt.Sprintf("not a key of %s sinks%s", typ, hint)
+		}
+	}
+	return "unknown key" + suggest(k, own) + "; see config.example.yaml for every key"
+}
+
+// sectionUnknownKey says that the section path (reply) of sinks of type
+// typ takes no key k; a key the same section of another type has
+// (signing_secret in a discord sink's reply:, a Slack key) is named as
+// such, with the keys the section does take.
+func sectionUnknownKey(typ, path, k string, types map[string]sinkType) string {
+	own := keysOf(typeAt(types[typ].config, path))
+	for _, name := range slices.Sorted(maps.Keys(types)) {
+		if name != typ && slices.Contains(secretKeys(typeAt(types[name].config, path)), k) {
+			return fmt.Sprintf("a key of %s sinks' %s, not of %s sinks' (they take %s); remove it",
+				name, path, typ, strings.Join(own, ", "))
 		}
 	}
 	return "unknown key" + suggest(k, own) + "; see config.example.yaml for every key"

@@ -43,7 +43,9 @@ func (a *app) rootCmd() *cobra.Command {
 		Long: `chatrelay receives Chat Data webhook events, verifies their signature, stores them
 durably, and delivers each to every configured sink (Slack, Discord, generic
 webhooks, console) in conversation order, with retries, rate limits and a
-dead-letter list.
+dead-letter list. With two-way live chat (the chatdata section and a bot-mode
+sink's reply: section; README "Two-way live chat") agents answer visitors from
+the conversation's Slack or Discord thread.
 
 Run "chatrelay serve" with no config file to try it on embedded defaults.`,
 		SilenceUsage:  true,

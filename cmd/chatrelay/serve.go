@@ -32,7 +32,18 @@ func (a *app) serveCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "serve",
 		Short: "Run the relay (with no config file: embedded defaults, console sink)",
-		Args:  cobra.NoArgs,
+		Long: `Runs the relay until SIGINT or SIGTERM. On listen it takes Chat Data's events at
+POST /webhook (and answers GET /healthz, GET /readyz); on admin.listen it serves
+GET /metrics, the /api/v1 admin API and the web console.
+
+Two-way live chat: a Slack sink with reply.signing_secret takes Slack's events and
+button clicks at POST /slack/events on listen (chatrelay slack-manifest prints the
+app); one with reply.app_token (Socket Mode) and a Discord sink with reply: connect
+out to Slack or Discord, so they need no public URL.
+
+With no config file it runs on embedded defaults: listens on 127.0.0.1:8080, stores
+in ./chatrelay-data and prints what Slack and Discord would show.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := a.loadConfig()
 			if err != nil {

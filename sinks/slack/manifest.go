@@ -133,8 +133,8 @@ func NewManifest(o ManifestOptions) (Manifest, error) {
 	return m, nil
 }
 
-// eventsURL is base + EventsPath: Slack's request URL for events and
-// interactivity.
+// eventsURL is base + EventsPath (or base itself when it already ends
+// with EventsPath): Slack's request URL for events and interactivity.
 func eventsURL(base string) (string, error) {
 	if strings.TrimSpace(base) == "" {
 		return "", errors.New("missing; give the relay's public https URL (like https://relay.example.com), or use Socket Mode")
@@ -148,7 +148,12 @@ func eventsURL(base string) (string, error) {
 	case u.RawQuery != "" || u.Fragment != "" || u.User != nil:
 		return "", fmt.Errorf("%q has a query, a fragment or credentials; give the base URL alone", base)
 	}
-	u.Path = strings.TrimRight(u.Path, "/") + EventsPath
+	// The request URL itself (as the README and the manifest show it) is
+	// taken as it is, not given a second EventsPath.
+	u.Path = strings.TrimRight(u.Path, "/")
+	if !strings.HasSuffix(u.Path, EventsPath) {
+		u.Path += EventsPath
+	}
 	u.RawPath = ""
 	return u.String(), nil
 }

@@ -20,6 +20,8 @@ func TestNewManifest(t *testing.T) {
 		{"trailing slash", slack.ManifestOptions{URL: "https://relay.example.com/"}, "https://relay.example.com/slack/events", ""},
 		{"behind a proxy path", slack.ManifestOptions{URL: "https://example.com/chatrelay/"}, "https://example.com/chatrelay/slack/events", ""},
 		{"port", slack.ManifestOptions{URL: "https://relay.example.com:8443"}, "https://relay.example.com:8443/slack/events", ""},
+		{"the request URL itself", slack.ManifestOptions{URL: "https://relay.example.com/slack/events"}, "https://relay.example.com/slack/events", ""},
+		{"the request URL behind a proxy path", slack.ManifestOptions{URL: "https://example.com/chatrelay/slack/events/"}, "https://example.com/chatrelay/slack/events", ""},
 		{"socket mode", slack.ManifestOptions{SocketMode: true}, "", ""},
 		{"plain http", slack.ManifestOptions{URL: "http://relay.example.com"}, "", "url: \"http://relay.example.com\" is not https"},
 		{"no URL", slack.ManifestOptions{}, "", "url: missing"},
