@@ -201,15 +201,16 @@ func (f *Followups) replied(ctx context.Context, o Outcome) {
 
 // queue stores fu as a follow-up event for its sink alone.
 func (f *Followups) queue(ctx context.Context, conv, chatbot string, fu Followup) error {
+	return queueFollowup(ctx, f.cfg.Store, f.cfg.Clock, conv, chatbot, fu)
+}
+
+// queueFollowup stores fu, as the follow-up event of the conversation conv
+// of chatbot, for its sink alone.
+func queueFollowup(ctx context.Context, store Appender, clock clockwork.Clock, conv, chatbot string, fu Followup) error {
 	ev, err := NewFollowupEvent(conv, chatbot, fu)
 	if err != nil {
 		return err
 	}
-	return appendFollowup(ctx, f.cfg.Store, f.cfg.Clock, ev)
-}
-
-// appendFollowup stores ev, a follow-up event, for its sink alone.
-func appendFollowup(ctx context.Context, store Appender, clock clockwork.Clock, ev *Event) error {
 	id, err := uuid.NewV7()
 	if err != nil {
 		id = uuid.New()

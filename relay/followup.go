@@ -161,6 +161,10 @@ const (
 	// ClaimButton and ResolveButton are the buttons' labels.
 	ClaimButton   = "Claim"
 	ResolveButton = "Resolve"
+	// ClaimedBy and ResolvedBy start a conversation's status (Status),
+	// before the agent's name: a sink finds its status line by them.
+	ClaimedBy  = "🙋 Claimed by "
+	ResolvedBy = "✅ Resolved by "
 )
 
 // Status is the conversation's status as the message clicked shows it:
@@ -168,9 +172,9 @@ const (
 func (s ConversationState) Status() string {
 	switch {
 	case s.Resolved():
-		return "✅ Resolved by " + s.ResolvedBy
+		return ResolvedBy + s.ResolvedBy
 	case s.Claimed():
-		return "🙋 Claimed by " + s.ClaimedBy
+		return ClaimedBy + s.ClaimedBy
 	}
 	return ""
 }

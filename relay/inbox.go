@@ -307,11 +307,7 @@ func (in *Inbox) Click(ctx context.Context, c Click) (Clicked, error) {
 	if c.MessageID != "" {
 		fu := Followup{Kind: FollowupStatus, Sink: c.Sink, Key: statusKey(c.Channel, c.MessageID, st), State: &st,
 			Channel: c.Channel, MessageID: c.MessageID, Message: c.Message}
-		ev, err := NewFollowupEvent(c.ConversationID, c.ChatbotID, fu)
-		if err == nil {
-			err = appendFollowup(ctx, in.cfg.Store, in.cfg.Clock, ev)
-		}
-		if err != nil {
+		if err := queueFollowup(ctx, in.cfg.Store, in.cfg.Clock, c.ConversationID, c.ChatbotID, fu); err != nil {
 			return Clicked{}, fmt.Errorf("inbox: %s recorded, but the message could not be queued to show it: %w", c.Action, err)
 		}
 	}

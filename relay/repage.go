@@ -139,11 +139,7 @@ func (r *Repager) repage(ctx context.Context, sink string, e Repage) error {
 	if st.Escalation == e.Escalation && !st.Claimed() && !st.Resolved() {
 		fu := Followup{Kind: FollowupRepage, Sink: sink, Key: "repage:" + e.Escalation, State: &st,
 			Escalation: e.Escalation, Waited: r.cfg.After[sink]}
-		ev, err := NewFollowupEvent(e.Conversation, e.Chatbot, fu)
-		if err != nil {
-			return err
-		}
-		if err := appendFollowup(ctx, r.cfg.Store, r.cfg.Clock, ev); err != nil {
+		if err := queueFollowup(ctx, r.cfg.Store, r.cfg.Clock, e.Conversation, e.Chatbot, fu); err != nil {
 			return err
 		}
 		r.cfg.Logger.Info("escalation still unclaimed; posted again with the mention", "sink", sink,

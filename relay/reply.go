@@ -206,14 +206,19 @@ func (r ReplyRule) Validate() error {
 // Hint tells agents, under an escalation, how to answer the visitor from
 // the thread: the same words on every platform.
 func (r ReplyRule) Hint() string {
-	prefix := strings.TrimSpace(r.Prefix)
-	if prefix == "" {
-		prefix = DefaultReplyPrefix
-	}
 	if r.Mode == ReplyAll {
 		return "Every message in this thread goes to the visitor, except those starting with \"" + NotePrefix + "\"."
 	}
-	return "To answer the visitor, start a message in this thread with \"" + prefix + "\"; other messages stay internal notes."
+	return "To answer the visitor, start a message in this thread with \"" + r.prefix() + "\"; other messages stay internal notes."
+}
+
+// prefix is the prefix a reply starts with, DefaultReplyPrefix when none
+// is set (Validate refuses a blank one).
+func (r ReplyRule) prefix() string {
+	if p := strings.TrimSpace(r.Prefix); p != "" {
+		return p
+	}
+	return DefaultReplyPrefix
 }
 
 // Visitor returns what of a thread message goes to the visitor, and false
@@ -222,12 +227,8 @@ func (r ReplyRule) Hint() string {
 // spaces and invisible characters; control characters (but line breaks
 // and tabs) are dropped wherever they are.
 func (r ReplyRule) Visitor(text string) (string, bool) {
-	prefix := strings.TrimSpace(r.Prefix)
-	if prefix == "" {
-		prefix = DefaultReplyPrefix // Validate refuses a blank one
-	}
 	text = strings.TrimLeftFunc(shown(text), invisible)
-	rest, prefixed := cutPrefixFold(text, prefix)
+	rest, prefixed := cutPrefixFold(text, r.prefix())
 	switch {
 	case prefixed:
 		text = rest

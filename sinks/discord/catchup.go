@@ -346,15 +346,3 @@ func (g *Gateway) history(ctx context.Context, thread, after string) (page []res
 		}
 	}
 }
-
-// sleep waits d on the sink's clock, or until ctx ends.
-func (g *Gateway) sleep(ctx context.Context, d time.Duration) error {
-	t := g.s.clock.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.Chan():
-		return nil
-	}
-}

@@ -76,7 +76,7 @@ func buttons(conversation, chatbot string, st relay.ConversationState) []discord
 
 // statusPrefixes start the status line a message shows once its
 // conversation was claimed or resolved.
-var statusPrefixes = []string{"🙋 Claimed by ", "✅ Resolved by "}
+var statusPrefixes = []string{relay.ClaimedBy, relay.ResolvedBy}
 
 // withStatus is content with status as its first line, in place of the
 // status it showed before (if any).

@@ -354,13 +354,21 @@ func (g *Gateway) connect(ctx context.Context, sess *session) {
 		if fatal(err) {
 			wait = g.deps.MaxBackoff
 		}
-		t := g.s.clock.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if g.sleep(ctx, wait) != nil {
 			return
-		case <-t.Chan():
 		}
+	}
+}
+
+// sleep waits d on the sink's clock, or until ctx ends (then ctx.Err()).
+func (g *Gateway) sleep(ctx context.Context, d time.Duration) error {
+	t := g.s.clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.Chan():
+		return nil
 	}
 }
 

@@ -103,14 +103,10 @@ func (g *Gateway) accept(ctx context.Context, m relay.ThreadMessage) {
 			g.log.Warn("cannot store a thread message; retrying", "message_id", m.MessageID, "attempt", attempt, "err", err)
 			last = text
 		}
-		t := g.s.clock.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if g.sleep(ctx, wait) != nil {
 			g.log.Error("a thread message could not be stored before the relay stopped; it does not reach the visitor",
 				"message_id", m.MessageID, "thread", m.Thread, "agent_id", m.AgentID, "err", err)
 			return
-		case <-t.Chan():
 		}
 		wait = min(2*wait, acceptMaxBackoff)
 	}
@@ -213,12 +209,8 @@ func (g *Gateway) record(ctx context.Context, c relay.Click) (relay.Clicked, err
 		if err == nil || errors.Is(err, relay.ErrNotAClick) || errors.Is(err, relay.ErrClosed) {
 			return clicked, err
 		}
-		t := g.s.clock.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if g.sleep(ctx, wait) != nil {
 			return clicked, err
-		case <-t.Chan():
 		}
 		wait = min(2*wait, acceptMaxBackoff)
 	}

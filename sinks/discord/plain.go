@@ -9,7 +9,6 @@ import (
 
 	"github.com/yuin/goldmark/ast"
 	"github.com/yuin/goldmark/extension"
-	east "github.com/yuin/goldmark/extension/ast"
 	"github.com/yuin/goldmark/parser"
 	"github.com/yuin/goldmark/text"
 	"github.com/yuin/goldmark/util"
@@ -291,9 +290,7 @@ func (p *plainWriter) inline(n ast.Node, segs *[]plainSeg) {
 			*segs = append(*segs, plainSeg{text: p.link(p.inlines(c), string(c.Destination))})
 		case *ast.AutoLink:
 			*segs = append(*segs, plainSeg{text: p.restore(string(c.URL(p.src)), true)})
-		case *ast.Emphasis, *east.Strikethrough:
-			p.inline(c, segs)
-		default:
+		default: // emphasis, strikethrough: their text alone
 			p.inline(c, segs)
 		}
 	}

@@ -205,5 +205,9 @@ func unescapeText(s string) string {
 	if !strings.Contains(s, "&") {
 		return s
 	}
-	return strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&").Replace(s)
+	return slackUnescaper.Replace(s)
 }
+
+// slackUnescaper is built once: unescapeText runs for every run of text
+// and every entity of every line of an agent's message.
+var slackUnescaper = strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&")

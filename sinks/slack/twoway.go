@@ -176,9 +176,8 @@ func followupError(err error) error {
 // noteMessage is the thread's note of a reply that did not reach the
 // visitor: why, and the command that sends it again.
 func noteMessage(fu *relay.Followup) message {
-	line := ":warning: " + relay.NotDelivered
 	var b strings.Builder
-	b.WriteString(line)
+	b.WriteString(":warning: " + relay.NotDelivered)
 	if r := strings.TrimSpace(fu.Reason); r != "" {
 		b.WriteString(": ")
 		b.WriteString(escape(r))
@@ -186,29 +185,38 @@ func noteMessage(fu *relay.Followup) message {
 	if !strings.HasSuffix(b.String(), ".") {
 		b.WriteString(".")
 	}
-	text := b.String()
-	blocks := []slackapi.Block{slackapi.NewSectionBlock(slackapi.NewTextBlockObject(slackapi.MarkdownType, clip(text, maxSectionText), false, false), nil, nil)}
+	foot := ""
 	if fu.Replay != "" {
-		replay := "To send it again: `" + escape(strings.ReplaceAll(fu.Replay, "`", "'")) + "`"
-		blocks = append(blocks, slackapi.NewContextBlock("", slackapi.NewTextBlockObject(slackapi.MarkdownType, clip(replay, maxSectionText), false, false)))
-		text += " " + replay
+		foot = "To send it again: " + command(fu.Replay)
 	}
-	return message{text: clip(text, maxMessageText), blocks: blocks}
+	return threadNote(b.String(), foot)
 }
 
 // heldMessage is the thread's note of a reply that waits for Chat Data:
 // why, that it is kept and sent later (the ✅ says when), and where an
 // operator sees why.
 func heldMessage(fu *relay.Followup) message {
-	text := ":hourglass_flowing_sand: " + escape(fu.HeldLine())
-	blocks := []slackapi.Block{slackapi.NewSectionBlock(slackapi.NewTextBlockObject(slackapi.MarkdownType, clip(text, maxSectionText), false, false), nil, nil)}
+	foot := ""
 	if fu.Status != "" {
-		where := relay.OperatorSees + " `" + escape(strings.ReplaceAll(fu.Status, "`", "'")) + "`."
-		blocks = append(blocks, slackapi.NewContextBlock("", slackapi.NewTextBlockObject(slackapi.MarkdownType, clip(where, maxSectionText), false, false)))
-		text += " " + where
+		foot = relay.OperatorSees + " " + command(fu.Status) + "."
+	}
+	return threadNote(":hourglass_flowing_sand: "+escape(fu.HeldLine()), foot)
+}
+
+// threadNote is a note in a reply's thread: text (mrkdwn) in a section,
+// and foot, when there is one, in a context block under it; the
+// notification's text holds both.
+func threadNote(text, foot string) message {
+	blocks := []slackapi.Block{slackapi.NewSectionBlock(slackapi.NewTextBlockObject(slackapi.MarkdownType, clip(text, maxSectionText), false, false), nil, nil)}
+	if foot != "" {
+		blocks = append(blocks, slackapi.NewContextBlock("", slackapi.NewTextBlockObject(slackapi.MarkdownType, clip(foot, maxSectionText), false, false)))
+		text += " " + foot
 	}
 	return message{text: clip(text, maxMessageText), blocks: blocks}
 }
+
+// command is a command line an agent may pass on, as inline code.
+func command(s string) string { return "`" + escape(strings.ReplaceAll(s, "`", "'")) + "`" }
 
 // clip cuts s to n characters as Slack counts them, ending in "…".
 func clip(s string, n int) string {
@@ -271,7 +279,7 @@ func (s *Sink) showStatus(ctx context.Context, fu *relay.Followup, conv string) 
 func withoutStatus(msg clicked) string {
 	first, rest, found := strings.Cut(msg.Text, "\n")
 	shown := hasBlock(msg.Blocks, statusText)
-	for _, p := range [...]string{"🙋 Claimed by ", "✅ Resolved by ", ":raising_hand: Claimed by ", ":white_check_mark: Resolved by "} {
+	for _, p := range [...]string{relay.ClaimedBy, relay.ResolvedBy, ":raising_hand: Claimed by ", ":white_check_mark: Resolved by "} {
 		shown = shown || strings.HasPrefix(first, p)
 	}
 	switch {
@@ -321,35 +329,27 @@ func statusBlocks(raw json.RawMessage, st *relay.ConversationState, conv string)
 		}
 		mine = append(mine, b)
 	}
-	out := make([]json.RawMessage, 0, len(blocks)+len(mine))
-	placed := false
+	// The message's blocks but its status blocks, and where those were.
+	others := make([]json.RawMessage, 0, len(blocks))
+	at := -1
 	for _, b := range blocks {
-		var id struct {
-			BlockID string `json:"block_id"`
-		}
+		var id blockID
 		if json.Unmarshal(b, &id) == nil && strings.HasPrefix(id.BlockID, statusBlock) {
-			if !placed {
-				out, placed = append(out, mine...), true
+			if at < 0 {
+				at = len(others)
 			}
 			continue
 		}
-		out = append(out, b)
+		others = append(others, b)
 	}
-	if !placed {
-		out = append(out, mine...)
+	if at < 0 {
+		at = len(others)
 	}
+	out := make([]json.RawMessage, 0, len(others)+len(mine))
+	out = append(append(append(out, others[:at]...), mine...), others[at:]...)
 	if len(out) > maxBlocks {
 		// No room for the status line: the buttons (or nothing) alone.
-		out = out[:0]
-		for _, b := range blocks {
-			var id struct {
-				BlockID string `json:"block_id"`
-			}
-			if json.Unmarshal(b, &id) == nil && strings.HasPrefix(id.BlockID, statusBlock) {
-				continue
-			}
-			out = append(out, b)
-		}
+		out = others
 		if len(mine) == 2 && len(out) < maxBlocks {
 			out = append(out, mine[1])
 		}
