@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"path"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -37,11 +38,17 @@ func invocation(arg0, exe, srcDir, cwd string) string {
 	return shellQuote(arg0)
 }
 
-// goRun reports whether exe is a binary go run built: it lives in a
-// go-build temporary directory, as .../go-build123/b001/exe/chatrelay.
+// goRun reports whether exe is a binary go run built: in the build cache
+// (Go 1.24 on), as GOCACHE/cd/cd27…-d/chatrelay, or in a go-build
+// temporary directory, as .../go-build123/b001/exe/chatrelay.
 func goRun(exe string) bool {
 	exe = filepath.ToSlash(exe)
-	return strings.Contains(exe, "/go-build") && strings.Contains(exe, "/exe/")
+	if strings.Contains(exe, "/go-build") && strings.Contains(exe, "/exe/") {
+		return true
+	}
+	dir := path.Dir(exe)
+	hash, shard := path.Base(dir), path.Base(path.Dir(dir))
+	return len(shard) == 2 && strings.HasPrefix(hash, shard) && strings.HasSuffix(hash, "-d")
 }
 
 // selfInvocation is invocation for this process.
