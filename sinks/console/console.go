@@ -102,8 +102,14 @@ func Render(ev *relay.Event) string {
 			fmt.Fprintf(&b, "│ %s\n", relay.NoConversation)
 		}
 	case relay.TopicLead:
-		fields(&b, relay.ReadingOrder(ev.Lead))
-		if len(ev.Lead) == 0 {
+		var shown []relay.Field
+		for _, f := range relay.ReadingOrder(ev.Lead) {
+			if f.Key != "uuid" { // with the ids at the foot, as every sink shows it
+				shown = append(shown, f)
+			}
+		}
+		fields(&b, shown)
+		if len(shown) == 0 {
 			fmt.Fprintf(&b, "│ %s\n", relay.NoLeadFields)
 		}
 	case relay.TopicAgentReply:
@@ -114,12 +120,7 @@ func Render(ev *relay.Event) string {
 		}
 		fields(&b, ev.Fields)
 	default:
-		var shown []relay.Field
-		for _, f := range ev.Fields {
-			if f.Key != "client_ip" { // no topic shows it in a channel
-				shown = append(shown, f)
-			}
-		}
+		shown := ev.OtherFields()
 		fields(&b, shown)
 		if len(shown) == 0 {
 			fmt.Fprintf(&b, "│ %s\n", relay.NoFields)
@@ -133,10 +134,8 @@ func Render(ev *relay.Event) string {
 	if ev.ChatbotID != "" {
 		foot = append(foot, "chatbot "+ev.ChatbotID)
 	}
-	if ev.Topic != relay.TopicLead {
-		if uuid := ev.LeadValue("uuid"); uuid != "" {
-			foot = append(foot, "lead "+uuid)
-		}
+	if uuid := ev.LeadValue("uuid"); uuid != "" {
+		foot = append(foot, "lead "+uuid)
 	}
 	foot = append(foot, "event "+ev.ID)
 	fmt.Fprintf(&b, "└─ %s\n", strings.Join(foot, " · "))

@@ -109,7 +109,7 @@ func TestSameWordsAsTheChannels(t *testing.T) {
 		{"chat.json", relay.TopicChat, []string{"New chat message", relay.Speaker("user") + " │", relay.Speaker("assistant") + "     │"}},
 		{"chat-no-answer.json", relay.TopicChat, []string{relay.NoAnswer}},
 		{"live-chat-escalation-complaint.json", relay.TopicEscalation, []string{relay.EscalationLine, "Name ", relay.EarlierMessages(2)}},
-		{"lead-custom-fields.json", relay.TopicLead, []string{"New lead", "Custom fields", "  Company: Northwind Ltd", "UUID "}},
+		{"lead-custom-fields.json", relay.TopicLead, []string{"New lead", "Custom fields", "  Company: Northwind Ltd", "· lead 0e3f7a52-8c1d-4b6e-9f20-7a5d3c1b9e84 ·"}},
 	} {
 		var out bytes.Buffer
 		if err := console.New("console", &out).Send(t.Context(), load(t, tc.file, tc.topic)); err != nil {
