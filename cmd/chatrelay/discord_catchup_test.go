@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -31,42 +30,14 @@ func TestDiscordCatchUpAfterRestart(t *testing.T) {
 	api := chatdatatest.NewServer(t)
 	const conv = "5b0c7c1e-2d2f-4a36-9d8e-0f7d2c1a9b11"
 	dir := t.TempDir()
-	config := fmt.Sprintf(`
-signing_secrets: [catchup-secret]
-log: {level: info, format: json}
-retry: {initial: 50ms, max: 300ms, max_age: 1h}
-shutdown_timeout: 500ms
-store: {path: %s}
-chatdata:
-  api_key: %s
-  api_url: %s
-sinks:
-  - name: chat-monitor
-    type: discord
-    token: %s
-    channel_id: "%s"
-    api_url: %s/api/v10
-    mention: "<@&1310000000000000444>"
-    reply: { prefix: "reply:" }
-`, dir, api.Key, api.URL, gw.Token(), channel, gw.URL())
-	var procs []*replicaProc
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, r := range procs {
-				t.Logf("serve %s:\n%s", r.name, r.logs.String())
-			}
-		}
-	})
+	config := discordTwoWayYAML(twoWaySetup{secret: "catchup-secret", level: "info", maxAge: "1h", dir: dir,
+		apiKey: api.Key, apiURL: api.URL, gw: gw, channel: channel})
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
+	runs := newDiscordRuns(t, ctx, gw)
 	start := func(name string, sessions int) *replicaProc {
 		t.Helper()
-		r := startServe(t, name, config)
-		procs = append(procs, r)
-		if _, err := gw.WaitIdentified(ctx, sessions); err != nil {
-			t.Fatalf("%s: no gateway session: %v", name, err)
-		}
-		return r
+		return runs.start(name, config, sessions)
 	}
 	caughtUp := func(r *replicaProc) string {
 		t.Helper()
@@ -127,7 +98,7 @@ sinks:
 	if n := len(api.Messages(conv)); n != 1 {
 		t.Fatalf("Chat Data got the reply %d times", n)
 	}
-	for _, r := range procs {
+	for _, r := range runs.all {
 		relaytest.AssertNoSecret(t, r.name+"'s logs", r.logs.String(), gw.Token(), api.Key)
 	}
 }

@@ -53,44 +53,13 @@ func TestDiscordTwoWayAsANewUser(t *testing.T) {
 	const conv, chatbot = "5b0c7c1e-2d2f-4a36-9d8e-0f7d2c1a9b11", "654aee418bc9a33b0e50d0ad"
 	dir := t.TempDir()
 	config := func(apiKey, maxAge string) string {
-		return fmt.Sprintf(`
-signing_secrets: [newuser-secret]
-log: {level: debug, format: json}
-retry: {initial: 50ms, max: 300ms, max_age: %s}
-shutdown_timeout: 500ms
-store: {path: %s}
-chatdata:
-  api_key: %s
-  api_url: %s
-sinks:
-  - name: chat-monitor
-    type: discord
-    token: %s
-    channel_id: "%s"
-    api_url: %s/api/v10
-    mention: "<@&1310000000000000444>"
-    reply: { prefix: "reply:" }
-`, maxAge, dir, apiKey, front.URL, gw.Token(), channel, gw.URL())
+		return discordTwoWayYAML(twoWaySetup{secret: "newuser-secret", level: "debug", maxAge: maxAge, dir: dir,
+			apiKey: apiKey, apiURL: front.URL, gw: gw, channel: channel})
 	}
-	var logs []*replicaProc
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, r := range logs {
-				t.Logf("serve %s:\n%s", r.name, r.logs.String())
-			}
-		}
-	})
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	start := func(name, yaml string, sessions int) *replicaProc {
-		t.Helper()
-		r := startServe(t, name, yaml)
-		logs = append(logs, r)
-		if _, err := gw.WaitIdentified(ctx, sessions); err != nil {
-			t.Fatalf("%s: no gateway session: %v", name, err)
-		}
-		return r
-	}
+	runs := newDiscordRuns(t, ctx, gw)
+	start := runs.start
 	first := start("first", config(api.Key, "1h"), 1)
 
 	// 1. The escalation opens the thread, with Claim and Resolve.
@@ -259,7 +228,7 @@ sinks:
 		t.Errorf("the refused reply got ✅ or reached the visitor")
 	}
 	t.Logf("5. Chat Data refused the key:\n%s", channelView(t, rest, channel, thread))
-	for _, r := range logs {
+	for _, r := range runs.all {
 		if l := r.logs.String(); strings.Contains(l, gw.Token()) || strings.Contains(l, api.Key) || strings.Contains(l, "sk-not-the-key") {
 			t.Errorf("serve %s: a secret reached the logs", r.name)
 		}

@@ -75,6 +75,71 @@ func serveAt(t *testing.T, name, path, listen, admin string) *replicaProc {
 	return r
 }
 
+// twoWaySetup is what discordTwoWayYAML fills in.
+type twoWaySetup struct {
+	secret, level, maxAge, dir string // the signing secret, log level, retry.max_age, store.path
+	apiKey, apiURL             string // Chat Data's
+	gw                         *discordtest.Gateway
+	channel                    string
+}
+
+// discordTwoWayYAML is a config with one two-way Discord sink (chat-monitor,
+// reply: prefix) on the fake gateway's Discord, the chatdata section, and
+// the embedded store in setup.dir.
+func discordTwoWayYAML(c twoWaySetup) string {
+	return fmt.Sprintf(`
+signing_secrets: [%s]
+log: {level: %s, format: json}
+retry: {initial: 50ms, max: 300ms, max_age: %s}
+shutdown_timeout: 500ms
+store: {path: %s}
+chatdata:
+  api_key: %s
+  api_url: %s
+sinks:
+  - name: chat-monitor
+    type: discord
+    token: %s
+    channel_id: "%s"
+    api_url: %s/api/v10
+    mention: "<@&1310000000000000444>"
+    reply: { prefix: "reply:" }
+`, c.secret, c.level, c.maxAge, c.dir, c.apiKey, c.apiURL, c.gw.Token(), c.channel, c.gw.URL())
+}
+
+// discordRuns starts serve runs of a test one after the other against one
+// fake gateway, and shows every run's log if the test fails.
+type discordRuns struct {
+	t   *testing.T
+	ctx context.Context
+	gw  *discordtest.Gateway
+	all []*replicaProc
+}
+
+func newDiscordRuns(t *testing.T, ctx context.Context, gw *discordtest.Gateway) *discordRuns {
+	r := &discordRuns{t: t, ctx: ctx, gw: gw}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, p := range r.all {
+				t.Logf("serve %s:\n%s", p.name, p.logs.String())
+			}
+		}
+	})
+	return r
+}
+
+// start runs serve with yaml and returns once the gateway has seen the
+// test's sessions-th session open (this run's).
+func (r *discordRuns) start(name, yaml string, sessions int) *replicaProc {
+	r.t.Helper()
+	p := startServe(r.t, name, yaml)
+	r.all = append(r.all, p)
+	if _, err := r.gw.WaitIdentified(r.ctx, sessions); err != nil {
+		r.t.Fatalf("%s: no gateway session: %v", name, err)
+	}
+	return p
+}
+
 // TestDiscordTwoWayOnTwoReplicas runs two serve replicas on one NATS
 // server with a two-way Discord bot sink and the chatdata destination,
 // against fakes of Discord (REST and gateway) and of Chat Data's API:
